@@ -1,0 +1,88 @@
+from django.db import models
+
+from connectors.choices import ConnectionKind
+from connectors.secrets import decrypt_secret, encrypt_secret
+
+ENTRA_TOKEN_URL = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"  # noqa: S105 (a URL)
+
+
+class ConnectionQuerySet(models.QuerySet):
+    def active(self, kind: str) -> "Connection":
+        """Return the one enabled connection of this kind, with a message that says what to fix otherwise."""
+        connections = list(self.filter(kind=kind, enabled=True)[:2])
+        label = ConnectionKind(kind).label
+        if not connections:
+            raise Connection.DoesNotExist(f"No enabled {label} connection: add one under Connections.")
+        if len(connections) > 1:
+            raise Connection.MultipleObjectsReturned(f"More than one enabled {label} connection: disable all but one.")
+        return connections[0]
+
+
+class Connection(models.Model):
+    """How to reach one Business Central environment/company or one Dataverse environment.
+
+    The client secret is stored encrypted (see connectors.secrets) and is never shown back.
+    """
+
+    kind = models.CharField(max_length=20, choices=ConnectionKind.choices)
+    name = models.CharField(max_length=100, unique=True)
+    enabled = models.BooleanField(default=True)
+    environment_url = models.URLField(
+        max_length=300,
+        help_text="Business Central: https://api.businesscentral.dynamics.com; "
+        "Dataverse: https://yourorg.crm.dynamics.com",
+    )
+    tenant = models.CharField(max_length=100, help_text="Entra tenant id (GUID) or verified domain.")
+    bc_environment = models.CharField("Business Central environment", max_length=100, blank=True)
+    bc_company_id = models.UUIDField("Business Central company id", null=True, blank=True)
+    client_id = models.CharField(max_length=100)
+    client_secret_encrypted = models.TextField(blank=True, editable=False)
+    token_url = models.URLField(
+        max_length=300, blank=True, help_text="Leave blank for Microsoft Entra ID (login.microsoftonline.com)."
+    )
+    scope = models.CharField(max_length=300, blank=True, help_text="Leave blank for the service's default scope.")
+    page_size = models.PositiveIntegerField(default=5000)
+    batch_size = models.PositiveIntegerField(default=100)
+    timeout_seconds = models.PositiveIntegerField(default=60)
+    max_concurrency = models.PositiveIntegerField(default=4)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ConnectionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["kind", "name"]
+
+    def __str__(self):
+        return f"{self.name} ({self.get_kind_display()})"
+
+    def __repr__(self):
+        # Never let a secret reach a log line through repr().
+        return f"<Connection {self.pk} {self.kind} {self.name!r}>"
+
+    @property
+    def client_secret(self) -> str:
+        return decrypt_secret(self.client_secret_encrypted)
+
+    def set_client_secret(self, plain: str) -> None:
+        self.client_secret_encrypted = encrypt_secret(plain)
+
+    @property
+    def effective_token_url(self) -> str:
+        return self.token_url or ENTRA_TOKEN_URL.format(tenant=self.tenant)
+
+    @property
+    def effective_scope(self) -> str:
+        if self.scope:
+            return self.scope
+        if self.kind == ConnectionKind.BUSINESS_CENTRAL:
+            return "https://api.businesscentral.dynamics.com/.default"
+        return self.environment_url.rstrip("/") + "/.default"
+
+    @property
+    def api_base_url(self) -> str:
+        """Root of the OData service: BC .../v2.0/{tenant}/{environment}/api/v2.0, Dataverse .../api/data/v9.2."""
+        root = self.environment_url.rstrip("/")
+        if self.kind == ConnectionKind.BUSINESS_CENTRAL:
+            return f"{root}/v2.0/{self.tenant}/{self.bc_environment}/api/v2.0"
+        return f"{root}/api/data/v9.2"

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class CouplingConfig(AppConfig):
+    name = "coupling"
+    verbose_name = "Coupling"

@@ -1,0 +1,53 @@
+from django.db import models
+from django.db.models import Q
+
+from coupling.choices import SyncResult
+from mappings.models import TableMapping
+
+
+class Coupling(models.Model):
+    """A Business Central record and a Dataverse row kept in sync by one table mapping.
+
+    The modified-on values are each side's own timestamp as it stood right after our last write, so our own
+    writes are not seen as changes on the next run. A coupling is `pending` between choosing the target's id
+    and confirming the write, so a crashed run can recover it instead of creating the record twice.
+    """
+
+    table_mapping = models.ForeignKey(TableMapping, on_delete=models.CASCADE, related_name="couplings")
+    bc_id = models.UUIDField("Business Central id", null=True, blank=True)
+    dataverse_id = models.UUIDField("Dataverse id", null=True, blank=True)
+    bc_name = models.CharField("Business Central name", max_length=250, blank=True)
+    dataverse_name = models.CharField("Dataverse name", max_length=250, blank=True)
+    bc_modified_on = models.DateTimeField(null=True, blank=True)
+    dataverse_modified_on = models.DateTimeField(null=True, blank=True)
+    last_result_to_dataverse = models.CharField(max_length=10, choices=SyncResult.choices, blank=True, default="")
+    last_result_from_dataverse = models.CharField(max_length=10, choices=SyncResult.choices, blank=True, default="")
+    last_job_to_dataverse = models.BigIntegerField(null=True, blank=True)
+    last_job_from_dataverse = models.BigIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    skipped = models.BooleanField(default=False)
+    pending = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["table_mapping", "bc_id"], condition=Q(bc_id__isnull=False), name="unique_bc_record_per_mapping"
+            ),
+            models.UniqueConstraint(
+                fields=["table_mapping", "dataverse_id"],
+                condition=Q(dataverse_id__isnull=False),
+                name="unique_dataverse_row_per_mapping",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["table_mapping", "skipped"]),
+            models.Index(fields=["table_mapping", "last_result_to_dataverse"]),
+            models.Index(fields=["table_mapping", "last_result_from_dataverse"]),
+            models.Index(fields=["bc_name"]),
+            models.Index(fields=["dataverse_name"]),
+        ]
+
+    def __str__(self):
+        return f"{self.table_mapping.name}: {self.bc_name or self.bc_id} <-> {self.dataverse_name or self.dataverse_id}"

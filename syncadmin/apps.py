@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class SyncadminConfig(AppConfig):
+    name = "syncadmin"
+    verbose_name = "syncadmin"

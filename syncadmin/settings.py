@@ -1,0 +1,139 @@
+"""The only settings module. Every value comes from the environment, with defaults that let a fresh clone run.
+
+Variables (see README "Configuration"): DATABASE_URL, SANDBOX_DATABASE_URL, REDIS_URL, SECRET_KEY(_FILE),
+SYNCADMIN_ENCRYPTION_KEY(_FILE), DEBUG, ALLOWED_HOSTS, SYNCADMIN_DATA_DIR, SANDBOX_ENABLED, SYNC_JOB_RETENTION_DAYS.
+"""
+
+import os
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from syncadmin import env
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+try:
+    DATA_DIR = Path(os.environ.get("SYNCADMIN_DATA_DIR") or BASE_DIR / "data").resolve()
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+    DEBUG = env.env_bool("DEBUG", default=True)
+
+    SECRET_KEY = env.env_secret("SECRET_KEY")
+    if not SECRET_KEY:
+        if not DEBUG:
+            raise env.SettingError("SECRET_KEY is required when DEBUG is off: set SECRET_KEY or SECRET_KEY_FILE.")
+        SECRET_KEY = env.local_secret_key(DATA_DIR)
+
+    # Key that encrypts connection secrets at rest (a Fernet key: 32 url-safe base64-encoded bytes).
+    ENCRYPTION_KEY = env.env_secret("SYNCADMIN_ENCRYPTION_KEY")
+    if not ENCRYPTION_KEY:
+        if not DEBUG:
+            raise env.SettingError(
+                "SYNCADMIN_ENCRYPTION_KEY is required when DEBUG is off: set it (or SYNCADMIN_ENCRYPTION_KEY_FILE) "
+                "to a Fernet key, made with: python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())'."
+            )
+        ENCRYPTION_KEY = env.local_fernet_key(DATA_DIR)
+    env.check_fernet_key("SYNCADMIN_ENCRYPTION_KEY", ENCRYPTION_KEY)
+
+    ALLOWED_HOSTS = env.env_list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
+
+    DATABASES = {
+        "default": env.env_database("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'syncadmin.sqlite3'}"),
+        # The sandbox keeps its emulated Business Central and Dataverse data apart from ours.
+        "sandbox": env.env_database("SANDBOX_DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'sandbox.sqlite3'}"),
+    }
+
+    # Default: the embedded Redis that `make run` and the test suite start on a socket in the data folder.
+    EMBEDDED_REDIS_SOCKET = DATA_DIR / "redis.sock"
+    REDIS_URL = env.env_redis_url("REDIS_URL", default=f"unix://{EMBEDDED_REDIS_SOCKET}")
+
+    SANDBOX_ENABLED = env.env_bool("SANDBOX_ENABLED", default=True)
+    SYNC_JOB_RETENTION_DAYS = env.env_int("SYNC_JOB_RETENTION_DAYS", default=30, minimum=1)
+except env.SettingError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_rq",
+    "django_filters",
+    "connectors",
+    "mappings",
+    "coupling",
+    "jobs",
+    "sandbox",
+    "syncadmin",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "syncadmin.urls"
+WSGI_APPLICATION = "syncadmin.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASE_ROUTERS = ["sandbox.routers.SandboxRouter"]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "static"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LOGIN_URL = "admin:login"
+
+if not DEBUG:
+    SESSION_COOKIE_SECURE = env.env_bool("SESSION_COOKIE_SECURE", default=True)
+    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+# django-rq: three named queues on one Redis; jobs are enqueued only after the database commit.
+RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600} for name in ("high", "default", "low")}
+RQ = {"COMMIT_MODE": "on_db_commit"}
+RQ_SHOW_ADMIN_LINK = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "INFO"},
+    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
+}
