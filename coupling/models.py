@@ -20,6 +20,9 @@ class Coupling(models.Model):
     dataverse_name = models.CharField("Dataverse name", max_length=250, blank=True)
     bc_modified_on = models.DateTimeField(null=True, blank=True)
     dataverse_modified_on = models.DateTimeField(null=True, blank=True)
+    # ETags after our last write: a precise "changed since" test where modified-on has only second precision.
+    bc_etag = models.CharField(max_length=200, blank=True)
+    dataverse_etag = models.CharField(max_length=200, blank=True)
     last_result_to_dataverse = models.CharField(max_length=10, choices=SyncResult.choices, blank=True, default="")
     last_result_from_dataverse = models.CharField(max_length=10, choices=SyncResult.choices, blank=True, default="")
     last_job_to_dataverse = models.BigIntegerField(null=True, blank=True)

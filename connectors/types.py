@@ -1,0 +1,152 @@
+"""The one small interface both remote clients implement, shaped for the engine's page pipeline.
+
+Rows travel as the APIs send them: Business Central API v2.0 property names (`displayName`,
+`lastModifiedDateTime`, `@odata.etag`), Dataverse logical names with lookups as `_x_value`
+(`name`, `modifiedon`, `_transactioncurrencyid_value`, `@odata.etag`). Only `connectors` talks HTTP.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+from uuid import UUID
+
+
+class ErrorKind(enum.StrEnum):
+    """What the engine and the admin can do about a failure."""
+
+    TRANSIENT = "transient"  # 5xx, timeouts, dropped connections: retry later
+    THROTTLED = "throttled"  # 429 after the retry budget ran out
+    AUTHENTICATION = "authentication"  # bad credentials, expired or rejected token
+    PERMISSION = "permission"  # 403: the integration user lacks a privilege
+    VALIDATION = "validation"  # the record's data was refused (see `field`)
+    NOT_FOUND = "not_found"  # the record or the company does not exist
+    CONFLICT = "conflict"  # stale ETag: changed by someone else since we read it
+    MISSING_DEPENDENCY = "missing_dependency"  # a referenced record (currency, owner) does not exist
+
+    @property
+    def is_retryable(self) -> bool:
+        return self in (ErrorKind.TRANSIENT, ErrorKind.THROTTLED)
+
+
+class ConnectorError(Exception):
+    """A classified failure of a remote call. Never carries a secret or a bearer token."""
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        status: int | None = None,
+        remote_code: str = "",
+        correlation_id: str = "",
+        field: str = "",
+        response_excerpt: str = "",
+    ):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.status = status
+        self.remote_code = remote_code
+        self.correlation_id = correlation_id
+        self.field = field
+        self.response_excerpt = response_excerpt[:2000]
+
+    def detail(self) -> str:
+        parts = [f"HTTP {self.status}" if self.status else "", self.remote_code, self.correlation_id]
+        head = " | ".join(p for p in parts if p)
+        return f"{head}\n{self.response_excerpt}".strip()
+
+
+@dataclass(frozen=True)
+class Page:
+    """One server-driven page of rows."""
+
+    rows: list[dict[str, Any]]
+    next_link: str | None = None
+    delta_link: str | None = None  # Dataverse change tracking: present on the last page only
+    deleted_ids: list[UUID] = field(default_factory=list)  # Dataverse change tracking: `$deletedEntity` rows
+
+
+OperationKind = Literal["create", "update", "upsert", "delete"]
+
+
+@dataclass
+class WriteOperation:
+    """One record to write. `ref` is the caller's key for matching the result to its record."""
+
+    kind: OperationKind
+    entity_set: str
+    ref: str
+    values: dict[str, Any] = field(default_factory=dict)
+    record_id: UUID | None = None  # update/delete/upsert: the target; Dataverse create: a client-chosen id
+    etag: str | None = None  # If-Match for update/delete; None means "*" (must exist, any version)
+
+
+@dataclass
+class WriteResult:
+    ref: str
+    ok: bool
+    record_id: UUID | None = None
+    etag: str | None = None
+    modified_on: datetime | None = None
+    row: dict[str, Any] | None = None  # the record as stored after the write, where the API returns it
+    error: ConnectorError | None = None
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    name: str
+    type: str  # string, memo, integer, decimal, money, boolean, datetime, guid, choice, lookup, enum
+    max_length: int | None = None
+    options: dict[Any, str] = field(default_factory=dict)  # choice value -> label (BC enums: value -> value)
+    read_only: bool = False
+    required: bool = False
+    lookup_targets: tuple[str, ...] = ()  # Dataverse lookups: target entity sets
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    entity_set: str
+    primary_key: str  # "id" on Business Central, e.g. "accountid" on Dataverse
+    primary_name: str  # e.g. "displayName", "name"
+    modified_on: str  # "lastModifiedDateTime" / "modifiedon"
+    columns: dict[str, ColumnInfo]
+
+
+class RemoteClient(Protocol):
+    """What the engine, coupling and mapping validation need from Business Central and Dataverse alike."""
+
+    request_counts: Counter  # requests made through this client, by kind ("read", "write", "batch", "token", ...)
+
+    def read_pages(
+        self,
+        entity_set: str,
+        *,
+        filter: str | None = None,
+        modified_since: datetime | None = None,
+        select: list[str] | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[Page]:
+        """Yield pages of rows matching `filter` and modified after `modified_since`, following nextLinks."""
+
+    def read_by_ids(self, entity_set: str, ids: list[UUID], *, select: list[str] | None = None) -> dict[UUID, dict]:
+        """Return the rows that exist among `ids`, keyed by id (missing ids are simply absent)."""
+
+    def count(self, entity_set: str, *, filter: str | None = None) -> int:
+        """Return how many rows match `filter`."""
+
+    def write_many(self, operations: list[WriteOperation]) -> list[WriteResult]:
+        """Write in bulk; return one result per operation, in order. Retries transient faults itself."""
+
+    def table_info(self, entity_set: str) -> TableInfo:
+        """Columns, types, max lengths and option values of one table, from the service's metadata."""
+
+    def tables(self) -> list[str]:
+        """Entity sets the service offers."""
+
+    def close(self) -> None: ...
