@@ -1,0 +1,17 @@
+"""RQ entry points. Thin: take primitive ids, call one service, own nothing else."""
+
+from jobs import services
+
+
+def run_sync_job(job_id: int) -> None:
+    services.sync_job_run(job_id=job_id)
+
+
+def scheduler_tick() -> None:
+    """Start the runs whose schedule is due (RQ cron calls this every 30 seconds)."""
+    services.schedules_run_due()
+
+
+def cleanup_old_jobs() -> None:
+    """Remove sync jobs and errors older than settings.SYNC_JOB_RETENTION_DAYS (RQ cron, daily)."""
+    services.sync_jobs_delete_old()
