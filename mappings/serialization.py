@@ -1,0 +1,123 @@
+"""One plain-data form of a table mapping with its field mappings, shared by the defaults, reset, export and import.
+
+A mapping as a dict (the export file's `table_mappings` items, documented in mappings/EXPORT_FORMAT.md):
+the table mapping's configuration fields, `dependencies` as a sorted list of mapping names, and `field_mappings`
+as a list of dicts in position order, each naming its `lookup_mapping` by mapping name. Runtime state (watermarks,
+timestamps, ids) is not configuration and is left out, so a diff or an import never touches it.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from mappings.models import FieldMapping, TableMapping
+
+# Table mapping configuration fields with their defaults when a dict leaves them out.
+TABLE_DEFAULTS: dict[str, Any] = {
+    "bc_entity_set": "",
+    "dataverse_entity_set": "",
+    "dataverse_primary_key": "",
+    "bc_name_field": "displayName",
+    "dataverse_name_field": "name",
+    "direction": "bidirectional",
+    "table_filter": "",
+    "integration_table_filter": "",
+    "sync_only_coupled": True,
+    "update_conflict_resolution": "",
+    "deletion_conflict_resolution": "",
+    "bc_new_record_values": {},
+    "dataverse_new_record_values": {},
+    "sync_after_match_coupling": False,
+    "create_new_if_no_match": False,
+    "is_default": False,
+}
+
+FIELD_DEFAULTS: dict[str, Any] = {
+    "bc_field": "",
+    "dataverse_field": "",
+    "direction": "bidirectional",
+    "constant_value": "",
+    "enabled": True,
+    "transformation": [],
+    "value_map": {},
+    "lookup_mapping": None,
+    "clear_value_on_failed_lookup": False,
+    "not_null": False,
+    "update_conflict_resolution": "",
+    "use_for_matching": False,
+    "case_sensitive_matching": False,
+    "match_priority": 0,
+}
+
+TABLE_KEYS = ("name", *TABLE_DEFAULTS, "dependencies", "field_mappings")
+FIELD_KEYS = tuple(FIELD_DEFAULTS)
+
+
+def field_mapping_to_dict(field_mapping: FieldMapping) -> dict[str, Any]:
+    data = {key: getattr(field_mapping, key) for key in FIELD_DEFAULTS if key != "lookup_mapping"}
+    data["lookup_mapping"] = field_mapping.lookup_mapping.name if field_mapping.lookup_mapping_id else None
+    return {key: data[key] for key in FIELD_KEYS}
+
+
+def table_mapping_to_dict(table_mapping: TableMapping) -> dict[str, Any]:
+    """Return the mapping's configuration as plain data (see the module docstring)."""
+    data: dict[str, Any] = {"name": table_mapping.name}
+    data.update({key: getattr(table_mapping, key) for key in TABLE_DEFAULTS})
+    data["dependencies"] = sorted(table_mapping.dependencies.values_list("name", flat=True))
+    field_mappings = table_mapping.field_mappings.select_related("lookup_mapping").order_by("position", "id")
+    data["field_mappings"] = [field_mapping_to_dict(fm) for fm in field_mappings]
+    return data
+
+
+def normalize_table_dict(data: dict[str, Any]) -> dict[str, Any]:
+    """Fill left-out keys with their defaults, so two dicts compare by meaning.
+
+    Field mappings keep their list order; `position` is not part of the data but follows from that order.
+    """
+    normalized = {"name": data["name"]}
+    normalized.update({key: data.get(key, default) for key, default in TABLE_DEFAULTS.items()})
+    normalized["dependencies"] = sorted(data.get("dependencies", []))
+    normalized["field_mappings"] = [
+        {key: field.get(key, default) for key, default in FIELD_DEFAULTS.items()}
+        for field in data.get("field_mappings", [])
+    ]
+    return normalized
+
+
+def save_table_dicts(
+    items: list[dict[str, Any]], *, table_model: type = TableMapping, field_model: type = FieldMapping
+) -> list:
+    """Create or update, by name, the table mappings described by `items`, with their dependencies and fields.
+
+    An existing row is updated in place (couplings point at it, so it is never deleted and recreated); its field
+    mappings are replaced by the ones given. Dependencies and lookups name other mappings, which must exist in the
+    database or among `items`. The model arguments let the data migration pass its historical models; keys the
+    model does not have (yet) are left out.
+    """
+    table_columns = {f.name for f in table_model._meta.concrete_fields}
+    field_columns = {f.name for f in field_model._meta.concrete_fields}
+    rows = []
+    for data in items:
+        # Deep copies: the JSON values must not share objects with the caller's data (e.g. the defaults' spec).
+        data = copy.deepcopy(data)
+        values = {k: v for k, v in data.items() if k in TABLE_DEFAULTS and k in table_columns}
+        row = table_model.objects.filter(name=data["name"]).first()
+        if row is None:
+            row = table_model(name=data["name"])
+        for key, value in values.items():
+            setattr(row, key, value)
+        row.save()
+        rows.append(row)
+    by_name = {row.name: row for row in table_model.objects.all()}
+    for row, data in zip(rows, items, strict=True):
+        row.dependencies.set([by_name[name] for name in data.get("dependencies", [])])
+        row.field_mappings.all().delete()
+        new_fields = []
+        for position, field in enumerate(data.get("field_mappings", []), start=1):
+            values = {k: v for k, v in field.items() if k in FIELD_DEFAULTS and k in field_columns}
+            lookup_name = field.get("lookup_mapping")
+            values["lookup_mapping"] = by_name[lookup_name] if lookup_name else None
+            new_fields.append(field_model(table_mapping=row, position=position * 10, **values))
+        field_model.objects.bulk_create(new_fields)
+    return rows
