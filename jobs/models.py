@@ -33,6 +33,8 @@ class SyncJob(models.Model):
     progress_total = models.PositiveIntegerField(null=True, blank=True, help_text="Estimated records to process.")
     http_requests = models.PositiveIntegerField(default=0)
     http_requests_by_kind = models.JSONField(default=dict, blank=True)
+    record_ids = models.JSONField(default=list, blank=True, help_text="Selected source records (selection runs).")
+    cancel_requested = models.BooleanField(default=False)
     message = models.TextField(blank=True)
     preview = models.JSONField(default=dict, blank=True, help_text="For a dry run: sample of field differences.")
 

@@ -1,11 +1,199 @@
-"""Sync job services: create, enqueue (after commit), run, clean up."""
+"""Sync job services: the one place the admin, the RQ tasks and `manage.py sync` go through.
 
+`sync_enqueue` creates the SyncJob rows (one per direction) and enqueues one RQ job after the database commit;
+`sync_jobs_run` runs them under the mapping's lock with one pooled client per system.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from contextlib import contextmanager
 from datetime import timedelta
 
+import django_rq
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
+from redis.exceptions import LockError
 
+from connectors.choices import ConnectionKind
+from connectors.clients import open_client
+from connectors.models import Connection
+from jobs.choices import ACTIVE_STATUSES, JobKind, JobStatus
+from jobs.engine.pipeline import DirectionRun, RunCancelled, SourceUnreadable
+from jobs.engine.sides import run_directions
 from jobs.models import SyncError, SyncJob
+from mappings.models import TableMapping
+
+logger = logging.getLogger(__name__)
+
+QUEUE = "default"
+# The lock expires on its own if the worker holding it dies; a live run renews it between pages.
+LOCK_TIMEOUT_SECONDS = 300
+
+
+class SyncNotStarted(Exception):
+    """The sync could not be enqueued; the message says why."""
+
+
+def sync_enqueue(
+    *,
+    mapping: TableMapping,
+    kind: str = JobKind.MODIFIED,
+    user=None,
+    direction: str | None = None,
+    record_ids: list | None = None,
+    dry_run: bool = False,
+) -> list[SyncJob]:
+    """Create one SyncJob per direction and enqueue their run after the transaction commits."""
+    directions = [direction] if direction else run_directions(mapping)
+    if kind == JobKind.RECORDS and not record_ids:
+        raise SyncNotStarted("Select at least one record to synchronize.")
+    if kind == JobKind.RECORDS and len(directions) != 1:
+        raise SyncNotStarted(f"{mapping.name} is bidirectional: choose the direction to synchronize the records in.")
+    if not mapping.field_mappings.filter(enabled=True).exists():
+        raise SyncNotStarted(f"{mapping.name} has no enabled field mappings: there is nothing to synchronize.")
+    with transaction.atomic():
+        jobs = [
+            SyncJob.objects.create(
+                kind=kind,
+                table_mapping=mapping,
+                direction=d,
+                requested_by=user if user and user.is_authenticated else None,
+                record_ids=[str(i) for i in (record_ids or [])],
+                dry_run=dry_run,
+            )
+            for d in directions
+        ]
+        job_ids = [job.pk for job in jobs]
+        transaction.on_commit(lambda: _enqueue(job_ids))
+    return jobs
+
+
+def _enqueue(job_ids: list[int]) -> None:
+    rq_job = django_rq.get_queue(QUEUE).enqueue("jobs.tasks.run_sync_jobs", job_ids, job_timeout=6 * 3600)
+    SyncJob.objects.filter(pk__in=job_ids).update(rq_job_id=rq_job.id)
+
+
+def sync_job_cancel(*, job: SyncJob) -> None:
+    """Ask a queued or running job to stop; the engine checks between pages."""
+    if job.status in ACTIVE_STATUSES:
+        SyncJob.objects.filter(pk=job.pk).update(cancel_requested=True)
+        if job.status == JobStatus.QUEUED:
+            SyncJob.objects.filter(pk=job.pk).update(
+                status=JobStatus.CANCELLED, finished_at=timezone.now(), message="Cancelled before it started."
+            )
+
+
+@contextmanager
+def mapping_lock(mapping: TableMapping):
+    """One run per mapping at a time, across workers and machines; expires if its worker dies."""
+    lock = django_rq.get_connection(QUEUE).lock(
+        f"syncadmin:mapping-run:{mapping.pk}", timeout=LOCK_TIMEOUT_SECONDS, blocking=False
+    )
+    if not lock.acquire():
+        yield None
+        return
+    try:
+        yield lock
+    finally:
+        try:
+            lock.release()
+        except LockError:
+            logger.warning("The run lock of %s expired before the run ended.", mapping.name)
+
+
+def sync_jobs_run(*, job_ids: list[int]) -> None:
+    """Run the given SyncJobs (the directions of one mapping run) in order, under the mapping's lock."""
+    jobs = list(SyncJob.objects.filter(pk__in=job_ids).select_related("table_mapping").order_by("pk"))
+    if not jobs:
+        return
+    mapping = jobs[0].table_mapping
+    with mapping_lock(mapping) as lock:
+        if lock is None:
+            _finish_all(
+                jobs, JobStatus.CANCELLED, f"Another run of {mapping.name} is in progress; this one did not start."
+            )
+            return
+        try:
+            bc_client = open_client(Connection.objects.active(ConnectionKind.BUSINESS_CENTRAL))
+            dataverse_client = open_client(Connection.objects.active(ConnectionKind.DATAVERSE))
+        except Exception as exc:  # a missing or broken connection fails the run with its reason
+            _finish_all(jobs, JobStatus.FAILED, f"Could not connect: {exc}")
+            return
+        try:
+            for job in jobs:
+                job.refresh_from_db()
+                if job.status != JobStatus.QUEUED:
+                    continue
+                _run_one(job, bc_client, dataverse_client, lock)
+        finally:
+            bc_client.close()
+            dataverse_client.close()
+
+
+def _run_one(job: SyncJob, bc_client, dataverse_client, lock) -> None:
+    job.status = JobStatus.RUNNING
+    job.started_at = timezone.now()
+    job.save(update_fields=["status", "started_at"])
+    before = bc_client.request_counts + dataverse_client.request_counts
+    run = DirectionRun(
+        job,
+        bc_client=bc_client,
+        dataverse_client=dataverse_client,
+        on_page=lambda: lock.extend(LOCK_TIMEOUT_SECONDS, replace_ttl=True),
+    )
+    status, message = JobStatus.SUCCEEDED, ""
+    try:
+        outcome = run.run()
+    except RunCancelled:
+        status, message, outcome = JobStatus.CANCELLED, "Cancelled by a user.", None
+    except SourceUnreadable as exc:
+        status, message, outcome = JobStatus.FAILED, str(exc), None
+    except Exception as exc:
+        logger.exception("Sync job %s crashed", job.pk)
+        status, message, outcome = JobStatus.FAILED, f"The run stopped on an internal error: {exc}", None
+        job.refresh_from_db()
+        SyncError.objects.create(
+            job=job,
+            table_mapping=job.table_mapping,
+            direction=job.direction,
+            error_class="internal",
+            message=message,
+            detail=traceback.format_exc()[-4000:],
+        )
+    job.refresh_from_db()
+    if status == JobStatus.SUCCEEDED:
+        if not job.dry_run and job.kind in (JobKind.MODIFIED, JobKind.FULL):
+            _advance_watermark(job, outcome.latest_modified)
+        if job.failed:
+            status = JobStatus.PARTLY_FAILED
+        if job.dry_run:
+            job.preview = outcome.preview
+    used = (bc_client.request_counts + dataverse_client.request_counts) - before
+    job.http_requests = sum(used.values())
+    job.http_requests_by_kind = dict(used)
+    job.status = status
+    job.message = message or job.message
+    job.finished_at = timezone.now()
+    job.save()
+
+
+def _advance_watermark(job: SyncJob, latest) -> None:
+    if latest is None:
+        return
+    mapping = TableMapping.objects.get(pk=job.table_mapping_id)
+    field = "dataverse_watermark" if job.direction == "from_dataverse" else "bc_watermark"
+    current = getattr(mapping, field)
+    if current is None or latest > current:
+        TableMapping.objects.filter(pk=mapping.pk).update(**{field: latest})
+
+
+def _finish_all(jobs: list[SyncJob], status: str, message: str) -> None:
+    SyncJob.objects.filter(pk__in=[j.pk for j in jobs]).update(
+        status=status, message=message, finished_at=timezone.now()
+    )
 
 
 def schedules_run_due() -> int:
@@ -19,7 +207,3 @@ def sync_jobs_delete_old(*, now=None) -> int:
     SyncError.objects.filter(created_at__lt=cutoff).delete()
     deleted, _ = SyncJob.objects.filter(finished_at__lt=cutoff).delete()
     return deleted
-
-
-def sync_job_run(*, job_id: int) -> None:
-    raise NotImplementedError("being written")

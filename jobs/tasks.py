@@ -3,8 +3,8 @@
 from jobs import services
 
 
-def run_sync_job(job_id: int) -> None:
-    services.sync_job_run(job_id=job_id)
+def run_sync_jobs(job_ids: list[int]) -> None:
+    services.sync_jobs_run(job_ids=job_ids)
 
 
 def scheduler_tick() -> None:

@@ -1,0 +1,1 @@
+"""The sync engine: one run of one table mapping in one direction, page by page (architecture.md)."""

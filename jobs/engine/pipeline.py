@@ -1,0 +1,478 @@
+"""One run of one table mapping in one direction, page by page (architecture.md "The engine").
+
+Per page: read changed source rows -> load their couplings (one query) -> read coupled counterparts (one
+request or batch) -> plan each record (pure) -> write the page in bulk -> save couplings, errors and counters in
+one transaction. A preview stops after planning.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from connectors.types import ConnectorError, RemoteClient, WriteOperation, WriteResult
+from coupling.choices import SyncResult
+from coupling.models import Coupling
+from jobs.choices import ErrorClass, JobKind
+from jobs.engine.planner import Action, Plan, PlanContext, plan_record
+from jobs.engine.sides import sides_for
+from jobs.engine.values import LookupIndex, compile_rules, source_fields
+from jobs.models import COUNTER_FIELDS, SyncError, SyncJob
+from mappings.choices import Direction
+from mappings.models import TableMapping
+
+logger = logging.getLogger(__name__)
+
+# Re-read a little before the watermark: many rows can share a timestamp, and Dataverse has whole seconds only.
+WATERMARK_OVERLAP = timedelta(seconds=1)
+PREVIEW_SAMPLE_SIZE = 50
+ID_CHUNK = 500
+
+
+class RunCancelled(Exception):
+    pass
+
+
+class SourceUnreadable(Exception):
+    """The source could not be read: the run fails; it is never reported as '0 changes'."""
+
+
+@dataclass
+class RunOutcome:
+    counts: Counter = field(default_factory=Counter)
+    latest_modified: datetime | None = None
+    preview: dict = field(default_factory=lambda: {"counts": {}, "sample": []})
+
+
+class DirectionRun:
+    """Synchronize one mapping in one direction for one SyncJob row."""
+
+    def __init__(self, job: SyncJob, *, bc_client: RemoteClient, dataverse_client: RemoteClient, on_page=None):
+        self.job = job
+        self.on_page = on_page or (lambda: None)  # e.g. renew the mapping's run lock
+        self.mapping: TableMapping = job.table_mapping
+        self.direction = job.direction
+        self.source, self.target = sides_for(self.mapping, self.direction)
+        self.source_client = dataverse_client if self.source.is_dataverse else bc_client
+        self.target_client = dataverse_client if self.target.is_dataverse else bc_client
+        self.rules = compile_rules(self.mapping, self.direction, self.source, self.target)
+        force = job.kind in (JobKind.RECORDS, JobKind.FULL)
+        self.ctx = PlanContext(
+            direction=self.direction,
+            source=self.source,
+            target=self.target,
+            rules=self.rules,
+            bidirectional_mapping=self.mapping.direction == Direction.BIDIRECTIONAL,
+            only_coupled=self.mapping.sync_only_coupled and job.kind != JobKind.FULL,
+            force=force,
+            update_policy=self.mapping.update_conflict_resolution,
+            deletion_policy=self.mapping.deletion_conflict_resolution,
+            new_record_values=dict(
+                self.mapping.dataverse_new_record_values
+                if self.target.is_dataverse
+                else self.mapping.bc_new_record_values
+            ),
+        )
+        self.source_select = sorted(
+            {self.source.id_field, self.source.modified_field, self.source.name_field, *source_fields(self.rules)}
+        )
+        self.target_select = sorted(
+            {self.target.id_field, self.target.modified_field, self.target.name_field}
+            | {rule.current_key(self.target) for rule in self.rules}
+        )
+        self.outcome = RunOutcome()
+        self._seen: set = set()
+
+    # -- reading ---------------------------------------------------------------------------------------------
+
+    def run(self) -> RunOutcome:
+        run_start = timezone.now()
+        if self.job.kind == JobKind.RECORDS:
+            ids = [uuid.UUID(str(i)) for i in self.job.record_ids]
+            for start in range(0, len(ids), ID_CHUNK):
+                self._process(list(self._read_by_ids(ids[start : start + ID_CHUNK]).values()))
+        else:
+            self._retry_failed()
+            for page in self._read_changed():
+                self._process(page)
+        if self.outcome.latest_modified and self.outcome.latest_modified > run_start:
+            # Rows changed during the run are read again next time.
+            self.outcome.latest_modified = run_start
+        return self.outcome
+
+    def _watermark(self) -> datetime | None:
+        if self.job.kind == JobKind.FULL:
+            return None
+        mark = self.mapping.dataverse_watermark if self.source.is_dataverse else self.mapping.bc_watermark
+        return mark - WATERMARK_OVERLAP if mark else None
+
+    def _read_changed(self):
+        try:
+            pages = self.source_client.read_pages(
+                self.source.entity_set,
+                filter=self.source.table_filter or None,
+                modified_since=self._watermark(),
+                select=self.source_select,
+            )
+            for page in pages:
+                yield page.rows
+        except ConnectorError as exc:
+            raise SourceUnreadable(f"{self.source.label} {self.source.entity_set} could not be read: {exc}") from exc
+
+    def _read_by_ids(self, ids: list) -> dict:
+        try:
+            return self.source_client.read_by_ids(self.source.entity_set, ids, select=self.source_select)
+        except ConnectorError as exc:
+            raise SourceUnreadable(f"{self.source.label} {self.source.entity_set} could not be read: {exc}") from exc
+
+    def _retry_failed(self) -> None:
+        """Failed-but-not-skipped records are retried at every run, changed or not (as BC)."""
+        result_field = (
+            "last_result_to_dataverse" if self.direction == Direction.TO_DATAVERSE else "last_result_from_dataverse"
+        )
+        id_attr = self.source.coupling_attr("id")
+        failed = list(
+            Coupling.objects.filter(
+                table_mapping=self.mapping, skipped=False, **{result_field: SyncResult.FAILURE}
+            ).values_list(id_attr, flat=True)
+        )
+        failed = [i for i in failed if i]
+        for start in range(0, len(failed), ID_CHUNK):
+            self._process(list(self._read_by_ids(failed[start : start + ID_CHUNK]).values()))
+
+    # -- one page ----------------------------------------------------------------------------------------------
+
+    def _process(self, rows: list[dict]) -> None:
+        self.on_page()
+        self._check_cancelled()
+        rows = [row for row in rows if self.source.row_id(row) not in self._seen]
+        if not rows:
+            return
+        ids = [self.source.row_id(row) for row in rows]
+        self._seen.update(ids)
+        for row in rows:
+            modified = self.source.row_modified(row)
+            if modified and (self.outcome.latest_modified is None or modified > self.outcome.latest_modified):
+                self.outcome.latest_modified = modified
+
+        couplings = self._load_couplings(ids)
+        target_rows = self._read_counterparts(couplings.values())
+        lookups = LookupIndex(self.rules, rows, self.source)
+        plans = []
+        for row, source_id in zip(rows, ids, strict=True):
+            coupling = couplings.get(source_id)
+            target_id = getattr(coupling, self.target.coupling_attr("id")) if coupling else None
+            plans.append(plan_record(self.ctx, row, coupling, target_rows.get(target_id), lookups))
+
+        if self.job.dry_run:
+            self._tally_preview(plans)
+        else:
+            self._write(plans)
+        SyncJob.objects.filter(pk=self.job.pk).update(progress_done=F("progress_done") + len(rows))
+
+    def _load_couplings(self, ids: list) -> dict:
+        id_attr = self.source.coupling_attr("id")
+        couplings = Coupling.objects.filter(table_mapping=self.mapping, **{f"{id_attr}__in": ids})
+        return {getattr(c, id_attr): c for c in couplings}
+
+    def _read_counterparts(self, couplings) -> dict:
+        target_attr = self.target.coupling_attr("id")
+        target_ids = [getattr(c, target_attr) for c in couplings if getattr(c, target_attr)]
+        if not target_ids:
+            return {}
+        try:
+            return self.target_client.read_by_ids(self.target.entity_set, target_ids, select=self.target_select)
+        except ConnectorError as exc:
+            raise SourceUnreadable(
+                f"{self.target.label} {self.target.entity_set} could not be read to compare: {exc}"
+            ) from exc
+
+    def _check_cancelled(self) -> None:
+        if SyncJob.objects.filter(pk=self.job.pk, cancel_requested=True).exists():
+            raise RunCancelled()
+
+    # -- preview -----------------------------------------------------------------------------------------------
+
+    def _tally_preview(self, plans: list[Plan]) -> None:
+        preview = self.outcome.preview
+        for plan in plans:
+            if _COUNTER_FOR[plan.action]:
+                self.outcome.counts[_COUNTER_FOR[plan.action]] += 1
+            key = "conflicts" if plan.error_class == ErrorClass.CONFLICT else plan.action.value
+            preview["counts"][key] = preview["counts"].get(key, 0) + 1
+            if (
+                plan.action in (Action.INSERT, Action.UPDATE, Action.FAIL)
+                and len(preview["sample"]) < PREVIEW_SAMPLE_SIZE
+            ):
+                preview["sample"].append(
+                    {
+                        "action": plan.action.value,
+                        "record": self.source.row_name(plan.source_row),
+                        "record_id": str(self.source.row_id(plan.source_row)),
+                        "message": plan.message,
+                        "diffs": [
+                            {"field": field, "old": _jsonable(old), "new": _jsonable(new)}
+                            for field, old, new in _plan_diffs(plan)
+                        ],
+                    }
+                )
+
+    # -- writing -----------------------------------------------------------------------------------------------
+
+    def _write(self, plans: list[Plan]) -> None:
+        inserts = [p for p in plans if p.action == Action.INSERT]
+        self._reserve_inserts(inserts)
+        operations, planned = [], []
+        for plan in plans:
+            if plan.action == Action.INSERT:
+                operations.append(self._insert_operation(plan))
+                planned.append(plan)
+            elif plan.action == Action.UPDATE:
+                operations.append(
+                    WriteOperation(
+                        kind="update",
+                        entity_set=self.target.entity_set,
+                        ref=str(len(operations)),
+                        values=plan.values,
+                        record_id=self.target.row_id(plan.target_row),
+                        etag=self.target.row_etag(plan.target_row) or None,
+                    )
+                )
+                planned.append(plan)
+        results = self.target_client.write_many(operations) if operations else []
+        self._save(plans, dict(zip([id(p) for p in planned], results, strict=True)))
+
+    def _insert_operation(self, plan: Plan) -> WriteOperation:
+        ref = str(id(plan))
+        if self.target.is_dataverse:
+            # Dataverse accepts our id: upsert by it, so a rerun after a crash updates instead of duplicating.
+            return WriteOperation(
+                kind="upsert",
+                entity_set=self.target.entity_set,
+                ref=ref,
+                values=plan.values,
+                record_id=plan.coupling.dataverse_id,
+            )
+        return WriteOperation(kind="create", entity_set=self.target.entity_set, ref=ref, values=plan.values)
+
+    def _reserve_inserts(self, inserts: list[Plan]) -> None:
+        """Record a pending coupling (with the target id chosen, where the API allows) before writing anything."""
+        if not inserts:
+            return
+        source_attr = self.source.coupling_attr("id")
+        interrupted = []  # pending Business Central inserts of an earlier run that may have been written
+        with transaction.atomic():
+            for plan in inserts:
+                coupling = plan.coupling or Coupling(
+                    table_mapping=self.mapping, **{source_attr: self.source.row_id(plan.source_row)}
+                )
+                if coupling.pk and coupling.pending and not self.target.is_dataverse:
+                    interrupted.append(plan)
+                if plan.restore:
+                    setattr(coupling, self.target.coupling_attr("id"), None)
+                if self.target.is_dataverse and coupling.dataverse_id is None:
+                    coupling.dataverse_id = uuid.uuid4()
+                coupling.pending = True
+                setattr(coupling, self.source.coupling_attr("name"), self.source.row_name(plan.source_row))
+                coupling.save()
+                plan.coupling = coupling
+        self._recover_interrupted_bc_inserts(interrupted)
+
+    def _recover_interrupted_bc_inserts(self, plans: list[Plan]) -> None:
+        """Find Business Central records an interrupted run created before it could confirm them.
+
+        Business Central chooses its own ids, so the record is looked up by its name among the records modified
+        since the coupling was reserved; exactly one match is taken as ours and updated instead of created again.
+        """
+        for plan in plans:
+            name = plan.values.get(self.target.name_field)
+            if not name:
+                continue
+            literal = str(name).replace("'", "''")
+            try:
+                pages = self.target_client.read_pages(
+                    self.target.entity_set,
+                    filter=f"{self.target.name_field} eq '{literal}'",
+                    modified_since=plan.coupling.created_at - WATERMARK_OVERLAP,
+                    select=self.target_select,
+                )
+                found = [row for page in pages for row in page.rows]
+            except ConnectorError as exc:
+                logger.warning("Could not look for an interrupted insert of %s: %s", name, exc)
+                continue
+            if len(found) == 1:
+                plan.action = Action.UPDATE
+                plan.target_row = found[0]
+                plan.coupling.bc_id = self.target.row_id(found[0])
+
+    def _save(self, plans: list[Plan], results: dict[int, WriteResult]) -> None:
+        counts = Counter()
+        errors = []
+        to_update = []
+        to_delete = []
+        now = timezone.now()
+        for plan in plans:
+            result = results.get(id(plan))
+            if plan.action in (Action.INSERT, Action.UPDATE) and result is not None and not result.ok:
+                error = result.error
+                plan.error_class = _error_class(error)
+                verb = "Creating" if plan.action == Action.INSERT else "Updating"
+                plan.message = f"{verb} the {self.target.label} record failed: {error.message}"
+                detail = error.detail()
+                outcome = Action.FAIL
+            else:
+                detail = ""
+                outcome = plan.action
+            counter = _COUNTER_FOR[outcome]
+            if plan.restore and outcome == Action.INSERT:
+                counter = "inserted"
+            if counter:
+                counts[counter] += 1
+            coupling = plan.coupling
+            if outcome in (Action.INSERT, Action.UPDATE):
+                self._mark_success(coupling, plan, result)
+                to_update.append(coupling)
+            elif outcome == Action.UNCHANGED and coupling is not None:
+                self._remember_source(coupling, plan.source_row)
+                to_update.append(coupling)
+            elif outcome == Action.UNCOUPLE:
+                to_delete.append(coupling.pk)
+            elif outcome == Action.FAIL:
+                if coupling is not None:
+                    self._mark_failure(coupling, plan)
+                    to_update.append(coupling)
+                errors.append(self._error_row(plan, detail, now))
+        with transaction.atomic():
+            if to_update:
+                Coupling.objects.bulk_update(to_update, _COUPLING_FIELDS)
+            if to_delete:
+                Coupling.objects.filter(pk__in=to_delete).delete()
+            if errors:
+                SyncError.objects.bulk_create(errors)
+            if counts:
+                SyncJob.objects.filter(pk=self.job.pk).update(**{k: F(k) + v for k, v in counts.items()})
+        self.outcome.counts.update(counts)
+
+    def _remember_source(self, coupling: Coupling, row: dict) -> None:
+        setattr(coupling, self.source.coupling_attr("etag"), self.source.row_etag(row))
+        setattr(coupling, self.source.coupling_attr("modified_on"), self.source.row_modified(row))
+        setattr(coupling, self.source.coupling_attr("name"), self.source.row_name(row))
+
+    def _mark_success(self, coupling: Coupling, plan: Plan, result: WriteResult) -> None:
+        self._remember_source(coupling, plan.source_row)
+        target_row = result.row or {}
+        if result.record_id:
+            setattr(coupling, self.target.coupling_attr("id"), result.record_id)
+        setattr(coupling, self.target.coupling_attr("etag"), result.etag or self.target.row_etag(target_row))
+        setattr(
+            coupling,
+            self.target.coupling_attr("modified_on"),
+            result.modified_on or self.target.row_modified(target_row),
+        )
+        name = target_row.get(self.target.name_field) or plan.values.get(self.target.name_field)
+        if name:
+            setattr(coupling, self.target.coupling_attr("name"), str(name)[:250])
+        coupling.pending = False
+        coupling.last_error = ""
+        self._set_result(coupling, SyncResult.SUCCESS)
+
+    def _mark_failure(self, coupling: Coupling, plan: Plan) -> None:
+        repeated = self._last_result(coupling) == SyncResult.FAILURE and coupling.last_error == plan.message
+        retryable = plan.error_class in (ErrorClass.TRANSIENT, ErrorClass.THROTTLED)
+        if repeated and not retryable and settings.SYNC_SKIP_REPEATED_FAILURES:
+            coupling.skipped = True
+        coupling.last_error = plan.message
+        self._set_result(coupling, SyncResult.FAILURE)
+
+    def _last_result(self, coupling: Coupling) -> str:
+        if self.direction == Direction.TO_DATAVERSE:
+            return coupling.last_result_to_dataverse
+        return coupling.last_result_from_dataverse
+
+    def _set_result(self, coupling: Coupling, result: str) -> None:
+        if self.direction == Direction.TO_DATAVERSE:
+            coupling.last_result_to_dataverse = result
+            coupling.last_job_to_dataverse = self.job.pk
+        else:
+            coupling.last_result_from_dataverse = result
+            coupling.last_job_from_dataverse = self.job.pk
+
+    def _error_row(self, plan: Plan, detail: str, now) -> SyncError:
+        source_id = self.source.row_id(plan.source_row)
+        target_id = getattr(plan.coupling, self.target.coupling_attr("id")) if plan.coupling else None
+        diffs = "\n".join(f"{f}: {old!r} -> {new!r}" for f, old, new in _plan_diffs(plan))
+        names = {
+            self.source.coupling_attr("name"): self.source.row_name(plan.source_row),
+            self.target.coupling_attr("name"): getattr(plan.coupling, self.target.coupling_attr("name"), "")
+            if plan.coupling
+            else "",
+        }
+        return SyncError(
+            job=self.job,
+            table_mapping=self.mapping,
+            direction=self.direction,
+            bc_id=target_id if self.source.is_dataverse else source_id,
+            dataverse_id=source_id if self.source.is_dataverse else target_id,
+            error_class=plan.error_class or ErrorClass.INTERNAL,
+            message=plan.message,
+            detail="\n".join(part for part in (detail, diffs) if part),
+            **names,
+        )
+
+
+_COUNTER_FOR = {
+    Action.INSERT: "inserted",
+    Action.UPDATE: "modified",
+    Action.UNCHANGED: "unchanged",
+    Action.SKIP: "skipped",
+    Action.IGNORE: "",
+    Action.UNCOUPLE: "uncoupled",
+    Action.FAIL: "failed",
+}
+assert set(filter(None, _COUNTER_FOR.values())) <= set(COUNTER_FIELDS)
+
+_COUPLING_FIELDS = [
+    "bc_id",
+    "dataverse_id",
+    "bc_name",
+    "dataverse_name",
+    "bc_etag",
+    "dataverse_etag",
+    "bc_modified_on",
+    "dataverse_modified_on",
+    "last_result_to_dataverse",
+    "last_result_from_dataverse",
+    "last_job_to_dataverse",
+    "last_job_from_dataverse",
+    "last_error",
+    "skipped",
+    "pending",
+]
+
+
+def _error_class(error: ConnectorError | None) -> str:
+    if error is None:
+        return ErrorClass.INTERNAL
+    return error.kind.value if error.kind.value in ErrorClass.values else ErrorClass.INTERNAL
+
+
+def _plan_diffs(plan: Plan):
+    if plan.diffs:
+        return [(d.field, d.old, d.new) for d in plan.diffs]
+    if plan.action == Action.INSERT:
+        return [(k, None, v) for k, v in plan.values.items()]
+    return []
+
+
+def _jsonable(value):
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)

@@ -1,0 +1,223 @@
+"""Field values: what a source row says each target field should hold, under the mapping's field rules.
+
+Field mappings are compiled once per run into `FieldRule`s for the run's direction; lookups through other
+mappings' couplings are resolved for a whole page at once (`LookupIndex`), never per record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from uuid import UUID
+
+from coupling.models import Coupling
+from jobs.choices import ErrorClass
+from jobs.engine.sides import ZERO_GUID, Side
+from mappings.choices import Direction
+from mappings.models import TableMapping
+from mappings.transformations import apply_transformation
+
+
+class RecordFailure(Exception):
+    """This record cannot be synchronized; the message says why and what to do."""
+
+    def __init__(self, error_class: str, message: str, detail: str = ""):
+        super().__init__(message)
+        self.error_class = error_class
+        self.message = message
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class LookupRule:
+    mapping_id: int
+    mapping_name: str
+    bc_entity_set: str
+    dataverse_entity_set: str
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    """One enabled field mapping as it applies in one run direction."""
+
+    source_field: str | None  # property to read on the source row; None when a constant is written
+    target_field: str
+    constant: str | None
+    transformation: list = field(default_factory=list)
+    value_map: dict = field(default_factory=dict)  # str(source value) -> target value
+    lookup: LookupRule | None = None
+    clear_on_failed_lookup: bool = False
+    not_null: bool = False
+    bidirectional: bool = False
+    conflict_policy: str = ""
+    label: str = ""
+
+    def write_key(self, target: Side) -> str:
+        """The property to send: Dataverse lookups are written through `nav@odata.bind`."""
+        if self.lookup and target.is_dataverse:
+            return f"{self.target_field}@odata.bind"
+        return self.target_field
+
+    def current_key(self, target: Side) -> str:
+        """The property to read on the target row to compare with."""
+        return target.read_field_name(self.target_field, is_lookup=self.lookup is not None)
+
+
+def compile_rules(mapping: TableMapping, direction: str, source: Side, target: Side) -> list[FieldRule]:
+    rules = []
+    field_mappings = mapping.field_mappings.filter(enabled=True).select_related("lookup_mapping")
+    for fm in field_mappings:
+        if fm.direction not in (direction, Direction.BIDIRECTIONAL):
+            continue
+        if source.is_dataverse:
+            source_field, target_field = fm.dataverse_field, fm.bc_field
+        else:
+            source_field, target_field = fm.bc_field, fm.dataverse_field
+        if not target_field:
+            continue
+        if not source_field and fm.constant_value == "":
+            continue
+        value_map = {str(k): v for k, v in (fm.value_map or {}).items()}
+        if source.is_dataverse:  # the map is stored Business Central -> Dataverse
+            value_map = {str(v): k for k, v in value_map.items()}
+        lookup = None
+        if fm.lookup_mapping_id:
+            lm = fm.lookup_mapping
+            lookup = LookupRule(lm.pk, lm.name, lm.bc_entity_set, lm.dataverse_entity_set)
+        rules.append(
+            FieldRule(
+                source_field=source.read_field_name(source_field, is_lookup=lookup is not None)
+                if source_field
+                else None,
+                target_field=target_field,
+                constant=None if source_field else fm.constant_value,
+                transformation=list(fm.transformation or []),
+                value_map=value_map,
+                lookup=lookup,
+                clear_on_failed_lookup=fm.clear_value_on_failed_lookup,
+                not_null=fm.not_null,
+                bidirectional=fm.direction == Direction.BIDIRECTIONAL,
+                conflict_policy=fm.update_conflict_resolution,
+                label=str(fm),
+            )
+        )
+    return rules
+
+
+def source_fields(rules: list[FieldRule]) -> list[str]:
+    return [rule.source_field for rule in rules if rule.source_field]
+
+
+def is_blank(value: Any) -> bool:
+    return value is None or value == "" or value == ZERO_GUID
+
+
+def _looks_like_guid(value: Any) -> bool:
+    try:
+        UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+class LookupIndex:
+    """Resolves lookup values of one page through the couplings of the lookup mappings, one query per rule."""
+
+    def __init__(self, rules: list[FieldRule], rows: list[dict], source: Side):
+        self.source = source
+        self._resolved: dict[tuple[int, str], Any] = {}
+        for rule in rules:
+            if rule.lookup and rule.source_field:
+                values = {str(row.get(rule.source_field)) for row in rows if not is_blank(row.get(rule.source_field))}
+                self._load(rule, values)
+
+    def _load(self, rule: FieldRule, values: set[str]) -> None:
+        if not values:
+            return
+        couplings = Coupling.objects.filter(table_mapping_id=rule.lookup.mapping_id, pending=False)
+        if self.source.is_dataverse:
+            ids = [v for v in values if _looks_like_guid(v)]
+            for c in couplings.filter(dataverse_id__in=ids).only("bc_id", "bc_name", "dataverse_id"):
+                # A Business Central id property (currencyId) takes the id; a code property takes the code.
+                target_value = str(c.bc_id) if rule.target_field.endswith("Id") else c.bc_name
+                self._resolved[(id(rule), str(c.dataverse_id))] = target_value
+        else:
+            ids = [v for v in values if _looks_like_guid(v)]
+            codes = [v for v in values if not _looks_like_guid(v)]
+            for c in couplings.filter(bc_id__in=ids).only("bc_id", "dataverse_id"):
+                self._resolved[(id(rule), str(c.bc_id))] = c.dataverse_id
+            for c in couplings.filter(bc_name__in=codes).only("bc_name", "dataverse_id"):
+                self._resolved[(id(rule), c.bc_name)] = c.dataverse_id
+
+    def resolve(self, rule: FieldRule, value: Any) -> Any:
+        key = (id(rule), str(value))
+        if key in self._resolved:
+            return self._resolved[key]
+        if rule.clear_on_failed_lookup:
+            return None
+        other = "Dataverse row" if not self.source.is_dataverse else "Business Central record"
+        raise RecordFailure(
+            ErrorClass.MISSING_DEPENDENCY,
+            f"{rule.label}: the {rule.lookup.mapping_name} record {value!r} must be coupled to a {other} first. "
+            f"Couple it (or synchronize the {rule.lookup.mapping_name} mapping), then retry.",
+        )
+
+
+def desired_value(rule: FieldRule, row: dict, lookups: LookupIndex, target: Side) -> tuple[bool, Any]:
+    """Return (write?, value) for one field of one source row. Raises RecordFailure."""
+    value = row.get(rule.source_field) if rule.source_field else rule.constant
+    if rule.transformation and isinstance(value, str):
+        try:
+            value = apply_transformation(rule.transformation, value)
+        except ValueError as exc:
+            raise RecordFailure(ErrorClass.VALIDATION, f"{rule.label}: transformation failed: {exc}") from None
+    if rule.value_map and not is_blank(value):
+        key = str(value).lower() if isinstance(value, bool) else str(value)
+        if key not in rule.value_map:
+            raise RecordFailure(
+                ErrorClass.VALIDATION,
+                f"{rule.label}: the value {value!r} has no entry in the field mapping's value map; add one.",
+            )
+        value = rule.value_map[key]
+    if rule.lookup:
+        value = None if is_blank(value) else lookups.resolve(rule, value)
+        if target.is_dataverse and value is not None:
+            value = f"/{rule.lookup.dataverse_entity_set}({value})"
+    if rule.not_null and is_blank(value):
+        return False, None
+    return True, value
+
+
+def current_value(rule: FieldRule, target_row: dict, target: Side) -> Any:
+    value = target_row.get(rule.current_key(target))
+    if rule.lookup and target.is_dataverse and value:
+        return f"/{rule.lookup.dataverse_entity_set}({value})"
+    return value
+
+
+def values_equal(desired: Any, current: Any, *, target: Side) -> bool:
+    """Compare as the target would store it: blanks alike, numbers by value, GUIDs and BC Code case-blind."""
+    if is_blank(desired) and is_blank(current):
+        return True
+    if is_blank(desired) or is_blank(current):
+        return False
+    if isinstance(desired, bool) or isinstance(current, bool):
+        return bool(desired) == bool(current) and type(desired) is type(current)
+    if isinstance(desired, int | float | Decimal) or isinstance(current, int | float | Decimal):
+        try:
+            return Decimal(str(desired)) == Decimal(str(current))
+        except InvalidOperation:
+            return False
+    if isinstance(desired, datetime) or isinstance(current, datetime):
+        return str(desired) == str(current)
+    desired_text, current_text = str(desired), str(current)
+    if desired_text == current_text:
+        return True
+    if _looks_like_guid(desired_text) and _looks_like_guid(current_text):
+        return UUID(desired_text) == UUID(current_text)
+    if not target.is_dataverse and current_text == current_text.upper() and desired_text.upper() == current_text:
+        # Business Central stores Code fields upper-cased; "abc" written there reads back as "ABC".
+        return True
+    return desired_text.strip() == current_text.strip() and not target.is_dataverse
