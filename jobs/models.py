@@ -41,6 +41,7 @@ class SyncJob(models.Model):
     class Meta:
         ordering = ["-queued_at", "-id"]
         indexes = [models.Index(fields=["table_mapping", "-queued_at"])]
+        permissions = [("run_sync", "Can run synchronizations and coupling jobs")]
 
     def __str__(self):
         return f"#{self.pk} {self.table_mapping.name} {self.get_direction_display()} ({self.get_status_display()})"
