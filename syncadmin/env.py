@@ -32,7 +32,7 @@ def env_bool(name: str, default: bool) -> bool:
     raise SettingError(f"{name}={raw!r} is not a boolean: use one of 1/0, true/false, yes/no, on/off.")
 
 
-def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -42,6 +42,8 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
         raise SettingError(f"{name}={raw!r} is not a whole number.") from None
     if minimum is not None and value < minimum:
         raise SettingError(f"{name}={value} is too small: it must be at least {minimum}.")
+    if maximum is not None and value > maximum:
+        raise SettingError(f"{name}={value} is too large: it must be at most {maximum}.")
     return value
 
 
@@ -89,13 +91,45 @@ def env_database(name: str, default: str) -> dict:
     return config
 
 
+REDIS_URL_FORM = "use redis://HOST:PORT/DB, rediss://HOST:PORT/DB or unix:///path/to/redis.sock?db=DB"
+
+
 def env_redis_url(name: str, default: str) -> str:
+    from redis.connection import parse_url
+
     raw = os.environ.get(name) or default
     if urlparse(raw).scheme not in {"redis", "rediss", "unix"}:
-        raise SettingError(
-            f"{name}={raw!r} is not a Redis URL: use redis://HOST:PORT/DB, rediss://... or unix:///path/to/redis.sock."
-        )
+        raise SettingError(f"{name}={raw!r} is not a Redis URL: {REDIS_URL_FORM}.")
+    try:
+        parts = parse_url(raw)
+    except ValueError as exc:
+        raise SettingError(f"{name}={raw!r} cannot be parsed as a Redis URL ({exc}): {REDIS_URL_FORM}.") from None
+    if not (parts.get("host") or parts.get("path")):
+        raise SettingError(f"{name}={raw!r} names no Redis server: {REDIS_URL_FORM}.")
     return raw
+
+
+def env_secret_key(name: str) -> str | None:
+    """Django's SECRET_KEY, from NAME or NAME_FILE; a short key would make sessions and tokens guessable."""
+    value = env_secret(name)
+    if value is not None and len(value) < 32:
+        raise SettingError(
+            f"{name} is too short ({len(value)} characters): use at least 32 random characters, made with: "
+            "python -c 'import secrets; print(secrets.token_urlsafe(50))'."
+        )
+    return value
+
+
+def data_dir(name: str, default: Path) -> Path:
+    """The folder for local state (SQLite files, generated keys, the embedded Redis socket); created if missing."""
+    path = Path(os.environ.get(name) or default).resolve()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingError(f"{name}={str(path)!r} cannot be created: {exc.strerror}. Give a writable folder.") from None
+    if not os.access(path, os.W_OK):
+        raise SettingError(f"{name}={str(path)!r} is not writable: give a folder this user can write to.")
+    return path
 
 
 def local_secret_key(data_dir: Path) -> str:

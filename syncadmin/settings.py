@@ -1,25 +1,36 @@
 """The only settings module. Every value comes from the environment, with defaults that let a fresh clone run.
 
-Variables (see README "Configuration"): DATABASE_URL, SANDBOX_DATABASE_URL, REDIS_URL, SECRET_KEY(_FILE),
-SYNCADMIN_ENCRYPTION_KEY(_FILE), DEBUG, ALLOWED_HOSTS, SYNCADMIN_DATA_DIR, SANDBOX_ENABLED, SYNC_JOB_RETENTION_DAYS.
+Variables (see README "Configuration" and .env.example): DATABASE_URL, SANDBOX_DATABASE_URL, REDIS_URL,
+SECRET_KEY(_FILE), SYNCADMIN_ENCRYPTION_KEY(_FILE), DEBUG, ALLOWED_HOSTS, SYNCADMIN_DATA_DIR, PORT,
+SANDBOX_ENABLED, SYNC_JOB_RETENTION_DAYS, SESSION_COOKIE_SECURE.
+
+A bad value stops the process at start with one line naming the variable and the expected form.
 """
 
+import atexit
 import os
+import shutil
+import sys
+import tempfile
 from pathlib import Path
-
-from django.core.exceptions import ImproperlyConfigured
 
 from syncadmin import env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
+# pytest-django imports these settings (pyproject.toml). A test run gets a throwaway data folder, so tests never
+# touch data/ nor a production folder; exporting it lets processes the tests start share its keys and Redis socket.
+TESTING = "pytest" in sys.modules
+if TESTING:
+    os.environ["SYNCADMIN_DATA_DIR"] = tempfile.mkdtemp(prefix="syncadmin-test-")
+    atexit.register(shutil.rmtree, os.environ["SYNCADMIN_DATA_DIR"], ignore_errors=True)
+
 try:
-    DATA_DIR = Path(os.environ.get("SYNCADMIN_DATA_DIR") or BASE_DIR / "data").resolve()
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    DATA_DIR = env.data_dir("SYNCADMIN_DATA_DIR", default=BASE_DIR / "data")
 
     DEBUG = env.env_bool("DEBUG", default=True)
 
-    SECRET_KEY = env.env_secret("SECRET_KEY")
+    SECRET_KEY = env.env_secret_key("SECRET_KEY")
     if not SECRET_KEY:
         if not DEBUG:
             raise env.SettingError("SECRET_KEY is required when DEBUG is off: set SECRET_KEY or SECRET_KEY_FILE.")
@@ -49,10 +60,17 @@ try:
     EMBEDDED_REDIS_SOCKET = DATA_DIR / "redis.sock"
     REDIS_URL = env.env_redis_url("REDIS_URL", default=f"unix://{EMBEDDED_REDIS_SOCKET}")
 
+    # Port of the web process started by `manage.py serve`; the demo connections point at its /sandbox/.
+    PORT = env.env_int("PORT", default=8000, minimum=1, maximum=65535)
+
     SANDBOX_ENABLED = env.env_bool("SANDBOX_ENABLED", default=True)
     SYNC_JOB_RETENTION_DAYS = env.env_int("SYNC_JOB_RETENTION_DAYS", default=30, minimum=1)
+    SESSION_COOKIE_SECURE = env.env_bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 except env.SettingError as exc:
-    raise ImproperlyConfigured(str(exc)) from None
+    # One readable line instead of a traceback: every process (web, worker, scheduler, manage.py) stops here.
+    raise SystemExit(f"Configuration error: {exc}") from None
+
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -120,9 +138,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LOGIN_URL = "admin:login"
 
-if not DEBUG:
-    SESSION_COOKIE_SECURE = env.env_bool("SESSION_COOKIE_SECURE", default=True)
-    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+if TESTING:
+    # Hashing with a deliberately slow algorithm only slows the suite down.
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 # django-rq: three named queues on one Redis; jobs are enqueued only after the database commit.
 RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600} for name in ("high", "default", "low")}
