@@ -24,7 +24,7 @@ from coupling.models import Coupling
 from jobs.choices import ErrorClass, JobKind
 from jobs.engine.planner import Action, Plan, PlanContext, plan_record
 from jobs.engine.sides import sides_for
-from jobs.engine.values import LookupIndex, compile_rules, source_fields
+from jobs.engine.values import LookupResolver, compile_rules, source_fields
 from jobs.models import COUNTER_FIELDS, SyncError, SyncJob
 from mappings.choices import Direction
 from mappings.models import TableMapping
@@ -88,6 +88,7 @@ class DirectionRun:
             {self.target.id_field, self.target.modified_field, self.target.name_field}
             | {rule.current_key(self.target) for rule in self.rules}
         )
+        self.lookups = LookupResolver(self.rules, self.source, bc_client)
         self.outcome = RunOutcome()
         self._seen: set = set()
 
@@ -165,7 +166,8 @@ class DirectionRun:
 
         couplings = self._load_couplings(ids)
         target_rows = self._read_counterparts(couplings.values())
-        lookups = LookupIndex(self.rules, rows, self.source)
+        lookups = self.lookups
+        lookups.prepare(rows)
         plans = []
         for row, source_id in zip(rows, ids, strict=True):
             coupling = couplings.get(source_id)

@@ -12,7 +12,7 @@ from typing import Any
 from coupling.models import Coupling
 from jobs.choices import ErrorClass
 from jobs.engine.sides import Side
-from jobs.engine.values import FieldRule, LookupIndex, RecordFailure, current_value, desired_value, values_equal
+from jobs.engine.values import FieldRule, LookupResolver, RecordFailure, current_value, desired_value, values_equal
 from mappings.choices import DeletionConflictResolution, Direction, UpdateConflictResolution
 
 
@@ -86,7 +86,7 @@ def _last_result(ctx: PlanContext, coupling: Coupling) -> str:
     return coupling.last_result_from_dataverse
 
 
-def _all_values(ctx: PlanContext, row: dict, lookups: LookupIndex) -> dict[str, Any]:
+def _all_values(ctx: PlanContext, row: dict, lookups: LookupResolver) -> dict[str, Any]:
     values = {}
     for rule in ctx.rules:
         write, value = desired_value(rule, row, lookups, ctx.target)
@@ -95,7 +95,7 @@ def _all_values(ctx: PlanContext, row: dict, lookups: LookupIndex) -> dict[str, 
     return values
 
 
-def _insert(ctx: PlanContext, row: dict, coupling: Coupling | None, lookups: LookupIndex, *, restore=False) -> Plan:
+def _insert(ctx: PlanContext, row: dict, coupling: Coupling | None, lookups: LookupResolver, *, restore=False) -> Plan:
     values = _all_values(ctx, row, lookups)
     # Values for new records (BC's config templates) apply on top, as BC applies its template after the transfer.
     values.update(ctx.new_record_values)

@@ -122,34 +122,84 @@ def _looks_like_guid(value: Any) -> bool:
     return True
 
 
-class LookupIndex:
-    """Resolves lookup values of one page through the couplings of the lookup mappings, one query per rule."""
+def bc_key_field(rule: FieldRule, bc_field: str) -> str:
+    """The property of the lookup table that a Business Central lookup field holds.
 
-    def __init__(self, rules: list[FieldRule], rows: list[dict], source: Side):
+    `currencyId` holds the currency's id; `currencyCode` and `salespersonCode` hold the `code` of a currency or a
+    salesperson; a `...Number` field holds the `number` of a customer, vendor or contact.
+    """
+    if bc_field.endswith("Id"):
+        return "id"
+    if bc_field.endswith("Number"):
+        return "number"
+    return "code"
+
+
+class LookupResolver:
+    """Resolves lookup values through the couplings of the lookup mappings, a page at a time.
+
+    Business Central lookup fields hold codes (`currencyCode`), while couplings hold ids; the code <-> id pairs
+    of the (small) lookup tables are read from Business Central once per run and kept.
+    """
+
+    def __init__(self, rules: list[FieldRule], source: Side, bc_client):
+        self.rules = [rule for rule in rules if rule.lookup and rule.source_field]
         self.source = source
+        self.bc_client = bc_client
+        self._bc_keys: dict[tuple[str, str], dict] = {}  # (entity set, key field) -> {key: id} and {id: key}
         self._resolved: dict[tuple[int, str], Any] = {}
-        for rule in rules:
-            if rule.lookup and rule.source_field:
-                values = {str(row.get(rule.source_field)) for row in rows if not is_blank(row.get(rule.source_field))}
+        self._missing: set[tuple[int, str]] = set()
+
+    def prepare(self, rows: list[dict]) -> None:
+        """Load what the lookups of this page need: one coupling query per lookup rule."""
+        for rule in self.rules:
+            values = {str(row.get(rule.source_field)) for row in rows if not is_blank(row.get(rule.source_field))}
+            values = {v for v in values if (id(rule), v) not in self._resolved and (id(rule), v) not in self._missing}
+            if values:
                 self._load(rule, values)
 
+    def _bc_table(self, rule: FieldRule, key_field: str) -> dict:
+        cache_key = (rule.lookup.bc_entity_set, key_field)
+        if cache_key not in self._bc_keys:
+            by_key, by_id = {}, {}
+            if key_field != "id":
+                for page in self.bc_client.read_pages(rule.lookup.bc_entity_set, select=["id", key_field]):
+                    for row in page.rows:
+                        by_key[str(row.get(key_field))] = str(row["id"])
+                        by_id[str(row["id"])] = row.get(key_field)
+            self._bc_keys[cache_key] = {"by_key": by_key, "by_id": by_id}
+        return self._bc_keys[cache_key]
+
     def _load(self, rule: FieldRule, values: set[str]) -> None:
-        if not values:
-            return
         couplings = Coupling.objects.filter(table_mapping_id=rule.lookup.mapping_id, pending=False)
         if self.source.is_dataverse:
+            key_field = bc_key_field(rule, rule.target_field)
             ids = [v for v in values if _looks_like_guid(v)]
-            for c in couplings.filter(dataverse_id__in=ids).only("bc_id", "bc_name", "dataverse_id"):
-                # A Business Central id property (currencyId) takes the id; a code property takes the code.
-                target_value = str(c.bc_id) if rule.target_field.endswith("Id") else c.bc_name
-                self._resolved[(id(rule), str(c.dataverse_id))] = target_value
+            pairs = couplings.filter(dataverse_id__in=ids).values_list("dataverse_id", "bc_id")
+            table = self._bc_table(rule, key_field) if key_field != "id" else None
+            for dataverse_id, bc_id in pairs:
+                target_value = str(bc_id) if table is None else table["by_id"].get(str(bc_id))
+                if target_value is not None:
+                    self._resolved[(id(rule), str(dataverse_id))] = target_value
         else:
-            ids = [v for v in values if _looks_like_guid(v)]
-            codes = [v for v in values if not _looks_like_guid(v)]
-            for c in couplings.filter(bc_id__in=ids).only("bc_id", "dataverse_id"):
-                self._resolved[(id(rule), str(c.bc_id))] = c.dataverse_id
-            for c in couplings.filter(bc_name__in=codes).only("bc_name", "dataverse_id"):
-                self._resolved[(id(rule), c.bc_name)] = c.dataverse_id
+            key_field = bc_key_field(rule, rule.source_field)
+            if key_field == "id":
+                bc_ids = {v: v for v in values if _looks_like_guid(v)}
+            else:
+                by_key = self._bc_table(rule, key_field)["by_key"]
+                bc_ids = {v: by_key[v] for v in values if v in by_key}
+                for value in values - set(bc_ids):
+                    # A code that is no row of the lookup table: Business Central reports the local currency
+                    # (LCY) that way for a blank currency code. Write no value rather than fail the record.
+                    self._resolved[(id(rule), value)] = None
+            pairs = dict(couplings.filter(bc_id__in=list(bc_ids.values())).values_list("bc_id", "dataverse_id"))
+            for value, bc_id in bc_ids.items():
+                dataverse_id = pairs.get(UUID(bc_id))
+                if dataverse_id is not None:
+                    self._resolved[(id(rule), value)] = dataverse_id
+        for value in values:
+            if (id(rule), value) not in self._resolved:
+                self._missing.add((id(rule), value))
 
     def resolve(self, rule: FieldRule, value: Any) -> Any:
         key = (id(rule), str(value))
@@ -165,7 +215,7 @@ class LookupIndex:
         )
 
 
-def desired_value(rule: FieldRule, row: dict, lookups: LookupIndex, target: Side) -> tuple[bool, Any]:
+def desired_value(rule: FieldRule, row: dict, lookups: LookupResolver, target: Side) -> tuple[bool, Any]:
     """Return (write?, value) for one field of one source row. Raises RecordFailure."""
     value = row.get(rule.source_field) if rule.source_field else rule.constant
     if rule.transformation and isinstance(value, str):
