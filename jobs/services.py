@@ -10,6 +10,7 @@ import logging
 import traceback
 from contextlib import contextmanager
 from datetime import timedelta
+from graphlib import TopologicalSorter
 
 import django_rq
 from django.conf import settings
@@ -37,7 +38,7 @@ class SyncNotStarted(Exception):
     """The sync could not be enqueued; the message says why."""
 
 
-def sync_enqueue(
+def sync_jobs_create(
     *,
     mapping: TableMapping,
     kind: str = JobKind.MODIFIED,
@@ -46,7 +47,7 @@ def sync_enqueue(
     record_ids: list | None = None,
     dry_run: bool = False,
 ) -> list[SyncJob]:
-    """Create one SyncJob per direction and enqueue their run after the transaction commits."""
+    """Create one queued SyncJob per direction the run covers (To Dataverse first, as Business Central)."""
     directions = [direction] if direction else run_directions(mapping)
     if kind == JobKind.RECORDS and not record_ids:
         raise SyncNotStarted("Select at least one record to synchronize.")
@@ -54,21 +55,54 @@ def sync_enqueue(
         raise SyncNotStarted(f"{mapping.name} is bidirectional: choose the direction to synchronize the records in.")
     if not mapping.field_mappings.filter(enabled=True).exists():
         raise SyncNotStarted(f"{mapping.name} has no enabled field mappings: there is nothing to synchronize.")
+    return [
+        SyncJob.objects.create(
+            kind=kind,
+            table_mapping=mapping,
+            direction=d,
+            requested_by=user if user and user.is_authenticated else None,
+            record_ids=[str(i) for i in (record_ids or [])],
+            dry_run=dry_run,
+        )
+        for d in directions
+    ]
+
+
+def sync_enqueue(*, mapping: TableMapping, **options) -> list[SyncJob]:
+    """Create the SyncJobs of one mapping run and enqueue it after the transaction commits."""
     with transaction.atomic():
-        jobs = [
-            SyncJob.objects.create(
-                kind=kind,
-                table_mapping=mapping,
-                direction=d,
-                requested_by=user if user and user.is_authenticated else None,
-                record_ids=[str(i) for i in (record_ids or [])],
-                dry_run=dry_run,
-            )
-            for d in directions
-        ]
+        jobs = sync_jobs_create(mapping=mapping, **options)
         job_ids = [job.pk for job in jobs]
         transaction.on_commit(lambda: _enqueue(job_ids))
     return jobs
+
+
+def sync_enqueue_all(*, kind: str = JobKind.MODIFIED, user=None, dry_run: bool = False) -> list[SyncJob]:
+    """Queue every mapping, in dependency order, as one RQ job that runs them one after the other."""
+    with transaction.atomic():
+        jobs = []
+        for mapping in mappings_in_dependency_order():
+            try:
+                jobs.extend(sync_jobs_create(mapping=mapping, kind=kind, user=user, dry_run=dry_run))
+            except SyncNotStarted as exc:
+                logger.info("Not synchronizing %s: %s", mapping.name, exc)
+        job_ids = [job.pk for job in jobs]
+        if job_ids:
+            transaction.on_commit(lambda: _enqueue(job_ids))
+    return jobs
+
+
+def mappings_in_dependency_order() -> list[TableMapping]:
+    """All table mappings, each after the mappings it depends on (ties by name)."""
+    mappings = {m.pk: m for m in TableMapping.objects.prefetch_related("dependencies")}
+    sorter = TopologicalSorter({pk: {d.pk for d in m.dependencies.all()} for pk, m in mappings.items()})
+    sorter.prepare()
+    ordered = []
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready(), key=lambda pk: mappings[pk].name)
+        ordered.extend(mappings[pk] for pk in ready)
+        sorter.done(*ready)
+    return ordered
 
 
 def _enqueue(job_ids: list[int]) -> None:
@@ -104,36 +138,46 @@ def mapping_lock(mapping: TableMapping):
             logger.warning("The run lock of %s expired before the run ended.", mapping.name)
 
 
-def sync_jobs_run(*, job_ids: list[int]) -> None:
-    """Run the given SyncJobs (the directions of one mapping run) in order, under the mapping's lock."""
+def sync_jobs_run(*, job_ids: list[int], on_progress=None) -> None:
+    """Run the given SyncJobs in order: per mapping, its directions one after the other under the mapping's lock."""
     jobs = list(SyncJob.objects.filter(pk__in=job_ids).select_related("table_mapping").order_by("pk"))
     if not jobs:
         return
-    mapping = jobs[0].table_mapping
-    with mapping_lock(mapping) as lock:
-        if lock is None:
-            _finish_all(
-                jobs, JobStatus.CANCELLED, f"Another run of {mapping.name} is in progress; this one did not start."
-            )
-            return
-        try:
-            bc_client = open_client(Connection.objects.active(ConnectionKind.BUSINESS_CENTRAL))
-            dataverse_client = open_client(Connection.objects.active(ConnectionKind.DATAVERSE))
-        except Exception as exc:  # a missing or broken connection fails the run with its reason
-            _finish_all(jobs, JobStatus.FAILED, f"Could not connect: {exc}")
-            return
-        try:
-            for job in jobs:
-                job.refresh_from_db()
-                if job.status != JobStatus.QUEUED:
+    try:
+        bc_client = open_client(Connection.objects.active(ConnectionKind.BUSINESS_CENTRAL))
+        dataverse_client = open_client(Connection.objects.active(ConnectionKind.DATAVERSE))
+    except Exception as exc:  # a missing or broken connection fails the run with its reason
+        _finish_all(jobs, JobStatus.FAILED, f"Could not connect: {exc}")
+        return
+    try:
+        for mapping_jobs in _grouped_by_mapping(jobs):
+            mapping = mapping_jobs[0].table_mapping
+            with mapping_lock(mapping) as lock:
+                if lock is None:
+                    _finish_all(
+                        mapping_jobs, JobStatus.CANCELLED, f"Another run of {mapping.name} is in progress; not started."
+                    )
                     continue
-                _run_one(job, bc_client, dataverse_client, lock)
-        finally:
-            bc_client.close()
-            dataverse_client.close()
+                for job in mapping_jobs:
+                    job.refresh_from_db()
+                    if job.status == JobStatus.QUEUED:
+                        _run_one(job, bc_client, dataverse_client, lock, on_progress)
+    finally:
+        bc_client.close()
+        dataverse_client.close()
 
 
-def _run_one(job: SyncJob, bc_client, dataverse_client, lock) -> None:
+def _grouped_by_mapping(jobs: list[SyncJob]) -> list[list[SyncJob]]:
+    groups: list[list[SyncJob]] = []
+    for job in jobs:
+        if groups and groups[-1][0].table_mapping_id == job.table_mapping_id:
+            groups[-1].append(job)
+        else:
+            groups.append([job])
+    return groups
+
+
+def _run_one(job: SyncJob, bc_client, dataverse_client, lock, on_progress=None) -> None:
     job.status = JobStatus.RUNNING
     job.started_at = timezone.now()
     job.save(update_fields=["status", "started_at"])
@@ -142,7 +186,7 @@ def _run_one(job: SyncJob, bc_client, dataverse_client, lock) -> None:
         job,
         bc_client=bc_client,
         dataverse_client=dataverse_client,
-        on_page=lambda: lock.extend(LOCK_TIMEOUT_SECONDS, replace_ttl=True),
+        on_page=lambda: _on_page(job, lock, on_progress),
     )
     status, message = JobStatus.SUCCEEDED, ""
     try:
@@ -178,6 +222,12 @@ def _run_one(job: SyncJob, bc_client, dataverse_client, lock) -> None:
     job.message = message or job.message
     job.finished_at = timezone.now()
     job.save()
+
+
+def _on_page(job: SyncJob, lock, on_progress) -> None:
+    lock.extend(LOCK_TIMEOUT_SECONDS, replace_ttl=True)
+    if on_progress:
+        on_progress(job)
 
 
 def _advance_watermark(job: SyncJob, latest) -> None:

@@ -1,0 +1,78 @@
+"""Run a sync from the command line, the same way the admin and the scheduler do (jobs.services)."""
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from jobs.choices import JobKind
+from jobs.models import SyncJob
+from jobs.services import SyncNotStarted, mappings_in_dependency_order, sync_enqueue, sync_jobs_create, sync_jobs_run
+from mappings.choices import Direction
+from mappings.models import TableMapping
+
+
+class Command(BaseCommand):
+    help = "Synchronize table mappings: modified records (default), a full synchronization, or selected records."
+
+    def add_arguments(self, parser):
+        parser.add_argument("mappings", nargs="*", help="Mapping names (default: all, in dependency order).")
+        parser.add_argument(
+            "--kind", choices=[JobKind.MODIFIED, JobKind.FULL, JobKind.RECORDS], default=JobKind.MODIFIED
+        )
+        parser.add_argument("--direction", choices=[Direction.TO_DATAVERSE, Direction.FROM_DATAVERSE])
+        parser.add_argument("--record", action="append", default=[], help="Source record id (with --kind records).")
+        parser.add_argument("--preview", action="store_true", help="Plan only: show what would change, write nothing.")
+        parser.add_argument("--enqueue", action="store_true", help="Queue for the RQ workers instead of running here.")
+
+    def handle(self, *args, **options):
+        mappings = self._mappings(options["mappings"])
+        jobs = []
+        for mapping in mappings:
+            create = sync_enqueue if options["enqueue"] else sync_jobs_create
+            try:
+                jobs.extend(
+                    create(
+                        mapping=mapping,
+                        kind=options["kind"],
+                        direction=options["direction"],
+                        record_ids=options["record"] or None,
+                        dry_run=options["preview"],
+                    )
+                )
+            except SyncNotStarted as exc:
+                self.stderr.write(f"{mapping.name}: {exc}")
+        if options["enqueue"]:
+            self.stdout.write(f"Queued sync jobs {', '.join(f'#{j.pk}' for j in jobs)}.")
+            return
+        bars = {}
+
+        def progress(job: SyncJob):
+            job.refresh_from_db(fields=["progress_done"])
+            bar = bars.setdefault(job.pk, tqdm(desc=str(job), unit=" records", file=self.stderr))
+            bar.update(job.progress_done - bar.n)
+
+        sync_jobs_run(job_ids=[j.pk for j in jobs], on_progress=progress)
+        for bar in bars.values():
+            bar.close()
+        failed = False
+        for job in SyncJob.objects.filter(pk__in=[j.pk for j in jobs]).order_by("pk"):
+            counts = ", ".join(f"{k} {v}" for k, v in job.counts.items() if v)
+            self.stdout.write(f"#{job.pk} {job.table_mapping.name} {job.direction}: {job.get_status_display()}")
+            self.stdout.write(f"    {counts or 'nothing to do'}; {job.http_requests} HTTP requests. {job.message}")
+            for item in job.preview.get("sample", [])[:20] if job.dry_run else []:
+                for diff in item["diffs"]:
+                    self.stdout.write(
+                        f"    {item['action']} {item['record']}: {diff['field']} {diff['old']!r} -> {diff['new']!r}"
+                    )
+            failed |= job.status in ("failed",)
+        if failed:
+            raise CommandError("At least one sync job failed.")
+
+    def _mappings(self, names: list[str]) -> list[TableMapping]:
+        if not names:
+            return mappings_in_dependency_order()
+        found = {m.name: m for m in TableMapping.objects.filter(name__in=[n.upper() for n in names])}
+        missing = [n for n in names if n.upper() not in found]
+        if missing:
+            known = ", ".join(TableMapping.objects.values_list("name", flat=True))
+            raise CommandError(f"Unknown mapping(s): {', '.join(missing)}. Known: {known}.")
+        return [m for m in mappings_in_dependency_order() if m.name in found]
