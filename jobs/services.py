@@ -77,11 +77,15 @@ def sync_enqueue(*, mapping: TableMapping, **options) -> list[SyncJob]:
     return jobs
 
 
-def sync_enqueue_all(*, kind: str = JobKind.MODIFIED, user=None, dry_run: bool = False) -> list[SyncJob]:
-    """Queue every mapping, in dependency order, as one RQ job that runs them one after the other."""
+def sync_enqueue_all(
+    *, kind: str = JobKind.MODIFIED, user=None, dry_run: bool = False, names: list[str] | None = None
+) -> list[SyncJob]:
+    """Queue every mapping (or the named ones), in dependency order, as one RQ job that runs them in turn."""
     with transaction.atomic():
         jobs = []
         for mapping in mappings_in_dependency_order():
+            if names is not None and mapping.name not in names:
+                continue
             try:
                 jobs.extend(sync_jobs_create(mapping=mapping, kind=kind, user=user, dry_run=dry_run))
             except SyncNotStarted as exc:
