@@ -4,6 +4,7 @@ Names follow the two APIs: Business Central API v2.0 entity sets and properties 
 Dataverse Web API entity sets and column logical names (`accounts`, `name`).
 """
 
+from django.conf import settings
 from django.db import models
 
 from mappings.choices import DeletionConflictResolution, Direction, UpdateConflictResolution
@@ -131,3 +132,30 @@ class FieldMapping(models.Model):
         left = self.bc_field or repr(self.constant_value)
         right = self.dataverse_field or repr(self.constant_value)
         return f"{left} {arrow[self.direction]} {right}"
+
+
+class MappingChange(models.Model):
+    """A recorded change to the mapping configuration made outside the admin's change form (reset, import).
+
+    Edits through the admin's change form are recorded by Django's LogEntry; resets and imports are recorded here,
+    and also as LogEntry rows on each mapping when a user made them, so the mapping's History shows them.
+    """
+
+    class Action(models.TextChoices):
+        RESET = "reset", "Reset to defaults"
+        IMPORT = "import", "Import"
+
+    action = models.CharField(max_length=20, choices=Action.choices)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    actor = models.CharField(max_length=150, blank=True, help_text="Who, when there is no user (e.g. a command).")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    mapping_names = models.CharField(max_length=500, blank=True, help_text="Mappings changed.")
+    summary = models.TextField(help_text="What changed, line by line.")
+    changes = models.JSONField(default=list, blank=True, help_text="The differences applied, per mapping.")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        who = self.user or self.actor or "someone"
+        return f"{self.get_action_display()} by {who} at {self.created_at:%Y-%m-%d %H:%M}"

@@ -1,0 +1,127 @@
+"""Table metadata (columns, types, lengths, options) of both systems, read through the connectors, cached per run.
+
+One `MetadataCache` lives for one validation run or one admin request: it opens at most one client per system
+and reads each table once. When a system cannot be reached it says why (no connection, bad credentials, unknown
+table), and the caller shows that reason instead of treating the names as checked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+from typing import Literal
+
+from connectors.choices import ConnectionKind
+from connectors.types import ConnectorError, ErrorKind, TableInfo
+
+Side = Literal["bc", "dataverse"]
+SIDE_KIND = {"bc": ConnectionKind.BUSINESS_CENTRAL, "dataverse": ConnectionKind.DATAVERSE}
+SIDE_LABEL = {"bc": "Business Central", "dataverse": "Dataverse"}
+
+
+class MetadataUnavailable(Exception):
+    """The metadata of a system or table could not be read; the message says why, in plain words."""
+
+    def __init__(self, message: str, *, unknown_table: bool = False):
+        super().__init__(message)
+        self.message = message
+        self.unknown_table = unknown_table
+
+
+class MetadataCache:
+    """Per-run cache of clients and table metadata for both systems."""
+
+    def __init__(self):
+        self._clients: dict[str, object] = {}
+        self._client_errors: dict[str, MetadataUnavailable] = {}
+        self._tables: dict[tuple[str, str], TableInfo | MetadataUnavailable] = {}
+
+    def client(self, side: Side):
+        if side in self._client_errors:
+            raise self._client_errors[side]
+        if side not in self._clients:
+            try:
+                self._clients[side] = _open_client(side)
+            except MetadataUnavailable as exc:
+                self._client_errors[side] = exc
+                raise
+        return self._clients[side]
+
+    def table(self, side: Side, entity_set: str) -> TableInfo:
+        """Return the table's metadata, or raise MetadataUnavailable saying why it cannot be had."""
+        key = (side, entity_set)
+        if key not in self._tables:
+            self._tables[key] = self._read_table(side, entity_set)
+        result = self._tables[key]
+        if isinstance(result, MetadataUnavailable):
+            raise result
+        return result
+
+    def count(self, side: Side, entity_set: str, filter: str | None) -> int:
+        try:
+            return self.client(side).count(entity_set, filter=filter or None)
+        except ConnectorError as exc:
+            raise MetadataUnavailable(f"{SIDE_LABEL[side]} could not count {entity_set}: {exc.message}") from None
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            with contextlib.suppress(Exception):  # closing is best effort; the run's result is already known
+                client.close()
+        self._clients.clear()
+
+    def _read_table(self, side: Side, entity_set: str) -> TableInfo | MetadataUnavailable:
+        label = SIDE_LABEL[side]
+        try:
+            client = self.client(side)
+        except MetadataUnavailable as exc:
+            return exc
+        try:
+            return client.table_info(entity_set)
+        except ConnectorError as exc:
+            if exc.kind == ErrorKind.NOT_FOUND:
+                return MetadataUnavailable(
+                    f"{label} has no table {entity_set!r}.{_close_tables(client, entity_set)}", unknown_table=True
+                )
+            return MetadataUnavailable(f"{label} metadata for {entity_set} could not be read: {exc.message}")
+        except KeyError:
+            return MetadataUnavailable(
+                f"{label} has no table {entity_set!r}.{_close_tables(client, entity_set)}", unknown_table=True
+            )
+
+
+def _open_client(side: Side):
+    from connectors.models import Connection
+
+    label = SIDE_LABEL[side]
+    try:
+        connection = Connection.objects.active(SIDE_KIND[side])
+    except (Connection.DoesNotExist, Connection.MultipleObjectsReturned) as exc:
+        raise MetadataUnavailable(f"{label} names were not checked: {exc}") from None
+    try:
+        from connectors.clients import open_client
+    except ImportError:
+        raise MetadataUnavailable(f"{label} names were not checked: the connectors are not installed.") from None
+    try:
+        return open_client(connection)
+    except ConnectorError as exc:
+        raise MetadataUnavailable(f"{label} names were not checked: {exc.message}") from None
+
+
+def _close_tables(client, entity_set: str) -> str:
+    try:
+        tables = client.tables()
+    except ConnectorError:
+        return ""
+    return did_you_mean(entity_set, tables)
+
+
+def did_you_mean(name: str, candidates) -> str:
+    """Return ' Did you mean "x"?' for the closest candidates (difflib), or an empty string."""
+    close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
+    if not close:
+        lowered = {c.lower(): c for c in candidates}
+        if name.lower() in lowered:
+            close = [lowered[name.lower()]]
+    if not close:
+        return ""
+    return " Did you mean " + " or ".join(f'"{c}"' for c in close) + "?"

@@ -1,0 +1,533 @@
+"""Rules a table mapping and its field mappings must keep, checked before anything is saved.
+
+The checks work on the plain-data form of a mapping (mappings.serialization), so the admin forms, the import and
+the reset all apply the same rules. Names, types and lengths are checked against the connections' metadata when
+a `MetadataCache` is given; when a system's metadata cannot be read, that is reported as a warning that says the
+names were not checked (never silently passed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from odata_query import ast as odata_ast
+from odata_query.exceptions import ODataException
+from odata_query.grammar import ODataLexer, ODataParser
+
+from connectors.types import ColumnInfo, TableInfo
+from mappings.choices import DeletionConflictResolution, Direction, UpdateConflictResolution
+from mappings.metadata import SIDE_LABEL, MetadataCache, MetadataUnavailable, did_you_mean
+from mappings.transformations import validate_rules
+
+TEXT_TYPES = {"string", "memo"}
+CHOICE_TYPES = {"choice", "enum"}
+TYPE_GROUPS = {
+    "string": "text",
+    "memo": "text",
+    "enum": "text",  # Business Central enums travel as strings
+    "integer": "number",
+    "decimal": "number",
+    "money": "number",
+    "choice": "number",  # Dataverse choices are whole numbers
+    "boolean": "boolean",
+    "datetime": "datetime",
+    "guid": "guid",
+    "lookup": "guid",
+}
+LITERAL_GROUPS = {
+    odata_ast.String: "text",
+    odata_ast.Integer: "number",
+    odata_ast.Float: "number",
+    odata_ast.Boolean: "boolean",
+    odata_ast.DateTime: "datetime",
+    odata_ast.Date: "datetime",
+    odata_ast.GUID: "guid",
+}
+DIRECTION_LABEL = dict(Direction.choices)
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One broken rule. `field` is the form field it belongs to; `row` the field mapping's index, if any."""
+
+    message: str
+    field: str = ""
+    row: int | None = None
+    warning: bool = False
+
+    def __str__(self):
+        return self.message
+
+
+def errors(problems: list[Problem]) -> list[Problem]:
+    return [p for p in problems if not p.warning]
+
+
+def warnings(problems: list[Problem]) -> list[Problem]:
+    return [p for p in problems if p.warning]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Whole mapping
+# --------------------------------------------------------------------------------------------------------------
+
+
+def validate_mapping(
+    data: dict[str, Any],
+    *,
+    metadata: MetadataCache | None = None,
+    dependency_graph: dict[str, set[str]] | None = None,
+    lookup_tables: dict[str, str] | None = None,
+) -> list[Problem]:
+    """Check a whole mapping (table settings and field mappings); see validate_table and validate_field_mappings."""
+    return validate_table(data, metadata=metadata, dependency_graph=dependency_graph) + validate_field_mappings(
+        data, metadata=metadata, lookup_tables=lookup_tables
+    )
+
+
+def validate_table(
+    data: dict[str, Any], *, metadata: MetadataCache | None = None, dependency_graph: dict[str, set[str]] | None = None
+) -> list[Problem]:
+    """Check the table mapping's own settings: choices, filters, values for new records, dependencies."""
+    problems: list[Problem] = []
+    problems += _check_choice(data, "direction", Direction)
+    problems += _check_choice(data, "update_conflict_resolution", UpdateConflictResolution)
+    problems += _check_choice(data, "deletion_conflict_resolution", DeletionConflictResolution)
+    tables = {}
+    for side, key in (("bc", "bc_entity_set"), ("dataverse", "dataverse_entity_set")):
+        table, problem = _table(metadata, side, data.get(key) or "", key)
+        tables[side] = table
+        if problem:
+            problems.append(problem)
+    problems += check_filter(data.get("table_filter") or "", tables["bc"], side="bc", field="table_filter")
+    problems += check_filter(
+        data.get("integration_table_filter") or "",
+        tables["dataverse"],
+        side="dataverse",
+        field="integration_table_filter",
+    )
+    for side, key in (("bc", "bc_new_record_values"), ("dataverse", "dataverse_new_record_values")):
+        problems += _check_new_record_values(data.get(key), tables[side], side, key)
+    for side, key in (
+        ("bc", "bc_name_field"),
+        ("dataverse", "dataverse_name_field"),
+        ("dataverse", "dataverse_primary_key"),
+    ):
+        problems += _check_column_name(data.get(key) or "", tables[side], side, key)
+    if dependency_graph is not None:
+        problems += check_dependency_cycle(data["name"], set(data.get("dependencies") or []), dependency_graph)
+    return problems
+
+
+def _check_choice(data, key, choices) -> list[Problem]:
+    value = data.get(key, "")
+    if value not in choices.values:
+        allowed = ", ".join(repr(v) for v in choices.values)
+        return [Problem(f"{key.replace('_', ' ').capitalize()} {value!r} is not one of {allowed}.", field=key)]
+    return []
+
+
+def _table(metadata: MetadataCache | None, side: str, entity_set: str, key: str) -> tuple[TableInfo | None, Problem]:
+    """Return the table's metadata, or None with a problem: an error for an unknown table, else a warning."""
+    if metadata is None or not entity_set:
+        return None, None
+    try:
+        return metadata.table(side, entity_set), None
+    except MetadataUnavailable as exc:
+        return None, Problem(exc.message, field=key, warning=not exc.unknown_table)
+
+
+def _check_column_name(name: str, table: TableInfo | None, side: str, key: str) -> list[Problem]:
+    if table is None or not name or _column(table, name) is not None:
+        return []
+    return [Problem(_unknown_column(name, table, side), field=key)]
+
+
+def _unknown_column(name: str, table: TableInfo, side: str) -> str:
+    return f"{SIDE_LABEL[side]} table {table.entity_set} has no field {name!r}.{did_you_mean(name, table.columns)}"
+
+
+def _column(table: TableInfo, name: str) -> ColumnInfo | None:
+    """Find a column by name; Dataverse lookups are also known by their read form `_x_value`."""
+    if name in table.columns:
+        return table.columns[name]
+    if name.startswith("_") and name.endswith("_value"):
+        column = table.columns.get(name[1:-6])
+        if column is not None and column.type == "lookup":
+            return column
+    return None
+
+
+def _check_new_record_values(values: Any, table: TableInfo | None, side: str, key: str) -> list[Problem]:
+    if not isinstance(values, dict):
+        return [Problem('Values for new records must be a JSON object, e.g. {"customertypecode": 3}.', field=key)]
+    problems = []
+    for name, value in values.items():
+        if table is None:
+            continue
+        column = _column(table, name)
+        if column is None:
+            problems.append(Problem(_unknown_column(name, table, side), field=key))
+        else:
+            problems += [
+                Problem(f"Values for new records: {message}", field=key) for message in _value_fits(value, column)
+            ]
+    return problems
+
+
+def _value_fits(value: Any, column: ColumnInfo) -> list[str]:
+    """Say why a literal value cannot be written to the column (wrong option, too long), if it cannot."""
+    if value in (None, ""):
+        return []
+    known = {str(option) for option in column.options}
+    if column.options and column.type in CHOICE_TYPES and str(value) not in known:
+        return [f"{value!r} is not an option of {column.name} ({_options_text(column)})."]
+    if column.type in TEXT_TYPES and column.max_length and len(str(value)) > column.max_length:
+        return [
+            f"{value!r} is {len(str(value))} characters long, longer than the {column.max_length} that "
+            f"{column.name} takes."
+        ]
+    return []
+
+
+def _options_text(column: ColumnInfo, limit: int = 12) -> str:
+    items = list(column.options.items())[:limit]
+    text = ", ".join(str(value) if str(value) == str(label) else f"{value} {label}" for value, label in items)
+    return text + (", ..." if len(column.options) > limit else "")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Filters
+# --------------------------------------------------------------------------------------------------------------
+
+
+def parse_filter(expression: str):
+    """Parse an OData $filter expression; raise ODataException with the parser's reason when it is not valid."""
+    return ODataParser().parse(ODataLexer().tokenize(expression))
+
+
+def check_filter(expression: str, table: TableInfo | None, *, side: str, field: str) -> list[Problem]:
+    """Check a filter's syntax, and with metadata its field names and the types of the values compared with them."""
+    if not expression.strip():
+        return []
+    label = "Table filter" if side == "bc" else "Integration table filter"
+    try:
+        tree = parse_filter(expression)
+    except ODataException as exc:
+        return [Problem(f"{label} is not a valid OData filter: {exc}", field=field)]
+    if table is None:
+        return []
+    problems = []
+    for node in _walk(tree):
+        if isinstance(node, odata_ast.Identifier) and _column(table, node.name) is None:
+            problems.append(Problem(f"{label}: {_unknown_column(node.name, table, side)}", field=field))
+        elif isinstance(node, odata_ast.Compare):
+            problems += [Problem(f"{label}: {message}", field=field) for message in _compare_types(node, table)]
+    return problems
+
+
+def _walk(node):
+    """Yield every node of the filter tree, skipping function names (contains, startswith, ...)."""
+    yield node
+    if isinstance(node, odata_ast.Call):
+        children = node.args
+    elif isinstance(node, odata_ast.List):
+        children = node.val
+    elif dataclasses.is_dataclass(node):
+        children = [getattr(node, f.name) for f in dataclasses.fields(node)]
+    else:
+        children = []
+    for child in children:
+        if isinstance(child, list):
+            for item in child:
+                yield from _walk(item)
+        elif isinstance(child, odata_ast._Node):
+            yield from _walk(child)
+
+
+def _compare_types(node: odata_ast.Compare, table: TableInfo) -> list[str]:
+    pairs = [(node.left, node.right), (node.right, node.left)]
+    for identifier, other in pairs:
+        if not isinstance(identifier, odata_ast.Identifier):
+            continue
+        column = _column(table, identifier.name)
+        if column is None:
+            return []
+        literals = other.val if isinstance(other, odata_ast.List) else [other]
+        messages = []
+        for literal in literals:
+            group = LITERAL_GROUPS.get(type(literal))
+            expected = TYPE_GROUPS.get(column.type)
+            if group is None or expected is None:
+                continue
+            if group != expected:
+                example = _example(column)
+                messages.append(
+                    f"{column.name} is a {column.type} field: compare it with {expected} values{example}, "
+                    f"not {_literal_text(literal)}."
+                )
+            elif column.options and column.type in CHOICE_TYPES and not _is_option(literal, column):
+                messages.append(
+                    f"{_literal_text(literal)} is not an option of {column.name} ({_options_text(column)})."
+                )
+        return messages
+    return []
+
+
+def _is_option(literal, column: ColumnInfo) -> bool:
+    return str(literal.val) in {str(option) for option in column.options}
+
+
+def _literal_text(literal) -> str:
+    return f"'{literal.val}'" if isinstance(literal, odata_ast.String) else str(literal.val)
+
+
+def _example(column: ColumnInfo) -> str:
+    if column.options:
+        return f" ({_options_text(column)})"
+    return ""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Dependencies
+# --------------------------------------------------------------------------------------------------------------
+
+
+def check_dependency_cycle(name: str, dependencies: set[str], graph: dict[str, set[str]]) -> list[Problem]:
+    """Refuse dependencies that lead back to this mapping (graph: every mapping's current dependencies)."""
+    graph = {**graph, name: set(dependencies)}
+    if name in dependencies:
+        return [Problem(f"{name} cannot depend on itself.", field="dependencies")]
+    path = _path_back(name, graph)
+    if path:
+        return [
+            Problem(f"Dependency cycle: {' -> '.join(path)}. Remove one of these dependencies.", field="dependencies")
+        ]
+    return []
+
+
+def _path_back(start: str, graph: dict[str, set[str]]) -> list[str] | None:
+    """Depth-first search for a path from `start` back to itself; return it, e.g. [A, B, A]."""
+    stack = [(start, [start])]
+    seen = set()
+    while stack:
+        node, path = stack.pop()
+        for nxt in sorted(graph.get(node, ())):
+            if nxt == start:
+                return [*path, start]
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append((nxt, [*path, nxt]))
+    return None
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[Problem]:
+    """Check a whole set of mappings (an import) for dependency cycles; one problem per cycle found."""
+    problems, reported = [], set()
+    for name in sorted(graph):
+        path = _path_back(name, graph)
+        if path and frozenset(path) not in reported:
+            reported.add(frozenset(path))
+            problems.append(Problem(f"Dependency cycle: {' -> '.join(path)}.", field="dependencies"))
+    return problems
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Field mappings
+# --------------------------------------------------------------------------------------------------------------
+
+
+def field_label(number: int, field: dict[str, Any]) -> str:
+    arrow = {"bidirectional": "<->", "to_dataverse": "->", "from_dataverse": "<-"}.get(field.get("direction"), "-")
+    left = field.get("bc_field") or repr(field.get("constant_value") or "")
+    right = field.get("dataverse_field") or repr(field.get("constant_value") or "")
+    return f"Field mapping {number} ({left} {arrow} {right})"
+
+
+def validate_field_mappings(
+    data: dict[str, Any], *, metadata: MetadataCache | None = None, lookup_tables: dict[str, str] | None = None
+) -> list[Problem]:
+    """Check each field mapping against the table's direction and both tables' metadata.
+
+    `lookup_tables` maps each mapping name a lookup may go through to its Dataverse table, to check that the
+    lookup's target table is the one the chosen mapping couples.
+    """
+    table_direction = data.get("direction", Direction.BIDIRECTIONAL)
+    fields = data.get("field_mappings") or []
+    tables = {
+        "bc": _quiet_table(metadata, "bc", data.get("bc_entity_set") or ""),
+        "dataverse": _quiet_table(metadata, "dataverse", data.get("dataverse_entity_set") or ""),
+    }
+    problems: list[Problem] = []
+    for index, field in enumerate(fields):
+        label = field_label(index + 1, field)
+        for key, message, *warning in _check_field(field, table_direction, tables, lookup_tables):
+            problems.append(Problem(f"{label}: {message}", field=key, row=index, warning=bool(warning)))
+    problems += _check_directions_covered(table_direction, fields)
+    return problems
+
+
+def _quiet_table(metadata: MetadataCache | None, side: str, entity_set: str) -> TableInfo | None:
+    # The table-level check already reported why a table's metadata is missing; here we only use what is there.
+    if metadata is None or not entity_set:
+        return None
+    try:
+        return metadata.table(side, entity_set)
+    except MetadataUnavailable:
+        return None
+
+
+def _field_directions(direction: str) -> list[str]:
+    """The concrete directions a field transfers in: to_dataverse and/or from_dataverse."""
+    if direction == Direction.BIDIRECTIONAL:
+        return [Direction.TO_DATAVERSE, Direction.FROM_DATAVERSE]
+    return [direction]
+
+
+def _allowed_field_directions(table_direction: str) -> set[str]:
+    if table_direction == Direction.BIDIRECTIONAL:
+        return set(Direction.values)
+    return {table_direction, Direction.BIDIRECTIONAL}
+
+
+def _check_directions_covered(table_direction: str, fields: list[dict]) -> list[Problem]:
+    problems = []
+    enabled = [f for f in fields if f.get("enabled", True)]
+    for direction in _field_directions(table_direction):
+        if not any(direction in _field_directions(f.get("direction")) for f in enabled):
+            problems.append(
+                Problem(
+                    f"The mapping syncs {DIRECTION_LABEL[direction]} but no enabled field mapping does: set the "
+                    f"direction of at least one enabled field mapping to {DIRECTION_LABEL[direction]} "
+                    f"or {DIRECTION_LABEL[Direction.BIDIRECTIONAL]}.",
+                    field="direction",
+                )
+            )
+    return problems
+
+
+def _check_field(
+    field: dict, table_direction: str, tables: dict[str, TableInfo | None], lookup_tables: dict[str, str] | None
+):
+    """Yield (form field, message) for each problem of one field mapping."""
+    direction = field.get("direction")
+    if direction not in Direction.values:
+        yield "direction", f"direction {direction!r} is not one of {', '.join(Direction.values)}."
+        return
+    if direction not in _allowed_field_directions(table_direction):
+        yield (
+            "direction",
+            f"direction {DIRECTION_LABEL[direction]} is not allowed in a mapping that syncs "
+            f"{DIRECTION_LABEL[table_direction]} only.",
+        )
+    for key in ("transformation",):
+        for message in validate_rules(field.get(key, [])):
+            yield key, f"transformation: {message}"
+    value_map = field.get("value_map", {})
+    if not isinstance(value_map, dict):
+        yield (
+            "value_map",
+            'value map must be a JSON object of Business Central value to Dataverse value, e.g. {"NET30": 1}.',
+        )
+        value_map = {}
+    if field.get("clear_value_on_failed_lookup") and field.get("not_null"):
+        yield "not_null", "choose either clear value on failed lookup or not null, not both."
+    if field.get("clear_value_on_failed_lookup") and not field.get("lookup_mapping"):
+        yield "clear_value_on_failed_lookup", "clear value on failed lookup needs a lookup mapping."
+    bc_name, dv_name = field.get("bc_field") or "", field.get("dataverse_field") or ""
+    constant = field.get("constant_value") or ""
+    if not bc_name and not dv_name:
+        yield "bc_field", "name a Business Central field, a Dataverse column, or both."
+        return
+    for concrete in _field_directions(direction):
+        source_key, target_key = ("bc_field", "dataverse_field")
+        if concrete == Direction.FROM_DATAVERSE:
+            source_key, target_key = target_key, source_key
+        if not field.get(target_key):
+            yield target_key, f"{DIRECTION_LABEL[concrete]} needs a {_side_name(target_key)} to write to."
+        elif not field.get(source_key) and not constant:
+            yield source_key, f"{DIRECTION_LABEL[concrete]} needs a {_side_name(source_key)} or a constant value."
+    yield from _check_names(field, tables)
+    if field.get("enabled", True):  # a disabled mapping may wait for its value map (e.g. payment terms)
+        yield from _check_types(field, tables, value_map, lookup_tables)
+
+
+def _side_name(key: str) -> str:
+    return "Business Central field" if key == "bc_field" else "Dataverse column"
+
+
+def _check_names(field: dict, tables: dict[str, TableInfo | None]):
+    for side, key in (("bc", "bc_field"), ("dataverse", "dataverse_field")):
+        name, table = field.get(key) or "", tables[side]
+        if name and table is not None and _column(table, name) is None:
+            yield key, _unknown_column(name, table, side)
+
+
+def _check_types(field: dict, tables, value_map: dict, lookup_tables: dict[str, str] | None):
+    bc_table, dv_table = tables["bc"], tables["dataverse"]
+    bc_col = _column(bc_table, field.get("bc_field") or "") if bc_table else None
+    dv_col = _column(dv_table, field.get("dataverse_field") or "") if dv_table else None
+    lookup = field.get("lookup_mapping")
+    constant = field.get("constant_value") or ""
+    # A Dataverse lookup column can only be filled through the couplings of the mapping of its target table.
+    if dv_col is not None and dv_col.type == "lookup":
+        if not lookup:
+            targets = ", ".join(dv_col.lookup_targets) or "another table"
+            yield "lookup_mapping", f"{dv_col.name} is a lookup to {targets}: choose the mapping to resolve it through."
+        elif dv_col.lookup_targets and (lookup_tables or {}).get(lookup, dv_col.lookup_targets[0]) not in (
+            dv_col.lookup_targets
+        ):
+            yield (
+                "lookup_mapping",
+                f"{dv_col.name} points to {', '.join(dv_col.lookup_targets)}, but {lookup} couples "
+                f"{lookup_tables[lookup]}.",
+            )
+    for concrete in _field_directions(field["direction"]):
+        source, target = (bc_col, dv_col) if concrete == Direction.TO_DATAVERSE else (dv_col, bc_col)
+        source_key, target_key = ("bc_field", "dataverse_field")
+        if concrete == Direction.FROM_DATAVERSE:
+            source_key, target_key = target_key, source_key
+        if target is None:
+            continue
+        if constant and not field.get(source_key):
+            for message in _value_fits(constant, target):
+                yield "constant_value", f"constant value {message}"
+            continue
+        if source is None:
+            continue
+        if target.type in CHOICE_TYPES and source.type != target.type and not value_map and not lookup:
+            yield (
+                "value_map",
+                f"{source.name} ({source.type}) cannot be written to the {target.type} {target.name} without a value "
+                f"map; add one, e.g. {json.dumps(_value_map_example(target, concrete))}.",
+            )
+        both_texts = target.type in TEXT_TYPES and source.type in TEXT_TYPES
+        longer = both_texts and (source.max_length or 0) > (target.max_length or source.max_length or 0)
+        if longer and not _truncates_to(field.get("transformation") or [], target.max_length):
+            # A warning, not an error: BC truncates too, and most values are shorter than the column.
+            yield (
+                target_key,
+                f"{source.name} holds up to {source.max_length} characters, but {target.name} takes only "
+                f"{target.max_length}: longer values will be refused or cut; a substring transformation of at "
+                f"most {target.max_length} characters makes that explicit.",
+                True,
+            )
+
+
+def _truncates_to(rules: list, max_length: int) -> bool:
+    return any(
+        isinstance(rule, dict)
+        and rule.get("rule") == "substring"
+        and isinstance(rule.get("length"), int)
+        and rule["length"] <= max_length
+        for rule in rules
+    )
+
+
+def _value_map_example(target: ColumnInfo, direction: str) -> dict:
+    option = next(iter(target.options), 1)
+    return (
+        {"<Business Central value>": option} if direction == Direction.TO_DATAVERSE else {option: "<Dataverse value>"}
+    )
