@@ -54,3 +54,31 @@ class Coupling(models.Model):
 
     def __str__(self):
         return f"{self.table_mapping.name}: {self.bc_name or self.bc_id} <-> {self.dataverse_name or self.dataverse_id}"
+
+
+class AmbiguousMatch(models.Model):
+    """A record that match-based coupling could not pair on its own: several records match it.
+
+    Kept with its candidates so an administrator can couple it by a click (Business Central only fails these).
+    """
+
+    SIDES = [("bc", "Business Central"), ("dataverse", "Dataverse")]
+
+    table_mapping = models.ForeignKey(TableMapping, on_delete=models.CASCADE, related_name="ambiguous_matches")
+    side = models.CharField(max_length=10, choices=SIDES, help_text="The system the record is in.")
+    record_id = models.UUIDField()
+    record_name = models.CharField(max_length=250, blank=True)
+    candidates = models.JSONField(default=list, help_text='Records of the other system: [{"id": ..., "name": ...}]')
+    job_id = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["table_mapping", "record_name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["table_mapping", "side", "record_id"], name="one_ambiguous_entry_per_record"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.record_name or self.record_id}: {len(self.candidates)} candidates"

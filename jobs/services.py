@@ -21,10 +21,14 @@ from redis.exceptions import LockError
 from connectors.choices import ConnectionKind
 from connectors.clients import open_client
 from connectors.models import Connection
+from coupling.matching import NoMatchCriteria
+from coupling.models import Coupling
+from coupling.services import match_based_coupling_run
 from jobs.choices import ACTIVE_STATUSES, JobKind, JobStatus
 from jobs.engine.pipeline import DirectionRun, RunCancelled, SourceUnreadable
 from jobs.engine.sides import run_directions
 from jobs.models import SyncError, SyncJob
+from mappings.choices import Direction, UpdateConflictResolution
 from mappings.models import TableMapping
 
 logger = logging.getLogger(__name__)
@@ -60,7 +64,7 @@ def sync_jobs_create(
             kind=kind,
             table_mapping=mapping,
             direction=d,
-            requested_by=user if user and user.is_authenticated else None,
+            requested_by=_user(user),
             record_ids=[str(i) for i in (record_ids or [])],
             dry_run=dry_run,
         )
@@ -186,23 +190,21 @@ def _run_one(job: SyncJob, bc_client, dataverse_client, lock, on_progress=None) 
     job.started_at = timezone.now()
     job.save(update_fields=["status", "started_at"])
     before = bc_client.request_counts + dataverse_client.request_counts
-    run = DirectionRun(
-        job,
-        bc_client=bc_client,
-        dataverse_client=dataverse_client,
-        on_page=lambda: _on_page(job, lock, on_progress),
-    )
     status, message = JobStatus.SUCCEEDED, ""
     try:
-        outcome = run.run()
+        if job.kind == JobKind.COUPLING:
+            message = _run_match_coupling(job, bc_client, dataverse_client)
+        elif job.kind == JobKind.UNCOUPLING:
+            message = _run_uncoupling(job)
+        else:
+            _run_sync(job, bc_client, dataverse_client, lock, on_progress)
     except RunCancelled:
-        status, message, outcome = JobStatus.CANCELLED, "Cancelled by a user.", None
-    except SourceUnreadable as exc:
-        status, message, outcome = JobStatus.FAILED, str(exc), None
+        status, message = JobStatus.CANCELLED, "Cancelled by a user."
+    except (SourceUnreadable, NoMatchCriteria) as exc:
+        status, message = JobStatus.FAILED, str(exc)
     except Exception as exc:
         logger.exception("Sync job %s crashed", job.pk)
-        status, message, outcome = JobStatus.FAILED, f"The run stopped on an internal error: {exc}", None
-        job.refresh_from_db()
+        status, message = JobStatus.FAILED, f"The run stopped on an internal error: {exc}"
         SyncError.objects.create(
             job=job,
             table_mapping=job.table_mapping,
@@ -212,13 +214,8 @@ def _run_one(job: SyncJob, bc_client, dataverse_client, lock, on_progress=None) 
             detail=traceback.format_exc()[-4000:],
         )
     job.refresh_from_db()
-    if status == JobStatus.SUCCEEDED:
-        if not job.dry_run and job.kind in (JobKind.MODIFIED, JobKind.FULL):
-            _advance_watermark(job, outcome.latest_modified)
-        if job.failed:
-            status = JobStatus.PARTLY_FAILED
-        if job.dry_run:
-            job.preview = outcome.preview
+    if status == JobStatus.SUCCEEDED and job.failed:
+        status = JobStatus.PARTLY_FAILED
     used = (bc_client.request_counts + dataverse_client.request_counts) - before
     job.http_requests = sum(used.values())
     job.http_requests_by_kind = dict(used)
@@ -226,6 +223,104 @@ def _run_one(job: SyncJob, bc_client, dataverse_client, lock, on_progress=None) 
     job.message = message or job.message
     job.finished_at = timezone.now()
     job.save()
+
+
+def _run_sync(job: SyncJob, bc_client, dataverse_client, lock, on_progress) -> None:
+    run = DirectionRun(
+        job,
+        bc_client=bc_client,
+        dataverse_client=dataverse_client,
+        on_page=lambda: _on_page(job, lock, on_progress),
+    )
+    outcome = run.run()
+    if job.dry_run:
+        SyncJob.objects.filter(pk=job.pk).update(preview=outcome.preview)
+    elif job.kind in (JobKind.MODIFIED, JobKind.FULL):
+        _advance_watermark(job, outcome.latest_modified)
+
+
+def _run_match_coupling(job: SyncJob, bc_client, dataverse_client) -> str:
+    mapping = job.table_mapping
+    outcome, created = match_based_coupling_run(
+        mapping=mapping, bc_client=bc_client, dataverse_client=dataverse_client, job_id=job.pk
+    )
+    SyncJob.objects.filter(pk=job.pk).update(coupled=len(created), failed=len(outcome.ambiguous))
+    message = (
+        f"Coupled {len(created)} pair(s). {len(outcome.ambiguous)} record(s) match several records: couple them "
+        f"from the ambiguous matches list. Without a match: {len(outcome.unmatched_bc)} in Business Central, "
+        f"{len(outcome.unmatched_dataverse)} in Dataverse."
+    )
+    follow_ups = []
+    if mapping.create_new_if_no_match and outcome.unmatched_bc and mapping.syncs_to_dataverse:
+        follow_ups += sync_jobs_create(
+            mapping=mapping,
+            kind=JobKind.RECORDS,
+            direction=Direction.TO_DATAVERSE,
+            record_ids=[c.id for c in outcome.unmatched_bc],
+            user=job.requested_by,
+        )
+    if mapping.sync_after_match_coupling and created:
+        for direction in _directions_after_coupling(mapping):
+            source_attr = "bc_id" if direction == Direction.TO_DATAVERSE else "dataverse_id"
+            follow_ups += sync_jobs_create(
+                mapping=mapping,
+                kind=JobKind.RECORDS,
+                direction=direction,
+                record_ids=[getattr(c, source_attr) for c in created],
+                user=job.requested_by,
+            )
+    if follow_ups:
+        job_ids = [j.pk for j in follow_ups]
+        transaction.on_commit(lambda: _enqueue(job_ids))
+        message += f" Queued sync job(s) {', '.join(f'#{pk}' for pk in job_ids)} for the new couplings."
+    return message
+
+
+def _directions_after_coupling(mapping: TableMapping) -> list[str]:
+    """As BC: a bidirectional mapping syncs the way its conflict policy points, else To Dataverse."""
+    if mapping.direction != Direction.BIDIRECTIONAL:
+        return [mapping.direction]
+    if mapping.update_conflict_resolution == UpdateConflictResolution.GET_FROM_DATAVERSE:
+        return [Direction.FROM_DATAVERSE]
+    return [Direction.TO_DATAVERSE]
+
+
+def _run_uncoupling(job: SyncJob) -> str:
+    couplings = Coupling.objects.filter(table_mapping=job.table_mapping)
+    if job.record_ids:
+        couplings = couplings.filter(pk__in=job.record_ids)
+    count = len(couplings.values_list("pk", flat=True))
+    couplings.delete()
+    SyncJob.objects.filter(pk=job.pk).update(uncoupled=count, progress_done=count)
+    return f"Removed {count} coupling(s); the records stay in both systems."
+
+
+def coupling_job_enqueue(*, mapping: TableMapping, user=None) -> SyncJob:
+    """Queue match-based coupling of a mapping's uncoupled records (with its saved criteria)."""
+    with transaction.atomic():
+        job = SyncJob.objects.create(
+            kind=JobKind.COUPLING, table_mapping=mapping, direction=mapping.direction, requested_by=_user(user)
+        )
+        transaction.on_commit(lambda: _enqueue([job.pk]))
+    return job
+
+
+def uncoupling_job_enqueue(*, mapping: TableMapping, coupling_ids: list[int] | None = None, user=None) -> SyncJob:
+    """Queue the removal of some (or all) couplings of a mapping."""
+    with transaction.atomic():
+        job = SyncJob.objects.create(
+            kind=JobKind.UNCOUPLING,
+            table_mapping=mapping,
+            direction=mapping.direction,
+            requested_by=_user(user),
+            record_ids=[int(i) for i in coupling_ids or []],
+        )
+        transaction.on_commit(lambda: _enqueue([job.pk]))
+    return job
+
+
+def _user(user):
+    return user if user is not None and user.is_authenticated else None
 
 
 def _on_page(job: SyncJob, lock, on_progress) -> None:
