@@ -1,0 +1,58 @@
+# The plain entry points. README: `make run` starts everything on one machine, `make test` runs the suite.
+# Needs only Python 3.11+: the virtualenv and the pinned requirements are installed on first use.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+export PORT
+
+# Reinstall only when the requirements changed: a stamp in the venv holds the hash of the files installed.
+define install_requirements
+	@test -x $(PY) || { echo "Creating the virtualenv $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
+	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "syncadmin needs Python 3.11 or newer")'
+	@hash=$$($(PY) -c 'import hashlib, sys; print(hashlib.sha256(b"".join(open(f, "rb").read() for f in sys.argv[1:])).hexdigest())' $(2)); \
+	if [ "$$(cat $(VENV)/.stamp-$(1) 2>/dev/null)" != "$$hash" ]; then \
+		echo "Installing $(firstword $(2)) into $(VENV)"; \
+		$(PY) -m pip install --quiet --disable-pip-version-check -r $(firstword $(2)) && echo "$$hash" > $(VENV)/.stamp-$(1); \
+	fi
+endef
+
+.PHONY: help run test lint fmt ci venv venv-dev migrate demo clean-data
+
+help:
+	@echo "make run    start web, worker, scheduler and an embedded Redis on http://127.0.0.1:$(PORT)/ (Ctrl-C stops all)"
+	@echo "make test   run the whole test suite"
+	@echo "make lint   ruff check and format check"
+	@echo "make fmt    format and autofix with ruff"
+	@echo "make ci     what CI runs: .ci/run (needs root, PostgreSQL and Redis on the machine)"
+
+venv:
+	$(call install_requirements,run,requirements.txt)
+
+venv-dev:
+	$(call install_requirements,dev,requirements-dev.txt requirements.txt)
+
+migrate: venv
+	$(PY) manage.py migrate --no-input
+	$(PY) manage.py migrate --no-input --database sandbox
+
+demo: migrate
+	$(PY) manage.py demo_setup
+
+run: demo
+	$(PY) manage.py serve
+
+test: venv-dev
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+fmt: venv-dev
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+ci:
+	.ci/run
