@@ -46,6 +46,7 @@ class ConnectorError(Exception):
         correlation_id: str = "",
         field: str = "",
         response_excerpt: str = "",
+        outcome_unknown: bool = False,
     ):
         super().__init__(message)
         self.kind = kind
@@ -55,11 +56,23 @@ class ConnectorError(Exception):
         self.correlation_id = correlation_id
         self.field = field
         self.response_excerpt = response_excerpt[:2000]
+        # True when a write may or may not have been applied (the connection dropped after sending it).
+        self.outcome_unknown = outcome_unknown
+
+    def __reduce__(self):
+        # Keep every attribute when the error is pickled (RQ job results, multiprocessing).
+        return (_rebuild_connector_error, (self.__class__, self.kind, self.message, dict(self.__dict__)))
 
     def detail(self) -> str:
         parts = [f"HTTP {self.status}" if self.status else "", self.remote_code, self.correlation_id]
         head = " | ".join(p for p in parts if p)
         return f"{head}\n{self.response_excerpt}".strip()
+
+
+def _rebuild_connector_error(cls, kind, message, state):
+    error = cls(kind, message)
+    error.__dict__.update(state)
+    return error
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,246 @@
+"""What both clients share: the HTTP choke point (auth, retries, throttle, counting) and the OData reads."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import httpx
+
+from connectors import resilience
+from connectors.auth import BearerAuth, TokenProvider
+from connectors.errors import error_from_exception, error_from_response
+from connectors.http import build_http_client
+from connectors.models import Connection
+from connectors.odata import and_filters, as_uuid, chunked, datetime_literal, with_fields
+from connectors.resilience import Attempt, RetryPolicy, Throttle
+from connectors.types import ConnectorError, Page, TableInfo
+
+logger = logging.getLogger("connectors")
+
+# Ids per `read_by_ids` request: `id eq <guid> or ...` stays near 5 KB of URL, far below the 32 KB limit.
+IDS_PER_REQUEST = 100
+
+
+class ODataClient:
+    """One pooled httpx client per object; use it as a context manager or call close()."""
+
+    id_field = "id"
+    modified_field = "lastModifiedDateTime"
+    modified_with_milliseconds = True
+    max_page_size = 5000
+    max_batch_size = 100
+    default_headers: dict[str, str] = {"Accept": "application/json"}
+
+    def __init__(self, connection: Connection, *, retry_policy: RetryPolicy | None = None):
+        self.connection = connection
+        self.request_counts: Counter = Counter()
+        self.retry_policy = retry_policy or RetryPolicy()
+        self.throttle = Throttle(
+            max_concurrency=connection.max_concurrency,
+            max_batch_size=max(1, min(connection.batch_size or self.max_batch_size, self.max_batch_size)),
+        )
+        self.base_url = connection.api_base_url.rstrip("/")
+        self.http = build_http_client(
+            timeout_seconds=float(connection.timeout_seconds or 60),
+            max_connections=max(2, connection.max_concurrency + 1),
+        )
+        self._secret = connection.client_secret
+        self.tokens = TokenProvider(
+            token_url=connection.effective_token_url,
+            client_id=connection.client_id,
+            client_secret=self._secret,
+            scope=connection.effective_scope,
+            timeout=self.http.timeout,
+            send_with_retries=lambda send, kind: self._with_retries(send, kind, idempotent=True, url=None),
+        )
+        self.auth = BearerAuth(self.tokens)
+        self._table_info: dict[str, TableInfo] = {}
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.connection.name!r}>"
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    # -- the choke point ----------------------------------------------------------------------------------------
+
+    def url(self, path: str) -> str:
+        return path if path.startswith(("http://", "https://")) else f"{self.base_url}/{path.lstrip('/')}"
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        kind: str,
+        idempotent: bool | None = None,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        json: Any = None,
+        content: bytes | None = None,
+    ) -> httpx.Response:
+        """Send one call with auth, retries and throttling; return a 2xx/3xx response or raise ConnectorError."""
+        full_url = self.url(url)
+        merged = {**self.default_headers, **(headers or {})}
+        if json is not None:
+            merged.setdefault("Content-Type", "application/json")
+        if idempotent is None:
+            idempotent = method in ("GET", "HEAD", "OPTIONS")
+
+        def send() -> httpx.Response:
+            return self.http.request(
+                method, full_url, params=params, headers=merged, json=json, content=content, auth=self.auth
+            )
+
+        return self._with_retries(send, kind, idempotent=idempotent, url=full_url)
+
+    def _with_retries(
+        self, send: Callable[[], httpx.Response], kind: str, *, idempotent: bool, url: str | None
+    ) -> httpx.Response:
+        policy = self.retry_policy
+        waited = 0.0
+        number = 0
+        while True:
+            number += 1
+            self.request_counts[kind] += 1
+            try:
+                with self.throttle.slot():
+                    attempt = Attempt(response=send())
+            except httpx.HTTPError as exc:
+                attempt = Attempt(exception=exc)
+            response = attempt.response
+            if response is not None and response.status_code < 400:
+                self.throttle.on_success()
+                return response
+            if response is not None and response.status_code == 429:
+                self.throttle.on_throttled()
+            if number < policy.max_attempts and resilience.should_retry(attempt, idempotent=idempotent):
+                delay = resilience.delay_before_retry(attempt, number, policy)
+                if waited + delay <= policy.max_total_wait:
+                    reason = response.status_code if response is not None else type(attempt.exception).__name__
+                    logger.info("Retrying a %s request in %.1f s after %s (attempt %d)", kind, delay, reason, number)
+                    self.request_counts["retry"] += 1
+                    resilience.sleep(delay)
+                    waited += delay
+                    continue
+            if response is not None:
+                response.read()
+                error = error_from_response(response)
+            else:
+                error = error_from_exception(attempt.exception, url)
+            error.outcome_unknown = resilience.outcome_unknown(attempt, idempotent=idempotent)
+            raise self._scrubbed(error)
+
+    def _scrubbed(self, error: ConnectorError) -> ConnectorError:
+        """Defence in depth: no secret or bearer token ever leaves in an error, whatever the server echoed."""
+        secrets = [s for s in (self._secret,) if s and len(s) >= 4]
+        for secret in secrets:
+            error.message = error.message.replace(secret, "[secret]")
+            error.response_excerpt = error.response_excerpt.replace(secret, "[secret]")
+            error.args = (error.message,)
+        return error
+
+    # -- reads ----------------------------------------------------------------------------------------------------
+
+    def collection_url(self, entity_set: str) -> str:
+        raise NotImplementedError
+
+    def entity_url(self, entity_set: str, record_id: UUID) -> str:
+        return f"{self.collection_url(entity_set)}({record_id})"
+
+    def primary_key(self, entity_set: str) -> str:
+        return self.id_field
+
+    def page_headers(self, page_size: int) -> dict[str, str]:
+        return {"Prefer": f"odata.maxpagesize={page_size}"}
+
+    def modified_filter(self, modified_since: datetime | None) -> str | None:
+        if modified_since is None:
+            return None
+        literal = datetime_literal(modified_since, milliseconds=self.modified_with_milliseconds)
+        # `ge`, not `gt`: many rows can share a timestamp; the engine's watermark overlap re-reads, never skips.
+        return f"{self.modified_field} ge {literal}"
+
+    def read_pages(
+        self,
+        entity_set: str,
+        *,
+        filter: str | None = None,
+        modified_since: datetime | None = None,
+        select: list[str] | None = None,
+        page_size: int | None = None,
+        orderby: str | None = None,
+    ) -> Iterator[Page]:
+        """Yield server-driven pages; nextLinks are followed verbatim with the same `odata.maxpagesize`."""
+        params: dict[str, str] = {}
+        combined = and_filters(filter, self.modified_filter(modified_since))
+        if combined:
+            params["$filter"] = combined
+        fields = with_fields(select, self.primary_key(entity_set), self.modified_field)
+        if fields:
+            params["$select"] = ",".join(fields)
+        if orderby:
+            params["$orderby"] = orderby
+        size = max(1, min(page_size or self.connection.page_size or self.max_page_size, self.max_page_size))
+        headers = self.page_headers(size)
+        url: str | None = self.collection_url(entity_set)
+        query: dict[str, str] | None = params
+        while url:
+            body = self.request("GET", url, kind="read", params=query, headers=headers).json()
+            next_link = body.get("@odata.nextLink")
+            yield Page(rows=body.get("value", []), next_link=next_link)
+            url, query = next_link, None
+
+    def read_by_ids(self, entity_set: str, ids: list[UUID], *, select: list[str] | None = None) -> dict[UUID, dict]:
+        """Return the rows that exist among `ids` (one request per 100 ids), keyed by id."""
+        key = self.primary_key(entity_set)
+        unique = list(dict.fromkeys(i for i in (as_uuid(v) for v in ids) if i))
+        found: dict[UUID, dict] = {}
+        for chunk in chunked(unique, IDS_PER_REQUEST):
+            id_filter = " or ".join(f"{key} eq {record_id}" for record_id in chunk)
+            for page in self.read_pages(entity_set, filter=id_filter, select=select, page_size=self.max_page_size):
+                for row in page.rows:
+                    record_id = as_uuid(row.get(key))
+                    if record_id:
+                        found[record_id] = row
+        return found
+
+    def count(self, entity_set: str, *, filter: str | None = None) -> int:
+        """Count matching rows: `@odata.count` when the service gives an exact one, else count the ids page by page."""
+        key = self.primary_key(entity_set)
+        params = {"$select": key, "$count": "true"}
+        if filter:
+            params["$filter"] = filter
+        body = self.request(
+            "GET", self.collection_url(entity_set), kind="read", params=params, headers=self.page_headers(1)
+        ).json()
+        reported = body.get("@odata.count")
+        if isinstance(reported, int) and self.count_is_exact(reported, body):
+            return reported
+        return sum(len(page.rows) for page in self.read_pages(entity_set, filter=filter, select=[key]))
+
+    def count_is_exact(self, reported: int, body: dict) -> bool:
+        return True
+
+    # -- metadata -------------------------------------------------------------------------------------------------
+
+    def table_info(self, entity_set: str) -> TableInfo:
+        if entity_set not in self._table_info:
+            self._table_info[entity_set] = self.load_table_info(entity_set)
+        return self._table_info[entity_set]
+
+    def load_table_info(self, entity_set: str) -> TableInfo:
+        raise NotImplementedError

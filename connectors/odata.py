@@ -1,0 +1,83 @@
+"""Small OData v4 helpers shared by both clients: literals, datetimes, ids."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+
+def datetime_literal(value: datetime, *, milliseconds: bool) -> str:
+    """An unquoted UTC literal: `2024-03-01T00:00:00.123Z` (Business Central) or `2024-03-01T00:00:00Z` (Dataverse).
+
+    Dataverse stores `modifiedon` to the second, so the value is truncated down: with `ge` that only widens the
+    window a little, it never skips a row.
+    """
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    value = value.astimezone(UTC)
+    if milliseconds:
+        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_datetime(value: Any) -> datetime | None:
+    """Parse the services' ISO-8601 UTC datetimes (`...Z`, with or without fractions)."""
+    if not value or not isinstance(value, str):
+        return None
+    text = value.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    # Python 3.11 accepts 1-6 fraction digits; the services send up to 7 (.NET ticks).
+    if "." in text:
+        head, _, rest = text.partition(".")
+        digits = "".join(ch for ch in rest if ch.isdigit())
+        zone = rest[len(digits) :]
+        text = f"{head}.{digits[:6].ljust(6, '0')}{zone}"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def string_literal(value: str) -> str:
+    """A quoted OData string literal (single quotes doubled)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def as_uuid(value: Any) -> UUID | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, UUID):
+        return value
+    try:
+        return UUID(str(value))
+    except ValueError:
+        return None
+
+
+def and_filters(*parts: str | None) -> str | None:
+    """Combine filters with `and`, parenthesising each so a caller's `or` keeps its meaning."""
+    present = [p.strip() for p in parts if p and p.strip()]
+    if not present:
+        return None
+    if len(present) == 1:
+        return present[0]
+    return " and ".join(f"({p})" for p in present)
+
+
+def with_fields(select: list[str] | None, *required: str) -> list[str] | None:
+    """Add the fields we rely on (id, modified-on) to a caller's `$select`; None means all columns."""
+    if select is None:
+        return None
+    fields = list(dict.fromkeys(select))
+    for name in required:
+        if name and name not in fields:
+            fields.append(name)
+    return fields
+
+
+def chunked(items: list, size: int):
+    for start in range(0, len(items), max(1, size)):
+        yield items[start : start + size]
