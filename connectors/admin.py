@@ -1,1 +1,79 @@
-from django.contrib import admin  # noqa: F401
+"""Connections in the admin: edit, store the secret (never shown back), and test."""
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+
+from connectors.forms import ConnectionForm
+from connectors.models import Connection
+from connectors.services import connection_save_secret, connection_test
+
+
+@admin.register(Connection)
+class ConnectionAdmin(admin.ModelAdmin):
+    form = ConnectionForm
+    list_display = ["name", "kind", "environment_url", "enabled", "secret_status", "updated_at"]
+    list_filter = ["kind", "enabled"]
+    search_fields = ["name", "environment_url", "client_id"]
+    readonly_fields = ["secret_status", "created_at", "updated_at"]
+    actions = ["test_connections"]
+    fieldsets = [
+        (None, {"fields": ["kind", "name", "enabled"]}),
+        ("Where", {"fields": ["environment_url", "tenant", "bc_environment", "bc_company_id"]}),
+        (
+            "Credentials",
+            {
+                "fields": [
+                    "client_id",
+                    "client_secret",
+                    "client_secret_reference",
+                    "secret_status",
+                    "token_url",
+                    "scope",
+                ]
+            },
+        ),
+        ("Limits", {"fields": ["page_size", "batch_size", "timeout_seconds", "max_concurrency"]}),
+        ("History", {"fields": ["created_at", "updated_at"]}),
+    ]
+
+    @admin.display(description="Client secret")
+    def secret_status(self, obj: Connection) -> str:
+        if obj.client_secret_reference:
+            return f"read from {obj.client_secret_reference}"
+        return "stored (encrypted)" if obj.client_secret_encrypted else "not set"
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        connection_save_secret(connection=obj, client_secret=form.cleaned_data.get("client_secret", ""))
+
+    @admin.action(description="Test connection")
+    def test_connections(self, request, queryset):
+        for connection in queryset:
+            self._report(request, connection)
+
+    def _report(self, request, connection: Connection) -> None:
+        result = connection_test(connection=connection)
+        level = messages.SUCCESS if result.ok else messages.ERROR
+        self.message_user(request, f"{connection.name}: {result.message}", level)
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:object_id>/test/",
+                self.admin_site.admin_view(self.test_view),
+                name="connectors_connection_test",
+            ),
+            *super().get_urls(),
+        ]
+
+    def test_view(self, request, object_id: int):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        connection = get_object_or_404(Connection, pk=object_id)
+        if not self.has_change_permission(request, connection):
+            raise PermissionDenied
+        self._report(request, connection)
+        return HttpResponseRedirect(reverse("admin:connectors_connection_change", args=[connection.pk]))

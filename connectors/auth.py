@@ -93,12 +93,14 @@ class TokenProvider:
         client_id: str,
         client_secret: str,
         scope: str,
+        secret_problem: str = "",
         timeout: httpx.Timeout,
         send_with_retries: Callable[[Callable[[], httpx.Response], str], httpx.Response],
     ):
         self._token_url = token_url
         self._client_id = client_id
         self._client_secret = client_secret
+        self._secret_problem = secret_problem
         self._scope = scope
         self._timeout = timeout
         self._send_with_retries = send_with_retries
@@ -108,6 +110,12 @@ class TokenProvider:
 
     def __repr__(self):
         return f"<TokenProvider {self._token_url} {self._scope}>"
+
+    def current(self) -> str | None:
+        """The cached token, if any (used only to scrub it out of error texts)."""
+        with _cache_lock:
+            cached = _cache.get(self._key)
+        return cached.access_token if cached else None
 
     def token(self, *, force_new: bool = False, rejected: str | None = None) -> str:
         """Return a valid access token; renew it when near expiry, or when `rejected` is the cached one (a 401)."""
@@ -123,6 +131,8 @@ class TokenProvider:
             return fresh.access_token
 
     def _fetch(self) -> CachedToken:
+        if self._secret_problem:
+            raise ConnectorError(ErrorKind.AUTHENTICATION, self._secret_problem)
         if not self._client_secret:
             raise ConnectorError(ErrorKind.AUTHENTICATION, "No client secret is stored for this connection.")
         oauth = OAuth2Client(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -18,9 +19,12 @@ from connectors.http import build_http_client
 from connectors.models import Connection
 from connectors.odata import and_filters, as_uuid, chunked, datetime_literal, with_fields
 from connectors.resilience import Attempt, RetryPolicy, Throttle
+from connectors.secrets import SecretUnreadable
 from connectors.types import ConnectorError, Page, TableInfo
 
 logger = logging.getLogger("connectors")
+
+_BEARER = re.compile(r"Bearer\s+[A-Za-z0-9\-._~+/]+=*", re.IGNORECASE)
 
 # Ids per `read_by_ids` request: `id eq <guid> or ...` stays near 5 KB of URL, far below the 32 KB limit.
 IDS_PER_REQUEST = 100
@@ -49,11 +53,16 @@ class ODataClient:
             timeout_seconds=float(connection.timeout_seconds or 60),
             max_connections=max(2, connection.max_concurrency + 1),
         )
-        self._secret = connection.client_secret
+        try:
+            self._secret = connection.client_secret
+            secret_problem = ""
+        except SecretUnreadable as exc:  # reported, classified, at the first call rather than when opening
+            self._secret, secret_problem = "", str(exc)
         self.tokens = TokenProvider(
             token_url=connection.effective_token_url,
             client_id=connection.client_id,
             client_secret=self._secret,
+            secret_problem=secret_problem,
             scope=connection.effective_scope,
             timeout=self.http.timeout,
             send_with_retries=lambda send, kind: self._with_retries(send, kind, idempotent=True, url=None),
@@ -146,11 +155,13 @@ class ODataClient:
 
     def _scrubbed(self, error: ConnectorError) -> ConnectorError:
         """Defence in depth: no secret or bearer token ever leaves in an error, whatever the server echoed."""
-        secrets = [s for s in (self._secret,) if s and len(s) >= 4]
+        secrets = [s for s in (self._secret, self.tokens.current()) if s and len(s) >= 4]
         for secret in secrets:
             error.message = error.message.replace(secret, "[secret]")
             error.response_excerpt = error.response_excerpt.replace(secret, "[secret]")
-            error.args = (error.message,)
+        error.message = _BEARER.sub("Bearer [token]", error.message)
+        error.response_excerpt = _BEARER.sub("Bearer [token]", error.response_excerpt)
+        error.args = (error.message,)
         return error
 
     # -- reads ----------------------------------------------------------------------------------------------------

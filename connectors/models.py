@@ -1,7 +1,7 @@
 from django.db import models
 
 from connectors.choices import ConnectionKind
-from connectors.secrets import decrypt_secret, encrypt_secret
+from connectors.secrets import decrypt_secret, encrypt_secret, read_secret_reference
 
 ENTRA_TOKEN_URL = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"  # noqa: S105 (a URL)
 
@@ -37,6 +37,11 @@ class Connection(models.Model):
     bc_company_id = models.UUIDField("Business Central company id", null=True, blank=True)
     client_id = models.CharField(max_length=100)
     client_secret_encrypted = models.TextField(blank=True, editable=False)
+    client_secret_reference = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="Instead of storing the secret here: env:VARIABLE_NAME or file:/path/to/secret (read at each run).",
+    )
     token_url = models.URLField(
         max_length=300, blank=True, help_text="Leave blank for Microsoft Entra ID (login.microsoftonline.com)."
     )
@@ -62,7 +67,13 @@ class Connection(models.Model):
 
     @property
     def client_secret(self) -> str:
+        if self.client_secret_reference:
+            return read_secret_reference(self.client_secret_reference)
         return decrypt_secret(self.client_secret_encrypted)
+
+    @property
+    def has_client_secret(self) -> bool:
+        return bool(self.client_secret_reference or self.client_secret_encrypted)
 
     def set_client_secret(self, plain: str) -> None:
         self.client_secret_encrypted = encrypt_secret(plain)
