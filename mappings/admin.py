@@ -1,1 +1,443 @@
-from django.contrib import admin  # noqa: F401
+"""Admin for table mappings (with their field mappings inline) and the record of configuration changes.
+
+The jobs app replaces the TableMapping registration with a subclass of TableMappingAdmin that adds the sync
+actions; so `actions` is a plain list and the last-sync / errors / skipped columns are small methods it can
+override. Counts come through the reverse relations by name (couplings, sync_errors, sync_jobs): mappings never
+imports the coupling or jobs apps.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import admin, messages
+from django.core.exceptions import FieldDoesNotExist, PermissionDenied
+from django.db.models import Count, IntegerField, OuterRef, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.http import HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from mappings.defaults import DEFAULT_NAMES
+from mappings.forms import (
+    FieldMappingForm,
+    FieldMappingFormSet,
+    ImportForm,
+    TableMappingForm,
+    TestFilterForm,
+    TransformationPreviewForm,
+    validation_run,
+)
+from mappings.importing import ImportRefused
+from mappings.metadata import SIDE_LABEL, MetadataUnavailable
+from mappings.models import FieldMapping, MappingChange, TableMapping
+from mappings.services import configuration_export, configuration_import, table_mapping_reset_to_defaults
+from mappings.transformations import TransformationError, apply_transformation
+from mappings.validation import check_filter
+
+
+def _related_model(name: str):
+    """The model behind a reverse relation of TableMapping (e.g. couplings), or None if that app is absent."""
+    try:
+        return TableMapping._meta.get_field(name).related_model
+    except FieldDoesNotExist:
+        return None
+
+
+def _count_subquery(relation: str, **filters):
+    model = _related_model(relation)
+    if model is None:
+        return Value(None, output_field=IntegerField())
+    rows = model.objects.filter(table_mapping=OuterRef("pk"), **filters).order_by().values("table_mapping")
+    return Coalesce(Subquery(rows.annotate(n=Count("pk")).values("n")[:1]), 0)
+
+
+def _changelist_link(model, query: str, text) -> str:
+    """A link to the model's admin list filtered by `query`, or the plain text if that list is not registered."""
+    if model is None:
+        return text
+    try:
+        url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
+    except NoReverseMatch:
+        return text
+    return format_html('<a href="{}?{}">{}</a>', url, query, text)
+
+
+class FieldMappingInline(admin.TabularInline):
+    model = FieldMapping
+    form = FieldMappingForm
+    formset = FieldMappingFormSet
+    fk_name = "table_mapping"
+    extra = 1
+    autocomplete_fields = ()
+    fields = [
+        "position",
+        "bc_field",
+        "dataverse_field",
+        "direction",
+        "constant_value",
+        "enabled",
+        "transformation",
+        "try_transformation",
+        "value_map",
+        "lookup_mapping",
+        "clear_value_on_failed_lookup",
+        "not_null",
+        "update_conflict_resolution",
+        "use_for_matching",
+        "case_sensitive_matching",
+        "match_priority",
+    ]
+    readonly_fields = ["try_transformation"]
+
+    def get_formset(self, request, obj=None, **kwargs):
+        formset = super().get_formset(request, obj, **kwargs)
+        return type(formset.__name__, (formset,), {"validation_run": validation_run(request)})
+
+    @admin.display(description="try")
+    def try_transformation(self, obj):
+        if not obj or not obj.pk:
+            return ""
+        url = reverse("admin:mappings_tablemapping_transformation_preview")
+        return format_html('<a href="{}?field_mapping={}" title="Type a value and see the result">try</a>', url, obj.pk)
+
+
+@admin.register(TableMapping)
+class TableMappingAdmin(admin.ModelAdmin):
+    form = TableMappingForm
+    inlines = [FieldMappingInline]
+    list_display = [
+        "name",
+        "bc_entity_set",
+        "dataverse_entity_set",
+        "direction",
+        "table_filter",
+        "integration_table_filter",
+        "sync_only_coupled",
+        "dependency_names",
+        "last_sync_display",
+        "errors_display",
+        "skipped_display",
+        "is_default",
+    ]
+    list_filter = ["direction", "is_default", "sync_only_coupled"]
+    search_fields = ["name", "bc_entity_set", "dataverse_entity_set"]
+    filter_horizontal = ["dependencies"]
+    readonly_fields = ["bc_watermark", "dataverse_watermark", "is_default", "created_at", "updated_at"]
+    actions = ["reset_to_defaults"]
+    change_form_template = "admin/mappings/tablemapping/change_form.html"
+    change_list_template = "admin/mappings/tablemapping/change_list.html"
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "name",
+                    ("bc_entity_set", "dataverse_entity_set"),
+                    "direction",
+                    "table_filter",
+                    "integration_table_filter",
+                    "sync_only_coupled",
+                    "dependencies",
+                ]
+            },
+        ),
+        ("Conflicts", {"fields": ["update_conflict_resolution", "deletion_conflict_resolution"]}),
+        (
+            "Records and names",
+            {"fields": ["dataverse_primary_key", ("bc_name_field", "dataverse_name_field")]},
+        ),
+        ("Values for new records", {"fields": ["bc_new_record_values", "dataverse_new_record_values"]}),
+        ("Match-based coupling", {"fields": ["sync_after_match_coupling", "create_new_if_no_match"]}),
+        (
+            "Status",
+            {"fields": ["is_default", ("bc_watermark", "dataverse_watermark"), ("created_at", "updated_at")]},
+        ),
+    ]
+
+    # ----------------------------------------------------------------------------------------------------------
+    # List columns (override these in a subclass to link to other apps' pages)
+    # ----------------------------------------------------------------------------------------------------------
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request).prefetch_related("dependencies")
+        jobs = _related_model("sync_jobs")
+        if jobs is not None:
+            finished = jobs.objects.filter(table_mapping=OuterRef("pk"), finished_at__isnull=False)
+            queryset = queryset.annotate(
+                last_sync=Subquery(finished.order_by("-finished_at").values("finished_at")[:1])
+            )
+        return queryset.annotate(
+            error_count=_count_subquery("sync_errors"), skipped_count=_count_subquery("couplings", skipped=True)
+        )
+
+    @admin.display(description="dependencies")
+    def dependency_names(self, obj):
+        return ", ".join(sorted(dep.name for dep in obj.dependencies.all())) or "-"
+
+    @admin.display(description="last sync", ordering="last_sync")
+    def last_sync_display(self, obj):
+        moment = getattr(obj, "last_sync", None)
+        if moment is None:
+            return "-"
+        text = timezone.localtime(moment).strftime("%Y-%m-%d %H:%M")
+        return _changelist_link(_related_model("sync_jobs"), f"table_mapping__id__exact={obj.pk}", text)
+
+    @admin.display(description="errors", ordering="error_count")
+    def errors_display(self, obj):
+        count = getattr(obj, "error_count", None)
+        if count is None:
+            return "-"
+        return _changelist_link(_related_model("sync_errors"), f"table_mapping__id__exact={obj.pk}", count)
+
+    @admin.display(description="skipped", ordering="skipped_count")
+    def skipped_display(self, obj):
+        count = getattr(obj, "skipped_count", None)
+        if count is None:
+            return "-"
+        query = f"table_mapping__id__exact={obj.pk}&skipped__exact=1"
+        return _changelist_link(_related_model("couplings"), query, count)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Change form: validation with metadata, suggestions, warnings
+    # ----------------------------------------------------------------------------------------------------------
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        return type(form.__name__, (form,), {"validation_run": validation_run(request)})
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        run = validation_run(request)
+        try:
+            extra_context = {**(extra_context or {}), **self._suggestions(request, object_id)}
+            response = super().changeform_view(request, object_id, form_url, extra_context)
+            for warning in run.warnings:
+                messages.warning(request, warning)
+            return response
+        finally:
+            run.metadata.close()
+
+    def _suggestions(self, request, object_id) -> dict:
+        """Field and table names from both systems' metadata, for the form's datalists."""
+        run = validation_run(request)
+        mapping = TableMapping.objects.filter(pk=object_id).first() if object_id else None
+        lists = {}
+        if request.method == "GET":
+            for side in ("bc", "dataverse"):
+                try:
+                    lists[f"{side}-tables"] = [(name, "") for name in run.metadata.tables(side)]
+                except MetadataUnavailable as exc:
+                    messages.warning(request, exc.message)
+                    lists[f"{side}-tables"] = []
+                entity_set = getattr(mapping, f"{side}_entity_set", "") if mapping else ""
+                lists[f"{side}-fields"] = []
+                if entity_set:
+                    try:
+                        table = run.metadata.table(side, entity_set)
+                    except MetadataUnavailable as exc:
+                        if exc.unknown_table:
+                            messages.warning(request, exc.message)
+                        continue
+                    lists[f"{side}-fields"] = [
+                        (c.name, c.type + (f"({c.max_length})" if c.max_length else "")) for c in table.columns.values()
+                    ]
+        return {"mapping_datalists": lists}
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Pages: reset, export, import, test filter, transformation preview
+    # ----------------------------------------------------------------------------------------------------------
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("reset-defaults/", view(self.reset_view), name="mappings_tablemapping_reset"),
+            path("export/", view(self.export_view), name="mappings_tablemapping_export"),
+            path("import/", view(self.import_view), name="mappings_tablemapping_import"),
+            path(
+                "transformation-preview/",
+                view(self.transformation_preview_view),
+                name="mappings_tablemapping_transformation_preview",
+            ),
+            path("<int:object_id>/test-filter/", view(self.test_filter_view), name="mappings_tablemapping_test_filter"),
+            *super().get_urls(),
+        ]
+
+    def _page(self, request, template: str, title: str, **context) -> TemplateResponse:
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "title": title, **context}
+        return TemplateResponse(request, f"admin/mappings/tablemapping/{template}", context)
+
+    @admin.action(description="Use default synchronization settings")
+    def reset_to_defaults(self, request, queryset):
+        names = sorted(queryset.values_list("name", flat=True))
+        others = [name for name in names if name not in DEFAULT_NAMES]
+        if others:
+            self.message_user(
+                request, f"Only default mappings can be reset; not: {', '.join(others)}.", level=messages.ERROR
+            )
+            return None
+        url = reverse("admin:mappings_tablemapping_reset")
+        return HttpResponseRedirect(f"{url}?names={','.join(names)}")
+
+    def reset_view(self, request):
+        """Show what resetting would change; apply it when confirmed (POST)."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        raw = request.POST.get("names") if request.method == "POST" else request.GET.get("names")
+        names = [n for n in (raw or "").split(",") if n] or None
+        try:
+            if request.method == "POST" and request.POST.get("confirm") == "yes":
+                diffs = table_mapping_reset_to_defaults(names=names, user=request.user)
+                changed = [d.name for d in diffs if d.changed]
+                text = f"Reset to the defaults: {', '.join(changed)}." if changed else "Already the defaults."
+                self.message_user(request, text + " Couplings were kept.", messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:mappings_tablemapping_changelist"))
+            diffs = table_mapping_reset_to_defaults(names=names, dry_run=True)
+        except ValueError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:mappings_tablemapping_changelist"))
+        return self._page(
+            request,
+            "reset_confirm.html",
+            "Use default synchronization settings",
+            diffs=diffs,
+            names=",".join(names or []),
+            has_changes=any(d.changed for d in diffs),
+        )
+
+    def export_view(self, request):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        document = configuration_export()
+        response = HttpResponse(json.dumps(document, indent=2, ensure_ascii=False), content_type="application/json")
+        stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+        response["Content-Disposition"] = f'attachment; filename="syncadmin-mappings-{stamp}.json"'
+        return response
+
+    def import_view(self, request):
+        """Upload a file, see the checks and the differences, then confirm to apply them all at once."""
+        if not self.has_change_permission(request) or not self.has_add_permission(request):
+            raise PermissionDenied
+        form = ImportForm(request.POST or None, request.FILES or None)
+        context = {"form": form}
+        if request.method == "POST" and form.is_valid():
+            run = validation_run(request)
+            options = {"data": form.cleaned_data["data"], "delete_missing": form.cleaned_data["delete_missing"]}
+            try:
+                if request.POST.get("confirm") == "yes":
+                    diffs = configuration_import(**options, user=request.user, metadata=run.metadata)
+                    changed = [d.name for d in diffs if d.changed]
+                    text = f"Imported: {', '.join(changed)}." if changed else "Nothing to change."
+                    self.message_user(request, text, messages.SUCCESS)
+                    return HttpResponseRedirect(reverse("admin:mappings_tablemapping_changelist"))
+                diffs = configuration_import(**options, dry_run=True, metadata=run.metadata)
+                context.update(
+                    diffs=diffs, has_changes=any(d.changed for d in diffs), content=form.cleaned_data["content"]
+                )
+            except ImportRefused as exc:
+                context["problems"] = exc.problems
+            finally:
+                run.metadata.close()
+        return self._page(request, "import.html", "Import mappings", **context)
+
+    def test_filter_view(self, request, object_id):
+        """Count the records each filter selects, on both systems (unsaved filters can be tried too)."""
+        mapping = get_object_or_404(TableMapping, pk=object_id)
+        if not self.has_view_permission(request, mapping):
+            raise PermissionDenied
+        initial = {"table_filter": mapping.table_filter, "integration_table_filter": mapping.integration_table_filter}
+        form = TestFilterForm(request.GET if "table_filter" in request.GET else None, initial=initial)
+        filters = form.cleaned_data if form.is_valid() else initial
+        run = validation_run(request)
+        results = []
+        try:
+            for side, key, entity_set in (
+                ("bc", "table_filter", mapping.bc_entity_set),
+                ("dataverse", "integration_table_filter", mapping.dataverse_entity_set),
+            ):
+                expression = filters.get(key) or ""
+                results.append(self._count(run, side, key, entity_set, expression))
+        finally:
+            run.metadata.close()
+        return self._page(
+            request, "test_filter.html", f"Test filter: {mapping.name}", mapping=mapping, form=form, results=results
+        )
+
+    @staticmethod
+    def _count(run, side, key, entity_set, expression) -> dict:
+        result = {"system": SIDE_LABEL[side], "entity_set": entity_set, "filter": expression, "count": None}
+        syntax = check_filter(expression, None, side=side, field=key)
+        if syntax:
+            result["error"] = syntax[0].message
+            return result
+        try:
+            table = run.metadata.table(side, entity_set)
+            problems = check_filter(expression, table, side=side, field=key)
+            if problems:
+                result["error"] = " ".join(p.message for p in problems)
+                return result
+            result["count"] = run.metadata.count(side, entity_set, expression)
+        except MetadataUnavailable as exc:
+            result["error"] = exc.message
+        return result
+
+    def transformation_preview_view(self, request):
+        """Type a value and see what a rule chain makes of it."""
+        initial = {}
+        field_mapping = None
+        if request.GET.get("field_mapping", "").isdigit():
+            field_mapping = FieldMapping.objects.filter(pk=request.GET["field_mapping"]).first()
+            if field_mapping is not None:
+                initial["rules"] = json.dumps(field_mapping.transformation)
+        form = TransformationPreviewForm(request.GET if "rules" in request.GET else None, initial=initial)
+        result = error = None
+        if form.is_valid():
+            try:
+                rules = json.loads(form.cleaned_data["rules"])
+                result = repr(apply_transformation(rules, form.cleaned_data["value"]))
+            except json.JSONDecodeError as exc:
+                error = f"The rules are not valid JSON: {exc}."
+            except TransformationError as exc:
+                error = str(exc)
+        return self._page(
+            request,
+            "transformation_preview.html",
+            "Try a transformation",
+            form=form,
+            result=result,
+            error=error,
+            field_mapping=field_mapping,
+        )
+
+
+@admin.register(MappingChange)
+class MappingChangeAdmin(admin.ModelAdmin):
+    """Read-only record of resets and imports."""
+
+    list_display = ["created_at", "action", "who", "mapping_names"]
+    list_filter = ["action"]
+    readonly_fields = ["action", "user", "actor", "created_at", "mapping_names", "summary_display"]
+    fields = readonly_fields
+    show_full_result_count = False
+
+    @admin.display(description="who")
+    def who(self, obj):
+        return obj.user or obj.actor
+
+    @admin.display(description="changes")
+    def summary_display(self, obj):
+        return format_html("<pre>{}</pre>", obj.summary)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+__all__ = ["FieldMappingInline", "MappingChangeAdmin", "TableMappingAdmin"]

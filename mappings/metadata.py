@@ -34,7 +34,7 @@ class MetadataCache:
     def __init__(self):
         self._clients: dict[str, object] = {}
         self._client_errors: dict[str, MetadataUnavailable] = {}
-        self._tables: dict[tuple[str, str], TableInfo | MetadataUnavailable] = {}
+        self._tables: dict[tuple[str, str], object] = {}  # (side, entity set or '' for the list) -> result
 
     def client(self, side: Side):
         if side in self._client_errors:
@@ -52,6 +52,21 @@ class MetadataCache:
         key = (side, entity_set)
         if key not in self._tables:
             self._tables[key] = self._read_table(side, entity_set)
+        result = self._tables[key]
+        if isinstance(result, MetadataUnavailable):
+            raise result
+        return result
+
+    def tables(self, side: Side) -> list[str]:
+        """Entity sets the system offers (for suggestions); raises MetadataUnavailable."""
+        key = (side, "")
+        if key not in self._tables:
+            try:
+                self._tables[key] = sorted(self.client(side).tables())
+            except MetadataUnavailable as exc:
+                self._tables[key] = exc
+            except ConnectorError as exc:
+                self._tables[key] = MetadataUnavailable(f"{SIDE_LABEL[side]} tables could not be listed: {exc.message}")
         result = self._tables[key]
         if isinstance(result, MetadataUnavailable):
             raise result

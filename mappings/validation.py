@@ -314,7 +314,7 @@ def _path_back(start: str, graph: dict[str, set[str]]) -> list[str] | None:
     seen = set()
     while stack:
         node, path = stack.pop()
-        for nxt in sorted(graph.get(node, ())):
+        for nxt in sorted(graph.get(node, ()), reverse=True):  # the stack then explores them in name order
             if nxt == start:
                 return [*path, start]
             if nxt not in seen:

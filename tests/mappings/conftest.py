@@ -1,0 +1,110 @@
+import types
+import uuid
+
+import pytest
+from django.urls import reverse
+
+from connectors.choices import ConnectionKind
+from connectors.models import Connection
+from mappings.models import TableMapping
+
+
+@pytest.fixture
+def sandbox_connections(sandbox_http):
+    """A small seeded sandbox and the two connections pointing at it, reached in-process over HTTP."""
+    from sandbox import services as sandbox_services
+
+    sandbox_services.seed_demo(customers=12, accounts=8, shared=3)
+    secret = f"tests-{uuid.uuid4().hex}"
+    sandbox_services.register_client(client_id="syncadmin-mapping-tests", client_secret=secret)
+    tenant = sandbox_services.DEMO_TENANT
+    common = {
+        "tenant": tenant,
+        "client_id": "syncadmin-mapping-tests",
+        "token_url": f"http://testserver/sandbox/oauth/{tenant}/oauth2/v2.0/token",
+    }
+    bc = Connection(
+        kind=ConnectionKind.BUSINESS_CENTRAL,
+        name="Sandbox Business Central",
+        environment_url="http://testserver/sandbox/bc",
+        bc_environment=sandbox_services.DEMO_ENVIRONMENT,
+        bc_company_id=sandbox_services.demo_company_id(),
+        **common,
+    )
+    dataverse = Connection(
+        kind=ConnectionKind.DATAVERSE,
+        name="Sandbox Dataverse",
+        environment_url="http://testserver/sandbox/dataverse",
+        **common,
+    )
+    for connection in (bc, dataverse):
+        connection.set_client_secret(secret)
+        connection.save()
+    return bc, dataverse
+
+
+@pytest.fixture
+def change_form():
+    """Helpers that build the table mapping change form's POST data from what the admin renders."""
+    return types.SimpleNamespace(data=change_form_data, field_key=field_key, add_row=add_field_row)
+
+
+# Building the change form's POST data from what the admin itself renders.
+
+
+def _bound_values(form) -> dict:
+    data = {}
+    for name in form.fields:
+        value = form[name].value()
+        key = form.add_prefix(name)
+        if isinstance(value, bool):
+            if value:
+                data[key] = "on"
+        elif isinstance(value, list | tuple):
+            data[key] = [str(v) for v in value]
+        elif value is None:
+            data[key] = ""
+        else:
+            data[key] = str(value)
+    return data
+
+
+def change_form_data(client, name: str) -> tuple[str, dict]:
+    """Return the change form's URL and the data it would submit unchanged (existing field mappings only)."""
+    mapping = TableMapping.objects.get(name=name)
+    url = reverse("admin:mappings_tablemapping_change", args=[mapping.pk])
+    response = client.get(url)
+    assert response.status_code == 200
+    data = _bound_values(response.context["adminform"].form)
+    formset = response.context["inline_admin_formsets"][0].formset
+    for key, value in _bound_values(formset.management_form).items():
+        data[key] = value
+    initial = formset.initial_form_count()
+    data[formset.management_form.add_prefix("TOTAL_FORMS")] = str(initial)
+    for form in formset.forms[:initial]:
+        data.update(_bound_values(form))
+    return url, data
+
+
+def field_key(data: dict, bc_field: str, dataverse_field: str, name: str) -> str:
+    """The POST key of one field mapping row's input, found by the row's two sides."""
+    for key, value in data.items():
+        if key.endswith("-bc_field") and value == bc_field:
+            prefix = key[: -len("bc_field")]
+            if data.get(prefix + "dataverse_field") == dataverse_field:
+                return prefix + name
+    raise KeyError(f"no field mapping {bc_field} / {dataverse_field}")
+
+
+def add_field_row(data: dict, **values) -> None:
+    """Append a new field mapping row to the submitted inline formset."""
+    total_key = next(k for k in data if k.endswith("-TOTAL_FORMS"))
+    prefix = total_key[: -len("TOTAL_FORMS")]
+    index = int(data[total_key])
+    row = {"position": "999", "direction": "bidirectional", "enabled": "on", "transformation": "[]", "value_map": "{}"}
+    row.update({"match_priority": "0"})
+    row.update(values)
+    for name, value in row.items():
+        if value is not None:
+            data[f"{prefix}{index}-{name}"] = value
+    data[total_key] = str(index + 1)
