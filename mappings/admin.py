@@ -324,7 +324,12 @@ class TableMappingAdmin(admin.ModelAdmin):
         context = {"form": form}
         if request.method == "POST" and form.is_valid():
             run = validation_run(request)
-            options = {"data": form.cleaned_data["data"], "delete_missing": form.cleaned_data["delete_missing"]}
+            warnings: list[str] = []
+            options = {
+                "data": form.cleaned_data["data"],
+                "delete_missing": form.cleaned_data["delete_missing"],
+                "warnings": warnings,
+            }
             try:
                 if request.POST.get("confirm") == "yes":
                     diffs = configuration_import(**options, user=request.user, metadata=run.metadata)
@@ -340,6 +345,8 @@ class TableMappingAdmin(admin.ModelAdmin):
                 context["problems"] = exc.problems
             finally:
                 run.metadata.close()
+            for warning in warnings:
+                messages.warning(request, warning)
         return self._page(request, "import.html", "Import mappings", **context)
 
     def test_filter_view(self, request, object_id):

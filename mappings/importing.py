@@ -28,9 +28,17 @@ class ImportRefused(ValueError):
 
 
 def check_import_file(
-    data: Any, *, current: dict[str, dict], delete_missing: bool = True, metadata: MetadataCache | None = None
+    data: Any,
+    *,
+    current: dict[str, dict],
+    delete_missing: bool = True,
+    metadata: MetadataCache | None = None,
+    warnings: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Return the file's mappings normalized, or raise ImportRefused with every problem found."""
+    """Return the file's mappings normalized, or raise ImportRefused with every problem found.
+
+    Warnings (e.g. a system whose metadata could not be read, so names were not checked) go to `warnings`.
+    """
     if not isinstance(data, dict):
         raise ImportRefused(["The file must hold a JSON object with format, version and table_mappings."])
     problems = []
@@ -83,6 +91,10 @@ def check_import_file(
     for target in targets:
         found = validate_mapping(target, metadata=metadata, lookup_tables=lookup_tables)
         problems += [f"{target['name']}: {p}" for p in errors(found)]
+        if warnings is not None:
+            warnings += [
+                f"{target['name']}: {p}" for p in found if p.warning and f"{target['name']}: {p}" not in warnings
+            ]
     if problems:
         raise ImportRefused(problems)
     return targets

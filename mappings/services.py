@@ -17,7 +17,7 @@ from mappings.defaults import DEFAULT_MAPPINGS, DEFAULT_NAMES
 from mappings.diff import MappingDiff, mapping_diff
 from mappings.importing import FORMAT, SUPPORTED_VERSIONS, ImportRefused, check_import_file
 from mappings.metadata import MetadataCache
-from mappings.models import MappingChange, TableMapping
+from mappings.models import FieldMapping, MappingChange, TableMapping
 from mappings.serialization import save_table_dicts, table_mapping_to_dict
 
 EXPORT_FORMAT = FORMAT
@@ -91,6 +91,7 @@ def configuration_import(
     dry_run: bool = False,
     delete_missing: bool = True,
     metadata: MetadataCache | None = None,
+    warnings: list[str] | None = None,
 ) -> list[MappingDiff]:
     """Make the configuration equal to an export document: validate it all first, then apply it all or nothing.
 
@@ -100,7 +101,9 @@ def configuration_import(
     """
     with transaction.atomic():
         current = configuration_snapshot()
-        targets = check_import_file(data, current=current, delete_missing=delete_missing, metadata=metadata)
+        targets = check_import_file(
+            data, current=current, delete_missing=delete_missing, metadata=metadata, warnings=warnings
+        )
         diffs = [mapping_diff(current.get(t["name"]), t) for t in targets]
         doomed = sorted(set(current) - {t["name"] for t in targets}) if delete_missing else []
         diffs += [mapping_diff(current[name], None) for name in doomed]
@@ -110,6 +113,8 @@ def configuration_import(
         if user is not None:
             _log_deletions(user, doomed)
         save_table_dicts(changed)
+        # Their field mappings first: a lookup protects the mapping it goes through, which may be doomed too.
+        FieldMapping.objects.filter(table_mapping__name__in=doomed).delete()
         TableMapping.objects.filter(name__in=doomed).delete()
         _record(MappingChange.Action.IMPORT, diffs, user=user, actor=actor)
     return diffs
