@@ -1,3 +1,24 @@
-"""Routes of the emulated services. Filled in by the sandbox package (see sandbox/README.md)."""
+"""Routes of the emulated services, mounted under /sandbox/ when settings.SANDBOX_ENABLED.
 
-urlpatterns = []
+- Business Central API v2.0: bc/v2.0/{tenant}/{environment}/api/v2.0/...
+- Dataverse Web API:         dataverse/api/data/v9.2/...
+- Entra ID token endpoint:   oauth/{tenant}/oauth2/v2.0/token
+"""
+
+from django.urls import path, re_path
+
+from sandbox import views
+
+app_name = "sandbox"
+
+urlpatterns = [
+    path("oauth/<str:tenant>/oauth2/v2.0/token", views.token, name="token"),
+    path("bc/v2.0/<str:tenant>/<str:environment>/api/v2.0/", views.business_central, name="bc-root"),
+    re_path(
+        r"^bc/v2\.0/(?P<tenant>[^/]+)/(?P<environment>[^/]+)/api/v2\.0/(?P<rest>.+)$",
+        views.business_central,
+        name="bc",
+    ),
+    path("dataverse/api/data/v9.2/", views.dataverse_api, name="dataverse-root"),
+    re_path(r"^dataverse/api/data/v9\.2/(?P<rest>.+)$", views.dataverse_api, name="dataverse"),
+]

@@ -1,0 +1,215 @@
+"""Storage of the emulated services, in the `sandbox` database alias.
+
+One concrete model per emulated table, built from its description in sandbox/schema.py so that `$filter`,
+`$orderby` and keyset paging become indexed SQL. Timestamps are stored as fixed-width ISO strings
+(`2024-03-02T07:38:44.293Z`): they sort and compare like the instants they name and need no conversion on the
+way out, which keeps a 5,000-row page cheap. GUIDs are stored as canonical lower-case strings for the same reason.
+"""
+
+from django.db import models
+
+from sandbox import schema
+
+
+class EmulatedRow(models.Model):
+    rid = models.CharField(max_length=36, primary_key=True)  # the record's id (BC SystemId, Dataverse key)
+    created_at = models.CharField(max_length=24)
+    modified_at = models.CharField(max_length=24)
+    version = models.BigIntegerField(default=1)  # Dataverse versionnumber; BC: write counter
+    etag = models.CharField(max_length=80, default="")  # BC's opaque ETag payload
+
+    class Meta:
+        abstract = True
+
+
+def _field_for(table: schema.Table, column: schema.Column) -> models.Field:
+    bc = table.service == "bc"
+    kind = column.kind
+    if kind in ("text", "code", "phone", "enum", "string"):
+        if bc:
+            default = (
+                " " if (kind == "enum" and " " in column.options) else (column.options[0] if kind == "enum" else "")
+            )
+            return models.CharField(max_length=column.max_length or 50, default=default, blank=True)
+        return models.CharField(max_length=column.max_length or 100, null=True, blank=True)
+    if kind == "memo":
+        return models.TextField(null=True, blank=True)
+    if kind == "guid":
+        return (
+            models.CharField(max_length=36, default=schema.ZERO_GUID)
+            if bc
+            else models.CharField(max_length=36, null=True)
+        )
+    if kind == "lookup":
+        return models.CharField(max_length=36, null=True, db_index=True)
+    if kind in ("integer", "choice"):
+        return models.IntegerField(default=0) if bc else models.IntegerField(null=True)
+    if kind in ("decimal", "money"):
+        return models.FloatField(default=0) if bc else models.FloatField(null=True)
+    if kind == "boolean":
+        return models.BooleanField(default=False)
+    if kind == "date":
+        return models.CharField(max_length=10, default="0001-01-01")
+    raise ValueError(f"no storage for {table.entity_set}.{column.name} ({kind})")
+
+
+def _build_model(table: schema.Table) -> type[models.Model]:
+    attrs = {"__module__": __name__}
+    for column in table.data_columns:
+        attrs[table.storage(column)] = _field_for(table, column)
+    indexes = []
+    if table.service == "bc":
+        attrs["company"] = models.CharField(max_length=36)
+        indexes.append(models.Index(fields=["company", "modified_at", "rid"], name=f"{table.model_name.lower()}_mod"))
+        constraints = [
+            models.UniqueConstraint(fields=["company", key], name=f"{table.model_name.lower()}_{key.lower()}_uniq")
+            for key in table.unique
+        ]
+    else:
+        attrs["created_by"] = models.CharField(max_length=36, null=True)
+        attrs["modified_by"] = models.CharField(max_length=36, null=True)
+        indexes.append(models.Index(fields=["modified_at", "rid"], name=f"{table.model_name.lower()}_mod"))
+        indexes.append(models.Index(fields=["version"], name=f"{table.model_name.lower()}_ver"))
+        if table.column(table.primary_name) and table.primary_name != "fullname":
+            indexes.append(models.Index(fields=[table.primary_name], name=f"{table.model_name.lower()}_name"))
+        constraints = []
+        if table.entity_set == "accounts":
+            indexes.append(models.Index(fields=["accountnumber"], name="dvaccount_number"))
+    attrs["Meta"] = type(
+        "Meta", (), {"indexes": indexes, "constraints": constraints, "db_table": f"sandbox_{table.model_name.lower()}"}
+    )
+    return type(table.model_name, (EmulatedRow,), attrs)
+
+
+ROW_MODELS: dict[tuple[str, str], type[models.Model]] = {}
+for _table in schema.BC_TABLES + schema.DATAVERSE_TABLES:
+    ROW_MODELS[(_table.service, _table.entity_set)] = globals()[_table.model_name] = _build_model(_table)
+
+
+def row_model(table: schema.Table) -> type[models.Model]:
+    return ROW_MODELS[(table.service, table.entity_set)]
+
+
+class Company(models.Model):
+    """A Business Central company of the emulated environment."""
+
+    rid = models.CharField(max_length=36, primary_key=True)
+    name = models.CharField(max_length=30, unique=True)
+    display_name = models.CharField(max_length=250)
+    business_profile_id = models.CharField(max_length=250, default="", blank=True)
+    system_version = models.CharField(max_length=20, default="26.0.30643.32481")
+    modified_at = models.CharField(max_length=24)
+
+    class Meta:
+        verbose_name_plural = "companies"
+
+    def __str__(self):
+        return self.name
+
+
+class AppClient(models.Model):
+    """An app registration allowed to get tokens (client credentials). Only a hash of the secret is kept."""
+
+    client_id = models.CharField(max_length=100, unique=True)
+    secret_hash = models.CharField(max_length=200)
+    systemuser_id = models.CharField(max_length=36, default="")  # its Dataverse application user
+
+    def __str__(self):
+        return self.client_id
+
+
+class AccessToken(models.Model):
+    token_hash = models.CharField(max_length=64, unique=True)
+    client_id = models.CharField(max_length=100)
+    service = models.CharField(max_length=20)  # "bc" or "dataverse": the audience it was issued for
+    tenant = models.CharField(max_length=100)
+    expires_at = models.FloatField()  # epoch seconds
+
+
+class Counter(models.Model):
+    """Monotonic counters: Dataverse's database-wide row version, BC number series."""
+
+    name = models.CharField(max_length=100, unique=True)
+    value = models.BigIntegerField(default=0)
+
+
+class Setting(models.Model):
+    """Knobs tests and the admin page turn (token lifetime, page caps, throttling, ...), shared across processes."""
+
+    key = models.CharField(max_length=100, unique=True)
+    value = models.JSONField()
+
+
+class Fault(models.Model):
+    """The next `remaining` requests to `service` ("" = any) fail as `kind` (429, 503, timeout, drop, latency)."""
+
+    kind = models.CharField(max_length=20)
+    service = models.CharField(max_length=20, default="", blank=True)
+    remaining = models.IntegerField()
+    retry_after = models.IntegerField(default=1)
+    seconds = models.FloatField(default=0)  # timeout / latency duration
+    created = models.DateTimeField(auto_now_add=True)
+
+
+class Tombstone(models.Model):
+    """A deleted Dataverse row, kept for change tracking (`$deletedEntity`)."""
+
+    entity_set = models.CharField(max_length=50)
+    rid = models.CharField(max_length=36)
+    version = models.BigIntegerField()
+    deleted_at = models.CharField(max_length=24)
+
+    class Meta:
+        indexes = [models.Index(fields=["entity_set", "version"], name="tombstone_ver")]
+
+
+class RequestLog(models.Model):
+    """Requests per client and second, for the sliding-window throttle (written only when throttling is on)."""
+
+    client_id = models.CharField(max_length=100)
+    service = models.CharField(max_length=20)
+    second = models.BigIntegerField()
+    count = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["client_id", "service", "second"], name="requestlog_uniq")]
+
+
+class BcSubscription(models.Model):
+    """A Business Central webhook subscription (`api/v2.0/subscriptions`)."""
+
+    subscription_id = models.CharField(max_length=150, unique=True)
+    notification_url = models.CharField(max_length=250)
+    resource = models.CharField(max_length=250)
+    company = models.CharField(max_length=36)
+    entity_set = models.CharField(max_length=50)
+    client_state = models.CharField(max_length=2048, default="", blank=True)
+    user_id = models.CharField(max_length=36, default="")
+    expires_at = models.CharField(max_length=24)
+    created_at = models.CharField(max_length=24)
+    modified_at = models.CharField(max_length=24)
+    version = models.IntegerField(default=1)
+
+
+class DvWebhook(models.Model):
+    """A Dataverse webhook service endpoint with its steps (messages on one table), registered by tests or admins."""
+
+    name = models.CharField(max_length=100)
+    url = models.CharField(max_length=500)
+    entity_set = models.CharField(max_length=50)
+    messages = models.JSONField(default=list)  # ["Create", "Update", "Delete"]
+    header_name = models.CharField(max_length=100, default="", blank=True)
+    header_value = models.CharField(max_length=500, default="", blank=True)
+
+
+class Notification(models.Model):
+    """An outgoing webhook change waiting for delivery (BC coalesces; Dataverse delivers one context per event)."""
+
+    service = models.CharField(max_length=20)
+    target = models.CharField(max_length=150)  # BC subscription_id or Dataverse webhook id
+    payload = models.JSONField()
+    due_at = models.FloatField()  # epoch seconds
+    attempts = models.IntegerField(default=0)
+
+    class Meta:
+        indexes = [models.Index(fields=["due_at"], name="notification_due")]

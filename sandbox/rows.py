@@ -1,0 +1,225 @@
+"""Shared row mechanics: serialising stored rows as either service shows them, reading pages by keyset,
+and the bookkeeping every write does (timestamps, row versions, ETags, counters)."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.db import transaction
+from django.db.models import F, Q, QuerySet
+
+from sandbox import odata, schema
+from sandbox.models import Counter, Setting
+
+DB = "sandbox"
+
+# --- settings shared across processes ---------------------------------------------------------------------------
+
+DEFAULTS = {
+    "token_lifetime": 3599,
+    "page_cap:bc": 20000,
+    "page_cap:dataverse": 5000,
+    "alternate_keys": {},  # Dataverse: {"accounts": [["accountnumber"]]}
+    "change_tracking_days": 7,
+    "throttle": {"enabled": False, "window_seconds": 300, "limit": 6000, "concurrency": 52, "retry_after": 5},
+    "bc_webhook_delay": 30.0,
+    "bc_webhook_collection_threshold": 1000,
+    "dataverse_webhook_delay": 0.0,
+}
+
+
+def get_setting(key: str):
+    row = Setting.objects.using(DB).filter(key=key).values_list("value", flat=True).first()
+    return DEFAULTS.get(key) if row is None else row
+
+
+def set_setting(key: str, value) -> None:
+    Setting.objects.using(DB).update_or_create(key=key, defaults={"value": value})
+
+
+# --- time, versions, ETags -------------------------------------------------------------------------------------
+
+
+def now_ms() -> str:
+    return odata.iso_ms(datetime.now(UTC))
+
+
+def later_than(previous: str | None, *, seconds_only: bool = False) -> str:
+    """Now, but strictly after `previous` (a write always moves the modified-on forward)."""
+    moment = datetime.now(UTC)
+    if seconds_only:
+        moment = moment.replace(microsecond=0)
+    if previous:
+        prev = datetime.strptime(previous, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        if moment <= prev:
+            moment = prev + (timedelta(seconds=1) if seconds_only else timedelta(milliseconds=1))
+    return odata.iso_ms(moment)
+
+
+def take_numbers(name: str, count: int = 1) -> int:
+    """Reserve `count` values of a monotonic counter; returns the first. Runs inside the caller's transaction."""
+    with transaction.atomic(using=DB):
+        Counter.objects.using(DB).get_or_create(name=name)
+        Counter.objects.using(DB).filter(name=name).update(value=F("value") + count)
+        last = Counter.objects.using(DB).filter(name=name).values_list("value", flat=True).get()
+    return last - count + 1
+
+
+def next_versions(count: int = 1) -> int:
+    """Dataverse's row version is database-wide and only ever grows."""
+    return take_numbers("dataverse:versionnumber", count)
+
+
+def bc_etag() -> str:
+    """An opaque, base64-ish payload in the shape Business Central uses (`'19;<number>;00;'`)."""
+    number = str(secrets.randbits(62))
+    return base64.b64encode(f"'{len(number)};{number};00;'".encode()).decode()
+
+
+# --- serialisation -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Serializer:
+    fields: list[str]  # storage fields to read, in order
+    build: Callable[[tuple], dict]
+
+
+FORMATTED = "@OData.Community.Display.V1.FormattedValue"
+LOOKUP_LOGICAL = "@Microsoft.Dynamics.CRM.lookuplogicalname"
+
+
+def bc_serializer(table: schema.Table, columns: list[schema.Column]) -> Serializer:
+    names = ["@odata.etag"] + [c.api_name for c in columns]
+    fields = ["etag"] + [table.storage(c) for c in columns]
+    has_currency = any(c.name == "currencyCode" for c in columns)
+
+    def build(values: tuple) -> dict:
+        row = dict(zip(names, values, strict=False))
+        row["@odata.etag"] = f'W/"{row["@odata.etag"]}"'
+        if has_currency and not row["currencyCode"]:
+            row["currencyCode"] = schema.LOCAL_CURRENCY
+        return row
+
+    return Serializer(fields, build)
+
+
+def _formatted_datetime(value: str) -> str:
+    moment = datetime.strptime(value[:19], "%Y-%m-%dT%H:%M:%S")
+    return f"{moment.month}/{moment.day}/{moment.year} {moment.strftime('%I:%M %p').lstrip('0')}"
+
+
+def dataverse_serializer(
+    table: schema.Table, columns: list[schema.Column], *, annotations: str = "", key_last: bool = False
+) -> Serializer:
+    """Columns as Dataverse shows them: `_x_value` lookups, whole-second datetimes, `W/"<version>"` ETags."""
+    key = table.column(table.primary_key)
+    columns = [c for c in columns if c is not key]
+    columns = columns + [key] if key_last else [key] + columns
+    names = [c.api_name for c in columns]
+    fields = ["version"] + [table.storage(c) for c in columns]
+    datetimes = [c.api_name for c in columns if c.kind == "datetime"]
+    want_formatted = annotations and ("*" in annotations or "FormattedValue" in annotations)
+    want_lookup = annotations and ("*" in annotations or "lookuplogicalname" in annotations or "CRM.*" in annotations)
+    formatters: list[tuple[str, Callable]] = []
+    if want_formatted:
+        for c in columns:
+            if c.kind == "choice":
+                labels = dict(c.options)
+                formatters.append((c.api_name, labels.get))
+            elif c.kind == "boolean":
+                formatters.append((c.api_name, lambda v: "Yes" if v else "No"))
+            elif c.kind == "money":
+                formatters.append((c.api_name, lambda v: f"${v:,.2f}"))
+            elif c.kind == "integer" and c.name != "versionnumber":
+                formatters.append((c.api_name, lambda v: f"{v:,}"))
+            elif c.kind == "datetime":
+                formatters.append((c.api_name, _formatted_datetime))
+    lookups = []
+    if want_lookup:
+        for c in columns:
+            if c.kind == "lookup":
+                lookups.append((c.api_name, c))
+        if any(c.name == "parentcustomerid" for c in columns):
+            fields.append("parentcustomeridtype")
+
+    def build(values: tuple) -> dict:
+        row = {"@odata.etag": f'W/"{values[0]}"'}
+        row.update(zip(names, values[1:], strict=False))
+        for name in datetimes:
+            value = row[name]
+            if value:
+                row[name] = value[:19] + "Z"
+        for name, fmt in formatters:
+            value = row[name]
+            if value is not None:
+                row[f"{name}{FORMATTED}"] = fmt(value)
+        for name, column in lookups:
+            if row[name] is not None:
+                if column.name == "parentcustomerid":
+                    target = values[-1] or "account"
+                else:
+                    target = schema.table("dataverse", column.targets[0]).logical_name
+                row[f"{name}{LOOKUP_LOGICAL}"] = target
+        return row
+
+    return Serializer(fields, build)
+
+
+# --- reading pages ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Page:
+    rows: list[dict]
+    next_token: str | None
+    count: int | None = None
+
+
+def read_page(
+    table: schema.Table,
+    queryset: QuerySet,
+    serializer: Serializer,
+    *,
+    order: list[tuple[schema.Column, bool]],
+    page_size: int,
+    token: dict | None,
+    limit: int | None = None,
+    skip: int = 0,
+) -> Page:
+    """One page in keyset order. `limit` is what is left of `$top`; the token carries the last key and that rest."""
+    fields = odata.order_fields(table, order)
+    qs = queryset.order_by(*odata.order_expressions(fields))
+    if token:
+        qs = qs.filter(odata.after(fields, token["k"]))
+        limit = token.get("l", limit)
+    elif skip:
+        qs = qs[skip:]  # BC's `$skip` (discouraged there, but supported): only ever on the first page
+    size = page_size if limit is None else min(page_size, limit)
+    extra = [f for f, _ in fields if f not in serializer.fields]
+    wanted = serializer.fields + extra
+    positions = [wanted.index(f) for f, _ in fields]
+    tuples = list(qs.values_list(*wanted)[: size + 1]) if size > 0 else []
+    more = len(tuples) > size
+    tuples = tuples[:size]
+    left = None if limit is None else limit - len(tuples)
+    next_token = None
+    if more and (left is None or left > 0):
+        last = tuples[-1]
+        payload = {"k": [last[p] for p in positions]}
+        if left is not None:
+            payload["l"] = left
+        next_token = odata.encode_token(payload)
+    build = serializer.build
+    if extra:
+        width = len(serializer.fields)
+        return Page([build(t[:width]) for t in tuples], next_token)
+    return Page([build(t) for t in tuples], next_token)
+
+
+def by_id(queryset: QuerySet, record_id: str) -> Q:
+    return queryset.filter(rid=record_id)

@@ -1,0 +1,416 @@
+"""Realistic demo data for both emulated services, generated with Faker from a seed.
+
+Ids come from the seeded random generator, so seeding twice with the same arguments finds every row already
+there and adds nothing. `shared` companies exist on both sides with the same name, phone and email.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from faker import Faker
+
+from sandbox import odata, rows, schema
+from sandbox.models import Company, Counter, row_model
+
+DEMO_COMPANY_NAME = "CRONUS USA, Inc."
+BULK = 2000
+
+CURRENCIES = [
+    ("CAD", "Canadian dollar", "$", 1.36),
+    ("EUR", "Euro", "€", 0.92),
+    ("GBP", "British pound", "£", 0.79),
+    ("MXN", "Mexican peso", "$", 17.1),
+    ("AUD", "Australian dollar", "$", 1.52),
+    ("JPY", "Japanese yen", "¥", 151.0),
+]
+PAYMENT_TERMS = [
+    ("10 DAYS", "Net 10 days", "10D", "", 0),
+    ("14 DAYS", "Net 14 days", "14D", "", 0),
+    ("1M(8D)", "1 Month/2% 8 days", "1M", "8D", 2),
+    ("30 DAYS", "Net 30 days", "30D", "", 0),
+    ("60 DAYS", "Net 60 days", "60D", "", 0),
+    ("COD", "Cash on delivery", "0D", "", 0),
+    ("CM", "Current month", "CM", "", 0),
+]
+SHIPMENT_METHODS = [
+    ("CIF", "Cost Insurance and Freight"),
+    ("EXW", "Ex Warehouse"),
+    ("FOB", "Free on Board"),
+    ("PICKUP", "Pickup at Location"),
+    ("DAP", "Delivered at Place"),
+]
+SALESPEOPLE = [
+    ("JS", "Jennifer Smith", "Senior Sales Representative"),
+    ("PS", "Peter Saddow", "Sales Manager"),
+    ("OF", "Otis Falls", "Sales Representative"),
+    ("LT", "Linda Martin", "Account Manager"),
+    ("BD", "Bart Duncan", "Purchasing Agent"),
+    ("HR", "Helen Ray", "Sales Representative"),
+]
+
+
+class _Generator:
+    def __init__(self, seed: int):
+        self.rng = random.Random(seed)
+        self.fake = Faker("en_US")
+        self.fake.seed_instance(seed)
+        self.now = datetime.now(UTC)
+
+    def uuid(self) -> str:
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    def stamp(self, seconds_only: bool = False) -> str:
+        moment = self.now - timedelta(seconds=self.rng.randint(3600, 90 * 86400), milliseconds=self.rng.randint(0, 999))
+        if seconds_only:
+            moment = moment.replace(microsecond=0)
+        return odata.iso_ms(moment)
+
+    def phone(self) -> str:
+        return self.fake.numerify("+1 ###-###-####")
+
+    def company(self) -> dict:
+        name = self.fake.company()
+        domain = "".join(ch for ch in name.lower() if ch.isalnum())[:20] or "example"
+        return {
+            "name": name[:100],
+            "street": self.fake.street_address()[:50],
+            "city": self.fake.city()[:30],
+            "state": self.fake.state_abbr(),
+            "zip": self.fake.zipcode(),
+            "phone": self.phone(),
+            "email": f"{self.fake.first_name().lower()}@{domain}.com",
+            "website": f"www.{domain}.com",
+        }
+
+
+def _bulk(model, objects: list) -> int:
+    """Insert what is not there yet (rows are keyed by their deterministic ids); returns how many were new."""
+    if not objects:
+        return 0
+    existing = set()
+    ids = [o.pk for o in objects]
+    for start in range(0, len(ids), 900):
+        existing |= set(
+            model.objects.using(rows.DB).filter(pk__in=ids[start : start + 900]).values_list("pk", flat=True)
+        )
+    new = [o for o in objects if o.pk not in existing]
+    for start in range(0, len(new), BULK):
+        model.objects.using(rows.DB).bulk_create(new[start : start + BULK])
+    return len(new)
+
+
+def _bc_row(table_name: str, gen: _Generator, company: str, **values):
+    table = schema.table("bc", table_name)
+    stamp = gen.stamp()
+    return row_model(table)(
+        rid=gen.uuid(), company=company, created_at=stamp, modified_at=stamp, version=1, etag=rows.bc_etag(), **values
+    )
+
+
+def _dv_row(table_name: str, gen: _Generator, version: int, actor: str | None, **values):
+    table = schema.table("dataverse", table_name)
+    stamp = gen.stamp(seconds_only=True)
+    rid = values.pop("rid", None) or gen.uuid()
+    return row_model(table)(
+        rid=rid, created_at=stamp, modified_at=stamp, version=version, created_by=actor, modified_by=actor, **values
+    )
+
+
+def reset() -> None:
+    for model in [*(row_model(t) for t in schema.BC_TABLES + schema.DATAVERSE_TABLES), Company, Counter]:
+        model.objects.using(rows.DB).all().delete()
+
+
+def seed(*, company_id: str, customers: int, accounts: int, shared: int, seed: int) -> dict:
+    gen = _Generator(seed)
+    counts = {}
+    stamp = rows.now_ms()
+    if not Company.objects.using(rows.DB).filter(rid=company_id).exists():
+        Company.objects.using(rows.DB).create(
+            rid=company_id, name=DEMO_COMPANY_NAME, display_name=DEMO_COMPANY_NAME, modified_at=stamp
+        )
+    cid = company_id
+
+    currencies = [
+        _bc_row(
+            "currencies",
+            gen,
+            cid,
+            code=c,
+            displayName=n,
+            symbol=s,
+            amountDecimalPlaces="2:2",
+            amountRoundingPrecision=0.01,
+        )
+        for c, n, s, _ in CURRENCIES
+    ]
+    counts["bc_currencies"] = _bulk(row_model(schema.table("bc", "currencies")), currencies)
+    terms = [
+        _bc_row(
+            "paymentTerms",
+            gen,
+            cid,
+            code=c,
+            displayName=n,
+            dueDateCalculation=d,
+            discountDateCalculation=dd,
+            discountPercent=p,
+        )
+        for c, n, d, dd, p in PAYMENT_TERMS
+    ]
+    counts["bc_paymentTerms"] = _bulk(row_model(schema.table("bc", "paymentTerms")), terms)
+    methods = [_bc_row("shipmentMethods", gen, cid, code=c, displayName=n) for c, n in SHIPMENT_METHODS]
+    counts["bc_shipmentMethods"] = _bulk(row_model(schema.table("bc", "shipmentMethods")), methods)
+    people = [
+        _bc_row(
+            "salespeoplePurchasers",
+            gen,
+            cid,
+            code=code,
+            displayName=name,
+            jobTitle=title[:30],
+            email=f"{name.split()[0].lower()}.{name.split()[1].lower()}@cronus-demo.com",
+            phoneNo=gen.phone(),
+            commisionPercent=float(gen.rng.choice([0, 2.5, 5, 7.5])),
+        )
+        for code, name, title in SALESPEOPLE
+    ]
+    counts["bc_salespeoplePurchasers"] = _bulk(row_model(schema.table("bc", "salespeoplePurchasers")), people)
+
+    # Dataverse reference data: currencies (USD is the base currency) and users (salespeople among them).
+    version = rows.next_versions(len(CURRENCIES) + len(SALESPEOPLE) + 4 + accounts * 2 + 10)
+    tx = [
+        _dv_row(
+            "transactioncurrencies",
+            gen,
+            version,
+            None,
+            isocurrencycode="USD",
+            currencyname="US Dollar",
+            currencysymbol="$",
+            currencyprecision=2,
+            exchangerate=1.0,
+            currencytype=0,
+            statecode=0,
+            statuscode=1,
+        )
+    ]
+    for code, name, symbol, rate in CURRENCIES:
+        version += 1
+        tx.append(
+            _dv_row(
+                "transactioncurrencies",
+                gen,
+                version,
+                None,
+                isocurrencycode=code,
+                currencyname=name,
+                currencysymbol=symbol,
+                currencyprecision=2,
+                exchangerate=rate,
+                currencytype=1,
+                statecode=0,
+                statuscode=1,
+            )
+        )
+    counts["dataverse_transactioncurrencies"] = _bulk(row_model(schema.table("dataverse", "transactioncurrencies")), tx)
+    usd = tx[0].rid
+    users = []
+    for _code, name, title in SALESPEOPLE:
+        first, last = name.split()
+        version += 1
+        users.append(
+            _dv_row(
+                "systemusers",
+                gen,
+                version,
+                None,
+                firstname=first,
+                lastname=last,
+                fullname=name,
+                internalemailaddress=f"{first.lower()}.{last.lower()}@cronus-demo.com",
+                domainname=f"{first.lower()}.{last.lower()}@cronus-demo.com",
+                jobtitle=title,
+                islicensed=True,
+                isdisabled=False,
+                isintegrationuser=False,
+                accessmode=0,
+                azureactivedirectoryobjectid=gen.uuid(),
+            )
+        )
+    counts["dataverse_systemusers"] = _bulk(row_model(schema.table("dataverse", "systemusers")), users)
+    owners = [u.rid for u in users]
+
+    # Companies: the first `shared` are on both sides with the same name, phone and email.
+    companies = [gen.company() for _ in range(max(customers, accounts))]
+    customer_model = row_model(schema.table("bc", "customers"))
+    first_no = Counter.objects.using(rows.DB).filter(name=f"bc:{cid}:customers").values_list("value", flat=True).first()
+    customer_rows = []
+    for i in range(customers):
+        c = companies[i]
+        customer_rows.append(
+            _bc_row(
+                "customers",
+                gen,
+                cid,
+                number=f"C{10 * (i + 1):05d}",
+                displayName=c["name"],
+                type="Company",
+                addressLine1=c["street"],
+                city=c["city"],
+                state=c["state"],
+                country="US",
+                postalCode=c["zip"],
+                phoneNumber=c["phone"],
+                email=c["email"],
+                website=c["website"],
+                salespersonCode=gen.rng.choice(SALESPEOPLE)[0],
+                creditLimit=float(gen.rng.choice([0, 5000, 10000, 25000])),
+                taxLiable=True,
+                currencyCode="",
+                currencyId=schema.ZERO_GUID,
+                paymentTermsId=gen.rng.choice(terms).rid,
+                blocked=gen.rng.choices([" ", "Ship", "Invoice", "All"], weights=[90, 4, 4, 2])[0],
+            )
+        )
+    counts["bc_customers"] = _bulk(customer_model, customer_rows)
+    if customers and (first_no or 0) < customers:
+        Counter.objects.using(rows.DB).update_or_create(name=f"bc:{cid}:customers", defaults={"value": customers})
+
+    vendors = max(1, customers // 5) if customers else 0
+    vendor_rows = [
+        _bc_row(
+            "vendors",
+            gen,
+            cid,
+            number=f"V{10 * (i + 1):05d}",
+            displayName=(v := gen.company())["name"],
+            addressLine1=v["street"],
+            city=v["city"],
+            state=v["state"],
+            country="US",
+            postalCode=v["zip"],
+            phoneNumber=v["phone"],
+            email=v["email"],
+            website=v["website"],
+            taxLiable=True,
+            paymentTermsId=gen.rng.choice(terms).rid,
+        )
+        for i in range(vendors)
+    ]
+    counts["bc_vendors"] = _bulk(row_model(schema.table("bc", "vendors")), vendor_rows)
+    if vendors:
+        Counter.objects.using(rows.DB).update_or_create(name=f"bc:{cid}:vendors", defaults={"value": vendors})
+
+    contact_rows = []
+    n = 0
+    for customer in customer_rows[: min(customers, 2000)]:
+        n += 1
+        company_no = f"CT{10 * n:06d}"
+        contact_rows.append(
+            _bc_row(
+                "contacts",
+                gen,
+                cid,
+                number=company_no,
+                type="Company",
+                displayName=customer.displayName,
+                companyNumber=company_no,
+                companyName=customer.displayName,
+                contactBusinessRelation="Customer",
+                addressLine1=customer.addressLine1,
+                city=customer.city,
+                state=customer.state,
+                country="US",
+                postalCode=customer.postalCode,
+                phoneNumber=customer.phoneNumber,
+                email=customer.email,
+                searchName=customer.displayName.upper(),
+            )
+        )
+        n += 1
+        person = gen.fake.name()
+        contact_rows.append(
+            _bc_row(
+                "contacts",
+                gen,
+                cid,
+                number=f"CT{10 * n:06d}",
+                type="Person",
+                displayName=person[:100],
+                jobTitle=gen.fake.job()[:30],
+                companyNumber=company_no,
+                companyName=customer.displayName,
+                contactBusinessRelation="Customer",
+                addressLine1=customer.addressLine1,
+                city=customer.city,
+                state=customer.state,
+                country="US",
+                postalCode=customer.postalCode,
+                phoneNumber=gen.phone(),
+                email=f"{person.split()[0].lower()}@{customer.email.split('@')[1]}",
+                searchName=person.upper()[:100],
+            )
+        )
+    counts["bc_contacts"] = _bulk(row_model(schema.table("bc", "contacts")), contact_rows)
+    if n:
+        Counter.objects.using(rows.DB).update_or_create(name=f"bc:{cid}:contacts", defaults={"value": n})
+
+    account_rows, dv_contacts = [], []
+    for i in range(accounts):
+        c = companies[i] if i < shared else gen.company()
+        version += 1
+        vendor = i >= shared and gen.rng.random() < 0.1
+        account = _dv_row(
+            "accounts",
+            gen,
+            version,
+            owners[i % len(owners)],
+            name=c["name"][:160],
+            telephone1=c["phone"],
+            emailaddress1=c["email"],
+            websiteurl=c["website"],
+            address1_line1=c["street"],
+            address1_city=c["city"],
+            address1_stateorprovince=c["state"],
+            address1_postalcode=c["zip"],
+            address1_country="US",
+            customertypecode=11 if vendor else 3,
+            creditlimit=float(gen.rng.choice([0, 5000, 10000, 25000])),
+            creditonhold=False,
+            statecode=0,
+            statuscode=1,
+            ownerid=owners[i % len(owners)],
+            transactioncurrencyid=usd,
+        )
+        account_rows.append(account)
+        version += 1
+        first, last = gen.fake.first_name(), gen.fake.last_name()
+        dv_contacts.append(
+            _dv_row(
+                "contacts",
+                gen,
+                version,
+                owners[i % len(owners)],
+                firstname=first,
+                lastname=last,
+                fullname=f"{first} {last}",
+                jobtitle=gen.fake.job()[:100],
+                emailaddress1=f"{first.lower()}@{c['email'].split('@')[1]}",
+                telephone1=gen.phone(),
+                address1_city=c["city"],
+                parentcustomerid=account.rid,
+                parentcustomeridtype="account",
+                accountid=account.rid,
+                statecode=0,
+                statuscode=1,
+                ownerid=owners[i % len(owners)],
+                transactioncurrencyid=usd,
+            )
+        )
+    counts["dataverse_accounts"] = _bulk(row_model(schema.table("dataverse", "accounts")), account_rows)
+    counts["dataverse_contacts"] = _bulk(row_model(schema.table("dataverse", "contacts")), dv_contacts)
+    return counts

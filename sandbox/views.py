@@ -1,0 +1,114 @@
+"""Django entry points of the emulated services: adapt the HTTP request, check the bearer token, faults and
+throttling, then hand over to sandbox.bc or sandbox.dataverse."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+
+import httpx
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from sandbox import auth, bc, dataverse, faults
+from sandbox.wire import ApiError, Req, Resp, bc_error_response, dataverse_error_response
+
+SERVICES = {"bc": (bc.handle, bc_error_response), "dataverse": (dataverse.handle, dataverse_error_response)}
+
+
+def _to_django(resp: Resp) -> HttpResponse:
+    response = HttpResponse(resp.body, status=resp.status)
+    if not resp.body:
+        del response["Content-Type"]
+    for name, value in resp.headers.items():
+        response[name] = value
+    return response
+
+
+def _base_url(request: HttpRequest, rest: str) -> str:
+    path = request.path
+    base_path = path[: len(path) - len(rest)] if rest and path.endswith(rest) else path
+    if not base_path.endswith("/"):
+        base_path += "/"
+    return request.build_absolute_uri(base_path)
+
+
+def _request(request: HttpRequest, rest: str) -> Req:
+    return Req(
+        method=request.method,
+        path=rest,
+        query={k: request.GET.get(k) for k in request.GET},
+        raw_query=request.META.get("QUERY_STRING", ""),
+        headers={k.lower(): v for k, v in request.headers.items()},
+        body=request.body,
+        base_url=_base_url(request, rest),
+    )
+
+
+def _socket_of(request: HttpRequest) -> socket.socket | None:
+    """The client socket under Django's development server (None in-process, e.g. httpx.WSGITransport)."""
+    stream = request.META.get("wsgi.input")
+    for attr in ("stream", "raw", "_sock"):
+        stream = getattr(stream, attr, None)
+        if isinstance(stream, socket.socket):
+            return stream
+    return None
+
+
+def _disrupt(request: HttpRequest, disruption: faults.Disruption) -> HttpResponse:
+    """Drop the connection (or hold it, then drop it) so the client sees a transport error, not an HTTP answer."""
+    sock = _socket_of(request)
+    if sock is not None:
+        if disruption.kind == "timeout":
+            time.sleep(disruption.seconds or 30)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        return HttpResponse(status=499)
+
+    error = httpx.ReadTimeout if disruption.kind == "timeout" else httpx.RemoteProtocolError
+
+    def broken_body():
+        # In-process transports iterate the body inside the client's call: raising here reaches the client as
+        # the same exception httpx raises for a real timeout or a server that hung up.
+        raise error("Server disconnected without sending a response." if disruption.kind == "drop" else "timed out")
+        yield b""  # pragma: no cover
+
+    return StreamingHttpResponse(broken_body())
+
+
+def _serve(request: HttpRequest, service: str, rest: str, tenant: str = "") -> HttpResponse:
+    handler, render_error = SERVICES[service]
+    req = _request(request, rest)
+    try:
+        disruption = faults.before_request(service)
+        if disruption is not None:
+            return _disrupt(request, disruption)
+        req.client_id = auth.authenticate(service, req.header("authorization"), tenant=tenant)
+        throttle = faults.throttle_settings()
+        if not throttle.get("enabled"):
+            return _to_django(handler(req))
+        faults.check_window(service, req.client_id, throttle)
+        with faults.concurrency_slot(service, req.client_id, throttle):
+            return _to_django(handler(req))
+    except ApiError as err:
+        return _to_django(render_error(err))
+
+
+@csrf_exempt
+def token(request: HttpRequest, tenant: str) -> HttpResponse:
+    if request.method != "POST":
+        return HttpResponse(status=405, headers={"Allow": "POST"})
+    return _to_django(
+        auth.issue_token(tenant=tenant, form_body=request.body, authorization=request.headers.get("Authorization", ""))
+    )
+
+
+@csrf_exempt
+def business_central(request: HttpRequest, tenant: str, environment: str, rest: str = "") -> HttpResponse:
+    return _serve(request, "bc", rest, tenant=tenant)
+
+
+@csrf_exempt
+def dataverse_api(request: HttpRequest, rest: str = "") -> HttpResponse:
+    return _serve(request, "dataverse", rest)
