@@ -361,10 +361,23 @@ def validate_field_mappings(
         "dataverse": _quiet_table(metadata, "dataverse", data.get("dataverse_entity_set") or ""),
     }
     problems: list[Problem] = []
+    shorter_targets = []
     for index, field in enumerate(fields):
         label = field_label(index + 1, field)
-        for key, message, *warning in _check_field(field, table_direction, tables, lookup_tables):
-            problems.append(Problem(f"{label}: {message}", field=key, row=index, warning=bool(warning)))
+        for key, message, *kind in _check_field(field, table_direction, tables, lookup_tables):
+            if kind:
+                shorter_targets.append(message)
+            else:
+                problems.append(Problem(f"{label}: {message}", field=key, row=index))
+    if shorter_targets:
+        # One warning for them all: the defaults have several (Dataverse columns are longer than BC fields).
+        problems.append(
+            Problem(
+                f"{data.get('name')}: some texts may be longer than the field they go to, and will be refused or cut: "
+                f"{', '.join(shorter_targets)}. A substring transformation makes the cut explicit.",
+                warning=True,
+            )
+        )
     problems += _check_directions_covered(table_direction, fields)
     return problems
 
@@ -491,6 +504,10 @@ def _check_types(field: dict, tables, value_map: dict, lookup_tables: dict[str, 
             source_key, target_key = target_key, source_key
         if target is None:
             continue
+        if target.read_only:
+            side = "Dataverse column" if target_key == "dataverse_field" else "Business Central field"
+            yield target_key, f"{side} {target.name} is read-only: {DIRECTION_LABEL[concrete]} cannot write to it."
+            continue
         if constant and not field.get(source_key):
             for message in _value_fits(constant, target):
                 yield "constant_value", f"constant value {message}"
@@ -507,13 +524,7 @@ def _check_types(field: dict, tables, value_map: dict, lookup_tables: dict[str, 
         longer = both_texts and (source.max_length or 0) > (target.max_length or source.max_length or 0)
         if longer and not _truncates_to(field.get("transformation") or [], target.max_length):
             # A warning, not an error: BC truncates too, and most values are shorter than the column.
-            yield (
-                target_key,
-                f"{source.name} holds up to {source.max_length} characters, but {target.name} takes only "
-                f"{target.max_length}: longer values will be refused or cut; a substring transformation of at "
-                f"most {target.max_length} characters makes that explicit.",
-                True,
-            )
+            yield target_key, f"{source.name} ({source.max_length}) -> {target.name} ({target.max_length})", "length"
 
 
 def _truncates_to(rules: list, max_length: int) -> bool:
