@@ -141,6 +141,11 @@ def error_from_exception(exc: Exception, url: httpx.URL | str | None = None) -> 
     return ConnectorError(ErrorKind.TRANSIENT, message, remote_code=type(exc).__name__)
 
 
+def is_configuration_failure(exc: Exception) -> bool:
+    """DNS and TLS failures: the URL or the certificate is wrong, retrying will not help."""
+    return isinstance(exc, httpx.ConnectError) and (_is_dns_failure(str(exc)) or _is_tls_failure(exc))
+
+
 def _is_dns_failure(text: str) -> bool:
     text = text.lower()
     return any(

@@ -19,6 +19,8 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
+from connectors.errors import is_configuration_failure
+
 RETRYABLE_STATUSES = {429, 502, 503, 504}
 # Answers that mean "not processed": safe to resend even a non-idempotent write.
 NOT_PROCESSED_STATUSES = {429, 503}
@@ -118,6 +120,8 @@ class Attempt:
 
 def should_retry(attempt: Attempt, *, idempotent: bool) -> bool:
     if attempt.exception is not None:
+        if is_configuration_failure(attempt.exception):
+            return False  # a wrong host name or certificate does not fix itself in a few seconds
         if isinstance(attempt.exception, NOT_SENT_EXCEPTIONS):
             return True
         return idempotent and isinstance(attempt.exception, RETRYABLE_EXCEPTIONS)
