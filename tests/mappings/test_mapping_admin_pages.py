@@ -240,3 +240,9 @@ def test_pages_need_a_login(client):
     for name in ("export", "import", "reset", "transformation_preview"):
         response = client.get(reverse(f"admin:mappings_tablemapping_{name}"))
         assert response.status_code == 302 and "/login/" in response["Location"]
+
+
+def test_the_list_offers_export_import_and_reset_buttons(admin_client):
+    html = admin_client.get(reverse(CHANGELIST)).content.decode()
+    for name in ("export", "import", "reset"):
+        assert reverse(f"admin:mappings_tablemapping_{name}") in html
