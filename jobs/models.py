@@ -1,6 +1,11 @@
-from django.conf import settings
-from django.db import models
+import uuid
 
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.utils import timezone
+
+from connectors.secrets import decrypt_secret, encrypt_secret
 from jobs.choices import ErrorClass, JobKind, JobStatus
 from mappings.choices import Direction
 from mappings.models import TableMapping
@@ -72,3 +77,129 @@ class SyncError(models.Model):
 
     def __str__(self):
         return f"{self.table_mapping.name}: {self.message[:80]}"
+
+
+# -- Scheduling (issue 8): one schedule per table mapping, and webhook subscriptions that wake it ----------------------
+
+
+class ScheduleState(models.TextChoices):
+    READY = "ready", "Ready"
+    RUNNING = "running", "Running"
+    ON_HOLD = "on_hold", "On hold (inactivity timeout)"
+
+
+class Schedule(models.Model):
+    """When a mapping's modified records are synchronized (BC's recurring job queue entry per mapping).
+
+    The scheduler tick claims a due schedule with one conditional UPDATE, so two scheduler processes never start the
+    same run twice. Paused = not enabled; failing = failed_attempts reached max_attempts (it still retries).
+    """
+
+    table_mapping = models.OneToOneField(TableMapping, on_delete=models.CASCADE, related_name="schedule")
+    enabled = models.BooleanField(default=True, help_text="Off: the schedule is paused and starts no run.")
+    minutes_between_runs = models.PositiveIntegerField(
+        default=30, validators=[MinValueValidator(1)], help_text="Time from the end of one run to the next."
+    )
+    inactivity_timeout_minutes = models.PositiveIntegerField(
+        default=720,
+        validators=[MinValueValidator(5)],
+        help_text="After a run that changed nothing, the schedule waits this long (unless a change wakes it).",
+    )
+    max_attempts = models.PositiveIntegerField(
+        "maximum number of attempts",
+        default=10,
+        validators=[MinValueValidator(1)],
+        help_text="Failed runs in a row before the schedule shows as failing.",
+    )
+    wake_on_change = models.BooleanField(
+        default=True, help_text="A change notification from either system ends the inactivity hold."
+    )
+    webhook_debounce_seconds = models.PositiveIntegerField(
+        "change notification delay (seconds)",
+        default=5,
+        validators=[MaxValueValidator(3600)],
+        help_text="Changes notified within this delay are synchronized together in one run.",
+    )
+    state = models.CharField(max_length=20, choices=ScheduleState.choices, default=ScheduleState.READY)
+    next_run_at = models.DateTimeField(default=timezone.now, db_index=True)
+    run_started_at = models.DateTimeField(null=True, blank=True, editable=False)
+    run_job_ids = models.JSONField(default=list, blank=True, editable=False, help_text="Jobs of the current run.")
+    woken_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_finished_at = models.DateTimeField(null=True, blank=True, editable=False)
+    failed_attempts = models.PositiveIntegerField(default=0, editable=False)
+    last_message = models.TextField(blank=True, editable=False)
+
+    class Meta:
+        ordering = ["table_mapping__name"]
+
+    def __str__(self):
+        return f"{self.table_mapping.name} schedule"
+
+    @property
+    def is_failing(self) -> bool:
+        return self.failed_attempts >= self.max_attempts
+
+    @property
+    def status(self) -> str:
+        """What the admin shows: paused, failing, running, on hold until ..., ready."""
+        if not self.enabled:
+            return "Paused"
+        if self.is_failing:
+            return f"Failing ({self.failed_attempts} failed runs in a row)"
+        if self.state == ScheduleState.RUNNING:
+            return "Running"
+        if self.state == ScheduleState.ON_HOLD:
+            return f"On hold until {timezone.localtime(self.next_run_at):%Y-%m-%d %H:%M}"
+        return "Ready"
+
+
+class WebhookSide(models.TextChoices):
+    BUSINESS_CENTRAL = "business_central", "Business Central"
+    DATAVERSE = "dataverse", "Dataverse"
+
+
+class SubscriptionStatus(models.TextChoices):
+    PENDING = "pending", "Being created"
+    ACTIVE = "active", "Active"
+    FAILED = "failed", "Failed"
+
+
+class WebhookSubscription(models.Model):
+    """A change-notification subscription in one system for one mapping's table.
+
+    `token` names our receiver URL and is not a secret; `secret` (Business Central's clientState or the Dataverse
+    secret header) is stored encrypted, compared in constant time and never shown.
+    """
+
+    table_mapping = models.ForeignKey(TableMapping, on_delete=models.CASCADE, related_name="webhook_subscriptions")
+    side = models.CharField(max_length=20, choices=WebhookSide.choices)
+    status = models.CharField(max_length=20, choices=SubscriptionStatus.choices, default=SubscriptionStatus.PENDING)
+    token = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    secret_encrypted = models.TextField(editable=False)
+    notification_url = models.URLField(max_length=500, editable=False)
+    remote_id = models.CharField(max_length=200, blank=True, editable=False, help_text="The subscription's id there.")
+    resource = models.CharField(max_length=500, blank=True, editable=False)
+    etag = models.CharField(max_length=200, blank=True, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True, editable=False, help_text="Empty: does not expire.")
+    renewed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_notification_at = models.DateTimeField(null=True, blank=True, editable=False)
+    notifications_received = models.PositiveIntegerField(default=0, editable=False)
+    last_error = models.TextField(blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["table_mapping__name", "side"]
+        constraints = [models.UniqueConstraint(fields=["table_mapping", "side"], name="one_subscription_per_side")]
+
+    def __str__(self):
+        return f"{self.table_mapping.name} {self.get_side_display()} notifications"
+
+    def __repr__(self):
+        return f"<WebhookSubscription {self.pk} {self.side} {self.table_mapping_id}>"
+
+    @property
+    def secret(self) -> str:
+        return decrypt_secret(self.secret_encrypted)
+
+    def set_secret(self, plain: str) -> None:
+        self.secret_encrypted = encrypt_secret(plain)

@@ -114,7 +114,10 @@ def mappings_in_dependency_order() -> list[TableMapping]:
 
 
 def _enqueue(job_ids: list[int]) -> None:
-    rq_job = django_rq.get_queue(QUEUE).enqueue("jobs.tasks.run_sync_jobs", job_ids, job_timeout=6 * 3600)
+    # Called from transaction.on_commit already, so the queue must enqueue now ("auto"), not defer again.
+    rq_job = django_rq.get_queue(QUEUE, commit_mode="auto").enqueue(
+        "jobs.tasks.run_sync_jobs", job_ids, job_timeout=6 * 3600
+    )
     SyncJob.objects.filter(pk__in=job_ids).update(rq_job_id=rq_job.id)
 
 
@@ -156,6 +159,7 @@ def sync_jobs_run(*, job_ids: list[int], on_progress=None) -> None:
         dataverse_client = open_client(Connection.objects.active(ConnectionKind.DATAVERSE))
     except Exception as exc:  # a missing or broken connection fails the run with its reason
         _finish_all(jobs, JobStatus.FAILED, f"Could not connect: {exc}")
+        _schedules_record_outcomes(jobs)
         return
     try:
         for mapping_jobs in _grouped_by_mapping(jobs):
@@ -173,6 +177,14 @@ def sync_jobs_run(*, job_ids: list[int], on_progress=None) -> None:
     finally:
         bc_client.close()
         dataverse_client.close()
+        _schedules_record_outcomes(jobs)
+
+
+def _schedules_record_outcomes(jobs: list[SyncJob]) -> None:
+    # Imported here: jobs.scheduling builds on this module.
+    from jobs.scheduling.schedules import schedules_record_outcomes
+
+    schedules_record_outcomes(jobs=jobs)
 
 
 def _grouped_by_mapping(jobs: list[SyncJob]) -> list[list[SyncJob]]:
@@ -346,8 +358,13 @@ def _finish_all(jobs: list[SyncJob], status: str, message: str) -> None:
 
 
 def schedules_run_due() -> int:
-    """Start every due schedule; return how many runs were started. Schedules arrive with issue 8."""
-    return 0
+    """Start every due schedule and queue renewals of expiring webhook subscriptions; return how many runs started."""
+    from jobs.scheduling.schedules import schedules_run_due as run_due
+    from jobs.scheduling.subscriptions import subscriptions_queue_renewal
+
+    started = run_due()
+    subscriptions_queue_renewal()
+    return started
 
 
 def sync_jobs_delete_old(*, now=None) -> int:

@@ -11,6 +11,7 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("admin/rq/", include("django_rq.urls")),
     path("admin/", admin.site.urls),
+    path("webhooks/", include("jobs.webhooks")),
 ]
 
 if settings.SANDBOX_ENABLED:

@@ -1,0 +1,171 @@
+"""Admin of schedules (state, next run, pause/resume/run now) and of webhook subscriptions (expiry, renew)."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from connectors.types import ConnectorError
+from jobs.models import Schedule, WebhookSide, WebhookSubscription
+from jobs.scheduling import schedules as schedule_services
+from jobs.scheduling import subscriptions as subscription_services
+
+
+@admin.register(Schedule)
+class ScheduleAdmin(admin.ModelAdmin):
+    list_display = (
+        "table_mapping",
+        "status",
+        "next_run_at",
+        "minutes_between_runs",
+        "inactivity_timeout_minutes",
+        "attempts",
+        "wake_on_change",
+        "last_finished_at",
+        "last_message",
+    )
+    list_filter = ("enabled", "state")
+    list_select_related = ("table_mapping",)
+    fields = (
+        "table_mapping",
+        "status",
+        "next_run_at",
+        "enabled",
+        "minutes_between_runs",
+        "inactivity_timeout_minutes",
+        "max_attempts",
+        "wake_on_change",
+        "webhook_debounce_seconds",
+        "failed_attempts",
+        "last_finished_at",
+        "last_message",
+    )
+    readonly_fields = ("table_mapping", "status", "failed_attempts", "last_finished_at", "last_message")
+    actions = ("pause", "resume", "run_now", "subscribe_to_changes")
+
+    def has_add_permission(self, request):
+        return False  # every mapping gets its schedule when it is created
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # pause instead; the schedule goes with its mapping
+
+    @admin.display(description="State")
+    def status(self, obj: Schedule) -> str:
+        return obj.status
+
+    @admin.display(description="Failed attempts")
+    def attempts(self, obj: Schedule) -> str:
+        return f"{obj.failed_attempts} / {obj.max_attempts}"
+
+    @admin.action(description="Pause the selected schedules")
+    def pause(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
+        count = schedule_services.schedules_pause(schedules=queryset)
+        self.message_user(request, f"{count} schedule(s) paused.")
+
+    @admin.action(description="Resume the selected schedules")
+    def resume(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
+        count = schedule_services.schedules_resume(schedules=queryset)
+        self.message_user(request, f"{count} schedule(s) resumed; they run at the next tick.")
+
+    @admin.action(description="Run the selected schedules now", permissions=["run_sync"])
+    def run_now(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
+        count = schedule_services.schedules_run_now(schedules=queryset)
+        self.message_user(request, f"{count} run(s) started (paused and running schedules are left alone).")
+
+    @admin.action(description="Subscribe to change notifications of both systems", permissions=["run_sync"])
+    def subscribe_to_changes(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
+        base_url = request.build_absolute_uri("/")
+        for schedule in queryset.select_related("table_mapping"):
+            mapping = schedule.table_mapping
+            for side in (WebhookSide.BUSINESS_CENTRAL, WebhookSide.DATAVERSE):
+                try:
+                    subscription_services.subscription_create(
+                        mapping=mapping, side=side, notification_base_url=base_url
+                    )
+                except subscription_services.SubscriptionNotCreated as exc:
+                    self.message_user(request, f"{mapping.name}: {exc}", messages.ERROR)
+                    continue
+            self.message_user(
+                request,
+                f"{mapping.name}: subscribed in Business Central; Dataverse webhook receiver created. Register it in "
+                f"Dataverse and set the same secret under Webhook subscriptions.",
+            )
+
+    def has_run_sync_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("jobs.run_sync")
+
+
+class WebhookSubscriptionForm(forms.ModelForm):
+    new_secret = forms.CharField(
+        required=False,
+        strip=True,
+        min_length=16,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Dataverse webhooks: the value of the secret header (x-syncadmin-webhook-secret) registered in "
+        "Dataverse. Leave empty to keep the stored secret, which is never shown.",
+    )
+
+    class Meta:
+        model = WebhookSubscription
+        fields = ()
+
+    def save(self, commit=True):
+        if self.cleaned_data.get("new_secret"):
+            self.instance.set_secret(self.cleaned_data["new_secret"])
+        return super().save(commit=commit)
+
+
+@admin.register(WebhookSubscription)
+class WebhookSubscriptionAdmin(admin.ModelAdmin):
+    form = WebhookSubscriptionForm
+    list_display = (
+        "table_mapping",
+        "side",
+        "status",
+        "expires_at",
+        "renewed_at",
+        "last_notification_at",
+        "notifications_received",
+        "last_error",
+    )
+    list_filter = ("side", "status")
+    list_select_related = ("table_mapping",)
+    readonly_fields = (
+        "table_mapping",
+        "side",
+        "status",
+        "notification_url",
+        "resource",
+        "remote_id",
+        "expires_at",
+        "renewed_at",
+        "last_notification_at",
+        "notifications_received",
+        "last_error",
+    )
+    fields = (*readonly_fields, "new_secret")
+    actions = ("renew",)
+
+    def has_add_permission(self, request):
+        return False  # created from the schedules ("Subscribe to change notifications")
+
+    @admin.action(description="Renew the selected subscriptions now")
+    def renew(self, request: HttpRequest, queryset: QuerySet[WebhookSubscription]) -> None:
+        for subscription in queryset.select_related("table_mapping"):
+            try:
+                subscription_services.subscription_renew(subscription=subscription)
+            except Exception as exc:  # noqa: BLE001 - shown to the admin; the others are still renewed
+                self.message_user(request, f"{subscription}: renewal failed: {exc}", messages.ERROR)
+        self.message_user(request, "Renewal done.")
+
+    def delete_model(self, request, obj):
+        subscription_services.subscription_delete(subscription=obj)
+
+    def delete_queryset(self, request, queryset):
+        for subscription in queryset:
+            try:
+                subscription_services.subscription_delete(subscription=subscription)
+            except ConnectorError as exc:
+                self.message_user(request, f"{subscription}: not deleted in Business Central: {exc}", messages.ERROR)

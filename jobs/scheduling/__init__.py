@@ -1,0 +1,1 @@
+"""Scheduled and event-driven synchronization: schedules per mapping, webhook subscriptions, change notifications."""

@@ -1,0 +1,183 @@
+"""Schedules: start the due runs, feed each run's outcome back, pause, resume and wake.
+
+A schedule is due when it is enabled and `next_run_at` has passed, whatever its state: a schedule left "running" by
+a worker that died is simply due again at its next run time. The RQ cron tick (every 30 seconds) calls
+`schedules_run_due`; all state lives in the database, so edits in the admin apply at the next tick.
+
+After max_attempts failed runs in a row a schedule shows "failing" and keeps retrying at its normal interval (it does
+not stop, unlike Business Central's job queue): the usual causes (an expired secret, an outage) get fixed outside
+syncadmin, and synchronization should resume by itself when they are, without someone remembering to restart it.
+Until then failed runs are retried after RERUN_DELAY, as Business Central's "Rerun Delay".
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from jobs.choices import ACTIVE_STATUSES, JobKind, JobStatus
+from jobs.models import Schedule, ScheduleState, SyncJob
+from jobs.scheduling.defaults import default_schedule_values
+from jobs.services import SyncNotStarted, sync_enqueue
+from mappings.models import TableMapping
+
+logger = logging.getLogger(__name__)
+
+RERUN_DELAY = timedelta(seconds=30)
+
+
+def schedule_create_default(*, mapping: TableMapping) -> Schedule:
+    """The default schedule of a mapping (30 minutes, inactivity timeout by mapping name, 10 attempts)."""
+    schedule, _ = Schedule.objects.get_or_create(table_mapping=mapping, defaults=default_schedule_values(mapping.name))
+    return schedule
+
+
+def schedules_run_due(*, now: datetime | None = None) -> int:
+    """Start a run of every due schedule this process manages to claim; return how many runs were started."""
+    now = now or timezone.now()
+    due = Schedule.objects.filter(enabled=True, next_run_at__lte=now).select_related("table_mapping")
+    started = 0
+    for schedule in due.order_by("next_run_at"):
+        if schedule_start_run(schedule=schedule, now=now):
+            started += 1
+    return started
+
+
+def schedule_start_run(*, schedule: Schedule, now: datetime | None = None) -> bool:
+    """Claim `schedule` (as read, possibly a moment ago by this or another scheduler) and enqueue its run.
+
+    The claim is one conditional UPDATE on the next run time we read: of two schedulers that read the same due
+    schedule, only the first UPDATE matches a row; the other sees 0 rows and starts nothing. Claim, job creation and
+    the job ids are committed together, and the RQ job is enqueued only after that commit.
+    """
+    now = now or timezone.now()
+    interval = timedelta(minutes=schedule.minutes_between_runs)
+    with transaction.atomic():
+        claimed = Schedule.objects.filter(
+            pk=schedule.pk, enabled=True, next_run_at=schedule.next_run_at, next_run_at__lte=now
+        ).update(state=ScheduleState.RUNNING, next_run_at=now + interval, run_started_at=now, run_job_ids=[])
+        if not claimed:
+            return False
+        mapping = schedule.table_mapping
+        if SyncJob.objects.filter(
+            table_mapping=mapping, status__in=ACTIVE_STATUSES, kind__in=(JobKind.MODIFIED, JobKind.FULL)
+        ).exists():
+            # A run of this mapping (a long scheduled one, or a user's) is still going: try again next interval.
+            _set(schedule, state=ScheduleState.READY, last_message="Skipped: a run of this mapping was in progress.")
+            return False
+        try:
+            jobs = sync_enqueue(mapping=mapping, kind=JobKind.MODIFIED)
+        except SyncNotStarted as exc:
+            _set(
+                schedule,
+                state=ScheduleState.READY,
+                failed_attempts=schedule.failed_attempts + 1,
+                last_message=f"Not started: {exc}",
+            )
+            return False
+        _set(schedule, run_job_ids=[job.pk for job in jobs])
+    logger.info("Scheduled run of %s started (jobs %s)", mapping.name, [job.pk for job in jobs])
+    return True
+
+
+def schedule_record_outcome(*, mapping: TableMapping, jobs: list[SyncJob]) -> None:
+    """Feed a finished run back into the mapping's schedule, if the run is the one the schedule started.
+
+    Nothing changed (inserted + modified + deleted + failed = 0) -> on hold for the inactivity timeout, unless a
+    change notification arrived meanwhile; changes -> next run after the interval; the run failed -> one more failed
+    attempt, rerun after RERUN_DELAY until max_attempts, then at the interval.
+    """
+    schedule = Schedule.objects.filter(table_mapping=mapping).first()
+    job_ids = {job.pk for job in jobs}
+    if schedule is None or schedule.state != ScheduleState.RUNNING or not job_ids & set(schedule.run_job_ids):
+        return  # a manual or notification-driven run: it does not move the schedule
+    jobs = list(SyncJob.objects.filter(pk__in=schedule.run_job_ids))
+    now = timezone.now()
+    interval = timedelta(minutes=schedule.minutes_between_runs)
+    changes = sum(job.inserted + job.modified + job.deleted + job.failed for job in jobs)
+    failed = [job for job in jobs if job.status == JobStatus.FAILED]
+    values = {"state": ScheduleState.READY, "last_finished_at": now, "run_job_ids": []}
+    if failed:
+        attempts = schedule.failed_attempts + 1
+        values |= {
+            "failed_attempts": attempts,
+            "next_run_at": now + (RERUN_DELAY if attempts < schedule.max_attempts else interval),
+            "last_message": f"Run failed: {failed[0].message}"[:2000],
+        }
+    elif all(job.status == JobStatus.CANCELLED for job in jobs):
+        values |= {"next_run_at": now + interval, "last_message": "The run was cancelled."}
+    elif changes == 0 and not (schedule.woken_at and schedule.woken_at >= schedule.run_started_at):
+        timeout = timedelta(minutes=schedule.inactivity_timeout_minutes)
+        values |= {
+            "state": ScheduleState.ON_HOLD,
+            "next_run_at": now + timeout,
+            "failed_attempts": 0,
+            "last_message": "No changes: on hold until the inactivity timeout ends or a change is notified.",
+        }
+    else:
+        values |= {"next_run_at": now + interval, "failed_attempts": 0, "last_message": f"{changes} changes."}
+    # Only the run that is still the current one may finish it (not one that a newer claim replaced).
+    Schedule.objects.filter(pk=schedule.pk, state=ScheduleState.RUNNING, run_started_at=schedule.run_started_at).update(
+        **values
+    )
+
+
+def schedule_wake(*, mapping: TableMapping, now: datetime | None = None) -> bool:
+    """A change was notified: end an inactivity hold (next run within the interval). Return True if it woke."""
+    now = now or timezone.now()
+    schedule = Schedule.objects.filter(table_mapping=mapping, enabled=True, wake_on_change=True).first()
+    if schedule is None:
+        return False
+    if schedule.state == ScheduleState.RUNNING:
+        # The running run may have read before the change: it must not put the schedule on hold.
+        Schedule.objects.filter(pk=schedule.pk).update(woken_at=now)
+        return False
+    soon = now + timedelta(minutes=schedule.minutes_between_runs)
+    return bool(
+        Schedule.objects.filter(pk=schedule.pk, state=ScheduleState.ON_HOLD).update(
+            state=ScheduleState.READY, next_run_at=min(schedule.next_run_at, soon), woken_at=now
+        )
+    )
+
+
+def schedules_pause(*, schedules) -> int:
+    """Stop starting runs (a running one finishes)."""
+    return Schedule.objects.filter(pk__in=[s.pk for s in schedules]).update(enabled=False)
+
+
+def schedules_resume(*, schedules, now: datetime | None = None) -> int:
+    """Start again: ready, first run at the next tick, failed attempts forgotten."""
+    return Schedule.objects.filter(pk__in=[s.pk for s in schedules]).exclude(state=ScheduleState.RUNNING).update(
+        enabled=True, state=ScheduleState.READY, next_run_at=now or timezone.now(), failed_attempts=0
+    ) + Schedule.objects.filter(pk__in=[s.pk for s in schedules], state=ScheduleState.RUNNING).update(enabled=True)
+
+
+def schedules_run_now(*, schedules, now: datetime | None = None) -> int:
+    """Start the enabled schedules' runs now (the admin's "Run now"), through the same claim as the tick."""
+    now = now or timezone.now()
+    started = 0
+    chosen = Schedule.objects.filter(pk__in=[s.pk for s in schedules], enabled=True)
+    for schedule in chosen.exclude(state=ScheduleState.RUNNING).select_related("table_mapping"):
+        Schedule.objects.filter(pk=schedule.pk).update(next_run_at=now)
+        schedule.next_run_at = now
+        started += schedule_start_run(schedule=schedule, now=now)
+    return started
+
+
+def _set(schedule: Schedule, **values) -> None:
+    Schedule.objects.filter(pk=schedule.pk).update(**values)
+
+
+def schedules_record_outcomes(*, jobs: list[SyncJob]) -> None:
+    """Feed finished jobs of any mappings to their schedules (called at the end of jobs.services.sync_jobs_run)."""
+    by_mapping: dict[int, list[SyncJob]] = {}
+    for job in jobs:
+        by_mapping.setdefault(job.table_mapping_id, []).append(job)
+    for mapping_jobs in by_mapping.values():
+        try:
+            schedule_record_outcome(mapping=mapping_jobs[0].table_mapping, jobs=mapping_jobs)
+        except Exception:  # the run's own result is saved already; a schedule problem must not fail the RQ job
+            logger.exception("Could not record the outcome of jobs %s in their schedule", [j.pk for j in mapping_jobs])

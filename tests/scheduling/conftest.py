@@ -1,0 +1,35 @@
+import django_rq
+import pytest
+import rq
+
+from tests.jobs.conftest import sandbox_connections  # noqa: F401  (the seeded sandbox and its two connections)
+
+
+@pytest.fixture
+def rq_worker_with_scheduler(redis_url):
+    """Run every queued job, and the scheduled ones that are due (the debounced flushes), in this process."""
+
+    def run() -> rq.Worker:
+        worker = django_rq.get_worker("high", "default", "low", worker_class=rq.SimpleWorker)
+        worker.work(burst=True, with_scheduler=True)
+        return worker
+
+    return run
+
+
+@pytest.fixture
+def sandbox_webhooks(sandbox_http):
+    """The sandbox delivers its webhook calls (handshakes, notifications) to this process's app, in-process."""
+    from sandbox import webhooks
+
+    previous = webhooks.transport
+    webhooks.transport = sandbox_http
+    yield
+    webhooks.transport = previous
+
+
+@pytest.fixture(autouse=True)
+def _enqueue_when_the_on_commit_callbacks_run(settings):
+    """jobs.services already enqueues in transaction.on_commit; inside a test's transaction django-rq's own
+    on_db_commit mode would defer that enqueue once more (and return None), so tests let RQ enqueue at once."""
+    settings.RQ = {**settings.RQ, "COMMIT_MODE": "auto"}
