@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from connectors.odata import parse_datetime, string_literal
+from connectors.types import ConnectorError, ErrorKind
 
 
 @dataclass
@@ -79,5 +80,123 @@ class BusinessCentralSubscriptions:
         )
 
 
+# Dataverse service endpoint and step constants (serviceendpoint.contract, .authtype; step mode and stage).
+WEBHOOK_CONTRACT = 8
+AUTH_HTTP_HEADER = 5
+STEP_ASYNCHRONOUS = 1
+STAGE_POST_OPERATION = 40
+MESSAGES = ("Create", "Update", "Delete")
+
+
+@dataclass
+class DataverseWebhook:
+    """A registered endpoint (`serviceendpoint`, contract Webhook) and its steps (one per message)."""
+
+    endpoint_id: str
+    name: str
+    url: str
+    step_ids: dict[str, str] = field(default_factory=dict)  # message name -> sdkmessageprocessingstepid
+
+
 class DataverseWebhooks:
-    """Mixed into DataverseClient. Filled in once the sandbox's webhook registration lands."""
+    """Mixed into DataverseClient (needs `request`, `names`).
+
+    Registered as the Plug-in Registration Tool does it, over the Web API: a `serviceendpoints` row with
+    contract 8 (Webhook) and HttpHeader authentication carrying our shared secret, then one asynchronous
+    PostOperation `sdkmessageprocessingsteps` row per message (Create, Update, Delete) for the table.
+    Dataverse webhooks do not expire, so there is nothing to renew; delete removes the steps, then the endpoint.
+    """
+
+    def webhook_create(
+        self, *, entity_set: str, url: str, header_name: str, header_value: str, messages=MESSAGES
+    ) -> DataverseWebhook:
+        logical_name = self.names(entity_set).logical_name
+        name = f"syncadmin {logical_name}"
+        auth_value = (
+            f'<settings><setting name="{_xml_attr(header_name)}" value="{_xml_attr(header_value)}" /></settings>'
+        )
+        endpoint = self.request(
+            "POST",
+            "serviceendpoints",
+            kind="webhook",
+            json={
+                "name": name,
+                "url": url,
+                "contract": WEBHOOK_CONTRACT,
+                "authtype": AUTH_HTTP_HEADER,
+                "authvalue": auth_value,
+            },
+            headers={"Prefer": "return=representation"},
+        ).json()
+        webhook = DataverseWebhook(str(endpoint["serviceendpointid"]), name, url)
+        for message in messages:
+            message_id = self._single_id("sdkmessages", "sdkmessageid", f"name eq {string_literal(message)}")
+            filter_id = self._single_id(
+                "sdkmessagefilters",
+                "sdkmessagefilterid",
+                f"_sdkmessageid_value eq {message_id} and primaryobjecttypecode eq {string_literal(logical_name)}",
+            )
+            step = self.request(
+                "POST",
+                "sdkmessageprocessingsteps",
+                kind="webhook",
+                json={
+                    "name": f"{name}: {message}",
+                    "mode": STEP_ASYNCHRONOUS,
+                    "stage": STAGE_POST_OPERATION,
+                    "rank": 1,
+                    "supporteddeployment": 0,
+                    "asyncautodelete": False,
+                    "sdkmessageid@odata.bind": f"/sdkmessages({message_id})",
+                    "sdkmessagefilterid@odata.bind": f"/sdkmessagefilters({filter_id})",
+                    "eventhandler_serviceendpoint@odata.bind": f"/serviceendpoints({webhook.endpoint_id})",
+                },
+                headers={"Prefer": "return=representation"},
+            ).json()
+            webhook.step_ids[message] = str(step["sdkmessageprocessingstepid"])
+        return webhook
+
+    def webhooks(self) -> list[DataverseWebhook]:
+        """The registered webhook endpoints, each with its steps."""
+        body = self.request(
+            "GET",
+            "serviceendpoints",
+            kind="webhook",
+            params={"$filter": f"contract eq {WEBHOOK_CONTRACT}", "$select": "serviceendpointid,name,url"},
+        ).json()
+        found = []
+        for row in body.get("value", []):
+            webhook = DataverseWebhook(str(row["serviceendpointid"]), row.get("name", ""), row.get("url", ""))
+            steps = self.request(
+                "GET",
+                "sdkmessageprocessingsteps",
+                kind="webhook",
+                params={
+                    "$filter": f"_eventhandler_value eq {webhook.endpoint_id}",
+                    "$select": "sdkmessageprocessingstepid,name",
+                },
+            ).json()
+            for step in steps.get("value", []):
+                message = str(step.get("name", "")).rsplit(": ", 1)[-1]
+                webhook.step_ids[message] = str(step["sdkmessageprocessingstepid"])
+            found.append(webhook)
+        return found
+
+    def webhook_delete(self, webhook: DataverseWebhook) -> None:
+        for step_id in webhook.step_ids.values():
+            self.request("DELETE", f"sdkmessageprocessingsteps({step_id})", kind="webhook", idempotent=True)
+        self.request("DELETE", f"serviceendpoints({webhook.endpoint_id})", kind="webhook", idempotent=True)
+
+    def _single_id(self, entity_set: str, key: str, filter: str) -> str:
+        rows = (
+            self.request("GET", entity_set, kind="webhook", params={"$filter": filter, "$select": key})
+            .json()
+            .get("value", [])
+        )
+        if not rows:
+            raise ConnectorError(ErrorKind.NOT_FOUND, f"Dataverse has no {entity_set} row where {filter}.")
+        return str(rows[0][key])
+
+
+def _xml_attr(value: str) -> str:
+    return value.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
