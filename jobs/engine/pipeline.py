@@ -88,7 +88,7 @@ class DirectionRun:
             {self.target.id_field, self.target.modified_field, self.target.name_field}
             | {rule.current_key(self.target) for rule in self.rules}
         )
-        self.lookups = LookupResolver(self.rules, self.source, bc_client)
+        self.lookups = LookupResolver(self.rules, self.source, bc_client, dataverse_client)
         self.outcome = RunOutcome()
         self._seen: set = set()
 

@@ -16,7 +16,7 @@ from coupling.models import Coupling
 from jobs.choices import ErrorClass
 from jobs.engine.sides import ZERO_GUID, Side
 from mappings.choices import Direction
-from mappings.models import TableMapping
+from mappings.models import FieldMapping, TableMapping
 from mappings.transformations import apply_transformation
 
 
@@ -135,17 +135,27 @@ def bc_key_field(rule: FieldRule, bc_field: str) -> str:
     return "code"
 
 
+# A lookup value that names Business Central's local currency (LCY), which is no row of its currencies table:
+# the field is left as it is on the other side rather than cleared or failed.
+LOCAL = object()
+
+
 class LookupResolver:
     """Resolves lookup values through the couplings of the lookup mappings, a page at a time.
 
     Business Central lookup fields hold codes (`currencyCode`), while couplings hold ids; the code <-> id pairs
     of the (small) lookup tables are read from Business Central once per run and kept.
+
+    A code that is no row of the lookup table is Business Central's way of naming its local currency (a blank
+    currency code reads back as the LCY code); likewise a Dataverse row whose code Business Central does not list
+    (the organization's base currency). Neither is coupled, and neither is an error: the field is not written.
     """
 
-    def __init__(self, rules: list[FieldRule], source: Side, bc_client):
+    def __init__(self, rules: list[FieldRule], source: Side, bc_client, dataverse_client=None):
         self.rules = [rule for rule in rules if rule.lookup and rule.source_field]
         self.source = source
         self.bc_client = bc_client
+        self.dataverse_client = dataverse_client
         self._bc_keys: dict[tuple[str, str], dict] = {}  # (entity set, key field) -> {key: id} and {id: key}
         self._resolved: dict[tuple[int, str], Any] = {}
         self._missing: set[tuple[int, str]] = set()
@@ -181,6 +191,10 @@ class LookupResolver:
                 target_value = str(bc_id) if table is None else table["by_id"].get(str(bc_id))
                 if target_value is not None:
                     self._resolved[(id(rule), str(dataverse_id))] = target_value
+            if table is not None:
+                uncoupled = [v for v in ids if (id(rule), v) not in self._resolved]
+                for value in self._codes_not_in_business_central(rule, key_field, uncoupled, table["by_key"]):
+                    self._resolved[(id(rule), value)] = LOCAL
         else:
             key_field = bc_key_field(rule, rule.source_field)
             if key_field == "id":
@@ -189,9 +203,7 @@ class LookupResolver:
                 by_key = self._bc_table(rule, key_field)["by_key"]
                 bc_ids = {v: by_key[v] for v in values if v in by_key}
                 for value in values - set(bc_ids):
-                    # A code that is no row of the lookup table: Business Central reports the local currency
-                    # (LCY) that way for a blank currency code. Write no value rather than fail the record.
-                    self._resolved[(id(rule), value)] = None
+                    self._resolved[(id(rule), value)] = LOCAL
             pairs = dict(couplings.filter(bc_id__in=list(bc_ids.values())).values_list("bc_id", "dataverse_id"))
             for value, bc_id in bc_ids.items():
                 dataverse_id = pairs.get(UUID(bc_id))
@@ -200,6 +212,23 @@ class LookupResolver:
         for value in values:
             if (id(rule), value) not in self._resolved:
                 self._missing.add((id(rule), value))
+
+    def _codes_not_in_business_central(self, rule, key_field, dataverse_ids, bc_codes) -> list[str]:
+        """Dataverse lookup rows whose code (per the lookup mapping's field mappings) Business Central lacks."""
+        if not dataverse_ids or self.dataverse_client is None:
+            return []
+        code_column = (
+            FieldMapping.objects.filter(table_mapping_id=rule.lookup.mapping_id, bc_field=key_field)
+            .exclude(dataverse_field="")
+            .values_list("dataverse_field", flat=True)
+            .first()
+        )
+        if not code_column:
+            return []
+        rows = self.dataverse_client.read_by_ids(
+            rule.lookup.dataverse_entity_set, [UUID(i) for i in dataverse_ids], select=[code_column]
+        )
+        return [str(row_id) for row_id, row in rows.items() if str(row.get(code_column) or "") not in bc_codes]
 
     def resolve(self, rule: FieldRule, value: Any) -> Any:
         key = (id(rule), str(value))
@@ -233,6 +262,8 @@ def desired_value(rule: FieldRule, row: dict, lookups: LookupResolver, target: S
         value = rule.value_map[key]
     if rule.lookup:
         value = None if is_blank(value) else lookups.resolve(rule, value)
+        if value is LOCAL:
+            return False, None
         if target.is_dataverse and value is not None:
             value = f"/{rule.lookup.dataverse_entity_set}({value})"
     if rule.not_null and is_blank(value):

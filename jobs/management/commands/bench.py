@@ -1,0 +1,281 @@
+"""Benchmark the sync engine over real HTTP on loopback, and print the figures issue 6 asks for.
+
+It runs in a throw-away data folder (its own SQLite databases), starts the sandbox as a separate process
+(`manage.py runsandbox`) so the engine and the emulator do not share one interpreter, seeds it, and measures:
+
+  A  full synchronization of N Business Central customers into an empty Dataverse
+  B  an incremental run with 100 changed records among N coupled ones
+  C  the same work as A, written one record per request (as Business Central's own engine does)
+  D  the floor: page through the same customers and bulk-write them with no engine at all
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+import uuid
+from contextlib import contextmanager
+
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+from django.db import connection as db_connection
+
+BENCH_ENV = "SYNCADMIN_BENCH_CHILD"
+
+
+class Command(BaseCommand):
+    help = "Measure records per second, HTTP requests per record, queries per page and peak memory of the engine."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--records", type=int, default=100_000, help="Customers for A, B and D.")
+        parser.add_argument("--small", type=int, default=10_000, help="Records for the memory comparison and for C.")
+        parser.add_argument("--skip", default="", help="Scenarios to skip, e.g. 'C'.")
+
+    def handle(self, *args, **options):
+        if os.environ.get(BENCH_ENV) != "1":
+            self._rerun_in_scratch_folder()
+            return
+        Bench(self.stdout, records=options["records"], small=options["small"], skip=options["skip"].upper()).run()
+
+    def _rerun_in_scratch_folder(self):
+        """Re-execute in a fresh data folder, so the benchmark never touches the real databases."""
+        with tempfile.TemporaryDirectory(prefix="syncadmin-bench-") as scratch:
+            env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SANDBOX_DATABASE_URL")}
+            env.update({BENCH_ENV: "1", "SYNCADMIN_DATA_DIR": scratch, "DEBUG": "1"})
+            result = subprocess.run([sys.executable, *sys.argv], env=env, check=False)  # noqa: S603
+            if result.returncode:
+                raise SystemExit(result.returncode)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class QueryCounter:
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, execute, sql, params, many, context):
+        self.count += 1
+        return execute(sql, params, many, context)
+
+
+class Bench:
+    def __init__(self, out, *, records: int, small: int, skip: str):
+        self.out = out
+        self.records = records
+        self.small = small
+        self.skip = skip
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def say(self, text=""):
+        self.out.write(text)
+        self.out.flush()
+
+    def run(self):
+        call_command("migrate", verbosity=0)
+        call_command("migrate", database="sandbox", verbosity=0)
+        with self.sandbox_server():
+            self.setup_connections()
+            results = {}
+            if "D" not in self.skip:
+                results["D"] = self.scenario_floor(self.records)
+            if "A" not in self.skip:
+                results["A-small"] = self.scenario_full(self.small)
+                results["A"] = self.scenario_full(self.records)
+                if "B" not in self.skip:
+                    results["B"] = self.scenario_incremental()
+            if "C" not in self.skip:
+                results["C"] = self.scenario_full(self.small, one_per_request=True)
+        self.report(results)
+
+    @contextmanager
+    def sandbox_server(self):
+        env = dict(os.environ)
+        process = subprocess.Popen(  # noqa: S603
+            [sys.executable, "manage.py", "runsandbox", "--port", str(self.port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            for _ in range(100):
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            else:
+                raise RuntimeError("The sandbox server did not start.")
+            yield
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+    def setup_connections(self):
+        from connectors.choices import ConnectionKind
+        from connectors.models import Connection
+        from sandbox import services as sandbox
+
+        secret = uuid.uuid4().hex
+        sandbox.register_client(client_id="bench", client_secret=secret)
+        sandbox.seed_demo(customers=0, accounts=0, shared=0)
+        tenant = sandbox.DEMO_TENANT
+        common = {
+            "tenant": tenant,
+            "client_id": "bench",
+            "token_url": f"{self.base}/sandbox/oauth/{tenant}/oauth2/v2.0/token",
+            "page_size": 5000,
+        }
+        Connection.objects.all().delete()
+        self.bc = Connection(
+            kind=ConnectionKind.BUSINESS_CENTRAL,
+            name="bench-bc",
+            environment_url=f"{self.base}/sandbox/bc",
+            bc_environment=sandbox.DEMO_ENVIRONMENT,
+            bc_company_id=sandbox.demo_company_id(),
+            batch_size=100,
+            **common,
+        )
+        self.dataverse = Connection(
+            kind=ConnectionKind.DATAVERSE,
+            name="bench-dataverse",
+            environment_url=f"{self.base}/sandbox/dataverse",
+            batch_size=1000,
+            **common,
+        )
+        for conn in (self.bc, self.dataverse):
+            conn.set_client_secret(secret)
+            conn.save()
+
+    def reset_data(self, customers: int):
+        from coupling.models import Coupling
+        from jobs.models import SyncJob
+        from mappings.models import TableMapping
+        from sandbox import bench_support
+
+        bench_support.reset_customers_and_accounts(customers=customers)
+        Coupling.objects.all().delete()
+        SyncJob.objects.all().delete()
+        TableMapping.objects.filter(name="CUSTOMER").update(bc_watermark=None, dataverse_watermark=None)
+
+    def measure(self, label, work):
+        counter = QueryCounter()
+        tracemalloc.start()
+        started = time.perf_counter()
+        with db_connection.execute_wrapper(counter):
+            extra = work()
+        elapsed = time.perf_counter() - started
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return {"label": label, "seconds": elapsed, "queries": counter.count, "peak_mb": peak / 2**20, **extra}
+
+    def _customer_mapping(self, direction="to_dataverse"):
+        from mappings.models import TableMapping
+
+        mapping = TableMapping.objects.get(name="CUSTOMER")
+        mapping.direction = direction
+        mapping.table_filter = ""  # every customer: blocked ones too
+        mapping.save()
+        return mapping
+
+    def _run(self, mapping, kind, *, batch_size=None):
+        from jobs.models import SyncJob
+        from jobs.services import sync_jobs_create, sync_jobs_run
+
+        if batch_size is not None:
+            type(self.dataverse).objects.filter(pk=self.dataverse.pk).update(batch_size=batch_size)
+        jobs = sync_jobs_create(mapping=mapping, kind=kind)
+        sync_jobs_run(job_ids=[j.pk for j in jobs])
+        if batch_size is not None:
+            type(self.dataverse).objects.filter(pk=self.dataverse.pk).update(batch_size=1000)
+        job = SyncJob.objects.get(pk=jobs[0].pk)
+        if job.status not in ("succeeded",):
+            raise RuntimeError(f"The run did not succeed: {job.status} {job.message}")
+        return job
+
+    def scenario_full(self, records, *, one_per_request=False):
+        self.reset_data(records)
+        mapping = self._customer_mapping()
+        label = "C one record per request" if one_per_request else f"A full sync of {records:,}"
+
+        def work():
+            job = self._run(mapping, "full", batch_size=1 if one_per_request else None)
+            pages = max(1, -(-records // 5000))
+            return {"records": job.inserted, "requests": job.http_requests, "pages": pages}
+
+        self.say(f"running {label} ...")
+        return self.measure(label, work)
+
+    def scenario_incremental(self):
+        from sandbox import bench_support
+
+        mapping = self._customer_mapping()
+        self._run(mapping, "modified")  # settle the watermark after A
+        bench_support.touch_customers(count=100)
+
+        def work():
+            job = self._run(mapping, "modified")
+            return {"records": job.modified, "requests": job.http_requests, "pages": 1}
+
+        self.say("running B incremental (100 changed) ...")
+        return self.measure("B incremental, 100 changed", work)
+
+    def scenario_floor(self, records):
+        """Read every customer page by page and bulk-upsert them as accounts, with no engine around it."""
+        from connectors.clients import open_client
+        from connectors.types import WriteOperation
+
+        self.reset_data(records)
+
+        def work():
+            written = 0
+            with open_client(self.bc) as bc, open_client(self.dataverse) as dv:
+                for page in bc.read_pages("customers", select=["id", "displayName", "city", "email", "phoneNumber"]):
+                    operations = [
+                        WriteOperation(
+                            kind="upsert",
+                            entity_set="accounts",
+                            ref=str(i),
+                            record_id=uuid.uuid4(),
+                            values={
+                                "name": row["displayName"],
+                                "address1_city": row["city"],
+                                "emailaddress1": row["email"],
+                                "telephone1": row["phoneNumber"],
+                            },
+                        )
+                        for i, row in enumerate(page.rows)
+                    ]
+                    written += sum(1 for result in dv.write_many(operations) if result.ok)
+                requests = sum(bc.request_counts.values()) + sum(dv.request_counts.values())
+            return {"records": written, "requests": requests, "pages": max(1, -(-records // 5000))}
+
+        self.say(f"running D floor over {records:,} ...")
+        return self.measure(f"D floor (no engine), {records:,}", work)
+
+    def report(self, results):
+        self.say("")
+        columns = ("records", "seconds", "rec/s", "req/rec", "queries/page", "peak MB")
+        self.say(f"{'scenario':34} " + " ".join(f"{c:>12}" for c in columns))
+        for result in results.values():
+            rate = result["records"] / result["seconds"] if result["seconds"] else 0
+            per_record = result["requests"] / result["records"] if result["records"] else 0
+            self.say(
+                f"{result['label']:34} {result['records']:>12,} {result['seconds']:>12.2f} {rate:>12,.0f} "
+                f"{per_record:>12.4f} {result['queries'] / result['pages']:>12.1f} {result['peak_mb']:>12.1f}"
+            )
+        if "A" in results and "C" in results:
+            a, c = results["A"], results["C"]
+            speedup = (a["records"] / a["seconds"]) / (c["records"] / c["seconds"])
+            self.say(f"\nA is {speedup:,.1f}x faster than C (one record per request).")
+        if "A" in results and "D" in results:
+            a, d = results["A"], results["D"]
+            share = (a["records"] / a["seconds"]) / (d["records"] / d["seconds"])
+            self.say(f"A runs at {share:.0%} of the floor D.")

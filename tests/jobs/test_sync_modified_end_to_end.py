@@ -1,0 +1,96 @@
+"""The walking skeleton's slice, end to end: the admin action enqueues an RQ job, a real worker runs it, and the
+engine synchronizes Business Central customers and Dataverse accounts over HTTP through the sandbox."""
+
+import pytest
+from django.urls import reverse
+
+from connectors.clients import open_client
+from coupling.models import Coupling
+from jobs.choices import JobStatus
+from jobs.models import SyncJob
+from jobs.services import coupling_job_enqueue
+from mappings.models import TableMapping
+
+pytestmark = pytest.mark.django_db(databases=["default", "sandbox"])
+
+
+def all_rows(connection, entity_set, filter=None):
+    with open_client(connection) as client:
+        return [row for page in client.read_pages(entity_set, filter=filter) for row in page.rows]
+
+
+def run_modified_sync_from_admin(admin_client, mapping, django_capture_on_commit_callbacks, rq_worker):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            reverse("admin:mappings_tablemapping_changelist"),
+            {"action": "synchronize_modified_records", "_selected_action": [mapping.pk]},
+            follow=True,
+        )
+    assert response.status_code == 200
+    assert "Synchronization queued" in response.content.decode()
+    rq_worker()
+    return list(SyncJob.objects.filter(table_mapping=mapping).order_by("-pk")[:2])[::-1]
+
+
+def test_synchronize_modified_records_creates_and_couples_then_updates_both_ways(
+    admin_client, sandbox_connections, django_capture_on_commit_callbacks, rq_worker
+):
+    bc, dataverse = sandbox_connections
+    # Customers refer to currencies and salespeople: couple those first, by their match fields (ISO code, e-mail).
+    for name in ("CURRENCY", "SALESPEOPLE"):
+        with django_capture_on_commit_callbacks(execute=True):
+            coupling_job = coupling_job_enqueue(mapping=TableMapping.objects.get(name=name))
+        rq_worker()
+        coupling_job.refresh_from_db()
+        assert coupling_job.coupled > 0, coupling_job.message
+    customer = TableMapping.objects.get(name="CUSTOMER")
+    customer.sync_only_coupled = False
+    customer.save()
+    unblocked = all_rows(bc, "customers", filter="blocked eq ' '")
+    dv_customers = all_rows(dataverse, "accounts", filter="statecode eq 0 and customertypecode eq 3")
+
+    to_dataverse, from_dataverse = run_modified_sync_from_admin(
+        admin_client, customer, django_capture_on_commit_callbacks, rq_worker
+    )
+
+    assert (to_dataverse.direction, from_dataverse.direction) == ("to_dataverse", "from_dataverse")
+    assert to_dataverse.status == JobStatus.SUCCEEDED, to_dataverse.message
+    assert from_dataverse.status == JobStatus.SUCCEEDED, from_dataverse.message
+    assert to_dataverse.inserted == len(unblocked)
+    assert from_dataverse.inserted == len(dv_customers)
+    assert to_dataverse.http_requests > 0
+    # Every unblocked customer now has an account of the same name, coupled to it; and the other way round.
+    accounts = {row["accountid"]: row for row in all_rows(dataverse, "accounts")}
+    customers = {row["id"]: row for row in all_rows(bc, "customers")}
+    couplings = Coupling.objects.filter(table_mapping=customer)
+    assert couplings.count() == len(unblocked) + len(dv_customers)
+    for coupling in couplings:
+        assert not coupling.pending
+        account = accounts[str(coupling.dataverse_id)]
+        bc_customer = customers[str(coupling.bc_id)]
+        assert account["name"] == bc_customer["displayName"]
+        assert account["customertypecode"] == 3
+
+    # Our own writes are not changes: a second run finds nothing to do.
+    again_to, again_from = run_modified_sync_from_admin(
+        admin_client, customer, django_capture_on_commit_callbacks, rq_worker
+    )
+    assert (again_to.inserted, again_to.modified, again_to.failed) == (0, 0, 0)
+    assert (again_from.inserted, again_from.modified, again_from.failed) == (0, 0, 0)
+
+    # A change on either side reaches the other side.
+    from sandbox.testing import edit_as_another_user
+
+    coupling = couplings.first()
+    edit_as_another_user("bc", "customers", coupling.bc_id, city="Zwolle")
+    other = couplings.exclude(pk=coupling.pk).first()
+    edit_as_another_user("dataverse", "accounts", other.dataverse_id, telephone1="555-0199")
+
+    third_to, third_from = run_modified_sync_from_admin(
+        admin_client, customer, django_capture_on_commit_callbacks, rq_worker
+    )
+    assert (third_to.modified, third_from.modified) == (1, 1)
+    accounts = {row["accountid"]: row for row in all_rows(dataverse, "accounts")}
+    customers = {row["id"]: row for row in all_rows(bc, "customers")}
+    assert accounts[str(coupling.dataverse_id)]["address1_city"] == "Zwolle"
+    assert customers[str(other.bc_id)]["phoneNumber"] == "555-0199"
