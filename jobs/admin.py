@@ -301,3 +301,6 @@ class CouplingSyncAdmin(CouplingAdmin):
 if admin.site.is_registered(Coupling):
     admin.site.unregister(Coupling)
 admin.site.register(Coupling, CouplingSyncAdmin)
+
+
+from jobs import admin_schedules  # noqa: E402,F401  (schedules and webhook subscriptions)
