@@ -32,8 +32,12 @@ def demo_mappings_create() -> list[str]:
 
 def demo_sandbox_seed() -> list[str]:
     # Hundreds of customers and accounts, some of them the same companies, so match-based coupling has work.
-    result = sandbox.seed_demo(customers=300, accounts=250, shared=60)
-    return [f"Sandbox data: {result}." if result else "Sandbox data: ready."]
+    added = {
+        table: count for table, count in sandbox.seed_demo(customers=300, accounts=250, shared=60).items() if count
+    }
+    if not added:
+        return ["Sandbox data: already seeded, nothing added."]
+    return ["Sandbox data added: " + ", ".join(f"{count} {table}" for table, count in added.items()) + "."]
 
 
 def _demo_app_registration() -> tuple[str, str]:
