@@ -244,11 +244,12 @@ def _int_option(req: Req, name: str) -> int | None:
     return int(raw)
 
 
-def _cookie(token: str, page: int) -> str:
-    return f'<cookie pagenumber="{page}" pagingcookie="{token}" istracking="False" />'
+def _cookie(token: str, page: int, tracking: bool = False) -> str:
+    return f'<cookie pagenumber="{page}" pagingcookie="{token}" istracking="{tracking}" />'
 
 
 def _token_from_cookie(text: str) -> tuple[dict, int]:
+    text = unquote(text)
     match = re.search(r'pagenumber="(\d+)"\s+pagingcookie="([^"]*)"', text)
     if not match:
         raise bad_request("The $skiptoken is not valid. Follow @odata.nextLink as it was returned.")
@@ -261,7 +262,8 @@ def _context(req: Req, table: schema.Table, select: str | None, suffix: str = ""
 
 def _read_collection(req: Req, table: schema.Table) -> Resp:
     prefer = req.prefer()
-    if "odata.track-changes" in prefer or "$deltatoken" in req.query:
+    tracking_page = 'istracking="True"' in unquote(req.query.get("$skiptoken", ""))
+    if "odata.track-changes" in prefer or "$deltatoken" in req.query or tracking_page:
         from sandbox import tracking
 
         return tracking.read(req, table)

@@ -1,0 +1,192 @@
+"""Dataverse CreateMultiple / UpdateMultiple / UpsertMultiple (all-or-nothing, at most 1,000) and multipart $batch
+(change sets with rollback, Content-ID references, stop at first error vs odata.continue-on-error)."""
+
+import uuid
+
+import pytest
+
+pytestmark = pytest.mark.django_db(databases=["default", "sandbox"])
+
+ACCOUNT = "Microsoft.Dynamics.CRM.account"
+
+
+def count_named(dv, prefix):
+    return len(dv.get("accounts", params={"$filter": f"startswith(name,'{prefix}')"}).json()["value"])
+
+
+def test_create_multiple_returns_ids(dv, seeded):
+    chosen = str(uuid.uuid4())
+    targets = [
+        {"@odata.type": ACCOUNT, "name": "Bulk A"},
+        {"@odata.type": ACCOUNT, "name": "Bulk B", "accountid": chosen},
+    ]
+    response = dv.post("accounts/Microsoft.Dynamics.CRM.CreateMultiple", json={"Targets": targets})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["@odata.context"].endswith("$metadata#Microsoft.Dynamics.CRM.CreateMultipleResponse")
+    assert len(body["Ids"]) == 2 and body["Ids"][1] == chosen
+    assert dv.get(f"accounts({body['Ids'][0]})").json()["name"] == "Bulk A"
+
+
+def test_create_multiple_is_all_or_nothing(dv, seeded):
+    targets = [{"@odata.type": ACCOUNT, "name": "Atomic 1"}, {"@odata.type": ACCOUNT, "name": "x" * 200}]
+    response = dv.post("accounts/Microsoft.Dynamics.CRM.CreateMultiple", json={"Targets": targets})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "0x80044331"
+    assert count_named(dv, "Atomic") == 0
+
+
+def test_type_annotation_is_required(dv, seeded):
+    response = dv.post("accounts/Microsoft.Dynamics.CRM.CreateMultiple", json={"Targets": [{"name": "No type"}]})
+    assert response.status_code == 400
+
+
+def test_upsert_multiple_creates_and_updates_and_answers_204(dv, seeded):
+    existing = dv.get("accounts", params={"$top": 1}).json()["value"][0]
+    new_id = str(uuid.uuid4())
+    targets = [
+        {"@odata.type": ACCOUNT, "accountid": existing["accountid"], "name": "Upserted existing"},
+        {"@odata.type": ACCOUNT, "accountid": new_id, "name": "Upserted new"},
+    ]
+    response = dv.post("accounts/Microsoft.Dynamics.CRM.UpsertMultiple", json={"Targets": targets})
+    assert response.status_code == 204
+    assert dv.get(f"accounts({existing['accountid']})").json()["name"] == "Upserted existing"
+    assert dv.get(f"accounts({new_id})").json()["name"] == "Upserted new"
+    after = dv.get(f"accounts({existing['accountid']})").json()["@odata.etag"]
+    assert int(after[3:-1]) > int(existing["@odata.etag"][3:-1])
+
+
+def test_update_multiple_fails_whole_on_a_missing_row(dv, seeded):
+    existing = dv.get("accounts", params={"$top": 1}).json()["value"][0]
+    targets = [
+        {"@odata.type": ACCOUNT, "accountid": existing["accountid"], "name": "Should not stick"},
+        {"@odata.type": ACCOUNT, "accountid": str(uuid.uuid4()), "name": "Missing"},
+    ]
+    response = dv.post("accounts/Microsoft.Dynamics.CRM.UpdateMultiple", json={"Targets": targets})
+    assert response.status_code == 404
+    assert dv.get(f"accounts({existing['accountid']})").json()["name"] == existing["name"]
+
+
+def test_more_than_1000_targets_are_refused(dv, seeded):
+    targets = [{"@odata.type": ACCOUNT, "name": f"n{i}"} for i in range(1001)]
+    assert dv.post("accounts/Microsoft.Dynamics.CRM.CreateMultiple", json={"Targets": targets}).status_code == 400
+
+
+def _batch_body(parts, boundary="batch_AAA"):
+    return "\r\n".join([*parts, f"--{boundary}--", ""]).encode()
+
+
+def _request_part(boundary, method, url, body=None, content_id=None, headers=()):
+    lines = [f"--{boundary}", "Content-Type: application/http", "Content-Transfer-Encoding: binary"]
+    if content_id:
+        lines.append(f"Content-ID: {content_id}")
+    lines += ["", f"{method} {url} HTTP/1.1"]
+    if body is not None:
+        lines.append("Content-Type: application/json; type=entry")
+    lines += list(headers)
+    lines.append("")
+    lines.append(body or "")
+    return "\r\n".join(lines)
+
+
+def _post_batch(dv, body, boundary="batch_AAA", prefer=None):
+    headers = {"Content-Type": f'multipart/mixed; boundary="{boundary}"'}
+    if prefer:
+        headers["Prefer"] = prefer
+    return dv.post("$batch", content=body, headers=headers)
+
+
+def _changeset(inner_parts, changeset="changeset_BBB", boundary="batch_AAA"):
+    head = f"--{boundary}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n"
+    return head + "\r\n".join([*inner_parts, f"--{changeset}--"])
+
+
+def test_batch_with_change_set_and_content_id_references(dv, seeded):
+    cs = "changeset_BBB"
+    body = _batch_body(
+        [
+            _changeset(
+                [
+                    _request_part(cs, "POST", "/api/data/v9.2/accounts", '{"name":"Batch parent"}', content_id="1"),
+                    _request_part(cs, "PATCH", "$1", '{"telephone1":"555-0100"}', content_id="2"),
+                    _request_part(
+                        cs, "POST", "contacts", '{"lastname":"Batchkid","parentcustomerid_account@odata.bind":"$1"}',
+                        content_id="3",
+                    ),
+                ]
+            ),
+            _request_part("batch_AAA", "GET", "accounts?$select=name&$filter=name%20eq%20'Batch%20parent'"),
+        ]
+    )  # fmt: skip
+    response = _post_batch(dv, body)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("multipart/mixed; boundary=batchresponse_")
+    text = response.text
+    assert text.count("HTTP/1.1 204 No Content") == 3
+    assert "Content-ID: 1" in text and "OData-EntityId:" in text and "Location:" in text
+    assert '"telephone1"' not in text and '"name":"Batch parent"' in text
+    parent = dv.get("accounts", params={"$filter": "name eq 'Batch parent'"}).json()["value"][0]
+    assert parent["telephone1"] == "555-0100"
+    kid = dv.get("contacts", params={"$filter": "lastname eq 'Batchkid'"}).json()["value"][0]
+    assert kid["_parentcustomerid_value"] == parent["accountid"]
+
+
+def test_failed_change_set_rolls_back_and_stops_the_batch(dv, seeded):
+    cs = "changeset_CCC"
+    body = _batch_body(
+        [
+            _changeset(
+                [
+                    _request_part(cs, "POST", "accounts", '{"name":"Rolled back"}', content_id="1"),
+                    _request_part(cs, "POST", "accounts", '{"name":"' + "x" * 200 + '"}', content_id="2"),
+                ],
+                changeset=cs,
+            ),
+            _request_part("batch_AAA", "POST", "accounts", '{"name":"Never run"}'),
+        ]
+    )
+    response = _post_batch(dv, body)
+    assert response.status_code == 400
+    assert "0x80044331" in response.text
+    assert count_named(dv, "Rolled back") == 0
+    assert count_named(dv, "Never run") == 0
+
+
+def test_continue_on_error_runs_every_part(dv, seeded):
+    body = _batch_body(
+        [
+            _request_part("batch_AAA", "POST", "accounts", '{"name":"' + "x" * 200 + '"}'),
+            _request_part("batch_AAA", "POST", "accounts", '{"name":"Still created"}'),
+        ]
+    )
+    response = _post_batch(dv, body, prefer="odata.continue-on-error")
+    assert response.status_code == 200
+    assert "HTTP/1.1 400" in response.text and "HTTP/1.1 204" in response.text
+    assert count_named(dv, "Still created") == 1
+
+
+def test_unknown_content_id_reference_is_400(dv, seeded):
+    cs = "changeset_DDD"
+    body = _batch_body([_changeset([_request_part(cs, "PATCH", "$7", '{"name":"x"}', content_id="1")], changeset=cs)])
+    response = _post_batch(dv, body)
+    assert response.status_code == 400
+    assert "Content-ID Reference: '$7' does not exist in the batch context." in response.text
+
+
+def test_batch_updates_with_if_match_inside(dv, seeded):
+    row = dv.get("accounts", params={"$top": 1}).json()["value"][0]
+    body = _batch_body(
+        [
+            _request_part(
+                "batch_AAA", "PATCH", f"accounts({row['accountid']})", '{"name":"Batch stale"}',
+                headers=["If-Match: W/\"1\""],
+            ),
+            _request_part(
+                "batch_AAA", "PATCH", f"accounts({row['accountid']})", '{"name":"Batch fresh"}',
+                headers=[f"If-Match: {row['@odata.etag']}"],
+            ),
+        ]
+    )  # fmt: skip
+    response = _post_batch(dv, body, prefer="odata.continue-on-error")
+    assert "HTTP/1.1 412 Precondition Failed" in response.text
+    assert dv.get(f"accounts({row['accountid']})").json()["name"] == "Batch fresh"
