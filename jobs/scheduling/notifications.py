@@ -102,7 +102,8 @@ def changes_flush(*, mapping_id: int, direction: str) -> list[SyncJob]:
 
 
 def _schedule_flush(mapping_id: int, direction: str, delay: int) -> None:
-    queue = django_rq.get_queue(QUEUE)
+    # The changed ids are in Redis already: nothing to wait for in the database, enqueue now ("auto").
+    queue = django_rq.get_queue(QUEUE, commit_mode="auto")
     if delay <= 0:
         queue.enqueue("jobs.scheduling.tasks.flush_notified_changes", mapping_id, direction, job_timeout=300)
     else:

@@ -131,7 +131,9 @@ def subscriptions_queue_renewal(*, now: datetime | None = None) -> bool:
         return False
     if not django_rq.get_connection(QUEUE).set(RENEWAL_QUEUED_KEY, 1, nx=True, ex=3600):
         return False
-    django_rq.get_queue(QUEUE).enqueue("jobs.scheduling.tasks.renew_webhook_subscriptions", job_timeout=600)
+    django_rq.get_queue(QUEUE, commit_mode="auto").enqueue(
+        "jobs.scheduling.tasks.renew_webhook_subscriptions", job_timeout=600
+    )
     return True
 
 

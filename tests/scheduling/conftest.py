@@ -26,10 +26,3 @@ def sandbox_webhooks(sandbox_http):
     webhooks.transport = sandbox_http
     yield
     webhooks.transport = previous
-
-
-@pytest.fixture(autouse=True)
-def _enqueue_when_the_on_commit_callbacks_run(settings):
-    """jobs.services already enqueues in transaction.on_commit; inside a test's transaction django-rq's own
-    on_db_commit mode would defer that enqueue once more (and return None), so tests let RQ enqueue at once."""
-    settings.RQ = {**settings.RQ, "COMMIT_MODE": "auto"}
