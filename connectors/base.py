@@ -216,18 +216,52 @@ class ODataClient:
             url, query = next_link, None
 
     def read_by_ids(self, entity_set: str, ids: list[UUID], *, select: list[str] | None = None) -> dict[UUID, dict]:
-        """Return the rows that exist among `ids` (one request per 100 ids), keyed by id."""
+        """Return the rows that exist among `ids`, keyed by id; missing ids are simply absent.
+
+        Up to 100 ids go in one GET (`id eq a or id eq b ...`, about 5 KB of URL); more ids go as one `$batch` of
+        such GETs, so a page of counterparts is still read in one request.
+        """
         key = self.primary_key(entity_set)
         unique = list(dict.fromkeys(i for i in (as_uuid(v) for v in ids) if i))
+        filters = [
+            " or ".join(f"{key} eq {record_id}" for record_id in chunk) for chunk in chunked(unique, IDS_PER_REQUEST)
+        ]
         found: dict[UUID, dict] = {}
-        for chunk in chunked(unique, IDS_PER_REQUEST):
-            id_filter = " or ".join(f"{key} eq {record_id}" for record_id in chunk)
-            for page in self.read_pages(entity_set, filter=id_filter, select=select, page_size=self.max_page_size):
-                for row in page.rows:
-                    record_id = as_uuid(row.get(key))
-                    if record_id:
-                        found[record_id] = row
+
+        def keep(rows: list[dict]) -> None:
+            for row in rows:
+                record_id = as_uuid(row.get(key))
+                if record_id:
+                    found[record_id] = row
+
+        if len(filters) == 1:
+            for page in self.read_pages(entity_set, filter=filters[0], select=select, page_size=self.max_page_size):
+                keep(page.rows)
+            return found
+        fields = with_fields(select, key, self.modified_field)
+        queries = [{"$filter": f, **({"$select": ",".join(fields)} if fields else {})} for f in filters]
+        for group in chunked(queries, self.max_read_batch):
+            for query, answer in zip(group, self.batch_get(entity_set, group), strict=True):
+                if answer is None:  # throttled or unavailable inside the batch: read it on its own, with retries
+                    for page in self.read_pages(entity_set, filter=query["$filter"], select=select):
+                        keep(page.rows)
+                    continue
+                keep(answer.get("value", []))
+                next_link = answer.get("@odata.nextLink")
+                while next_link:
+                    body = self.request(
+                        "GET", next_link, kind="read", headers=self.page_headers(self.max_page_size)
+                    ).json()
+                    keep(body.get("value", []))
+                    next_link = body.get("@odata.nextLink")
         return found
+
+    # Most GETs one `$batch` may carry.
+    max_read_batch = 100
+
+    def batch_get(self, entity_set: str, queries: list[dict[str, str]]) -> list[dict | None]:
+        """Send several GETs of one entity set in one `$batch`; a body per query, None where it should be retried."""
+        raise NotImplementedError
 
     def count(self, entity_set: str, *, filter: str | None = None) -> int:
         """Count matching rows: `@odata.count` when the service gives an exact one, else count the ids page by page."""

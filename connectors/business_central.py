@@ -6,6 +6,8 @@ import logging
 from typing import Any
 from uuid import UUID
 
+import httpx
+
 from connectors import resilience
 from connectors.base import ODataClient
 from connectors.errors import error_from_parts
@@ -215,6 +217,26 @@ class BusinessCentralClient(ODataClient, BusinessCentralSubscriptions):
             for row in page.rows:
                 return row
         return None
+
+    def batch_get(self, entity_set: str, queries: list[dict[str, str]]) -> list[dict | None]:
+        path = self.company_path(entity_set)
+        requests = [
+            {"id": str(i), "method": "GET", "url": f"{path}?{httpx.QueryParams(query)}"}
+            for i, query in enumerate(queries)
+        ]
+        response = self.request("POST", "$batch", kind="read", json={"requests": requests}, idempotent=True)
+        parts = {str(part.get("id")): part for part in response.json().get("responses", [])}
+        answers: list[dict | None] = []
+        for i in range(len(queries)):
+            part = parts.get(str(i)) or {}
+            status = int(part.get("status") or 0)
+            if 200 <= status < 300:
+                answers.append(part.get("body") or {})
+            elif status in (0, *PER_PART_RETRY_STATUSES, 502, 504):
+                answers.append(None)
+            else:
+                raise self._scrubbed(error_from_parts(status, part.get("body"), part.get("headers") or {}))
+        return answers
 
     # -- metadata ---------------------------------------------------------------------------------------------------
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+import httpx
+
 from connectors import resilience
 from connectors.base import ODataClient
 from connectors.errors import error_from_parts
@@ -313,6 +315,33 @@ class DataverseClient(ODataClient, DataverseWebhooks):
                 )
                 results[item.index] = WriteResult(item.operation.ref, ok=False, record_id=item.record_id, error=error)
         return resend
+
+    max_read_batch = BULK_LIMIT
+
+    def batch_get(self, entity_set: str, queries: list[dict[str, str]]) -> list[dict | None]:
+        url = self.collection_url(entity_set)
+        prefer = {"Prefer": f"odata.maxpagesize={self.max_page_size}"}
+        parts = [BatchPart("GET", f"{url}?{httpx.QueryParams(query)}", prefer) for query in queries]
+        content_type, body = encode_batch(parts)
+        response = self.request(
+            "POST",
+            "$batch",
+            kind="read",
+            content=body,
+            headers={"Content-Type": content_type, "Prefer": "odata.continue-on-error"},
+            idempotent=True,
+        )
+        answers: list[dict | None] = []
+        decoded = decode_batch(response.headers.get("Content-Type", ""), response.content)
+        for i in range(len(queries)):
+            part = decoded[i] if i < len(decoded) else None
+            if part is not None and 200 <= part.status < 300 and isinstance(part.body, dict):
+                answers.append(part.body)
+            elif part is None or part.status in (*PART_RETRY_STATUSES, 502, 504):
+                answers.append(None)
+            else:
+                raise self._scrubbed(error_from_parts(part.status, part.body, part.headers))
+        return answers
 
     # -- change tracking --------------------------------------------------------------------------------------------
 

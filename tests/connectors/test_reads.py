@@ -83,7 +83,7 @@ def test_read_by_ids_returns_the_existing_rows_and_leaves_out_missing_ids(reques
 
     assert set(found) == set(existing)
     assert all(found[record_id][key] == str(record_id) for record_id in existing)
-    assert client.request_counts["read"] - reads_before == 2  # 152 ids: two requests of at most 100
+    assert client.request_counts["read"] - reads_before == 1  # 152 ids: one $batch of two GETs
 
 
 def test_count_applies_the_filter(bc_connection, dataverse_connection):
@@ -99,3 +99,19 @@ def test_an_unknown_company_is_not_found(sandbox_connection):
         list(client.read_pages("customers"))
     assert caught.value.kind == ErrorKind.NOT_FOUND
     assert caught.value.status in (400, 404)
+
+
+@pytest.mark.parametrize(("fixture", "service"), [("bc_connection", "bc"), ("dataverse_connection", "dataverse")])
+def test_read_by_ids_follows_next_links_when_the_server_pages_smaller(request, fixture, service):
+    from sandbox import testing
+
+    connection = request.getfixturevalue(fixture)
+    entity_set = "customers" if service == "bc" else "accounts"
+    with open_client(connection) as client:
+        key = client.primary_key(entity_set)
+        existing = [uuid.UUID(row[key]) for page in client.read_pages(entity_set) for row in page.rows]
+        testing.set_page_cap(service, 4)
+        few = client.read_by_ids(entity_set, existing)  # one GET, three pages
+        many = client.read_by_ids(entity_set, existing + [uuid.uuid4() for _ in range(120)])  # a $batch
+
+    assert set(few) == set(many) == set(existing)
