@@ -29,8 +29,10 @@ HANDSHAKE_TIMEOUT = 5.0
 DELIVERY_TIMEOUT = 10.0
 BC_RETRY_SECONDS = 60.0
 
-# Tests point deliveries at an in-process app; None means real sockets.
+# Tests may point deliveries at an in-process app; None means real sockets.
 transport: httpx.BaseTransport | None = None
+# Tests that call deliver_due() themselves switch the background thread off.
+AUTO_DELIVER = True
 
 
 def _client() -> httpx.Client:
@@ -282,6 +284,8 @@ _lock = threading.Lock()
 def wake_deliverer() -> None:
     """Called after a commit that queued notifications: make sure this process has a delivery thread."""
     global _thread
+    if not AUTO_DELIVER:
+        return
     with _lock:
         if _thread is None or not _thread.is_alive():
             _thread = threading.Thread(target=_deliver_forever, name="sandbox-webhooks", daemon=True)
