@@ -411,7 +411,9 @@ class DataverseClient(ODataClient, DataverseWebhooks):
                 "IsValidForRead,RequiredLevel"
             },
         )
-        attributes = {a["LogicalName"]: a for a in base if a.get("LogicalName") and not a.get("AttributeOf")}
+        # Attributes of another attribute (parentcustomeridtype, owneridname) are kept: they are readable and
+        # filterable, and IsValidForCreate/Update marks them read-only.
+        attributes = {a["LogicalName"]: a for a in base if a.get("LogicalName")}
         casts = (
             ("StringAttributeMetadata", {"$select": "LogicalName,MaxLength"}),
             ("MemoAttributeMetadata", {"$select": "LogicalName,MaxLength"}),

@@ -54,3 +54,11 @@ def test_an_unknown_table_is_not_found(bc_connection, dataverse_connection):
             with pytest.raises(ConnectorError) as caught:
                 client.table_info("nosuchtables")
             assert caught.value.kind == ErrorKind.NOT_FOUND
+
+
+def test_dataverse_keeps_attributes_of_other_attributes_as_read_only_columns(dataverse_connection):
+    with open_client(dataverse_connection) as client:
+        contact = client.table_info("contacts")
+    assert contact.columns["parentcustomeridtype"].read_only
+    assert contact.columns["parentcustomerid"].lookup_targets == ("accounts", "contacts")
+    assert contact.columns["lastname"].required and contact.columns["lastname"].max_length == 50
