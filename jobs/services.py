@@ -15,6 +15,7 @@ from graphlib import TopologicalSorter
 import django_rq
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 from redis.exceptions import LockError
 
@@ -24,6 +25,7 @@ from connectors.models import Connection
 from coupling.matching import NoMatchCriteria
 from coupling.models import Coupling
 from coupling.services import match_based_coupling_run
+from jobs import shared_sync
 from jobs.choices import ACTIVE_STATUSES, JobKind, JobStatus
 from jobs.engine.pipeline import DirectionRun, RunCancelled, SourceUnreadable
 from jobs.engine.sides import run_directions
@@ -34,8 +36,6 @@ from mappings.models import TableMapping
 logger = logging.getLogger(__name__)
 
 QUEUE = "default"
-# The lock expires on its own if the worker holding it dies; a live run renews it between pages.
-LOCK_TIMEOUT_SECONDS = 300
 
 
 class SyncNotStarted(Exception):
@@ -135,7 +135,7 @@ def sync_job_cancel(*, job: SyncJob) -> None:
 def mapping_lock(mapping: TableMapping):
     """One run per mapping at a time, across workers and machines; expires if its worker dies."""
     lock = django_rq.get_connection(QUEUE).lock(
-        f"syncadmin:mapping-run:{mapping.pk}", timeout=LOCK_TIMEOUT_SECONDS, blocking=False
+        f"syncadmin:mapping-run:{mapping.pk}", timeout=settings.SYNC_LOCK_TIMEOUT_SECONDS, blocking=False
     )
     if not lock.acquire():
         yield None
@@ -165,6 +165,8 @@ def sync_jobs_run(*, job_ids: list[int], on_progress=None) -> None:
         for mapping_jobs in _grouped_by_mapping(jobs):
             mapping = mapping_jobs[0].table_mapping
             with mapping_lock(mapping) as lock:
+                if lock is not None:
+                    _fail_abandoned_runs(mapping, job_ids)
                 if lock is None:
                     _finish_all(
                         mapping_jobs, JobStatus.CANCELLED, f"Another run of {mapping.name} is in progress; not started."
@@ -185,6 +187,15 @@ def _schedules_record_outcomes(jobs: list[SyncJob]) -> None:
     from jobs.scheduling.schedules import schedules_record_outcomes
 
     schedules_record_outcomes(jobs=jobs)
+
+
+def _fail_abandoned_runs(mapping: TableMapping, current_job_ids: list[int]) -> None:
+    """Runs of this mapping still marked running while we hold its lock have lost their worker."""
+    SyncJob.objects.filter(table_mapping=mapping, status=JobStatus.RUNNING).exclude(pk__in=current_job_ids).update(
+        status=JobStatus.FAILED,
+        finished_at=timezone.now(),
+        message="Its worker stopped before the run finished (killed or crashed). A later run picks up its records.",
+    )
 
 
 def _grouped_by_mapping(jobs: list[SyncJob]) -> list[list[SyncJob]]:
@@ -244,11 +255,40 @@ def _run_sync(job: SyncJob, bc_client, dataverse_client, lock, on_progress) -> N
         dataverse_client=dataverse_client,
         on_page=lambda: _on_page(job, lock, on_progress),
     )
-    outcome = run.run()
+    if job.kind == JobKind.FULL and not job.dry_run:
+        shared_sync.coordinate(run, job.pk, enqueue_helpers=lambda count: _enqueue_helpers(job.pk, count))
+        outcome = run.finish()
+    else:
+        outcome = run.run()
     if job.dry_run:
         SyncJob.objects.filter(pk=job.pk).update(preview=outcome.preview)
     elif job.kind in (JobKind.MODIFIED, JobKind.FULL):
         _advance_watermark(job, outcome.latest_modified)
+
+
+def _enqueue_helpers(job_id: int, count: int) -> None:
+    queue = django_rq.get_queue(QUEUE, commit_mode="auto")
+    for _ in range(count):
+        queue.enqueue("jobs.tasks.help_shared_sync", job_id, job_timeout=6 * 3600)
+
+
+def shared_sync_help(*, job_id: int) -> None:
+    """Process pages of a running full synchronization that another worker coordinates."""
+    job = SyncJob.objects.select_related("table_mapping").filter(pk=job_id, status=JobStatus.RUNNING).first()
+    if job is None:
+        return
+    with (
+        open_client(Connection.objects.active(ConnectionKind.BUSINESS_CENTRAL)) as bc_client,
+        open_client(Connection.objects.active(ConnectionKind.DATAVERSE)) as dataverse_client,
+    ):
+        run = DirectionRun(job, bc_client=bc_client, dataverse_client=dataverse_client)
+        try:
+            shared_sync.help_with(run, job_id)
+        except RunCancelled:
+            return
+        finally:
+            used = bc_client.request_counts + dataverse_client.request_counts
+            SyncJob.objects.filter(pk=job_id).update(http_requests=F("http_requests") + sum(used.values()))
 
 
 def _run_match_coupling(job: SyncJob, bc_client, dataverse_client) -> str:
@@ -336,7 +376,7 @@ def _user(user):
 
 
 def _on_page(job: SyncJob, lock, on_progress) -> None:
-    lock.extend(LOCK_TIMEOUT_SECONDS, replace_ttl=True)
+    lock.extend(settings.SYNC_LOCK_TIMEOUT_SECONDS, replace_ttl=True)
     if on_progress:
         on_progress(job)
 

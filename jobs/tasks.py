@@ -7,6 +7,10 @@ def run_sync_jobs(job_ids: list[int]) -> None:
     services.sync_jobs_run(job_ids=job_ids)
 
 
+def help_shared_sync(job_id: int) -> None:
+    services.shared_sync_help(job_id=job_id)
+
+
 def scheduler_tick() -> None:
     """Start the runs whose schedule is due (RQ cron calls this every 30 seconds)."""
     services.schedules_run_due()

@@ -2,7 +2,8 @@
 
 Variables (see README "Configuration" and .env.example): DATABASE_URL, SANDBOX_DATABASE_URL, REDIS_URL,
 SECRET_KEY(_FILE), SYNCADMIN_ENCRYPTION_KEY(_FILE), DEBUG, ALLOWED_HOSTS, SYNCADMIN_DATA_DIR, PORT,
-SANDBOX_ENABLED, SYNC_JOB_RETENTION_DAYS, SESSION_COOKIE_SECURE.
+SANDBOX_ENABLED, SYNC_JOB_RETENTION_DAYS, SYNC_SKIP_REPEATED_FAILURES, SYNC_LOCK_TIMEOUT_SECONDS,
+SYNC_SHARED_FULL_SYNC_HELPERS, SESSION_COOKIE_SECURE.
 
 A bad value stops the process at start with one line naming the variable and the expected form.
 """
@@ -65,6 +66,12 @@ try:
 
     SANDBOX_ENABLED = env.env_bool("SANDBOX_ENABLED", default=True)
     SYNC_JOB_RETENTION_DAYS = env.env_int("SYNC_JOB_RETENTION_DAYS", default=30, minimum=1)
+    # Mark a record skipped when it fails twice in a row with the same (non-transient) error, as BC does.
+    SYNC_SKIP_REPEATED_FAILURES = env.env_bool("SYNC_SKIP_REPEATED_FAILURES", default=True)
+    # One run per mapping at a time: the lock expires this long after its worker died (a live run renews it).
+    SYNC_LOCK_TIMEOUT_SECONDS = env.env_int("SYNC_LOCK_TIMEOUT_SECONDS", default=300, minimum=2)
+    # Extra RQ jobs that help a full synchronization (each takes pages while the first one reads).
+    SYNC_SHARED_FULL_SYNC_HELPERS = env.env_int("SYNC_SHARED_FULL_SYNC_HELPERS", default=3, minimum=0)
     SESSION_COOKIE_SECURE = env.env_bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 except env.SettingError as exc:
     # One readable line instead of a traceback: every process (web, worker, scheduler, manage.py) stops here.

@@ -95,19 +95,35 @@ class DirectionRun:
     # -- reading ---------------------------------------------------------------------------------------------
 
     def run(self) -> RunOutcome:
-        run_start = timezone.now()
+        for rows in self.source_pages():
+            self.process_page(rows)
+        return self.finish()
+
+    def source_pages(self):
+        """Yield the source rows to process, a page at a time; failed-not-skipped records come first."""
+        self.run_start = timezone.now()
         if self.job.kind == JobKind.RECORDS:
             ids = [uuid.UUID(str(i)) for i in self.job.record_ids]
             for start in range(0, len(ids), ID_CHUNK):
-                self._process(list(self._read_by_ids(ids[start : start + ID_CHUNK]).values()))
-        else:
-            self._retry_failed()
-            for page in self._read_changed():
-                self._process(page)
-        if self.outcome.latest_modified and self.outcome.latest_modified > run_start:
+                yield self._noted(list(self._read_by_ids(ids[start : start + ID_CHUNK]).values()))
+            return
+        if self.job.kind != JobKind.FULL:
+            yield from (self._noted(rows) for rows in self._failed_not_skipped())
+        yield from (self._noted(rows) for rows in self._read_changed())
+
+    def finish(self) -> RunOutcome:
+        if self.outcome.latest_modified and self.outcome.latest_modified > self.run_start:
             # Rows changed during the run are read again next time.
-            self.outcome.latest_modified = run_start
+            self.outcome.latest_modified = self.run_start
         return self.outcome
+
+    def _noted(self, rows: list[dict]) -> list[dict]:
+        """Track the latest modified-on read, for the watermark."""
+        for row in rows:
+            modified = self.source.row_modified(row)
+            if modified and (self.outcome.latest_modified is None or modified > self.outcome.latest_modified):
+                self.outcome.latest_modified = modified
+        return rows
 
     def _watermark(self) -> datetime | None:
         if self.job.kind == JobKind.FULL:
@@ -134,7 +150,7 @@ class DirectionRun:
         except ConnectorError as exc:
             raise SourceUnreadable(f"{self.source.label} {self.source.entity_set} could not be read: {exc}") from exc
 
-    def _retry_failed(self) -> None:
+    def _failed_not_skipped(self):
         """Failed-but-not-skipped records are retried at every run, changed or not (as BC)."""
         result_field = (
             "last_result_to_dataverse" if self.direction == Direction.TO_DATAVERSE else "last_result_from_dataverse"
@@ -147,11 +163,11 @@ class DirectionRun:
         )
         failed = [i for i in failed if i]
         for start in range(0, len(failed), ID_CHUNK):
-            self._process(list(self._read_by_ids(failed[start : start + ID_CHUNK]).values()))
+            yield list(self._read_by_ids(failed[start : start + ID_CHUNK]).values())
 
     # -- one page ----------------------------------------------------------------------------------------------
 
-    def _process(self, rows: list[dict]) -> None:
+    def process_page(self, rows: list[dict]) -> None:
         self.on_page()
         self._check_cancelled()
         rows = [row for row in rows if self.source.row_id(row) not in self._seen]
@@ -159,10 +175,6 @@ class DirectionRun:
             return
         ids = [self.source.row_id(row) for row in rows]
         self._seen.update(ids)
-        for row in rows:
-            modified = self.source.row_modified(row)
-            if modified and (self.outcome.latest_modified is None or modified > self.outcome.latest_modified):
-                self.outcome.latest_modified = modified
 
         couplings = self._load_couplings(ids)
         target_rows = self._read_counterparts(couplings.values())
