@@ -34,14 +34,15 @@ venv-dev:
 	$(call install_requirements,dev,requirements-dev.txt requirements.txt)
 
 migrate: venv
-	$(PY) manage.py migrate --no-input
-	$(PY) manage.py migrate --no-input --database sandbox
+	@echo "Migrating the databases (default and sandbox)"
+	@$(PY) manage.py migrate --no-input --verbosity 0
+	@$(PY) manage.py migrate --no-input --verbosity 0 --database sandbox
 
 demo: migrate
-	$(PY) manage.py demo_setup
+	@$(PY) manage.py demo_setup
 
 run: demo
-	$(PY) manage.py serve
+	@$(PY) manage.py serve
 
 test: venv-dev
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -39,7 +39,8 @@ def server_command(*, socket_path: Path, data_dir: Path, persist: bool) -> list[
         "warning",
     ]
     # Persisting keeps queued jobs across a restart of `make run`; the tests throw everything away.
-    command += ["--save", "60 1"] if persist else ["--save", ""]
+    # (Redis wants "--save 60 1" as separate words; "--save '60 1'" is silently ignored.)
+    command += ["--save", "60", "1"] if persist else ["--save", ""]
     return command
 
 

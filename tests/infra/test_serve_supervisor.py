@@ -93,6 +93,7 @@ def test_one_sigint_stops_redis_web_worker_and_scheduler(serve):
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/admin/login/", timeout=2)
     assert not (log_path.parent / "data" / "redis.sock").exists()
+    assert (log_path.parent / "data" / "redis.rdb").exists(), "the embedded Redis keeps its data in the data folder"
 
 
 def test_when_a_child_dies_the_others_are_stopped_and_it_is_named(serve):

@@ -178,7 +178,7 @@ class Command(BaseCommand):
         redis_where = "REDIS_URL" if os.environ.get("REDIS_URL") else f"the embedded Redis at {settings.REDIS_URL}"
         self._say(
             f"syncadmin is up: http://127.0.0.1:{port}/admin/\n"
-            "serve    | log in as admin with the password printed once by the first `make run` "
+            "serve    | log in as admin with the password that demo_setup printed above on the first run "
             "(forgot it? .venv/bin/python manage.py changepassword admin)\n"
             f"serve    | queue: {redis_where}; data: {settings.DATA_DIR}; press Ctrl-C to stop everything"
         )
