@@ -2,6 +2,7 @@
 or errors."""
 
 import logging
+import uuid
 
 import httpx
 import pytest
@@ -14,7 +15,7 @@ from connectors.http import override_transport
 from connectors.models import Connection
 from connectors.secrets import SecretUnreadable
 from connectors.services import connection_save_secret, connection_test
-from connectors.types import ConnectorError
+from connectors.types import ConnectorError, WriteOperation
 
 SECRET = "Very-Secret-Value-7f3a9c"
 
@@ -160,3 +161,24 @@ def test_no_log_line_or_error_carries_the_secret_or_the_token(caplog):
     for text in shown:
         assert SECRET not in text
         assert token not in text
+
+
+@pytest.mark.django_db(databases=["default", "sandbox"])
+def test_a_whole_session_logs_neither_the_secret_nor_the_token(sandbox_connection, caplog, sleeps):
+    """Token fetch, reads, writes, a retry after a fault and a 401 renewal, with every logger at DEBUG."""
+    from sandbox import testing
+
+    caplog.set_level(logging.DEBUG)
+    connection = sandbox_connection("dataverse")
+    with open_client(connection) as client:
+        rows = [row for page in client.read_pages("accounts") for row in page.rows]
+        testing.inject_faults("503", 1)
+        testing.expire_tokens()
+        client.write_many(
+            [WriteOperation("update", "accounts", "u", {"name": "Logged"}, uuid.UUID(rows[0]["accountid"]))]
+        )
+        token = client.tokens.current()
+        connection_test(connection=connection)
+
+    assert caplog.text  # something was logged
+    assert connection.client_secret not in caplog.text and token not in caplog.text
