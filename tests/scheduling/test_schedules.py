@@ -251,3 +251,34 @@ def test_a_due_schedule_runs_for_real_and_its_outcome_feeds_the_schedule(
     schedule.refresh_from_db()
     assert schedule.state == ScheduleState.ON_HOLD
     assert schedule.next_run_at > timezone.now() + timedelta(minutes=719)
+
+
+@pytest.mark.django_db(databases=["default", "sandbox"], transaction=True, serialized_rollback=True)
+def test_two_scheduler_processes_claiming_at_the_same_instant_start_one_run():
+    """Real concurrency: two threads, each with its own database connection, claim the same due schedule at once."""
+    import threading
+
+    from django.db import connection, connections
+
+    if connection.vendor == "sqlite":
+        pytest.skip("SQLite's in-memory test database cannot take concurrent writers; CI runs this on PostgreSQL")
+    schedule = only_customer_due()
+    barrier = threading.Barrier(2)
+    results = []
+
+    def scheduler_process():
+        try:
+            seen = Schedule.objects.select_related("table_mapping").get(pk=schedule.pk)
+            barrier.wait(timeout=10)
+            results.append(schedule_services.schedule_start_run(schedule=seen))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=scheduler_process) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert sorted(results) == [False, True]
+    assert SyncJob.objects.filter(table_mapping=schedule.table_mapping).count() == 2  # one run: two directions
