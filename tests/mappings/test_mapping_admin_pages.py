@@ -246,3 +246,57 @@ def test_the_list_offers_export_import_and_reset_buttons(admin_client):
     html = admin_client.get(reverse(CHANGELIST)).content.decode()
     for name in ("export", "import", "reset"):
         assert reverse(f"admin:mappings_tablemapping_{name}") in html
+
+
+def test_a_user_defined_mapping_is_added_through_the_admin_with_its_field_mappings(admin_client):
+    currency = TableMapping.objects.get(name="CURRENCY")
+    prefix = "field_mappings"
+    data = {
+        "name": "ITEM",
+        "bc_entity_set": "items",
+        "dataverse_entity_set": "products",
+        "dataverse_primary_key": "productid",
+        "bc_name_field": "displayName",
+        "dataverse_name_field": "name",
+        "direction": "to_dataverse",
+        "table_filter": "blocked eq false",
+        "integration_table_filter": "",
+        "sync_only_coupled": "on",
+        "dependencies": [str(currency.pk)],
+        "update_conflict_resolution": "",
+        "deletion_conflict_resolution": "",
+        "bc_new_record_values": "{}",
+        "dataverse_new_record_values": '{"productstructure": 1}',
+        f"{prefix}-TOTAL_FORMS": "2",
+        f"{prefix}-INITIAL_FORMS": "0",
+        f"{prefix}-MIN_NUM_FORMS": "0",
+        f"{prefix}-MAX_NUM_FORMS": "1000",
+    }
+    rows = [
+        {"bc_field": "number", "dataverse_field": "productnumber"},
+        {
+            "bc_field": "unitPrice",
+            "dataverse_field": "price",
+            "transformation": '[{"rule": "round", "precision": 0.01}]',
+        },
+    ]
+    for index, row in enumerate(rows):
+        values = {"position": str(index + 1), "direction": "to_dataverse", "enabled": "on", "transformation": "[]"}
+        values.update({"value_map": "{}", "match_priority": "0", "update_conflict_resolution": "", **row})
+        data.update({f"{prefix}-{index}-{key}": value for key, value in values.items()})
+    response = admin_client.post(reverse("admin:mappings_tablemapping_add"), data, follow=True)
+    assert response.redirect_chain, response.content.decode()[-3000:]
+    item = TableMapping.objects.get(name="ITEM")
+    assert not item.is_default
+    assert [fm.dataverse_field for fm in item.field_mappings.all()] == ["productnumber", "price"]
+    assert list(item.dependencies.values_list("name", flat=True)) == ["CURRENCY"]
+
+
+def test_resets_and_imports_are_listed_under_mapping_changes(admin_client, admin_user):
+    TableMapping.objects.filter(name="VENDOR").update(table_filter="")
+    admin_client.post(reverse("admin:mappings_tablemapping_reset"), {"names": "VENDOR", "confirm": "yes"})
+    html = admin_client.get(reverse("admin:mappings_mappingchange_changelist")).content.decode()
+    assert "Reset to defaults" in html and "VENDOR" in html and admin_user.username in html
+    change = MappingChange.objects.get()
+    detail = admin_client.get(reverse("admin:mappings_mappingchange_change", args=[change.pk])).content.decode()
+    assert "table_filter: (blank) -&gt; &quot;blocked eq &#x27; &#x27;&quot;" in detail
