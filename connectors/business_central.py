@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 from uuid import UUID
 
@@ -109,6 +110,10 @@ class BusinessCentralClient(ODataClient, BusinessCentralSubscriptions):
                 if status == 429:
                     self.throttle.on_throttled()
                 resend.append((index, operation))
+                continue
+            if operation.kind == "upsert" and status == 404 and not last_round:
+                # No upsert in Business Central: the record is not there, so create it (it gets a new id).
+                resend.append((index, replace(operation, kind="create", record_id=None, etag=None)))
                 continue
             results[index] = self._result(operation, status, part.get("body"), part.get("headers") or {})
         return resend

@@ -171,3 +171,18 @@ def test_dataverse_stale_etag_conflict_and_delete(dataverse_connection):
     assert deleted.ok
     assert not missing.ok and missing.error.kind == ErrorKind.NOT_FOUND
     assert list(remaining.values())[0]["name"] == "Changed Elsewhere" and len(remaining) == 1
+
+
+def test_bc_upsert_updates_an_existing_record_and_creates_a_missing_one(bc_connection):
+    with open_client(bc_connection) as client:
+        row = next(iter(bc_customers(client).values()))
+        results = client.write_many(
+            [
+                WriteOperation("upsert", "customers", "there", {"displayName": "Upserted There"}, uuid.UUID(row["id"])),
+                WriteOperation("upsert", "customers", "gone", {"displayName": "Upserted New"}, uuid.uuid4()),
+            ]
+        )
+        after = bc_customers(client)
+    assert [r.ok for r in results] == [True, True]
+    assert results[0].record_id == uuid.UUID(row["id"]) and after[row["id"]]["displayName"] == "Upserted There"
+    assert after[str(results[1].record_id)]["displayName"] == "Upserted New" and len(after) == 13
