@@ -1,11 +1,15 @@
 from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html
 
-from coupling.models import Coupling
+from coupling.filters import CappedCountPaginator, CouplingListFilter
+from coupling.models import AmbiguousMatch, Coupling
 
 
 @admin.register(Coupling)
 class CouplingAdmin(admin.ModelAdmin):
     list_display = [
+        "id",
         "table_mapping",
         "bc_name",
         "dataverse_name",
@@ -15,9 +19,13 @@ class CouplingAdmin(admin.ModelAdmin):
         "pending",
         "updated_at",
     ]
-    list_filter = ["table_mapping", "skipped", "pending", "last_result_to_dataverse", "last_result_from_dataverse"]
+    list_display_links = ["id"]
+    # One django-filter FilterSet (mapping, skipped, last result per direction, name or id) instead of the admin's
+    # per-field filters: one form, usable from selectors and tests too.
+    list_filter = [CouplingListFilter]
     list_select_related = ["table_mapping"]
-    search_fields = ["bc_name", "dataverse_name", "=bc_id", "=dataverse_id"]
+    list_per_page = 50
+    paginator = CappedCountPaginator
     show_full_result_count = False
     readonly_fields = [
         "bc_modified_on",
@@ -29,3 +37,26 @@ class CouplingAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
     ]
+
+
+@admin.register(AmbiguousMatch)
+class AmbiguousMatchAdmin(admin.ModelAdmin):
+    """Records that match-based coupling found several partners for; couple them from the mapping's match page."""
+
+    list_display = ["record_name", "side", "table_mapping", "candidate_list", "created_at"]
+    list_filter = ["table_mapping", "side"]
+    list_select_related = ["table_mapping"]
+    show_full_result_count = False
+    search_fields = ["record_name"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="candidates")
+    def candidate_list(self, obj):
+        url = reverse("admin:mappings_tablemapping_match_coupling", args=[obj.table_mapping_id])
+        names = ", ".join(c.get("name") or c.get("id", "") for c in obj.candidates[:5])
+        return format_html('{} (<a href="{}#ambiguous">couple one</a>)', names, url)

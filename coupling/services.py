@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from django.db import transaction
 
-from connectors.types import RemoteClient
+from connectors.types import RemoteClient, WriteOperation
 from coupling.matching import MatchOutcome, match_records
 from coupling.models import AmbiguousMatch, Coupling
 from mappings.models import TableMapping
@@ -85,3 +85,102 @@ def match_based_coupling_run(
             ]
         )
     return outcome, created
+
+
+def coupling_reserve_new_partner(
+    *, mapping: TableMapping, bc_id: UUID | None = None, dataverse_id: UUID | None = None, name: str = ""
+) -> Coupling:
+    """Couple a record to a partner the next records sync creates in the other system (a pending coupling).
+
+    For a Business Central record, the new Dataverse row's id is chosen now (Dataverse accepts it), so a rerun after a
+    crash updates the row instead of creating a second one; the engine creates the row for the pending coupling.
+    """
+    if (bc_id is None) == (dataverse_id is None):
+        raise ValueError("Give the record of exactly one system.")
+    with transaction.atomic():
+        if bc_id is not None:
+            if Coupling.objects.filter(table_mapping=mapping, bc_id=bc_id).exists():
+                raise CouplingRefused(f"{name or bc_id} is already coupled in {mapping.name}: uncouple it first.")
+            coupling = Coupling.objects.create(
+                table_mapping=mapping, bc_id=bc_id, dataverse_id=uuid4(), bc_name=name[:250], pending=True
+            )
+            AmbiguousMatch.objects.filter(table_mapping=mapping, side="bc", record_id=bc_id).delete()
+        else:
+            if Coupling.objects.filter(table_mapping=mapping, dataverse_id=dataverse_id).exists():
+                raise CouplingRefused(
+                    f"{name or dataverse_id} is already coupled in {mapping.name}: uncouple it first."
+                )
+            coupling = Coupling.objects.create(
+                table_mapping=mapping, dataverse_id=dataverse_id, dataverse_name=name[:250], pending=True
+            )
+            AmbiguousMatch.objects.filter(table_mapping=mapping, side="dataverse", record_id=dataverse_id).delete()
+    return coupling
+
+
+def couplings_missing_partners(*, couplings, bc_client: RemoteClient, dataverse_client: RemoteClient) -> dict:
+    """Return {coupling pk: "bc" | "dataverse" | "both"} for couplings whose record is gone from a system.
+
+    Reads each mapping's records in one request per system (not one per coupling).
+    """
+    missing: dict[int, str] = {}
+    by_mapping: dict[int, list[Coupling]] = {}
+    for coupling in couplings:
+        by_mapping.setdefault(coupling.table_mapping_id, []).append(coupling)
+    for group in by_mapping.values():
+        mapping = group[0].table_mapping
+        bc_ids = [c.bc_id for c in group if c.bc_id]
+        dv_ids = [c.dataverse_id for c in group if c.dataverse_id]
+        bc_found = set(bc_client.read_by_ids(mapping.bc_entity_set, bc_ids, select=["id"])) if bc_ids else set()
+        dv_found = (
+            set(
+                dataverse_client.read_by_ids(
+                    mapping.dataverse_entity_set, dv_ids, select=[mapping.dataverse_primary_key]
+                )
+            )
+            if dv_ids
+            else set()
+        )
+        bc_found = {UUID(str(i)) for i in bc_found}
+        dv_found = {UUID(str(i)) for i in dv_found}
+        for coupling in group:
+            bc_gone = coupling.bc_id not in bc_found
+            dv_gone = coupling.dataverse_id not in dv_found
+            if bc_gone or dv_gone:
+                missing[coupling.pk] = "both" if (bc_gone and dv_gone) else ("bc" if bc_gone else "dataverse")
+    return missing
+
+
+def coupling_prepare_restore(*, coupling: Coupling, missing_side: str) -> None:
+    """Mark a coupling whose partner was deleted so the next records sync from the surviving side recreates it.
+
+    A Dataverse partner is recreated under its old id (upsert by key). A Business Central partner gets a new id:
+    the old one is cleared, and the reservation time is reset so the engine's recovery of interrupted inserts only
+    looks at records created from now on.
+    """
+    from django.utils import timezone
+
+    changes = {"pending": True, "skipped": False, "last_error": ""}
+    if missing_side == "bc":
+        changes.update(bc_id=None, bc_etag="", bc_modified_on=None, created_at=timezone.now())
+    else:
+        changes.update(dataverse_etag="", dataverse_modified_on=None)
+    Coupling.objects.filter(pk=coupling.pk).update(**changes)
+
+
+def coupling_delete_surviving_record(*, coupling: Coupling, surviving_side: str, client: RemoteClient) -> None:
+    """Delete the record that is left after its partner was deleted in the other system, then the coupling.
+
+    Uses the record's ETag as stored after our last sync: a record changed since then is not deleted blindly.
+    """
+    mapping = coupling.table_mapping
+    if surviving_side == "bc":
+        entity_set, record_id, etag = mapping.bc_entity_set, coupling.bc_id, coupling.bc_etag
+    else:
+        entity_set, record_id, etag = mapping.dataverse_entity_set, coupling.dataverse_id, coupling.dataverse_etag
+    operation = WriteOperation(
+        kind="delete", entity_set=entity_set, ref="surviving", record_id=record_id, etag=etag or None
+    )
+    (result,) = client.write_many([operation])
+    if not result.ok:
+        raise CouplingRefused(f"Could not delete {coupling}: {result.error.message}")
+    coupling.delete()

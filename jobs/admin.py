@@ -303,4 +303,5 @@ if admin.site.is_registered(Coupling):
 admin.site.register(Coupling, CouplingSyncAdmin)
 
 
-from jobs import admin_schedules  # noqa: E402,F401  (schedules and webhook subscriptions)
+# Schedules and webhook subscriptions; coupling pages; the error list and conflict resolution.
+from jobs import admin_coupling, admin_errors, admin_schedules  # noqa: E402,F401

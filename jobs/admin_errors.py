@@ -1,0 +1,172 @@
+"""The sync error list: filter it, see both records of an error side by side with a plain explanation, and act on
+its records (synchronize now, retry, uncouple, retry every error of a class)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q
+from django.shortcuts import redirect
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from connectors.models import Connection
+from connectors.types import ConnectorError
+from coupling.filters import CappedCountPaginator
+from coupling.models import Coupling
+from jobs.admin import RUN_SYNC_PERMISSION, SyncErrorAdmin
+from jobs.admin_coupling import connected_clients
+from jobs.choices import ErrorClass
+from jobs.filters import SyncErrorListFilter, sync_error_list
+from jobs.models import SyncError
+from jobs.resolution import EXPLANATIONS, records_compare, sync_errors_retry
+from jobs.services import uncoupling_job_enqueue
+from mappings.choices import Direction
+from mappings.models import TableMapping
+
+
+def _report_retry(modeladmin, request, jobs):
+    if not jobs:
+        modeladmin.message_user(request, "None of these errors names a record to synchronize again.", messages.WARNING)
+        return
+    links = format_html(
+        ", ".join(["{}"] * len(jobs)),
+        *[format_html('<a href="{}">#{}</a>', reverse("admin:jobs_syncjob_change", args=[j.pk]), j.pk) for j in jobs],
+    )
+    modeladmin.message_user(
+        request,
+        format_html("Synchronizing the records of these errors again: sync job(s) {}.", links),
+        messages.SUCCESS,
+    )
+
+
+@admin.action(description="Synchronize now / retry the records of the selected errors", permissions=["run_sync"])
+def retry_errors(modeladmin, request, queryset):
+    jobs = sync_errors_retry(errors=queryset, user=request.user)
+    _report_retry(modeladmin, request, jobs)
+
+
+@admin.action(
+    description="Retry every error of the selected errors' classes (within the filters)", permissions=["run_sync"]
+)
+def retry_error_classes(modeladmin, request, queryset):
+    classes = set(queryset.values_list("error_class", flat=True).distinct()[:20])
+    filters = {k: v for k, v in request.GET.items() if k not in ("error_class", "p", "o", "_changelist_filters")}
+    errors = sync_error_list(filters=filters).filter(error_class__in=classes)
+    jobs = sync_errors_retry(errors=errors, user=request.user)
+    _report_retry(modeladmin, request, jobs)
+
+
+@admin.action(description="Retry: clear 'skipped' on the couplings of the selected errors", permissions=["run_sync"])
+def unskip_error_couplings(modeladmin, request, queryset):
+    count = _couplings_of(queryset).filter(skipped=True).update(skipped=False)
+    modeladmin.message_user(request, f"{count} coupling(s) will be synchronized again on the next run.")
+
+
+@admin.action(description="Uncouple the records of the selected errors", permissions=["run_sync"])
+def uncouple_error_records(modeladmin, request, queryset):
+    by_mapping: dict[int, list[int]] = {}
+    for pk, mapping_id in _couplings_of(queryset).values_list("pk", "table_mapping_id"):
+        by_mapping.setdefault(mapping_id, []).append(pk)
+    for mapping in TableMapping.objects.filter(pk__in=by_mapping):
+        job = uncoupling_job_enqueue(mapping=mapping, coupling_ids=by_mapping[mapping.pk], user=request.user)
+        modeladmin.message_user(request, f"{mapping.name}: uncoupling {len(by_mapping[mapping.pk])}, job #{job.pk}.")
+
+
+def _couplings_of(errors):
+    """The couplings the errors are about (matched by mapping and either record's id)."""
+    condition = Q(pk__in=[])
+    for mapping_id, bc_id, dataverse_id in errors.values_list("table_mapping_id", "bc_id", "dataverse_id")[:1000]:
+        if bc_id:
+            condition |= Q(table_mapping_id=mapping_id, bc_id=bc_id)
+        if dataverse_id:
+            condition |= Q(table_mapping_id=mapping_id, dataverse_id=dataverse_id)
+    return Coupling.objects.filter(condition)
+
+
+class SyncErrorResolveAdmin(SyncErrorAdmin):
+    list_display = ["created_at", "table_mapping", "direction", "error_class", "records", "short_message", "job_link"]
+    list_display_links = ["created_at"]
+    list_filter = [SyncErrorListFilter]
+    search_fields = []
+    list_per_page = 50
+    paginator = CappedCountPaginator
+    actions = [retry_errors, retry_error_classes, unskip_error_couplings, uncouple_error_records]
+    change_form_template = "admin/jobs/syncerror/change_form.html"
+    change_list_template = "admin/jobs/syncerror/change_list.html"
+
+    def has_run_sync_permission(self, request):
+        return request.user.has_perm(RUN_SYNC_PERMISSION)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer("detail")
+
+    @admin.display(description="records")
+    def records(self, obj):
+        arrow = "→" if obj.direction == Direction.TO_DATAVERSE else "←"
+        return f"{obj.bc_name or obj.bc_id or '-'} {arrow} {obj.dataverse_name or obj.dataverse_id or '-'}"
+
+    @admin.display(description="message")
+    def short_message(self, obj):
+        return obj.message if len(obj.message) <= 140 else obj.message[:140] + "…"
+
+    @admin.display(description="job", ordering="job_id")
+    def job_link(self, obj):
+        return format_html('<a href="{}">#{}</a>', reverse("admin:jobs_syncjob_change", args=[obj.job_id]), obj.job_id)
+
+    def get_urls(self):
+        return [
+            path("retry-class/", self.admin_site.admin_view(self.retry_class_view), name="jobs_syncerror_retry_class"),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(self, request, extra_context=None):
+        params = {k: v for k, v in request.GET.items() if k not in ("p", "o")}
+        extra_context = {
+            **(extra_context or {}),
+            "error_classes": ErrorClass.choices,
+            "current_filters": urlencode(params),
+            "current_class": request.GET.get("error_class", ""),
+        }
+        return super().changelist_view(request, extra_context)
+
+    def retry_class_view(self, request):
+        """Synchronize again the records of every error of one class, within the list's current filters (POST)."""
+        if request.method != "POST" or not self.has_run_sync_permission(request):
+            raise PermissionDenied
+        filters = {k: v for k, v in request.GET.items() if k not in ("p", "o")}
+        filters["error_class"] = request.POST.get("error_class", "")
+        if filters["error_class"] not in ErrorClass.values:
+            messages.error(request, "Choose an error class to retry.")
+        else:
+            jobs = sync_errors_retry(errors=sync_error_list(filters=filters), user=request.user)
+            _report_retry(self, request, jobs)
+        return redirect(reverse("admin:jobs_syncerror_changelist") + "?" + urlencode(filters))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """The error with both records side by side, the differing values, what it means and what to do."""
+        error = self.get_object(request, object_id)
+        extra = {**(extra_context or {})}
+        if error is not None:
+            explanation, advice = EXPLANATIONS.get(error.error_class, EXPLANATIONS[ErrorClass.INTERNAL])
+            coupling = _couplings_of(SyncError.objects.filter(pk=error.pk)).first()
+            extra.update(explanation=explanation, advice=advice, coupling=coupling, error_obj=error)
+            try:
+                with connected_clients() as (bc, dataverse):
+                    extra["comparison"] = records_compare(
+                        mapping=error.table_mapping,
+                        bc_id=error.bc_id,
+                        dataverse_id=error.dataverse_id,
+                        bc_client=bc,
+                        dataverse_client=dataverse,
+                    )
+            except (ConnectorError, Connection.DoesNotExist, Connection.MultipleObjectsReturned) as exc:
+                extra["read_error"] = f"The records could not be read: {exc}"
+        return super().change_view(request, object_id, form_url, extra)
+
+
+if admin.site.is_registered(SyncError):
+    admin.site.unregister(SyncError)
+admin.site.register(SyncError, SyncErrorResolveAdmin)
