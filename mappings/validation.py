@@ -217,15 +217,32 @@ def check_filter(expression: str, table: TableInfo | None, *, side: str, field: 
         tree = parse_filter(expression)
     except ODataException as exc:
         return [Problem(f"{label} is not a valid OData filter: {exc}", field=field)]
-    if table is None:
-        return []
     problems = []
+    if side == "bc":
+        problems += [Problem(f"{label}: {message}", field=field) for message in _bc_or_across_fields(tree)]
+    if table is None:
+        return problems
     for node in _walk(tree):
         if isinstance(node, odata_ast.Identifier) and _column(table, node.name) is None:
             problems.append(Problem(f"{label}: {_unknown_column(node.name, table, side)}", field=field))
         elif isinstance(node, odata_ast.Compare):
             problems += [Problem(f"{label}: {message}", field=field) for message in _compare_types(node, table)]
     return problems
+
+
+def _bc_or_across_fields(tree) -> list[str]:
+    """Business Central refuses `or` between conditions on different fields (protocols.md 2.3)."""
+    messages = []
+    for node in _walk(tree):
+        if isinstance(node, odata_ast.BoolOp) and isinstance(node.op, odata_ast.Or):
+            names = sorted({n.name for n in _walk(node) if isinstance(n, odata_ast.Identifier)})
+            if len(names) > 1:
+                messages.append(
+                    f"Business Central does not support 'or' across different fields ({', '.join(names)}); "
+                    "use 'or' on one field only, or split the mapping."
+                )
+                break
+    return messages
 
 
 def _walk(node):
@@ -447,6 +464,11 @@ def _check_field(
         value_map = {}
     if field.get("clear_value_on_failed_lookup") and field.get("not_null"):
         yield "not_null", "choose either clear value on failed lookup or not null, not both."
+    if field.get("use_for_matching") and not (field.get("bc_field") and field.get("dataverse_field")):
+        yield (
+            "use_for_matching",
+            "match-based coupling compares two fields: name both a Business Central field and a Dataverse column.",
+        )
     if field.get("clear_value_on_failed_lookup") and not field.get("lookup_mapping"):
         yield "clear_value_on_failed_lookup", "clear value on failed lookup needs a lookup mapping."
     bc_name, dv_name = field.get("bc_field") or "", field.get("dataverse_field") or ""
@@ -514,6 +536,17 @@ def _check_types(field: dict, tables, value_map: dict, lookup_tables: dict[str, 
             continue
         if source is None:
             continue
+        if value_map and target.options and target.type in CHOICE_TYPES:
+            targets = value_map.values() if concrete == Direction.TO_DATAVERSE else value_map.keys()
+            known = {str(option) for option in target.options}
+            wrong = [value for value in targets if str(value) not in known]
+            if wrong:
+                yield (
+                    "value_map",
+                    f"value map: {', '.join(repr(w) for w in wrong)} "
+                    f"{'is not an option' if len(wrong) == 1 else 'are not options'} of {target.name} "
+                    f"({_options_text(target)}).",
+                )
         if target.type in CHOICE_TYPES and source.type != target.type and not value_map and not lookup:
             yield (
                 "value_map",

@@ -149,3 +149,15 @@ def test_the_test_filter_page_counts_matching_records_on_both_systems(admin_clie
     response = admin_client.get(url, {"table_filter": "blockd eq ' '", "integration_table_filter": "statecode eq"})
     html = response.content.decode()
     assert "has no field &#x27;blockd&#x27;" in html and "is not a valid OData filter" in html
+
+
+def test_a_value_map_to_values_that_are_not_options_is_refused(admin_client, change_form):
+    url, data = change_form.data(admin_client, "CUSTOMER")
+    change_form.add_row(
+        data,
+        bc_field="displayName",
+        dataverse_field="address1_shippingmethodcode",
+        direction="to_dataverse",
+        value_map='{"DHL": 2, "Pigeon": 9}',
+    )
+    _submit_refused(admin_client, url, data, "value map: 9 is not an option of address1_shippingmethodcode (1 Airborne")

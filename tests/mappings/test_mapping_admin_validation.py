@@ -103,3 +103,15 @@ def test_values_for_new_records_must_be_an_object(admin_client, change_form):
     url, data = change_form.data(admin_client, "VENDOR")
     data["dataverse_new_record_values"] = "[11]"
     _submit_refused(admin_client, url, data, "Values for new records must be a JSON object")
+
+
+def test_or_across_different_business_central_fields_is_refused(admin_client, change_form):
+    url, data = change_form.data(admin_client, "CUSTOMER")
+    data["table_filter"] = "blocked eq ' ' or city eq 'Seattle'"
+    _submit_refused(admin_client, url, data, "Business Central does not support &#x27;or&#x27; across different fields")
+
+
+def test_a_match_field_needs_both_sides(admin_client, change_form):
+    url, data = change_form.data(admin_client, "CONTACT")
+    data[change_form.field_key(data, "type", "", "use_for_matching")] = "on"
+    _submit_refused(admin_client, url, data, "match-based coupling compares two fields")
