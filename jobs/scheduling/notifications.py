@@ -3,8 +3,9 @@
 A notification adds the changed record ids to a Redis set of the mapping and direction. The first notification of a
 debounce window also schedules one flush job (RQ `enqueue_in`, run by the worker's scheduler) after the schedule's
 debounce delay; later notifications in the window only add ids. The flush takes the whole set atomically and queues one
-run: a run of exactly those records, or an incremental run when Business Central said `collection` or more than
-MAX_PENDING_IDS records changed. So however many notifications arrive, the work they start stays bounded.
+run: a run of exactly those records, or an incremental run when Business Central said `collection`, more than
+MAX_PENDING_IDS records changed, or a run by ids would bypass the mapping's filter. So however many notifications
+arrive, the work they start stays bounded.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def changes_flush(*, mapping_id: int, direction: str) -> list[SyncJob]:
     pipe.get(incremental_key)
     pipe.delete(ids_key, incremental_key)
     ids, incremental, _ = pipe.execute()
-    if incremental:
+    if incremental or (ids and not _records_run_keeps_the_filter(mapping, direction)):
         options = {"kind": JobKind.MODIFIED}
     elif ids:
         options = {"kind": JobKind.RECORDS, "record_ids": sorted(i.decode() for i in ids)}
@@ -99,6 +100,15 @@ def changes_flush(*, mapping_id: int, direction: str) -> list[SyncJob]:
     except SyncNotStarted as exc:
         logger.warning("Notified changes of %s not synchronized: %s", mapping.name, exc)
         return []
+
+
+def _records_run_keeps_the_filter(mapping: TableMapping, direction: str) -> bool:
+    """A run of selected records reads them by id, without the mapping's filter on the source side. That is safe
+    when only coupled records are synchronized (they were in scope when coupled) or when there is no filter; else an
+    incremental run, which applies the filter, synchronizes the changes (e.g. a vendor account must not become a
+    customer through the CUSTOMER mapping)."""
+    source_filter = mapping.table_filter if direction == Direction.TO_DATAVERSE else mapping.integration_table_filter
+    return mapping.sync_only_coupled or not source_filter.strip()
 
 
 def _schedule_flush(mapping_id: int, direction: str, delay: int) -> None:

@@ -39,6 +39,8 @@ def customer(sandbox_connections, sandbox_webhooks, django_capture_on_commit_cal
         sync_enqueue(mapping=mapping, kind=JobKind.MODIFIED)
     rq_worker()
     assert {job.status for job in SyncJob.objects.all()} == {JobStatus.SUCCEEDED}
+    # Coupled now; only coupled records from here on, so a notified change is synchronized by its id.
+    TableMapping.objects.filter(pk=mapping.pk).update(sync_only_coupled=True)
     set_webhook_timing(bc_delay=0, dataverse_delay=0)
     return mapping
 

@@ -186,6 +186,23 @@ def test_more_changed_records_than_the_bound_become_one_incremental_run(client, 
     assert (job.kind, job.direction, job.record_ids) == (JobKind.MODIFIED, "to_dataverse", [])
 
 
+def test_changes_that_a_run_by_ids_would_take_past_the_mappings_filter_start_an_incremental_run(
+    client, rq_worker_with_scheduler
+):
+    """With uncoupled records synchronized too, a run by ids would skip the filter (a vendor account would become a
+    customer); the incremental run applies it."""
+    debounce(0)
+    TableMapping.objects.filter(name="CUSTOMER").update(sync_only_coupled=False)
+    sub = subscription(WebhookSide.DATAVERSE)
+    headers = {DATAVERSE_SECRET_HEADER: SECRET}
+
+    assert post_json(client, dataverse_url(sub), dataverse_context(uuid.uuid4()), **headers).status_code == 202
+    rq_worker_with_scheduler()
+
+    job = SyncJob.objects.get()
+    assert (job.kind, job.direction) == (JobKind.MODIFIED, "from_dataverse")
+
+
 def test_a_collection_notification_starts_an_incremental_run(client, rq_worker_with_scheduler):
     debounce(0)
     sub = subscription(WebhookSide.BUSINESS_CENTRAL)
