@@ -242,3 +242,98 @@ def test_dataverse_upserts_go_through_upsert_multiple_and_are_read_back():
     [target] = json.loads(upsert.content)["Targets"]
     assert target["@odata.type"] == "Microsoft.Dynamics.CRM.account"
     assert target["accountid"] == str(record_id)
+
+
+def test_a_dataverse_delta_response_separates_changed_rows_from_deleted_entities():
+    delta = {
+        "@odata.context": "https://contoso.api.crm.dynamics.com/api/data/v9.0/$metadata#accounts(name)/$delta",
+        "value": [
+            {"@odata.etag": 'W/"915244"', "name": "Monte Orton", "accountid": "60c4e274-0d87-e711-80e5-00155db19e6d"},
+            {
+                "@odata.context": "https://contoso.api.crm.dynamics.com/api/data/v9.0/$metadata#accounts/$deletedEntity",
+                "id": "2e451703-c686-e711-80e5-00155db19e6d",
+                "reason": "deleted",
+            },
+        ],
+        "@odata.deltaLink": "https://contoso.api.crm.dynamics.com/api/data/v9.0/accounts?$select=name"
+        "&$deltatoken=919058%2108%2f22%2f2017%2008%3a21%3a20",
+    }
+    recorder, transport = serve(lambda request: httpx.Response(200, json=delta))
+    link = (
+        "https://contoso.api.crm.dynamics.com/api/data/v9.2/accounts?$select=name&$deltatoken=919042%2108%2f22%2f2017"
+    )
+    with transport, open_client(dataverse_connection()) as client:
+        [page] = list(client.read_changes("accounts", delta_link=link))
+
+    assert [row["name"] for row in page.rows] == ["Monte Orton"]
+    assert page.deleted_ids == [UUID("2e451703-c686-e711-80e5-00155db19e6d")]
+    assert page.delta_link == delta["@odata.deltaLink"]
+    assert str(recorder.requests[-1].url) == link  # followed verbatim
+
+
+def test_dataverse_batch_responses_are_read_part_by_part_in_order():
+    """A multipart answer as the documentation shows it: a created row (204) and a stale update (412)."""
+    first, second = UUID(int=1), UUID(int=2)
+    body = (
+        "--batchresponse_c1bd45c1-dd81-470d-b897-e965846aad2f\r\n"
+        "Content-Type: application/http\r\n"
+        "Content-Transfer-Encoding: binary\r\n\r\n"
+        "HTTP/1.1 200 OK\r\n"
+        "Content-Type: application/json; odata.metadata=minimal\r\n"
+        "OData-Version: 4.0\r\n\r\n"
+        + json.dumps(
+            {"@odata.etag": 'W/"2"', "accountid": str(first), "name": "Ok", "modifiedon": "2024-03-02T16:00:00Z"}
+        )
+        + "\r\n--batchresponse_c1bd45c1-dd81-470d-b897-e965846aad2f\r\n"
+        "Content-Type: application/http\r\n"
+        "Content-Transfer-Encoding: binary\r\n\r\n"
+        "HTTP/1.1 412 Precondition Failed\r\n"
+        "Content-Type: application/json; odata.metadata=minimal\r\n\r\n"
+        '{"error":{"code":"0x80060882","message":"The version of the existing record doesn\'t match the RowVersion '
+        'property provided."}}\r\n'
+        "--batchresponse_c1bd45c1-dd81-470d-b897-e965846aad2f--\r\n"
+    )
+
+    def route(request):
+        return httpx.Response(
+            200,
+            content=body.encode(),
+            headers={"Content-Type": "multipart/mixed; boundary=batchresponse_c1bd45c1-dd81-470d-b897-e965846aad2f"},
+        )
+
+    recorder, transport = serve(route)
+    operations = [
+        WriteOperation("update", "accounts", "ok", {"name": "Ok"}, first, 'W/"1"'),
+        WriteOperation("update", "accounts", "stale", {"name": "Late"}, second, 'W/"1"'),
+    ]
+    with transport, open_client(dataverse_connection()) as client:
+        ok, stale = client.write_many(operations)
+
+    assert ok.ok and ok.etag == 'W/"2"' and ok.modified_on == datetime(2024, 3, 2, 16, 0, tzinfo=UTC)
+    assert not stale.ok and stale.error.kind == ErrorKind.CONFLICT and stale.error.remote_code == "0x80060882"
+    sent = recorder.requests[-1]
+    assert sent.headers["Prefer"] == "odata.continue-on-error"
+    text = sent.content.decode()
+    assert f"PATCH https://contoso.api.crm.dynamics.com/api/data/v9.2/accounts({first}) HTTP/1.1" in text
+    assert 'If-Match: W/"1"' in text and "Prefer: return=representation" in text
+
+
+def test_the_documented_dataverse_throttling_answer_is_waited_out(monkeypatch):
+    from connectors import resilience
+
+    waited = []
+    monkeypatch.setattr(resilience, "sleep", waited.append)
+    throttled = {
+        "error": {
+            "code": "0x80072322",
+            "message": "Number of requests exceeded the limit of 6000 over time window of 300 seconds.",
+        }
+    }
+    answers = [
+        httpx.Response(429, json=throttled, headers={"Retry-After": "7"}),
+        httpx.Response(200, json=DATAVERSE_PAGE),
+    ]
+    _, transport = serve(lambda request: answers.pop(0))
+    with transport, open_client(dataverse_connection()) as client:
+        rows = [row for page in client.read_pages("accounts") for row in page.rows]
+    assert len(rows) == 1 and waited == [7.0]

@@ -85,7 +85,7 @@ def test_bc_creates_survive_faults_without_losing_or_duplicating_a_record(bc_con
     assert client.request_counts["retry"] + client.request_counts["batch"] >= 2
 
 
-@pytest.mark.parametrize("fault", ["drop", "timeout", "503"])
+@pytest.mark.parametrize("fault", ["drop", "timeout", "503", "429"])
 def test_dataverse_upserts_survive_faults_without_losing_or_duplicating_a_record(dataverse_connection, sleeps, fault):
     from sandbox import testing
 
@@ -121,6 +121,29 @@ def test_bc_updates_whose_outcome_is_unknown_are_checked_before_resending(bc_con
     assert all(r.ok for r in results), [r.error for r in results if not r.ok]
     assert [stored[uuid.UUID(r["id"])]["displayName"] for r in rows] == ["Safe 0", "Safe 1", "Safe 2"]
     assert all(result.etag == stored[result.record_id]["@odata.etag"] for result in results)
+
+
+@pytest.mark.parametrize("fault", ["drop", "timeout"])
+def test_dataverse_updates_and_deletes_whose_outcome_is_unknown_are_checked_before_resending(
+    dataverse_connection, sleeps, fault
+):
+    from sandbox import testing
+
+    with open_client(dataverse_connection) as client:
+        rows = [row for page in client.read_pages("accounts") for row in page.rows][:3]
+        ids = [uuid.UUID(r["accountid"]) for r in rows]
+        operations = [
+            WriteOperation("update", "accounts", "a", {"name": "Safe A"}, ids[0], rows[0]["@odata.etag"]),
+            WriteOperation("update", "accounts", "b", {"name": "Safe B"}, ids[1], None),
+            WriteOperation("delete", "accounts", "c", record_id=ids[2], etag=rows[2]["@odata.etag"]),
+        ]
+        testing.inject_faults(fault, 1)
+        results = client.write_many(operations)
+        stored = client.read_by_ids("accounts", ids)
+
+    assert all(r.ok for r in results), [r.error for r in results if not r.ok]
+    assert stored[ids[0]]["name"] == "Safe A" and stored[ids[1]]["name"] == "Safe B" and ids[2] not in stored
+    assert results[0].etag == stored[ids[0]]["@odata.etag"]
 
 
 def test_an_expired_token_is_renewed_once_on_a_401(bc_connection):
