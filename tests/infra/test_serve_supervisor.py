@@ -32,11 +32,16 @@ def group_alive(pid: int) -> bool:
 
 
 @pytest.fixture
-def serve(tmp_path):
-    """Start `manage.py serve` on a free port with its own data folder and the embedded Redis; yield (process, port)."""
+def serve(request, tmp_path):
+    """Start `manage.py serve` on a free port with its own data folder; yield (process, port, log path).
+
+    With the embedded Redis by default; `indirect` parametrization with "redis_url" gives it the tests' Redis.
+    """
     port = free_port()
     env = {name: value for name, value in os.environ.items() if name not in ("REDIS_URL", "PORT")}
     env.update(SYNCADMIN_DATA_DIR=str(tmp_path / "data"), PORT=str(port), PYTHONUNBUFFERED="1")
+    if getattr(request, "param", None) == "redis_url":
+        env["REDIS_URL"] = request.getfixturevalue("redis_url")
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(  # noqa: S603 (our own manage.py)
@@ -96,10 +101,12 @@ def test_one_sigint_stops_redis_web_worker_and_scheduler(serve):
     assert (log_path.parent / "data" / "redis.rdb").exists(), "the embedded Redis keeps its data in the data folder"
 
 
-def test_when_a_child_dies_the_others_are_stopped_and_it_is_named(serve):
+@pytest.mark.parametrize("serve", ["redis_url"], indirect=True)
+def test_with_redis_url_no_redis_is_started_and_a_dying_child_stops_the_others(serve):
     process, port, log_path = serve
     wait_for_login_page(process, port, log_path)
     children = started_children(log_path.read_text())
+    assert set(children) == {"web", "worker", "scheduler"}
 
     os.killpg(children["scheduler"], signal.SIGKILL)
     exit_code = process.wait(timeout=60)
