@@ -74,6 +74,7 @@ class AmbiguousMatch(models.Model):
 
     class Meta:
         ordering = ["table_mapping", "record_name"]
+        verbose_name_plural = "ambiguous matches"
         constraints = [
             models.UniqueConstraint(
                 fields=["table_mapping", "side", "record_id"], name="one_ambiguous_entry_per_record"

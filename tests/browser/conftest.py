@@ -1,0 +1,115 @@
+"""Headless Chromium against the real admin on pytest-django's live server.
+
+The live server also serves the sandbox, and the connections point at it over a real socket; RQ jobs run in this
+process (a burst SimpleWorker) after each action, against the same databases.
+"""
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from connectors.choices import ConnectionKind
+from connectors.models import Connection
+from coupling.models import Coupling
+from jobs.services import coupling_job_enqueue
+from mappings.models import TableMapping
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+# Same as tests/coupling/conftest.py (conftest modules cannot import each other).
+def sandbox_connection_pair(base_url: str, *, page_size: int = 50) -> tuple[Connection, Connection]:
+    """Seed the sandbox and point one connection per system at it (base_url: http://testserver or a live server)."""
+    from sandbox import services as sandbox_services
+
+    sandbox_services.seed_demo(customers=12, accounts=8, shared=3)
+    secret = f"tests-{uuid.uuid4().hex}"
+    sandbox_services.register_client(client_id="syncadmin-tests", client_secret=secret)
+    tenant = sandbox_services.DEMO_TENANT
+    common = {
+        "tenant": tenant,
+        "client_id": "syncadmin-tests",
+        "token_url": f"{base_url}/sandbox/oauth/{tenant}/oauth2/v2.0/token",
+        "page_size": page_size,
+    }
+    bc = Connection(
+        kind=ConnectionKind.BUSINESS_CENTRAL,
+        name="Sandbox Business Central",
+        environment_url=f"{base_url}/sandbox/bc",
+        bc_environment=sandbox_services.DEMO_ENVIRONMENT,
+        bc_company_id=sandbox_services.demo_company_id(),
+        **common,
+    )
+    dataverse = Connection(
+        kind=ConnectionKind.DATAVERSE,
+        name="Sandbox Dataverse",
+        environment_url=f"{base_url}/sandbox/dataverse",
+        **common,
+    )
+    for connection in (bc, dataverse):
+        connection.set_client_secret(secret)
+        connection.save()
+    return bc, dataverse
+
+
+@pytest.fixture(scope="session")
+def browser():
+    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are still synchronous.
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def screenshot_dir(tmp_path):
+    """Where the pages' screenshots go: BROWSER_SCREENSHOTS if set (to look at them), else the test's tmp dir."""
+    folder = Path(os.environ.get("BROWSER_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def page(browser, live_server, admin_user, settings, screenshot_dir):
+    settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = False  # plain http on localhost
+    context = browser.new_context(base_url=live_server.url, viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(20_000)
+    page = context.new_page()
+    page.goto("/admin/login/")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "password")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#user-tools")
+
+    def shot(name):
+        page.screenshot(path=str(screenshot_dir / f"{name}.png"), full_page=True)
+
+    page.shot = shot
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def live_connections(live_server):
+    return sandbox_connection_pair(live_server.url)
+
+
+@pytest.fixture
+def lookups_coupled(live_connections, rq_worker):
+    """Customers refer to currencies and salespeople: couple those first, by their match fields."""
+    for name in ("CURRENCY", "SALESPEOPLE"):
+        coupling_job_enqueue(mapping=TableMapping.objects.get(name=name))
+    rq_worker()
+    assert Coupling.objects.filter(table_mapping__name="CURRENCY").exists()
+    return live_connections
