@@ -1,9 +1,9 @@
 """Webhook subscriptions: create, renew before expiry, delete; through the connectors' subscription functions.
 
 Business Central subscriptions expire after 3 days; the scheduler tick queues a renewal as soon as one expires within
-RENEW_WITHIN. Dataverse has no subscription API of its own: a webhook is a service endpoint registered there (with
-the Plug-in Registration Tool) pointing at our receiver URL with a secret header; syncadmin keeps the receiver's
-URL token and the encrypted secret.
+RENEW_WITHIN. A Dataverse webhook is a service endpoint with steps (registered over the Web API as the Plug-in
+Registration Tool does) pointing at our receiver URL with a secret header; it does not expire. syncadmin keeps the
+receiver's URL token and the encrypted secret of both.
 """
 
 from __future__ import annotations
@@ -38,14 +38,20 @@ class SubscriptionNotCreated(Exception):
 
 
 def subscription_create(
-    *, mapping: TableMapping, side: str, notification_base_url: str, secret: str | None = None
+    *,
+    mapping: TableMapping,
+    side: str,
+    notification_base_url: str,
+    secret: str | None = None,
+    register: bool = True,
 ) -> WebhookSubscription:
     """Create (or re-create) the change subscription of one mapping on one side.
 
     `notification_base_url` is how the remote system reaches this web process, e.g. https://syncadmin.example.
     Business Central: the subscription is created there now (it calls our receiver for the handshake first, so the
-    row is saved before). Dataverse: the receiver endpoint with `secret` (generated if not given), to be registered
-    in Dataverse with the header DATAVERSE_SECRET_HEADER.
+    row is saved before). Dataverse: the receiver endpoint with `secret` (generated if not given), registered in
+    Dataverse as a webhook with the header DATAVERSE_SECRET_HEADER when `register`; if that registration fails (or
+    `register` is off), an administrator registers it with the Plug-in Registration Tool and enters the secret here.
     """
     existing = WebhookSubscription.objects.filter(table_mapping=mapping, side=side).first()
     if existing is not None:
@@ -57,8 +63,10 @@ def subscription_create(
     )
     if side == WebhookSide.DATAVERSE:
         subscription.resource = mapping.dataverse_entity_set
-        subscription.status = SubscriptionStatus.ACTIVE
+        subscription.status = SubscriptionStatus.ACTIVE  # the receiver accepts calls that carry the secret
         subscription.save()
+        if register:
+            _register_in_dataverse(subscription)
         return subscription
     subscription.resource = mapping.bc_entity_set
     subscription.save()  # committed before the handshake reaches the receiver (another request, maybe another process)
@@ -151,7 +159,42 @@ def subscription_delete(*, subscription: WebhookSubscription) -> None:
                 raise
         except (Connection.DoesNotExist, Connection.MultipleObjectsReturned):
             logger.warning("No Business Central connection: subscription %s deleted here only.", subscription.pk)
+    if subscription.side == WebhookSide.DATAVERSE and subscription.remote_id:
+        try:
+            _unregister_in_dataverse(subscription)
+        except ConnectorError as exc:
+            if exc.kind != ErrorKind.NOT_FOUND:
+                raise
+        except (Connection.DoesNotExist, Connection.MultipleObjectsReturned):
+            logger.warning("No Dataverse connection: webhook %s deleted here only.", subscription.pk)
     subscription.delete()
+
+
+def _register_in_dataverse(subscription: WebhookSubscription) -> None:
+    try:
+        with open_client(Connection.objects.active(ConnectionKind.DATAVERSE)) as client:
+            webhook = client.webhook_create(
+                entity_set=subscription.resource,
+                url=subscription.notification_url,
+                header_name=DATAVERSE_SECRET_HEADER,
+                header_value=subscription.secret,
+            )
+    except (ConnectorError, Connection.DoesNotExist, Connection.MultipleObjectsReturned) as exc:
+        subscription.last_error = (
+            f"Not registered in Dataverse ({exc}). Register the endpoint URL there with the header "
+            f"{DATAVERSE_SECRET_HEADER}, and enter the same secret here."
+        )[:2000]
+        subscription.save(update_fields=["last_error"])
+        return
+    subscription.remote_id = webhook.endpoint_id
+    subscription.save(update_fields=["remote_id"])
+
+
+def _unregister_in_dataverse(subscription: WebhookSubscription) -> None:
+    with open_client(Connection.objects.active(ConnectionKind.DATAVERSE)) as client:
+        for webhook in client.webhooks():
+            if webhook.endpoint_id == subscription.remote_id:
+                client.webhook_delete(webhook)
 
 
 def _due_for_renewal(now: datetime):

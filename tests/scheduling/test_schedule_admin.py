@@ -85,3 +85,6 @@ def test_subscribing_from_the_admin_creates_both_subscriptions(admin_client, san
     bc = subscriptions[WebhookSide.BUSINESS_CENTRAL]
     assert bc.status == SubscriptionStatus.ACTIVE and bc.expires_at > timezone.now() + timedelta(days=2)
     assert bc.notification_url.startswith("http://testserver/webhooks/business-central/")
+    # Registered in Dataverse over the Web API where the service allows it; else the admin is told how.
+    dataverse = subscriptions[WebhookSide.DATAVERSE]
+    assert dataverse.remote_id or "x-syncadmin-webhook-secret" in dataverse.last_error

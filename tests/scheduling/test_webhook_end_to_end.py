@@ -97,7 +97,7 @@ def test_a_dataverse_change_reaches_business_central_through_the_webhook(
     bc, dataverse = sandbox_connections
     secret = "a-secret-the-admin-also-entered-in-dataverse"
     subscription = subscriptions.subscription_create(
-        mapping=customer, side=WebhookSide.DATAVERSE, notification_base_url=BASE_URL, secret=secret
+        mapping=customer, side=WebhookSide.DATAVERSE, notification_base_url=BASE_URL, secret=secret, register=False
     )
     # What an administrator does with the Plug-in Registration Tool: endpoint URL, secret header, steps on accounts.
     register_dataverse_webhook(
@@ -123,7 +123,7 @@ def test_a_dataverse_webhook_registered_with_another_secret_starts_nothing(
     from sandbox.testing import edit_as_another_user, register_dataverse_webhook
 
     subscription = subscriptions.subscription_create(
-        mapping=customer, side=WebhookSide.DATAVERSE, notification_base_url=BASE_URL
+        mapping=customer, side=WebhookSide.DATAVERSE, notification_base_url=BASE_URL, register=False
     )
     register_dataverse_webhook(
         url=subscription.notification_url,
