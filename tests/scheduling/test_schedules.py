@@ -282,3 +282,17 @@ def test_two_scheduler_processes_claiming_at_the_same_instant_start_one_run():
 
     assert sorted(results) == [False, True]
     assert SyncJob.objects.filter(table_mapping=schedule.table_mapping).count() == 2  # one run: two directions
+
+
+def test_the_cron_tick_starts_due_runs_through_rq(rq_worker, redis_connection):
+    """What `manage.py rqcron syncadmin.cron` does every 30 seconds: enqueue the tick; a worker runs it."""
+    import django_rq
+
+    schedule = only_customer_due()
+
+    django_rq.get_queue("default", commit_mode="auto").enqueue("jobs.tasks.scheduler_tick")
+    rq_worker()
+
+    schedule.refresh_from_db()
+    assert schedule.state == ScheduleState.RUNNING
+    assert SyncJob.objects.filter(table_mapping=schedule.table_mapping, kind=JobKind.MODIFIED).count() == 2
