@@ -8,9 +8,13 @@ PORT ?= 8000
 export PORT
 
 # Reinstall only when the requirements changed: a stamp in the venv holds the hash of the files installed.
+CHECK_VERSION := import sys; sys.exit(0 if sys.version_info >= (3, 11) else "syncadmin needs Python 3.11 or newer")
+
 define install_requirements
-	@test -x $(PY) || { echo "Creating the virtualenv $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
-	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "syncadmin needs Python 3.11 or newer")'
+	@test -x $(PY) || { \
+		test -n "$(PYTHON)" || { echo "syncadmin needs Python 3.11 or newer: install it, or run make PYTHON=/path/to/python3.11"; exit 1; }; \
+		$(PYTHON) -c '$(CHECK_VERSION)' && echo "Creating the virtualenv $(VENV) with $(PYTHON)" && $(PYTHON) -m venv $(VENV); }
+	@$(PY) -c '$(CHECK_VERSION)'
 	@hash=$$($(PY) -c 'import hashlib, sys; print(hashlib.sha256(b"".join(open(f, "rb").read() for f in sys.argv[1:])).hexdigest())' $(2)); \
 	if [ "$$(cat $(VENV)/.stamp-$(1) 2>/dev/null)" != "$$hash" ]; then \
 		echo "Installing $(firstword $(2)) into $(VENV)"; \
@@ -18,7 +22,7 @@ define install_requirements
 	fi
 endef
 
-.PHONY: help run test lint fmt ci venv venv-dev migrate demo clean-data
+.PHONY: help run test lint fmt ci venv venv-dev migrate demo
 
 help:
 	@echo "make run    start web, worker, scheduler and an embedded Redis on http://127.0.0.1:$(PORT)/ (Ctrl-C stops all)"
