@@ -93,6 +93,12 @@ class FieldMappingInline(admin.TabularInline):
     ]
     readonly_fields = ["try_transformation"]
 
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name == "lookup_mapping":
+            # A plain select: the add/change/delete icons around it would open another mapping mid-edit.
+            return db_field.formfield(queryset=TableMapping.objects.order_by("name"))
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
     def get_formset(self, request, obj=None, **kwargs):
         formset = super().get_formset(request, obj, **kwargs)
         return type(formset.__name__, (formset,), {"validation_run": validation_run(request)})

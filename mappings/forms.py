@@ -87,8 +87,10 @@ class TableMappingForm(forms.ModelForm):
 
 
 class JSONTextarea(forms.Textarea):
+    """A small box: most rows hold [] or {}; it grows by dragging when a rule chain is typed."""
+
     def __init__(self):
-        super().__init__(attrs={"rows": 1, "cols": 30, "class": "vLargeTextField mapping-json"})
+        super().__init__(attrs={"rows": 1, "cols": 22, "class": "mapping-json", "style": "width: auto"})
 
 
 class FieldMappingForm(forms.ModelForm):
