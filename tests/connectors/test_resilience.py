@@ -188,19 +188,26 @@ def test_bad_credentials_are_an_authentication_error(sandbox_connection):
     assert "not-the-secret" not in str(caught.value) + caught.value.detail()
 
 
-def test_under_the_services_rate_limit_a_bulk_write_completes_and_batches_shrink(sandbox_connection):
-    """The sandbox's sliding window (2 requests in 2 s) answers 429 with Retry-After; nothing is lost."""
+def test_under_the_services_rate_limit_a_bulk_write_completes_and_batches_shrink(sandbox_connection, monkeypatch):
+    """The sandbox's sliding window (2 requests a minute) answers 429 with Retry-After; nothing is lost."""
+    from connectors import resilience
     from sandbox import testing
 
+    waited = []
+
+    def wait(seconds):  # the window moves on while we wait: lift the limit instead of sleeping a minute
+        waited.append(seconds)
+        testing.set_throttle(enabled=False)
+
+    monkeypatch.setattr(resilience, "sleep", wait)
     connection = sandbox_connection("business_central", batch_size=40)
     operations = [WriteOperation("create", "customers", str(i), {"displayName": f"Limited {i}"}) for i in range(120)]
     with open_client(connection) as client:
         client.tokens.token()
-        testing.set_throttle(limit=2, window_seconds=2, retry_after=1)
+        testing.set_throttle(limit=2, window_seconds=60, retry_after=5)
         results = client.write_many(operations)
-        testing.set_throttle(enabled=False)
         total = client.count("customers")
 
     assert all(r.ok for r in results) and total == 12 + 120
-    assert client.request_counts["retry"] >= 1, client.request_counts
-    assert client.throttle.batch_size < 40  # halved on the 429s, grows back slowly on success
+    assert waited == [5.0] and client.request_counts["retry"] == 1
+    assert client.throttle.batch_size == 20 and client.throttle.concurrency == 2  # halved on the 429
