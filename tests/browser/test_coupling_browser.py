@@ -60,3 +60,37 @@ def test_couple_two_records_by_clicking_then_synchronize_now_and_see_the_result(
     # The Dataverse row now holds the Business Central values of the synchronized fields.
     account = rows(dataverse, "accounts", f"accountid eq {coupling.dataverse_id}")[0]
     assert account["telephone1"] == bc_names[name]["phoneNumber"]
+
+
+def test_match_based_coupling_then_couple_an_ambiguous_match_from_its_candidates(page, live_connections, rq_worker):
+    bc, dataverse = live_connections
+    customer = TableMapping.objects.get(name="CUSTOMER")
+    shared = sorted(
+        {row["displayName"] for row in rows(bc, "customers", "blocked eq ' '")}
+        & {row["name"] for row in rows(dataverse, "accounts", "statecode eq 0 and customertypecode eq 3")}
+    )
+    # A second Dataverse account with the name of a shared customer makes that customer's match ambiguous.
+    twin = shared[0]
+    sandbox_testing.create_as_another_user("dataverse", "accounts", name=twin, customertypecode=3)
+
+    page.goto(f"/admin/mappings/tablemapping/{customer.pk}/change/")
+    page.click("text=Match-based coupling")
+    page.locator("#criteria tr[data-field=displayName] input[name$=use_for_matching]").check()
+    page.shot("match-1-criteria")
+    page.click("#criteria input[type=submit]")
+    expect(page.locator("ul.messagelist")).to_contain_text("Match-based coupling of CUSTOMER queued")
+    rq_worker()
+
+    job = SyncJob.objects.get(table_mapping=customer, kind="coupling")
+    assert job.status == JobStatus.PARTLY_FAILED, job.message  # the ambiguous record counts as failed
+    assert job.coupled == len(shared) - 1  # every shared name but the twin's
+    page.goto(f"/admin/mappings/tablemapping/{customer.pk}/match-coupling/")
+    ambiguous_row = page.locator("#ambiguous + table tr", has_text=twin)
+    expect(ambiguous_row.locator("button")).to_have_count(2)
+    page.shot("match-2-ambiguous")
+
+    ambiguous_row.locator("button").first.click()
+    expect(page.locator("ul.messagelist")).to_contain_text(f"Coupled {twin} with {twin}")
+    assert not AmbiguousMatch.objects.filter(table_mapping=customer).exists()
+    assert Coupling.objects.filter(table_mapping=customer, bc_name=twin).count() == 1
+    assert Coupling.objects.filter(table_mapping=customer).count() == len(shared)
