@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
-from redis.exceptions import LockError
+from redis.exceptions import LockError, LockNotOwnedError
 
 from connectors.choices import ConnectionKind
 from connectors.clients import open_client
@@ -191,7 +191,10 @@ def _schedules_record_outcomes(jobs: list[SyncJob]) -> None:
 
 def _fail_abandoned_runs(mapping: TableMapping, current_job_ids: list[int]) -> None:
     """Runs of this mapping still marked running while we hold its lock have lost their worker."""
-    SyncJob.objects.filter(table_mapping=mapping, status=JobStatus.RUNNING).exclude(pk__in=current_job_ids).update(
+    abandoned = SyncJob.objects.filter(table_mapping=mapping, status=JobStatus.RUNNING).exclude(pk__in=current_job_ids)
+    for job_id in abandoned.values_list("pk", flat=True):
+        shared_sync.SharedPages(job_id).discard()
+    abandoned.update(
         status=JobStatus.FAILED,
         finished_at=timezone.now(),
         message="Its worker stopped before the run finished (killed or crashed). A later run picks up its records.",
@@ -221,8 +224,8 @@ def _run_one(job: SyncJob, bc_client, dataverse_client, lock, on_progress=None) 
             message = _run_uncoupling(job)
         else:
             _run_sync(job, bc_client, dataverse_client, lock, on_progress)
-    except RunCancelled:
-        status, message = JobStatus.CANCELLED, "Cancelled by a user."
+    except RunCancelled as exc:
+        status, message = JobStatus.CANCELLED, str(exc) or "Cancelled by a user."
     except (SourceUnreadable, NoMatchCriteria) as exc:
         status, message = JobStatus.FAILED, str(exc)
     except Exception as exc:
@@ -272,20 +275,20 @@ def _enqueue_helpers(job_id: int, count: int) -> None:
         queue.enqueue("jobs.tasks.help_shared_sync", job_id, job_timeout=6 * 3600)
 
 
-def shared_sync_help(*, job_id: int) -> None:
-    """Process pages of a running full synchronization that another worker coordinates."""
+def shared_sync_help(*, job_id: int) -> int:
+    """Process pages of a running full synchronization that another worker coordinates; return how many."""
     job = SyncJob.objects.select_related("table_mapping").filter(pk=job_id, status=JobStatus.RUNNING).first()
     if job is None:
-        return
+        return 0
     with (
         open_client(Connection.objects.active(ConnectionKind.BUSINESS_CENTRAL)) as bc_client,
         open_client(Connection.objects.active(ConnectionKind.DATAVERSE)) as dataverse_client,
     ):
         run = DirectionRun(job, bc_client=bc_client, dataverse_client=dataverse_client)
         try:
-            shared_sync.help_with(run, job_id)
+            return shared_sync.help_with(run, job_id)
         except RunCancelled:
-            return
+            return 0
         finally:
             used = bc_client.request_counts + dataverse_client.request_counts
             SyncJob.objects.filter(pk=job_id).update(http_requests=F("http_requests") + sum(used.values()))
@@ -376,9 +379,20 @@ def _user(user):
 
 
 def _on_page(job: SyncJob, lock, on_progress) -> None:
-    lock.extend(settings.SYNC_LOCK_TIMEOUT_SECONDS, replace_ttl=True)
+    _keep_lock(job, lock)
     if on_progress:
         on_progress(job)
+
+
+def _keep_lock(job: SyncJob, lock) -> None:
+    """Renew the mapping's lock; if it lapsed (a page slower than its expiry), take it back unless another run has."""
+    try:
+        lock.extend(settings.SYNC_LOCK_TIMEOUT_SECONDS, replace_ttl=True)
+    except LockNotOwnedError:
+        if not lock.acquire(blocking=False):
+            raise RunCancelled(
+                f"Another run of {job.table_mapping.name} took over after this run's lock lapsed."
+            ) from None
 
 
 def _advance_watermark(job: SyncJob, latest) -> None:

@@ -124,17 +124,21 @@ def coordinate(run, job_id: int, enqueue_helpers) -> None:
         pages.discard()
 
 
-def help_with(run, job_id: int) -> None:
-    """Process pages of a shared run until the coordinator has read everything and the queue is empty."""
+def help_with(run, job_id: int) -> int:
+    """Process pages of a shared run until the coordinator has read everything and the queue is empty.
+
+    Returns how many pages this helper processed.
+    """
     pages = SharedPages(job_id)
+    processed = 0
     idle_since = time.monotonic()
     while True:
         if _process_one(pages, run):
+            processed += 1
             idle_since = time.monotonic()
             continue
         if pages.reading_done() or time.monotonic() - idle_since > IDLE_HELPER_EXIT_SECONDS:
-            return
-        time.sleep(POLL_SECONDS)
+            return processed
 
 
 def _process_one(pages: SharedPages, run) -> bool:

@@ -7,8 +7,8 @@ def run_sync_jobs(job_ids: list[int]) -> None:
     services.sync_jobs_run(job_ids=job_ids)
 
 
-def help_shared_sync(job_id: int) -> None:
-    services.shared_sync_help(job_id=job_id)
+def help_shared_sync(job_id: int) -> int:
+    return services.shared_sync_help(job_id=job_id)
 
 
 def scheduler_tick() -> None:

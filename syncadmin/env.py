@@ -86,8 +86,13 @@ def env_database(name: str, default: str) -> dict:
     if not config.get("NAME"):
         raise SettingError(f"{name}={raw!r} names no database: add the database name (or file) at the end.")
     if config["ENGINE"] == "django.db.backends.sqlite3":
-        # WAL lets the web process (sandbox) and the workers read while another process writes.
-        config["OPTIONS"] = {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", "timeout": 30}
+        # WAL lets readers and one writer work at once; IMMEDIATE transactions take the write lock up front, so
+        # concurrent writers (web, workers, the sandbox) wait for it instead of failing with "database is locked".
+        config["OPTIONS"] = {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+        }
     return config
 
 

@@ -1,0 +1,82 @@
+"""Real worker processes: killed at random points of a full synchronization, and two of them sharing one."""
+
+import random
+import time
+
+import pytest
+
+RECORDS = 5000
+
+
+def wait(process, timeout):
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return process.poll()
+
+
+@pytest.mark.system
+def test_killing_the_worker_at_random_points_and_rerunning_leaves_no_duplicate_and_loses_nothing(scratch):
+    counts = scratch.install(customers=RECORDS)
+    assert counts["bc_customers"] == RECORDS
+    rng = random.Random()
+    seed = rng.randrange(1_000_000)
+    rng.seed(seed)
+    kills = 0
+    for _ in range(4):
+        scratch.manage("sync", "CUSTOMER", "--kind", "full", "--enqueue")
+        worker = scratch.start("rqworker", "default", "--burst", log_name="worker")
+        time.sleep(rng.uniform(0.5, 6.0))
+        if worker.poll() is None:
+            kills += 1
+        scratch.kill(worker)
+    assert kills, f"no worker was killed mid-run (seed {seed}): the test proved nothing"
+
+    # The rerun that is allowed to finish.
+    scratch.manage("sync", "CUSTOMER", "--kind", "full", timeout=600)
+    state = scratch.verify()
+
+    assert state["accounts"] == RECORDS, (seed, state["jobs"])  # none lost, none duplicated
+    assert state["couplings"] == RECORDS
+    assert state["pending"] == 0
+    assert state["bc_coupled_twice"] == 0
+    assert state["names_match"] == RECORDS
+    last = state["last"]
+    assert last["status"] == "succeeded" and last["failed"] == 0
+    assert last["inserted"] + last["modified"] + last["unchanged"] == RECORDS  # the counts reconcile
+    killed_runs = [job for job in state["jobs"][:-1] if job["status"] != "succeeded"]
+    assert all(job["status"] in ("failed", "cancelled", "queued") for job in killed_runs), state["jobs"]
+
+
+@pytest.mark.system
+def test_two_workers_share_a_full_synchronization_and_sync_every_record_exactly_once(scratch):
+    scratch.install(customers=RECORDS)
+    scratch.manage("sync", "CUSTOMER", "--kind", "full", "--enqueue")
+    first = scratch.start("rqworker", "default", "--burst", log_name="worker")
+    time.sleep(1.5)  # the first worker has taken the run and queued its helpers
+    second = scratch.start("rqworker", "default", "--burst", log_name="worker")
+    assert wait(first, 600) == 0
+    assert wait(second, 600) == 0
+
+    state = scratch.verify()
+    assert state["accounts"] == RECORDS
+    assert state["couplings"] == RECORDS
+    assert state["bc_coupled_twice"] == 0
+    assert state["last"]["inserted"] == RECORDS and state["last"]["failed"] == 0
+    helped = scratch.shell(HELPER_PAGES)
+    assert helped["pages"] > 0, "the second worker processed no page: the run was not shared"
+
+
+HELPER_PAGES = """
+import json
+import django_rq
+from rq.registry import FinishedJobRegistry
+queue = django_rq.get_queue("default")
+registry = FinishedJobRegistry(queue=queue)
+pages = 0
+for job_id in registry.get_job_ids():
+    job = queue.fetch_job(job_id)
+    if job and job.func_name == "jobs.tasks.help_shared_sync":
+        pages += job.return_value() or 0
+print(json.dumps({"pages": pages}))
+"""
