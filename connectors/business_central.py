@@ -11,7 +11,7 @@ import httpx
 
 from connectors import resilience
 from connectors.base import ODataClient
-from connectors.errors import error_from_parts
+from connectors.errors import error_from_parts, infer_field
 from connectors.metadata import parse_bc_metadata
 from connectors.odata import as_uuid, chunked, parse_datetime, string_literal
 from connectors.types import ConnectorError, ErrorKind, TableInfo, WriteOperation, WriteResult
@@ -144,6 +144,7 @@ class BusinessCentralClient(ODataClient, BusinessCentralSubscriptions):
                 return WriteResult(operation.ref, ok=True, record_id=operation.record_id)
             return self._row_result(operation, body if isinstance(body, dict) else {})
         error = error_from_parts(status, body, headers)
+        infer_field(error, operation.values)
         # A 404 on a create names a missing related record; on an update/delete it is the record itself.
         if error.kind == ErrorKind.NOT_FOUND and operation.kind == "create":
             error.kind = ErrorKind.MISSING_DEPENDENCY

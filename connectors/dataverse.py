@@ -13,7 +13,7 @@ import httpx
 
 from connectors import resilience
 from connectors.base import ODataClient
-from connectors.errors import error_from_parts
+from connectors.errors import error_from_parts, infer_field
 from connectors.metadata import dataverse_column
 from connectors.multipart import BatchPart, decode_batch, encode_batch
 from connectors.odata import as_uuid, chunked, parse_datetime, string_literal
@@ -272,6 +272,7 @@ class DataverseClient(ODataClient, DataverseWebhooks):
 
     def _write_error(self, item: _Item, status: int, body: Any, headers: dict) -> ConnectorError:
         error = self._scrubbed(error_from_parts(status, body, headers))
+        infer_field(error, item.operation.values)
         if error.kind == ErrorKind.NOT_FOUND:
             mentions_target = item.record_id is not None and str(item.record_id).lower() in error.message.lower()
             if item.operation.kind in ("create", "upsert") or not mentions_target and error.message:

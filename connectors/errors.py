@@ -72,6 +72,17 @@ def field_from_message(message: str) -> str:
     return ""
 
 
+def infer_field(error: ConnectorError, values: dict[str, Any]) -> None:
+    """Name the field of a validation error whose message quotes the value but not the field (Business Central's
+    "The length of the string is 57, but it must be less than or equal to 50 characters. Value: ...")."""
+    if error.kind != ErrorKind.VALIDATION or error.field:
+        return
+    for name, value in values.items():
+        if isinstance(value, str) and len(value) >= 3 and value[:30] in error.message:
+            error.field = name
+            return
+
+
 def kind_for(status: int, code: str, message: str = "") -> ErrorKind:
     """Classify one failed call (or one failed part of a batch) by status, then by code."""
     if status == 401:

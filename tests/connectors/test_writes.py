@@ -45,7 +45,7 @@ def test_bc_creates_updates_and_deletes_in_one_batch_with_a_result_per_operation
     assert updated.ok and updated.etag != target["@odata.etag"] and updated.row["displayName"] == "Renamed Ltd"
     assert deleted.ok and doomed["id"] not in after
     assert not invalid.ok and invalid.error.kind == ErrorKind.VALIDATION
-    assert invalid.error.remote_code == "Application_StringExceededLength"
+    assert invalid.error.remote_code == "Application_StringExceededLength" and invalid.error.field == "displayName"
     assert not dependent.ok and dependent.error.kind == ErrorKind.MISSING_DEPENDENCY
     assert "Salesperson" in dependent.error.message
     assert client.request_counts["batch"] == 1
