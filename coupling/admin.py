@@ -27,6 +27,7 @@ class CouplingAdmin(admin.ModelAdmin):
     list_per_page = 50
     paginator = CappedCountPaginator
     show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER  # facet counts would COUNT the whole table per choice
     readonly_fields = [
         "bc_modified_on",
         "dataverse_modified_on",

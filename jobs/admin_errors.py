@@ -96,6 +96,7 @@ class SyncErrorResolveAdmin(SyncErrorAdmin):
     actions = [retry_errors, retry_error_classes, unskip_error_couplings, uncouple_error_records]
     change_form_template = "admin/jobs/syncerror/change_form.html"
     change_list_template = "admin/jobs/syncerror/change_list.html"
+    show_facets = admin.ShowFacets.NEVER  # facet counts would COUNT the whole table per choice
 
     def has_run_sync_permission(self, request):
         return request.user.has_perm(RUN_SYNC_PERMISSION)
@@ -129,6 +130,7 @@ class SyncErrorResolveAdmin(SyncErrorAdmin):
             "error_classes": ErrorClass.choices,
             "current_filters": urlencode(params),
             "current_class": request.GET.get("error_class", ""),
+            "can_run_sync": self.has_run_sync_permission(request),
         }
         return super().changelist_view(request, extra_context)
 

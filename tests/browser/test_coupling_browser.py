@@ -5,8 +5,11 @@ from playwright.sync_api import expect
 
 from connectors.clients import open_client
 from coupling.models import AmbiguousMatch, Coupling
-from jobs.choices import JobStatus
-from jobs.models import SyncJob
+from coupling.services import coupling_create
+from jobs.choices import JobKind, JobStatus
+from jobs.models import SyncError, SyncJob
+from jobs.services import sync_enqueue
+from mappings.choices import Direction
 from mappings.models import TableMapping
 from sandbox import testing as sandbox_testing
 
@@ -94,3 +97,57 @@ def test_match_based_coupling_then_couple_an_ambiguous_match_from_its_candidates
     assert not AmbiguousMatch.objects.filter(table_mapping=customer).exists()
     assert Coupling.objects.filter(table_mapping=customer, bc_name=twin).count() == 1
     assert Coupling.objects.filter(table_mapping=customer).count() == len(shared)
+
+
+def test_resolve_a_conflict_field_by_field_then_filter_the_errors_and_retry_by_class(page, lookups_coupled, rq_worker):
+    bc, dataverse = lookups_coupled
+    customer = TableMapping.objects.get(name="CUSTOMER")
+    bc_rows = {row["displayName"]: row for row in rows(bc, "customers", "blocked eq ' '")}
+    dv_rows = {row["name"]: row for row in rows(dataverse, "accounts", "statecode eq 0 and customertypecode eq 3")}
+    name = sorted(set(bc_rows) & set(dv_rows))[0]
+    bc_id, dv_id = bc_rows[name]["id"], dv_rows[name]["accountid"]
+    coupling = coupling_create(mapping=customer, bc_id=bc_id, dataverse_id=dv_id, bc_name=name, dataverse_name=name)
+    sync_enqueue(mapping=customer, kind=JobKind.RECORDS, direction=Direction.TO_DATAVERSE, record_ids=[bc_id])
+    rq_worker()
+    # Both sides change the same two fields before the next run: an update conflict (the mapping has no policy).
+    sandbox_testing.edit_as_another_user("bc", "customers", bc_id, phoneNumber="0111 111", city="Bctown")
+    sandbox_testing.edit_as_another_user("dataverse", "accounts", dv_id, telephone1="0222 222", address1_city="Dvtown")
+    sync_enqueue(mapping=customer, kind=JobKind.MODIFIED)
+    rq_worker()
+    assert SyncError.objects.filter(error_class="conflict", table_mapping=customer).exists()
+
+    page.goto("/admin/jobs/syncerror/")
+    page.select_option("#id_error_class", "conflict")
+    page.click(".filterset-form input[type=submit]")
+    expect(page.locator("#result_list tbody tr").first).to_contain_text("Update conflict")
+    page.shot("errors-1-filtered")
+    page.locator("#result_list tbody tr th a").first.click()
+    expect(page.locator("#explanation")).to_contain_text("changed in both systems")
+    page.shot("errors-2-detail")
+
+    page.click("text=Resolve the conflict field by field")
+    page.locator("tr[data-field=phoneNumber] input[value=bc]").check()
+    page.locator("tr[data-field=city] input[value=dataverse]").check()
+    page.shot("conflict-1-choose")
+    page.click("input[name=resolve]")
+    expect(page.locator("ul.messagelist")).to_contain_text("Resolved")
+    expect(page.locator("tr[data-field=phoneNumber]")).not_to_have_class("differs")
+    page.shot("conflict-2-resolved")
+    account = rows(dataverse, "accounts", f"accountid eq {dv_id}")[0]
+    bc_customer = rows(bc, "customers", f"id eq {bc_id}")[0]
+    assert (account["telephone1"], account["address1_city"]) == ("0111 111", "Dvtown")
+    assert (bc_customer["phoneNumber"], bc_customer["city"]) == ("0111 111", "Dvtown")
+
+    # Retry every conflict error of the mapping: the records synchronize cleanly now.
+    page.goto(f"/admin/jobs/syncerror/?error_class=conflict&table_mapping={customer.pk}")
+    page.click("#retry-class button")
+    expect(page.locator("ul.messagelist")).to_contain_text("Synchronizing the records of these errors again")
+    page.shot("errors-3-retried")
+    retry_jobs = list(SyncJob.objects.filter(table_mapping=customer, kind=JobKind.RECORDS, status=JobStatus.QUEUED))
+    assert {job.direction for job in retry_jobs} == {Direction.TO_DATAVERSE, Direction.FROM_DATAVERSE}
+    rq_worker()
+    for job in retry_jobs:
+        job.refresh_from_db()
+        assert (job.status, job.failed) == (JobStatus.SUCCEEDED, 0), job.message
+    coupling.refresh_from_db()
+    assert not coupling.skipped
