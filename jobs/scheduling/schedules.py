@@ -21,7 +21,7 @@ from django.utils import timezone
 from jobs.choices import ACTIVE_STATUSES, JobKind, JobStatus
 from jobs.models import Schedule, ScheduleState, SyncJob
 from jobs.scheduling.defaults import default_schedule_values
-from jobs.services import SyncNotStarted, sync_enqueue
+from jobs.services import SyncNotStarted, mappings_in_dependency_order, sync_enqueue
 from mappings.models import TableMapping
 
 logger = logging.getLogger(__name__)
@@ -38,9 +38,14 @@ def schedule_create_default(*, mapping: TableMapping) -> Schedule:
 def schedules_run_due(*, now: datetime | None = None) -> int:
     """Start a run of every due schedule this process manages to claim; return how many runs were started."""
     now = now or timezone.now()
-    due = Schedule.objects.filter(enabled=True, next_run_at__lte=now).select_related("table_mapping")
+    due = list(Schedule.objects.filter(enabled=True, next_run_at__lte=now).select_related("table_mapping"))
+    if not due:
+        return 0
+    # Runs are queued in dependency order (CURRENCY and SALESPEOPLE before CUSTOMER), so that on a new installation,
+    # where every schedule is due at once, lookups find their couplings.
+    position = {mapping.pk: i for i, mapping in enumerate(mappings_in_dependency_order())}
     started = 0
-    for schedule in due.order_by("next_run_at"):
+    for schedule in sorted(due, key=lambda s: (position.get(s.table_mapping_id, 0), s.next_run_at)):
         if schedule_start_run(schedule=schedule, now=now):
             started += 1
     return started

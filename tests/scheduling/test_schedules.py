@@ -77,6 +77,22 @@ def test_a_due_schedule_starts_one_incremental_run_and_moves_its_next_run(django
     assert schedules_run_due() == 0
 
 
+def test_schedules_due_together_start_in_dependency_order():
+    Schedule.objects.update(next_run_at=timezone.now() - timedelta(minutes=1))
+    # CUSTOMER has waited longest, but it looks up CURRENCY and SALESPEOPLE couplings.
+    Schedule.objects.filter(table_mapping__name="CUSTOMER").update(next_run_at=timezone.now() - timedelta(hours=1))
+
+    assert schedules_run_due() == 5
+
+    first_job_of = {}
+    for job in SyncJob.objects.order_by("pk").select_related("table_mapping"):
+        first_job_of.setdefault(job.table_mapping.name, job.pk)
+    order = sorted(first_job_of, key=first_job_of.get)
+    assert order.index("CURRENCY") < order.index("CUSTOMER") < order.index("CONTACT")
+    assert order.index("SALESPEOPLE") < order.index("CUSTOMER")
+    assert order.index("VENDOR") < order.index("CONTACT")
+
+
 def test_a_paused_schedule_does_not_run():
     schedule = only_customer_due()
     schedule_services.schedules_pause(schedules=[schedule])
