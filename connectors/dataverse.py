@@ -204,7 +204,7 @@ class DataverseClient(ODataClient, DataverseWebhooks):
         names = self.names(operation.entity_set)
         entity_url = self.url(f"{operation.entity_set}({item.record_id})")
         representation = {"Prefer": "return=representation"}
-        if operation.kind in ("create", "upsert") and operation.record_id is None or operation.kind == "create":
+        if operation.kind == "create" or operation.record_id is None:  # an upsert without id is a create
             body = {**operation.values, names.primary_key: str(item.record_id)}
             return BatchPart("POST", self.url(operation.entity_set), representation, body)
         if operation.kind == "upsert":
@@ -275,8 +275,8 @@ class DataverseClient(ODataClient, DataverseWebhooks):
         infer_field(error, item.operation.values)
         if error.kind == ErrorKind.NOT_FOUND:
             mentions_target = item.record_id is not None and str(item.record_id).lower() in error.message.lower()
-            if item.operation.kind in ("create", "upsert") or not mentions_target and error.message:
-                # A lookup (`nav@odata.bind`) points at a row that does not exist.
+            if item.operation.kind in ("create", "upsert") or (error.message and not mentions_target):
+                # Not the record itself: a lookup (`nav@odata.bind`) points at a row that does not exist.
                 error.kind = ErrorKind.MISSING_DEPENDENCY
         return error
 
