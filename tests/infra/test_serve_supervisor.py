@@ -78,7 +78,8 @@ def started_children(log: str) -> dict[str, int]:
     return {name: int(pid) for name, pid in CHILD.findall(line.group(1))}
 
 
-def test_one_sigint_stops_redis_web_worker_and_scheduler(serve):
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_one_signal_stops_redis_web_worker_and_scheduler(serve, stop_signal):
     process, port, log_path = serve
 
     response = wait_for_login_page(process, port, log_path)
@@ -88,7 +89,7 @@ def test_one_sigint_stops_redis_web_worker_and_scheduler(serve):
     assert set(children) == {"redis", "web", "worker", "scheduler"}
     assert all(group_alive(pid) for pid in children.values())
 
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop_signal)
     exit_code = process.wait(timeout=60)
 
     log = log_path.read_text()

@@ -85,6 +85,7 @@ class Command(BaseCommand):
         if not _port_free(port):
             raise CommandError(f"Port {port} on 127.0.0.1 is in use: stop what uses it, or set PORT to another port.")
         self.signals_received = 0
+        self.stop_signal = signal.SIGTERM  # what the children get when one of them died on its own
         self.output_lock = threading.Lock()
         self.preexec = _die_with_parent_hook()
         self.child_env = {**os.environ, "PYTHONUNBUFFERED": "1", "PORT": str(port)}
@@ -106,7 +107,7 @@ class Command(BaseCommand):
 
         exit_code = self._supervise(children, port)
         # Redis goes last, so the worker can still record what it was doing.
-        self._stop(app_children, signal.SIGINT if self.signals_received else signal.SIGTERM)
+        self._stop(app_children, self.stop_signal)
         self._stop(redis_children, signal.SIGTERM)
         self._say("all processes stopped")
         if exit_code:
@@ -156,6 +157,8 @@ class Command(BaseCommand):
             sys.stdout.flush()
 
     def _on_signal(self, signum, frame) -> None:
+        if not self.signals_received:
+            self.stop_signal = signum  # forwarded as received: SIGINT or SIGTERM
         self.signals_received += 1
 
     def _supervise(self, children: list[Child], port: int) -> int:
