@@ -6,6 +6,7 @@ import pytest
 from django.contrib import admin
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.urls.exceptions import NoReverseMatch
+from django.urls.resolvers import RoutePattern
 
 PUBLIC_ADMIN_URL_NAMES = {"admin:login"}
 # Django's admin sends an anonymous visitor of the logout page to the index, which then asks for a login.
@@ -43,6 +44,17 @@ def _named_patterns(resolver: URLResolver, namespace: str = ""):
             yield (f"{namespace}:{entry.name}" if namespace else entry.name), entry
 
 
+def _unnamed_routes(resolver: URLResolver, prefix: str = "/"):
+    """Paths of the unnamed `path()` routes (such as the admin's <object_id>/ redirects), with sample values."""
+    for entry in resolver.url_patterns:
+        route = str(entry.pattern)
+        if isinstance(entry, URLResolver):
+            if not route.startswith("^"):
+                yield from _unnamed_routes(entry, prefix + route)
+        elif not entry.name and isinstance(entry.pattern, RoutePattern):
+            yield prefix + re.sub(r"<(?:\w+:)?(\w+)>", lambda m: str(SAMPLE_VALUES.get(m.group(1), "1")), route)
+
+
 def admin_urls() -> list[str]:
     """Every named URL under /admin/ (the admin site, each ModelAdmin's get_urls(), django-rq), made concrete."""
     urls = set()
@@ -56,6 +68,7 @@ def admin_urls() -> list[str]:
             continue
         if url.startswith("/admin/"):
             urls.add(url)
+    urls.update(url for url in _unnamed_routes(get_resolver()) if url.startswith("/admin/"))
     return sorted(urls)
 
 
@@ -75,6 +88,7 @@ def test_the_walk_covers_every_registered_model_and_the_rq_dashboard():
     assert "/admin/rq/" in urls
     assert any(url.startswith("/admin/rq/queues/") for url in urls)
     assert reverse("admin:login") not in urls
+    assert "/admin/connectors/connection/1/" in urls  # an unnamed route: the redirect to the change page
 
 
 def _is_json_api(url: str) -> bool:
