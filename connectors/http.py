@@ -36,8 +36,21 @@ class override_transport:  # noqa: N801 (used like a function: a setter and a co
             _override = self._previous
 
 
+class _SharedTransport(httpx.BaseTransport):
+    """The overriding transport as each client sees it: closing one client must not close it for the others."""
+
+    def __init__(self, transport: httpx.BaseTransport):
+        self._transport = transport
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self._transport.handle_request(request)
+
+    def close(self) -> None:
+        pass
+
+
 def current_transport() -> httpx.BaseTransport | None:
-    return _override
+    return _SharedTransport(_override) if _override is not None else None
 
 
 def build_http_client(*, timeout_seconds: float, max_connections: int = 20) -> httpx.Client:
