@@ -141,6 +141,22 @@ def test_of_two_schedulers_that_read_the_same_due_schedule_only_one_starts_the_r
     assert SyncJob.objects.count() == 2  # one run: its two directions
 
 
+def test_a_due_schedule_does_not_queue_a_second_run_beside_one_still_in_progress():
+    from jobs.services import sync_enqueue
+
+    schedule = only_customer_due()
+    running = sync_enqueue(mapping=schedule.table_mapping, kind=JobKind.FULL)  # e.g. a user's long full sync
+    SyncJob.objects.filter(pk__in=[j.pk for j in running]).update(status=JobStatus.RUNNING)
+
+    assert schedules_run_due() == 0
+
+    assert SyncJob.objects.count() == len(running)
+    schedule.refresh_from_db()
+    assert schedule.state == ScheduleState.READY
+    assert schedule.next_run_at > timezone.now() + timedelta(minutes=29)
+    assert "in progress" in schedule.last_message
+
+
 def finish(jobs, *, status=JobStatus.SUCCEEDED, **counts):
     for job in jobs:
         SyncJob.objects.filter(pk=job.pk).update(status=status, finished_at=timezone.now(), **counts)
