@@ -1,0 +1,81 @@
+"""One client shared by several threads: in-flight requests stay within the connection's concurrency, which halves
+after a 429 and grows back after a run of successes."""
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from connectors import resilience
+from connectors.auth import clear_token_cache
+from connectors.choices import ConnectionKind
+from connectors.clients import open_client
+from connectors.http import override_transport
+from connectors.models import Connection
+from connectors.resilience import Throttle
+
+
+class Service:
+    """Answers slowly, counts requests in flight, and throttles one request once `throttle_after` have been served."""
+
+    def __init__(self, throttle_after: int):
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.peaks: list[int] = []  # in-flight count seen by each request, in arrival order
+        self.served = 0
+        self.throttle_after = throttle_after
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/token"):
+            return httpx.Response(200, json={"token_type": "Bearer", "expires_in": 3599, "access_token": "t"})
+        with self.lock:
+            self.in_flight += 1
+            self.peaks.append(self.in_flight)
+            self.served += 1
+            throttle = self.served == self.throttle_after
+        time.sleep(0.02)
+        with self.lock:
+            self.in_flight -= 1
+        if throttle:
+            return httpx.Response(429, headers={"Retry-After": "0"}, json={"error": {"code": "0x80072322"}})
+        return httpx.Response(200, json={"value": [{"accountid": "78914942-34cb-ed11-b596-0022481d68cd"}]})
+
+
+def test_threads_sharing_a_client_stay_within_the_concurrency_that_backs_off_under_throttling(monkeypatch):
+    monkeypatch.setattr(resilience, "sleep", lambda seconds: None)
+    clear_token_cache()
+    service = Service(throttle_after=12)
+    connection = Connection(
+        kind=ConnectionKind.DATAVERSE,
+        name="DV",
+        environment_url="https://org.crm.dynamics.com",
+        tenant="t",
+        client_id="c",
+        max_concurrency=4,
+    )
+    connection.set_client_secret("secret")
+    with override_transport(httpx.MockTransport(service)), open_client(connection) as client:
+        client.tokens.token()
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            pages = list(pool.map(lambda _: list(client.read_pages("accounts")), range(40)))
+
+    assert len(pages) == 40 and all(len(p[0].rows) == 1 for p in pages)
+    assert max(service.peaks) == 4  # never more than the connection allows
+    after_throttle = service.peaks[12 + 12 :]  # well after the requests in flight at the 429 are done
+    assert after_throttle and max(after_throttle) <= 3
+    assert client.throttle.concurrency == 3  # halved to 2, then one step back after 20 successes
+    assert client.request_counts["retry"] == 1
+
+
+def test_the_throttle_halves_on_429_and_grows_back_step_by_step():
+    throttle = Throttle(max_concurrency=8, max_batch_size=100, grow_after=3)
+    throttle.on_throttled()
+    throttle.on_throttled()
+    assert (throttle.concurrency, throttle.batch_size) == (2, 25)
+    for _ in range(3):
+        throttle.on_success()
+    assert (throttle.concurrency, throttle.batch_size) == (3, 35)
+    for _ in range(100):
+        throttle.on_success()
+    assert (throttle.concurrency, throttle.batch_size) == (8, 100)
