@@ -17,7 +17,7 @@ from connectors.types import ConnectorError
 from coupling.filters import CappedCountPaginator
 from coupling.models import Coupling
 from jobs.admin import RUN_SYNC_PERMISSION, SyncErrorAdmin
-from jobs.admin_coupling import connected_clients
+from jobs.admin_coupling import connected_clients, delete_surviving_records, restore_deleted_partners
 from jobs.choices import ErrorClass
 from jobs.filters import SyncErrorListFilter, sync_error_list
 from jobs.models import SyncError
@@ -75,6 +75,16 @@ def uncouple_error_records(modeladmin, request, queryset):
         modeladmin.message_user(request, f"{mapping.name}: uncoupling {len(by_mapping[mapping.pk])}, job #{job.pk}.")
 
 
+@admin.action(description="Restore the deleted partner of the selected errors' records", permissions=["run_sync"])
+def restore_error_partners(modeladmin, request, queryset):
+    restore_deleted_partners(modeladmin, request, _couplings_of(queryset))
+
+
+@admin.action(description="Delete the surviving record of the selected errors' records", permissions=["run_sync"])
+def delete_error_surviving_records(modeladmin, request, queryset):
+    delete_surviving_records(modeladmin, request, _couplings_of(queryset))
+
+
 def _couplings_of(errors):
     """The couplings the errors are about (matched by mapping and either record's id)."""
     condition = Q(pk__in=[])
@@ -93,7 +103,14 @@ class SyncErrorResolveAdmin(SyncErrorAdmin):
     search_fields = []
     list_per_page = 50
     paginator = CappedCountPaginator
-    actions = [retry_errors, retry_error_classes, unskip_error_couplings, uncouple_error_records]
+    actions = [
+        retry_errors,
+        retry_error_classes,
+        unskip_error_couplings,
+        uncouple_error_records,
+        restore_error_partners,
+        delete_error_surviving_records,
+    ]
     change_form_template = "admin/jobs/syncerror/change_form.html"
     change_list_template = "admin/jobs/syncerror/change_list.html"
     show_facets = admin.ShowFacets.NEVER  # facet counts would COUNT the whole table per choice

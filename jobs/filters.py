@@ -20,10 +20,12 @@ DIRECTIONS = [(Direction.TO_DATAVERSE, "To Dataverse"), (Direction.FROM_DATAVERS
 
 class SyncErrorFilterSet(django_filters.FilterSet):
     text = django_filters.CharFilter(method="search", label="Text, name or id")
-    table_mapping = django_filters.ModelChoiceFilter(queryset=TableMapping.objects.all(), label="Mapping")
+    table_mapping = django_filters.ModelChoiceFilter(
+        queryset=TableMapping.objects.all(), label="Mapping", empty_label="Any"
+    )
     job = django_filters.NumberFilter(field_name="job_id", label="Job number")
-    direction = django_filters.ChoiceFilter(choices=DIRECTIONS)
-    error_class = django_filters.ChoiceFilter(choices=ErrorClass.choices, label="Error class")
+    direction = django_filters.ChoiceFilter(choices=DIRECTIONS, empty_label="Any")
+    error_class = django_filters.ChoiceFilter(choices=ErrorClass.choices, label="Error class", empty_label="Any")
     # Compared as datetimes (not created_at__date) so the created_at index is used.
     since = django_filters.DateFilter(
         method="date_range", label="From (date)", widget=forms.DateInput({"type": "date"})

@@ -133,9 +133,14 @@ def sync_job_cancel(*, job: SyncJob) -> None:
 
 @contextmanager
 def mapping_lock(mapping: TableMapping):
-    """One run per mapping at a time, across workers and machines; expires if its worker dies."""
+    """One run per mapping at a time, across workers and machines.
+
+    The lock expires SYNC_LOCK_TIMEOUT_SECONDS after its holder stopped renewing it (a live run renews it on every
+    page), so a dead worker's lock is simply waited out; a live run's lock makes this one give up.
+    """
+    timeout = settings.SYNC_LOCK_TIMEOUT_SECONDS
     lock = django_rq.get_connection(QUEUE).lock(
-        f"syncadmin:mapping-run:{mapping.pk}", timeout=settings.SYNC_LOCK_TIMEOUT_SECONDS, blocking=False
+        f"syncadmin:mapping-run:{mapping.pk}", timeout=timeout, blocking=True, blocking_timeout=timeout + 1
     )
     if not lock.acquire():
         yield None

@@ -356,6 +356,11 @@ class DirectionRun:
                 to_update.append(coupling)
             elif outcome == Action.UNCHANGED and coupling is not None:
                 self._remember_source(coupling, plan.source_row)
+                if coupling.pending and plan.target_row is not None:
+                    # An interrupted run wrote this record before it could say so: confirm the coupling now.
+                    self._remember_target(coupling, plan.target_row)
+                    coupling.pending = False
+                    self._set_result(coupling, SyncResult.SUCCESS)
                 to_update.append(coupling)
             elif outcome == Action.UNCOUPLE:
                 to_delete.append(coupling.pk)
@@ -379,6 +384,11 @@ class DirectionRun:
         setattr(coupling, self.source.coupling_attr("etag"), self.source.row_etag(row))
         setattr(coupling, self.source.coupling_attr("modified_on"), self.source.row_modified(row))
         setattr(coupling, self.source.coupling_attr("name"), self.source.row_name(row))
+
+    def _remember_target(self, coupling: Coupling, row: dict) -> None:
+        setattr(coupling, self.target.coupling_attr("etag"), self.target.row_etag(row))
+        setattr(coupling, self.target.coupling_attr("modified_on"), self.target.row_modified(row))
+        setattr(coupling, self.target.coupling_attr("name"), self.target.row_name(row))
 
     def _mark_success(self, coupling: Coupling, plan: Plan, result: WriteResult) -> None:
         self._remember_source(coupling, plan.source_row)

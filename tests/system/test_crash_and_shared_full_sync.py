@@ -25,7 +25,9 @@ def test_killing_the_worker_at_random_points_and_rerunning_leaves_no_duplicate_a
     kills = 0
     for _ in range(4):
         scratch.manage("sync", "CUSTOMER", "--kind", "full", "--enqueue")
-        worker = scratch.start("rqworker", "default", "--burst", log_name="worker")
+        # A SimpleWorker runs the job in its own process: killing it kills the run (RQ's default worker forks a
+        # work horse into a session of its own, which a kill of the worker would not reach).
+        worker = scratch.start("rqworker", "default", "--burst", "--worker-class", "rq.SimpleWorker", log_name="worker")
         time.sleep(rng.uniform(0.5, 6.0))
         if worker.poll() is None:
             kills += 1
