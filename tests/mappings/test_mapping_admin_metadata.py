@@ -161,3 +161,16 @@ def test_a_value_map_to_values_that_are_not_options_is_refused(admin_client, cha
         value_map='{"DHL": 2, "Pigeon": 9}',
     )
     _submit_refused(admin_client, url, data, "value map: 9 is not an option of address1_shippingmethodcode (1 Airborne")
+
+
+def test_a_connection_that_cannot_be_read_is_reported_not_silently_passed(
+    admin_client, change_form, sandbox_connections
+):
+    bc, _ = sandbox_connections
+    bc.set_client_secret("not-the-secret")
+    bc.save()
+    url, data = change_form.data(admin_client, "CUSTOMER")
+    response = admin_client.post(url, data, follow=True)
+    html = response.content.decode()
+    assert response.redirect_chain  # Dataverse was checked and nothing is wrong, so it saves...
+    assert "Business Central metadata for customers could not be read" in html  # ...and says what was not checked
