@@ -8,17 +8,7 @@ from coupling.models import AmbiguousMatch, Coupling
 
 @admin.register(Coupling)
 class CouplingAdmin(admin.ModelAdmin):
-    list_display = [
-        "id",
-        "table_mapping",
-        "bc_name",
-        "dataverse_name",
-        "last_result_to_dataverse",
-        "last_result_from_dataverse",
-        "skipped",
-        "pending",
-        "updated_at",
-    ]
+    list_display = ["id", "table_mapping", "bc_name", "dataverse_name", "last_results", "skipped", "updated_at"]
     list_display_links = ["id"]
     # One django-filter FilterSet (mapping, skipped, last result per direction, name or id) instead of the admin's
     # per-field filters: one form, usable from selectors and tests too.
@@ -28,6 +18,12 @@ class CouplingAdmin(admin.ModelAdmin):
     paginator = CappedCountPaginator
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER  # facet counts would COUNT the whole table per choice
+
+    @admin.display(description="last results")
+    def last_results(self, obj):
+        text = f"→ {obj.get_last_result_to_dataverse_display()} · ← {obj.get_last_result_from_dataverse_display()}"
+        return text + (" · being created" if obj.pending else "")
+
     readonly_fields = [
         "bc_modified_on",
         "dataverse_modified_on",

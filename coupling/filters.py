@@ -31,13 +31,17 @@ def as_uuid(text: str) -> uuid.UUID | None:
 
 class CouplingFilterSet(django_filters.FilterSet):
     text = django_filters.CharFilter(method="search", label="Name or id")
-    table_mapping = django_filters.ModelChoiceFilter(queryset=TableMapping.objects.all(), label="Mapping")
-    skipped = django_filters.BooleanFilter(label="Skipped")
+    table_mapping = django_filters.ModelChoiceFilter(
+        queryset=TableMapping.objects.all(), label="Mapping", empty_label="Any"
+    )
+    skipped = django_filters.ChoiceFilter(
+        choices=[("true", "Yes"), ("false", "No")], method="is_skipped", label="Skipped", empty_label="Any"
+    )
     to_dataverse = django_filters.ChoiceFilter(
-        choices=RESULT_CHOICES, method="last_result", label="Last result to Dataverse"
+        choices=RESULT_CHOICES, method="last_result", label="Last result to Dataverse", empty_label="Any"
     )
     from_dataverse = django_filters.ChoiceFilter(
-        choices=RESULT_CHOICES, method="last_result", label="Last result from Dataverse"
+        choices=RESULT_CHOICES, method="last_result", label="Last result from Dataverse", empty_label="Any"
     )
 
     class Meta:
@@ -54,6 +58,9 @@ class CouplingFilterSet(django_filters.FilterSet):
         if value.isdigit():
             return queryset.filter(Q(pk=int(value)) | Q(bc_name__icontains=value) | Q(dataverse_name__icontains=value))
         return queryset.filter(Q(bc_name__icontains=value) | Q(dataverse_name__icontains=value))
+
+    def is_skipped(self, queryset, name, value):
+        return queryset.filter(skipped=value == "true")
 
     def last_result(self, queryset, name, value):
         column = "last_result_to_dataverse" if name == "to_dataverse" else "last_result_from_dataverse"

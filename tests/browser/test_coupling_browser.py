@@ -13,7 +13,10 @@ from mappings.choices import Direction
 from mappings.models import TableMapping
 from sandbox import testing as sandbox_testing
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, databases=["default", "sandbox"])]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True, serialized_rollback=True, databases=["default", "sandbox"]),
+]
 
 
 def rows(connection, entity_set, filter=None):
@@ -60,6 +63,9 @@ def test_couple_two_records_by_clicking_then_synchronize_now_and_see_the_result(
     assert job.status == JobStatus.SUCCEEDED, job.message
     expect(page.locator("#content")).to_contain_text("Succeeded")
     page.shot("couple-4-job-result")
+    page.goto(f"/admin/coupling/coupling/?table_mapping={customer.pk}")
+    expect(page.locator("#result_list")).to_contain_text(name)
+    page.shot("couple-5-coupling-list")
     # The Dataverse row now holds the Business Central values of the synchronized fields.
     account = rows(dataverse, "accounts", f"accountid eq {coupling.dataverse_id}")[0]
     assert account["telephone1"] == bc_names[name]["phoneNumber"]
