@@ -29,15 +29,11 @@ def sandbox_webhooks(sandbox_http):
 
 
 @pytest.fixture(autouse=True)
-def _keep_the_test_connections_open_across_in_process_requests():
+def _keep_the_test_connections_open_across_in_process_requests(monkeypatch):
     """Django closes "obsolete" connections when a request starts and ends; in a test transaction (autocommit off)
-    that closes the test's own PostgreSQL connection under it. Django's test client disconnects these handlers; the
-    in-process WSGI app behind httpx.WSGITransport does not, so do it here."""
-    from django.core import signals
-    from django.db import close_old_connections
+    that closes the test's own PostgreSQL connection under it. Django's test client guards only its own request;
+    the in-process WSGI app behind httpx.WSGITransport (the sandbox, our receivers) is not guarded, so no connection
+    is closed that way during these tests."""
+    from django.db.backends.base.base import BaseDatabaseWrapper
 
-    signals.request_started.disconnect(close_old_connections)
-    signals.request_finished.disconnect(close_old_connections)
-    yield
-    signals.request_started.connect(close_old_connections)
-    signals.request_finished.connect(close_old_connections)
+    monkeypatch.setattr(BaseDatabaseWrapper, "close_if_unusable_or_obsolete", lambda self: None)
