@@ -393,7 +393,7 @@ class TableMappingAdmin(admin.ModelAdmin):
                 return result
             result["count"] = run.metadata.count(side, entity_set, expression)
         except MetadataUnavailable as exc:
-            result["error"] = exc.message
+            result["error"] = f"Not counted. {exc.reason}"
         return result
 
     def transformation_preview_view(self, request):

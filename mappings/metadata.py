@@ -22,10 +22,11 @@ SIDE_LABEL = {"bc": "Business Central", "dataverse": "Dataverse"}
 class MetadataUnavailable(Exception):
     """The metadata of a system or table could not be read; the message says why, in plain words."""
 
-    def __init__(self, message: str, *, unknown_table: bool = False):
+    def __init__(self, message: str, *, unknown_table: bool = False, reason: str = ""):
         super().__init__(message)
         self.message = message
         self.unknown_table = unknown_table
+        self.reason = reason or message  # without the "names were not checked" framing, for other pages
 
 
 class MetadataCache:
@@ -111,15 +112,14 @@ def _open_client(side: Side):
     try:
         connection = Connection.objects.active(SIDE_KIND[side])
     except (Connection.DoesNotExist, Connection.MultipleObjectsReturned) as exc:
-        raise MetadataUnavailable(f"{label} names were not checked: {exc}") from None
-    try:
-        from connectors.clients import open_client
-    except ImportError:
-        raise MetadataUnavailable(f"{label} names were not checked: the connectors are not installed.") from None
+        raise MetadataUnavailable(f"{label} names were not checked: {exc}", reason=str(exc)) from None
+    from connectors.clients import open_client
+
     try:
         return open_client(connection)
     except ConnectorError as exc:
-        raise MetadataUnavailable(f"{label} names were not checked: {exc.message}") from None
+        reason = f"{label} cannot be reached: {exc.message}"
+        raise MetadataUnavailable(f"{label} names were not checked: {exc.message}", reason=reason) from None
 
 
 def _close_tables(client, entity_set: str) -> str:

@@ -300,3 +300,10 @@ def test_resets_and_imports_are_listed_under_mapping_changes(admin_client, admin
     change = MappingChange.objects.get()
     detail = admin_client.get(reverse("admin:mappings_mappingchange_change", args=[change.pk])).content.decode()
     assert "table_filter: (blank) -&gt; &quot;blocked eq &#x27; &#x27;&quot;" in detail
+
+
+def test_the_test_filter_page_says_why_it_cannot_count_without_connections(admin_client):
+    customer = TableMapping.objects.get(name="CUSTOMER")
+    html = admin_client.get(reverse("admin:mappings_tablemapping_test_filter", args=[customer.pk])).content.decode()
+    assert "Not counted. No enabled Business Central connection: add one under Connections." in html
+    assert "Not counted. No enabled Dataverse connection: add one under Connections." in html
