@@ -147,3 +147,71 @@ def add_field_row(data: dict, **values) -> None:
         if value is not None:
             data[f"{prefix}{index}-{name}"] = value
     data[total_key] = str(index + 1)
+
+
+# Headless Chromium against the real admin on the live server, which also serves the sandbox (as in tests/browser;
+# conftest modules cannot import each other).
+@pytest.fixture(scope="session")
+def mapping_browser():
+    import os
+
+    from playwright.sync_api import sync_playwright
+
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop here
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu", "--no-first-run"]
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def mapping_page(mapping_browser, live_server, admin_user, settings):
+    settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = False  # plain http on localhost
+    context = mapping_browser.new_context(base_url=live_server.url, viewport={"width": 1600, "height": 1000})
+    context.set_default_timeout(20_000)
+    page = context.new_page()
+    page.goto("/admin/login/")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "password")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#user-tools")
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def live_sandbox_connections(live_server):
+    """Connections to the sandbox served by the live server, over a real socket."""
+    from sandbox import services as sandbox_services
+
+    sandbox_services.seed_demo(customers=12, accounts=8, shared=3)
+    secret = f"tests-{uuid.uuid4().hex}"
+    sandbox_services.register_client(client_id="syncadmin-mapping-tests", client_secret=secret)
+    tenant = sandbox_services.DEMO_TENANT
+    common = {
+        "tenant": tenant,
+        "client_id": "syncadmin-mapping-tests",
+        "token_url": f"{live_server.url}/sandbox/oauth/{tenant}/oauth2/v2.0/token",
+    }
+    connections = [
+        Connection(
+            kind=ConnectionKind.BUSINESS_CENTRAL,
+            name="Sandbox Business Central",
+            environment_url=f"{live_server.url}/sandbox/bc",
+            bc_environment=sandbox_services.DEMO_ENVIRONMENT,
+            bc_company_id=sandbox_services.demo_company_id(),
+            **common,
+        ),
+        Connection(
+            kind=ConnectionKind.DATAVERSE,
+            name="Sandbox Dataverse",
+            environment_url=f"{live_server.url}/sandbox/dataverse",
+            **common,
+        ),
+    ]
+    for connection in connections:
+        connection.set_client_secret(secret)
+        connection.save()
+    return connections
