@@ -15,6 +15,7 @@ from connectors.choices import ConnectionKind
 from connectors.models import Connection
 from coupling.models import Coupling
 from jobs.services import coupling_job_enqueue
+from mappings.defaults import create_default_mappings
 from mappings.models import TableMapping
 
 CHROMIUM_ARGS = [
@@ -102,6 +103,9 @@ def page(browser, live_server, admin_user, settings, screenshot_dir):
 
 @pytest.fixture
 def live_connections(live_server):
+    # A transactional test empties the tables when it ends, the default mappings of the data migration too.
+    if not TableMapping.objects.exists():
+        create_default_mappings()
     return sandbox_connection_pair(live_server.url)
 
 

@@ -15,7 +15,7 @@ from sandbox import testing as sandbox_testing
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.django_db(transaction=True, serialized_rollback=True, databases=["default", "sandbox"]),
+    pytest.mark.django_db(transaction=True, databases=["default", "sandbox"]),
 ]
 
 
