@@ -372,6 +372,8 @@ def validate_field_mappings(
     lookup's target table is the one the chosen mapping couples.
     """
     table_direction = data.get("direction", Direction.BIDIRECTIONAL)
+    if table_direction not in Direction.values:
+        return []  # validate_table reports the bad direction; field rules depend on a valid one
     fields = data.get("field_mappings") or []
     tables = {
         "bc": _quiet_table(metadata, "bc", data.get("bc_entity_set") or ""),
@@ -452,9 +454,8 @@ def _check_field(
             f"direction {DIRECTION_LABEL[direction]} is not allowed in a mapping that syncs "
             f"{DIRECTION_LABEL[table_direction]} only.",
         )
-    for key in ("transformation",):
-        for message in validate_rules(field.get(key, [])):
-            yield key, f"transformation: {message}"
+    for message in validate_rules(field.get("transformation", [])):
+        yield "transformation", f"transformation: {message}"
     value_map = field.get("value_map", {})
     if not isinstance(value_map, dict):
         yield (
