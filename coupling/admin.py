@@ -21,7 +21,9 @@ class CouplingAdmin(admin.ModelAdmin):
 
     @admin.display(description="last results")
     def last_results(self, obj):
-        text = f"→ {obj.get_last_result_to_dataverse_display()} · ← {obj.get_last_result_from_dataverse_display()}"
+        to_dv = obj.get_last_result_to_dataverse_display() if obj.last_result_to_dataverse else "not yet"
+        from_dv = obj.get_last_result_from_dataverse_display() if obj.last_result_from_dataverse else "not yet"
+        text = f"to Dataverse: {to_dv} · from Dataverse: {from_dv}"
         return text + (" · being created" if obj.pending else "")
 
     readonly_fields = [

@@ -161,13 +161,21 @@ def delete_surviving_records(modeladmin, request, queryset):
 
 
 class CouplingResolveAdmin(CouplingSyncAdmin):
-    list_display = [*CouplingSyncAdmin.list_display, "open_records"]
+    list_display = ["id", "table_mapping", "bc_record", "dataverse_record", "last_results", "skipped"]
     actions = [*CouplingSyncAdmin.actions, restore_deleted_partners, delete_surviving_records]
     change_list_template = "admin/jobs/coupling/change_list.html"
 
-    @admin.display(description="records")
-    def open_records(self, obj):
-        return format_html('<a href="{}">compare both</a>', reverse("admin:coupling_coupling_compare", args=[obj.pk]))
+    def _record_link(self, obj, name, record_id):
+        url = reverse("admin:coupling_coupling_compare", args=[obj.pk])
+        return format_html('<a href="{}" title="Both records side by side">{}</a>', url, name or record_id or "-")
+
+    @admin.display(description="Business Central record", ordering="bc_name")
+    def bc_record(self, obj):
+        return self._record_link(obj, obj.bc_name, obj.bc_id)
+
+    @admin.display(description="Dataverse row", ordering="dataverse_name")
+    def dataverse_record(self, obj):
+        return self._record_link(obj, obj.dataverse_name, obj.dataverse_id)
 
     def get_urls(self):
         return [
