@@ -111,9 +111,10 @@ def actor_id(req: Req) -> str | None:
     """The systemuser behind the calling app registration (its application user)."""
     if not req.client_id:
         return None
-    return (
-        AppClient.objects.using(rows.DB).filter(client_id=req.client_id).values_list("systemuser_id", flat=True).first()
-    )
+    if "actor" not in req.cache:
+        users = AppClient.objects.using(rows.DB).filter(client_id=req.client_id)
+        req.cache["actor"] = users.values_list("systemuser_id", flat=True).first()
+    return req.cache["actor"]
 
 
 # --- keys ----------------------------------------------------------------------------------------------------------
@@ -507,14 +508,20 @@ def _computed(table: schema.Table, values: dict, merged: dict) -> None:
             )
 
 
-def _check_unique(table: schema.Table, rid: str, merged: dict) -> None:
+def _alternate_keys(req: Req, table: schema.Table) -> list[list[str]]:
+    if "alternate_keys" not in req.cache:
+        req.cache["alternate_keys"] = rows.get_setting("alternate_keys")
+    return req.cache["alternate_keys"].get(table.entity_set, [])
+
+
+def _check_unique(req: Req, table: schema.Table, rid: str, merged: dict) -> None:
     model = row_model(table).objects.using(rows.DB)
     iso = merged.get("isocurrencycode") if table.entity_set == "transactioncurrencies" else None
     if iso and model.filter(isocurrencycode__iexact=iso).exclude(rid=rid).exists():
         raise ApiError(
             412, "0x80048cf3", "The currency cannot be created because a currency with the same ISO code exists."
         )
-    for key in rows.get_setting("alternate_keys").get(table.entity_set, []):
+    for key in _alternate_keys(req, table):
         wanted = {c: merged.get(c) for c in key}
         if any(v is None for v in wanted.values()):
             continue
@@ -532,7 +539,10 @@ def _check_unique(table: schema.Table, rid: str, merged: dict) -> None:
 # --- writes ----------------------------------------------------------------------------------------------------
 
 
-def _defaults(table: schema.Table, actor: str | None) -> dict:
+def _defaults(req: Req, table: schema.Table, actor: str | None) -> dict:
+    cached = req.cache.get(("defaults", table.entity_set, actor))
+    if cached is not None:
+        return dict(cached)
     values = {}
     if table.column("statecode"):
         values.update(statecode=0, statuscode=1)
@@ -547,7 +557,14 @@ def _defaults(table: schema.Table, actor: str | None) -> dict:
             .first()
         )
         values["transactioncurrencyid"] = base
+    req.cache[("defaults", table.entity_set, actor)] = dict(values)
     return values
+
+
+def _next_version(req: Req) -> int:
+    """Bulk actions reserve their row versions in one go; single writes take one each."""
+    reserved = req.cache.get("versions")
+    return next(reserved) if reserved is not None else rows.next_versions()
 
 
 def insert(req: Req, table: schema.Table, body: dict, *, key: dict | None = None, actor: str | None = None) -> str:
@@ -565,15 +582,15 @@ def insert(req: Req, table: schema.Table, body: dict, *, key: dict | None = None
     if model.objects.using(rows.DB).filter(rid=rid).exists():
         raise ApiError(412, "0x80040237", "A record with matching key values already exists.")
     actor = actor if actor is not None else actor_id(req)
-    row = {**_defaults(table, actor), **values}
+    row = {**_defaults(req, table, actor), **values}
     _computed(table, row, row)
-    _check_unique(table, rid, row)
-    version = rows.next_versions()
+    _check_unique(req, table, rid, row)
+    version = _next_version(req)
     stamp = rows.later_than(None, seconds_only=True)
     model.objects.using(rows.DB).create(
         rid=rid, created_at=stamp, modified_at=stamp, version=version, created_by=actor, modified_by=actor, **row
     )
-    _notify(table, "Create", rid, row, actor, stamp)
+    _notify(req, table, "Create", rid, row, actor, stamp)
     return rid
 
 
@@ -590,13 +607,13 @@ def modify(
         raise bad_request("The id in the URL and the id in the body do not match.")
     values.pop("rid", None)
     merged = {**current, **values}
-    _check_unique(table, rid, merged)
+    _check_unique(req, table, rid, merged)
     actor = actor if actor is not None else actor_id(req)
     stamp = max(current["modified_at"], rows.later_than(None, seconds_only=True))
     model.objects.using(rows.DB).filter(rid=rid).update(
-        modified_at=stamp, version=rows.next_versions(), modified_by=actor, **values
+        modified_at=stamp, version=_next_version(req), modified_by=actor, **values
     )
-    _notify(table, "Update", rid, values, actor, stamp)
+    _notify(req, table, "Update", rid, values, actor, stamp)
 
 
 def check_if_match(current: dict, if_match: str) -> None:
@@ -616,12 +633,21 @@ def remove(table: schema.Table, rid: str, *, if_match: str = "", actor: str | No
     Tombstone.objects.using(rows.DB).create(
         entity_set=table.entity_set, rid=rid, version=rows.next_versions(), deleted_at=rows.now_ms()
     )
-    _notify(table, "Delete", rid, {}, actor, rows.now_ms())
+    _notify(None, table, "Delete", rid, {}, actor, rows.now_ms())
 
 
-def _notify(table: schema.Table, message: str, rid: str, values: dict, actor: str | None, stamp: str) -> None:
+def _notify(
+    req: Req | None, table: schema.Table, message: str, rid: str, values: dict, actor: str | None, stamp: str
+) -> None:
     from sandbox import webhooks
 
+    hooked = req.cache.get(("hooks", table.entity_set)) if req is not None else None
+    if hooked is None:
+        hooked = events.has_dataverse_hooks(table)
+        if req is not None:
+            req.cache[("hooks", table.entity_set)] = hooked
+    if not hooked:
+        return
     events.dataverse_changed(table, message, rid, webhooks.execution_context(table, message, rid, values, actor, stamp))
 
 
@@ -680,6 +706,15 @@ def _multiple(req: Req, table: schema.Table, action: str) -> Resp:
     if len(targets) > MAX_MULTIPLE:
         raise bad_request(f"The number of records ({len(targets)}) exceeds the maximum of {MAX_MULTIPLE} for {action}.")
     actor = actor_id(req)
+    first = rows.next_versions(len(targets))  # one row version per target, reserved at once
+    req.cache["versions"] = iter(range(first, first + len(targets)))
+    wanted = [
+        str(t.get(table.primary_key)).lower() for t in targets if isinstance(t, dict) and t.get(table.primary_key)
+    ]
+    existing = set()
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        existing |= set(row_model(table).objects.using(rows.DB).filter(rid__in=chunk).values_list("rid", flat=True))
     ids = []
     for target in targets:
         if not isinstance(target, dict):
@@ -700,14 +735,16 @@ def _multiple(req: Req, table: schema.Table, action: str) -> Resp:
             key = {"rid": str(body[table.primary_key]).lower()}
         if action == "CreateMultiple":
             ids.append(insert(req, table, body, key=key, actor=actor))
+            existing.add(ids[-1])
             continue
         if key is None:
             raise bad_request(f"{action}: every target needs its primary key ({table.primary_key}) or @odata.id.")
-        rid = find_rid(table, key)
+        rid = (key["rid"] if key["rid"] in existing else None) if "rid" in key else find_rid(table, key)
         if rid is None:
             if action == "UpdateMultiple":
                 raise not_found(table, _key_text(key))
             ids.append(insert(req, table, body, key=key, actor=actor))
+            existing.add(ids[-1])
         else:
             if "rid" not in key:
                 body = {k: v for k, v in body.items() if k not in key}

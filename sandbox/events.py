@@ -35,6 +35,10 @@ def bc_changed(table: schema.Table, company: str, record_id: str, change: str, s
     _deliver_after_commit()
 
 
+def has_dataverse_hooks(table: schema.Table) -> bool:
+    return DvWebhook.objects.using(rows.DB).filter(entity_set=table.entity_set).exists()
+
+
 def dataverse_changed(table: schema.Table, message: str, record_id: str, context: dict) -> None:
     hooks = list(DvWebhook.objects.using(rows.DB).filter(entity_set=table.entity_set).values_list("id", "messages"))
     hooks = [h for h, messages in hooks if message in messages]

@@ -49,11 +49,14 @@ def _request(request: HttpRequest, rest: str) -> Req:
 def _socket_of(request: HttpRequest) -> socket.socket | None:
     """The client socket under Django's development server (None in-process, e.g. httpx.WSGITransport)."""
     stream = request.META.get("wsgi.input")
-    for attr in ("stream", "raw", "_sock"):
-        stream = getattr(stream, attr, None)
+    for _ in range(4):  # LimitedStream -> BufferedReader -> SocketIO -> socket
         if isinstance(stream, socket.socket):
             return stream
-    return None
+        if hasattr(stream, "_read"):  # Django's LimitedStream keeps only the wrapped stream's bound read()
+            stream = getattr(stream._read, "__self__", None)
+            continue
+        stream = next((getattr(stream, a) for a in ("raw", "_sock") if hasattr(stream, a)), None)
+    return stream if isinstance(stream, socket.socket) else None
 
 
 def _disrupt(request: HttpRequest, disruption: faults.Disruption) -> HttpResponse:
