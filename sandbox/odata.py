@@ -258,8 +258,14 @@ def order_fields(table: schema.Table, order: list[tuple[schema.Column, bool]]) -
 
 
 def order_expressions(fields: list[tuple[str, bool]]):
-    # Nulls first when ascending, last when descending, on every database: the keyset below relies on it.
-    return [F(f).desc(nulls_last=True) if desc else F(f).asc(nulls_first=True) for f, desc in fields]
+    # Nulls first when ascending, last when descending, on every database: the keyset below relies on it. The key
+    # is never null and is ordered plainly so the database can walk its index instead of sorting the table.
+    return [
+        (F(f).desc() if desc else F(f).asc())
+        if f == "rid"
+        else (F(f).desc(nulls_last=True) if desc else F(f).asc(nulls_first=True))
+        for f, desc in fields
+    ]
 
 
 def after(fields: list[tuple[str, bool]], values: list) -> Q:

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from django.db import transaction
-from django.db.models import F, Q, QuerySet
+from django.db import connections, transaction
+from django.db.models import Q, QuerySet
 
 from sandbox import odata, schema
 from sandbox.models import Counter, Setting
@@ -62,11 +62,15 @@ def later_than(previous: str | None, *, seconds_only: bool = False) -> str:
 
 def take_numbers(name: str, count: int = 1) -> int:
     """Reserve `count` values of a monotonic counter; returns the first. Runs inside the caller's transaction."""
-    with transaction.atomic(using=DB):
-        Counter.objects.using(DB).get_or_create(name=name)
-        Counter.objects.using(DB).filter(name=name).update(value=F("value") + count)
-        last = Counter.objects.using(DB).filter(name=name).values_list("value", flat=True).get()
-    return last - count + 1
+    table = connections[DB].ops.quote_name(Counter._meta.db_table)
+    with connections[DB].cursor() as cursor:
+        cursor.execute(f"UPDATE {table} SET value = value + %s WHERE name = %s RETURNING value", [count, name])  # noqa: S608
+        found = cursor.fetchone()
+    if found is None:
+        with transaction.atomic(using=DB):
+            Counter.objects.using(DB).get_or_create(name=name)
+        return take_numbers(name, count)
+    return found[0] - count + 1
 
 
 def next_versions(count: int = 1) -> int:
@@ -97,12 +101,15 @@ def bc_serializer(table: schema.Table, columns: list[schema.Column]) -> Serializ
     names = ["@odata.etag"] + [c.api_name for c in columns]
     fields = ["etag"] + [table.storage(c) for c in columns]
     has_currency = any(c.name == "currencyCode" for c in columns)
+    booleans = [c.name for c in columns if c.kind == "boolean"]
 
     def build(values: tuple) -> dict:
         row = dict(zip(names, values, strict=False))
         row["@odata.etag"] = f'W/"{row["@odata.etag"]}"'
         if has_currency and not row["currencyCode"]:
             row["currencyCode"] = schema.LOCAL_CURRENCY
+        for name in booleans:
+            row[name] = bool(row[name])
         return row
 
     return Serializer(fields, build)
@@ -123,6 +130,7 @@ def dataverse_serializer(
     names = [c.api_name for c in columns]
     fields = ["version"] + [table.storage(c) for c in columns]
     datetimes = [c.api_name for c in columns if c.kind == "datetime"]
+    booleans = [c.api_name for c in columns if c.kind == "boolean"]
     want_formatted = annotations and ("*" in annotations or "FormattedValue" in annotations)
     want_lookup = annotations and ("*" in annotations or "lookuplogicalname" in annotations or "CRM.*" in annotations)
     formatters: list[tuple[str, Callable]] = []
@@ -154,6 +162,9 @@ def dataverse_serializer(
             value = row[name]
             if value:
                 row[name] = value[:19] + "Z"
+        for name in booleans:
+            if row[name] is not None:
+                row[name] = bool(row[name])
         for name, fmt in formatters:
             value = row[name]
             if value is not None:
@@ -203,7 +214,7 @@ def read_page(
     extra = [f for f, _ in fields if f not in serializer.fields]
     wanted = serializer.fields + extra
     positions = [wanted.index(f) for f, _ in fields]
-    tuples = list(qs.values_list(*wanted)[: size + 1]) if size > 0 else []
+    tuples = _fetch(qs.values_list(*wanted)[: size + 1]) if size > 0 else []
     more = len(tuples) > size
     tuples = tuples[:size]
     left = None if limit is None else limit - len(tuples)
@@ -219,6 +230,15 @@ def read_page(
         width = len(serializer.fields)
         return Page([build(t[:width]) for t in tuples], next_token)
     return Page([build(t) for t in tuples], next_token)
+
+
+def _fetch(queryset: QuerySet) -> list[tuple]:
+    """Raw rows without Django's per-value converters (booleans are fixed by the serializers): a page of 5,000 rows
+    must stay cheap."""
+    sql, params = queryset.query.get_compiler(using=DB).as_sql()
+    with connections[DB].cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
 
 
 def by_id(queryset: QuerySet, record_id: str) -> Q:
