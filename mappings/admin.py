@@ -204,7 +204,7 @@ class TableMappingAdmin(admin.ModelAdmin):
         count = getattr(obj, "skipped_count", None)
         if count is None:
             return "-"
-        query = f"table_mapping__id__exact={obj.pk}&skipped__exact=1"
+        query = f"table_mapping={obj.pk}&skipped=true"  # the coupling list's FilterSet parameters
         return _changelist_link(_related_model("couplings"), query, count)
 
     # ----------------------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 
 import pytest
 from django.core.management import call_command
@@ -307,3 +308,45 @@ def test_the_test_filter_page_says_why_it_cannot_count_without_connections(admin
     html = admin_client.get(reverse("admin:mappings_tablemapping_test_filter", args=[customer.pk])).content.decode()
     assert "Not counted. No enabled Business Central connection: add one under Connections." in html
     assert "Not counted. No enabled Dataverse connection: add one under Connections." in html
+
+
+def test_the_last_sync_errors_and_skipped_columns_link_to_the_filtered_lists(admin_client):
+    import uuid
+
+    from django.utils import timezone
+
+    from coupling.models import Coupling
+    from jobs.models import SyncError, SyncJob
+
+    customer = TableMapping.objects.get(name="CUSTOMER")
+    vendor = TableMapping.objects.get(name="VENDOR")
+    Coupling.objects.create(
+        table_mapping=customer, bc_id=uuid.uuid4(), dataverse_id=uuid.uuid4(), skipped=True, bc_name="Skipped Co"
+    )
+    Coupling.objects.create(
+        table_mapping=vendor, bc_id=uuid.uuid4(), dataverse_id=uuid.uuid4(), skipped=True, bc_name="Vendor Co"
+    )
+    job = SyncJob.objects.create(
+        table_mapping=customer, direction="to_dataverse", status="partly_failed", finished_at=timezone.now()
+    )
+    for _ in range(2):
+        SyncError.objects.create(
+            job=job, table_mapping=customer, direction="to_dataverse", error_class="validation", message="Too long"
+        )
+
+    response = admin_client.get(reverse(CHANGELIST))
+    row = re.search(r"<tr[^>]*>(?:(?!</tr>).)*>CUSTOMER<(?:(?!</tr>).)*</tr>", response.content.decode(), re.S).group(0)
+    links = dict((text, href.replace("&amp;", "&")) for href, text in re.findall(r'<a href="([^"]+)">([^<]+)</a>', row))
+    assert "2" in links and "1" in links  # two errors, one skipped coupling
+    vendor_job = SyncJob.objects.create(table_mapping=vendor, direction="to_dataverse", status="failed")
+    SyncError.objects.create(
+        job=vendor_job, table_mapping=vendor, direction="to_dataverse", error_class="validation", message="Vendor issue"
+    )
+    errors_page = admin_client.get(links["2"])  # a lookup the list does not allow would redirect to ?e=1
+    assert errors_page.status_code == 200
+    assert "Too long" in errors_page.content.decode() and "Vendor issue" not in errors_page.content.decode()
+    skipped_page = admin_client.get(links["1"])
+    assert skipped_page.status_code == 200
+    assert "Skipped Co" in skipped_page.content.decode() and "Vendor Co" not in skipped_page.content.decode()
+    last_sync = [href for text, href in links.items() if re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d", text)]
+    assert last_sync and admin_client.get(last_sync[0]).status_code == 200
