@@ -96,3 +96,19 @@ def test_import_refuses_an_inconsistent_file_with_every_reason_and_changes_nothi
     assert "enabled must be true or false" in reasons
     assert configuration_snapshot() == before
     assert MappingChange.objects.count() == 0
+
+
+def test_an_import_that_fails_halfway_leaves_everything_as_it_was(monkeypatch):
+    document = configuration_export()
+    for mapping in document["table_mappings"]:
+        mapping["table_filter"] = ""
+    document["table_mappings"] = [m for m in document["table_mappings"] if m["name"] != "CONTACT"]
+    before = configuration_snapshot()
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("disk full")  # after every mapping was written, before the change is recorded
+
+    monkeypatch.setattr("mappings.services._record", fail)
+    with pytest.raises(RuntimeError):
+        configuration_import(data=document)
+    assert configuration_snapshot() == before
