@@ -8,6 +8,7 @@ import socket
 import time
 
 import httpx
+from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -96,6 +97,13 @@ def _serve(request: HttpRequest, service: str, rest: str, tenant: str = "") -> H
             return _to_django(handler(req))
     except ApiError as err:
         return _to_django(render_error(err))
+    except OperationalError as exc:
+        if "locked" not in str(exc).lower():
+            raise
+        # SQLite lets one writer in at a time; a busy sandbox answers like a busy service, which clients retry.
+        busy = ApiError(503, "Internal_ServerError" if service == "bc" else "0x80040216", "The database is busy.")
+        busy.headers["Retry-After"] = "1"
+        return _to_django(render_error(busy))
 
 
 @csrf_exempt
