@@ -61,6 +61,8 @@ def _build_model(table: schema.Table) -> type[models.Model]:
     if table.service == "bc":
         attrs["company"] = models.CharField(max_length=36)
         indexes.append(models.Index(fields=["company", "modified_at", "rid"], name=f"{table.model_name.lower()}_mod"))
+        # Pages walk this index in key order; without it SQLite sorts the company's whole table for every page.
+        indexes.append(models.Index(fields=["company", "rid"], name=f"{table.model_name.lower()}_key"))
         constraints = [
             models.UniqueConstraint(fields=["company", key], name=f"{table.model_name.lower()}_{key.lower()}_uniq")
             for key in table.unique
