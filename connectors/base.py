@@ -215,8 +215,10 @@ class ODataClient:
             yield Page(rows=body.get("value", []), next_link=next_link)
             url, query = next_link, None
 
-    def read_by_ids(self, entity_set: str, ids: list[UUID], *, select: list[str] | None = None) -> dict[UUID, dict]:
-        """Return the rows that exist among `ids`, keyed by id; missing ids are simply absent.
+    def read_by_ids(
+        self, entity_set: str, ids: list[UUID], *, select: list[str] | None = None, filter: str | None = None
+    ) -> dict[UUID, dict]:
+        """Return the rows that exist among `ids` (and match `filter`), keyed by id; missing ids are simply absent.
 
         Up to 100 ids go in one GET (`id eq a or id eq b ...`, about 5 KB of URL); more ids go as one `$batch` of
         such GETs, so a page of counterparts is still read in one request.
@@ -226,6 +228,8 @@ class ODataClient:
         filters = [
             " or ".join(f"{key} eq {record_id}" for record_id in chunk) for chunk in chunked(unique, IDS_PER_REQUEST)
         ]
+        if filter:
+            filters = [f"({ids_filter}) and ({filter})" for ids_filter in filters]
         found: dict[UUID, dict] = {}
 
         def keep(rows: list[dict]) -> None:

@@ -147,8 +147,10 @@ class RemoteClient(Protocol):
     ) -> Iterator[Page]:
         """Yield pages of rows matching `filter` and modified after `modified_since`, following nextLinks."""
 
-    def read_by_ids(self, entity_set: str, ids: list[UUID], *, select: list[str] | None = None) -> dict[UUID, dict]:
-        """Return the rows that exist among `ids`, keyed by id (missing ids are simply absent)."""
+    def read_by_ids(
+        self, entity_set: str, ids: list[UUID], *, select: list[str] | None = None, filter: str | None = None
+    ) -> dict[UUID, dict]:
+        """Return the rows that exist among `ids` and match `filter`, keyed by id (missing ids are simply absent)."""
 
     def count(self, entity_set: str, *, filter: str | None = None) -> int:
         """Return how many rows match `filter`."""

@@ -71,7 +71,8 @@ class DirectionRun:
             target=self.target,
             rules=self.rules,
             bidirectional_mapping=self.mapping.direction == Direction.BIDIRECTIONAL,
-            only_coupled=self.mapping.sync_only_coupled and job.kind != JobKind.FULL,
+            # As BC: full synchronization and "synchronize now" on chosen records create what is missing.
+            only_coupled=self.mapping.sync_only_coupled and job.kind == JobKind.MODIFIED,
             force=force,
             update_policy=self.mapping.update_conflict_resolution,
             deletion_policy=self.mapping.deletion_conflict_resolution,
@@ -103,9 +104,11 @@ class DirectionRun:
         """Yield the source rows to process, a page at a time; failed-not-skipped records come first."""
         self.run_start = timezone.now()
         if self.job.kind == JobKind.RECORDS:
+            # Selected records outside the mapping's filter are not synchronized (as BC: not offered at all).
             ids = [uuid.UUID(str(i)) for i in self.job.record_ids]
             for start in range(0, len(ids), ID_CHUNK):
-                yield self._noted(list(self._read_by_ids(ids[start : start + ID_CHUNK]).values()))
+                rows = self._read_by_ids(ids[start : start + ID_CHUNK], filter=self.source.table_filter or None)
+                yield self._noted(list(rows.values()))
             return
         if self.job.kind != JobKind.FULL:
             yield from (self._noted(rows) for rows in self._failed_not_skipped())
@@ -144,9 +147,9 @@ class DirectionRun:
         except ConnectorError as exc:
             raise SourceUnreadable(f"{self.source.label} {self.source.entity_set} could not be read: {exc}") from exc
 
-    def _read_by_ids(self, ids: list) -> dict:
+    def _read_by_ids(self, ids: list, filter: str | None = None) -> dict:
         try:
-            return self.source_client.read_by_ids(self.source.entity_set, ids, select=self.source_select)
+            return self.source_client.read_by_ids(self.source.entity_set, ids, select=self.source_select, filter=filter)
         except ConnectorError as exc:
             raise SourceUnreadable(f"{self.source.label} {self.source.entity_set} could not be read: {exc}") from exc
 
@@ -163,7 +166,8 @@ class DirectionRun:
         )
         failed = [i for i in failed if i]
         for start in range(0, len(failed), ID_CHUNK):
-            yield list(self._read_by_ids(failed[start : start + ID_CHUNK]).values())
+            rows = self._read_by_ids(failed[start : start + ID_CHUNK], filter=self.source.table_filter or None)
+            yield list(rows.values())
 
     # -- one page ----------------------------------------------------------------------------------------------
 

@@ -94,3 +94,25 @@ def test_synchronize_modified_records_creates_and_couples_then_updates_both_ways
     customers = {row["id"]: row for row in all_rows(bc, "customers")}
     assert accounts[str(coupling.dataverse_id)]["address1_city"] == "Zwolle"
     assert customers[str(other.bc_id)]["phoneNumber"] == "555-0199"
+
+
+def test_synchronize_now_leaves_selected_records_outside_the_mappings_filter_alone(
+    sandbox_connections, django_capture_on_commit_callbacks, rq_worker
+):
+    from jobs.services import sync_enqueue
+
+    bc, dataverse = sandbox_connections
+    customer = TableMapping.objects.get(name="CUSTOMER")
+    customer.field_mappings.filter(lookup_mapping__isnull=False).update(enabled=False)
+    blocked = all_rows(bc, "customers", filter="blocked ne ' '")
+    unblocked = all_rows(bc, "customers", filter="blocked eq ' '")
+    assert blocked and unblocked
+    selected = [blocked[0]["id"], unblocked[0]["id"]]
+    with django_capture_on_commit_callbacks(execute=True):
+        (job,) = sync_enqueue(mapping=customer, kind="records", direction="to_dataverse", record_ids=selected)
+    rq_worker()
+    job.refresh_from_db()
+    assert (job.status, job.inserted) == (JobStatus.SUCCEEDED, 1)
+    names = {row["name"] for row in all_rows(dataverse, "accounts")}
+    assert unblocked[0]["displayName"] in names
+    assert Coupling.objects.filter(bc_id=blocked[0]["id"]).count() == 0
