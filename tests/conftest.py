@@ -87,9 +87,36 @@ def sandbox_http():
     Returns the transport. Tests that touch the sandbox's data also need
     `@pytest.mark.django_db(databases=["default", "sandbox"])`.
     """
-    transport = httpx.WSGITransport(app=get_wsgi_application())
+    transport = httpx.WSGITransport(app=_keeping_test_connections(get_wsgi_application()))
     with override_transport(transport):
         yield transport
+
+
+def _keeping_test_connections(handler):
+    """The WSGI app, called so that it leaves the test's database connections open.
+
+    Django closes "obsolete" connections when a request starts and ends; inside a test transaction on PostgreSQL
+    that closes the test's own connection ("the connection is closed"). Django's test client switches this off for
+    its requests; an in-process sandbox request goes through a plain WSGIHandler, so do the same here.
+    """
+    from django.core import signals
+    from django.db import close_old_connections
+
+    def app(environ, start_response):
+        signals.request_started.disconnect(close_old_connections)
+        signals.request_finished.disconnect(close_old_connections)
+        try:
+            result = handler(environ, start_response)
+            try:
+                body = b"".join(result)  # an injected fault raises here, as a real dropped connection would
+            finally:
+                result.close()  # sends request_finished now, while the handlers are off
+            return [body]
+        finally:
+            signals.request_started.connect(close_old_connections)
+            signals.request_finished.connect(close_old_connections)
+
+    return app
 
 
 @pytest.fixture

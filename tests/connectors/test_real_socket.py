@@ -7,7 +7,8 @@ import pytest
 from connectors.clients import open_client
 from connectors.types import WriteOperation
 
-pytestmark = pytest.mark.django_db(databases=["default", "sandbox"], transaction=True)
+# serialized_rollback: leave the database as later serialized-rollback tests expect it (no re-created content types).
+pytestmark = pytest.mark.django_db(databases=["default", "sandbox"], transaction=True, serialized_rollback=True)
 
 
 @pytest.fixture
