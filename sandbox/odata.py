@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from django.db.models import F, Q
+from django.db.models.functions import Lower
+from django.db.models.lookups import Exact
 from odata_query import ast
 from odata_query.exceptions import ODataException
 from odata_query.grammar import ODataLexer, ODataParser
@@ -157,7 +159,10 @@ class _FilterTranslator:
             other = self.column(right)
             if self.service == "bc":
                 raise query_error(self.service, "Comparing two fields is not supported.")
-            q = Q(**{f"{field}__{_LOOKUPS[type(comparator)]}": F(self.table.storage(other))})
+            if self.case_insensitive(column) and isinstance(comparator, ast.Eq | ast.NotEq):
+                q = Q(Exact(Lower(F(field)), Lower(F(self.table.storage(other)))))
+            else:
+                q = Q(**{f"{field}__{_LOOKUPS[type(comparator)]}": F(self.table.storage(other))})
             return ~q if isinstance(comparator, ast.NotEq) else q
         value = self.value(column, right)
         if value is None:

@@ -106,3 +106,22 @@ def test_configured_lifetime_and_expiry(http, seeded):
     testing.set_token_lifetime(0)
     instantly_expired = _token_request(http).json()["access_token"]
     assert http.get(f"{BC_ROOT}companies", headers={"Authorization": f"Bearer {instantly_expired}"}).status_code == 401
+
+
+def test_bc_token_is_bound_to_its_tenant(http, seeded):
+    other_tenant_url = TOKEN_URL.replace(services_tenant(), "contoso.onmicrosoft.com")
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "scope": BC_SCOPE,
+    }
+    token = http.post(other_tenant_url, data=form).json()["access_token"]
+    response = http.get(f"{BC_ROOT}companies", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401
+
+
+def services_tenant():
+    from sandbox import services
+
+    return services.DEMO_TENANT

@@ -172,3 +172,19 @@ def test_other_tables_are_served(bc, company_id):
         assert len(response.json()["value"]) >= minimum, entity_set
     currency = bc.get(f"companies({company_id})/currencies", params={"$filter": "code eq 'CAD'"}).json()["value"][0]
     assert currency["amountDecimalPlaces"] == "2:2" and currency["amountRoundingPrecision"] == 0.01
+
+
+def test_in_operator_needs_schemaversion_2_1(bc, company_id):
+    rows = bc.get(customers(company_id), params={"$top": 2, "$select": "number"}).json()["value"]
+    wanted = f"number in ('{rows[0]['number']}','{rows[1]['number']}')"
+    assert bc.get(customers(company_id), params={"$filter": wanted}).status_code == 400
+    found = bc.get(customers(company_id), params={"$filter": wanted, "$schemaversion": "2.1"}).json()["value"]
+    assert {r["number"] for r in found} == {r["number"] for r in rows}
+
+
+def test_conditional_get_answers_304_while_unchanged(bc, company_id):
+    row = bc.get(customers(company_id), params={"$top": 1}).json()["value"][0]
+    url = f"{customers(company_id)}({row['id']})"
+    assert bc.get(url, headers={"If-None-Match": row["@odata.etag"]}).status_code == 304
+    testing.edit_as_another_user("bc", "customers", row["id"], city="Elsewhere")
+    assert bc.get(url, headers={"If-None-Match": row["@odata.etag"]}).status_code == 200

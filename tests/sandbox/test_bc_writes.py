@@ -182,3 +182,9 @@ def test_writes_on_other_tables(bc, company_id):
     )
     assert person_contact.status_code == 201
     assert person_contact.json()["companyName"] == "Adatum"
+
+
+def test_prefer_return_no_content_answers_204(bc, company_id):
+    response = bc.post(customers(company_id), json={"displayName": "Quiet"}, headers={"Prefer": "return-no-content"})
+    assert response.status_code == 204 and response.content == b""
+    assert "customers(" in response.headers["Location"]

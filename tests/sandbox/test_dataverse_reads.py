@@ -143,3 +143,9 @@ def test_other_tables_are_served(dv, seeded):
     assert currencies[0]["currencytype"] == 0 and currencies[0]["currencyname"] == "US Dollar"
     users = dv.get("systemusers", params={"$filter": "islicensed eq true"}).json()["value"]
     assert users and all(u["islicensed"] for u in users)
+
+
+def test_column_to_column_comparison(dv, seeded):
+    dv.post("contacts", json={"firstname": "Sam", "lastname": "sam"})
+    same = dv.get("contacts", params={"$filter": "firstname eq lastname"}).json()["value"]
+    assert [c["lastname"] for c in same] == ["sam"]  # case-insensitive, like the service
