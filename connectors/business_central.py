@@ -23,6 +23,8 @@ BATCH_LIMIT = 100  # Business Central online refuses larger JSON batches
 # Rounds of resending the parts of a batch that were throttled or whose outcome was unknown.
 MAX_WRITE_ROUNDS = 4
 PER_PART_RETRY_STATUSES = {429, 503}
+# A whole batch failing like this fails the rest of the call at once, instead of waiting again for each batch.
+STOP_KINDS = (ErrorKind.THROTTLED, ErrorKind.AUTHENTICATION, ErrorKind.PERMISSION)
 
 
 class BusinessCentralClient(ODataClient, BusinessCentralSubscriptions):
@@ -63,12 +65,19 @@ class BusinessCentralClient(ODataClient, BusinessCentralSubscriptions):
         """
         results: dict[int, WriteResult] = {}
         pending = list(enumerate(operations))
+        stop: list[ConnectorError] = []
         for round_number in range(1, MAX_WRITE_ROUNDS + 1):
             if not pending:
                 break
             retry: list[tuple[int, WriteOperation]] = []
             for chunk in chunked(pending, self.throttle.batch_size):
-                retry.extend(self._write_chunk(chunk, results, last_round=round_number == MAX_WRITE_ROUNDS))
+                if stop:  # throttled past the retry budget, or refused: do not queue up more waits
+                    for index, operation in chunk:
+                        results[index] = WriteResult(
+                            operation.ref, ok=False, record_id=operation.record_id, error=stop[0]
+                        )
+                    continue
+                retry.extend(self._write_chunk(chunk, results, last_round=round_number == MAX_WRITE_ROUNDS, stop=stop))
             pending = retry
             if pending:
                 resilience.sleep(self.retry_policy.backoff(round_number))
@@ -80,7 +89,7 @@ class BusinessCentralClient(ODataClient, BusinessCentralSubscriptions):
             )
         return [results[i] for i in range(len(operations))]
 
-    def _write_chunk(self, chunk, results: dict[int, WriteResult], *, last_round: bool):
+    def _write_chunk(self, chunk, results: dict[int, WriteResult], *, last_round: bool, stop: list):
         """Send one batch; store final results; return the (index, operation) pairs to send again."""
         requests = [self._batch_request(str(index), operation) for index, operation in chunk]
         try:
@@ -94,8 +103,10 @@ class BusinessCentralClient(ODataClient, BusinessCentralSubscriptions):
         except ConnectorError as error:
             if error.outcome_unknown and not last_round:
                 return self._recover_unknown(chunk, results)
+            if error.kind in STOP_KINDS:
+                stop.append(error)
             for index, operation in chunk:
-                results[index] = WriteResult(operation.ref, ok=False, error=error)
+                results[index] = WriteResult(operation.ref, ok=False, record_id=operation.record_id, error=error)
             return []
         responses = {str(part.get("id")): part for part in response.json().get("responses", [])}
         resend = []

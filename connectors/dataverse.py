@@ -26,6 +26,8 @@ BULK_LIMIT = 1000  # CreateMultiple / UpsertMultiple / $batch parts
 MAX_WRITE_ROUNDS = 4
 PART_RETRY_STATUSES = {429, 503}
 DUPLICATE_ID_CODES = {"0x80040237", "0x80060892"}
+# A whole request failing like this fails the rest of the call at once, instead of waiting again for each chunk.
+STOP_KINDS = (ErrorKind.THROTTLED, ErrorKind.AUTHENTICATION, ErrorKind.PERMISSION)
 
 
 @dataclass(frozen=True)
@@ -122,19 +124,25 @@ class DataverseClient(ODataClient, DataverseWebhooks):
                 upserts.setdefault(operation.entity_set, []).append(_Item(index, operation, operation.record_id))
             else:
                 others.append(_Item(index, operation, operation.record_id))
+        stop: list[ConnectorError] = []  # set when the service throttles past the budget or refuses us
         for entity_set, items in creates.items():
-            others.extend(self._bulk(entity_set, items, "CreateMultiple", results))
+            others.extend(self._bulk(entity_set, items, "CreateMultiple", results, stop))
         for entity_set, items in upserts.items():
-            others.extend(self._bulk(entity_set, items, "UpsertMultiple", results))
+            others.extend(self._bulk(entity_set, items, "UpsertMultiple", results, stop))
         if others:
-            self._batch_rounds(others, results)
+            self._batch_rounds(others, results, stop)
         return [results[i] for i in range(len(operations))]
 
-    def _bulk(self, entity_set: str, items: list[_Item], action: str, results: dict[int, WriteResult]) -> list[_Item]:
+    def _bulk(
+        self, entity_set: str, items: list[_Item], action: str, results: dict[int, WriteResult], stop: list
+    ) -> list[_Item]:
         """Send bulk messages; store results; return the items to send again one by one through `$batch`."""
         names = self.names(entity_set)
         fallback: list[_Item] = []
         for chunk in chunked(items, self.throttle.batch_size):
+            if stop:
+                self._fail(chunk, results, stop[0])
+                continue
             targets = []
             for item in chunk:
                 target = {"@odata.type": f"Microsoft.Dynamics.CRM.{names.logical_name}", **item.operation.values}
@@ -152,7 +160,8 @@ class DataverseClient(ODataClient, DataverseWebhooks):
                     idempotent=True,
                 )
             except ConnectorError as error:
-                if error.kind in (ErrorKind.THROTTLED, ErrorKind.AUTHENTICATION, ErrorKind.PERMISSION):
+                if error.kind in STOP_KINDS:
+                    stop.append(error)
                     for item in chunk:
                         results[item.index] = WriteResult(item.operation.ref, ok=False, error=error)
                     continue
@@ -185,12 +194,15 @@ class DataverseClient(ODataClient, DataverseWebhooks):
             row=row,
         )
 
-    def _batch_rounds(self, items: list[_Item], results: dict[int, WriteResult]) -> None:
+    def _batch_rounds(self, items: list[_Item], results: dict[int, WriteResult], stop: list) -> None:
         pending = items
         for round_number in range(1, MAX_WRITE_ROUNDS + 1):
             resend: list[_Item] = []
             for chunk in chunked(pending, self.throttle.batch_size):
-                resend.extend(self._batch(chunk, results, last_round=round_number == MAX_WRITE_ROUNDS))
+                if stop:
+                    self._fail(chunk, results, stop[0])
+                    continue
+                resend.extend(self._batch(chunk, results, last_round=round_number == MAX_WRITE_ROUNDS, stop=stop))
             pending = resend
             if not pending:
                 return
@@ -214,7 +226,14 @@ class DataverseClient(ODataClient, DataverseWebhooks):
             return BatchPart("DELETE", entity_url, if_match)
         return BatchPart("PATCH", entity_url, {**if_match, **representation}, dict(operation.values))
 
-    def _batch(self, chunk: list[_Item], results: dict[int, WriteResult], *, last_round: bool) -> list[_Item]:
+    @staticmethod
+    def _fail(items: list[_Item], results: dict[int, WriteResult], error: ConnectorError) -> None:
+        for item in items:
+            results[item.index] = WriteResult(item.operation.ref, ok=False, record_id=item.record_id, error=error)
+
+    def _batch(
+        self, chunk: list[_Item], results: dict[int, WriteResult], *, last_round: bool, stop: list
+    ) -> list[_Item]:
         content_type, body = encode_batch([self._batch_part(item) for item in chunk])
         try:
             response = self.request(
@@ -229,8 +248,9 @@ class DataverseClient(ODataClient, DataverseWebhooks):
         except ConnectorError as error:
             if error.outcome_unknown and not last_round:
                 return self._recover_unknown(chunk, results)
-            for item in chunk:
-                results[item.index] = WriteResult(item.operation.ref, ok=False, record_id=item.record_id, error=error)
+            if error.kind in STOP_KINDS:
+                stop.append(error)
+            self._fail(chunk, results, error)
             return []
         except ValueError as exc:
             error = ConnectorError(ErrorKind.TRANSIENT, f"The batch response could not be read: {exc}")

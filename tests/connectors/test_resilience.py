@@ -211,3 +211,24 @@ def test_under_the_services_rate_limit_a_bulk_write_completes_and_batches_shrink
     assert all(r.ok for r in results) and total == 12 + 120
     assert waited == [5.0] and client.request_counts["retry"] == 1
     assert client.throttle.batch_size == 20 and client.throttle.concurrency == 2  # halved on the 429
+
+
+@pytest.mark.parametrize("fixture", ["bc_connection", "dataverse_connection"])
+def test_once_throttling_outlasts_the_budget_the_rest_of_the_write_fails_at_once(request, sleeps, fixture):
+    from sandbox import testing
+
+    connection = request.getfixturevalue(fixture)
+    connection.batch_size = 10
+    entity_set = "customers" if fixture == "bc_connection" else "accounts"
+    name = "displayName" if fixture == "bc_connection" else "name"
+    operations = [WriteOperation("create", entity_set, str(i), {name: f"Never {i}"}) for i in range(30)]
+    with open_client(connection, retry_policy=RetryPolicy(max_attempts=10, max_total_wait=10)) as client:
+        client.tokens.token()
+        testing.inject_faults("429", 100, retry_after=4)
+        results = client.write_many(operations)
+        testing.clear_faults()
+        total = client.count(entity_set)
+
+    assert [r.error.kind for r in results] == [ErrorKind.THROTTLED] * 30
+    assert sleeps == [4.0, 4.0]  # one chunk's waits, not three
+    assert total == 12
