@@ -579,7 +579,10 @@ def insert(req: Req, table: schema.Table, body: dict, *, key: dict | None = None
             values.setdefault(field, value)  # body key values win over URL ones on create
     rid = values.pop("rid", None) or str(uuid.uuid4())
     model = row_model(table)
-    if model.objects.using(rows.DB).filter(rid=rid).exists():
+    pending = req.cache.get("pending")  # bulk actions collect inserts and write them together
+    known = req.cache["known"] if pending is not None else ()
+    duplicate = rid in known if pending is not None else model.objects.using(rows.DB).filter(rid=rid).exists()
+    if duplicate:
         raise ApiError(412, "0x80040237", "A record with matching key values already exists.")
     actor = actor if actor is not None else actor_id(req)
     row = {**_defaults(req, table, actor), **values}
@@ -587,9 +590,14 @@ def insert(req: Req, table: schema.Table, body: dict, *, key: dict | None = None
     _check_unique(req, table, rid, row)
     version = _next_version(req)
     stamp = rows.later_than(None, seconds_only=True)
-    model.objects.using(rows.DB).create(
+    instance = model(
         rid=rid, created_at=stamp, modified_at=stamp, version=version, created_by=actor, modified_by=actor, **row
     )
+    if pending is not None:
+        pending[rid] = instance
+        req.cache["known"].add(rid)
+    else:
+        instance.save(using=rows.DB, force_insert=True)
     _notify(req, table, "Create", rid, row, actor, stamp)
     return rid
 
@@ -598,7 +606,11 @@ def modify(
     req: Req, table: schema.Table, rid: str, body: dict, *, if_match: str = "", actor: str | None = None
 ) -> None:
     model = row_model(table)
-    current = model.objects.using(rows.DB).select_for_update().filter(rid=rid).values().first()
+    if rid in req.cache.get("pending", ()):
+        _flush_inserts(req, table)
+    current = req.cache.get("current_rows", {}).pop(rid, None)
+    if current is None:
+        current = model.objects.using(rows.DB).select_for_update().filter(rid=rid).values().first()
     if current is None:
         raise not_found(table, rid)
     check_if_match(current, if_match)
@@ -614,6 +626,13 @@ def modify(
         modified_at=stamp, version=_next_version(req), modified_by=actor, **values
     )
     _notify(req, table, "Update", rid, values, actor, stamp)
+
+
+def _flush_inserts(req: Req, table: schema.Table) -> None:
+    pending = req.cache.get("pending")
+    if pending:
+        row_model(table).objects.using(rows.DB).bulk_create(list(pending.values()), batch_size=500)
+        pending.clear()
 
 
 def check_if_match(current: dict, if_match: str) -> None:
@@ -711,10 +730,17 @@ def _multiple(req: Req, table: schema.Table, action: str) -> Resp:
     wanted = [
         str(t.get(table.primary_key)).lower() for t in targets if isinstance(t, dict) and t.get(table.primary_key)
     ]
-    existing = set()
+    current_rows = {}
     for start in range(0, len(wanted), 500):
         chunk = wanted[start : start + 500]
-        existing |= set(row_model(table).objects.using(rows.DB).filter(rid__in=chunk).values_list("rid", flat=True))
+        current_rows.update(
+            {r["rid"]: r for r in row_model(table).objects.using(rows.DB).filter(rid__in=chunk).values()}
+        )
+    existing = set(current_rows)
+    req.cache["current_rows"] = current_rows  # modify() takes each row from here instead of one query per row
+    if not _alternate_keys(req, table) and table.entity_set != "transactioncurrencies":
+        # Key uniqueness is checked in the database, so only tables without such checks can defer their inserts.
+        req.cache["pending"], req.cache["known"] = {}, set(existing)
     ids = []
     for target in targets:
         if not isinstance(target, dict):
@@ -750,6 +776,7 @@ def _multiple(req: Req, table: schema.Table, action: str) -> Resp:
                 body = {k: v for k, v in body.items() if k not in key}
             modify(req, table, rid, body, actor=actor)
             ids.append(rid)
+    _flush_inserts(req, table)
     if action == "CreateMultiple":
         context = f"{req.base_url}$metadata#Microsoft.Dynamics.CRM.CreateMultipleResponse"
         return json_resp(200, {"@odata.context": context, "Ids": ids})

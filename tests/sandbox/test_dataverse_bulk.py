@@ -190,3 +190,16 @@ def test_batch_updates_with_if_match_inside(dv, seeded):
     response = _post_batch(dv, body, prefer="odata.continue-on-error")
     assert "HTTP/1.1 412 Precondition Failed" in response.text
     assert dv.get(f"accounts({row['accountid']})").json()["name"] == "Batch fresh"
+
+
+def test_upsert_multiple_handles_the_same_new_row_twice(dv, seeded):
+    new_id = str(uuid.uuid4())
+    targets = [
+        {"@odata.type": ACCOUNT, "accountid": new_id, "name": "First write"},
+        {"@odata.type": ACCOUNT, "accountid": new_id, "telephone1": "555-0101"},
+    ]
+    assert dv.post("accounts/Microsoft.Dynamics.CRM.UpsertMultiple", json={"Targets": targets}).status_code == 204
+    row = dv.get(f"accounts({new_id})").json()
+    assert (row["name"], row["telephone1"]) == ("First write", "555-0101")
+    duplicate = [{"@odata.type": ACCOUNT, "accountid": new_id, "name": "Again"}]
+    assert dv.post("accounts/Microsoft.Dynamics.CRM.CreateMultiple", json={"Targets": duplicate}).status_code == 412
