@@ -337,3 +337,19 @@ def test_the_documented_dataverse_throttling_answer_is_waited_out(monkeypatch):
     with transport, open_client(dataverse_connection()) as client:
         rows = [row for page in client.read_pages("accounts") for row in page.rows]
     assert len(rows) == 1 and waited == [7.0]
+
+
+def test_a_dataverse_count_at_its_5000_cap_is_counted_page_by_page():
+    rows = [{"accountid": str(UUID(int=i))} for i in range(5000)]
+
+    def route(request):
+        if request.url.params.get("$count") == "true":
+            return httpx.Response(200, json={"@odata.count": 5000, "value": rows[:1], "@odata.nextLink": "x"})
+        if "$skiptoken" in str(request.url):
+            return httpx.Response(200, json={"value": rows[:1234]})
+        next_link = "https://contoso.api.crm.dynamics.com/api/data/v9.2/accounts?$select=accountid&$skiptoken=p2"
+        return httpx.Response(200, json={"value": rows, "@odata.nextLink": next_link})
+
+    _, transport = serve(route)
+    with transport, open_client(dataverse_connection()) as client:
+        assert client.count("accounts", filter="statecode eq 0") == 6234
