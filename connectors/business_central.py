@@ -102,7 +102,10 @@ class BusinessCentralClient(ODataClient, BusinessCentralSubscriptions):
             )
         except ConnectorError as error:
             if error.outcome_unknown and not last_round:
-                return self._recover_unknown(chunk, results)
+                try:
+                    return self._recover_unknown(chunk, results)
+                except ConnectorError:
+                    pass  # cannot even look: report the writes as undecided (the error keeps outcome_unknown)
             if error.kind in STOP_KINDS:
                 stop.append(error)
             for index, operation in chunk:

@@ -247,7 +247,10 @@ class DataverseClient(ODataClient, DataverseWebhooks):
             parts = decode_batch(response.headers.get("Content-Type", ""), response.content)
         except ConnectorError as error:
             if error.outcome_unknown and not last_round:
-                return self._recover_unknown(chunk, results)
+                try:
+                    return self._recover_unknown(chunk, results)
+                except ConnectorError:
+                    pass  # cannot even look: report the writes as undecided (the error keeps outcome_unknown)
             if error.kind in STOP_KINDS:
                 stop.append(error)
             self._fail(chunk, results, error)
