@@ -63,7 +63,9 @@ def sandbox_connection_pair(base_url: str, *, page_size: int = 50) -> tuple[Conn
     return bc, dataverse
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API allows one running instance per thread, and other test folders
+# (tests/mappings) start their own; ours must be stopped before theirs starts.
+@pytest.fixture(scope="module")
 def browser():
     # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are still synchronous.
     os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -117,3 +119,13 @@ def lookups_coupled(live_connections, rq_worker):
     rq_worker()
     assert Coupling.objects.filter(table_mapping__name="CURRENCY").exists()
     return live_connections
+
+
+@pytest.fixture(scope="module", autouse=True)
+def default_mappings_restored_afterwards(django_db_blocker):
+    """Put the default mappings back once this folder's transactional tests have emptied the tables, for the tests
+    that run after them and rely on the data migration."""
+    yield
+    with django_db_blocker.unblock():
+        if not TableMapping.objects.exists():
+            create_default_mappings()
