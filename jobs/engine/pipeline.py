@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 WATERMARK_OVERLAP = timedelta(seconds=1)
 PREVIEW_SAMPLE_SIZE = 50
 ID_CHUNK = 500
+BULK_BATCH = 500
 
 
 class RunCancelled(Exception):
@@ -282,26 +283,33 @@ class DirectionRun:
         return WriteOperation(kind="create", entity_set=self.target.entity_set, ref=ref, values=plan.values)
 
     def _reserve_inserts(self, inserts: list[Plan]) -> None:
-        """Record a pending coupling (with the target id chosen, where the API allows) before writing anything."""
+        """Record pending couplings (with the target id chosen, where the API allows) before writing anything.
+
+        Committed on their own, in bulk: whatever happens to the write, a rerun finds them and cannot insert twice.
+        """
         if not inserts:
             return
         source_attr = self.source.coupling_attr("id")
-        interrupted = []  # pending Business Central inserts of an earlier run that may have been written
-        with transaction.atomic():
-            for plan in inserts:
-                coupling = plan.coupling or Coupling(
-                    table_mapping=self.mapping, **{source_attr: self.source.row_id(plan.source_row)}
-                )
-                if coupling.pk and coupling.pending and not self.target.is_dataverse:
+        interrupted, new, changed = [], [], []  # interrupted: pending BC inserts of an earlier run, maybe written
+        for plan in inserts:
+            coupling = plan.coupling
+            if coupling is None:
+                coupling = Coupling(table_mapping=self.mapping, **{source_attr: self.source.row_id(plan.source_row)})
+                new.append(coupling)
+            else:
+                changed.append(coupling)
+                if coupling.pending and not self.target.is_dataverse:
                     interrupted.append(plan)
-                if plan.restore:
-                    setattr(coupling, self.target.coupling_attr("id"), None)
-                if self.target.is_dataverse and coupling.dataverse_id is None:
-                    coupling.dataverse_id = uuid.uuid4()
-                coupling.pending = True
-                setattr(coupling, self.source.coupling_attr("name"), self.source.row_name(plan.source_row))
-                coupling.save()
-                plan.coupling = coupling
+            if plan.restore:
+                setattr(coupling, self.target.coupling_attr("id"), None)
+            if self.target.is_dataverse and coupling.dataverse_id is None:
+                coupling.dataverse_id = uuid.uuid4()
+            coupling.pending = True
+            setattr(coupling, self.source.coupling_attr("name"), self.source.row_name(plan.source_row))
+            plan.coupling = coupling
+        with transaction.atomic():
+            Coupling.objects.bulk_create(new, batch_size=BULK_BATCH)
+            _save_couplings(changed, ["bc_id", "dataverse_id", "pending", "bc_name", "dataverse_name"])
         self._recover_interrupted_bc_inserts(interrupted)
 
     def _recover_interrupted_bc_inserts(self, plans: list[Plan]) -> None:
@@ -375,11 +383,11 @@ class DirectionRun:
                 errors.append(self._error_row(plan, detail, now))
         with transaction.atomic():
             if to_update:
-                Coupling.objects.bulk_update(to_update, _COUPLING_FIELDS)
+                _save_couplings(to_update, _COUPLING_FIELDS)
             if to_delete:
                 Coupling.objects.filter(pk__in=to_delete).delete()
             if errors:
-                SyncError.objects.bulk_create(errors)
+                SyncError.objects.bulk_create(errors, batch_size=BULK_BATCH)
             if counts:
                 SyncJob.objects.filter(pk=self.job.pk).update(**{k: F(k) + v for k, v in counts.items()})
         self.outcome.counts.update(counts)
@@ -484,6 +492,26 @@ _COUPLING_FIELDS = [
     "skipped",
     "pending",
 ]
+
+
+def _save_couplings(couplings: list[Coupling], fields: list[str]) -> None:
+    """Update many existing couplings in one statement per batch.
+
+    An INSERT ... ON CONFLICT (id) DO UPDATE of rows that all exist: unlike Django's bulk_update, which builds a
+    CASE expression per field and row, its cost grows linearly (5,000 couplings: milliseconds, not seconds).
+    """
+    if not couplings:
+        return
+    now = timezone.now()
+    for coupling in couplings:
+        coupling.updated_at = now
+    Coupling.objects.bulk_create(
+        couplings,
+        update_conflicts=True,
+        unique_fields=["id"],
+        update_fields=[*fields, "updated_at"],
+        batch_size=BULK_BATCH,
+    )
 
 
 def _error_class(error: ConnectorError | None) -> str:
