@@ -141,3 +141,21 @@ def test_uncouple_one_or_all_couplings_of_a_mapping_as_a_job(admin_client, sandb
     )
     assert not Coupling.objects.filter(table_mapping=customer).exists()
     assert SyncJob.objects.filter(kind=JobKind.UNCOUPLING, status=JobStatus.SUCCEEDED).count() == 2
+
+
+def test_coupling_needs_the_run_sync_permission(client, django_user_model, sandbox_connections, customer):
+    from django.contrib.auth.models import Permission
+
+    viewer = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_tablemapping", "view_coupling"]))
+    client.force_login(viewer)
+    bc, dataverse = sandbox_connections
+    record = rows(bc, "customers", "blocked eq ' '")[0]
+    account = rows(dataverse, "accounts", "statecode eq 0 and customertypecode eq 3")[0]
+    url = reverse("admin:mappings_tablemapping_couple", args=[customer.pk])
+
+    page = client.get(url, {"bc": record["id"], "dv": account["accountid"]})
+    assert page.status_code == 200
+    assert 'name="couple"' not in page.content.decode()  # nothing offered that the user may not do
+    assert client.post(url, {"bc": record["id"], "dv": account["accountid"], "couple": "1"}).status_code == 403
+    assert not Coupling.objects.exists()
