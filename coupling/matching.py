@@ -61,9 +61,10 @@ def _normalize(value, case_sensitive: bool):
     return text if case_sensitive else text.casefold()
 
 
-def _key(row: dict, fields: list[tuple[str, bool]]):
+def match_key(row: dict, fields: list[tuple[str, bool]]):
+    """The row's values of the match fields, normalized; None when one is blank (blank never matches, as BC)."""
     parts = tuple(_normalize(row.get(name), case_sensitive) for name, case_sensitive in fields)
-    return None if any(part is None for part in parts) else parts  # blank values never match (as BC)
+    return None if any(part is None for part in parts) else parts
 
 
 def _uncoupled_rows(client: RemoteClient, entity_set: str, id_field: str, name_field: str, flt: str, select, coupled):
@@ -112,11 +113,11 @@ def match_records(*, mapping: TableMapping, bc_client: RemoteClient, dataverse_c
         dv_spec = [(fm.dataverse_field, fm.case_sensitive_matching) for fm in group]
         bc_by_key, dv_by_key = defaultdict(list), defaultdict(list)
         for row_id in open_bc:
-            key = _key(bc_rows[row_id], bc_spec)
+            key = match_key(bc_rows[row_id], bc_spec)
             if key is not None:
                 bc_by_key[key].append(row_id)
         for row_id in open_dv:
-            key = _key(dv_rows[row_id], dv_spec)
+            key = match_key(dv_rows[row_id], dv_spec)
             if key is not None:
                 dv_by_key[key].append(row_id)
         for key, bc_ids in bc_by_key.items():

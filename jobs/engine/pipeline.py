@@ -7,6 +7,7 @@ one transaction. A preview stops after planning.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections import Counter
@@ -20,10 +21,11 @@ from django.utils import timezone
 
 from connectors.types import ConnectorError, RemoteClient, WriteOperation, WriteResult
 from coupling.choices import SyncResult
+from coupling.matching import match_key
 from coupling.models import Coupling
 from jobs.choices import ErrorClass, JobKind
 from jobs.engine.planner import Action, Plan, PlanContext, plan_record
-from jobs.engine.sides import sides_for
+from jobs.engine.sides import Side, sides_for
 from jobs.engine.values import LookupResolver, compile_rules, source_fields
 from jobs.models import COUNTER_FIELDS, SyncError, SyncJob
 from mappings.choices import Direction
@@ -36,6 +38,7 @@ WATERMARK_OVERLAP = timedelta(seconds=1)
 PREVIEW_SAMPLE_SIZE = 50
 ID_CHUNK = 500
 BULK_BATCH = 500
+MATCH_VALUES_PER_REQUEST = 50
 
 
 class RunCancelled(Exception):
@@ -83,12 +86,19 @@ class DirectionRun:
                 else self.mapping.bc_new_record_values
             ),
         )
+        # Match criteria, grouped by priority: [(priority, [(source field, target field, case-sensitive)])].
+        self.match_criteria = match_criteria(self.mapping, self.source)
+        self.forced_ctx = dataclasses.replace(self.ctx, force=True)
         self.source_select = sorted(
             {self.source.id_field, self.source.modified_field, self.source.name_field, *source_fields(self.rules)}
+        )
+        self.source_select = sorted(
+            set(self.source_select) | {source for _, fields in self.match_criteria for source, _, _ in fields}
         )
         self.target_select = sorted(
             {self.target.id_field, self.target.modified_field, self.target.name_field}
             | {rule.current_key(self.target) for rule in self.rules}
+            | {target for _, fields in self.match_criteria for _, target, _ in fields}
         )
         self.lookups = LookupResolver(self.rules, self.source, bc_client, dataverse_client)
         self.outcome = RunOutcome()
@@ -183,19 +193,111 @@ class DirectionRun:
 
         couplings = self._load_couplings(ids)
         target_rows = self._read_counterparts(couplings.values())
+        matched = self._match_uncoupled([row for row, i in zip(rows, ids, strict=True) if i not in couplings])
+        for source_id, (coupling, target_row) in matched.items():
+            couplings[source_id] = coupling
+            target_rows[getattr(coupling, self.target.coupling_attr("id"))] = target_row
         lookups = self.lookups
         lookups.prepare(rows)
         plans = []
         for row, source_id in zip(rows, ids, strict=True):
             coupling = couplings.get(source_id)
             target_id = getattr(coupling, self.target.coupling_attr("id")) if coupling else None
-            plans.append(plan_record(self.ctx, row, coupling, target_rows.get(target_id), lookups))
+            # A record coupled by matching just now takes the source's values, as after match-based coupling.
+            ctx = self.forced_ctx if source_id in matched else self.ctx
+            plans.append(plan_record(ctx, row, coupling, target_rows.get(target_id), lookups))
 
         if self.job.dry_run:
             self._tally_preview(plans)
         else:
             self._write(plans)
         SyncJob.objects.filter(pk=self.job.pk).update(progress_done=F("progress_done") + len(rows))
+
+    def _match_uncoupled(self, rows: list[dict]) -> dict:
+        """Couple uncoupled source records to the one uncoupled target record their match fields agree with.
+
+        Business Central matches uncoupled records during a sync only for currencies; here every mapping with match
+        criteria does, so a scheduled run couples the same company instead of skipping it or creating a duplicate.
+        One request per page and criterion; a match must be unique within the page both ways.
+        """
+        if not rows or not self.match_criteria:
+            return {}
+        source_keys = {}
+        for row in rows:
+            for priority, fields in self.match_criteria:
+                key = match_key(row, [(source, case) for source, _, case in fields])
+                if key is not None:
+                    source_keys.setdefault(self.source.row_id(row), []).append((priority, key))
+        if not source_keys:
+            return {}
+        candidates = self._match_candidates(rows)
+        coupled_targets = set(
+            Coupling.objects.filter(
+                table_mapping=self.mapping,
+                **{f"{self.target.coupling_attr('id')}__in": [self.target.row_id(r) for r in candidates]},
+            ).values_list(self.target.coupling_attr("id"), flat=True)
+        )
+        candidates = [r for r in candidates if self.target.row_id(r) not in coupled_targets]
+        matched, taken = {}, set()
+        for priority, fields in self.match_criteria:
+            index: dict = {}
+            for row in candidates:
+                key = match_key(row, [(target, case) for _, target, case in fields])
+                if key is not None:
+                    index.setdefault(key, []).append(row)
+            wanted: dict = {}
+            for source_id, keys in source_keys.items():
+                for key_priority, key in keys:
+                    if key_priority == priority and source_id not in matched:
+                        wanted.setdefault(key, []).append(source_id)
+            for key, source_ids in wanted.items():
+                targets = [r for r in index.get(key, []) if self.target.row_id(r) not in taken]
+                if len(source_ids) == 1 and len(targets) == 1:
+                    matched[source_ids[0]] = targets[0]
+                    taken.add(self.target.row_id(targets[0]))
+        if not matched:
+            return {}
+        rows_by_id = {self.source.row_id(row): row for row in rows}
+        result = {}
+        for source_id, target_row in matched.items():
+            coupling = Coupling(
+                table_mapping=self.mapping,
+                **{
+                    self.source.coupling_attr("id"): source_id,
+                    self.target.coupling_attr("id"): self.target.row_id(target_row),
+                    self.source.coupling_attr("name"): self.source.row_name(rows_by_id[source_id]),
+                    self.target.coupling_attr("name"): self.target.row_name(target_row),
+                },
+            )
+            result[source_id] = (coupling, target_row)
+        if not self.job.dry_run:
+            with transaction.atomic():
+                Coupling.objects.bulk_create([c for c, _ in result.values()], batch_size=BULK_BATCH)
+                SyncJob.objects.filter(pk=self.job.pk).update(coupled=F("coupled") + len(result))
+        self.outcome.counts["coupled"] += len(result)
+        return result
+
+    def _match_candidates(self, rows: list[dict]) -> list[dict]:
+        """Target records whose first match field equals a value of the page (one request per criterion)."""
+        found = {}
+        for _, fields in self.match_criteria:
+            source_field, target_field, _ = fields[0]
+            values = sorted(
+                {str(row[source_field]).strip() for row in rows if str(row.get(source_field) or "").strip()}
+            )
+            for start in range(0, len(values), MATCH_VALUES_PER_REQUEST):
+                chunk = values[start : start + MATCH_VALUES_PER_REQUEST]
+                condition = " or ".join(f"{target_field} eq '{v.replace(chr(39), chr(39) * 2)}'" for v in chunk)
+                flt = f"({condition}) and ({self.target.table_filter})" if self.target.table_filter else condition
+                try:
+                    for page in self.target_client.read_pages(
+                        self.target.entity_set, filter=flt, select=self.target_select
+                    ):
+                        for row in page.rows:
+                            found[self.target.row_id(row)] = row
+                except ConnectorError as exc:
+                    raise SourceUnreadable(f"{self.target.label} could not be searched for matches: {exc}") from exc
+        return list(found.values())
 
     def _load_couplings(self, ids: list) -> dict:
         id_attr = self.source.coupling_attr("id")
@@ -492,6 +594,19 @@ _COUPLING_FIELDS = [
     "skipped",
     "pending",
 ]
+
+
+def match_criteria(mapping: TableMapping, source: Side) -> list[tuple[int, list[tuple[str, str, bool]]]]:
+    """The mapping's match fields as (source field, target field, case-sensitive), grouped by priority."""
+    groups: dict[int, list] = {}
+    for fm in (
+        mapping.field_mappings.filter(use_for_matching=True, enabled=True)
+        .exclude(bc_field="")
+        .exclude(dataverse_field="")
+    ):
+        pair = (fm.dataverse_field, fm.bc_field) if source.is_dataverse else (fm.bc_field, fm.dataverse_field)
+        groups.setdefault(fm.match_priority, []).append((*pair, fm.case_sensitive_matching))
+    return sorted(groups.items())
 
 
 def _save_couplings(couplings: list[Coupling], fields: list[str]) -> None:
