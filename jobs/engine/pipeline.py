@@ -114,6 +114,7 @@ class DirectionRun:
     def source_pages(self):
         """Yield the source rows to process, a page at a time; failed-not-skipped records come first."""
         self.run_start = timezone.now()
+        self._estimate_total()
         if self.job.kind == JobKind.RECORDS:
             # Selected records outside the mapping's filter are not synchronized (as BC: not offered at all).
             ids = [uuid.UUID(str(i)) for i in self.job.record_ids]
@@ -124,6 +125,19 @@ class DirectionRun:
         if self.job.kind != JobKind.FULL:
             yield from (self._noted(rows) for rows in self._failed_not_skipped())
         yield from (self._noted(rows) for rows in self._read_changed())
+
+    def _estimate_total(self) -> None:
+        """How many records the run will read, for the progress shown while it runs (one count request)."""
+        if self.job.kind == JobKind.RECORDS:
+            total = len(self.job.record_ids)
+        elif self.job.kind == JobKind.FULL:
+            try:
+                total = self.source_client.count(self.source.entity_set, filter=self.source.table_filter or None)
+            except ConnectorError:
+                return  # the read that follows reports the problem
+        else:
+            return  # an incremental run's size is unknown until it has read its changes
+        SyncJob.objects.filter(pk=self.job.pk).update(progress_total=total)
 
     def finish(self) -> RunOutcome:
         if self.outcome.latest_modified and self.outcome.latest_modified > self.run_start:

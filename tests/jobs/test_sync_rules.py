@@ -1,0 +1,258 @@
+"""The engine's rules end to end: real RQ worker, real HTTP into the sandbox, real database."""
+
+import pytest
+
+from connectors.clients import open_client
+from coupling.models import Coupling
+from jobs.choices import JobKind, JobStatus
+from jobs.models import SyncError, SyncJob
+from jobs.services import sync_enqueue, sync_jobs_create, sync_jobs_run
+from mappings.choices import DeletionConflictResolution, UpdateConflictResolution
+from mappings.models import TableMapping
+from sandbox import testing as sandbox
+
+pytestmark = pytest.mark.django_db(databases=["default", "sandbox"])
+
+
+@pytest.fixture
+def customer(sandbox_connections):
+    """CUSTOMER without lookups (they have their own tests), with every unblocked customer coupled to an account."""
+    mapping = TableMapping.objects.get(name="CUSTOMER")
+    mapping.field_mappings.filter(lookup_mapping__isnull=False).update(enabled=False)
+    mapping.sync_only_coupled = False
+    mapping.save()
+    jobs = sync_jobs_create(mapping=mapping, kind=JobKind.MODIFIED, direction="to_dataverse")
+    sync_jobs_run(job_ids=[j.pk for j in jobs])
+    assert SyncJob.objects.get(pk=jobs[0].pk).status == JobStatus.SUCCEEDED
+    mapping.sync_only_coupled = True
+    mapping.save()
+    return mapping
+
+
+@pytest.fixture
+def run(django_capture_on_commit_callbacks, rq_worker):
+    def run_mapping(mapping, **options):
+        with django_capture_on_commit_callbacks(execute=True):
+            jobs = sync_enqueue(mapping=mapping, **options)
+        rq_worker()
+        return [SyncJob.objects.get(pk=job.pk) for job in jobs]
+
+    return run_mapping
+
+
+def account(sandbox_connections, dataverse_id):
+    with open_client(sandbox_connections[1]) as client:
+        return client.read_by_ids("accounts", [dataverse_id])[dataverse_id]
+
+
+def bc_customer(sandbox_connections, bc_id):
+    with open_client(sandbox_connections[0]) as client:
+        return client.read_by_ids("customers", [bc_id])[bc_id]
+
+
+def test_a_change_on_both_sides_with_no_policy_is_reported_and_neither_side_is_overwritten(
+    customer, run, sandbox_connections
+):
+    coupling = Coupling.objects.filter(table_mapping=customer).first()
+    sandbox.edit_as_another_user("bc", "customers", coupling.bc_id, city="Utrecht")
+    sandbox.edit_as_another_user("dataverse", "accounts", coupling.dataverse_id, address1_city="Leiden")
+
+    to_dataverse, from_dataverse = run(customer)
+
+    assert (to_dataverse.failed, from_dataverse.failed) == (1, 1)
+    error = SyncError.objects.filter(job=to_dataverse).get()
+    assert error.error_class == "conflict" and "address1_city" in error.message
+    assert account(sandbox_connections, coupling.dataverse_id)["address1_city"] == "Leiden"
+    assert bc_customer(sandbox_connections, coupling.bc_id)["city"] == "Utrecht"
+
+
+@pytest.mark.parametrize(
+    ("policy", "winner"),
+    [(UpdateConflictResolution.SEND_TO_DATAVERSE, "Utrecht"), (UpdateConflictResolution.GET_FROM_DATAVERSE, "Leiden")],
+)
+def test_a_conflict_policy_makes_one_side_win_on_both_sides(customer, run, sandbox_connections, policy, winner):
+    customer.update_conflict_resolution = policy
+    customer.save()
+    coupling = Coupling.objects.filter(table_mapping=customer).first()
+    sandbox.edit_as_another_user("bc", "customers", coupling.bc_id, city="Utrecht")
+    sandbox.edit_as_another_user("dataverse", "accounts", coupling.dataverse_id, address1_city="Leiden")
+
+    jobs = run(customer)
+
+    assert sum(job.failed for job in jobs) == 0
+    assert account(sandbox_connections, coupling.dataverse_id)["address1_city"] == winner
+    assert bc_customer(sandbox_connections, coupling.bc_id)["city"] == winner
+
+
+def test_a_deleted_counterpart_with_no_policy_fails_and_twice_the_same_failure_marks_it_skipped(customer, run):
+    coupling = Coupling.objects.filter(table_mapping=customer).first()
+    sandbox.delete_as_another_user("dataverse", "accounts", coupling.dataverse_id)
+    sandbox.edit_as_another_user("bc", "customers", coupling.bc_id, city="Utrecht")
+
+    first, _ = run(customer)
+    coupling.refresh_from_db()
+    assert first.failed == 1 and not coupling.skipped
+    assert SyncError.objects.get(job=first).error_class == "deletion_conflict"
+
+    second, _ = run(customer)  # retried although unchanged (failed, not skipped), fails the same way
+    coupling.refresh_from_db()
+    assert second.failed == 1 and coupling.skipped
+
+    third, _ = run(customer)
+    assert third.failed == 0  # skipped records stay out until someone retries them
+
+
+def test_restore_records_recreates_the_deleted_counterpart_and_recouples(customer, run, sandbox_connections):
+    customer.deletion_conflict_resolution = DeletionConflictResolution.RESTORE_RECORDS
+    customer.save()
+    coupling = Coupling.objects.filter(table_mapping=customer).first()
+    old_account = coupling.dataverse_id
+    sandbox.delete_as_another_user("dataverse", "accounts", old_account)
+    sandbox.edit_as_another_user("bc", "customers", coupling.bc_id, city="Utrecht")
+
+    to_dataverse, _ = run(customer)
+
+    coupling.refresh_from_db()
+    assert to_dataverse.inserted == 1 and to_dataverse.failed == 0
+    assert coupling.dataverse_id != old_account and not coupling.pending
+    assert account(sandbox_connections, coupling.dataverse_id)["address1_city"] == "Utrecht"
+
+
+def test_remove_coupling_drops_the_coupling_of_a_deleted_counterpart(customer, run):
+    customer.deletion_conflict_resolution = DeletionConflictResolution.REMOVE_COUPLING
+    customer.save()
+    coupling = Coupling.objects.filter(table_mapping=customer).first()
+    sandbox.delete_as_another_user("dataverse", "accounts", coupling.dataverse_id)
+    sandbox.edit_as_another_user("bc", "customers", coupling.bc_id, city="Utrecht")
+
+    to_dataverse, _ = run(customer)
+
+    assert to_dataverse.uncoupled == 1
+    assert not Coupling.objects.filter(pk=coupling.pk).exists()
+
+
+def test_a_missing_lookup_coupling_fails_the_record_naming_what_to_couple_first(sandbox_connections, run):
+    mapping = TableMapping.objects.get(name="CUSTOMER")
+    mapping.sync_only_coupled = False
+    mapping.save()
+    salesperson_codes = {
+        row["salespersonCode"]
+        for page in open_client(sandbox_connections[0]).read_pages("customers", select=["id", "salespersonCode"])
+        for row in page.rows
+        if row["salespersonCode"]
+    }
+
+    to_dataverse, _ = run(mapping)
+
+    errors = SyncError.objects.filter(job=to_dataverse, error_class="missing_dependency")
+    assert errors.exists()
+    message = errors.first().message
+    assert "SALESPEOPLE record" in message and "must be coupled" in message
+    assert any(repr(code) in message for code in salesperson_codes)
+
+
+def test_a_run_whose_source_cannot_be_read_fails_and_is_not_reported_as_no_changes(customer, run):
+    sandbox.inject_faults("503", count=200, service="bc")
+    try:
+        to_dataverse, from_dataverse = run(customer)
+    finally:
+        sandbox.clear_faults()
+    assert to_dataverse.status == JobStatus.FAILED
+    assert "could not be read" in to_dataverse.message
+    customer.refresh_from_db()
+
+
+def test_with_requests_failing_transiently_a_run_completes_with_no_failed_record(
+    sandbox_connections, django_capture_on_commit_callbacks, rq_worker
+):
+    mapping = TableMapping.objects.get(name="CUSTOMER")
+    mapping.field_mappings.filter(lookup_mapping__isnull=False).update(enabled=False)
+    mapping.sync_only_coupled = False
+    mapping.save()
+    kinds = iter(["429", "503", "timeout", "drop"] * 50)
+
+    def fail_some_requests(job):
+        sandbox.inject_faults(next(kinds), count=1, retry_after=0)
+
+    jobs = sync_jobs_create(mapping=mapping, kind=JobKind.MODIFIED)
+    sync_jobs_run(job_ids=[j.pk for j in jobs], on_progress=fail_some_requests)
+    sandbox.clear_faults()
+
+    jobs = [SyncJob.objects.get(pk=j.pk) for j in jobs]
+    total_requests = sum(j.http_requests for j in jobs)
+    retries = sum(j.http_requests_by_kind.get("retry", 0) for j in jobs)
+    assert retries >= total_requests * 0.1, (retries, total_requests)  # at least one request in ten failed
+    assert all(j.status == JobStatus.SUCCEEDED and j.failed == 0 for j in jobs), [(j.status, j.message) for j in jobs]
+    couplings = Coupling.objects.filter(table_mapping=mapping)
+    assert couplings.count() == sum(j.inserted for j in jobs)
+    assert not couplings.filter(pending=True).exists()
+
+
+def test_a_running_job_can_be_cancelled_between_pages(customer):
+    jobs = sync_jobs_create(mapping=customer, kind=JobKind.FULL, direction="to_dataverse")
+
+    def cancel(job):
+        SyncJob.objects.filter(pk=job.pk).update(cancel_requested=True)
+
+    sync_jobs_run(job_ids=[j.pk for j in jobs], on_progress=cancel)
+    job = SyncJob.objects.get(pk=jobs[0].pk)
+    assert job.status == JobStatus.CANCELLED and job.finished_at
+
+
+def test_a_preview_counts_and_shows_field_differences_but_writes_nothing(customer, run, sandbox_connections):
+    coupling = Coupling.objects.filter(table_mapping=customer).first()
+    sandbox.edit_as_another_user("bc", "customers", coupling.bc_id, city="Utrecht")
+
+    (preview,) = run(customer, direction="to_dataverse", dry_run=True)
+
+    assert preview.preview["counts"]["update"] == 1
+    (item,) = [i for i in preview.preview["sample"] if i["action"] == "update"]
+    assert {
+        "field": "address1_city",
+        "old": account(sandbox_connections, coupling.dataverse_id)["address1_city"],
+        "new": "Utrecht",
+    } in item["diffs"]
+    assert account(sandbox_connections, coupling.dataverse_id)["address1_city"] != "Utrecht"
+    coupling_before = coupling.bc_etag
+    coupling.refresh_from_db()
+    assert coupling.bc_etag == coupling_before
+
+
+def test_a_full_synchronization_creates_what_is_missing_and_rewrites_coupled_records(
+    customer, run, sandbox_connections
+):
+    coupling = Coupling.objects.filter(table_mapping=customer).first()
+    sandbox.edit_as_another_user("dataverse", "accounts", coupling.dataverse_id, address1_city="Elsewhere")
+    (full,) = run(customer, kind=JobKind.FULL, direction="to_dataverse")
+    assert full.status == JobStatus.SUCCEEDED
+    assert full.modified >= 1
+    assert (
+        account(sandbox_connections, coupling.dataverse_id)["address1_city"]
+        == bc_customer(sandbox_connections, coupling.bc_id)["city"]
+    )
+
+
+def test_an_edit_made_while_a_run_is_writing_is_not_overwritten(customer, sandbox_connections):
+    """The counterpart changes between our read and our write: the ETag no longer matches, the write is refused."""
+    coupling = Coupling.objects.filter(table_mapping=customer).first()
+    sandbox.edit_as_another_user("bc", "customers", coupling.bc_id, city="Utrecht")
+    jobs = sync_jobs_create(mapping=customer, kind=JobKind.MODIFIED, direction="to_dataverse")
+
+    from connectors import dataverse
+
+    original = dataverse.DataverseClient.write_many
+
+    def edit_then_write(self, operations):
+        sandbox.edit_as_another_user("dataverse", "accounts", coupling.dataverse_id, address1_city="Typed meanwhile")
+        return original(self, operations)
+
+    dataverse.DataverseClient.write_many = edit_then_write
+    try:
+        sync_jobs_run(job_ids=[j.pk for j in jobs])
+    finally:
+        dataverse.DataverseClient.write_many = original
+
+    job = SyncJob.objects.get(pk=jobs[0].pk)
+    assert job.failed == 1
+    assert SyncError.objects.get(job=job).error_class == "conflict"
+    assert account(sandbox_connections, coupling.dataverse_id)["address1_city"] == "Typed meanwhile"
