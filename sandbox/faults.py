@@ -97,6 +97,7 @@ def check_window(service: str, client_id: str, settings: dict) -> None:
         if not updated:
             log.create(client_id=client_id, service=service, second=now, count=1)
         used = log.filter(client_id=client_id, service=service, second__gt=now - window).aggregate(n=Sum("count"))["n"]
+        log.filter(second__lte=now - window).delete()  # the window slid past these
     if used > int(settings["limit"]):
         raise _throttled(service, int(settings["retry_after"]), limit=int(settings["limit"]), window=window)
 
