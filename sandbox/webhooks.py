@@ -28,6 +28,7 @@ MAX_SUBSCRIPTIONS = 200
 HANDSHAKE_TIMEOUT = 5.0
 DELIVERY_TIMEOUT = 10.0
 BC_RETRY_SECONDS = 60.0
+BC_RETRY_HOURS = 36
 
 # Tests may point deliveries at an in-process app; None means real sockets.
 transport: httpx.BaseTransport | None = None
@@ -358,6 +359,8 @@ def _deliver_bc(notes: list[Notification]) -> None:
             continue
         if status in (408, 429) or status >= 500 or status == 0:
             attempts = max(c.attempts for c in changes) + 1
+            if attempts * BC_RETRY_SECONDS > BC_RETRY_HOURS * 3600:
+                continue  # BC gives up on a notification after 36 hours of retries
             Notification.objects.using(rows.DB).bulk_create(
                 Notification(
                     service="bc",

@@ -206,3 +206,30 @@ def test_dataverse_webhook_posts_remote_execution_context(dv, seeded, receiver):
     update_attributes = {a["key"] for a in update["InputParameters"][0]["value"]["Attributes"]}
     assert "telephone1" in update_attributes and "name" not in update_attributes
     assert delete["InputParameters"][0]["value"]["LogicalName"] == "account"
+
+
+def test_bc_gives_up_after_36_hours_of_retries(bc, company_id, receiver):
+    testing.set_webhook_timing(bc_delay=0)
+    subscribe(bc, company_id, receiver)
+    receiver.status = 500
+    bc.post(f"companies({company_id})/customers", json={"displayName": "Never delivered"})
+    webhooks.deliver_due()
+    Notification.objects.using("sandbox").update(attempts=36 * 60)
+    webhooks.deliver_due(now=time.time() + 3600)
+    assert Notification.objects.using("sandbox").count() == 0
+    assert len(bc.get("subscriptions").json()["value"]) == 1  # the subscription itself stays
+
+
+def test_dataverse_retries_once_on_503_only(dv, seeded, receiver):
+    testing.register_dataverse_webhook(url=receiver.url, entity_set="accounts", messages=["Create"])
+    receiver.status = 503
+    dv.post("accounts", json={"name": "Retried once"})
+    webhooks.deliver_due()
+    webhooks.deliver_due(now=time.time() + 5)
+    webhooks.deliver_due(now=time.time() + 10)
+    assert len(receiver.notifications()) == 2
+    receiver.status = 400
+    dv.post("accounts", json={"name": "Not retried"})
+    webhooks.deliver_due(now=time.time() + 20)
+    webhooks.deliver_due(now=time.time() + 30)
+    assert len(receiver.notifications()) == 3
