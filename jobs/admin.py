@@ -39,7 +39,13 @@ def _enqueue_for_each(modeladmin, request, queryset, *, kind, dry_run=False, lab
     started = []
     for mapping in queryset:
         try:
-            jobs = sync_enqueue(mapping=mapping, kind=kind, user=request.user, dry_run=dry_run)
+            jobs = sync_enqueue(
+                mapping=mapping,
+                kind=kind,
+                user=request.user,
+                dry_run=dry_run,
+                with_dependencies=kind == JobKind.MODIFIED,
+            )
         except SyncNotStarted as exc:
             modeladmin.message_user(request, str(exc), messages.ERROR)
             continue
@@ -48,7 +54,12 @@ def _enqueue_for_each(modeladmin, request, queryset, *, kind, dry_run=False, lab
         links = format_html(
             ", ".join(["{}"] * len(started)),
             *[
-                format_html('<a href="{}">#{}</a>', reverse("admin:jobs_syncjob_change", args=[j.pk]), j.pk)
+                format_html(
+                    '<a href="{}">#{} {}</a>',
+                    reverse("admin:jobs_syncjob_change", args=[j.pk]),
+                    j.pk,
+                    f"{j.table_mapping.name} {j.get_direction_display()}",
+                )
                 for j in started
             ],
         )

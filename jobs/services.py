@@ -72,13 +72,41 @@ def sync_jobs_create(
     ]
 
 
-def sync_enqueue(*, mapping: TableMapping, **options) -> list[SyncJob]:
-    """Create the SyncJobs of one mapping run and enqueue it after the transaction commits."""
+def sync_enqueue(*, mapping: TableMapping, with_dependencies: bool = False, **options) -> list[SyncJob]:
+    """Create the SyncJobs of one mapping run and enqueue it after the transaction commits.
+
+    `with_dependencies` first runs the mappings this one depends on (modified records, in dependency order), in
+    the same RQ job: Business Central enforces dependency order only in a full synchronization, so a customer
+    synchronized before its currency is coupled fails; here the currency goes first.
+    """
     with transaction.atomic():
-        jobs = sync_jobs_create(mapping=mapping, **options)
+        jobs = []
+        if with_dependencies:
+            for dependency in dependencies_in_order(mapping):
+                try:
+                    jobs += sync_jobs_create(
+                        mapping=dependency,
+                        kind=JobKind.MODIFIED,
+                        user=options.get("user"),
+                        dry_run=options.get("dry_run", False),
+                    )
+                except SyncNotStarted as exc:
+                    logger.info("Not synchronizing dependency %s: %s", dependency.name, exc)
+        jobs += sync_jobs_create(mapping=mapping, **options)
         job_ids = [job.pk for job in jobs]
         transaction.on_commit(lambda: _enqueue(job_ids))
     return jobs
+
+
+def dependencies_in_order(mapping: TableMapping) -> list[TableMapping]:
+    """Every mapping `mapping` depends on, directly or not, each after its own dependencies."""
+    needed, todo = set(), [mapping]
+    while todo:
+        for dependency in todo.pop().dependencies.all():
+            if dependency.pk not in needed:
+                needed.add(dependency.pk)
+                todo.append(dependency)
+    return [m for m in mappings_in_dependency_order() if m.pk in needed]
 
 
 def sync_enqueue_all(

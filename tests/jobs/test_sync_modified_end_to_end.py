@@ -8,7 +8,6 @@ from connectors.clients import open_client
 from coupling.models import Coupling
 from jobs.choices import JobStatus
 from jobs.models import SyncJob
-from jobs.services import coupling_job_enqueue
 from mappings.models import TableMapping
 
 pytestmark = pytest.mark.django_db(databases=["default", "sandbox"])
@@ -36,13 +35,6 @@ def test_synchronize_modified_records_creates_and_couples_then_updates_both_ways
     admin_client, sandbox_connections, django_capture_on_commit_callbacks, rq_worker
 ):
     bc, dataverse = sandbox_connections
-    # Customers refer to currencies and salespeople: couple those first, by their match fields (ISO code, e-mail).
-    for name in ("CURRENCY", "SALESPEOPLE"):
-        with django_capture_on_commit_callbacks(execute=True):
-            coupling_job = coupling_job_enqueue(mapping=TableMapping.objects.get(name=name))
-        rq_worker()
-        coupling_job.refresh_from_db()
-        assert coupling_job.coupled > 0, coupling_job.message
     customer = TableMapping.objects.get(name="CUSTOMER")
     customer.sync_only_coupled = False
     customer.save()
@@ -53,6 +45,10 @@ def test_synchronize_modified_records_creates_and_couples_then_updates_both_ways
         admin_client, customer, django_capture_on_commit_callbacks, rq_worker
     )
 
+    # The mappings CUSTOMER depends on ran first, in the same job, and coupled what customers refer to.
+    first_jobs = SyncJob.objects.exclude(table_mapping=customer).order_by("pk")
+    assert [j.table_mapping.name for j in first_jobs] == ["CURRENCY", "SALESPEOPLE"]
+    assert all(j.coupled > 0 for j in first_jobs)
     assert (to_dataverse.direction, from_dataverse.direction) == ("to_dataverse", "from_dataverse")
     assert to_dataverse.status == JobStatus.SUCCEEDED, to_dataverse.message
     assert from_dataverse.status == JobStatus.SUCCEEDED, from_dataverse.message
