@@ -80,6 +80,21 @@ def redis_connection(redis_url):
     connection.close()
 
 
+@pytest.fixture(autouse=True)
+def _keep_test_connections_open(monkeypatch):
+    """No in-process request closes the test's own database connection.
+
+    Django closes "obsolete" connections when a request starts and ends, and inside a test transaction (autocommit
+    off) it finds the test's own connection obsolete: on PostgreSQL the test then loses its transaction and its data
+    ("the connection is closed"; SQLite's in-memory test database hides it). Django's test client guards only its own
+    requests, not one that reaches the project's WSGI app through httpx.WSGITransport (the sandbox, webhook receivers)
+    however the test builds that transport.
+    """
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+    monkeypatch.setattr(BaseDatabaseWrapper, "close_if_unusable_or_obsolete", lambda self: None)
+
+
 @pytest.fixture
 def sandbox_http():
     """Route every connector client through the sandbox in this process (real HTTP semantics, no socket).
