@@ -631,7 +631,7 @@ def modify(
 def _flush_inserts(req: Req, table: schema.Table) -> None:
     pending = req.cache.get("pending")
     if pending:
-        row_model(table).objects.using(rows.DB).bulk_create(list(pending.values()), batch_size=500)
+        rows.insert_many(row_model(table), list(pending.values()))
         pending.clear()
 
 
