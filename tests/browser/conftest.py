@@ -122,10 +122,21 @@ def lookups_coupled(live_connections, rq_worker):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def default_mappings_restored_afterwards(django_db_blocker):
-    """Put the default mappings back once this folder's transactional tests have emptied the tables, for the tests
-    that run after them and rely on the data migration."""
+def database_restored_afterwards(django_db_blocker):
+    """Leave the database as the migrations left it once this folder's transactional tests have emptied it.
+
+    Their flush re-creates content types under new ids and drops the default mappings; later tests may rely on
+    either (and a serialized-rollback test restores the original rows, which would collide). When the session
+    keeps a snapshot, reload exactly it; otherwise put the default mappings back.
+    """
     yield
+    from django.core.management import call_command
+    from django.db import connections
+
     with django_db_blocker.unblock():
-        if not TableMapping.objects.exists():
+        connection = connections["default"]
+        if getattr(connection, "_test_serialized_contents", None):
+            call_command("flush", database="default", interactive=False, inhibit_post_migrate=True, verbosity=0)
+            connection.creation.deserialize_db_from_string(connection._test_serialized_contents)
+        elif not TableMapping.objects.exists():
             create_default_mappings()
