@@ -110,3 +110,18 @@ def test_the_mapping_list_and_form_link_to_couplings_errors_and_jobs(admin_clien
         assert f"/admin/coupling/coupling/?table_mapping={customer.pk}" in html
         assert f"/admin/jobs/syncerror/?table_mapping={customer.pk}" in html
         assert f"/admin/jobs/syncjob/?table_mapping__id__exact={customer.pk}" in html
+
+
+def test_retry_by_class_synchronizes_again_every_record_with_an_error_of_that_class(admin_client, customer):
+    conflicts = make_errors(customer, 3, error_class="conflict")
+    make_errors(customer, 2, error_class="validation")
+    skipped = Coupling.objects.create(table_mapping=customer, bc_id=conflicts[0].bc_id, skipped=True)
+    url = reverse("admin:jobs_syncerror_changelist") + f"?table_mapping={customer.pk}"
+
+    response = admin_client.post(url, {"action": "retry_error_classes", "_selected_action": [conflicts[0].pk]})
+
+    assert response.status_code == 302
+    (job,) = SyncJob.objects.filter(kind="records")
+    assert (job.direction, sorted(job.record_ids)) == ("to_dataverse", sorted(str(e.bc_id) for e in conflicts))
+    skipped.refresh_from_db()
+    assert not skipped.skipped
