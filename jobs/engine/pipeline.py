@@ -24,6 +24,7 @@ from coupling.choices import SyncResult
 from coupling.matching import match_key
 from coupling.models import Coupling
 from jobs.choices import ErrorClass, JobKind
+from jobs.engine.coupling_rows import insert_couplings, update_couplings
 from jobs.engine.planner import Action, Plan, PlanContext, plan_record
 from jobs.engine.sides import Side, sides_for
 from jobs.engine.values import LookupResolver, compile_rules, source_fields
@@ -286,7 +287,7 @@ class DirectionRun:
             result[source_id] = (coupling, target_row)
         if not self.job.dry_run:
             with transaction.atomic():
-                Coupling.objects.bulk_create([c for c, _ in result.values()], batch_size=BULK_BATCH)
+                insert_couplings([c for c, _ in result.values()])
                 SyncJob.objects.filter(pk=self.job.pk).update(coupled=F("coupled") + len(result))
         self.outcome.counts["coupled"] += len(result)
         return result
@@ -424,8 +425,8 @@ class DirectionRun:
             setattr(coupling, self.source.coupling_attr("name"), self.source.row_name(plan.source_row))
             plan.coupling = coupling
         with transaction.atomic():
-            Coupling.objects.bulk_create(new, batch_size=BULK_BATCH)
-            _save_couplings(changed, ["bc_id", "dataverse_id", "pending", "bc_name", "dataverse_name"])
+            insert_couplings(new)
+            update_couplings(changed, ["bc_id", "dataverse_id", "pending", "bc_name", "dataverse_name"])
         self._recover_interrupted_bc_inserts(interrupted)
 
     def _recover_interrupted_bc_inserts(self, plans: list[Plan]) -> None:
@@ -499,7 +500,7 @@ class DirectionRun:
                 errors.append(self._error_row(plan, detail, now))
         with transaction.atomic():
             if to_update:
-                _save_couplings(to_update, _COUPLING_FIELDS)
+                update_couplings(to_update, _COUPLING_FIELDS)
             if to_delete:
                 Coupling.objects.filter(pk__in=to_delete).delete()
             if errors:
@@ -621,26 +622,6 @@ def match_criteria(mapping: TableMapping, source: Side) -> list[tuple[int, list[
         pair = (fm.dataverse_field, fm.bc_field) if source.is_dataverse else (fm.bc_field, fm.dataverse_field)
         groups.setdefault(fm.match_priority, []).append((*pair, fm.case_sensitive_matching))
     return sorted(groups.items())
-
-
-def _save_couplings(couplings: list[Coupling], fields: list[str]) -> None:
-    """Update many existing couplings in one statement per batch.
-
-    An INSERT ... ON CONFLICT (id) DO UPDATE of rows that all exist: unlike Django's bulk_update, which builds a
-    CASE expression per field and row, its cost grows linearly (5,000 couplings: milliseconds, not seconds).
-    """
-    if not couplings:
-        return
-    now = timezone.now()
-    for coupling in couplings:
-        coupling.updated_at = now
-    Coupling.objects.bulk_create(
-        couplings,
-        update_conflicts=True,
-        unique_fields=["id"],
-        update_fields=[*fields, "updated_at"],
-        batch_size=BULK_BATCH,
-    )
 
 
 def _error_class(error: ConnectorError | None) -> str:
