@@ -165,6 +165,9 @@ class CouplingResolveAdmin(CouplingSyncAdmin):
     actions = [*CouplingSyncAdmin.actions, restore_deleted_partners, delete_surviving_records]
     change_list_template = "admin/jobs/coupling/change_list.html"
 
+    def has_add_permission(self, request):
+        return False  # records are coupled from a mapping's "Couple records" page, which checks the rules
+
     def _record_link(self, obj, name, record_id):
         url = reverse("admin:coupling_coupling_compare", args=[obj.pk])
         return format_html('<a href="{}" title="Both records side by side">{}</a>', url, name or record_id or "-")
