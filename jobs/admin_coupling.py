@@ -294,14 +294,15 @@ def uncouple_all(modeladmin, request, queryset):
 
 
 class TableMappingCouplingAdmin(TableMappingSyncAdmin):
-    list_display = [*TableMappingSyncAdmin.list_display, "related_links"]
+    # Right after the name: the list is wide, and these are what an admin looks for next.
+    list_display = [TableMappingSyncAdmin.list_display[0], "related_links", *TableMappingSyncAdmin.list_display[1:]]
     actions = [*TableMappingSyncAdmin.actions, run_match_based_coupling, uncouple_all]
     change_form_template = "admin/jobs/tablemapping/change_form.html"
 
     @admin.display(description="see")
     def related_links(self, obj):
         return format_html(
-            '<a href="{}">couplings</a> · <a href="{}">errors</a> · <a href="{}">jobs</a> · <a href="{}">couple</a>',
+            '<a href="{}">couplings</a><br><a href="{}">errors</a><br><a href="{}">jobs</a><br><a href="{}">couple</a>',
             reverse("admin:coupling_coupling_changelist") + f"?table_mapping={obj.pk}",
             reverse("admin:jobs_syncerror_changelist") + f"?table_mapping={obj.pk}",
             reverse("admin:jobs_syncjob_changelist") + f"?table_mapping__id__exact={obj.pk}",

@@ -32,7 +32,10 @@ def test_couple_two_records_by_clicking_then_synchronize_now_and_see_the_result(
     name = sorted(set(bc_names) & set(dv_names))[0]  # the seed shares a few names between the systems
     blocked = rows(bc, "customers", "blocked ne ' '")[0]["displayName"]
 
+    page.goto("/admin/mappings/tablemapping/")
+    page.shot("mappings-list")
     page.goto(f"/admin/mappings/tablemapping/{customer.pk}/change/")
+    page.shot("mapping-form")
     page.click("text=Couple records")
     page.check("input[name=outside]")
     page.click("#search input[type=submit]")
