@@ -184,7 +184,11 @@ def mapping_page(mapping_browser, live_server, admin_user, settings):
 @pytest.fixture
 def live_sandbox_connections(live_server):
     """Connections to the sandbox served by the live server, over a real socket."""
+    from mappings.defaults import create_default_mappings
     from sandbox import services as sandbox_services
+
+    # A transactional test before this one may have flushed the tables, defaults included.
+    create_default_mappings()
 
     sandbox_services.seed_demo(customers=12, accounts=8, shared=3)
     secret = f"tests-{uuid.uuid4().hex}"
