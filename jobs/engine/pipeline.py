@@ -524,12 +524,15 @@ class DirectionRun:
         target_row = result.row or {}
         if result.record_id:
             setattr(coupling, self.target.coupling_attr("id"), result.record_id)
-        setattr(coupling, self.target.coupling_attr("etag"), result.etag or self.target.row_etag(target_row))
-        setattr(
-            coupling,
-            self.target.coupling_attr("modified_on"),
-            result.modified_on or self.target.row_modified(target_row),
-        )
+        if not plan.target_had_changes:
+            # Our own write is not a change: store the version it produced (echo suppression). When the target
+            # had changes of its own, the stored version stays older, so the reverse pass still carries them over.
+            setattr(coupling, self.target.coupling_attr("etag"), result.etag or self.target.row_etag(target_row))
+            setattr(
+                coupling,
+                self.target.coupling_attr("modified_on"),
+                result.modified_on or self.target.row_modified(target_row),
+            )
         name = target_row.get(self.target.name_field) or plan.values.get(self.target.name_field)
         if name:
             setattr(coupling, self.target.coupling_attr("name"), str(name)[:250])

@@ -44,6 +44,9 @@ class Plan:
     error_class: str = ""
     message: str = ""
     restore: bool = False  # an INSERT that replaces a deleted counterpart (deletion conflict, restore policy)
+    # The target had changes of its own since the last sync: after our write, the reverse pass must still read it,
+    # so the coupling keeps the target's earlier version instead of the one our write produced.
+    target_had_changes: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,8 @@ def target_changed(ctx: PlanContext, target_row: dict, coupling: Coupling) -> bo
         return stored_etag != ctx.target.row_etag(target_row)
     stored_modified = getattr(coupling, ctx.target.coupling_attr("modified_on"))
     modified = ctx.target.row_modified(target_row)
-    return stored_modified is not None and modified is not None and modified > stored_modified
+    # Never synchronized since coupling: its values are its own, so they count as changed (as BC's zero timestamp).
+    return stored_modified is None or modified is None or modified > stored_modified
 
 
 def _last_result(ctx: PlanContext, coupling: Coupling) -> str:
@@ -129,12 +133,8 @@ def _plan(ctx: PlanContext, row: dict, coupling: Coupling | None, target_row: di
 
     diffs, values = [], {}
     conflicting = []
-    check_conflicts = (
-        not ctx.force
-        and not coupling.pending
-        and ctx.bidirectional_mapping
-        and target_changed(ctx, target_row, coupling)
-    )
+    target_had_changes = not coupling.pending and target_changed(ctx, target_row, coupling)
+    check_conflicts = not ctx.force and ctx.bidirectional_mapping and target_had_changes
     for rule in ctx.rules:
         write, desired = desired_value(rule, row, lookups, ctx.target)
         if not write:
@@ -155,7 +155,15 @@ def _plan(ctx: PlanContext, row: dict, coupling: Coupling | None, target_row: di
 
     if not values:
         return Plan(Action.UNCHANGED, row, coupling, target_row)
-    return Plan(Action.UPDATE, row, coupling, target_row, values=values, diffs=diffs)
+    return Plan(
+        Action.UPDATE,
+        row,
+        coupling,
+        target_row,
+        values=values,
+        diffs=diffs,
+        target_had_changes=target_had_changes and ctx.bidirectional_mapping,
+    )
 
 
 def _source_wins(ctx: PlanContext, policy: str) -> bool | None:

@@ -256,3 +256,24 @@ def test_an_edit_made_while_a_run_is_writing_is_not_overwritten(customer, sandbo
     assert job.failed == 1
     assert SyncError.objects.get(job=job).error_class == "conflict"
     assert account(sandbox_connections, coupling.dataverse_id)["address1_city"] == "Typed meanwhile"
+
+
+def test_the_losing_sides_one_way_change_and_the_winning_sides_edit_both_arrive_in_one_run(
+    customer, run, sandbox_connections
+):
+    """Dataverse wins the phone; Business Central's credit limit (to Dataverse only) still goes over, and the
+    reverse pass still carries Dataverse's phone back although our To-pass write changed the account's version."""
+    customer.update_conflict_resolution = UpdateConflictResolution.GET_FROM_DATAVERSE
+    customer.save()
+    coupling = Coupling.objects.filter(table_mapping=customer).first()
+    sandbox.edit_as_another_user("bc", "customers", coupling.bc_id, phoneNumber="111", creditLimit=7000)
+    sandbox.edit_as_another_user("dataverse", "accounts", coupling.dataverse_id, telephone1="222")
+
+    jobs = run(customer)
+
+    assert sum(job.failed for job in jobs) == 0
+    dv, bc = account(sandbox_connections, coupling.dataverse_id), bc_customer(sandbox_connections, coupling.bc_id)
+    assert (dv["telephone1"], bc["phoneNumber"]) == ("222", "222")
+    assert float(dv["creditlimit"]) == 7000
+    later = run(customer)
+    assert sum(job.modified for job in later) == 0  # and then nothing more to do
