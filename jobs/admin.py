@@ -6,6 +6,7 @@ added here, by registering a subclass in its place.
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.loader import render_to_string
@@ -260,13 +261,14 @@ def _sync_selected(modeladmin, request, queryset, direction):
         source_attr = "bc_id" if direction == Direction.TO_DATAVERSE else "dataverse_id"
         ids = [getattr(c, source_attr) for c in couplings if getattr(c, source_attr)]
         try:
-            jobs = sync_enqueue(
-                mapping=mapping, kind=JobKind.RECORDS, direction=direction, record_ids=ids, user=request.user
-            )
+            with transaction.atomic():  # un-skip before the worker can pick the job up
+                Coupling.objects.filter(pk__in=[c.pk for c in couplings]).update(skipped=False)
+                jobs = sync_enqueue(
+                    mapping=mapping, kind=JobKind.RECORDS, direction=direction, record_ids=ids, user=request.user
+                )
         except SyncNotStarted as exc:
             modeladmin.message_user(request, f"{mapping.name}: {exc}", messages.ERROR)
             continue
-        Coupling.objects.filter(pk__in=[c.pk for c in couplings]).update(skipped=False)
         modeladmin.message_user(request, f"{mapping.name}: synchronizing {len(ids)} record(s), job #{jobs[0].pk}.")
 
 

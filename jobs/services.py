@@ -151,24 +151,24 @@ def _enqueue(job_ids: list[int]) -> None:
 
 def sync_job_cancel(*, job: SyncJob) -> None:
     """Ask a queued or running job to stop; the engine checks between pages."""
-    if job.status in ACTIVE_STATUSES:
-        SyncJob.objects.filter(pk=job.pk).update(cancel_requested=True)
-        if job.status == JobStatus.QUEUED:
-            SyncJob.objects.filter(pk=job.pk).update(
-                status=JobStatus.CANCELLED, finished_at=timezone.now(), message="Cancelled before it started."
-            )
+    SyncJob.objects.filter(pk=job.pk, status__in=ACTIVE_STATUSES).update(cancel_requested=True)
+    # Only a job still queued is cancelled here; a running one stops at its next page.
+    SyncJob.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(
+        status=JobStatus.CANCELLED, finished_at=timezone.now(), message="Cancelled before it started."
+    )
 
 
 @contextmanager
-def mapping_lock(mapping: TableMapping):
+def mapping_lock(mapping: TableMapping, *, wait: float = 5):
     """One run per mapping at a time, across workers and machines.
 
     The lock expires SYNC_LOCK_TIMEOUT_SECONDS after its holder stopped renewing it (a live run renews it on every
-    page), so a dead worker's lock is simply waited out; a live run's lock makes this one give up.
+    page). A worker waits `wait` seconds for it and then gives up (a scheduled run simply comes again); the command
+    line waits long enough to outlast the lock of a worker that died.
     """
     timeout = settings.SYNC_LOCK_TIMEOUT_SECONDS
     lock = django_rq.get_connection(QUEUE).lock(
-        f"syncadmin:mapping-run:{mapping.pk}", timeout=timeout, blocking=True, blocking_timeout=timeout + 1
+        f"syncadmin:mapping-run:{mapping.pk}", timeout=timeout, blocking=True, blocking_timeout=wait
     )
     if not lock.acquire():
         yield None
@@ -182,7 +182,7 @@ def mapping_lock(mapping: TableMapping):
             logger.warning("The run lock of %s expired before the run ended.", mapping.name)
 
 
-def sync_jobs_run(*, job_ids: list[int], on_progress=None) -> None:
+def sync_jobs_run(*, job_ids: list[int], on_progress=None, lock_wait: float = 5) -> None:
     """Run the given SyncJobs in order: per mapping, its directions one after the other under the mapping's lock."""
     jobs = list(SyncJob.objects.filter(pk__in=job_ids).select_related("table_mapping").order_by("pk"))
     if not jobs:
@@ -197,7 +197,7 @@ def sync_jobs_run(*, job_ids: list[int], on_progress=None) -> None:
     try:
         for mapping_jobs in _grouped_by_mapping(jobs):
             mapping = mapping_jobs[0].table_mapping
-            with mapping_lock(mapping) as lock:
+            with mapping_lock(mapping, wait=lock_wait) as lock:
                 if lock is not None:
                     _fail_abandoned_runs(mapping, job_ids)
                 if lock is None:
@@ -245,9 +245,11 @@ def _grouped_by_mapping(jobs: list[SyncJob]) -> list[list[SyncJob]]:
 
 
 def _run_one(job: SyncJob, bc_client, dataverse_client, lock, on_progress=None) -> None:
-    job.status = JobStatus.RUNNING
-    job.started_at = timezone.now()
-    job.save(update_fields=["status", "started_at"])
+    started = SyncJob.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(
+        status=JobStatus.RUNNING, started_at=timezone.now()
+    )
+    if not started:
+        return  # cancelled meanwhile
     before = bc_client.request_counts + dataverse_client.request_counts
     status, message = JobStatus.SUCCEEDED, ""
     try:
@@ -272,16 +274,18 @@ def _run_one(job: SyncJob, bc_client, dataverse_client, lock, on_progress=None) 
             message=message,
             detail=traceback.format_exc()[-4000:],
         )
-    job.refresh_from_db()
+    job.refresh_from_db(fields=["failed", "message"])
     if status == JobStatus.SUCCEEDED and job.failed:
         status = JobStatus.PARTLY_FAILED
     used = (bc_client.request_counts + dataverse_client.request_counts) - before
-    job.http_requests = sum(used.values())
-    job.http_requests_by_kind = dict(used)
-    job.status = status
-    job.message = message or job.message
-    job.finished_at = timezone.now()
-    job.save()
+    # Counters were added page by page (also by helper workers): touch only what this function owns.
+    SyncJob.objects.filter(pk=job.pk).update(
+        status=status,
+        message=message or job.message,
+        finished_at=timezone.now(),
+        http_requests=F("http_requests") + sum(used.values()),
+        http_requests_by_kind=dict(used),
+    )
 
 
 def _run_sync(job: SyncJob, bc_client, dataverse_client, lock, on_progress) -> None:

@@ -18,10 +18,22 @@ import uuid
 import django_rq
 from django.conf import settings
 
-CLAIM_TIMEOUT_SECONDS = 120
+# A page is processed well within this; a claim older than it belonged to a worker that died.
+CLAIM_TIMEOUT_SECONDS = 900
 IDLE_HELPER_EXIT_SECONDS = 15
 POLL_SECONDS = 0.1
 KEY_TTL_SECONDS = 24 * 3600
+
+
+# Pop the next page id and record its claim time atomically (a worker dying in between loses nothing).
+CLAIM_SCRIPT = """
+local page = redis.call('LPOP', KEYS[1])
+if page then
+  redis.call('HSET', KEYS[2], page, ARGV[1])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+end
+return page
+"""
 
 
 class SharedPages:
@@ -45,12 +57,11 @@ class SharedPages:
         return page_id
 
     def claim(self) -> tuple[str, list[dict]] | None:
-        page_id = self.redis.lpop(self.queue_key)
+        """Take the next page: moved from the queue to the claims in one step, so it is never in neither."""
+        page_id = self.redis.eval(CLAIM_SCRIPT, 2, self.queue_key, self.claims_key, time.time(), KEY_TTL_SECONDS)
         if page_id is None:
             return None
         page_id = page_id.decode()
-        self.redis.hset(self.claims_key, page_id, time.time())
-        self.redis.expire(self.claims_key, KEY_TTL_SECONDS)
         raw = self.redis.get(self.page_prefix + page_id)
         return page_id, (json.loads(raw) if raw else [])
 
@@ -85,7 +96,10 @@ class SharedPages:
         return bool(self.redis.exists(self.reading_done_key))
 
     def outstanding(self) -> int:
-        return self.redis.llen(self.queue_key) + self.redis.hlen(self.claims_key)
+        pipe = self.redis.pipeline()  # MULTI/EXEC: both lengths from one moment
+        pipe.llen(self.queue_key)
+        pipe.hlen(self.claims_key)
+        return sum(pipe.execute())
 
     def discard(self) -> None:
         keys = [self.queue_key, self.claims_key, self.reading_done_key]
@@ -107,6 +121,7 @@ def coordinate(run, job_id: int, enqueue_helpers) -> None:
             if not rows:
                 continue
             pages.push(rows)
+            run.on_page()  # renew the mapping's lock and see a cancellation while only reading
             if not helpers_started:
                 enqueue_helpers(helper_count())
                 helpers_started = True
@@ -139,6 +154,7 @@ def help_with(run, job_id: int) -> int:
             continue
         if pages.reading_done() or time.monotonic() - idle_since > IDLE_HELPER_EXIT_SECONDS:
             return processed
+        time.sleep(POLL_SECONDS)
 
 
 def _process_one(pages: SharedPages, run) -> bool:

@@ -415,10 +415,12 @@ class DirectionRun:
                 new.append(coupling)
             else:
                 changed.append(coupling)
-                if coupling.pending and not self.target.is_dataverse:
+                # A failed write records its error; an interrupted one (killed worker, unknown outcome) does not.
+                if coupling.pending and not coupling.last_error and not self.target.is_dataverse:
                     interrupted.append(plan)
             if plan.restore:
                 setattr(coupling, self.target.coupling_attr("id"), None)
+                coupling.created_at = timezone.now()  # the recovery window starts with this reservation
             if self.target.is_dataverse and coupling.dataverse_id is None:
                 coupling.dataverse_id = uuid.uuid4()
             coupling.pending = True
@@ -426,7 +428,7 @@ class DirectionRun:
             plan.coupling = coupling
         with transaction.atomic():
             insert_couplings(new)
-            update_couplings(changed, ["bc_id", "dataverse_id", "pending", "bc_name", "dataverse_name"])
+            update_couplings(changed, ["bc_id", "dataverse_id", "pending", "bc_name", "dataverse_name", "created_at"])
         self._recover_interrupted_bc_inserts(interrupted)
 
     def _recover_interrupted_bc_inserts(self, plans: list[Plan]) -> None:
@@ -451,7 +453,10 @@ class DirectionRun:
             except ConnectorError as exc:
                 logger.warning("Could not look for an interrupted insert of %s: %s", name, exc)
                 continue
-            if len(found) == 1:
+            taken = Coupling.objects.filter(
+                table_mapping=self.mapping, bc_id__in=[self.target.row_id(row) for row in found]
+            ).exists()
+            if len(found) == 1 and not taken:
                 plan.action = Action.UPDATE
                 plan.target_row = found[0]
                 plan.coupling.bc_id = self.target.row_id(found[0])
@@ -466,6 +471,7 @@ class DirectionRun:
             result = results.get(id(plan))
             if plan.action in (Action.INSERT, Action.UPDATE) and result is not None and not result.ok:
                 error = result.error
+                plan.outcome_unknown = bool(getattr(error, "outcome_unknown", False))
                 plan.error_class = _error_class(error)
                 verb = "Creating" if plan.action == Action.INSERT else "Updating"
                 plan.message = f"{verb} the {self.target.label} record failed: {error.message}"
@@ -542,10 +548,11 @@ class DirectionRun:
 
     def _mark_failure(self, coupling: Coupling, plan: Plan) -> None:
         repeated = self._last_result(coupling) == SyncResult.FAILURE and coupling.last_error == plan.message
-        retryable = plan.error_class in (ErrorClass.TRANSIENT, ErrorClass.THROTTLED)
+        retryable = plan.error_class in (ErrorClass.TRANSIENT, ErrorClass.THROTTLED) or plan.outcome_unknown
         if repeated and not retryable and settings.SYNC_SKIP_REPEATED_FAILURES:
             coupling.skipped = True
-        coupling.last_error = plan.message
+        # A write whose outcome is unknown may have landed: leave no error, so the next run looks for it first.
+        coupling.last_error = "" if (plan.outcome_unknown and coupling.pending) else plan.message
         self._set_result(coupling, SyncResult.FAILURE)
 
     def _last_result(self, coupling: Coupling) -> str:

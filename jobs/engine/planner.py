@@ -47,6 +47,7 @@ class Plan:
     # The target had changes of its own since the last sync: after our write, the reverse pass must still read it,
     # so the coupling keeps the target's earlier version instead of the one our write produced.
     target_had_changes: bool = False
+    outcome_unknown: bool = False  # the write failed in a way that may have landed (dropped connection)
 
 
 @dataclass(frozen=True)

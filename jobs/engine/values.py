@@ -191,7 +191,7 @@ class LookupResolver:
                 target_value = str(bc_id) if table is None else table["by_id"].get(str(bc_id))
                 if target_value is not None:
                     self._resolved[(id(rule), str(dataverse_id))] = target_value
-            if table is not None:
+            if table is not None and rule.lookup.dataverse_entity_set == "transactioncurrencies":
                 uncoupled = [v for v in ids if (id(rule), v) not in self._resolved]
                 for value in self._codes_not_in_business_central(rule, key_field, uncoupled, table["by_key"]):
                     self._resolved[(id(rule), value)] = LOCAL
@@ -202,8 +202,9 @@ class LookupResolver:
             else:
                 by_key = self._bc_table(rule, key_field)["by_key"]
                 bc_ids = {v: by_key[v] for v in values if v in by_key}
-                for value in values - set(bc_ids):
-                    self._resolved[(id(rule), value)] = LOCAL
+                if rule.lookup.bc_entity_set == "currencies":
+                    for value in values - set(bc_ids):
+                        self._resolved[(id(rule), value)] = LOCAL
             pairs = dict(couplings.filter(bc_id__in=list(bc_ids.values())).values_list("bc_id", "dataverse_id"))
             for value, bc_id in bc_ids.items():
                 dataverse_id = pairs.get(UUID(bc_id))

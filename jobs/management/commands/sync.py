@@ -1,5 +1,6 @@
 """Run a sync from the command line, the same way the admin and the scheduler do (jobs.services)."""
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
@@ -50,7 +51,10 @@ class Command(BaseCommand):
             bar = bars.setdefault(job.pk, tqdm(desc=str(job), unit=" records", file=self.stderr))
             bar.update(job.progress_done - bar.n)
 
-        sync_jobs_run(job_ids=[j.pk for j in jobs], on_progress=progress)
+        # Wait out the lock of a worker that died mid-run, rather than giving up at once.
+        sync_jobs_run(
+            job_ids=[j.pk for j in jobs], on_progress=progress, lock_wait=settings.SYNC_LOCK_TIMEOUT_SECONDS + 1
+        )
         for bar in bars.values():
             bar.close()
         failed = False
