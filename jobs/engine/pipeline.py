@@ -103,7 +103,9 @@ class DirectionRun:
         )
         self.lookups = LookupResolver(self.rules, self.source, bc_client, dataverse_client)
         self.outcome = RunOutcome()
-        self._seen: set = set()
+        # Records already processed as failed-not-skipped retries, left out when the changed pages bring them again.
+        # Only these are remembered: pages of one read are disjoint, so memory does not grow with the table.
+        self._retried: set = set()
 
     # -- reading ---------------------------------------------------------------------------------------------
 
@@ -169,7 +171,7 @@ class DirectionRun:
                 select=self.source_select,
             )
             for page in pages:
-                yield page.rows
+                yield [row for row in page.rows if self.source.row_id(row) not in self._retried]
         except ConnectorError as exc:
             raise SourceUnreadable(f"{self.source.label} {self.source.entity_set} could not be read: {exc}") from exc
 
@@ -193,6 +195,7 @@ class DirectionRun:
         failed = [i for i in failed if i]
         for start in range(0, len(failed), ID_CHUNK):
             rows = self._read_by_ids(failed[start : start + ID_CHUNK], filter=self.source.table_filter or None)
+            self._retried.update(rows)
             yield list(rows.values())
 
     # -- one page ----------------------------------------------------------------------------------------------
@@ -200,11 +203,9 @@ class DirectionRun:
     def process_page(self, rows: list[dict]) -> None:
         self.on_page()
         self._check_cancelled()
-        rows = [row for row in rows if self.source.row_id(row) not in self._seen]
         if not rows:
             return
         ids = [self.source.row_id(row) for row in rows]
-        self._seen.update(ids)
 
         couplings = self._load_couplings(ids)
         target_rows = self._read_counterparts(couplings.values())
