@@ -7,6 +7,7 @@ and Redis). settings.py gives every pytest run a throwaway data folder (SYNCADMI
 """
 
 import os
+import uuid
 from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
 import django_rq
@@ -16,12 +17,16 @@ import redis
 import rq
 from django.conf import settings
 from django.core.wsgi import get_wsgi_application
+from pytest_django.fixtures import validate_django_db
 
 from connectors.http import override_transport
 from syncadmin.management import embedded_redis
 
-# With a shared Redis (REDIS_URL), the tests use this database of it and empty it after each test.
-TEST_REDIS_DB = 15
+# With a shared Redis (REDIS_URL), a test run claims one of these databases, so that two runs on one machine (a
+# developer's and CI's, say) never empty each other's queues; it empties its database after each test.
+TEST_REDIS_DBS = range(15, 7, -1)
+CLAIM_KEY = "syncadmin:test-run"
+CLAIM_SECONDS = 3600  # renewed after every test; outlives a killed run only this long
 
 
 def _with_redis_db(url: str, db: int) -> str:
@@ -33,44 +38,82 @@ def _with_redis_db(url: str, db: int) -> str:
     return urlunparse(parts._replace(path=f"/{db}"))
 
 
-@pytest.fixture(scope="session", autouse=True)
-def redis_url():
-    """The Redis the tests use: REDIS_URL's database 15 if REDIS_URL is set, else an embedded one on a temp socket."""
+class RedisForTests:
+    """The test run's Redis database: emptied between tests, keeping only this run's claim on it."""
+
+    def __init__(self, url: str, claim: str | None = None):
+        self.url = url
+        self.claim = claim
+        self.connection = redis.Redis.from_url(url)
+
+    @classmethod
+    def claim_one_of(cls, base_url: str) -> "RedisForTests":
+        claim = uuid.uuid4().hex
+        for db in TEST_REDIS_DBS:
+            url = _with_redis_db(base_url, db)
+            with redis.Redis.from_url(url) as connection:
+                if connection.set(CLAIM_KEY, claim, nx=True, ex=CLAIM_SECONDS):
+                    return cls(url, claim)
+        raise RuntimeError(
+            f"Redis databases {TEST_REDIS_DBS.stop + 1}-{TEST_REDIS_DBS.start} of REDIS_URL are all in use by other "
+            f"test runs (key {CLAIM_KEY}); wait for them, or unset REDIS_URL to use an embedded Redis."
+        )
+
+    def empty(self) -> None:
+        with self.connection.pipeline(transaction=True) as pipeline:  # no instant where another run could claim it
+            pipeline.flushdb()
+            if self.claim:
+                pipeline.set(CLAIM_KEY, self.claim, ex=CLAIM_SECONDS)
+            pipeline.execute()
+
+    def release(self) -> None:
+        self.connection.flushdb()
+        self.connection.close()
+
+
+@pytest.fixture(scope="session")
+def redis_for_tests():
+    """The Redis the tests use: a claimed database of REDIS_URL if it is set, else an embedded one on a temp socket."""
     server = None
     if os.environ.get("REDIS_URL"):
-        url = _with_redis_db(os.environ["REDIS_URL"], TEST_REDIS_DB)
+        redis_for_tests = RedisForTests.claim_one_of(os.environ["REDIS_URL"])
     else:
         socket_path = settings.EMBEDDED_REDIS_SOCKET  # inside the run's temporary data folder
         server = embedded_redis.start(socket_path=socket_path, data_dir=settings.DATA_DIR, persist=False)
-        url = f"unix://{socket_path}"
-    previous = settings.REDIS_URL, settings.RQ_QUEUES, os.environ.get("REDIS_URL")
-    settings.REDIS_URL = url
-    settings.RQ_QUEUES = {name: {**config, "URL": url} for name, config in settings.RQ_QUEUES.items()}
-    os.environ["REDIS_URL"] = url  # processes the tests start (serve, workers) use the same Redis
-    connection = redis.Redis.from_url(url)
-    connection.flushdb()
+        redis_for_tests = RedisForTests(f"unix://{socket_path}")
+    redis_for_tests.empty()
     try:
-        yield url
+        yield redis_for_tests
     finally:
-        connection.flushdb()
-        connection.close()
-        settings.REDIS_URL, settings.RQ_QUEUES = previous[0], previous[1]
-        if previous[2] is None:
-            os.environ.pop("REDIS_URL", None)
-        else:
-            os.environ["REDIS_URL"] = previous[2]
+        redis_for_tests.release()
         if server is not None:
             server.terminate()
             server.wait(timeout=10)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def redis_url(redis_for_tests):
+    """The test Redis's URL, which settings (REDIS_URL, RQ_QUEUES) and processes the tests start all use."""
+    url = redis_for_tests.url
+    previous = settings.REDIS_URL, settings.RQ_QUEUES, os.environ.get("REDIS_URL")
+    settings.REDIS_URL = url
+    settings.RQ_QUEUES = {name: {**config, "URL": url} for name, config in settings.RQ_QUEUES.items()}
+    os.environ["REDIS_URL"] = url  # processes the tests start (serve, workers) use the same Redis
+    try:
+        yield url
+    finally:
+        settings.REDIS_URL, settings.RQ_QUEUES = previous[0], previous[1]
+        if previous[2] is None:
+            os.environ.pop("REDIS_URL", None)
+        else:
+            os.environ["REDIS_URL"] = previous[2]
+
+
 @pytest.fixture(autouse=True)
-def _empty_redis_after_test(redis_url):
+def _empty_redis_after_test(redis_for_tests, redis_url):
     """No queued job, lock or cron entry of one test leaks into the next."""
     yield
-    connection = redis.Redis.from_url(redis_url)
-    connection.flushdb()
-    connection.close()
+    redis_for_tests.empty()
 
 
 @pytest.fixture
@@ -78,6 +121,36 @@ def redis_connection(redis_url):
     connection = redis.Redis.from_url(redis_url)
     yield connection
     connection.close()
+
+
+def _is_transactional(request) -> bool:
+    """Whether pytest-django runs this test as a TransactionTestCase (committed data, flushed afterwards)."""
+    if {"transactional_db", "live_server", "django_db_reset_sequences"} & set(request.fixturenames):
+        return True
+    marker = request.node.get_closest_marker("django_db")
+    if marker is None:
+        return False
+    transaction, reset_sequences = validate_django_db(marker)[:2]
+    return bool(transaction or reset_sequences)
+
+
+@pytest.fixture(autouse=True)
+def _migrated_data_in_transactional_tests(request):
+    """Every test starts from the migrated state, with the default mappings and their schedules.
+
+    The data migrations create them once; a transactional test flushes every table when it ends, so the transactional
+    tests after it would start without them, or not, depending on the order the tests run in.
+    """
+    if not _is_transactional(request):
+        return
+    request.getfixturevalue("db")  # the test's database setup (transactional, as its marker or fixtures say)
+    from jobs.models import Schedule
+    from jobs.scheduling.defaults import create_missing_schedules
+    from mappings.defaults import create_default_mappings
+    from mappings.models import TableMapping
+
+    create_default_mappings()
+    create_missing_schedules(schedule_model=Schedule, mapping_model=TableMapping)
 
 
 @pytest.fixture(autouse=True)
