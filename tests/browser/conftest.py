@@ -5,14 +5,11 @@ process (a burst SimpleWorker) after each action, against the same databases.
 """
 
 import os
-import uuid
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import sync_playwright
 
-from connectors.choices import ConnectionKind
-from connectors.models import Connection
 from coupling.models import Coupling
 from jobs.services import coupling_job_enqueue
 from mappings.defaults import create_default_mappings
@@ -26,41 +23,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-
-
-# Same as tests/coupling/conftest.py (conftest modules cannot import each other).
-def sandbox_connection_pair(base_url: str, *, page_size: int = 50) -> tuple[Connection, Connection]:
-    """Seed the sandbox and point one connection per system at it (base_url: http://testserver or a live server)."""
-    from sandbox import services as sandbox_services
-
-    sandbox_services.seed_demo(customers=12, accounts=8, shared=3)
-    secret = f"tests-{uuid.uuid4().hex}"
-    sandbox_services.register_client(client_id="syncadmin-tests", client_secret=secret)
-    tenant = sandbox_services.DEMO_TENANT
-    common = {
-        "tenant": tenant,
-        "client_id": "syncadmin-tests",
-        "token_url": f"{base_url}/sandbox/oauth/{tenant}/oauth2/v2.0/token",
-        "page_size": page_size,
-    }
-    bc = Connection(
-        kind=ConnectionKind.BUSINESS_CENTRAL,
-        name="Sandbox Business Central",
-        environment_url=f"{base_url}/sandbox/bc",
-        bc_environment=sandbox_services.DEMO_ENVIRONMENT,
-        bc_company_id=sandbox_services.demo_company_id(),
-        **common,
-    )
-    dataverse = Connection(
-        kind=ConnectionKind.DATAVERSE,
-        name="Sandbox Dataverse",
-        environment_url=f"{base_url}/sandbox/dataverse",
-        **common,
-    )
-    for connection in (bc, dataverse):
-        connection.set_client_secret(secret)
-        connection.save()
-    return bc, dataverse
 
 
 # Module scope, not session: Playwright's sync API allows one running instance per thread, and other test folders
@@ -104,11 +66,11 @@ def page(browser, live_server, admin_user, settings, screenshot_dir):
 
 
 @pytest.fixture
-def live_connections(live_server):
+def live_connections(live_server, make_sandbox_connections):
     # A transactional test empties the tables when it ends, the default mappings of the data migration too.
     if not TableMapping.objects.exists():
         create_default_mappings()
-    return sandbox_connection_pair(live_server.url)
+    return make_sandbox_connections(live_server.url)
 
 
 @pytest.fixture

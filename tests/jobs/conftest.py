@@ -1,41 +1,7 @@
-import uuid
-
 import pytest
-
-from connectors.choices import ConnectionKind
-from connectors.models import Connection
 
 
 @pytest.fixture
-def sandbox_connections(sandbox_http):
-    """Seeded sandbox and the two connections pointing at it, reached in-process over HTTP."""
-    from sandbox import services as sandbox_services
-
-    sandbox_services.seed_demo(customers=12, accounts=8, shared=3)
-    secret = f"tests-{uuid.uuid4().hex}"
-    sandbox_services.register_client(client_id="syncadmin-tests", client_secret=secret)
-    tenant = sandbox_services.DEMO_TENANT
-    common = {
-        "tenant": tenant,
-        "client_id": "syncadmin-tests",
-        "token_url": f"http://testserver/sandbox/oauth/{tenant}/oauth2/v2.0/token",
-        "page_size": 5,  # several pages even with a small seed
-    }
-    bc = Connection(
-        kind=ConnectionKind.BUSINESS_CENTRAL,
-        name="Sandbox Business Central",
-        environment_url="http://testserver/sandbox/bc",
-        bc_environment=sandbox_services.DEMO_ENVIRONMENT,
-        bc_company_id=sandbox_services.demo_company_id(),
-        **common,
-    )
-    dataverse = Connection(
-        kind=ConnectionKind.DATAVERSE,
-        name="Sandbox Dataverse",
-        environment_url="http://testserver/sandbox/dataverse",
-        **common,
-    )
-    for connection in (bc, dataverse):
-        connection.set_client_secret(secret)
-        connection.save()
-    return bc, dataverse
+def sandbox_connections(sandbox_http, make_sandbox_connections):
+    """As the shared fixture, with pages of 5 so that even a small seed takes several pages."""
+    return make_sandbox_connections("http://testserver", page_size=5)

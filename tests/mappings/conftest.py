@@ -1,14 +1,11 @@
 import types
-import uuid
 
 import httpx
 import pytest
 from django.core.wsgi import get_wsgi_application
 from django.urls import reverse
 
-from connectors.choices import ConnectionKind
 from connectors.http import override_transport
-from connectors.models import Connection
 from mappings.models import TableMapping
 
 
@@ -49,37 +46,9 @@ def sandbox_in_process():
 
 
 @pytest.fixture
-def sandbox_connections(sandbox_in_process):
+def sandbox_connections(sandbox_in_process, make_sandbox_connections):
     """A small seeded sandbox and the two connections pointing at it, reached in-process over HTTP."""
-    from sandbox import services as sandbox_services
-
-    sandbox_services.seed_demo(customers=12, accounts=8, shared=3)
-    secret = f"tests-{uuid.uuid4().hex}"
-    sandbox_services.register_client(client_id="syncadmin-mapping-tests", client_secret=secret)
-    tenant = sandbox_services.DEMO_TENANT
-    common = {
-        "tenant": tenant,
-        "client_id": "syncadmin-mapping-tests",
-        "token_url": f"http://testserver/sandbox/oauth/{tenant}/oauth2/v2.0/token",
-    }
-    bc = Connection(
-        kind=ConnectionKind.BUSINESS_CENTRAL,
-        name="Sandbox Business Central",
-        environment_url="http://testserver/sandbox/bc",
-        bc_environment=sandbox_services.DEMO_ENVIRONMENT,
-        bc_company_id=sandbox_services.demo_company_id(),
-        **common,
-    )
-    dataverse = Connection(
-        kind=ConnectionKind.DATAVERSE,
-        name="Sandbox Dataverse",
-        environment_url="http://testserver/sandbox/dataverse",
-        **common,
-    )
-    for connection in (bc, dataverse):
-        connection.set_client_secret(secret)
-        connection.save()
-    return bc, dataverse
+    return make_sandbox_connections("http://testserver")
 
 
 @pytest.fixture
@@ -182,40 +151,10 @@ def mapping_page(mapping_browser, live_server, admin_user, settings):
 
 
 @pytest.fixture
-def live_sandbox_connections(live_server):
+def live_sandbox_connections(live_server, make_sandbox_connections):
     """Connections to the sandbox served by the live server, over a real socket."""
     from mappings.defaults import create_default_mappings
-    from sandbox import services as sandbox_services
 
     # A transactional test before this one may have flushed the tables, defaults included.
     create_default_mappings()
-
-    sandbox_services.seed_demo(customers=12, accounts=8, shared=3)
-    secret = f"tests-{uuid.uuid4().hex}"
-    sandbox_services.register_client(client_id="syncadmin-mapping-tests", client_secret=secret)
-    tenant = sandbox_services.DEMO_TENANT
-    common = {
-        "tenant": tenant,
-        "client_id": "syncadmin-mapping-tests",
-        "token_url": f"{live_server.url}/sandbox/oauth/{tenant}/oauth2/v2.0/token",
-    }
-    connections = [
-        Connection(
-            kind=ConnectionKind.BUSINESS_CENTRAL,
-            name="Sandbox Business Central",
-            environment_url=f"{live_server.url}/sandbox/bc",
-            bc_environment=sandbox_services.DEMO_ENVIRONMENT,
-            bc_company_id=sandbox_services.demo_company_id(),
-            **common,
-        ),
-        Connection(
-            kind=ConnectionKind.DATAVERSE,
-            name="Sandbox Dataverse",
-            environment_url=f"{live_server.url}/sandbox/dataverse",
-            **common,
-        ),
-    ]
-    for connection in connections:
-        connection.set_client_secret(secret)
-        connection.save()
-    return connections
+    return make_sandbox_connections(live_server.url)
