@@ -80,10 +80,10 @@ def _uncoupled_rows(client: RemoteClient, entity_set: str, id_field: str, name_f
 def match_records(*, mapping: TableMapping, bc_client: RemoteClient, dataverse_client: RemoteClient) -> MatchOutcome:
     """Find the uncoupled pairs that match uniquely, and the ambiguous ones, without writing anything."""
     groups = match_groups(mapping)
-    coupled_bc = {str(i) for i in Coupling.objects.filter(table_mapping=mapping).values_list("bc_id", flat=True) if i}
-    coupled_dv = {
-        str(i) for i in Coupling.objects.filter(table_mapping=mapping).values_list("dataverse_id", flat=True) if i
-    }
+    # Pending couplings are reservations of records not created yet on the other side: still open for matching.
+    couplings = Coupling.objects.filter(table_mapping=mapping, pending=False)
+    coupled_bc = {str(i) for i in couplings.values_list("bc_id", flat=True) if i}
+    coupled_dv = {str(i) for i in couplings.values_list("dataverse_id", flat=True) if i}
     bc_fields = {fm.bc_field for group in groups for fm in group}
     dv_fields = {fm.dataverse_field for group in groups for fm in group}
     bc_rows = _uncoupled_rows(

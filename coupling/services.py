@@ -5,6 +5,7 @@ from __future__ import annotations
 from uuid import UUID, uuid4
 
 from django.db import transaction
+from django.db.models import Q
 
 from connectors.types import RemoteClient, WriteOperation
 from coupling.matching import MatchOutcome, match_records
@@ -21,6 +22,7 @@ def coupling_create(
 ) -> Coupling:
     """Couple one Business Central record with one Dataverse row; each may be coupled once per mapping."""
     with transaction.atomic():
+        _drop_failed_reservations(mapping, bc_ids=[bc_id], dataverse_ids=[dataverse_id])
         existing = Coupling.objects.select_for_update().filter(table_mapping=mapping)
         taken_bc = existing.filter(bc_id=bc_id).first()
         if taken_bc:
@@ -46,6 +48,16 @@ def coupling_create(
     return coupling
 
 
+def _drop_failed_reservations(mapping: TableMapping, *, bc_ids, dataverse_ids) -> None:
+    """A record whose creation on the other side failed holds a pending reservation; coupling it replaces that.
+
+    Only failed reservations (with their error) go: one without an error may stand for a write that landed.
+    """
+    Coupling.objects.filter(table_mapping=mapping, pending=True).exclude(last_error="").filter(
+        Q(bc_id__in=[i for i in bc_ids if i]) | Q(dataverse_id__in=[i for i in dataverse_ids if i])
+    ).delete()
+
+
 def couplings_delete(*, couplings) -> int:
     """Remove couplings (the records in both systems stay as they are)."""
     deleted, _ = Coupling.objects.filter(pk__in=[c.pk for c in couplings]).delete()
@@ -58,6 +70,11 @@ def match_based_coupling_run(
     """Couple every uniquely matching pair and record the ambiguous matches; return what was found and made."""
     outcome = match_records(mapping=mapping, bc_client=bc_client, dataverse_client=dataverse_client)
     with transaction.atomic():
+        _drop_failed_reservations(
+            mapping,
+            bc_ids=[UUID(bc.id) for bc, _ in outcome.pairs],
+            dataverse_ids=[UUID(dv.id) for _, dv in outcome.pairs],
+        )
         created = Coupling.objects.bulk_create(
             [
                 Coupling(

@@ -467,6 +467,7 @@ class DirectionRun:
         errors = []
         to_update = []
         to_delete = []
+        to_reserve = []
         now = timezone.now()
         for plan in plans:
             result = results.get(id(plan))
@@ -504,8 +505,13 @@ class DirectionRun:
                 if coupling is not None:
                     self._mark_failure(coupling, plan)
                     to_update.append(coupling)
+                else:
+                    # An uncoupled record that could not be created (e.g. its currency is not coupled yet): keep a
+                    # failed reservation, so it is retried at every run like any failed record, changed or not.
+                    to_reserve.append(self._failed_reservation(plan))
                 errors.append(self._error_row(plan, detail, now))
         with transaction.atomic():
+            insert_couplings(to_reserve)
             if to_update:
                 update_couplings(to_update, _COUPLING_FIELDS)
             if to_delete:
@@ -515,6 +521,21 @@ class DirectionRun:
             if counts:
                 SyncJob.objects.filter(pk=self.job.pk).update(**{k: F(k) + v for k, v in counts.items()})
         self.outcome.counts.update(counts)
+
+    def _failed_reservation(self, plan: Plan) -> Coupling:
+        coupling = Coupling(
+            table_mapping=self.mapping,
+            pending=True,
+            last_error=plan.message,
+            **{
+                self.source.coupling_attr("id"): self.source.row_id(plan.source_row),
+                self.source.coupling_attr("name"): self.source.row_name(plan.source_row),
+            },
+        )
+        if self.target.is_dataverse:
+            coupling.dataverse_id = uuid.uuid4()
+        self._set_result(coupling, SyncResult.FAILURE)
+        return coupling
 
     def _remember_source(self, coupling: Coupling, row: dict) -> None:
         setattr(coupling, self.source.coupling_attr("etag"), self.source.row_etag(row))

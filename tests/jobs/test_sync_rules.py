@@ -279,3 +279,24 @@ def test_the_losing_sides_one_way_change_and_the_winning_sides_edit_both_arrive_
     assert float(dv["creditlimit"]) == 7000
     later = run(customer)
     assert sum(job.modified for job in later) == 0  # and then nothing more to do
+
+
+def test_a_record_that_could_not_be_created_is_retried_unchanged_once_its_dependency_is_coupled(
+    sandbox_connections, run
+):
+    mapping = TableMapping.objects.get(name="CUSTOMER")
+    mapping.sync_only_coupled = False
+    mapping.save()
+    mapping.field_mappings.filter(dataverse_field="transactioncurrencyid").update(enabled=False)
+
+    (first,) = run(mapping, direction="to_dataverse")
+    assert first.failed > 0  # their salespeople are not coupled yet
+    failed_ids = set(SyncError.objects.filter(job=first).values_list("bc_id", flat=True))
+
+    run(TableMapping.objects.get(name="SALESPEOPLE"))  # couples the salespeople by e-mail
+    (second,) = run(mapping, direction="to_dataverse")  # no customer changed since the first run
+
+    assert second.failed == 0
+    assert second.inserted == len(failed_ids)
+    created = Coupling.objects.filter(table_mapping=mapping, bc_id__in=failed_ids)
+    assert created.count() == len(failed_ids) and not created.filter(pending=True).exists()
