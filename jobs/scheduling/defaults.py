@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from django.utils import timezone
+
 MINUTES_BETWEEN_RUNS = 30
 MAX_ATTEMPTS = 10
 # Inactivity timeout per mapping name: 720 minutes for the master data that changes often, 1440 for the rest.
@@ -11,6 +15,9 @@ OTHER_INACTIVITY_TIMEOUT_MINUTES = 1440
 
 def default_schedule_values(mapping_name: str) -> dict:
     return {
+        # The first run comes one interval after the schedule is made, not at once: a new installation (or a new
+        # mapping) does not start writing to either system before an administrator has looked at its settings.
+        "next_run_at": timezone.now() + timedelta(minutes=MINUTES_BETWEEN_RUNS),
         "minutes_between_runs": MINUTES_BETWEEN_RUNS,
         "inactivity_timeout_minutes": INACTIVITY_TIMEOUT_MINUTES.get(mapping_name, OTHER_INACTIVITY_TIMEOUT_MINUTES),
         "max_attempts": MAX_ATTEMPTS,

@@ -334,3 +334,10 @@ def test_the_cron_tick_starts_due_runs_through_rq(rq_worker, redis_connection):
     schedule.refresh_from_db()
     assert schedule.state == ScheduleState.RUNNING
     assert SyncJob.objects.filter(table_mapping=schedule.table_mapping, kind=JobKind.MODIFIED).count() == 2
+
+
+def test_a_new_installation_does_not_start_syncing_before_an_administrator_has_looked():
+    assert schedule_services.schedules_run_due() == 0
+    assert not SyncJob.objects.exists()
+    first_runs = Schedule.objects.values_list("next_run_at", flat=True)
+    assert min(first_runs) > timezone.now() + timedelta(minutes=25)  # one interval (30 minutes) after install
