@@ -14,7 +14,7 @@ from connectors.choices import ConnectionKind
 from connectors.models import Connection
 from connectors.secrets import SecretUnreadable
 from mappings.defaults import create_default_mappings
-from mappings.models import TableMapping
+from mappings.models import FieldMapping, TableMapping
 from sandbox import services as sandbox
 
 ADMIN_USERNAME = "admin"
@@ -95,9 +95,14 @@ def demo_customer_mapping_open() -> list[str]:
     updated = TableMapping.objects.filter(name="CUSTOMER", sync_only_coupled=True).update(sync_only_coupled=False)
     if not updated:
         return []
+    # The companies both systems already have are coupled by name during that sync instead of duplicated.
+    FieldMapping.objects.filter(table_mapping__name="CUSTOMER", bc_field="displayName", dataverse_field="name").update(
+        use_for_matching=True
+    )
     return [
         'Turned off "synchronize only coupled records" on CUSTOMER for the demo: the first "Synchronize modified '
-        'records" creates a Dataverse account for each uncoupled customer and couples the two.'
+        'records" couples the companies both systems have (matched by name) and creates a Dataverse account for '
+        "each other customer (and a customer for each other account)."
     ]
 
 
