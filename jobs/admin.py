@@ -21,6 +21,7 @@ from coupling.admin import CouplingAdmin
 from coupling.models import Coupling
 from jobs.choices import ACTIVE_STATUSES, JobKind
 from jobs.models import SyncError, SyncJob
+from jobs.permissions import RUN_SYNC_PERMISSION, RunSyncPermissionMixin  # noqa: F401 (re-exported)
 from jobs.review import FULL_SYNC, full_sync_review
 from jobs.services import (
     SyncNotStarted,
@@ -32,8 +33,6 @@ from jobs.services import (
 from mappings.admin import TableMappingAdmin
 from mappings.choices import Direction
 from mappings.models import TableMapping
-
-RUN_SYNC_PERMISSION = "jobs.run_sync"
 
 
 def _enqueue_for_each(modeladmin, request, queryset, *, kind, dry_run=False, label):
@@ -87,7 +86,7 @@ def preview_full_synchronization(modeladmin, request, queryset):
     _enqueue_for_each(modeladmin, request, queryset, kind=JobKind.FULL, dry_run=True, label="Preview")
 
 
-class TableMappingSyncAdmin(TableMappingAdmin):
+class TableMappingSyncAdmin(RunSyncPermissionMixin, TableMappingAdmin):
     actions = [
         *TableMappingAdmin.actions,
         synchronize_modified_records,
@@ -96,9 +95,6 @@ class TableMappingSyncAdmin(TableMappingAdmin):
         preview_full_synchronization,
     ]
     change_list_template = "admin/jobs/tablemapping_change_list.html"
-
-    def has_run_sync_permission(self, request):
-        return request.user.has_perm(RUN_SYNC_PERMISSION)
 
     def get_urls(self):
         return [
@@ -157,7 +153,7 @@ admin.site.register(TableMapping, TableMappingSyncAdmin)
 
 
 @admin.register(SyncJob)
-class SyncJobAdmin(admin.ModelAdmin):
+class SyncJobAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
     list_display = [
         "id",
         "table_mapping",
@@ -216,9 +212,6 @@ class SyncJobAdmin(admin.ModelAdmin):
             sync_job_cancel(job=job)
         self.message_user(request, f"Asked {len(jobs)} job(s) to stop.", messages.SUCCESS)
 
-    def has_run_sync_permission(self, request):
-        return request.user.has_perm(RUN_SYNC_PERMISSION)
-
     def get_urls(self):
         return [
             path(
@@ -238,7 +231,7 @@ class SyncJobAdmin(admin.ModelAdmin):
 
 
 @admin.register(SyncError)
-class SyncErrorAdmin(admin.ModelAdmin):
+class SyncErrorAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
     list_display = ["created_at", "table_mapping", "direction", "error_class", "bc_name", "dataverse_name", "message"]
     list_filter = ["error_class", "direction", "table_mapping"]
     list_select_related = ["table_mapping"]
@@ -298,7 +291,7 @@ def uncouple_selected(modeladmin, request, queryset):
         modeladmin.message_user(request, f"{mapping.name}: uncoupling {len(by_mapping[mapping.pk])}, job #{job.pk}.")
 
 
-class CouplingSyncAdmin(CouplingAdmin):
+class CouplingSyncAdmin(RunSyncPermissionMixin, CouplingAdmin):
     actions = [
         *CouplingAdmin.actions,
         synchronize_to_dataverse,
@@ -306,9 +299,6 @@ class CouplingSyncAdmin(CouplingAdmin):
         retry_skipped,
         uncouple_selected,
     ]
-
-    def has_run_sync_permission(self, request):
-        return request.user.has_perm(RUN_SYNC_PERMISSION)
 
 
 if admin.site.is_registered(Coupling):

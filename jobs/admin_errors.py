@@ -16,7 +16,7 @@ from connectors.models import Connection
 from connectors.types import ConnectorError
 from coupling.filters import CappedCountPaginator
 from coupling.models import Coupling
-from jobs.admin import RUN_SYNC_PERMISSION, SyncErrorAdmin
+from jobs.admin import SyncErrorAdmin
 from jobs.admin_coupling import connected_clients, delete_surviving_records, restore_deleted_partners
 from jobs.choices import ErrorClass
 from jobs.filters import SyncErrorListFilter, sync_error_list
@@ -114,9 +114,6 @@ class SyncErrorResolveAdmin(SyncErrorAdmin):
     change_form_template = "admin/jobs/syncerror/change_form.html"
     change_list_template = "admin/jobs/syncerror/change_list.html"
     show_facets = admin.ShowFacets.NEVER  # facet counts would COUNT the whole table per choice
-
-    def has_run_sync_permission(self, request):
-        return request.user.has_perm(RUN_SYNC_PERMISSION)
 
     def get_queryset(self, request):
         return super().get_queryset(request).defer("detail")

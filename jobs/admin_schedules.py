@@ -9,12 +9,13 @@ from django.http import HttpRequest
 
 from connectors.types import ConnectorError
 from jobs.models import Schedule, WebhookSide, WebhookSubscription
+from jobs.permissions import RunSyncPermissionMixin
 from jobs.scheduling import schedules as schedule_services
 from jobs.scheduling import subscriptions as subscription_services
 
 
 @admin.register(Schedule)
-class ScheduleAdmin(admin.ModelAdmin):
+class ScheduleAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
     list_display = (
         "table_mapping",
         "status",
@@ -92,9 +93,6 @@ class ScheduleAdmin(admin.ModelAdmin):
                 f"{mapping.name}: subscribed in Business Central; Dataverse webhook receiver created. Register it in "
                 f"Dataverse and set the same secret under Webhook subscriptions.",
             )
-
-    def has_run_sync_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("jobs.run_sync")
 
 
 class WebhookSubscriptionForm(forms.ModelForm):

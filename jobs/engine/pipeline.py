@@ -92,9 +92,7 @@ class DirectionRun:
         self.forced_ctx = dataclasses.replace(self.ctx, force=True)
         self.source_select = sorted(
             {self.source.id_field, self.source.modified_field, self.source.name_field, *source_fields(self.rules)}
-        )
-        self.source_select = sorted(
-            set(self.source_select) | {source for _, fields in self.match_criteria for source, _, _ in fields}
+            | {source for _, fields in self.match_criteria for source, _, _ in fields}
         )
         self.target_select = sorted(
             {self.target.id_field, self.target.modified_field, self.target.name_field}
