@@ -55,6 +55,14 @@ class Coupling(models.Model):
     def __str__(self):
         return f"{self.table_mapping.name}: {self.bc_name or self.bc_id} <-> {self.dataverse_name or self.dataverse_id}"
 
+    @staticmethod
+    def result_field(direction: str) -> str:
+        """The field holding the result of the last write in `direction` (to or from Dataverse)."""
+        return "last_result_to_dataverse" if direction == "to_dataverse" else "last_result_from_dataverse"
+
+    def last_result(self, direction: str) -> str:
+        return getattr(self, self.result_field(direction))
+
 
 class AmbiguousMatch(models.Model):
     """A record that match-based coupling could not pair on its own: several records match it.

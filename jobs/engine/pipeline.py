@@ -181,9 +181,7 @@ class DirectionRun:
 
     def _failed_not_skipped(self):
         """Failed-but-not-skipped records are retried at every run, changed or not (as BC)."""
-        result_field = (
-            "last_result_to_dataverse" if self.direction == Direction.TO_DATAVERSE else "last_result_from_dataverse"
-        )
+        result_field = Coupling.result_field(self.direction)
         id_attr = self.source.coupling_attr("id")
         failed = list(
             Coupling.objects.filter(
@@ -567,18 +565,13 @@ class DirectionRun:
         self._set_result(coupling, SyncResult.SUCCESS)
 
     def _mark_failure(self, coupling: Coupling, plan: Plan) -> None:
-        repeated = self._last_result(coupling) == SyncResult.FAILURE and coupling.last_error == plan.message
+        repeated = coupling.last_result(self.direction) == SyncResult.FAILURE and coupling.last_error == plan.message
         retryable = plan.error_class in (ErrorClass.TRANSIENT, ErrorClass.THROTTLED) or plan.outcome_unknown
         if repeated and not retryable and settings.SYNC_SKIP_REPEATED_FAILURES:
             coupling.skipped = True
         # A write whose outcome is unknown may have landed: leave no error, so the next run looks for it first.
         coupling.last_error = "" if (plan.outcome_unknown and coupling.pending) else plan.message
         self._set_result(coupling, SyncResult.FAILURE)
-
-    def _last_result(self, coupling: Coupling) -> str:
-        if self.direction == Direction.TO_DATAVERSE:
-            return coupling.last_result_to_dataverse
-        return coupling.last_result_from_dataverse
 
     def _set_result(self, coupling: Coupling, result: str) -> None:
         if self.direction == Direction.TO_DATAVERSE:

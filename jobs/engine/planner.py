@@ -65,7 +65,7 @@ class PlanContext:
 
 
 def source_changed(ctx: PlanContext, row: dict, coupling: Coupling) -> bool:
-    if _last_result(ctx, coupling) == "failure":
+    if coupling.last_result(ctx.direction) == "failure":
         return True
     stored_etag = getattr(coupling, ctx.source.coupling_attr("etag"))
     if stored_etag:
@@ -83,12 +83,6 @@ def target_changed(ctx: PlanContext, target_row: dict, coupling: Coupling) -> bo
     modified = ctx.target.row_modified(target_row)
     # Never synchronized since coupling: its values are its own, so they count as changed (as BC's zero timestamp).
     return stored_modified is None or modified is None or modified > stored_modified
-
-
-def _last_result(ctx: PlanContext, coupling: Coupling) -> str:
-    if ctx.direction == Direction.TO_DATAVERSE:
-        return coupling.last_result_to_dataverse
-    return coupling.last_result_from_dataverse
 
 
 def _all_values(ctx: PlanContext, row: dict, lookups: LookupResolver) -> dict[str, Any]:
