@@ -6,7 +6,8 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 from uuid import UUID
 
@@ -69,6 +70,8 @@ class ODataClient:
         )
         self.auth = BearerAuth(self.tokens)
         self._table_info: dict[str, TableInfo] = {}
+        # A lower bound of (the server's clock - ours), from the last answer; None until an answer had a Date.
+        self.server_clock_offset: timedelta | None = None
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.connection.name!r}>"
@@ -133,6 +136,8 @@ class ODataClient:
             response = attempt.response
             if response is not None and response.status_code < 400:
                 self.throttle.on_success()
+                if url is not None:  # an API answer; a token answer comes from another server, with its own clock
+                    self._note_server_clock(response)
                 return response
             if response is not None and response.status_code == 429:
                 self.throttle.on_throttled()
@@ -152,6 +157,24 @@ class ODataClient:
                 error = error_from_exception(attempt.exception, url)
             error.outcome_unknown = resilience.outcome_unknown(attempt, idempotent=idempotent)
             raise self._scrubbed(error)
+
+    def _note_server_clock(self, response: httpx.Response) -> None:
+        """Keep a lower bound of how far the server's clock is ahead of ours, from the answer's `Date` header.
+
+        The server wrote the header, truncated to the second, before we received the answer: so its clock showed
+        at least `Date` when ours showed `now`, and the difference can only underestimate the server's time.
+        """
+        try:
+            server = parsedate_to_datetime(response.headers.get("date", ""))
+        except (TypeError, ValueError):
+            return
+        if server.tzinfo is None:
+            return
+        self.server_clock_offset = server - datetime.now(UTC)
+
+    def server_time_at(self, moment: datetime) -> datetime:
+        """The earliest time the server's clock can have shown when ours showed `moment` (as is, if unknown)."""
+        return moment if self.server_clock_offset is None else moment + self.server_clock_offset
 
     def _scrubbed(self, error: ConnectorError) -> ConnectorError:
         """Defence in depth: no secret or bearer token ever leaves in an error, whatever the server echoed."""

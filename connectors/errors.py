@@ -25,6 +25,7 @@ CORRELATION_HEADERS = (
     "ms-correlation-x",
 )
 _CORRELATION_IN_MESSAGE = re.compile(r"CorrelationId:\s*([0-9a-fA-F-]{36})", re.IGNORECASE)
+_CORRELATION_SUFFIX = re.compile(r"\s*CorrelationId:\s*[0-9a-fA-F-]{36}\.?", re.IGNORECASE)
 
 # Codes that name a missing referenced record (currency, salesperson, parent account), not the target itself.
 MISSING_DEPENDENCY_CODES = {"Internal_InvalidTableRelation", "Internal_RecordNotFound"}
@@ -62,6 +63,12 @@ def correlation_id(headers: httpx.Headers | dict | None, message: str = "", body
         return str(body["correlation_id"])
     match = _CORRELATION_IN_MESSAGE.search(message or "")
     return match.group(1) if match else ""
+
+
+def same_error(message: str, other: str) -> bool:
+    """Whether two messages report the same error: Business Central gives even the same error a new
+    correlation id each time, so it is left out of the comparison."""
+    return _CORRELATION_SUFFIX.sub("", message or "") == _CORRELATION_SUFFIX.sub("", other or "")
 
 
 def field_from_message(message: str) -> str:

@@ -27,7 +27,10 @@ class Coupling(models.Model):
     last_result_from_dataverse = models.CharField(max_length=10, choices=SyncResult.choices, blank=True, default="")
     last_job_to_dataverse = models.BigIntegerField(null=True, blank=True)
     last_job_from_dataverse = models.BigIntegerField(null=True, blank=True)
-    last_error = models.TextField(blank=True)
+    # Per direction, like the results: "failed twice with the same error" must compare one direction's errors,
+    # and a success in the other direction must not wipe this one's.
+    last_error_to_dataverse = models.TextField(blank=True)
+    last_error_from_dataverse = models.TextField(blank=True)
     skipped = models.BooleanField(default=False)
     pending = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -60,8 +63,20 @@ class Coupling(models.Model):
         """The field holding the result of the last write in `direction` (to or from Dataverse)."""
         return "last_result_to_dataverse" if direction == "to_dataverse" else "last_result_from_dataverse"
 
+    @staticmethod
+    def error_field(direction: str) -> str:
+        """The field holding the error of the last failed write in `direction` (empty after a success)."""
+        return "last_error_to_dataverse" if direction == "to_dataverse" else "last_error_from_dataverse"
+
     def last_result(self, direction: str) -> str:
         return getattr(self, self.result_field(direction))
+
+    def last_error(self, direction: str) -> str:
+        return getattr(self, self.error_field(direction))
+
+    @property
+    def has_error(self) -> bool:
+        return bool(self.last_error_to_dataverse or self.last_error_from_dataverse)
 
 
 class AmbiguousMatch(models.Model):

@@ -53,9 +53,9 @@ def _drop_failed_reservations(mapping: TableMapping, *, bc_ids, dataverse_ids) -
 
     Only failed reservations (with their error) go: one without an error may stand for a write that landed.
     """
-    Coupling.objects.filter(table_mapping=mapping, pending=True).exclude(last_error="").filter(
-        Q(bc_id__in=[i for i in bc_ids if i]) | Q(dataverse_id__in=[i for i in dataverse_ids if i])
-    ).delete()
+    Coupling.objects.filter(table_mapping=mapping, pending=True).exclude(
+        last_error_to_dataverse="", last_error_from_dataverse=""
+    ).filter(Q(bc_id__in=[i for i in bc_ids if i]) | Q(dataverse_id__in=[i for i in dataverse_ids if i])).delete()
 
 
 def couplings_delete(*, couplings) -> int:
@@ -176,7 +176,7 @@ def coupling_prepare_restore(*, coupling: Coupling, missing_side: str) -> None:
     """
     from django.utils import timezone
 
-    changes = {"pending": True, "skipped": False, "last_error": ""}
+    changes = {"pending": True, "skipped": False, "last_error_to_dataverse": "", "last_error_from_dataverse": ""}
     if missing_side == "bc":
         changes.update(bc_id=None, bc_etag="", bc_modified_on=None, created_at=timezone.now())
     else:

@@ -256,7 +256,7 @@ def conflict_resolve(
             coupling.last_result_to_dataverse = SyncResult.SUCCESS if mapping.syncs_to_dataverse else ""
             coupling.last_result_from_dataverse = SyncResult.SUCCESS if mapping.syncs_from_dataverse else ""
             coupling.skipped = False
-            coupling.last_error = ""
+            coupling.last_error_to_dataverse = coupling.last_error_from_dataverse = ""
         coupling.save()
     if failure is not None:
         raise ResolutionFailed(

@@ -82,9 +82,9 @@ _active: dict[tuple[str, str], int] = defaultdict(int)
 _active_lock = threading.Lock()
 
 
-def throttle_settings() -> dict:
+def throttle_settings(stored: dict | None = None) -> dict:
     settings = dict(rows.DEFAULTS["throttle"])
-    settings.update(rows.get_setting("throttle") or {})
+    settings.update(stored if stored is not None else (rows.get_setting("throttle") or {}))
     return settings
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import secrets
 from collections.abc import Callable
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -27,6 +29,9 @@ DEFAULTS = {
     "change_tracking_days": 7,
     "throttle": {"enabled": False, "window_seconds": 300, "limit": 6000, "concurrency": 52, "retry_after": 5},
     "bc_webhook_delay": 30.0,
+    # The emulated services' clock runs this many seconds ahead of (or, negative, behind) this machine's: real
+    # servers' clocks are never exactly the worker's, and the engine must not lose changes to the difference.
+    "clock_offset_seconds": 0,
     "bc_webhook_collection_threshold": 1000,
     "dataverse_webhook_delay": 0.0,
 }
@@ -37,6 +42,12 @@ def get_setting(key: str):
     return DEFAULTS.get(key) if row is None else row
 
 
+def get_settings(*keys: str) -> dict:
+    """Several settings in one query (each request reads a few)."""
+    found = dict(Setting.objects.using(DB).filter(key__in=keys).values_list("key", "value"))
+    return {key: found.get(key, DEFAULTS.get(key)) for key in keys}
+
+
 def set_setting(key: str, value) -> None:
     Setting.objects.using(DB).update_or_create(key=key, defaults={"value": value})
 
@@ -44,13 +55,34 @@ def set_setting(key: str, value) -> None:
 # --- time, versions, ETags -------------------------------------------------------------------------------------
 
 
+_clock_offset: ContextVar[float | None] = ContextVar("sandbox_clock_offset", default=None)
+
+
+@contextmanager
+def server_clock(offset_seconds: float):
+    """Within a request: the clock offset read once with the request's other settings."""
+    token = _clock_offset.set(float(offset_seconds or 0))
+    try:
+        yield
+    finally:
+        _clock_offset.reset(token)
+
+
+def clock_now() -> datetime:
+    """The emulated services' time: this machine's, shifted by the `clock_offset_seconds` setting."""
+    offset = _clock_offset.get()
+    if offset is None:  # outside a request, e.g. an edit "by another user" in a test
+        offset = float(get_setting("clock_offset_seconds") or 0)
+    return datetime.now(UTC) + timedelta(seconds=offset)
+
+
 def now_ms() -> str:
-    return odata.iso_ms(datetime.now(UTC))
+    return odata.iso_ms(clock_now())
 
 
 def later_than(previous: str | None, *, seconds_only: bool = False) -> str:
     """Now, but strictly after `previous` (a write always moves the modified-on forward)."""
-    moment = datetime.now(UTC)
+    moment = clock_now()
     if seconds_only:
         moment = moment.replace(microsecond=0)
     if previous:

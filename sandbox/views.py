@@ -6,13 +6,14 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
+from email.utils import formatdate
 
 import httpx
 from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from sandbox import auth, bc, dataverse, faults
+from sandbox import auth, bc, dataverse, faults, rows
 from sandbox.wire import ApiError, Req, Resp, bc_error_response, dataverse_error_response
 
 SERVICES = {"bc": (bc.handle, bc_error_response), "dataverse": (dataverse.handle, dataverse_error_response)}
@@ -24,6 +25,8 @@ def _to_django(resp: Resp) -> HttpResponse:
         del response["Content-Type"]
     for name, value in resp.headers.items():
         response[name] = value
+    # As the real services: every answer carries the server's time, which clients use to allow for clock skew.
+    response["Date"] = formatdate(rows.clock_now().timestamp(), usegmt=True)
     return response
 
 
@@ -82,6 +85,12 @@ def _disrupt(request: HttpRequest, disruption: faults.Disruption) -> HttpRespons
 
 
 def _serve(request: HttpRequest, service: str, rest: str, tenant: str = "") -> HttpResponse:
+    stored = rows.get_settings("throttle", "clock_offset_seconds")
+    with rows.server_clock(stored["clock_offset_seconds"]):
+        return _serve_on_clock(request, service, rest, tenant, faults.throttle_settings(stored["throttle"] or {}))
+
+
+def _serve_on_clock(request: HttpRequest, service: str, rest: str, tenant: str, throttle: dict) -> HttpResponse:
     handler, render_error = SERVICES[service]
     req = _request(request, rest)
     try:
@@ -89,7 +98,6 @@ def _serve(request: HttpRequest, service: str, rest: str, tenant: str = "") -> H
         if disruption is not None:
             return _disrupt(request, disruption)
         req.client_id = auth.authenticate(service, req.header("authorization"), tenant=tenant)
-        throttle = faults.throttle_settings()
         if not throttle.get("enabled"):
             return _to_django(handler(req))
         faults.check_window(service, req.client_id, throttle)

@@ -19,6 +19,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from connectors.errors import same_error
 from connectors.types import ConnectorError, RemoteClient, WriteOperation, WriteResult
 from coupling.choices import SyncResult
 from coupling.matching import match_key
@@ -141,9 +142,11 @@ class DirectionRun:
         SyncJob.objects.filter(pk=self.job.pk).update(progress_total=total)
 
     def finish(self) -> RunOutcome:
-        if self.outcome.latest_modified and self.outcome.latest_modified > self.run_start:
-            # Rows changed during the run are read again next time.
-            self.outcome.latest_modified = self.run_start
+        # Rows changed during the run are read again next time: the watermark goes no further than the run's
+        # start, on the source server's clock (ours may be ahead of it; its modified-on values are on its clock).
+        started = self.source_client.server_time_at(self.run_start)
+        if self.outcome.latest_modified and self.outcome.latest_modified > started:
+            self.outcome.latest_modified = started
         return self.outcome
 
     def _noted(self, rows: list[dict]) -> list[dict]:
@@ -413,7 +416,7 @@ class DirectionRun:
             else:
                 changed.append(coupling)
                 # A failed write records its error; an interrupted one (killed worker, unknown outcome) does not.
-                if coupling.pending and not coupling.last_error and not self.target.is_dataverse:
+                if coupling.pending and not coupling.last_error(self.direction) and not self.target.is_dataverse:
                     interrupted.append(plan)
             if plan.restore:
                 setattr(coupling, self.target.coupling_attr("id"), None)
@@ -443,7 +446,7 @@ class DirectionRun:
                 pages = self.target_client.read_pages(
                     self.target.entity_set,
                     filter=f"{self.target.name_field} eq '{literal}'",
-                    modified_since=plan.coupling.created_at - WATERMARK_OVERLAP,
+                    modified_since=self.target_client.server_time_at(plan.coupling.created_at) - WATERMARK_OVERLAP,
                     select=self.target_select,
                 )
                 found = [row for page in pages for row in page.rows]
@@ -522,8 +525,8 @@ class DirectionRun:
         coupling = Coupling(
             table_mapping=self.mapping,
             pending=True,
-            last_error=plan.message,
             **{
+                Coupling.error_field(self.direction): plan.message,
                 self.source.coupling_attr("id"): self.source.row_id(plan.source_row),
                 self.source.coupling_attr("name"): self.source.row_name(plan.source_row),
             },
@@ -561,16 +564,19 @@ class DirectionRun:
         if name:
             setattr(coupling, self.target.coupling_attr("name"), str(name)[:250])
         coupling.pending = False
-        coupling.last_error = ""
+        setattr(coupling, Coupling.error_field(self.direction), "")
         self._set_result(coupling, SyncResult.SUCCESS)
 
     def _mark_failure(self, coupling: Coupling, plan: Plan) -> None:
-        repeated = coupling.last_result(self.direction) == SyncResult.FAILURE and coupling.last_error == plan.message
+        repeated = coupling.last_result(self.direction) == SyncResult.FAILURE and same_error(
+            coupling.last_error(self.direction), plan.message
+        )
         retryable = plan.error_class in (ErrorClass.TRANSIENT, ErrorClass.THROTTLED) or plan.outcome_unknown
         if repeated and not retryable and settings.SYNC_SKIP_REPEATED_FAILURES:
             coupling.skipped = True
         # A write whose outcome is unknown may have landed: leave no error, so the next run looks for it first.
-        coupling.last_error = "" if (plan.outcome_unknown and coupling.pending) else plan.message
+        error = "" if (plan.outcome_unknown and coupling.pending) else plan.message
+        setattr(coupling, Coupling.error_field(self.direction), error)
         self._set_result(coupling, SyncResult.FAILURE)
 
     def _set_result(self, coupling: Coupling, result: str) -> None:
@@ -628,7 +634,8 @@ _COUPLING_FIELDS = [
     "last_result_from_dataverse",
     "last_job_to_dataverse",
     "last_job_from_dataverse",
-    "last_error",
+    "last_error_to_dataverse",
+    "last_error_from_dataverse",
     "skipped",
     "pending",
 ]

@@ -102,6 +102,28 @@ def test_a_deleted_counterpart_with_no_policy_fails_and_twice_the_same_failure_m
     assert third.failed == 0  # skipped records stay out until someone retries them
 
 
+def test_a_success_in_one_direction_does_not_hide_repeated_failures_in_the_other(customer, run):
+    """Each direction keeps its own last error: the record still gets skipped after failing twice from Dataverse."""
+    customer.direction = "bidirectional"
+    customer.update_conflict_resolution = UpdateConflictResolution.SEND_TO_DATAVERSE
+    customer.save()
+    customer.field_mappings.filter(bc_field="phoneNumber").update(direction="from_dataverse")
+    coupling = Coupling.objects.filter(table_mapping=customer).first()
+    too_long = "+31 20 555 0100 extension 12345678"  # fits Dataverse (50), not Business Central (30)
+    sandbox.edit_as_another_user("dataverse", "accounts", coupling.dataverse_id, telephone1=too_long)
+
+    for attempt, city in enumerate(["Utrecht", "Leiden"], start=1):
+        sandbox.edit_as_another_user("bc", "customers", coupling.bc_id, city=city)
+        to_dataverse, from_dataverse = run(customer)
+        coupling.refresh_from_db()
+        assert (to_dataverse.modified, to_dataverse.failed) == (1, 0), attempt
+        assert from_dataverse.failed == 1, attempt
+        assert coupling.last_error_to_dataverse == ""
+        assert "phoneNumber" in coupling.last_error_from_dataverse or "30" in coupling.last_error_from_dataverse
+
+    assert coupling.skipped  # the same error twice in the same direction, with a success in between the other way
+
+
 def test_restore_records_recreates_the_deleted_counterpart_and_recouples(customer, run, sandbox_connections):
     customer.deletion_conflict_resolution = DeletionConflictResolution.RESTORE_RECORDS
     customer.save()
@@ -300,3 +322,47 @@ def test_a_record_that_could_not_be_created_is_retried_unchanged_once_its_depend
     assert second.inserted == len(failed_ids)
     created = Coupling.objects.filter(table_mapping=mapping, bc_id__in=failed_ids)
     assert created.count() == len(failed_ids) and not created.filter(pending=True).exists()
+
+
+def test_a_change_made_during_a_run_is_not_lost_when_the_servers_clock_is_behind_ours(
+    customer, run, sandbox_connections
+):
+    """The watermark stops at the run's start on the source server's clock (from its Date header), not ours.
+
+    Business Central's clock is 30 s behind this machine's. During the run, a record on a page already read
+    changes, then (later by more than the overlap) one on a page not read yet: the run sees only the second
+    change, and without the server's clock its own clock would let the watermark pass the first one for good.
+    """
+    import time
+
+    from sandbox import rows as sandbox_rows
+
+    bc_connection = sandbox_connections[0]
+    type(bc_connection).objects.filter(pk=bc_connection.pk).update(page_size=2)
+    bc_connection.refresh_from_db()
+    sandbox_rows.set_setting("clock_offset_seconds", -30)
+    couplings = list(Coupling.objects.filter(table_mapping=customer)[:4])
+    for coupling in couplings:
+        sandbox.edit_as_another_user("bc", "customers", coupling.bc_id, city="Before the run")
+    customer.refresh_from_db()
+    with open_client(bc_connection) as client:  # the order the run reads them in
+        first_page, *_, last_page = client.read_pages(
+            "customers", modified_since=customer.bc_watermark, select=["id"], filter=customer.table_filter or None
+        )
+    on_read_page, on_later_page = first_page.rows[0]["id"], last_page.rows[-1]["id"]
+
+    def edit_during_the_run(job, edited=[]):  # noqa: B006 - once, at the first page
+        if not edited:
+            sandbox.edit_as_another_user("bc", "customers", on_read_page, city="Changed during the run")
+            time.sleep(1.5)
+            sandbox.edit_as_another_user("bc", "customers", on_later_page, city="Changed a bit later")
+            edited.append(True)
+
+    jobs = sync_jobs_create(mapping=customer, kind=JobKind.MODIFIED, direction="to_dataverse")
+    sync_jobs_run(job_ids=[j.pk for j in jobs], on_progress=edit_during_the_run)
+    assert SyncJob.objects.get(pk=jobs[0].pk).status == JobStatus.SUCCEEDED
+
+    run(customer, direction="to_dataverse")
+
+    dataverse_id = Coupling.objects.get(table_mapping=customer, bc_id=on_read_page).dataverse_id
+    assert account(sandbox_connections, dataverse_id)["address1_city"] == "Changed during the run"
