@@ -70,7 +70,7 @@ class ODataClient:
         )
         self.auth = BearerAuth(self.tokens)
         self._table_info: dict[str, TableInfo] = {}
-        # A lower bound of (the server's clock - ours), from the last answer; None until an answer had a Date.
+        # A lower bound of (the server's clock - ours), from the answers' Date; None until an answer had one.
         self.server_clock_offset: timedelta | None = None
 
     def __repr__(self):
@@ -170,7 +170,10 @@ class ODataClient:
             return
         if server.tzinfo is None:
             return
-        self.server_clock_offset = server - datetime.now(UTC)
+        offset = server - datetime.now(UTC)
+        # The smallest seen: behind a load balancer, answers come from servers whose clocks differ a little.
+        if self.server_clock_offset is None or offset < self.server_clock_offset:
+            self.server_clock_offset = offset
 
     def server_time_at(self, moment: datetime) -> datetime:
         """The earliest time the server's clock can have shown when ours showed `moment` (as is, if unknown)."""

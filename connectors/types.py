@@ -161,6 +161,9 @@ class RemoteClient(Protocol):
     def table_info(self, entity_set: str) -> TableInfo:
         """Columns, types, max lengths and option values of one table, from the service's metadata."""
 
+    def server_time_at(self, moment: datetime) -> datetime:
+        """The earliest time the service's clock can have shown when this machine's showed `moment`."""
+
     def tables(self) -> list[str]:
         """Entity sets the service offers."""
 

@@ -5,6 +5,26 @@ from coupling.choices import SyncResult
 from mappings.models import TableMapping
 
 
+class CouplingQuerySet(models.QuerySet):
+    def unskip(self, direction: str | None = None) -> int:
+        """Let these records be synchronized again, with a fresh start for "skipped after failing twice".
+
+        The last error (in `direction`, or both) is forgotten, so only two new failures skip a record again; a
+        pending reservation keeps its error, which is what tells a failed insert from an interrupted one.
+        """
+        fields = (
+            [Coupling.error_field(direction)]
+            if direction
+            else [
+                Coupling.error_field("to_dataverse"),
+                Coupling.error_field("from_dataverse"),
+            ]
+        )
+        # Errors first: `self` may be filtered on skipped=True, which the second update makes match nothing.
+        self.filter(pending=False).update(**dict.fromkeys(fields, ""))
+        return self.update(skipped=False)
+
+
 class Coupling(models.Model):
     """A Business Central record and a Dataverse row kept in sync by one table mapping.
 
@@ -35,6 +55,8 @@ class Coupling(models.Model):
     pending = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = CouplingQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -73,10 +95,6 @@ class Coupling(models.Model):
 
     def last_error(self, direction: str) -> str:
         return getattr(self, self.error_field(direction))
-
-    @property
-    def has_error(self) -> bool:
-        return bool(self.last_error_to_dataverse or self.last_error_from_dataverse)
 
 
 class AmbiguousMatch(models.Model):

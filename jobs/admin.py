@@ -255,7 +255,7 @@ def _sync_selected(modeladmin, request, queryset, direction):
         ids = [getattr(c, source_attr) for c in couplings if getattr(c, source_attr)]
         try:
             with transaction.atomic():  # un-skip before the worker can pick the job up
-                Coupling.objects.filter(pk__in=[c.pk for c in couplings]).update(skipped=False)
+                Coupling.objects.filter(pk__in=[c.pk for c in couplings]).unskip(direction)
                 jobs = sync_enqueue(
                     mapping=mapping, kind=JobKind.RECORDS, direction=direction, record_ids=ids, user=request.user
                 )
@@ -277,7 +277,7 @@ def synchronize_from_dataverse(modeladmin, request, queryset):
 
 @admin.action(description="Retry: clear 'skipped' so the next run synchronizes them", permissions=["run_sync"])
 def retry_skipped(modeladmin, request, queryset):
-    count = queryset.filter(skipped=True).update(skipped=False)
+    count = queryset.filter(skipped=True).unskip()
     modeladmin.message_user(request, f"{count} coupling(s) will be synchronized on the next run.")
 
 

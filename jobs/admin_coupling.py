@@ -255,7 +255,7 @@ class CouplingResolveAdmin(CouplingSyncAdmin):
             return redirect(here)
         direction = request.POST.get("sync")
         if direction in (Direction.TO_DATAVERSE, Direction.FROM_DATAVERSE):
-            Coupling.objects.filter(pk=coupling.pk).update(skipped=False)
+            Coupling.objects.filter(pk=coupling.pk).unskip(direction)
             job = _enqueue_records_sync(request, coupling.table_mapping, direction, coupling)
             if job:
                 messages.success(request, format_html("Synchronizing the record: {}.", _job_link(job)))

@@ -61,7 +61,7 @@ def retry_error_classes(modeladmin, request, queryset):
 
 @admin.action(description="Retry: clear 'skipped' on the couplings of the selected errors", permissions=["run_sync"])
 def unskip_error_couplings(modeladmin, request, queryset):
-    count = _couplings_of(queryset).filter(skipped=True).update(skipped=False)
+    count = _couplings_of(queryset).filter(skipped=True).unskip()
     modeladmin.message_user(request, f"{count} coupling(s) will be synchronized again on the next run.")
 
 

@@ -284,7 +284,7 @@ def sync_errors_retry(*, errors, user=None) -> list:
     mappings = TableMapping.objects.in_bulk({mapping_id for mapping_id, _ in groups})
     for (mapping_id, direction), ids in sorted(groups.items()):
         source_attr = "bc_id" if direction == Direction.TO_DATAVERSE else "dataverse_id"
-        Coupling.objects.filter(table_mapping_id=mapping_id, **{f"{source_attr}__in": ids}).update(skipped=False)
+        Coupling.objects.filter(table_mapping_id=mapping_id, **{f"{source_attr}__in": ids}).unskip(direction)
         try:
             jobs += sync_enqueue(
                 mapping=mappings[mapping_id],

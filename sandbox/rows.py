@@ -59,13 +59,21 @@ _clock_offset: ContextVar[float | None] = ContextVar("sandbox_clock_offset", def
 
 
 @contextmanager
-def server_clock(offset_seconds: float):
-    """Within a request: the clock offset read once with the request's other settings."""
-    token = _clock_offset.set(float(offset_seconds or 0))
+def server_clock():
+    """A request's scope for its clock offset, read once with its other settings (`set_server_clock`).
+
+    Until then the offset is 0: an answer to a request that failed before its settings were read (a locked
+    database) must not need the database to stamp its Date header.
+    """
+    token = _clock_offset.set(0.0)
     try:
         yield
     finally:
         _clock_offset.reset(token)
+
+
+def set_server_clock(offset_seconds: float) -> None:
+    _clock_offset.set(float(offset_seconds or 0))
 
 
 def clock_now() -> datetime:

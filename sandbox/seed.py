@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from django.db import connections, transaction
 from faker import Faker
@@ -59,7 +59,7 @@ class _Generator:
         self.rng = random.Random(seed)
         self.fake = Faker("en_US")
         self.fake.seed_instance(seed)
-        self.now = datetime.now(UTC)
+        self.now = rows.clock_now()
         self._pools: dict[str, list] = {}
 
     def pick(self, kind: str, make):

@@ -22,7 +22,7 @@ def _current_version() -> int:
 
 
 def _make_token(version: int) -> str:
-    return f"{version}!{datetime.now(UTC):%m/%d/%Y %H:%M:%S}"
+    return f"{version}!{rows.clock_now():%m/%d/%Y %H:%M:%S}"
 
 
 def _read_token(text: str) -> int:
@@ -33,7 +33,7 @@ def _read_token(text: str) -> int:
     except ValueError as exc:
         raise ApiError(400, "0x80060888", "The $deltatoken is not valid. Follow @odata.deltaLink as returned.") from exc
     days = float(rows.get_setting("change_tracking_days"))
-    if datetime.now(UTC) - issued > timedelta(days=days):
+    if rows.clock_now() - issued > timedelta(days=days):
         raise ApiError(
             400, "0x80044352", "Version stamp associated with the client has expired. Please perform a full sync."
         )

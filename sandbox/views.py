@@ -85,33 +85,35 @@ def _disrupt(request: HttpRequest, disruption: faults.Disruption) -> HttpRespons
 
 
 def _serve(request: HttpRequest, service: str, rest: str, tenant: str = "") -> HttpResponse:
-    stored = rows.get_settings("throttle", "clock_offset_seconds")
-    with rows.server_clock(stored["clock_offset_seconds"]):
-        return _serve_on_clock(request, service, rest, tenant, faults.throttle_settings(stored["throttle"] or {}))
-
-
-def _serve_on_clock(request: HttpRequest, service: str, rest: str, tenant: str, throttle: dict) -> HttpResponse:
     handler, render_error = SERVICES[service]
     req = _request(request, rest)
-    try:
-        disruption = faults.before_request(service)
-        if disruption is not None:
-            return _disrupt(request, disruption)
-        req.client_id = auth.authenticate(service, req.header("authorization"), tenant=tenant)
-        if not throttle.get("enabled"):
-            return _to_django(handler(req))
-        faults.check_window(service, req.client_id, throttle)
-        with faults.concurrency_slot(service, req.client_id, throttle):
-            return _to_django(handler(req))
-    except ApiError as err:
-        return _to_django(render_error(err))
-    except OperationalError as exc:
-        if "locked" not in str(exc).lower():
-            raise
-        # SQLite lets one writer in at a time; a busy sandbox answers like a busy service, which clients retry.
-        busy = ApiError(503, "Internal_ServerError" if service == "bc" else "0x80040216", "The database is busy.")
-        busy.headers["Retry-After"] = "1"
-        return _to_django(render_error(busy))
+    with rows.server_clock():
+        try:
+            return _serve_request(request, req, service, handler, tenant)
+        except ApiError as err:
+            return _to_django(render_error(err))
+        except OperationalError as exc:
+            if "locked" not in str(exc).lower():
+                raise
+            # SQLite lets one writer in at a time; a busy sandbox answers like a busy service, which clients retry.
+            busy = ApiError(503, "Internal_ServerError" if service == "bc" else "0x80040216", "The database is busy.")
+            busy.headers["Retry-After"] = "1"
+            return _to_django(render_error(busy))
+
+
+def _serve_request(request: HttpRequest, req: Req, service: str, handler, tenant: str) -> HttpResponse:
+    stored = rows.get_settings("throttle", "clock_offset_seconds")
+    rows.set_server_clock(stored["clock_offset_seconds"])
+    throttle = faults.throttle_settings(stored["throttle"] or {})
+    disruption = faults.before_request(service)
+    if disruption is not None:
+        return _disrupt(request, disruption)
+    req.client_id = auth.authenticate(service, req.header("authorization"), tenant=tenant)
+    if not throttle.get("enabled"):
+        return _to_django(handler(req))
+    faults.check_window(service, req.client_id, throttle)
+    with faults.concurrency_slot(service, req.client_id, throttle):
+        return _to_django(handler(req))
 
 
 @csrf_exempt

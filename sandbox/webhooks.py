@@ -235,7 +235,7 @@ def bc_subscriptions(req: Req, subscription_id: str | None) -> Resp:
             entity_set=entity_set,
             client_state=client_state,
             user_id=schema.ZERO_GUID,
-            expires_at=odata.iso_ms(datetime.now(UTC) + EXPIRY)[:19] + "Z",
+            expires_at=odata.iso_ms(rows.clock_now() + EXPIRY)[:19] + "Z",
             created_at=stamp,
             modified_at=stamp,
         )
@@ -267,7 +267,7 @@ def bc_subscriptions(req: Req, subscription_id: str | None) -> Resp:
         sub.notification_url = body.get("notificationUrl", sub.notification_url)
         sub.client_state = str(body.get("clientState", sub.client_state) or "")
         _handshake(sub.notification_url)
-        sub.expires_at = odata.iso_ms(datetime.now(UTC) + EXPIRY)[:19] + "Z"
+        sub.expires_at = odata.iso_ms(rows.clock_now() + EXPIRY)[:19] + "Z"
         sub.modified_at = rows.now_ms()
         sub.version += 1
         sub.save(using=rows.DB)

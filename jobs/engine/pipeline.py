@@ -496,6 +496,7 @@ class DirectionRun:
                     # An interrupted run wrote this record before it could say so: confirm the coupling now.
                     self._remember_target(coupling, plan.target_row)
                     coupling.pending = False
+                    setattr(coupling, Coupling.error_field(self.direction), "")
                     self._set_result(coupling, SyncResult.SUCCESS)
                 to_update.append(coupling)
             elif outcome == Action.UNCOUPLE:

@@ -92,11 +92,15 @@ class PeakMemory:
     def peak_mb(self) -> float:
         try:
             with open("/proc/self/status") as status:
-                return int(re.search(r"VmHWM:\s+(\d+)", status.read()).group(1)) / 1024
+                found = re.search(r"VmHWM:\s+(\d+)", status.read())
         except OSError:
-            import resource
+            found = None
+        if found:
+            return int(found.group(1)) / 1024
+        import resource
 
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux, bytes on macOS
+        return peak / (2**20 if sys.platform == "darwin" else 1024)
 
 
 class QueryCounter:
@@ -287,12 +291,15 @@ class Bench:
                 on_progress=lambda job: peaks.append(PeakMemory().peak_mb()),
             )
             pages = max(1, -(-records // 5000))
-            first_tenth = peaks[max(0, len(peaks) // 10 - 1)] if peaks else 0
+            # The peak so far at a tenth, a quarter, half, three quarters and the end of the run.
+            along = (
+                [peaks[max(0, round(len(peaks) * share) - 1)] for share in (0.1, 0.25, 0.5, 0.75, 1)] if peaks else []
+            )
             return {
                 "records": job.inserted,
                 "requests": job.http_requests,
                 "pages": pages,
-                "early_peak_mb": first_tenth,
+                "peaks_along_mb": along,
             }
 
         self.say(f"running {label} ...")
@@ -364,10 +371,8 @@ class Bench:
             self.say(f"\nA is {speedup:,.1f}x faster than C (one record per request).")
         if "A" in results:
             a = results["A"]
-            self.say(
-                f"A's peak memory: {a['early_peak_mb']:.1f} MB after the first tenth of its pages, "
-                f"{a['peak_mb']:.1f} MB at the end."
-            )
+            along = ", ".join(f"{mb:.0f}" for mb in a["peaks_along_mb"])
+            self.say(f"A's peak memory so far at 10%, 25%, 50%, 75% and 100% of its pages: {along} MB.")
         if "A" in results and "D" in results:
             a, d = results["A"], results["D"]
             share = (a["records"] / a["seconds"]) / (d["records"] / d["seconds"])

@@ -1,0 +1,52 @@
+"""Upgrading keeps each coupling's last error, now filed under the direction that failed."""
+
+import uuid
+
+import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+
+BEFORE = [("coupling", "0003_ambiguous_matches_plural")]
+AFTER = [("coupling", "0005_remove_coupling_last_error")]
+
+
+def migrate(targets):
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(targets)
+    return executor.loader.project_state(targets).apps
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_single_last_error_moves_to_the_direction_whose_failure_came_last():
+    old = migrate(BEFORE)
+    mapping = old.get_model("mappings", "TableMapping").objects.get(name="CUSTOMER")
+    Coupling = old.get_model("coupling", "Coupling")
+
+    def coupling(**fields):
+        return Coupling.objects.create(table_mapping=mapping, bc_id=uuid.uuid4(), **fields).pk
+
+    to_only = coupling(last_result_to_dataverse="failure", last_job_to_dataverse=3, last_error="to failed")
+    from_later = coupling(
+        last_result_to_dataverse="failure",
+        last_job_to_dataverse=3,
+        last_result_from_dataverse="failure",
+        last_job_from_dataverse=4,
+        last_error="from failed last",
+    )
+    unknown_order = coupling(
+        last_result_to_dataverse="failure", last_result_from_dataverse="failure", last_error="one of them"
+    )
+    succeeded = coupling(last_result_to_dataverse="success", last_error="")
+
+    new = migrate(AFTER)
+    errors = {
+        row["pk"]: (row["last_error_to_dataverse"], row["last_error_from_dataverse"])
+        for row in new.get_model("coupling", "Coupling").objects.values(
+            "pk", "last_error_to_dataverse", "last_error_from_dataverse"
+        )
+    }
+    assert errors[to_only] == ("to failed", "")
+    assert errors[from_later] == ("", "from failed last")
+    assert errors[unknown_order] == ("one of them", "one of them")
+    assert errors[succeeded] == ("", "")
