@@ -1,0 +1,559 @@
+"""What a user sees of sync jobs: the sync actions and pages of the table mapping admin, the run-sync permission,
+the job page and its progress fragment, `manage.py sync`, and the removal of old jobs.
+
+Real parts throughout: the sandbox over in-process HTTP, a real RQ worker, the real database.
+"""
+
+import re
+from datetime import timedelta
+from io import StringIO
+
+import django_rq
+import pytest
+from django.contrib.auth.models import Permission
+from django.core.management import CommandError, call_command
+from django.urls import reverse
+from django.utils import timezone
+
+from connectors.clients import open_client
+from coupling.models import Coupling
+from jobs.choices import JobKind, JobStatus
+from jobs.models import SyncError, SyncJob
+from jobs.review import COUPLE_FIRST, FULL_SYNC, NOTHING
+from jobs.services import (
+    mappings_in_dependency_order,
+    sync_enqueue,
+    sync_jobs_create,
+    sync_jobs_delete_old,
+    sync_jobs_run,
+)
+from mappings.models import TableMapping
+
+pytestmark = pytest.mark.django_db(databases=["default", "sandbox"])
+
+SYNC_ACTIONS = {
+    "synchronize_modified_records",
+    "preview_modified_records",
+    "run_full_synchronization",
+    "preview_full_synchronization",
+}
+
+
+@pytest.fixture
+def customer():
+    """CUSTOMER creating what is missing on both sides, without lookups (whose dependencies have their own tests)."""
+    mapping = TableMapping.objects.get(name="CUSTOMER")
+    mapping.field_mappings.filter(lookup_mapping__isnull=False).update(enabled=False)
+    mapping.sync_only_coupled = False
+    mapping.save()
+    return mapping
+
+
+def count(connection, entity_set, filter=None):
+    with open_client(connection) as client:
+        return client.count(entity_set, filter=filter)
+
+
+def sandbox_sizes(sandbox_connections):
+    """How many records each table of either system holds: a write anywhere changes it."""
+    bc, dataverse = sandbox_connections
+    return {
+        "bc": {
+            name: count(bc, name)
+            for name in ("currencies", "salespeoplePurchasers", "customers", "vendors", "contacts")
+        },
+        "dataverse": {name: count(dataverse, name) for name in ("transactioncurrencies", "accounts", "contacts")},
+    }
+
+
+def user_with(django_user_model, *permissions):
+    user = django_user_model.objects.create_user("clerk", password="unused", is_staff=True)
+    grant(user, *permissions)
+    return user
+
+
+def grant(user, *permissions):
+    for permission in permissions:
+        app_label, codename = permission.split(".")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+
+
+def action_choices(client):
+    response = client.get(reverse("admin:mappings_tablemapping_changelist"))
+    assert response.status_code == 200
+    return {name for name, _ in response.context["action_form"].fields["action"].choices}
+
+
+def job_link(job):
+    return f'<a href="{reverse("admin:jobs_syncjob_change", args=[job.pk])}">#{job.pk} '
+
+
+def runs(jobs):
+    return [(job.table_mapping.name, job.direction) for job in jobs]
+
+
+def queued_rq_job_ids():
+    return set(django_rq.get_queue("default").job_ids)
+
+
+# -- The four sync actions on the table mapping list ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("action", "kind", "dry_run", "message"),
+    [
+        ("synchronize_modified_records", JobKind.MODIFIED, False, "Synchronization queued: sync jobs"),
+        ("preview_modified_records", JobKind.MODIFIED, True, "Preview queued: sync jobs"),
+        ("run_full_synchronization", JobKind.FULL, False, "Full synchronization queued: sync jobs"),
+        ("preview_full_synchronization", JobKind.FULL, True, "Preview queued: sync jobs"),
+    ],
+)
+def test_a_sync_action_queues_a_job_per_direction_for_the_user_and_the_worker_runs_them(
+    admin_client,
+    admin_user,
+    sandbox_connections,
+    customer,
+    django_capture_on_commit_callbacks,
+    rq_worker,
+    action,
+    kind,
+    dry_run,
+    message,
+):
+    bc, dataverse = sandbox_connections
+    unblocked = count(bc, "customers", customer.table_filter)
+    customer_accounts = count(dataverse, "accounts", customer.integration_table_filter)
+    before = sandbox_sizes(sandbox_connections)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            reverse("admin:mappings_tablemapping_changelist"),
+            {"action": action, "_selected_action": [customer.pk]},
+            follow=True,
+        )
+
+    jobs = list(SyncJob.objects.order_by("pk"))
+    # A modified-records run brings the mappings CUSTOMER depends on first; a full synchronization is CUSTOMER alone.
+    first = [("CURRENCY", "to_dataverse"), ("SALESPEOPLE", "from_dataverse")] if kind == JobKind.MODIFIED else []
+    assert runs(jobs) == [*first, ("CUSTOMER", "to_dataverse"), ("CUSTOMER", "from_dataverse")]
+    assert {(job.kind, job.dry_run, job.requested_by) for job in jobs} == {(kind, dry_run, admin_user)}
+    html = response.content.decode()
+    assert message in html
+    assert all(job_link(job) in html for job in jobs)
+
+    rq_worker()
+
+    for job in jobs:
+        job.refresh_from_db()
+        assert job.status == JobStatus.SUCCEEDED, job.message
+    to_dataverse, from_dataverse = jobs[-2:]
+    if dry_run:
+        assert sandbox_sizes(sandbox_connections) == before
+        assert not Coupling.objects.filter(table_mapping=customer).exists()
+        assert (to_dataverse.inserted, from_dataverse.inserted) == (0, 0)
+        assert to_dataverse.preview["counts"]["insert"] == unblocked
+        assert from_dataverse.preview["counts"]["insert"] == customer_accounts
+    else:
+        assert (to_dataverse.inserted, from_dataverse.inserted) == (unblocked, customer_accounts)
+        after = sandbox_sizes(sandbox_connections)
+        assert after["dataverse"]["accounts"] == before["dataverse"]["accounts"] + unblocked
+        assert after["bc"]["customers"] == before["bc"]["customers"] + customer_accounts
+        assert Coupling.objects.filter(table_mapping=customer).count() == unblocked + customer_accounts
+
+
+# -- The run-sync permission -------------------------------------------------------------------------------------------
+
+
+def test_without_the_run_sync_permission_a_mapping_editor_can_neither_start_nor_cancel_syncs_and_with_it_can(
+    client, django_user_model, django_capture_on_commit_callbacks
+):
+    user = user_with(
+        django_user_model, "mappings.view_tablemapping", "mappings.change_tablemapping", "jobs.view_syncjob"
+    )
+    client.force_login(user)
+    queued = SyncJob.objects.create(table_mapping=TableMapping.objects.get(name="CURRENCY"), direction="to_dataverse")
+    review_url = reverse("admin:mappings_tablemapping_full_sync_review")
+    sync_all_url = reverse("admin:mappings_tablemapping_sync_all")
+    cancel = {"action": "cancel_jobs", "_selected_action": [queued.pk]}
+
+    assert not SYNC_ACTIONS & action_choices(client)
+    assert client.get(review_url).status_code == 403
+    assert client.post(review_url, {"mapping": ["CURRENCY"]}).status_code == 403
+    assert client.post(sync_all_url).status_code == 403
+    client.post(reverse("admin:jobs_syncjob_changelist"), cancel)
+    queued.refresh_from_db()
+    assert (queued.status, queued.cancel_requested) == (JobStatus.QUEUED, False)
+    assert list(SyncJob.objects.all()) == [queued]
+
+    grant(user, "jobs.run_sync")
+
+    assert action_choices(client) >= SYNC_ACTIONS
+    assert client.get(review_url).status_code == 200
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.post(sync_all_url).status_code == 302
+    started = SyncJob.objects.exclude(pk=queued.pk)
+    assert started.exists() and {job.requested_by for job in started} == {user}
+    response = client.post(reverse("admin:jobs_syncjob_changelist"), cancel, follow=True)
+    assert "Asked 1 job(s) to stop." in response.content.decode()
+    queued.refresh_from_db()
+    assert (queued.status, queued.cancel_requested) == (JobStatus.CANCELLED, True)
+
+
+# -- Full synchronization review ---------------------------------------------------------------------------------------
+
+
+def review_rows(html):
+    """Mapping name -> (Business Central count, Dataverse count, recommendation, checked), as the table shows them."""
+    body = html.split('<table id="full-sync-review">', 1)[1].split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    rows = {}
+    for row in re.findall(r"<tr>(.*?)</tr>", body, re.S):
+        cells = [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td>(.*?)</td>", row, re.S)]
+        rows[cells[1]] = (cells[3], cells[4], cells[5], bool(re.search(r"<input[^>]*\bchecked\b", row)))
+    return rows
+
+
+def test_the_full_sync_review_recommends_per_mapping_from_the_record_counts_on_both_sides(
+    admin_client, sandbox_connections
+):
+    bc, dataverse = sandbox_connections
+    # CUSTOMER: no account passes the Dataverse filter. VENDOR: nothing passes either filter. The rest as seeded.
+    TableMapping.objects.filter(name="CUSTOMER").update(integration_table_filter="statecode eq 1")
+    TableMapping.objects.filter(name="VENDOR").update(
+        table_filter="displayName eq 'No such vendor'", integration_table_filter="statecode eq 1"
+    )
+
+    response = admin_client.get(reverse("admin:mappings_tablemapping_full_sync_review"))
+
+    assert response.status_code == 200
+    rows = review_rows(response.content.decode())
+    assert list(rows) == [mapping.name for mapping in mappings_in_dependency_order()]
+    unblocked = count(bc, "customers", "blocked eq ' '")
+    assert unblocked > 0
+    assert rows["CUSTOMER"] == (str(unblocked), "0", FULL_SYNC, True)
+    assert rows["VENDOR"] == ("0", "0", NOTHING, False)
+    currencies = (str(count(bc, "currencies")), str(count(dataverse, "transactioncurrencies")))
+    assert rows["CURRENCY"] == (*currencies, COUPLE_FIRST, False)
+    assert "Only Business Central has records" in response.content.decode()
+
+
+def test_running_the_reviewed_mappings_queues_full_synchronizations_in_dependency_order(
+    admin_client, admin_user, django_capture_on_commit_callbacks
+):
+    chosen = ["CONTACT", "CUSTOMER", "CURRENCY"]  # not in dependency order
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            reverse("admin:mappings_tablemapping_full_sync_review"), {"mapping": chosen}, follow=True
+        )
+
+    assert response.redirect_chain[-1][0] == reverse("admin:jobs_syncjob_changelist")
+    assert "Full synchronization queued: 5 sync job(s), in dependency order." in response.content.decode()
+    jobs = list(SyncJob.objects.order_by("pk"))
+    in_order = [mapping.name for mapping in mappings_in_dependency_order() if mapping.name in chosen]
+    assert list(dict.fromkeys(name for name, _ in runs(jobs))) == in_order
+    assert runs(jobs) == [
+        ("CURRENCY", "to_dataverse"),
+        ("CUSTOMER", "to_dataverse"),
+        ("CUSTOMER", "from_dataverse"),
+        ("CONTACT", "to_dataverse"),
+        ("CONTACT", "from_dataverse"),
+    ]
+    assert {(job.kind, job.dry_run, job.requested_by, job.status) for job in jobs} == {
+        (JobKind.FULL, False, admin_user, JobStatus.QUEUED)
+    }
+    # One RQ job runs them in turn, so a mapping never starts before the ones it depends on have finished.
+    assert {job.rq_job_id for job in jobs} == queued_rq_job_ids() and len(queued_rq_job_ids()) == 1
+
+
+def test_the_full_sync_review_without_connections_says_why_it_cannot_count(admin_client):
+    response = admin_client.get(reverse("admin:mappings_tablemapping_full_sync_review"))
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Could not count the records: No enabled Business Central connection: add one under Connections." in html
+    assert review_rows(html) == {}
+
+
+# -- Synchronize all ---------------------------------------------------------------------------------------------------
+
+
+def test_synchronize_all_refuses_a_get_and_queues_modified_records_of_every_mapping_with_fields_in_dependency_order(
+    admin_client, admin_user, django_capture_on_commit_callbacks
+):
+    TableMapping.objects.get(name="VENDOR").field_mappings.update(enabled=False)  # nothing to synchronize
+    url = reverse("admin:mappings_tablemapping_sync_all")
+
+    assert admin_client.get(url).status_code == 403
+    assert not SyncJob.objects.exists()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(url, follow=True)
+
+    assert response.redirect_chain[-1][0] == reverse("admin:jobs_syncjob_changelist")
+    assert "Queued 6 sync job(s) for all mappings, in dependency order." in response.content.decode()
+    jobs = list(SyncJob.objects.order_by("pk"))
+    assert runs(jobs) == [
+        ("CURRENCY", "to_dataverse"),
+        ("SALESPEOPLE", "from_dataverse"),
+        ("CUSTOMER", "to_dataverse"),
+        ("CUSTOMER", "from_dataverse"),
+        ("CONTACT", "to_dataverse"),
+        ("CONTACT", "from_dataverse"),
+    ]
+    assert {(job.kind, job.dry_run, job.requested_by) for job in jobs} == {(JobKind.MODIFIED, False, admin_user)}
+    assert {job.rq_job_id for job in jobs} == queued_rq_job_ids() and len(queued_rq_job_ids()) == 1
+
+
+def test_synchronize_all_as_a_preview_runs_every_mapping_and_writes_nothing(
+    admin_client, sandbox_connections, customer, django_capture_on_commit_callbacks, rq_worker
+):
+    before = sandbox_sizes(sandbox_connections)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(reverse("admin:mappings_tablemapping_sync_all"), {"preview": "1"})
+    rq_worker()
+
+    jobs = list(SyncJob.objects.order_by("pk"))
+    assert [name for name, _ in runs(jobs)] == [
+        "CURRENCY",
+        "SALESPEOPLE",
+        "CUSTOMER",
+        "CUSTOMER",
+        "VENDOR",
+        "VENDOR",
+        "CONTACT",
+        "CONTACT",
+    ]
+    assert all(job.dry_run for job in jobs)
+    assert {job.status for job in jobs} == {JobStatus.SUCCEEDED}, [job.message for job in jobs]
+    customer_to_dataverse = jobs[2]
+    assert customer_to_dataverse.preview["counts"]["insert"] > 0
+    assert sandbox_sizes(sandbox_connections) == before
+    assert not Coupling.objects.exists()
+
+
+# -- The job page ------------------------------------------------------------------------------------------------------
+
+
+def counts_row(job):
+    values = [job.inserted, job.modified, job.deleted, job.unchanged, job.skipped, job.failed, job.coupled]
+    return "".join(f"<td>{value}</td>" for value in [*values, job.uncoupled])
+
+
+def test_the_job_page_polls_its_progress_while_queued_and_shows_the_counts_once_done(
+    admin_client,
+    client,
+    django_user_model,
+    sandbox_connections,
+    customer,
+    django_capture_on_commit_callbacks,
+    rq_worker,
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        (job,) = sync_enqueue(mapping=customer, direction="to_dataverse")
+    page_url = reverse("admin:jobs_syncjob_change", args=[job.pk])
+    progress_url = reverse("admin:jobs_syncjob_progress", args=[job.pk])
+
+    html = admin_client.get(page_url).content.decode()
+    assert f'class="syncjob-progress" data-poll-url="{progress_url}"' in html
+    assert "<strong>Queued</strong>" in html
+
+    rq_worker()
+
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED and job.inserted > 0
+    html = admin_client.get(page_url).content.decode()
+    assert "data-poll-url" not in html  # finished: nothing left to poll
+    assert "<strong>Succeeded</strong>" in html
+    assert counts_row(job) in html
+    assert f"{job.progress_done} records read" in html
+
+    viewer = user_with(django_user_model, "jobs.view_syncjob")
+    client.force_login(viewer)
+    fragment = client.get(progress_url)
+    assert fragment.status_code == 200
+    assert "<strong>Succeeded</strong>" in fragment.content.decode()
+    assert counts_row(job) in fragment.content.decode()
+
+    viewer.user_permissions.clear()
+    grant(viewer, "mappings.view_tablemapping")
+    assert client.get(progress_url).status_code == 403
+
+
+def test_while_a_job_runs_its_progress_fragment_says_so_and_asks_to_be_polled(
+    admin_client, sandbox_connections, customer
+):
+    (job,) = sync_jobs_create(mapping=customer, direction="to_dataverse")
+    progress_url = reverse("admin:jobs_syncjob_progress", args=[job.pk])
+    fragments = []
+
+    # Fetched between pages of the run (pages of 5 records), as the job page's script does.
+    sync_jobs_run(job_ids=[job.pk], on_progress=lambda _: fragments.append(admin_client.get(progress_url)))
+
+    assert len(fragments) > 1
+    read = []
+    for fragment in fragments:
+        html = fragment.content.decode()
+        assert fragment.status_code == 200
+        assert f'data-poll-url="{progress_url}"' in html and "<strong>Running</strong>" in html
+        read.append(int(re.search(r"(\d+) records read", html).group(1)))
+    assert read == sorted(read) and read[-1] > read[0]
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED
+    assert "data-poll-url" not in admin_client.get(progress_url).content.decode()
+
+
+def run_to_dataverse(mapping):
+    (job,) = sync_jobs_create(mapping=mapping, direction="to_dataverse")
+    sync_jobs_run(job_ids=[job.pk])
+    job.refresh_from_db()
+    return job
+
+
+def test_the_errors_link_of_a_job_lists_only_that_jobs_errors(admin_client, sandbox_connections):
+    """Customers whose salesperson is not coupled fail to synchronize, in this run and the next."""
+    mapping = TableMapping.objects.get(name="CUSTOMER")
+    mapping.sync_only_coupled = False
+    mapping.save()
+    first = run_to_dataverse(mapping)
+    second = run_to_dataverse(mapping)
+    assert first.failed > 0 and second.failed > 0
+
+    page = admin_client.get(reverse("admin:jobs_syncjob_change", args=[second.pk])).content.decode()
+    errors_url = reverse("admin:jobs_syncerror_changelist") + f"?job__id__exact={second.pk}"
+    assert f'<a href="{errors_url}">{second.failed} error(s)</a>' in page
+
+    response = admin_client.get(errors_url)
+
+    assert response.status_code == 200
+    shown = list(response.context["cl"].result_list)
+    assert len(shown) == second.failed and {error.job_id for error in shown} == {second.pk}
+    html = response.content.decode()
+    assert reverse("admin:jobs_syncjob_change", args=[second.pk]) in html
+    assert reverse("admin:jobs_syncjob_change", args=[first.pk]) not in html
+
+
+# -- manage.py sync ----------------------------------------------------------------------------------------------------
+
+
+def sync_command(*args):
+    out, err = StringIO(), StringIO()
+    call_command("sync", *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def test_sync_command_runs_one_mapping_and_prints_each_job_with_its_status_and_counts(sandbox_connections):
+    out, _ = sync_command("currency", "--kind", "modified")  # names are not case-sensitive
+
+    (job,) = SyncJob.objects.all()
+    assert (job.table_mapping.name, job.kind, job.status) == ("CURRENCY", JobKind.MODIFIED, JobStatus.SUCCEEDED)
+    assert job.coupled > 0 and Coupling.objects.filter(table_mapping__name="CURRENCY").count() == job.coupled
+    status_line, counts_line = out.splitlines()[:2]
+    assert status_line == f"#{job.pk} CURRENCY to_dataverse: Succeeded"
+    assert f"coupled {job.coupled}" in counts_line
+    assert f"; {job.http_requests} HTTP requests." in counts_line
+
+
+def test_sync_command_preview_prints_the_field_differences_and_writes_nothing(sandbox_connections, customer):
+    bc, _ = sandbox_connections
+    before = sandbox_sizes(sandbox_connections)
+    with open_client(bc) as client:
+        names = [
+            row["displayName"] for page in client.read_pages("customers", filter="blocked eq ' '") for row in page.rows
+        ]
+
+    out, _ = sync_command("CUSTOMER", "--direction", "to_dataverse", "--preview")
+
+    (job,) = SyncJob.objects.all()
+    assert job.dry_run and job.status == JobStatus.SUCCEEDED
+    assert out.splitlines()[0] == f"#{job.pk} CUSTOMER to_dataverse: Succeeded"
+    for name in names:
+        assert f"    insert {name}: name None -> {name!r}" in out
+    assert sandbox_sizes(sandbox_connections) == before
+    assert not Coupling.objects.exists()
+
+
+def test_sync_command_refuses_an_unknown_mapping_and_names_the_known_ones():
+    with pytest.raises(CommandError) as refused:
+        sync_command("CUSTOMER", "nope")
+
+    assert str(refused.value) == "Unknown mapping(s): nope. Known: CONTACT, CURRENCY, CUSTOMER, SALESPEOPLE, VENDOR."
+    assert not SyncJob.objects.exists()
+
+
+def test_sync_command_synchronizes_only_the_selected_record(sandbox_connections, customer):
+    bc, dataverse = sandbox_connections
+    with open_client(bc) as client:
+        chosen = next(client.read_pages("customers", filter="blocked eq ' '")).rows[0]
+    accounts = count(dataverse, "accounts")
+
+    _, err = sync_command("CUSTOMER", "--kind", "records", "--record", chosen["id"])
+    assert "CUSTOMER is bidirectional: choose the direction to synchronize the records in." in err
+    assert not SyncJob.objects.exists()
+
+    out, _ = sync_command("CUSTOMER", "--kind", "records", "--direction", "to_dataverse", "--record", chosen["id"])
+
+    (job,) = SyncJob.objects.all()
+    assert (job.kind, job.record_ids, job.status, job.inserted) == (
+        JobKind.RECORDS,
+        [chosen["id"]],
+        JobStatus.SUCCEEDED,
+        1,
+    )
+    assert "inserted 1" in out
+    assert count(dataverse, "accounts") == accounts + 1
+    (coupling,) = Coupling.objects.all()
+    assert str(coupling.bc_id) == chosen["id"]
+    with open_client(dataverse) as client:
+        account = client.read_by_ids("accounts", [coupling.dataverse_id])[coupling.dataverse_id]
+    assert account["name"] == chosen["displayName"]
+
+
+def test_sync_command_with_enqueue_queues_the_jobs_for_a_worker_instead_of_running_them(
+    sandbox_connections, django_capture_on_commit_callbacks, rq_worker
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        out, _ = sync_command("CUSTOMER", "--enqueue")
+
+    jobs = list(SyncJob.objects.order_by("pk"))
+    assert runs(jobs) == [("CUSTOMER", "to_dataverse"), ("CUSTOMER", "from_dataverse")]
+    assert out.strip() == f"Queued sync jobs #{jobs[0].pk}, #{jobs[1].pk}."
+    assert {job.status for job in jobs} == {JobStatus.QUEUED}
+    assert {job.rq_job_id for job in jobs} == queued_rq_job_ids()
+
+    rq_worker()
+
+    assert {job.status for job in SyncJob.objects.all()} == {JobStatus.SUCCEEDED}
+
+
+# -- Removing old jobs -------------------------------------------------------------------------------------------------
+
+
+def test_cleanup_removes_jobs_and_their_errors_finished_before_the_retention_period_and_keeps_the_others(settings):
+    settings.SYNC_JOB_RETENTION_DAYS = 30
+    mapping = TableMapping.objects.get(name="CUSTOMER")
+    now = timezone.now()
+
+    def job_with_an_error(*, days_ago, status, finished=True):
+        at = now - timedelta(days=days_ago)
+        job = SyncJob.objects.create(
+            table_mapping=mapping, direction="to_dataverse", status=status, finished_at=at if finished else None
+        )
+        SyncJob.objects.filter(pk=job.pk).update(queued_at=at, started_at=at)
+        error = SyncError.objects.create(
+            job=job, table_mapping=mapping, direction="to_dataverse", error_class="validation", message="too long"
+        )
+        SyncError.objects.filter(pk=error.pk).update(created_at=at)
+        return job
+
+    job_with_an_error(days_ago=31, status=JobStatus.PARTLY_FAILED)
+    job_with_an_error(days_ago=45, status=JobStatus.FAILED)
+    recent = job_with_an_error(days_ago=29, status=JobStatus.PARTLY_FAILED)
+    running = job_with_an_error(days_ago=1, status=JobStatus.RUNNING, finished=False)
+    queued = SyncJob.objects.create(table_mapping=mapping, direction="to_dataverse")
+    SyncJob.objects.filter(pk=queued.pk).update(queued_at=now - timedelta(days=40))
+
+    assert sync_jobs_delete_old() == 2
+
+    assert set(SyncJob.objects.values_list("pk", flat=True)) == {recent.pk, running.pk, queued.pk}
+    assert set(SyncError.objects.values_list("job_id", flat=True)) == {recent.pk, running.pk}
