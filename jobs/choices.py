@@ -32,4 +32,5 @@ class ErrorClass(models.TextChoices):
     CONFLICT = "conflict", "Update conflict"
     DELETION_CONFLICT = "deletion_conflict", "Deletion conflict"
     MISSING_DEPENDENCY = "missing_dependency", "Missing dependency"
+    AMBIGUOUS_MATCH = "ambiguous_match", "Ambiguous match"
     INTERNAL = "internal", "Internal"

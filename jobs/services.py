@@ -461,6 +461,6 @@ def schedules_run_due() -> int:
 def sync_jobs_delete_old(*, now=None) -> int:
     """Delete finished jobs (and their errors) older than the retention period; return how many jobs went."""
     cutoff = (now or timezone.now()) - timedelta(days=settings.SYNC_JOB_RETENTION_DAYS)
-    SyncError.objects.filter(created_at__lt=cutoff).delete()
-    deleted, _ = SyncJob.objects.filter(finished_at__lt=cutoff).delete()
-    return deleted
+    # Errors go with their job (cascade), never by their own age: a job still listed keeps every error it links to.
+    _, deleted = SyncJob.objects.filter(finished_at__lt=cutoff).delete()
+    return deleted.get(SyncJob._meta.label, 0)

@@ -23,7 +23,7 @@ from connectors.errors import same_error
 from connectors.types import ConnectorError, RemoteClient, WriteOperation, WriteResult
 from coupling.choices import SyncResult
 from coupling.matching import match_key
-from coupling.models import Coupling
+from coupling.models import AmbiguousMatch, Coupling
 from jobs.choices import ErrorClass, JobKind
 from jobs.engine.coupling_rows import insert_couplings, update_couplings
 from jobs.engine.planner import Action, Plan, PlanContext, plan_record
@@ -208,7 +208,9 @@ class DirectionRun:
 
         couplings = self._load_couplings(ids)
         target_rows = self._read_counterparts(couplings.values())
-        matched = self._match_uncoupled([row for row, i in zip(rows, ids, strict=True) if i not in couplings])
+        matched, ambiguous = self._match_uncoupled(
+            [row for row, i in zip(rows, ids, strict=True) if i not in couplings]
+        )
         for source_id, (coupling, target_row) in matched.items():
             couplings[source_id] = coupling
             target_rows[getattr(coupling, self.target.coupling_attr("id"))] = target_row
@@ -216,6 +218,9 @@ class DirectionRun:
         lookups.prepare(rows)
         plans = []
         for row, source_id in zip(rows, ids, strict=True):
+            if source_id in ambiguous:
+                plans.append(self._ambiguous_plan(row, ambiguous[source_id]))
+                continue
             coupling = couplings.get(source_id)
             target_id = getattr(coupling, self.target.coupling_attr("id")) if coupling else None
             # A record coupled by matching just now takes the source's values, as after match-based coupling.
@@ -228,15 +233,21 @@ class DirectionRun:
             self._write(plans)
         SyncJob.objects.filter(pk=self.job.pk).update(progress_done=F("progress_done") + len(rows))
 
-    def _match_uncoupled(self, rows: list[dict]) -> dict:
+    def _match_uncoupled(self, rows: list[dict]) -> tuple[dict, dict]:
         """Couple uncoupled source records to the one uncoupled target record their match fields agree with.
 
         Business Central matches uncoupled records during a sync only for currencies; here every mapping with match
         criteria does, so a scheduled run couples the same company instead of skipping it or creating a duplicate.
-        One request per page and criterion; a match must be unique within the page both ways.
+        Two requests per page and criterion, when the page has candidates: a match must be unique both ways
+        among the uncoupled records of both tables.
+
+        Returns the matches ({source id: (new coupling, target row)}) and the ambiguous records ({source id:
+        [target rows]}): those that match several target records, or share their one match with other uncoupled
+        records, at some priority and match uniquely at none. Business Central creates a new record for these,
+        one more duplicate beside the ones that made the match ambiguous; here they fail and wait to be coupled.
         """
         if not rows or not self.match_criteria:
-            return {}
+            return {}, {}
         source_keys = {}
         for row in rows:
             for priority, fields in self.match_criteria:
@@ -244,7 +255,7 @@ class DirectionRun:
                 if key is not None:
                     source_keys.setdefault(self.source.row_id(row), []).append((priority, key))
         if not source_keys:
-            return {}
+            return {}, {}
         candidates = self._match_candidates(rows)
         coupled_targets = set(
             Coupling.objects.filter(
@@ -253,13 +264,19 @@ class DirectionRun:
             ).values_list(self.target.coupling_attr("id"), flat=True)
         )
         candidates = [r for r in candidates if self.target.row_id(r) not in coupled_targets]
-        matched, taken = {}, set()
+        if not candidates:
+            return {}, {}
+        rivals = self._uncoupled_rivals(rows, set(source_keys))
+        matched, taken, ambiguous = {}, set(), {}
         for priority, fields in self.match_criteria:
             index: dict = {}
             for row in candidates:
                 key = match_key(row, [(target, case) for _, target, case in fields])
                 if key is not None:
                     index.setdefault(key, []).append(row)
+            claimed_elsewhere = Counter(
+                match_key(row, [(source, case) for source, _, case in fields]) for row in rivals
+            )
             wanted: dict = {}
             for source_id, keys in source_keys.items():
                 for key_priority, key in keys:
@@ -267,11 +284,17 @@ class DirectionRun:
                         wanted.setdefault(key, []).append(source_id)
             for key, source_ids in wanted.items():
                 targets = [r for r in index.get(key, []) if self.target.row_id(r) not in taken]
-                if len(source_ids) == 1 and len(targets) == 1:
+                if len(source_ids) == 1 and len(targets) == 1 and not claimed_elsewhere[key]:
                     matched[source_ids[0]] = targets[0]
                     taken.add(self.target.row_id(targets[0]))
+                elif targets:
+                    for source_id in source_ids:
+                        ambiguous.setdefault(source_id, targets)
+        ambiguous = {source_id: targets for source_id, targets in ambiguous.items() if source_id not in matched}
+        if ambiguous and not self.job.dry_run:
+            self._record_ambiguous(rows, ambiguous)
         if not matched:
-            return {}
+            return {}, ambiguous
         rows_by_id = {self.source.row_id(row): row for row in rows}
         result = {}
         for source_id, target_row in matched.items():
@@ -290,29 +313,83 @@ class DirectionRun:
                 insert_couplings([c for c, _ in result.values()])
                 SyncJob.objects.filter(pk=self.job.pk).update(coupled=F("coupled") + len(result))
         self.outcome.counts["coupled"] += len(result)
-        return result
+        return result, ambiguous
 
-    def _match_candidates(self, rows: list[dict]) -> list[dict]:
-        """Target records whose first match field equals a value of the page (one request per criterion)."""
+    def _record_ambiguous(self, rows: list[dict], ambiguous: dict) -> None:
+        """List each ambiguous record with its candidates, where an administrator couples it by a click."""
+        rows_by_id = {self.source.row_id(row): row for row in rows}
+        entries = [
+            AmbiguousMatch(
+                table_mapping=self.mapping,
+                side="dataverse" if self.source.is_dataverse else "bc",
+                record_id=source_id,
+                record_name=self.source.row_name(rows_by_id[source_id]),
+                candidates=[
+                    {"id": str(self.target.row_id(target)), "name": self.target.row_name(target)} for target in targets
+                ],
+                job_id=self.job.pk,
+            )
+            for source_id, targets in ambiguous.items()
+        ]
+        AmbiguousMatch.objects.bulk_create(
+            entries,
+            update_conflicts=True,
+            unique_fields=["table_mapping", "side", "record_id"],
+            update_fields=["record_name", "candidates", "job_id"],
+        )
+
+    def _ambiguous_plan(self, row: dict, targets: list[dict]) -> Plan:
+        names = ", ".join(sorted(f"'{self.target.row_name(t)}'" for t in targets)[:5])
+        return Plan(
+            Action.FAIL,
+            row,
+            error_class=ErrorClass.AMBIGUOUS_MATCH,
+            message=(
+                f"The match fields do not single out one {self.target.label} record for this record: it matches "
+                f"{names}{' and more' if len(targets) > 5 else ''}, or shares its match with another record. "
+                f"Nothing was coupled and no new record was created beside them. Couple it by hand (Couplings, "
+                f"ambiguous matches), then synchronize it again."
+            ),
+        )
+
+    def _match_candidates(self, rows: list[dict], *, in_source: bool = False) -> list[dict]:
+        """Target records (or other source records) whose first match field equals a value of the page, within
+        that side's filter: one request per criterion."""
+        side, client, select = (
+            (self.source, self.source_client, self.source_select)
+            if in_source
+            else (self.target, self.target_client, self.target_select)
+        )
         found = {}
         for _, fields in self.match_criteria:
             source_field, target_field, _ = fields[0]
+            field = source_field if in_source else target_field
             values = sorted(
                 {str(row[source_field]).strip() for row in rows if str(row.get(source_field) or "").strip()}
             )
             for start in range(0, len(values), MATCH_VALUES_PER_REQUEST):
                 chunk = values[start : start + MATCH_VALUES_PER_REQUEST]
-                condition = " or ".join(f"{target_field} eq '{v.replace(chr(39), chr(39) * 2)}'" for v in chunk)
-                flt = f"({condition}) and ({self.target.table_filter})" if self.target.table_filter else condition
+                condition = " or ".join(f"{field} eq '{v.replace(chr(39), chr(39) * 2)}'" for v in chunk)
+                flt = f"({condition}) and ({side.table_filter})" if side.table_filter else condition
                 try:
-                    for page in self.target_client.read_pages(
-                        self.target.entity_set, filter=flt, select=self.target_select
-                    ):
+                    for page in client.read_pages(side.entity_set, filter=flt, select=select):
                         for row in page.rows:
-                            found[self.target.row_id(row)] = row
+                            found[side.row_id(row)] = row
                 except ConnectorError as exc:
-                    raise SourceUnreadable(f"{self.target.label} could not be searched for matches: {exc}") from exc
+                    raise SourceUnreadable(f"{side.label} could not be searched for matches: {exc}") from exc
         return list(found.values())
+
+    def _uncoupled_rivals(self, rows: list[dict], page_ids: set) -> list[dict]:
+        """Uncoupled source records outside the page that share a match value with it: a match is unique only if
+        no other uncoupled record of the whole table could claim it, wherever the pages happen to split."""
+        others = [r for r in self._match_candidates(rows, in_source=True) if self.source.row_id(r) not in page_ids]
+        id_attr = self.source.coupling_attr("id")
+        coupled = set(
+            Coupling.objects.filter(
+                table_mapping=self.mapping, pending=False, **{f"{id_attr}__in": [self.source.row_id(r) for r in others]}
+            ).values_list(id_attr, flat=True)
+        )
+        return [r for r in others if self.source.row_id(r) not in coupled]
 
     def _load_couplings(self, ids: list) -> dict:
         id_attr = self.source.coupling_attr("id")
@@ -505,9 +582,10 @@ class DirectionRun:
                 if coupling is not None:
                     self._mark_failure(coupling, plan)
                     to_update.append(coupling)
-                else:
+                elif plan.error_class != ErrorClass.AMBIGUOUS_MATCH:
                     # An uncoupled record that could not be created (e.g. its currency is not coupled yet): keep a
                     # failed reservation, so it is retried at every run like any failed record, changed or not.
+                    # (An ambiguous match waits in the ambiguous matches instead: a reservation would insert it.)
                     to_reserve.append(self._failed_reservation(plan))
                 errors.append(self._error_row(plan, detail, now))
         with transaction.atomic():

@@ -550,10 +550,12 @@ def test_cleanup_removes_jobs_and_their_errors_finished_before_the_retention_per
     job_with_an_error(days_ago=45, status=JobStatus.FAILED)
     recent = job_with_an_error(days_ago=29, status=JobStatus.PARTLY_FAILED)
     running = job_with_an_error(days_ago=1, status=JobStatus.RUNNING, finished=False)
+    # A job whose worker died stays "running" until its mapping runs again: its old errors stay with it.
+    abandoned = job_with_an_error(days_ago=40, status=JobStatus.RUNNING, finished=False)
     queued = SyncJob.objects.create(table_mapping=mapping, direction="to_dataverse")
     SyncJob.objects.filter(pk=queued.pk).update(queued_at=now - timedelta(days=40))
 
     assert sync_jobs_delete_old() == 2
 
-    assert set(SyncJob.objects.values_list("pk", flat=True)) == {recent.pk, running.pk, queued.pk}
-    assert set(SyncError.objects.values_list("job_id", flat=True)) == {recent.pk, running.pk}
+    assert set(SyncJob.objects.values_list("pk", flat=True)) == {recent.pk, running.pk, abandoned.pk, queued.pk}
+    assert set(SyncError.objects.values_list("job_id", flat=True)) == {recent.pk, running.pk, abandoned.pk}

@@ -49,3 +49,65 @@ def test_a_preview_shows_the_matches_without_coupling_anything(
     assert job.status == JobStatus.SUCCEEDED
     assert job.preview["counts"].get("update", 0) + job.preview["counts"].get("unchanged", 0) > 0
     assert not Coupling.objects.filter(table_mapping__name="CURRENCY").exists()
+
+
+@pytest.fixture
+def customer_matched_by_name(sandbox_connections):
+    mapping = TableMapping.objects.get(name="CUSTOMER")
+    mapping.sync_only_coupled = False
+    mapping.save()
+    mapping.field_mappings.filter(lookup_mapping__isnull=False).update(enabled=False)
+    mapping.field_mappings.filter(bc_field="displayName").update(use_for_matching=True)
+    return mapping
+
+
+def accounts_named(sandbox_connections, name):
+    from connectors.clients import open_client
+
+    with open_client(sandbox_connections[1]) as client:
+        return [row for page in client.read_pages("accounts", filter=f"name eq '{name}'") for row in page.rows]
+
+
+@pytest.mark.parametrize("twin_side", ["dataverse", "bc"])
+def test_an_ambiguous_match_is_neither_coupled_nor_created_again_and_waits_to_be_coupled_by_hand(
+    customer_matched_by_name, sandbox_connections, django_capture_on_commit_callbacks, rq_worker, twin_side
+):
+    """Two accounts match one customer, or two customers one account: a new account would be one more twin."""
+    from coupling.models import AmbiguousMatch
+    from coupling.services import coupling_create
+    from jobs.models import SyncError
+    from sandbox import testing as sandbox
+
+    customer = sandbox.create_as_another_user("bc", "customers", displayName="Twin Trading")
+    other_customer = sandbox.create_as_another_user("bc", "customers", displayName="Twin Trading")
+    account = sandbox.create_as_another_user("dataverse", "accounts", name="Twin Trading", customertypecode=3)
+    if twin_side == "dataverse":
+        sandbox.delete_as_another_user("bc", "customers", other_customer)
+        sandbox.create_as_another_user("dataverse", "accounts", name="Twin Trading", customertypecode=3)
+    twins = [customer] if twin_side == "dataverse" else [customer, other_customer]
+
+    (to_dataverse,) = run("CUSTOMER", django_capture_on_commit_callbacks, rq_worker, direction="to_dataverse")
+
+    assert to_dataverse.status == JobStatus.PARTLY_FAILED
+    errors = SyncError.objects.filter(job=to_dataverse, error_class="ambiguous_match")
+    assert sorted(errors.values_list("bc_id", flat=True)) == sorted(twins)
+    assert "Twin Trading" in errors.first().message
+    assert len(accounts_named(sandbox_connections, "Twin Trading")) == (2 if twin_side == "dataverse" else 1)
+    assert not Coupling.objects.filter(bc_id__in=twins).exists()
+    listed = AmbiguousMatch.objects.get(table_mapping=customer_matched_by_name, record_id=customer)
+    assert account in [uuid_of(c["id"]) for c in listed.candidates]
+
+    coupling_create(mapping=customer_matched_by_name, bc_id=customer, dataverse_id=account)  # the click
+    assert not AmbiguousMatch.objects.filter(record_id=customer).exists()
+    (again,) = run(
+        "CUSTOMER", django_capture_on_commit_callbacks, rq_worker, direction="to_dataverse", kind="records",
+        record_ids=[str(customer)],
+    )  # fmt: skip
+    assert (again.failed, again.modified + again.unchanged) == (0, 1)
+    assert len(accounts_named(sandbox_connections, "Twin Trading")) == (2 if twin_side == "dataverse" else 1)
+
+
+def uuid_of(value):
+    import uuid
+
+    return uuid.UUID(str(value))
