@@ -58,4 +58,4 @@ class AmbiguousMatchAdmin(admin.ModelAdmin):
     def candidate_list(self, obj):
         url = reverse("admin:mappings_tablemapping_match_coupling", args=[obj.table_mapping_id])
         names = ", ".join(c.get("name") or c.get("id", "") for c in obj.candidates[:5])
-        return format_html('{} (<a href="{}#ambiguous">couple one</a>)', names, url)
+        return format_html('{} (<a href="{}#record-{}">couple one</a>)', names, url, obj.record_id)

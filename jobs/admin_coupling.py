@@ -14,6 +14,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
+from django.db.models import Q
 from django.forms import modelformset_factory
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -502,6 +503,12 @@ class TableMappingCouplingAdmin(TableMappingSyncAdmin):
             settings_form = MatchSettingsForm(instance=mapping)
             formset = MatchCriteriaFormSet(queryset=criteria_qs)
         ambiguous = list(AmbiguousMatch.objects.filter(table_mapping=mapping).order_by("record_name")[:200])
+        # A candidate coupled since the list was made cannot be chosen any more: say so instead of offering it.
+        candidate_ids = {c["id"] for item in ambiguous for c in item.candidates}
+        coupled = Coupling.objects.filter(table_mapping=mapping).filter(
+            Q(bc_id__in=candidate_ids) | Q(dataverse_id__in=candidate_ids)
+        )
+        coupled_candidates = {str(i) for pair in coupled.values_list("bc_id", "dataverse_id") for i in pair if i}
         context = {
             **self.admin_site.each_context(request),
             "title": f"Match-based coupling: {mapping.name}",
@@ -510,6 +517,7 @@ class TableMappingCouplingAdmin(TableMappingSyncAdmin):
             "settings_form": settings_form,
             "formset": formset,
             "ambiguous": ambiguous,
+            "coupled_candidates": coupled_candidates & candidate_ids,
             "ambiguous_total": AmbiguousMatch.objects.filter(table_mapping=mapping).count(),
             "couple_url": reverse("admin:mappings_tablemapping_couple", args=[mapping.pk]),
             "here": reverse("admin:mappings_tablemapping_match_coupling", args=[mapping.pk]),

@@ -169,6 +169,9 @@ class SyncErrorResolveAdmin(SyncErrorAdmin):
             explanation, advice = EXPLANATIONS.get(error.error_class, EXPLANATIONS[ErrorClass.INTERNAL])
             coupling = _couplings_of(SyncError.objects.filter(pk=error.pk)).first()
             extra.update(explanation=explanation, advice=advice, coupling=coupling, error_obj=error)
+            if error.error_class == ErrorClass.AMBIGUOUS_MATCH:
+                # It has no partner to compare with yet; its candidates are on the mapping's match page.
+                return super().change_view(request, object_id, form_url, extra)
             try:
                 with connected_clients() as (bc, dataverse):
                     extra["comparison"] = records_compare(

@@ -48,8 +48,26 @@ class SyncJob(models.Model):
         indexes = [models.Index(fields=["table_mapping", "-queued_at"])]
         permissions = [("run_sync", "Can run synchronizations and coupling jobs")]
 
+    # What a preview would do, by the planner's action (the preview's "counts"), in the order the job page shows.
+    PREVIEW_COUNTS = [
+        ("insert", "Would insert"),
+        ("update", "Would update"),
+        ("conflicts", "Conflicts"),
+        ("fail", "Would fail"),
+        ("unchanged", "Unchanged"),
+        ("skip", "Skipped"),
+        ("uncouple", "Would uncouple"),
+    ]
+
     def __str__(self):
-        return f"#{self.pk} {self.table_mapping.name} {self.get_direction_display()} ({self.get_status_display()})"
+        # No status here: the job page's title would go stale while its progress box refreshes.
+        preview = " preview" if self.dry_run else ""
+        return f"#{self.pk} {self.table_mapping.name} {self.get_direction_display()}{preview}"
+
+    @property
+    def preview_counts(self) -> list[tuple[str, int]]:
+        counts = (self.preview or {}).get("counts", {})
+        return [(label, counts.get(key, 0)) for key, label in self.PREVIEW_COUNTS]
 
     @property
     def counts(self) -> dict[str, int]:

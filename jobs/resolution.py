@@ -66,6 +66,13 @@ EXPLANATIONS: dict[str, tuple[str, str]] = {
         "The record refers to another record (a currency, a salesperson) that is not coupled yet.",
         "Couple or synchronize the referenced mapping first (run match-based coupling on it), then retry.",
     ),
+    ErrorClass.AMBIGUOUS_MATCH: (
+        "The record is not coupled, and its match fields do not single out one record in the other system: several "
+        "records match it, or another uncoupled record matches the same one. Nothing was coupled and no new record "
+        "was created, so no duplicate was made.",
+        "Open the mapping's ambiguous matches and couple it with the right record by a click (or make the match "
+        "fields more specific), then synchronize it again.",
+    ),
     ErrorClass.INTERNAL: (
         "syncadmin stopped on an unexpected error while handling this record.",
         "Retry once; if it fails again, send the error's detail to your administrator.",

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from connectors.errors import same_error
@@ -101,6 +101,8 @@ class DirectionRun:
             | {target for _, fields in self.match_criteria for _, target, _ in fields}
         )
         self.lookups = LookupResolver(self.rules, self.source, bc_client, dataverse_client)
+        # Ambiguous matches of records this run couples are settled: known once, so pages without any cost nothing.
+        self._ambiguous_listed = AmbiguousMatch.objects.filter(table_mapping=self.mapping).exists()
         self.outcome = RunOutcome()
         # Records already processed as failed-not-skipped retries, left out when the changed pages bring them again.
         # Only these are remembered: pages of one read are disjoint, so memory does not grow with the table.
@@ -230,6 +232,7 @@ class DirectionRun:
         if self.job.dry_run:
             self._tally_preview(plans)
         else:
+            self._check_cancelled()  # reading a page can take a while: a cancel asked meanwhile stops the writing
             self._write(plans)
         SyncJob.objects.filter(pk=self.job.pk).update(progress_done=F("progress_done") + len(rows))
 
@@ -311,12 +314,24 @@ class DirectionRun:
         if not self.job.dry_run:
             with transaction.atomic():
                 insert_couplings([c for c, _ in result.values()])
+                self._settle_ambiguous([c for c, _ in result.values()])
                 SyncJob.objects.filter(pk=self.job.pk).update(coupled=F("coupled") + len(result))
         self.outcome.counts["coupled"] += len(result)
         return result, ambiguous
 
+    def _settle_ambiguous(self, couplings: list[Coupling]) -> None:
+        """Take records that are coupled now off the ambiguous matches list, on either side."""
+        if not self._ambiguous_listed or not couplings:
+            return
+        bc_ids = [c.bc_id for c in couplings if c.bc_id]
+        dataverse_ids = [c.dataverse_id for c in couplings if c.dataverse_id]
+        AmbiguousMatch.objects.filter(table_mapping=self.mapping).filter(
+            Q(side="bc", record_id__in=bc_ids) | Q(side="dataverse", record_id__in=dataverse_ids)
+        ).delete()
+
     def _record_ambiguous(self, rows: list[dict], ambiguous: dict) -> None:
         """List each ambiguous record with its candidates, where an administrator couples it by a click."""
+        self._ambiguous_listed = True
         rows_by_id = {self.source.row_id(row): row for row in rows}
         entries = [
             AmbiguousMatch(
@@ -592,6 +607,7 @@ class DirectionRun:
             insert_couplings(to_reserve)
             if to_update:
                 update_couplings(to_update, _COUPLING_FIELDS)
+                self._settle_ambiguous([c for c in to_update if not c.pending])
             if to_delete:
                 Coupling.objects.filter(pk__in=to_delete).delete()
             if errors:

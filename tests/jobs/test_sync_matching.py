@@ -107,6 +107,40 @@ def test_an_ambiguous_match_is_neither_coupled_nor_created_again_and_waits_to_be
     assert len(accounts_named(sandbox_connections, "Twin Trading")) == (2 if twin_side == "dataverse" else 1)
 
 
+def test_after_one_twin_is_coupled_the_other_is_shown_its_taken_candidate_and_leaves_the_list_once_synchronized(
+    customer_matched_by_name, sandbox_connections, django_capture_on_commit_callbacks, rq_worker, admin_client
+):
+    from django.urls import reverse
+
+    from coupling.models import AmbiguousMatch
+    from coupling.services import coupling_create
+    from jobs.models import SyncError
+    from sandbox import testing as sandbox
+
+    first = sandbox.create_as_another_user("bc", "customers", displayName="Twin Trading")
+    second = sandbox.create_as_another_user("bc", "customers", displayName="Twin Trading")
+    account = sandbox.create_as_another_user("dataverse", "accounts", name="Twin Trading", customertypecode=3)
+    run("CUSTOMER", django_capture_on_commit_callbacks, rq_worker, direction="to_dataverse")
+    error = SyncError.objects.get(bc_id=second, error_class="ambiguous_match")
+
+    page = admin_client.get(reverse("admin:jobs_syncerror_change", args=[error.pk])).content.decode()
+    match_page = reverse("admin:mappings_tablemapping_match_coupling", args=[customer_matched_by_name.pk])
+    assert f'href="{match_page}#record-{second}"' in page  # straight to its row of candidates
+    assert "no new record was created" in page and "Both records" not in page  # no partner to compare yet
+
+    coupling_create(mapping=customer_matched_by_name, bc_id=first, dataverse_id=account)
+    page = admin_client.get(match_page).content.decode()
+    row = page[page.index(f'id="record-{second}"') :].split("</tr>")[0]
+    assert "is coupled to another record now" in row and "Couple with" not in row
+
+    (later,) = run(
+        "CUSTOMER", django_capture_on_commit_callbacks, rq_worker, direction="to_dataverse", kind="records",
+        record_ids=[str(second)],
+    )  # fmt: skip
+    assert later.inserted == 1  # its only candidate is taken: it is a customer of its own
+    assert not AmbiguousMatch.objects.filter(record_id__in=[first, second]).exists()
+
+
 def uuid_of(value):
     import uuid
 

@@ -1,0 +1,76 @@
+"""The job page while and after a run: what a preview would do, a cancel on its way, the job's errors."""
+
+import pytest
+from django.urls import reverse
+
+from jobs.choices import JobKind, JobStatus
+from jobs.models import SyncError, SyncJob
+from jobs.services import sync_job_cancel, sync_jobs_create, sync_jobs_run
+from mappings.models import TableMapping
+
+pytestmark = pytest.mark.django_db(databases=["default", "sandbox"])
+
+
+@pytest.fixture
+def customer(sandbox_connections):
+    mapping = TableMapping.objects.get(name="CUSTOMER")
+    mapping.field_mappings.filter(lookup_mapping__isnull=False).update(enabled=False)
+    mapping.sync_only_coupled = False
+    mapping.save()
+    return mapping
+
+
+def run(mapping, **options):
+    (job,) = sync_jobs_create(mapping=mapping, direction="to_dataverse", **options)
+    sync_jobs_run(job_ids=[job.pk])
+    job.refresh_from_db()
+    return job
+
+
+def progress(admin_client, job) -> str:
+    return admin_client.get(reverse("admin:jobs_syncjob_progress", args=[job.pk])).content.decode()
+
+
+def test_a_preview_shows_what_it_would_do_in_its_counts_not_zeros(admin_client, customer):
+    job = run(customer, kind=JobKind.FULL, dry_run=True)
+    would_insert = job.preview["counts"]["insert"]
+    assert would_insert > 0 and job.inserted == 0
+
+    fragment = progress(admin_client, job)
+
+    assert "".join(f"<th>{label}</th>" for label, _ in job.preview_counts).startswith("<th>Would insert</th>")
+    assert "".join(f"<td>{count}</td>" for _, count in job.preview_counts).startswith(f"<td>{would_insert}</td>")
+    assert "".join(f"<th>{label}</th>" for label, _ in job.preview_counts) in fragment
+    assert "".join(f"<td>{count}</td>" for _, count in job.preview_counts) in fragment
+    assert "<th>Inserted</th>" not in fragment  # the real counters of a preview are all zero: not shown
+
+
+def test_the_job_page_title_does_not_carry_a_status_that_goes_stale(admin_client, customer):
+    job = run(customer, kind=JobKind.MODIFIED)
+    page = admin_client.get(reverse("admin:jobs_syncjob_change", args=[job.pk])).content.decode()
+    title = page.split("<title>")[1].split("</title>")[0]
+    assert "Succeeded" not in title and "Running" not in title and f"#{job.pk} CUSTOMER" in title
+
+
+def test_a_cancel_asked_while_a_job_runs_is_shown_until_the_run_stops(admin_client, customer):
+    (job,) = sync_jobs_create(mapping=customer, kind=JobKind.MODIFIED, direction="to_dataverse")
+    SyncJob.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING)
+    job.refresh_from_db()
+    sync_job_cancel(job=job)
+
+    assert "Cancel requested" in progress(admin_client, job)
+
+    SyncJob.objects.filter(pk=job.pk).update(status=JobStatus.CANCELLED)
+    assert "Cancel requested" not in progress(admin_client, job)
+
+
+def test_the_errors_link_refreshes_with_the_progress_and_counts_the_jobs_errors(admin_client, customer):
+    # Salespeople are not coupled yet: customers with one fail, naming the salesperson to couple first.
+    customer.field_mappings.filter(lookup_mapping__name="SALESPEOPLE").update(enabled=True)
+    job = run(customer, kind=JobKind.MODIFIED)
+    assert job.failed > 0 and SyncError.objects.filter(job=job).count() == job.failed
+
+    fragment = progress(admin_client, job)
+
+    errors_url = reverse("admin:jobs_syncerror_changelist") + f"?job__id__exact={job.pk}"
+    assert f'href="{errors_url}">{job.failed} errors of this job</a>' in fragment
