@@ -1,5 +1,7 @@
 """Run a sync from the command line, the same way the admin and the scheduler do (jobs.services)."""
 
+import django_rq
+import redis
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
@@ -25,7 +27,18 @@ class Command(BaseCommand):
         parser.add_argument("--enqueue", action="store_true", help="Queue for the RQ workers instead of running here.")
 
     def handle(self, *args, **options):
+        try:
+            self._handle(**options)
+        except redis.exceptions.ConnectionError as exc:
+            # The run lock (and --enqueue) need Redis: say which one and how to get it, not a traceback.
+            raise CommandError(
+                f"Redis is not reachable at {settings.REDIS_URL} ({exc}). Start syncadmin with `make run` (it "
+                "starts the embedded Redis) or point REDIS_URL at a running Redis."
+            ) from exc
+
+    def _handle(self, **options):
         mappings = self._mappings(options["mappings"])
+        django_rq.get_connection("default").ping()  # before any job row exists, so none is left queued for ever
         jobs = []
         for mapping in mappings:
             create = sync_enqueue if options["enqueue"] else sync_jobs_create
@@ -59,7 +72,9 @@ class Command(BaseCommand):
             bar.close()
         failed = False
         for job in SyncJob.objects.filter(pk__in=[j.pk for j in jobs]).order_by("pk"):
-            counts = ", ".join(f"{k} {v}" for k, v in job.counts.items() if v)
+            # A preview writes nothing, so its own counters stay zero: show what it would do instead.
+            shown = job.preview_counts if job.dry_run else job.counts.items()
+            counts = ", ".join(f"{k.lower()} {v}" for k, v in shown if v)
             self.stdout.write(f"#{job.pk} {job.table_mapping.name} {job.direction}: {job.get_status_display()}")
             self.stdout.write(f"    {counts or 'nothing to do'}; {job.http_requests} HTTP requests. {job.message}")
             for item in job.preview.get("sample", [])[:20] if job.dry_run else []:

@@ -1,0 +1,39 @@
+"""`manage.py sync` says what a preview would do, and what is wrong when Redis cannot be reached."""
+
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from jobs.models import SyncJob
+from mappings.models import TableMapping
+
+pytestmark = pytest.mark.django_db(databases=["default", "sandbox"])
+
+
+@pytest.fixture
+def customer(sandbox_connections):
+    mapping = TableMapping.objects.get(name="CUSTOMER")
+    mapping.field_mappings.filter(lookup_mapping__isnull=False).update(enabled=False)
+    mapping.sync_only_coupled = False
+    mapping.save()
+    return mapping
+
+
+def test_a_preview_prints_what_it_would_do_not_nothing_to_do(customer):
+    out = StringIO()
+    call_command("sync", "CUSTOMER", "--preview", "--direction", "to_dataverse", stdout=out, stderr=StringIO())
+    summary = out.getvalue().splitlines()[1]
+    assert summary.strip().startswith("would insert ") and "nothing to do" not in summary
+
+
+def test_without_redis_the_command_names_the_redis_and_how_to_start_it(customer, settings):
+    unreachable = "unix:///nonexistent/syncadmin-redis.sock"
+    settings.REDIS_URL = unreachable
+    settings.RQ_QUEUES = {name: {**config, "URL": unreachable} for name, config in settings.RQ_QUEUES.items()}
+
+    with pytest.raises(CommandError) as refused:
+        call_command("sync", "CUSTOMER", "--direction", "to_dataverse", stdout=StringIO(), stderr=StringIO())
+
+    assert unreachable in str(refused.value) and "make run" in str(refused.value)
+    assert not SyncJob.objects.exists()  # no job left "queued" that nothing will ever run
