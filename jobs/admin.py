@@ -22,7 +22,7 @@ from coupling.models import Coupling
 from jobs.choices import ACTIVE_STATUSES, JobKind
 from jobs.models import SyncError, SyncJob
 from jobs.permissions import RUN_SYNC_PERMISSION, RunSyncPermissionMixin  # noqa: F401 (re-exported)
-from jobs.review import FULL_SYNC, full_sync_review
+from jobs.review import COUPLE_FIRST, FULL_SYNC, full_sync_review
 from jobs.services import (
     SyncNotStarted,
     sync_enqueue,
@@ -119,14 +119,30 @@ class TableMappingSyncAdmin(RunSyncPermissionMixin, TableMappingAdmin):
         self.message_user(request, f"Queued {len(jobs)} sync job(s) for all mappings, in dependency order.")
         return redirect("admin:jobs_syncjob_changelist")
 
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "can_run_sync": self.has_run_sync_permission(request)}
+        return super().changelist_view(request, extra_context)
+
     def full_sync_review_view(self, request):
-        if not self.has_run_sync_permission(request):
-            raise PermissionDenied
+        """What a full synchronization of each mapping would do; run or preview the checked ones (POST).
+
+        Anyone who may see the mappings may read the review; running or previewing needs the run-sync permission.
+        """
+        can_run_sync = self.has_run_sync_permission(request)
         if request.method == "POST":
+            if not can_run_sync:
+                raise PermissionDenied
             names = request.POST.getlist("mapping")
-            jobs = sync_enqueue_all(kind=JobKind.FULL, user=request.user, names=names)
-            self.message_user(request, f"Full synchronization queued: {len(jobs)} sync job(s), in dependency order.")
+            if not names:
+                self.message_user(request, "Check the mappings to synchronize.", messages.WARNING)
+                return redirect("admin:mappings_tablemapping_full_sync_review")
+            preview = "preview" in request.POST
+            jobs = sync_enqueue_all(kind=JobKind.FULL, user=request.user, names=names, dry_run=preview)
+            what = "Preview of a full synchronization" if preview else "Full synchronization"
+            self.message_user(request, f"{what} queued: {len(jobs)} sync job(s), in dependency order.")
             return redirect("admin:jobs_syncjob_changelist")
+        if not self.has_view_permission(request):
+            raise PermissionDenied
         try:
             with (
                 open_client(Connection.objects.active(ConnectionKind.BUSINESS_CENTRAL)) as bc_client,
@@ -141,7 +157,9 @@ class TableMappingSyncAdmin(RunSyncPermissionMixin, TableMappingAdmin):
             "title": "Full synchronization review",
             "lines": lines,
             "error": error,
+            "can_run_sync": can_run_sync,
             "FULL_SYNC": FULL_SYNC,
+            "COUPLE_FIRST": COUPLE_FIRST,
             "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/jobs/full_sync_review.html", context)

@@ -275,7 +275,17 @@ class TableMappingAdmin(admin.ModelAdmin):
         context = {**self.admin_site.each_context(request), "opts": self.opts, "title": title, **context}
         return TemplateResponse(request, f"admin/mappings/tablemapping/{template}", context)
 
-    @admin.action(description="Use default synchronization settings")
+    def changelist_view(self, request, extra_context=None):
+        # The list's tools: only those the user may use (the pages below check the same permissions).
+        can_change = self.has_change_permission(request)
+        extra_context = {
+            **(extra_context or {}),
+            "can_import": can_change and self.has_add_permission(request),
+            "can_reset": can_change,
+        }
+        return super().changelist_view(request, extra_context)
+
+    @admin.action(description="Use default synchronization settings", permissions=["change"])
     def reset_to_defaults(self, request, queryset):
         names = sorted(queryset.values_list("name", flat=True))
         others = [name for name in names if name not in DEFAULT_NAMES]

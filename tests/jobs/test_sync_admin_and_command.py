@@ -177,8 +177,9 @@ def test_without_the_run_sync_permission_a_mapping_editor_can_neither_start_nor_
     cancel = {"action": "cancel_jobs", "_selected_action": [queued.pk]}
 
     assert not SYNC_ACTIONS & action_choices(client)
-    assert client.get(review_url).status_code == 403
+    assert client.get(review_url).status_code == 200  # to read, not to run: see the review's own tests
     assert client.post(review_url, {"mapping": ["CURRENCY"]}).status_code == 403
+    assert client.post(review_url, {"mapping": ["CURRENCY"], "preview": "1"}).status_code == 403
     assert client.post(sync_all_url).status_code == 403
     client.post(reverse("admin:jobs_syncjob_changelist"), cancel)
     queued.refresh_from_db()
@@ -203,20 +204,32 @@ def test_without_the_run_sync_permission_a_mapping_editor_can_neither_start_nor_
 
 
 def review_rows(html):
-    """Mapping name -> (Business Central count, Dataverse count, recommendation, checked), as the table shows them."""
-    body = html.split('<table id="full-sync-review">', 1)[1].split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    """Mapping name -> the row's cells by column heading, and whether its checkbox is there and checked."""
+    table = html.split('<table id="full-sync-review">', 1)[1].split("</table>", 1)[0]
+    headings = [re.sub(r"<[^>]+>", "", h).strip() for h in re.findall(r"<th>(.*?)</th>", table, re.S)]
+    body = table.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
     rows = {}
-    for row in re.findall(r"<tr>(.*?)</tr>", body, re.S):
+    for name, row in re.findall(r'<tr data-mapping="([^"]+)">(.*?)</tr>', body, re.S):
         cells = [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td>(.*?)</td>", row, re.S)]
-        rows[cells[1]] = (cells[3], cells[4], cells[5], bool(re.search(r"<input[^>]*\bchecked\b", row)))
+        checkbox = re.search(r'<input type="checkbox"[^>]*>', row)
+        rows[name] = {
+            **dict(zip(headings, cells, strict=True)),
+            "html": row,
+            "checkbox": None if checkbox is None else bool(re.search(r"\bchecked\b", checkbox.group(0))),
+        }
     return rows
 
 
-def test_the_full_sync_review_recommends_per_mapping_from_the_record_counts_on_both_sides(
+def recommendation(row):
+    return (row["Business Central records"], row["Dataverse records"], row["Coupled"], row["Recommendation"])
+
+
+def test_the_full_sync_review_recommends_per_mapping_from_the_counts_the_couplings_and_the_match_fields(
     admin_client, sandbox_connections
 ):
     bc, dataverse = sandbox_connections
-    # CUSTOMER: no account passes the Dataverse filter. VENDOR: nothing passes either filter. The rest as seeded.
+    # CUSTOMER: no account passes the Dataverse filter. VENDOR: nothing passes either filter. The rest as seeded:
+    # CURRENCY and SALESPEOPLE have match fields, CONTACT has none.
     TableMapping.objects.filter(name="CUSTOMER").update(integration_table_filter="statecode eq 1")
     TableMapping.objects.filter(name="VENDOR").update(
         table_filter="displayName eq 'No such vendor'", integration_table_filter="statecode eq 1"
@@ -225,15 +238,58 @@ def test_the_full_sync_review_recommends_per_mapping_from_the_record_counts_on_b
     response = admin_client.get(reverse("admin:mappings_tablemapping_full_sync_review"))
 
     assert response.status_code == 200
-    rows = review_rows(response.content.decode())
+    html = response.content.decode()
+    rows = review_rows(html)
     assert list(rows) == [mapping.name for mapping in mappings_in_dependency_order()]
     unblocked = count(bc, "customers", "blocked eq ' '")
     assert unblocked > 0
-    assert rows["CUSTOMER"] == (str(unblocked), "0", FULL_SYNC, True)
-    assert rows["VENDOR"] == ("0", "0", NOTHING, False)
+    assert recommendation(rows["CUSTOMER"]) == (str(unblocked), "0", "0", FULL_SYNC)
+    assert rows["CUSTOMER"]["checkbox"] is True
+    assert "Only Business Central has records" in rows["CUSTOMER"]["Why"]
+    assert "Dataverse accounts" in rows["CUSTOMER"]["Why"]
+    assert recommendation(rows["VENDOR"]) == ("0", "0", "0", NOTHING)
+    assert rows["VENDOR"]["checkbox"] is False
+    # Records on both sides, none coupled, but match fields: the synchronization couples the same ones by them.
     currencies = (str(count(bc, "currencies")), str(count(dataverse, "transactioncurrencies")))
-    assert rows["CURRENCY"] == (*currencies, COUPLE_FIRST, False)
-    assert "Only Business Central has records" in response.content.decode()
+    assert recommendation(rows["CURRENCY"]) == (*currencies, "0", FULL_SYNC)
+    assert rows["CURRENCY"]["checkbox"] is True
+    assert "(code = isocurrencycode)" in rows["CURRENCY"]["Why"]
+    assert "Business Central currencies" in rows["CURRENCY"]["Why"]
+    # Without match fields, both sides' records would become duplicates of each other: couple them first.
+    assert rows["CONTACT"]["Recommendation"] == COUPLE_FIRST
+    assert rows["CONTACT"]["checkbox"] is False
+    assert "CONTACT has no match fields" in rows["CONTACT"]["Why"]
+    match_url = reverse(
+        "admin:mappings_tablemapping_match_coupling", args=[TableMapping.objects.get(name="CONTACT").pk]
+    )
+    assert f'href="{match_url}"' in rows["CONTACT"]["html"]
+    assert "company" not in " ".join(row["Why"] for row in rows.values())
+
+
+def test_the_full_sync_review_has_nothing_to_synchronize_once_every_record_is_coupled(
+    admin_client, sandbox_connections, customer
+):
+    # Both sides have customers; a full synchronization couples every one of them (creating each one's partner).
+    sync_command("CUSTOMER", "--kind", "full")
+    coupled = Coupling.objects.filter(table_mapping=customer, pending=False).count()
+    bc, dataverse = sandbox_connections
+    counts = (
+        count(bc, "customers", customer.table_filter),
+        count(dataverse, "accounts", customer.integration_table_filter),
+    )
+    assert coupled > 0 and counts == (coupled, coupled)
+
+    rows = review_rows(admin_client.get(reverse("admin:mappings_tablemapping_full_sync_review")).content.decode())
+
+    assert recommendation(rows["CUSTOMER"]) == (str(coupled), str(coupled), str(coupled), NOTHING)
+    assert rows["CUSTOMER"]["checkbox"] is False
+    assert "Every record on both sides is coupled" in rows["CUSTOMER"]["Why"]
+    assert "modified-records runs keep them in step" in rows["CUSTOMER"]["Why"]
+    # A coupling still being created (pending) is not a coupled record.
+    Coupling.objects.filter(pk=Coupling.objects.filter(table_mapping=customer).first().pk).update(pending=True)
+    rows = review_rows(admin_client.get(reverse("admin:mappings_tablemapping_full_sync_review")).content.decode())
+    assert rows["CUSTOMER"]["Coupled"] == str(coupled - 1)
+    assert rows["CUSTOMER"]["Recommendation"] == COUPLE_FIRST
 
 
 def test_running_the_reviewed_mappings_queues_full_synchronizations_in_dependency_order(
@@ -263,6 +319,83 @@ def test_running_the_reviewed_mappings_queues_full_synchronizations_in_dependenc
     }
     # One RQ job runs them in turn, so a mapping never starts before the ones it depends on have finished.
     assert {job.rq_job_id for job in jobs} == queued_rq_job_ids() and len(queued_rq_job_ids()) == 1
+
+
+def test_previewing_the_reviewed_mappings_queues_dry_run_full_synchronizations_that_write_nothing(
+    admin_client, admin_user, sandbox_connections, customer, django_capture_on_commit_callbacks, rq_worker
+):
+    before = sandbox_sizes(sandbox_connections)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            reverse("admin:mappings_tablemapping_full_sync_review"),
+            {"mapping": ["CUSTOMER", "CURRENCY"], "preview": "Preview"},
+            follow=True,
+        )
+    rq_worker()
+
+    assert response.redirect_chain[-1][0] == reverse("admin:jobs_syncjob_changelist")
+    assert "Preview of a full synchronization queued: 3 sync job(s), in dependency order." in response.content.decode()
+    jobs = list(SyncJob.objects.order_by("pk"))
+    assert runs(jobs) == [
+        ("CURRENCY", "to_dataverse"),
+        ("CUSTOMER", "to_dataverse"),
+        ("CUSTOMER", "from_dataverse"),
+    ]
+    assert {(job.kind, job.dry_run, job.requested_by, job.status) for job in jobs} == {
+        (JobKind.FULL, True, admin_user, JobStatus.SUCCEEDED)
+    }, [job.message for job in jobs]
+    assert jobs[1].preview["counts"]["insert"] > 0
+    assert sandbox_sizes(sandbox_connections) == before
+    assert not Coupling.objects.exists()
+
+
+def test_running_the_review_with_nothing_checked_says_so_and_queues_nothing(admin_client):
+    response = admin_client.post(reverse("admin:mappings_tablemapping_full_sync_review"), {}, follow=True)
+
+    assert response.redirect_chain[-1][0] == reverse("admin:mappings_tablemapping_full_sync_review")
+    assert "Check the mappings to synchronize." in response.content.decode()
+    assert not SyncJob.objects.exists()
+
+
+def test_without_the_run_sync_permission_the_review_is_read_only_and_refuses_to_run_or_preview(
+    client, django_user_model, sandbox_connections
+):
+    user = user_with(django_user_model, "mappings.view_tablemapping")
+    client.force_login(user)
+    url = reverse("admin:mappings_tablemapping_full_sync_review")
+
+    response = client.get(url)
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    rows = review_rows(html)
+    assert list(rows) == [mapping.name for mapping in mappings_in_dependency_order()]
+    assert rows["CURRENCY"]["Recommendation"] == FULL_SYNC
+    assert rows["CONTACT"]["Recommendation"] == COUPLE_FIRST
+    assert {row["checkbox"] for row in rows.values()} == {None}
+    assert 'name="mapping"' not in html and 'name="preview"' not in html
+    assert "Run full synchronization of the checked mappings" not in html
+    assert "needs the permission to run synchronizations" in html
+    for data in ({"mapping": ["CURRENCY"]}, {"mapping": ["CURRENCY"], "preview": "1"}):
+        refused = client.post(url, data)
+        assert refused.status_code == 403
+        assert "Permission denied" in refused.content.decode()
+    assert not SyncJob.objects.exists()
+
+    grant(user, "jobs.run_sync")
+
+    html = client.get(url).content.decode()
+    rows = review_rows(html)
+    assert rows["CURRENCY"]["checkbox"] is True and rows["CONTACT"]["checkbox"] is False
+    assert "Run full synchronization of the checked mappings" in html and 'name="preview"' in html
+    assert "needs the permission to run synchronizations" not in html
+
+
+def test_a_user_who_may_not_see_table_mappings_may_not_see_the_review(client, django_user_model):
+    client.force_login(user_with(django_user_model, "jobs.view_syncjob"))
+
+    assert client.get(reverse("admin:mappings_tablemapping_full_sync_review")).status_code == 403
 
 
 def test_the_full_sync_review_without_connections_says_why_it_cannot_count(admin_client):
