@@ -193,14 +193,13 @@ class SyncJobAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
     list_select_related = ["table_mapping"]
     show_full_result_count = False
     date_hierarchy = "queued_at"
-    readonly_fields = [f.name for f in SyncJob._meta.fields] + ["live_progress", "errors_link"]
+    readonly_fields = [f.name for f in SyncJob._meta.fields] + ["live_progress", "requests_by_kind"]
+    # Status, counts, errors link, message and a preview's sample live in the progress box, which refreshes while
+    # the job runs; the fields below do not change once the job has started.
     fieldsets = [
-        (None, {"fields": ["live_progress", "errors_link", "message"]}),
+        (None, {"fields": ["live_progress"]}),
         ("Run", {"fields": ["kind", "table_mapping", "direction", "dry_run", "requested_by", "rq_job_id"]}),
-        (
-            "Details",
-            {"fields": ["queued_at", "started_at", "finished_at", "http_requests", "http_requests_by_kind", "preview"]},
-        ),
+        ("Details", {"fields": ["queued_at", "started_at", "finished_at", "requests_by_kind"]}),
     ]
     actions = ["cancel_jobs"]
 
@@ -214,10 +213,10 @@ class SyncJobAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
     def status_badge(self, obj):
         return obj.get_status_display() + (" (preview)" if obj.dry_run else "")
 
-    @admin.display(description="errors")
-    def errors_link(self, obj):
-        url = reverse("admin:jobs_syncerror_changelist") + f"?job__id__exact={obj.pk}"
-        return format_html('<a href="{}">{} error(s)</a>', url, obj.failed)
+    @admin.display(description="HTTP requests")
+    def requests_by_kind(self, obj):
+        kinds = ", ".join(f"{count} {kind}" for kind, count in sorted((obj.http_requests_by_kind or {}).items()))
+        return f"{obj.http_requests}" + (f" ({kinds})" if kinds else "")
 
     @admin.display(description="progress")
     def live_progress(self, obj):

@@ -554,7 +554,7 @@ def test_the_errors_link_of_a_job_lists_only_that_jobs_errors(admin_client, sand
 
     page = admin_client.get(reverse("admin:jobs_syncjob_change", args=[second.pk])).content.decode()
     errors_url = reverse("admin:jobs_syncerror_changelist") + f"?job__id__exact={second.pk}"
-    assert f'<a href="{errors_url}">{second.failed} error(s)</a>' in page
+    assert f'href="{errors_url}">{second.failed} errors of this job</a>' in page
 
     response = admin_client.get(errors_url)
 

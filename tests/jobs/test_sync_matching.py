@@ -145,3 +145,29 @@ def uuid_of(value):
     import uuid
 
     return uuid.UUID(str(value))
+
+
+def test_without_the_run_sync_permission_the_candidates_are_listed_but_not_offered_for_coupling(
+    customer_matched_by_name, sandbox_connections, django_capture_on_commit_callbacks, rq_worker, client,
+    django_user_model,
+):  # fmt: skip
+    from django.contrib.auth.models import Permission
+    from django.urls import reverse
+
+    from sandbox import testing as sandbox
+
+    sandbox.create_as_another_user("bc", "customers", displayName="Twin Trading")
+    sandbox.create_as_another_user("bc", "customers", displayName="Twin Trading")
+    sandbox.create_as_another_user("dataverse", "accounts", name="Twin Trading", customertypecode=3)
+    run("CUSTOMER", django_capture_on_commit_callbacks, rq_worker, direction="to_dataverse")
+    viewer = django_user_model.objects.create_user("viewer", password="x", is_staff=True)
+    viewer.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_tablemapping", "view_coupling", "view_fieldmapping"])
+    )
+    client.force_login(viewer)
+
+    page = client.get(reverse("admin:mappings_tablemapping_match_coupling", args=[customer_matched_by_name.pk]))
+
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "Twin Trading" in html and "Couple with" not in html
