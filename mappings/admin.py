@@ -197,7 +197,8 @@ class TableMappingAdmin(admin.ModelAdmin):
         count = getattr(obj, "error_count", None)
         if count is None:
             return "-"
-        return _changelist_link(_related_model("sync_errors"), f"table_mapping__id__exact={obj.pk}", count)
+        # The error list's own filter form takes (and shows) `table_mapping`.
+        return _changelist_link(_related_model("sync_errors"), f"table_mapping={obj.pk}", count)
 
     @admin.display(description="skipped", ordering="skipped_count")
     def skipped_display(self, obj):

@@ -22,13 +22,16 @@ def test_killing_the_worker_at_random_points_and_rerunning_leaves_no_duplicate_a
     rng = random.Random()
     seed = rng.randrange(1_000_000)
     rng.seed(seed)
-    kills = 0
-    for _ in range(4):
+    kills = rounds = 0
+    # A run of 5,000 records takes a few seconds, a rerun over coupled records less: kill within that span, and go
+    # on (with earlier kills) until at least two runs died mid-way.
+    while kills < 2 and rounds < 10:
+        rounds += 1
         scratch.manage("sync", "CUSTOMER", "--kind", "full", "--enqueue")
         # A SimpleWorker runs the job in its own process: killing it kills the run (RQ's default worker forks a
         # work horse into a session of its own, which a kill of the worker would not reach).
         worker = scratch.start("rqworker", "default", "--burst", "--worker-class", "rq.SimpleWorker", log_name="worker")
-        time.sleep(rng.uniform(0.5, 6.0))
+        time.sleep(rng.uniform(0.5, 3.0) if rounds <= 4 else rng.uniform(0.8, 2.0))
         if worker.poll() is None:
             kills += 1
         scratch.kill(worker)
@@ -48,6 +51,8 @@ def test_killing_the_worker_at_random_points_and_rerunning_leaves_no_duplicate_a
     assert last["inserted"] + last["modified"] + last["unchanged"] == RECORDS  # the counts reconcile
     killed_runs = [job for job in state["jobs"][:-1] if job["status"] != "succeeded"]
     assert all(job["status"] in ("failed", "cancelled", "queued") for job in killed_runs), state["jobs"]
+    # At least one run died while running (a kill before the worker took its job proves less).
+    assert any(job["status"] == "failed" for job in killed_runs), (seed, state["jobs"])
 
 
 @pytest.mark.system
