@@ -11,7 +11,7 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import path
 from django.utils.html import format_html
 
 from connectors.choices import ConnectionKind
@@ -19,6 +19,7 @@ from connectors.clients import open_client
 from connectors.models import Connection
 from coupling.admin import CouplingAdmin
 from coupling.models import Coupling
+from jobs.admin_links import job_link, job_links
 from jobs.choices import ACTIVE_STATUSES, JobKind
 from jobs.models import SyncError, SyncJob
 from jobs.permissions import RUN_SYNC_PERMISSION, RunSyncPermissionMixin  # noqa: F401 (re-exported)
@@ -51,19 +52,9 @@ def _enqueue_for_each(modeladmin, request, queryset, *, kind, dry_run=False, lab
             continue
         started.extend(jobs)
     if started:
-        links = format_html(
-            ", ".join(["{}"] * len(started)),
-            *[
-                format_html(
-                    '<a href="{}">#{} {}</a>',
-                    reverse("admin:jobs_syncjob_change", args=[j.pk]),
-                    j.pk,
-                    f"{j.table_mapping.name} {j.get_direction_display()}",
-                )
-                for j in started
-            ],
+        modeladmin.message_user(
+            request, format_html("{} queued: sync jobs {}.", label, job_links(started)), messages.SUCCESS
         )
-        modeladmin.message_user(request, format_html("{} queued: sync jobs {}.", label, links), messages.SUCCESS)
 
 
 @admin.action(description="Synchronize modified records", permissions=["run_sync"])
@@ -116,7 +107,9 @@ class TableMappingSyncAdmin(RunSyncPermissionMixin, TableMappingAdmin):
         if request.method != "POST" or not self.has_run_sync_permission(request):
             raise PermissionDenied
         jobs = sync_enqueue_all(kind=JobKind.MODIFIED, user=request.user, dry_run="preview" in request.POST)
-        self.message_user(request, f"Queued {len(jobs)} sync job(s) for all mappings, in dependency order.")
+        self.message_user(
+            request, format_html("Queued for all mappings, in dependency order: {}.", job_links(jobs)), messages.SUCCESS
+        )
         return redirect("admin:jobs_syncjob_changelist")
 
     def changelist_view(self, request, extra_context=None):
@@ -279,7 +272,9 @@ def _sync_selected(modeladmin, request, queryset, direction):
         except SyncNotStarted as exc:
             modeladmin.message_user(request, f"{mapping.name}: {exc}", messages.ERROR)
             continue
-        modeladmin.message_user(request, f"{mapping.name}: synchronizing {len(ids)} record(s), job #{jobs[0].pk}.")
+        modeladmin.message_user(
+            request, format_html("{}: synchronizing {} record(s), {}.", mapping.name, len(ids), job_link(jobs[0]))
+        )
 
 
 @admin.action(description="Synchronize now: Business Central → Dataverse", permissions=["run_sync"])
@@ -305,7 +300,9 @@ def uncouple_selected(modeladmin, request, queryset):
         by_mapping.setdefault(mapping_id, []).append(pk)
     for mapping in TableMapping.objects.filter(pk__in=by_mapping):
         job = uncoupling_job_enqueue(mapping=mapping, coupling_ids=by_mapping[mapping.pk], user=request.user)
-        modeladmin.message_user(request, f"{mapping.name}: uncoupling {len(by_mapping[mapping.pk])}, job #{job.pk}.")
+        modeladmin.message_user(
+            request, format_html("{}: uncoupling {}, {}.", mapping.name, len(by_mapping[mapping.pk]), job_link(job))
+        )
 
 
 class CouplingSyncAdmin(RunSyncPermissionMixin, CouplingAdmin):

@@ -36,6 +36,7 @@ from coupling.services import (
     couplings_missing_partners,
 )
 from jobs.admin import RUN_SYNC_PERMISSION, CouplingSyncAdmin, TableMappingSyncAdmin
+from jobs.admin_links import job_link
 from jobs.choices import JobKind
 from jobs.models import SyncJob
 from jobs.remote_records import BC, DATAVERSE, partner_suggestions, record_get, records_search, side_spec
@@ -69,10 +70,6 @@ def connected_clients():
 
 def _client_for(system, bc, dataverse):
     return bc if system == BC else dataverse
-
-
-def _job_link(job: SyncJob) -> str:
-    return format_html('<a href="{}">job #{}</a>', reverse("admin:jobs_syncjob_change", args=[job.pk]), job.pk)
 
 
 def sync_choices(mapping: TableMapping) -> list[tuple[str, str]]:
@@ -259,7 +256,7 @@ class CouplingResolveAdmin(CouplingSyncAdmin):
             Coupling.objects.filter(pk=coupling.pk).unskip(direction)
             job = _enqueue_records_sync(request, coupling.table_mapping, direction, coupling)
             if job:
-                messages.success(request, format_html("Synchronizing the record: {}.", _job_link(job)))
+                messages.success(request, format_html("Synchronizing the record: {}.", job_link(job)))
                 return redirect("admin:jobs_syncjob_change", job.pk)
         return redirect(here)
 
@@ -283,7 +280,7 @@ def run_match_based_coupling(modeladmin, request, queryset):
     for mapping in queryset:
         job = coupling_job_enqueue(mapping=mapping, user=request.user)
         modeladmin.message_user(
-            request, format_html("{}: match-based coupling queued, {}.", mapping.name, _job_link(job))
+            request, format_html("{}: match-based coupling queued, {}.", mapping.name, job_link(job))
         )
 
 
@@ -291,7 +288,7 @@ def run_match_based_coupling(modeladmin, request, queryset):
 def uncouple_all(modeladmin, request, queryset):
     for mapping in queryset:
         job = uncoupling_job_enqueue(mapping=mapping, user=request.user)
-        modeladmin.message_user(request, format_html("{}: uncoupling every record, {}.", mapping.name, _job_link(job)))
+        modeladmin.message_user(request, format_html("{}: uncoupling every record, {}.", mapping.name, job_link(job)))
 
 
 class TableMappingCouplingAdmin(TableMappingSyncAdmin):
@@ -441,7 +438,7 @@ class TableMappingCouplingAdmin(TableMappingSyncAdmin):
             return redirect(back)
         text = f"Coupled {records[BC].name} with {records[DATAVERSE].name}."
         if job:
-            messages.success(request, format_html("{} Synchronizing now: {}.", text, _job_link(job)))
+            messages.success(request, format_html("{} Synchronizing now: {}.", text, job_link(job)))
             return redirect("admin:jobs_syncjob_change", job.pk)
         messages.success(request, text)
         return redirect(back)
@@ -466,7 +463,7 @@ class TableMappingCouplingAdmin(TableMappingSyncAdmin):
             return redirect(back)
         other = "Dataverse" if system == BC else "Business Central"
         messages.success(
-            request, format_html("Creating a new {} partner for {}: {}.", other, record.name, _job_link(job))
+            request, format_html("Creating a new {} partner for {}: {}.", other, record.name, job_link(job))
         )
         return redirect("admin:jobs_syncjob_change", job.pk)
 
@@ -496,7 +493,7 @@ class TableMappingCouplingAdmin(TableMappingSyncAdmin):
                     job = coupling_job_enqueue(mapping=mapping, user=request.user)
                 self.log_change(request, mapping, "Changed the match-based coupling criteria.")
                 messages.success(
-                    request, format_html("Match-based coupling of {} queued: {}.", mapping.name, _job_link(job))
+                    request, format_html("Match-based coupling of {} queued: {}.", mapping.name, job_link(job))
                 )
                 return redirect("admin:jobs_syncjob_change", job.pk)
         else:

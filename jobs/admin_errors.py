@@ -3,6 +3,7 @@ its records (synchronize now, retry, uncouple, retry every error of a class)."""
 
 from __future__ import annotations
 
+from textwrap import shorten
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
@@ -18,6 +19,7 @@ from coupling.filters import CappedCountPaginator
 from coupling.models import Coupling
 from jobs.admin import SyncErrorAdmin
 from jobs.admin_coupling import connected_clients, delete_surviving_records, restore_deleted_partners
+from jobs.admin_links import job_link, job_links
 from jobs.choices import ErrorClass
 from jobs.filters import SyncErrorListFilter, sync_error_list
 from jobs.models import SyncError
@@ -31,13 +33,9 @@ def _report_retry(modeladmin, request, jobs):
     if not jobs:
         modeladmin.message_user(request, "None of these errors names a record to synchronize again.", messages.WARNING)
         return
-    links = format_html(
-        ", ".join(["{}"] * len(jobs)),
-        *[format_html('<a href="{}">#{}</a>', reverse("admin:jobs_syncjob_change", args=[j.pk]), j.pk) for j in jobs],
-    )
     modeladmin.message_user(
         request,
-        format_html("Synchronizing the records of these errors again: sync job(s) {}.", links),
+        format_html("Synchronizing the records of these errors again: sync jobs {}.", job_links(jobs)),
         messages.SUCCESS,
     )
 
@@ -72,7 +70,9 @@ def uncouple_error_records(modeladmin, request, queryset):
         by_mapping.setdefault(mapping_id, []).append(pk)
     for mapping in TableMapping.objects.filter(pk__in=by_mapping):
         job = uncoupling_job_enqueue(mapping=mapping, coupling_ids=by_mapping[mapping.pk], user=request.user)
-        modeladmin.message_user(request, f"{mapping.name}: uncoupling {len(by_mapping[mapping.pk])}, job #{job.pk}.")
+        modeladmin.message_user(
+            request, format_html("{}: uncoupling {}, {}.", mapping.name, len(by_mapping[mapping.pk]), job_link(job))
+        )
 
 
 @admin.action(description="Restore the deleted partner of the selected errors' records", permissions=["run_sync"])
@@ -125,7 +125,7 @@ class SyncErrorResolveAdmin(SyncErrorAdmin):
 
     @admin.display(description="message")
     def short_message(self, obj):
-        return obj.message if len(obj.message) <= 140 else obj.message[:140] + "…"
+        return shorten(obj.message, 140, placeholder=" …")  # cut between words
 
     @admin.display(description="job", ordering="job_id")
     def job_link(self, obj):

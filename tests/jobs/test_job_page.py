@@ -77,3 +77,21 @@ def test_the_errors_link_refreshes_with_the_progress_and_counts_the_jobs_errors(
     errors_page = admin_client.get(errors_url).content.decode()
     assert f'name="job" value="{job.pk}"' in errors_page  # the filter form shows which job the list is narrowed to
     assert errors_page.count('class="field-job_link"') == job.failed
+
+
+def test_the_error_list_cuts_long_messages_between_words_and_presets_no_class_to_retry(admin_client, customer):
+    from jobs.models import SyncJob as Job
+
+    job = Job.objects.create(table_mapping=customer, direction="to_dataverse", status=JobStatus.PARTLY_FAILED)
+    words = " ".join(f"word{i}" for i in range(60))
+    SyncError.objects.create(
+        job=job, table_mapping=customer, direction="to_dataverse", error_class="validation", message=words
+    )
+
+    page = admin_client.get(reverse("admin:jobs_syncerror_changelist")).content.decode()
+
+    shown = page.split('class="field-short_message">')[1].split("</td>")[0]
+    assert shown.endswith(" …") and shown[: -len(" …")].split()[-1] in words.split()
+    assert (
+        '<option value="">Choose a class…</option>' in page and "selected" not in page.split("Choose a class")[1][:300]
+    )

@@ -423,8 +423,15 @@ def test_synchronize_all_refuses_a_get_and_queues_modified_records_of_every_mapp
         response = admin_client.post(url, follow=True)
 
     assert response.redirect_chain[-1][0] == reverse("admin:jobs_syncjob_changelist")
-    assert "Queued 6 sync job(s) for all mappings, in dependency order." in response.content.decode()
+    page = response.content.decode()
+    assert "Queued for all mappings, in dependency order: " in page
     jobs = list(SyncJob.objects.order_by("pk"))
+    assert len(jobs) == 6
+    for job in jobs:  # the message links to every job it queued
+        assert (
+            f'<a href="{reverse("admin:jobs_syncjob_change", args=[job.pk])}">#{job.pk} {job.table_mapping.name}'
+            in page
+        )
     assert runs(jobs) == [
         ("CURRENCY", "to_dataverse"),
         ("SALESPEOPLE", "from_dataverse"),
