@@ -6,18 +6,8 @@ from django.urls import reverse
 from jobs.choices import JobKind, JobStatus
 from jobs.models import SyncError, SyncJob
 from jobs.services import sync_job_cancel, sync_jobs_create, sync_jobs_run
-from mappings.models import TableMapping
 
-pytestmark = pytest.mark.django_db(databases=["default", "sandbox"])
-
-
-@pytest.fixture
-def customer(sandbox_connections):
-    mapping = TableMapping.objects.get(name="CUSTOMER")
-    mapping.field_mappings.filter(lookup_mapping__isnull=False).update(enabled=False)
-    mapping.sync_only_coupled = False
-    mapping.save()
-    return mapping
+pytestmark = [pytest.mark.django_db(databases=["default", "sandbox"]), pytest.mark.usefixtures("sandbox_connections")]
 
 
 def run(mapping, **options):

@@ -39,16 +39,6 @@ SYNC_ACTIONS = {
 }
 
 
-@pytest.fixture
-def customer():
-    """CUSTOMER creating what is missing on both sides, without lookups (whose dependencies have their own tests)."""
-    mapping = TableMapping.objects.get(name="CUSTOMER")
-    mapping.field_mappings.filter(lookup_mapping__isnull=False).update(enabled=False)
-    mapping.sync_only_coupled = False
-    mapping.save()
-    return mapping
-
-
 def count(connection, entity_set, filter=None):
     with open_client(connection) as client:
         return client.count(entity_set, filter=filter)

@@ -6,18 +6,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from jobs.models import SyncJob
-from mappings.models import TableMapping
 
-pytestmark = pytest.mark.django_db(databases=["default", "sandbox"])
-
-
-@pytest.fixture
-def customer(sandbox_connections):
-    mapping = TableMapping.objects.get(name="CUSTOMER")
-    mapping.field_mappings.filter(lookup_mapping__isnull=False).update(enabled=False)
-    mapping.sync_only_coupled = False
-    mapping.save()
-    return mapping
+pytestmark = [pytest.mark.django_db(databases=["default", "sandbox"]), pytest.mark.usefixtures("sandbox_connections")]
 
 
 def test_a_preview_prints_what_it_would_do_not_nothing_to_do(customer):
