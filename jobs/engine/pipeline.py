@@ -28,7 +28,7 @@ from jobs.choices import ErrorClass, JobKind
 from jobs.engine.coupling_rows import insert_couplings, update_couplings
 from jobs.engine.planner import Action, Plan, PlanContext, plan_record
 from jobs.engine.sides import Side, sides_for
-from jobs.engine.values import LookupResolver, compile_rules, source_fields
+from jobs.engine.values import LookupResolver, compile_initial_rules, compile_rules, source_fields
 from jobs.models import COUNTER_FIELDS, SyncError, SyncJob
 from mappings.choices import Direction
 from mappings.models import TableMapping
@@ -87,12 +87,16 @@ class DirectionRun:
                 if self.target.is_dataverse
                 else self.mapping.bc_new_record_values
             ),
+            initial_rules=compile_initial_rules(
+                self.mapping, self.direction, self.source, self.target, writable=self._target_column_writable
+            ),
         )
         # Match criteria, grouped by priority: [(priority, [(source field, target field, case-sensitive)])].
         self.match_criteria = match_criteria(self.mapping, self.source)
         self.forced_ctx = dataclasses.replace(self.ctx, force=True)
         self.source_select = sorted(
             {self.source.id_field, self.source.modified_field, self.source.name_field, *source_fields(self.rules)}
+            | set(source_fields(self.ctx.initial_rules))
             | {source for _, fields in self.match_criteria for source, _, _ in fields}
         )
         self.target_select = sorted(
@@ -107,6 +111,15 @@ class DirectionRun:
         # Records already processed as failed-not-skipped retries, left out when the changed pages bring them again.
         # Only these are remembered: pages of one read are disjoint, so memory does not grow with the table.
         self._retried: set = set()
+
+    def _target_column_writable(self, field: str) -> bool:
+        """Whether the target's metadata lets us write `field` (not known: no)."""
+        try:
+            column = self.target_client.table_info(self.target.entity_set).columns.get(field)
+        except ConnectorError as exc:
+            logger.warning("No metadata of %s, so no initial values for it: %s", self.target.entity_set, exc)
+            return False
+        return column is not None and not column.read_only
 
     # -- reading ---------------------------------------------------------------------------------------------
 

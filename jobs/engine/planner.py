@@ -12,7 +12,15 @@ from typing import Any
 from coupling.models import Coupling
 from jobs.choices import ErrorClass
 from jobs.engine.sides import Side
-from jobs.engine.values import FieldRule, LookupResolver, RecordFailure, current_value, desired_value, values_equal
+from jobs.engine.values import (
+    FieldRule,
+    LookupResolver,
+    RecordFailure,
+    current_value,
+    desired_value,
+    is_blank,
+    values_equal,
+)
 from mappings.choices import DeletionConflictResolution, Direction, UpdateConflictResolution
 
 
@@ -62,6 +70,8 @@ class PlanContext:
     update_policy: str
     deletion_policy: str
     new_record_values: dict
+    # One-way fields of the other direction, read backwards: values a record this run creates starts with.
+    initial_rules: list[FieldRule] = field(default_factory=list)
 
 
 def source_changed(ctx: PlanContext, row: dict, coupling: Coupling) -> bool:
@@ -96,6 +106,10 @@ def _all_values(ctx: PlanContext, row: dict, lookups: LookupResolver) -> dict[st
 
 def _insert(ctx: PlanContext, row: dict, coupling: Coupling | None, lookups: LookupResolver, *, restore=False) -> Plan:
     values = _all_values(ctx, row, lookups)
+    for rule in ctx.initial_rules:
+        write, value = desired_value(rule, row, lookups, ctx.target)
+        if write and not is_blank(value):
+            values.setdefault(rule.write_key(ctx.target), value)
     # Values for new records (BC's config templates) apply on top, as BC applies its template after the transfer.
     values.update(ctx.new_record_values)
     return Plan(Action.INSERT, row, coupling, values=values, restore=restore)

@@ -65,11 +65,39 @@ class FieldRule:
         return target.read_field_name(self.target_field, is_lookup=self.lookup is not None)
 
 
-def compile_rules(mapping: TableMapping, direction: str, source: Side, target: Side) -> list[FieldRule]:
+def compile_initial_rules(
+    mapping: TableMapping, direction: str, source: Side, target: Side, writable=lambda field: True
+) -> list[FieldRule]:
+    """Plain one-way field mappings of the other direction, read backwards, for records this run creates.
+
+    A customer created in Business Central from a Dataverse account would otherwise start without the values that
+    flow only to Dataverse (a credit limit), and the next full synchronization would write Business Central's
+    default over the account's value. Only plain copies qualify: a lookup, transformation or constant has no
+    backward reading, and a column the target does not let us write (`writable`) is left to the target.
+    """
+    backwards = Direction.FROM_DATAVERSE if direction == Direction.TO_DATAVERSE else Direction.TO_DATAVERSE
+    plain = [
+        fm
+        for fm in mapping.field_mappings.filter(enabled=True, direction=backwards, lookup_mapping__isnull=True)
+        if fm.bc_field and fm.dataverse_field and not fm.transformation and fm.constant_value == ""
+    ]
+    return [
+        rule
+        for rule in compile_rules(mapping, direction, source, target, field_mappings=plain)
+        if writable(rule.target_field)
+    ]
+
+
+def compile_rules(
+    mapping: TableMapping, direction: str, source: Side, target: Side, *, field_mappings=None
+) -> list[FieldRule]:
+    """The enabled field mappings that apply in `direction` (or those given, whatever their direction)."""
     rules = []
-    field_mappings = mapping.field_mappings.filter(enabled=True).select_related("lookup_mapping")
+    given = field_mappings is not None
+    if not given:
+        field_mappings = mapping.field_mappings.filter(enabled=True).select_related("lookup_mapping")
     for fm in field_mappings:
-        if fm.direction not in (direction, Direction.BIDIRECTIONAL):
+        if not given and fm.direction not in (direction, Direction.BIDIRECTIONAL):
             continue
         if source.is_dataverse:
             source_field, target_field = fm.dataverse_field, fm.bc_field
