@@ -87,16 +87,17 @@ class DirectionRun:
                 if self.target.is_dataverse
                 else self.mapping.bc_new_record_values
             ),
-            initial_rules=compile_initial_rules(
-                self.mapping, self.direction, self.source, self.target, writable=self._target_column_writable
-            ),
         )
+        # Checked against the target's metadata only when a page may create records (see _prepare_initial_values):
+        # an incremental run that only updates does not download it.
+        self._initial_candidates = compile_initial_rules(self.mapping, self.direction, self.source, self.target)
+        self._initial_prepared = not self._initial_candidates
         # Match criteria, grouped by priority: [(priority, [(source field, target field, case-sensitive)])].
         self.match_criteria = match_criteria(self.mapping, self.source)
         self.forced_ctx = dataclasses.replace(self.ctx, force=True)
         self.source_select = sorted(
             {self.source.id_field, self.source.modified_field, self.source.name_field, *source_fields(self.rules)}
-            | set(source_fields(self.ctx.initial_rules))
+            | set(source_fields(self._initial_candidates))
             | {source for _, fields in self.match_criteria for source, _, _ in fields}
         )
         self.target_select = sorted(
@@ -112,14 +113,21 @@ class DirectionRun:
         # Only these are remembered: pages of one read are disjoint, so memory does not grow with the table.
         self._retried: set = set()
 
-    def _target_column_writable(self, field: str) -> bool:
-        """Whether the target's metadata lets us write `field` (not known: no)."""
+    def _prepare_initial_values(self) -> None:
+        """Keep the initial-value rules whose target column the target's metadata lets us write (once per run)."""
+        self._initial_prepared = True
         try:
-            column = self.target_client.table_info(self.target.entity_set).columns.get(field)
+            columns = self.target_client.table_info(self.target.entity_set).columns
         except ConnectorError as exc:
             logger.warning("No metadata of %s, so no initial values for it: %s", self.target.entity_set, exc)
-            return False
-        return column is not None and not column.read_only
+            return
+        writable = [
+            rule
+            for rule in self._initial_candidates
+            if rule.target_field in columns and not columns[rule.target_field].read_only
+        ]
+        self.ctx = dataclasses.replace(self.ctx, initial_rules=writable)
+        self.forced_ctx = dataclasses.replace(self.forced_ctx, initial_rules=writable)
 
     # -- reading ---------------------------------------------------------------------------------------------
 
@@ -223,6 +231,10 @@ class DirectionRun:
 
         couplings = self._load_couplings(ids)
         target_rows = self._read_counterparts(couplings.values())
+        if not self._initial_prepared and any(i not in couplings or couplings[i].pending for i in ids):
+            self._prepare_initial_values()  # this page may create records
+        # Matching commits its couplings: a cancel asked while the page was read stops the run before that.
+        self._check_cancelled()
         matched, ambiguous = self._match_uncoupled(
             [row for row, i in zip(rows, ids, strict=True) if i not in couplings]
         )
@@ -245,7 +257,6 @@ class DirectionRun:
         if self.job.dry_run:
             self._tally_preview(plans)
         else:
-            self._check_cancelled()  # reading a page can take a while: a cancel asked meanwhile stops the writing
             self._write(plans)
         SyncJob.objects.filter(pk=self.job.pk).update(progress_done=F("progress_done") + len(rows))
 

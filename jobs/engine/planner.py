@@ -107,7 +107,10 @@ def _all_values(ctx: PlanContext, row: dict, lookups: LookupResolver) -> dict[st
 def _insert(ctx: PlanContext, row: dict, coupling: Coupling | None, lookups: LookupResolver, *, restore=False) -> Plan:
     values = _all_values(ctx, row, lookups)
     for rule in ctx.initial_rules:
-        write, value = desired_value(rule, row, lookups, ctx.target)
+        try:
+            write, value = desired_value(rule, row, lookups, ctx.target)
+        except RecordFailure:
+            continue  # a starting value that cannot be read backwards is left to the target, not a failure
         if write and not is_blank(value):
             values.setdefault(rule.write_key(ctx.target), value)
     # Values for new records (BC's config templates) apply on top, as BC applies its template after the transfer.

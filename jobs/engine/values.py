@@ -65,27 +65,26 @@ class FieldRule:
         return target.read_field_name(self.target_field, is_lookup=self.lookup is not None)
 
 
-def compile_initial_rules(
-    mapping: TableMapping, direction: str, source: Side, target: Side, writable=lambda field: True
-) -> list[FieldRule]:
+def compile_initial_rules(mapping: TableMapping, direction: str, source: Side, target: Side) -> list[FieldRule]:
     """Plain one-way field mappings of the other direction, read backwards, for records this run creates.
 
     A customer created in Business Central from a Dataverse account would otherwise start without the values that
     flow only to Dataverse (a credit limit), and the next full synchronization would write Business Central's
     default over the account's value. Only plain copies qualify: a lookup, transformation or constant has no
-    backward reading, and a column the target does not let us write (`writable`) is left to the target.
+    backward reading, nor has a value map that sends several values to one. Columns the target does not let us
+    write are left out by the run, from the target's metadata.
     """
     backwards = Direction.FROM_DATAVERSE if direction == Direction.TO_DATAVERSE else Direction.TO_DATAVERSE
     plain = [
         fm
         for fm in mapping.field_mappings.filter(enabled=True, direction=backwards, lookup_mapping__isnull=True)
-        if fm.bc_field and fm.dataverse_field and not fm.transformation and fm.constant_value == ""
+        if fm.bc_field
+        and fm.dataverse_field
+        and not fm.transformation
+        and fm.constant_value == ""
+        and len(set(map(str, (fm.value_map or {}).values()))) == len(fm.value_map or {})
     ]
-    return [
-        rule
-        for rule in compile_rules(mapping, direction, source, target, field_mappings=plain)
-        if writable(rule.target_field)
-    ]
+    return compile_rules(mapping, direction, source, target, field_mappings=plain)
 
 
 def compile_rules(

@@ -64,3 +64,36 @@ def test_a_one_way_field_from_a_read_only_column_is_not_written_when_creating(sa
 
     assert from_dataverse.failed == 0
     assert Coupling.objects.filter(table_mapping=customer, dataverse_id=account, pending=False).exists()
+
+
+def test_a_starting_value_missing_from_a_value_map_is_left_out_not_a_failure(sandbox_connections, customer):
+    from mappings.models import FieldMapping
+
+    FieldMapping.objects.create(
+        table_mapping=customer,
+        bc_field="website",
+        dataverse_field="fax",
+        direction="from_dataverse",
+        value_map={"www.listed.example": "1"},
+    )
+    bc_id = sandbox.create_as_another_user("bc", "customers", displayName="Unlisted Ltd", website="www.other.example")
+
+    to_dataverse, _ = run(customer, kind=JobKind.MODIFIED)
+
+    assert to_dataverse.failed == 0
+    assert Coupling.objects.filter(table_mapping=customer, bc_id=bc_id, pending=False).exists()
+
+
+def test_a_run_that_creates_nothing_does_not_download_the_targets_metadata(sandbox_connections, customer):
+    run(customer, kind=JobKind.MODIFIED)  # couples everything
+    sandbox.edit_as_another_user(
+        "dataverse",
+        "accounts",
+        Coupling.objects.filter(table_mapping=customer).first().dataverse_id,
+        address1_city="Only an update",
+    )
+
+    _, from_dataverse = run(customer, kind=JobKind.MODIFIED)
+
+    assert from_dataverse.modified == 1 and from_dataverse.inserted == 0
+    assert "metadata" not in from_dataverse.http_requests_by_kind, from_dataverse.http_requests_by_kind
