@@ -38,12 +38,7 @@ class MatchOutcome:
 
 def match_groups(mapping: TableMapping) -> list[list[FieldMapping]]:
     """Match criteria grouped by priority, lowest first; criteria of one priority must all agree."""
-    criteria = list(
-        mapping.field_mappings.filter(use_for_matching=True, enabled=True)
-        .exclude(bc_field="")
-        .exclude(dataverse_field="")
-        .order_by("match_priority", "position", "id")
-    )
+    criteria = list(mapping.field_mappings.match_criteria())
     if not criteria:
         raise NoMatchCriteria(
             f"Choose the fields that identify a record for {mapping.name} (tick 'use for match-based coupling' on "

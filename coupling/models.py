@@ -12,14 +12,8 @@ class CouplingQuerySet(models.QuerySet):
         The last error (in `direction`, or both) is forgotten, so only two new failures skip a record again; a
         pending reservation keeps its error, which is what tells a failed insert from an interrupted one.
         """
-        fields = (
-            [Coupling.error_field(direction)]
-            if direction
-            else [
-                Coupling.error_field("to_dataverse"),
-                Coupling.error_field("from_dataverse"),
-            ]
-        )
+        directions = [direction] if direction else ["to_dataverse", "from_dataverse"]
+        fields = [Coupling.error_field(d) for d in directions]
         # Errors first: `self` may be filtered on skipped=True, which the second update makes match nothing.
         self.filter(pending=False).update(**dict.fromkeys(fields, ""))
         return self.update(skipped=False)

@@ -43,9 +43,16 @@ def coupling_create(
             bc_name=bc_name[:250],
             dataverse_name=dataverse_name[:250],
         )
-        AmbiguousMatch.objects.filter(table_mapping=mapping, side="bc", record_id=bc_id).delete()
-        AmbiguousMatch.objects.filter(table_mapping=mapping, side="dataverse", record_id=dataverse_id).delete()
+        ambiguous_matches_settle(mapping=mapping, bc_ids=[bc_id], dataverse_ids=[dataverse_id])
     return coupling
+
+
+def ambiguous_matches_settle(*, mapping: TableMapping, bc_ids, dataverse_ids) -> None:
+    """Take records that are coupled now off the mapping's ambiguous matches, on either side."""
+    AmbiguousMatch.objects.filter(table_mapping=mapping).filter(
+        Q(side="bc", record_id__in=[i for i in bc_ids if i])
+        | Q(side="dataverse", record_id__in=[i for i in dataverse_ids if i])
+    ).delete()
 
 
 def _drop_failed_reservations(mapping: TableMapping, *, bc_ids, dataverse_ids) -> None:

@@ -54,13 +54,7 @@ class MappingState:
 
 def match_fields(mapping: TableMapping) -> list[tuple[str, str]]:
     """The field pairs a synchronization matches uncoupled records on (as the engine reads them)."""
-    return list(
-        mapping.field_mappings.filter(use_for_matching=True, enabled=True)
-        .exclude(bc_field="")
-        .exclude(dataverse_field="")
-        .order_by("match_priority", "position", "pk")
-        .values_list("bc_field", "dataverse_field")
-    )
+    return list(mapping.field_mappings.match_criteria().values_list("bc_field", "dataverse_field"))
 
 
 def recommend(state: MappingState) -> tuple[str, str]:

@@ -84,6 +84,17 @@ class TableMapping(models.Model):
         return self.direction in (Direction.BIDIRECTIONAL, Direction.FROM_DATAVERSE)
 
 
+class FieldMappingQuerySet(models.QuerySet):
+    def match_criteria(self):
+        """The enabled field mappings records are matched on (both sides named), by priority then position."""
+        return (
+            self.filter(use_for_matching=True, enabled=True)
+            .exclude(bc_field="")
+            .exclude(dataverse_field="")
+            .order_by("match_priority", "position", "id")
+        )
+
+
 class FieldMapping(models.Model):
     """One Business Central field synchronized with one Dataverse column (BC's Integration Field Mapping).
 
@@ -123,6 +134,8 @@ class FieldMapping(models.Model):
     use_for_matching = models.BooleanField("use for match-based coupling", default=False)
     case_sensitive_matching = models.BooleanField(default=False)
     match_priority = models.PositiveIntegerField(default=0)
+
+    objects = FieldMappingQuerySet.as_manager()
 
     class Meta:
         ordering = ["table_mapping", "position", "id"]

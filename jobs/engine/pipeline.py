@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 
 from connectors.errors import same_error
@@ -24,6 +24,7 @@ from connectors.types import ConnectorError, RemoteClient, WriteOperation, Write
 from coupling.choices import SyncResult
 from coupling.matching import match_key
 from coupling.models import AmbiguousMatch, Coupling
+from coupling.services import ambiguous_matches_settle
 from jobs.choices import ErrorClass, JobKind
 from jobs.engine.coupling_rows import insert_couplings, update_couplings
 from jobs.engine.planner import Action, Plan, PlanContext, plan_record
@@ -224,8 +225,8 @@ class DirectionRun:
 
     def process_page(self, rows: list[dict]) -> None:
         self.on_page()
-        self._check_cancelled()
         if not rows:
+            self._check_cancelled()
             return
         ids = [self.source.row_id(row) for row in rows]
 
@@ -233,7 +234,8 @@ class DirectionRun:
         target_rows = self._read_counterparts(couplings.values())
         if not self._initial_prepared and any(i not in couplings or couplings[i].pending for i in ids):
             self._prepare_initial_values()  # this page may create records
-        # Matching commits its couplings: a cancel asked while the page was read stops the run before that.
+        # Before anything of the page is written (matching commits couplings): a cancel asked while the page and
+        # its counterparts were read stops the run here.
         self._check_cancelled()
         matched, ambiguous = self._match_uncoupled(
             [row for row, i in zip(rows, ids, strict=True) if i not in couplings]
@@ -344,14 +346,12 @@ class DirectionRun:
         return result, ambiguous
 
     def _settle_ambiguous(self, couplings: list[Coupling]) -> None:
-        """Take records that are coupled now off the ambiguous matches list, on either side."""
-        if not self._ambiguous_listed or not couplings:
-            return
-        bc_ids = [c.bc_id for c in couplings if c.bc_id]
-        dataverse_ids = [c.dataverse_id for c in couplings if c.dataverse_id]
-        AmbiguousMatch.objects.filter(table_mapping=self.mapping).filter(
-            Q(side="bc", record_id__in=bc_ids) | Q(side="dataverse", record_id__in=dataverse_ids)
-        ).delete()
+        if self._ambiguous_listed and couplings:
+            ambiguous_matches_settle(
+                mapping=self.mapping,
+                bc_ids=[c.bc_id for c in couplings],
+                dataverse_ids=[c.dataverse_id for c in couplings],
+            )
 
     def _record_ambiguous(self, rows: list[dict], ambiguous: dict) -> None:
         """List each ambiguous record with its candidates, where an administrator couples it by a click."""
@@ -763,11 +763,7 @@ _COUPLING_FIELDS = [
 def match_criteria(mapping: TableMapping, source: Side) -> list[tuple[int, list[tuple[str, str, bool]]]]:
     """The mapping's match fields as (source field, target field, case-sensitive), grouped by priority."""
     groups: dict[int, list] = {}
-    for fm in (
-        mapping.field_mappings.filter(use_for_matching=True, enabled=True)
-        .exclude(bc_field="")
-        .exclude(dataverse_field="")
-    ):
+    for fm in mapping.field_mappings.match_criteria():
         pair = (fm.dataverse_field, fm.bc_field) if source.is_dataverse else (fm.bc_field, fm.dataverse_field)
         groups.setdefault(fm.match_priority, []).append((*pair, fm.case_sensitive_matching))
     return sorted(groups.items())

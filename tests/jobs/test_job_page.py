@@ -1,5 +1,7 @@
 """The job page while and after a run: what a preview would do, a cancel on its way, the job's errors."""
 
+import re
+
 import pytest
 from django.urls import reverse
 
@@ -28,10 +30,9 @@ def test_a_preview_shows_what_it_would_do_in_its_counts_not_zeros(admin_client, 
 
     fragment = progress(admin_client, job)
 
-    assert "".join(f"<th>{label}</th>" for label, _ in job.preview_counts).startswith("<th>Would insert</th>")
-    assert "".join(f"<td>{count}</td>" for _, count in job.preview_counts).startswith(f"<td>{would_insert}</td>")
-    assert "".join(f"<th>{label}</th>" for label, _ in job.preview_counts) in fragment
-    assert "".join(f"<td>{count}</td>" for _, count in job.preview_counts) in fragment
+    header, counts = fragment.split('class="syncjob-counts">')[1].split("</table>")[0].split("</tr>")[:2]
+    column = re.findall(r"<th>(.*?)</th>", header).index("Would insert")
+    assert re.findall(r"<td>(.*?)</td>", counts)[column] == str(would_insert)
     assert "<th>Inserted</th>" not in fragment  # the real counters of a preview are all zero: not shown
 
 
