@@ -15,6 +15,18 @@ def wait(process, timeout):
     return process.poll()
 
 
+def wait_for_log(path, text, process, timeout=120) -> bool:
+    """Wait until the process's log shows `text` (True), or the process ended or the time ran out (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return True
+        if process.poll() is not None:
+            return False
+        time.sleep(0.05)
+    return False
+
+
 @pytest.mark.system
 def test_killing_the_worker_at_random_points_and_rerunning_leaves_no_duplicate_and_loses_nothing(scratch):
     counts = scratch.install(customers=RECORDS)
@@ -23,16 +35,17 @@ def test_killing_the_worker_at_random_points_and_rerunning_leaves_no_duplicate_a
     seed = rng.randrange(1_000_000)
     rng.seed(seed)
     kills = rounds = 0
-    # A run of 5,000 records takes a few seconds, a rerun over coupled records less: kill within that span, and go
-    # on (with earlier kills) until at least two runs died mid-way.
+    # Kill at a random instant of the run itself (not of the worker's start-up, whose length depends on the
+    # machine's load), and go on until two runs died mid-way: a rerun over coupled records takes only seconds.
     while kills < 2 and rounds < 10:
         rounds += 1
         scratch.manage("sync", "CUSTOMER", "--kind", "full", "--enqueue")
         # A SimpleWorker runs the job in its own process: killing it kills the run (RQ's default worker forks a
         # work horse into a session of its own, which a kill of the worker would not reach).
         worker = scratch.start("rqworker", "default", "--burst", "--worker-class", "rq.SimpleWorker", log_name="worker")
-        time.sleep(rng.uniform(0.5, 3.0) if rounds <= 4 else rng.uniform(0.8, 2.0))
-        if worker.poll() is None:
+        started = wait_for_log(scratch.folder / f"worker-{len(scratch.processes) - 1}.log", "run_sync_jobs", worker)
+        time.sleep(rng.uniform(0.0, 2.5))
+        if started and worker.poll() is None:
             kills += 1
         scratch.kill(worker)
     assert kills, f"no worker was killed mid-run (seed {seed}): the test proved nothing"
