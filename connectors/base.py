@@ -18,7 +18,7 @@ from connectors.auth import BearerAuth, TokenProvider
 from connectors.errors import error_from_exception, error_from_response
 from connectors.http import build_http_client
 from connectors.models import Connection
-from connectors.odata import and_filters, as_uuid, chunked, datetime_literal, with_fields
+from connectors.odata import and_filters, as_uuid, chunked, datetime_literal, eq_any, with_fields
 from connectors.resilience import Attempt, RetryPolicy, Throttle
 from connectors.secrets import SecretUnreadable
 from connectors.types import ConnectorError, Page, TableInfo
@@ -251,9 +251,7 @@ class ODataClient:
         """
         key = self.primary_key(entity_set)
         unique = list(dict.fromkeys(i for i in (as_uuid(v) for v in ids) if i))
-        filters = [
-            " or ".join(f"{key} eq {record_id}" for record_id in chunk) for chunk in chunked(unique, IDS_PER_REQUEST)
-        ]
+        filters = [eq_any(key, chunk) for chunk in chunked(unique, IDS_PER_REQUEST)]
         if filter:
             filters = [f"({ids_filter}) and ({filter})" for ids_filter in filters]
         found: dict[UUID, dict] = {}

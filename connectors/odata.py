@@ -1,4 +1,8 @@
-"""Small OData v4 helpers shared by both clients: literals, datetimes, ids."""
+"""OData v4 syntax in one place: literals, comparisons, `and`/`or` combinations, datetimes, ids.
+
+Every `$filter` text that syncadmin builds (the clients, the engine, record search) is made with these functions, so
+quoting is done once and right: a name such as `O'Brien` can never end a string literal early.
+"""
 
 from __future__ import annotations
 
@@ -44,6 +48,35 @@ def parse_datetime(value: Any) -> datetime | None:
 def string_literal(value: str) -> str:
     """A quoted OData string literal (single quotes doubled)."""
     return "'" + str(value).replace("'", "''") + "'"
+
+
+def literal(value: Any) -> str:
+    """The OData literal for a Python value: booleans and numbers bare, GUIDs bare, everything else quoted."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, UUID):
+        return str(value)
+    text = str(value)
+    if len(text) == 36 and as_uuid(text) is not None:
+        return text
+    return string_literal(text)
+
+
+def eq(field: str, value: Any) -> str:
+    """`field eq value`, with the value written as its OData literal."""
+    return f"{field} eq {literal(value)}"
+
+
+def eq_any(field: str, values: list[Any]) -> str:
+    """`field eq a or field eq b ...`: both services take `or` (Business Central takes `in` only in schema 2.1)."""
+    return " or ".join(eq(field, value) for value in values)
+
+
+def contains(field: str, text: str) -> str:
+    """`contains(field,'text')`: a case-insensitive substring match on both services."""
+    return f"contains({field},{string_literal(text)})"
 
 
 def as_uuid(value: Any) -> UUID | None:
