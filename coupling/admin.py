@@ -2,7 +2,8 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
-from coupling.filters import CappedCountPaginator, CouplingListFilter
+from adminkit.admin import CappedCountPaginator
+from coupling.filters import CouplingListFilter
 from coupling.models import AmbiguousMatch, Coupling
 
 

@@ -24,9 +24,10 @@ from django.utils.html import format_html
 from connectors.choices import ConnectionKind
 from connectors.clients import open_client
 from connectors.models import Connection
+from connectors.odata import as_uuid
 from connectors.types import ConnectorError
-from coupling.filters import as_uuid
 from coupling.models import AmbiguousMatch, Coupling
+from coupling.remote_records import BC, DATAVERSE, partner_suggestions, record_get, records_search, side_spec
 from coupling.services import (
     CouplingRefused,
     coupling_create,
@@ -39,7 +40,6 @@ from jobs.admin import RUN_SYNC_PERMISSION, CouplingSyncAdmin, TableMappingSyncA
 from jobs.admin_links import job_link
 from jobs.choices import JobKind
 from jobs.models import SyncJob
-from jobs.remote_records import BC, DATAVERSE, partner_suggestions, record_get, records_search, side_spec
 from jobs.resolution import ResolutionFailed, conflict_resolve, records_compare
 from jobs.services import SyncNotStarted, coupling_job_enqueue, sync_enqueue, uncoupling_job_enqueue
 from mappings.choices import Direction
@@ -363,7 +363,7 @@ class TableMappingCouplingAdmin(TableMappingSyncAdmin):
         picked = {}
         for system, client in ((BC, bc), (DATAVERSE, dataverse)):
             key = "bc" if system == BC else "dv"
-            record_id = as_uuid(params[key])
+            record_id = as_uuid(params[key].strip())
             picked[system] = record_get(client, mapping, system, record_id) if record_id else None
         bc_records = records_search(bc, mapping, BC, params["bc_q"], include_outside=outside)
         dv_records = records_search(dataverse, mapping, DATAVERSE, params["dv_q"], include_outside=outside)
@@ -391,7 +391,7 @@ class TableMappingCouplingAdmin(TableMappingSyncAdmin):
 
     def _couple_post(self, request, mapping: TableMapping):
         back = request.POST.get("next") or reverse("admin:mappings_tablemapping_couple", args=[mapping.pk])
-        bc_id, dv_id = as_uuid(request.POST.get("bc", "")), as_uuid(request.POST.get("dv", ""))
+        bc_id, dv_id = as_uuid(request.POST.get("bc", "").strip()), as_uuid(request.POST.get("dv", "").strip())
         direction = request.POST.get("sync", "")
         create_new = "create_new" in request.POST
         try:

@@ -13,9 +13,9 @@ from django.shortcuts import redirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from adminkit.admin import CappedCountPaginator
 from connectors.models import Connection
 from connectors.types import ConnectorError
-from coupling.filters import CappedCountPaginator
 from coupling.models import Coupling
 from jobs.admin import SyncErrorAdmin
 from jobs.admin_coupling import connected_clients, delete_surviving_records, restore_deleted_partners

@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_rq",
     "django_filters",
+    "adminkit",
     "connectors",
     "mappings",
     "coupling",
