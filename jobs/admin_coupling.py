@@ -40,7 +40,8 @@ from jobs.admin import RUN_SYNC_PERMISSION, CouplingSyncAdmin, TableMappingSyncA
 from jobs.admin_links import job_link
 from jobs.choices import JobKind
 from jobs.models import SyncJob
-from jobs.resolution import ResolutionFailed, conflict_resolve, records_compare
+from jobs.resolution.comparison import records_compare
+from jobs.resolution.services import ResolutionFailed, conflict_resolve
 from jobs.services import SyncNotStarted, coupling_job_enqueue, sync_enqueue, uncoupling_job_enqueue
 from mappings.choices import Direction
 from mappings.models import FieldMapping, TableMapping

@@ -23,7 +23,9 @@ from jobs.admin_links import job_link, job_links
 from jobs.choices import ErrorClass
 from jobs.filters import SyncErrorListFilter, sync_error_list
 from jobs.models import SyncError
-from jobs.resolution import EXPLANATIONS, records_compare, sync_errors_retry
+from jobs.resolution.comparison import records_compare
+from jobs.resolution.explanations import EXPLANATIONS
+from jobs.resolution.services import sync_errors_retry
 from jobs.services import uncoupling_job_enqueue
 from mappings.choices import Direction
 from mappings.models import TableMapping
