@@ -11,10 +11,10 @@ from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Q
-from django.forms import modelformset_factory
+from django.forms import BaseModelFormSet, modelformset_factory
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -40,8 +40,22 @@ class MatchSettingsForm(forms.ModelForm):
         fields = ["create_new_if_no_match", "sync_after_match_coupling"]
 
 
+class BaseMatchCriteriaFormSet(BaseModelFormSet):
+    """The match criteria of a mapping's field mappings; a run needs at least one ticked, checked before saving."""
+
+    def clean(self):
+        super().clean()
+        if any(self.errors):
+            return
+        if not any(form.cleaned_data.get("use_for_matching") for form in self.forms):
+            raise ValidationError("Tick at least one field to match on.")
+
+
 MatchCriteriaFormSet = modelformset_factory(
-    FieldMapping, fields=["use_for_matching", "case_sensitive_matching", "match_priority"], extra=0
+    FieldMapping,
+    formset=BaseMatchCriteriaFormSet,
+    fields=["use_for_matching", "case_sensitive_matching", "match_priority"],
+    extra=0,
 )
 
 
@@ -257,15 +271,16 @@ class TableMappingCouplingMixin(RunSyncPermissionMixin):
                 with transaction.atomic():
                     settings_form.save()
                     formset.save()
-                    if not any(fm.use_for_matching for fm in criteria_qs.all()):
-                        messages.error(request, "Tick at least one field to match on.")
-                        return redirect("admin:mappings_tablemapping_match_coupling", mapping.pk)
                     job = coupling_job_enqueue(mapping=mapping, user=request.user)
                 self.log_change(request, mapping, "Changed the match-based coupling criteria.")
                 messages.success(
                     request, format_html("Match-based coupling of {} queued: {}.", mapping.name, job_link(job))
                 )
                 return redirect("admin:jobs_syncjob_change", job.pk)
+            if formset.non_form_errors():  # refused before anything was saved
+                for error in formset.non_form_errors():
+                    messages.error(request, error)
+                return redirect("admin:mappings_tablemapping_match_coupling", mapping.pk)
         else:
             settings_form = MatchSettingsForm(instance=mapping)
             formset = MatchCriteriaFormSet(queryset=criteria_qs)
