@@ -11,7 +11,6 @@ from connectors.models import Connection
 from connectors.services import connection_save_secret, connection_test
 
 
-@admin.register(Connection)
 class ConnectionAdmin(admin.ModelAdmin):
     form = ConnectionForm
     list_display = ["name", "kind", "environment_url", "enabled", "secret_status", "updated_at"]
