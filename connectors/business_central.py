@@ -9,6 +9,7 @@ from uuid import UUID
 
 import httpx
 
+from connectors import answers as answer_shapes
 from connectors import resilience
 from connectors.base import ODataClient
 from connectors.errors import error_from_parts, infer_field
@@ -53,7 +54,7 @@ class BusinessCentralClient(ODataClient, BusinessCentralSubscriptions):
         return self.url(self.company_path(entity_set))
 
     def companies(self) -> list[dict]:
-        return self.request("GET", "companies", kind="read").json().get("value", [])
+        return self.collection_answer(self.request("GET", "companies", kind="read"))["value"]
 
     # -- writes -----------------------------------------------------------------------------------------------------
 
@@ -245,7 +246,10 @@ class BusinessCentralClient(ODataClient, BusinessCentralSubscriptions):
             for i, query in enumerate(queries)
         ]
         response = self.request("POST", "$batch", kind="read", json={"requests": requests}, idempotent=True)
-        parts = {str(part.get("id")): part for part in response.json().get("responses", [])}
+        body = answer_shapes.json_object(response, service=self.service, expected="a JSON batch answer")
+        if not isinstance(body.get("responses"), list):
+            raise answer_shapes.malformed(self.service, "a batch answer without 'responses'", response)
+        parts = {str(part.get("id")): part for part in body["responses"] if isinstance(part, dict)}
         answers: list[dict | None] = []
         for i in range(len(queries)):
             part = parts.get(str(i)) or {}
