@@ -1,9 +1,24 @@
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from connectors.choices import ConnectionKind
 from connectors.secrets import decrypt_secret, encrypt_secret, read_secret_reference
 
 ENTRA_TOKEN_URL = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"  # noqa: S105 (a URL)
+
+
+# What each service accepts, as Microsoft documents it (protocols.md): a value outside is refused when the connection
+# is saved, not at the first run.
+# - Dataverse: pages of at most 5,000 rows ("Page results", 1.5); CreateMultiple/UpsertMultiple and $batch of at most
+#   1,000 (1.12); 52 concurrent requests per user (service protection limits, 1.15).
+# - Business Central: pages of at most 20,000 entities, $batch of at most 100 operations, 5 concurrent requests per user
+#   (API limits, "Operational limits for Business Central online", 2.9).
+SERVICE_LIMITS = {
+    ConnectionKind.DATAVERSE: {"page_size": 5000, "batch_size": 1000, "max_concurrency": 52},
+    ConnectionKind.BUSINESS_CENTRAL: {"page_size": 20000, "batch_size": 100, "max_concurrency": 5},
+}
+# Business Central cancels an operation after 8 minutes and its gateway gives up after 10: waiting longer finds nothing.
+MAX_TIMEOUT_SECONDS = 600
 
 
 class ConnectionQuerySet(models.QuerySet):
@@ -67,6 +82,17 @@ class Connection(models.Model):
     def __repr__(self):
         # Never let a secret reach a log line through repr().
         return f"<Connection {self.pk} {self.kind} {self.name!r}>"
+
+    def clean(self) -> None:
+        limits = {**SERVICE_LIMITS.get(self.kind, {}), "timeout_seconds": MAX_TIMEOUT_SECONDS}
+        problems = {}
+        for field_name, most in limits.items():
+            value = getattr(self, field_name)
+            if value is not None and not 1 <= value <= most:
+                where = "" if field_name == "timeout_seconds" else f" for {self.get_kind_display()}"
+                problems[field_name] = f"Must be between 1 and {most:,}{where}."
+        if problems:
+            raise ValidationError(problems)
 
     @property
     def client_secret(self) -> str:

@@ -128,6 +128,8 @@ def _json(request: HttpRequest) -> dict:
         data = json.loads(body.decode("utf-8-sig"))
     except (UnicodeDecodeError, ValueError):
         raise Rejected(400, "The body is not JSON.") from None
+    except RecursionError:  # a megabyte of `[` parses as that many nested lists
+        raise Rejected(400, "The body nests JSON too deeply.") from None
     if not isinstance(data, dict):
         raise Rejected(400, "Expected a JSON object.")
     return data

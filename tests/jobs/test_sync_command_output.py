@@ -29,3 +29,31 @@ def test_without_redis_the_command_names_the_redis_and_how_to_start_it(customer,
 
     assert unreachable in str(refused.value) and "make run" in str(refused.value)
     assert not SyncJob.objects.exists()  # no job left "queued" that nothing will ever run
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--kind", "records", "--direction", "to_dataverse"], "--kind records needs the records"),
+        (
+            ["--kind", "records", "--direction", "to_dataverse", "--record", "C00010", "--record", "1; drop table"],
+            "Not a record id (a GUID such as 00000000-0000-0000-0000-000000000000): C00010, 1; drop table.",
+        ),
+        (
+            ["--record", "0f8fad5b-d9cb-469f-a165-70867728950e"],
+            "--record selects records of a --kind records run only.",
+        ),
+    ],
+)
+@pytest.mark.parametrize("enqueue", [[], ["--enqueue"]])
+def test_a_records_run_without_records_or_with_ids_that_are_not_guids_stops_before_any_job_exists(
+    customer, args, message, enqueue
+):
+    import django_rq
+
+    with pytest.raises(CommandError) as refused:
+        call_command("sync", "CUSTOMER", *args, *enqueue, stdout=StringIO(), stderr=StringIO())
+
+    assert message in str(refused.value)
+    assert not SyncJob.objects.exists()
+    assert django_rq.get_queue("default").count == 0

@@ -1,5 +1,7 @@
 """Run a sync from the command line, through the same services as the admin and the scheduler (jobs.services)."""
 
+import uuid
+
 import django_rq
 import redis
 from django.conf import settings
@@ -7,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from tqdm import tqdm
 
+from connectors.odata import as_uuid
 from jobs.choices import JobKind
 from jobs.models import SyncJob
 from jobs.services import mappings_in_dependency_order, sync_jobs_create_in_order, sync_jobs_enqueue, sync_jobs_run
@@ -39,6 +42,7 @@ class Command(BaseCommand):
 
     def _handle(self, **options):
         mappings = self._mappings(options["mappings"])
+        self._check_records(options["kind"], options["record"])
         django_rq.get_connection("default").ping()  # before any job row exists, so none is left queued for ever
         # As the admin action does: modified records of named mappings run after the mappings they depend on.
         with transaction.atomic():
@@ -85,6 +89,17 @@ class Command(BaseCommand):
             failed |= job.status in ("failed",)
         if failed:
             raise CommandError("At least one sync job failed.")
+
+    @staticmethod
+    def _check_records(kind: str, records: list[str]) -> None:
+        """Refuse before any job exists: a records run needs records, and record ids are GUIDs on both systems."""
+        if kind == JobKind.RECORDS and not records:
+            raise CommandError("--kind records needs the records: give each source record's id with --record ID.")
+        if records and kind != JobKind.RECORDS:
+            raise CommandError("--record selects records of a --kind records run only.")
+        not_ids = [record for record in records if as_uuid(record) is None]
+        if not_ids:
+            raise CommandError(f"Not a record id (a GUID such as {uuid.UUID(int=0)}): {', '.join(not_ids)}.")
 
     def _mappings(self, names: list[str]) -> list[TableMapping]:
         if not names:
