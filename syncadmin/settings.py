@@ -93,6 +93,7 @@ INSTALLED_APPS = [
     "mappings",
     "coupling",
     "jobs",
+    "operations",
     "sandbox",
     "syncadmin",
 ]

@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class OperationsConfig(AppConfig):
+    """Running syncadmin unattended: the health dashboard, alerts, metrics and the health endpoint."""
+
+    name = "operations"
+    verbose_name = "Operations"
