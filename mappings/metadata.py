@@ -14,9 +14,9 @@ from typing import Literal
 from connectors.choices import ConnectionKind
 from connectors.types import ConnectorError, ErrorKind, TableInfo
 
-Side = Literal["bc", "dataverse"]
+Side = Literal["bc", "dataverse"]  # the prefix of a mapping's per-system fields (bc_entity_set, dataverse_field)
 SIDE_KIND = {"bc": ConnectionKind.BUSINESS_CENTRAL, "dataverse": ConnectionKind.DATAVERSE}
-SIDE_LABEL = {"bc": "Business Central", "dataverse": "Dataverse"}
+SIDE_LABEL = {side: kind.label for side, kind in SIDE_KIND.items()}
 
 
 class MetadataUnavailable(Exception):
