@@ -13,7 +13,6 @@ from connectors.models import Connection
 from connectors.services import connection_save_secret, connection_test
 
 
-@admin.register(Connection)
 # Generic in django-stubs only: subscripting it at run time would need django_stubs_ext.monkeypatch() in settings.
 class ConnectionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     form = ConnectionForm

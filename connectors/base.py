@@ -13,7 +13,7 @@ from uuid import UUID
 
 import httpx
 
-from connectors import resilience
+from connectors import answers, resilience
 from connectors.auth import BearerAuth, TokenProvider
 from connectors.errors import error_from_exception, error_from_response
 from connectors.http import build_http_client
@@ -89,8 +89,33 @@ class ODataClient:
 
     # -- the choke point ----------------------------------------------------------------------------------------
 
+    @property
+    def service(self) -> str:
+        """The service's name for messages: Business Central or Dataverse."""
+        return self.connection.get_kind_display()
+
     def url(self, path: str) -> str:
-        return path if path.startswith(("http://", "https://")) else f"{self.base_url}/{path.lstrip('/')}"
+        """The full URL of `path`; a full URL (a link from an answer) only on the connection's own origin.
+
+        Every request passes here before the bearer token is attached, so no link a server sends can lead the token
+        to another host.
+        """
+        if "://" in path:
+            return answers.same_origin(path, self.base_url, service=self.service)
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    def collection_answer(self, response: httpx.Response) -> dict[str, Any]:
+        return answers.collection(response, service=self.service)
+
+    def next_link(self, body: dict[str, Any], followed: set[str]) -> str | None:
+        """The page's next link, refused when it repeats one already followed (the run would loop for ever)."""
+        link: str | None = body.get("@odata.nextLink")
+        if link is None:
+            return None
+        if link in followed:
+            raise answers.malformed(self.service, f"a next link it had already given ({link[:200]!r}), a loop")
+        followed.add(link)
+        return link
 
     def request(
         self,
@@ -236,10 +261,11 @@ class ODataClient:
         headers = self.page_headers(size)
         url: str | None = self.collection_url(entity_set)
         query: dict[str, str] | None = params
+        followed: set[str] = set()
         while url:
-            body = self.request("GET", url, kind="read", params=query, headers=headers).json()
-            next_link = body.get("@odata.nextLink")
-            yield Page(rows=body.get("value", []), next_link=next_link)
+            body = self.collection_answer(self.request("GET", url, kind="read", params=query, headers=headers))
+            next_link = self.next_link(body, followed)
+            yield Page(rows=body["value"], next_link=next_link)
             url, query = next_link, None
 
     def read_by_ids(
@@ -276,13 +302,14 @@ class ODataClient:
                         keep(page.rows)
                     continue
                 keep(answer.get("value", []))
-                next_link = answer.get("@odata.nextLink")
+                followed: set[str] = set()
+                next_link = self.next_link(answer, followed)
                 while next_link:
-                    body = self.request(
-                        "GET", next_link, kind="read", headers=self.page_headers(self.max_page_size)
-                    ).json()
-                    keep(body.get("value", []))
-                    next_link = body.get("@odata.nextLink")
+                    body = self.collection_answer(
+                        self.request("GET", next_link, kind="read", headers=self.page_headers(self.max_page_size))
+                    )
+                    keep(body["value"])
+                    next_link = self.next_link(body, followed)
         return found
 
     # Most GETs one `$batch` may carry.
@@ -298,9 +325,10 @@ class ODataClient:
         params = {"$select": key, "$count": "true"}
         if filter:
             params["$filter"] = filter
-        body = self.request(
+        response = self.request(
             "GET", self.collection_url(entity_set), kind="read", params=params, headers=self.page_headers(1)
-        ).json()
+        )
+        body = self.collection_answer(response)
         reported = body.get("@odata.count")
         if isinstance(reported, int) and self.count_is_exact(reported, body):
             return reported

@@ -9,6 +9,7 @@ from uuid import UUID
 
 import httpx
 
+from connectors import answers as answer_shapes
 from connectors import resilience
 from connectors.errors import error_from_parts, infer_field
 from connectors.metadata import parse_bc_metadata
@@ -56,7 +57,7 @@ class BusinessCentralClient(BusinessCentralSubscriptions):
         return self.url(self.company_path(entity_set))
 
     def companies(self) -> list[dict[str, Any]]:
-        companies: list[dict[str, Any]] = self.request("GET", "companies", kind="read").json().get("value", [])
+        companies: list[dict[str, Any]] = self.collection_answer(self.request("GET", "companies", kind="read"))["value"]
         return companies
 
     # -- writes -----------------------------------------------------------------------------------------------------
@@ -251,7 +252,10 @@ class BusinessCentralClient(BusinessCentralSubscriptions):
             for i, query in enumerate(queries)
         ]
         response = self.request("POST", "$batch", kind="read", json={"requests": requests}, idempotent=True)
-        parts = {str(part.get("id")): part for part in response.json().get("responses", [])}
+        body = answer_shapes.json_object(response, service=self.service, expected="a JSON batch answer")
+        if not isinstance(body.get("responses"), list):
+            raise answer_shapes.malformed(self.service, "a batch answer without 'responses'", response)
+        parts = {str(part.get("id")): part for part in body["responses"] if isinstance(part, dict)}
         answers: list[dict[str, Any] | None] = []
         for i in range(len(queries)):
             part = parts.get(str(i)) or {}

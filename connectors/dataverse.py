@@ -78,8 +78,8 @@ class DataverseClient(DataverseWebhooks):
                     "$filter": f"EntitySetName eq {string_literal(entity_set)}",
                     "$select": "LogicalName,EntitySetName,PrimaryIdAttribute,PrimaryNameAttribute",
                 },
-            ).json()
-            rows = body.get("value") or []
+            )
+            rows = self.collection_answer(body)["value"]
             if not rows:
                 raise ConnectorError(ErrorKind.NOT_FOUND, f"Dataverse has no table with the entity set {entity_set!r}.")
             row = rows[0]
@@ -392,9 +392,10 @@ class DataverseClient(DataverseWebhooks):
                 names = self.names(entity_set)
                 params["$select"] = ",".join(dict.fromkeys([*select, names.primary_key, self.modified_field]))
         headers = {"Prefer": f"odata.track-changes,odata.maxpagesize={size}"}
+        followed: set[str] = set()
         while url:
             try:
-                body = self.request("GET", url, kind="read", params=params, headers=headers).json()
+                body = self.collection_answer(self.request("GET", url, kind="read", params=params, headers=headers))
             except ConnectorError as error:
                 if delta_link and error.status in (400, 404, 410) and _looks_expired(error):
                     raise ChangeTrackingExpired(
@@ -407,22 +408,22 @@ class DataverseClient(DataverseWebhooks):
                     ) from None
                 raise
             rows, deleted = [], []
-            for row in body.get("value", []):
+            for row in body["value"]:
                 if "$deletedEntity" in str(row.get("@odata.context", "")) or row.get("reason") == "deleted":
                     record_id = as_uuid(row.get("id"))
                     if record_id:
                         deleted.append(record_id)
                 else:
                     rows.append(row)
-            next_link = body.get("@odata.nextLink")
+            next_link = self.next_link(body, followed)
             yield Page(rows=rows, next_link=next_link, delta_link=body.get("@odata.deltaLink"), deleted_ids=deleted)
             url, params = next_link, None
 
     # -- metadata ---------------------------------------------------------------------------------------------------
 
     def tables(self) -> list[str]:
-        body = self.request("GET", "", kind="metadata").json()
-        return sorted(e["name"] for e in body.get("value", []) if e.get("kind", "EntitySet") == "EntitySet")
+        body = self.collection_answer(self.request("GET", "", kind="metadata"))
+        return sorted(e["name"] for e in body["value"] if e.get("kind", "EntitySet") == "EntitySet")
 
     def load_table_info(self, entity_set: str) -> TableInfo:
         """Columns from EntityDefinitions: base attributes, then the typed casts that carry lengths and options."""
@@ -465,8 +466,9 @@ class DataverseClient(DataverseWebhooks):
 
     def _metadata_values(self, path: str, params: dict[str, str]) -> list[dict[str, Any]]:
         try:
-            body = self.request("GET", path, kind="metadata", params=params).json()
-            values: list[dict[str, Any]] = body.get("value", [])
+            values: list[dict[str, Any]] = self.collection_answer(
+                self.request("GET", path, kind="metadata", params=params)
+            )["value"]
             return values
         except ConnectorError as error:
             if error.kind in (ErrorKind.NOT_FOUND, ErrorKind.VALIDATION):

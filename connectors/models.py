@@ -49,7 +49,10 @@ class Connection(models.Model):
     page_size = models.PositiveIntegerField(default=5000)
     batch_size = models.PositiveIntegerField(default=100)
     timeout_seconds = models.PositiveIntegerField(default=60)
-    max_concurrency = models.PositiveIntegerField(default=4)
+    max_concurrency = models.PositiveIntegerField(
+        default=4,
+        help_text="Not used yet: the engine sends one request at a time. Parallel requests are planned.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

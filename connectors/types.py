@@ -27,6 +27,7 @@ class ErrorKind(enum.StrEnum):
     NOT_FOUND = "not_found"  # the record or the company does not exist
     CONFLICT = "conflict"  # stale ETag: changed by someone else since we read it
     MISSING_DEPENDENCY = "missing_dependency"  # a referenced record (currency, owner) does not exist
+    MALFORMED_ANSWER = "malformed_answer"  # not the shape the API documents (HTML, no `value`), or a foreign link
 
     @property
     def is_retryable(self) -> bool:

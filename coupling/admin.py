@@ -1,12 +1,15 @@
+"""Coupling browsing in the admin: the coupling list (one FilterSet form, capped counts) and the ambiguous matches.
+
+These classes register nothing and know no job: `syncadmin/admin.py` registers each model once, adding the sync
+actions and the compare and match pages of `jobs` through its mixins.
+"""
+
 from django.contrib import admin
-from django.urls import reverse
-from django.utils.html import format_html
 
-from coupling.filters import CappedCountPaginator, CouplingListFilter
-from coupling.models import AmbiguousMatch, Coupling
+from adminkit.admin import CappedCountPaginator
+from coupling.filters import CouplingListFilter
 
 
-@admin.register(Coupling)
 class CouplingAdmin(admin.ModelAdmin):
     list_display = ["id", "table_mapping", "bc_name", "dataverse_name", "last_results", "skipped", "updated_at"]
     list_display_links = ["id"]
@@ -38,9 +41,8 @@ class CouplingAdmin(admin.ModelAdmin):
     ]
 
 
-@admin.register(AmbiguousMatch)
 class AmbiguousMatchAdmin(admin.ModelAdmin):
-    """Records that match-based coupling found several partners for; couple them from the mapping's match page."""
+    """Records that match-based coupling found several partners for."""
 
     list_display = ["record_name", "side", "table_mapping", "candidate_list", "created_at"]
     list_filter = ["table_mapping", "side"]
@@ -56,6 +58,8 @@ class AmbiguousMatchAdmin(admin.ModelAdmin):
 
     @admin.display(description="candidates")
     def candidate_list(self, obj):
-        url = reverse("admin:mappings_tablemapping_match_coupling", args=[obj.table_mapping_id])
-        names = ", ".join(c.get("name") or c.get("id", "") for c in obj.candidates[:5])
-        return format_html('{} (<a href="{}#record-{}">couple one</a>)', names, url, obj.record_id)
+        return self.candidate_names(obj)
+
+    @staticmethod
+    def candidate_names(obj) -> str:
+        return ", ".join(c.get("name") or c.get("id", "") for c in obj.candidates[:5])

@@ -1,4 +1,4 @@
-"""django-filter FilterSets for the sync error list (the coupling list's lives in `coupling.filters`)."""
+"""django-filter FilterSets for the sync error list, its admin sidebar filter, and `sync_error_list`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from django import forms
 from django.db.models import Q
 from django.utils import timezone
 
-from coupling.filters import FilterSetListFilter, as_uuid
+from adminkit.admin import FilterSetListFilter
+from connectors.odata import as_uuid
 from jobs.choices import ErrorClass
 from jobs.models import SyncError
 from mappings.choices import Direction

@@ -98,7 +98,7 @@ class SyncError(models.Model):
         return f"{self.table_mapping.name}: {self.message[:80]}"
 
 
-# -- Scheduling (issue 8): one schedule per table mapping, and webhook subscriptions that wake it ----------------------
+# -- Scheduling: one schedule per table mapping, and webhook subscriptions that wake it ----------------------
 
 
 class ScheduleState(models.TextChoices):

@@ -30,6 +30,7 @@ from jobs.choices import ACTIVE_STATUSES, JobKind, JobStatus
 from jobs.engine.pipeline import DirectionRun, RunCancelled, SourceUnreadable
 from jobs.engine.sides import run_directions
 from jobs.models import SyncError, SyncJob
+from jobs.signals import sync_jobs_finished
 from mappings.choices import Direction, UpdateConflictResolution
 from mappings.models import TableMapping
 
@@ -72,7 +73,16 @@ def sync_jobs_create(
     ]
 
 
-def sync_enqueue(*, mapping: TableMapping, with_dependencies: bool = False, **options) -> list[SyncJob]:
+def sync_enqueue(
+    *,
+    mapping: TableMapping,
+    kind: str = JobKind.MODIFIED,
+    user=None,
+    direction: str | None = None,
+    record_ids: list | None = None,
+    dry_run: bool = False,
+    with_dependencies: bool = False,
+) -> list[SyncJob]:
     """Create the SyncJobs of one mapping run and enqueue it after the transaction commits.
 
     `with_dependencies` first runs the mappings this one depends on (modified records, in dependency order), in
@@ -82,20 +92,76 @@ def sync_enqueue(*, mapping: TableMapping, with_dependencies: bool = False, **op
     with transaction.atomic():
         jobs = []
         if with_dependencies:
-            for dependency in dependencies_in_order(mapping):
-                try:
-                    jobs += sync_jobs_create(
-                        mapping=dependency,
-                        kind=JobKind.MODIFIED,
-                        user=options.get("user"),
-                        dry_run=options.get("dry_run", False),
-                    )
-                except SyncNotStarted as exc:
-                    logger.info("Not synchronizing dependency %s: %s", dependency.name, exc)
-        jobs += sync_jobs_create(mapping=mapping, **options)
-        job_ids = [job.pk for job in jobs]
-        transaction.on_commit(lambda: _enqueue(job_ids))
+            jobs += _dependency_jobs_create(dependencies_in_order(mapping), user=user, dry_run=dry_run)
+        jobs += sync_jobs_create(
+            mapping=mapping, kind=kind, user=user, direction=direction, record_ids=record_ids, dry_run=dry_run
+        )
+        sync_jobs_enqueue(jobs)
     return jobs
+
+
+def sync_jobs_create_in_order(
+    *,
+    mappings: list[TableMapping],
+    kind: str = JobKind.MODIFIED,
+    user=None,
+    direction: str | None = None,
+    record_ids: list | None = None,
+    dry_run: bool = False,
+    with_dependencies: bool = False,
+) -> tuple[list[SyncJob], dict[str, str]]:
+    """The SyncJobs of several mappings, in dependency order, each dependency once; and why any was not started.
+
+    With `with_dependencies`, a mapping the chosen ones depend on runs first (modified records), unless it was chosen
+    itself: the chosen options (kind, direction, records) apply to the chosen mappings only.
+    """
+    chosen = {m.pk for m in mappings}
+    ordered, seen = [], set()
+    for mapping in sorted(mappings, key=_dependency_rank()):
+        for dependency in dependencies_in_order(mapping) if with_dependencies else []:
+            if dependency.pk not in chosen and dependency.pk not in seen:
+                ordered.append((dependency, True))
+                seen.add(dependency.pk)
+        if mapping.pk not in seen:
+            ordered.append((mapping, False))
+            seen.add(mapping.pk)
+    jobs, refused = [], {}
+    for mapping, is_dependency in ordered:
+        options = (
+            {"kind": JobKind.MODIFIED}
+            if is_dependency
+            else {"kind": kind, "direction": direction, "record_ids": record_ids}
+        )
+        try:
+            jobs += sync_jobs_create(mapping=mapping, user=user, dry_run=dry_run, **options)
+        except SyncNotStarted as exc:
+            if is_dependency:  # as in sync_enqueue: a dependency with nothing to run is no reason to stop
+                logger.info("Not synchronizing dependency %s: %s", mapping.name, exc)
+            else:
+                refused[mapping.name] = str(exc)
+    return jobs, refused
+
+
+def sync_jobs_enqueue(jobs: list[SyncJob]) -> None:
+    """Run these jobs in turn, in one RQ job queued when the current transaction commits (nothing if empty)."""
+    job_ids = [job.pk for job in jobs]
+    if job_ids:
+        transaction.on_commit(lambda: _enqueue(job_ids))
+
+
+def _dependency_jobs_create(dependencies: list[TableMapping], *, user, dry_run: bool) -> list[SyncJob]:
+    jobs = []
+    for dependency in dependencies:
+        try:
+            jobs += sync_jobs_create(mapping=dependency, kind=JobKind.MODIFIED, user=user, dry_run=dry_run)
+        except SyncNotStarted as exc:
+            logger.info("Not synchronizing dependency %s: %s", dependency.name, exc)
+    return jobs
+
+
+def _dependency_rank():
+    rank = {m.pk: position for position, m in enumerate(mappings_in_dependency_order())}
+    return lambda mapping: rank[mapping.pk]
 
 
 def dependencies_in_order(mapping: TableMapping) -> list[TableMapping]:
@@ -122,9 +188,7 @@ def sync_enqueue_all(
                 jobs.extend(sync_jobs_create(mapping=mapping, kind=kind, user=user, dry_run=dry_run))
             except SyncNotStarted as exc:
                 logger.info("Not synchronizing %s: %s", mapping.name, exc)
-        job_ids = [job.pk for job in jobs]
-        if job_ids:
-            transaction.on_commit(lambda: _enqueue(job_ids))
+        sync_jobs_enqueue(jobs)
     return jobs
 
 
@@ -192,7 +256,7 @@ def sync_jobs_run(*, job_ids: list[int], on_progress=None, lock_wait: float = 5)
         dataverse_client = open_client(Connection.objects.active(ConnectionKind.DATAVERSE))
     except Exception as exc:  # a missing or broken connection fails the run with its reason
         _finish_all(jobs, JobStatus.FAILED, f"Could not connect: {exc}")
-        _schedules_record_outcomes(jobs)
+        _announce_finished(jobs)
         return
     try:
         for mapping_jobs in _grouped_by_mapping(jobs):
@@ -212,14 +276,12 @@ def sync_jobs_run(*, job_ids: list[int], on_progress=None, lock_wait: float = 5)
     finally:
         bc_client.close()
         dataverse_client.close()
-        _schedules_record_outcomes(jobs)
+        _announce_finished(jobs)
 
 
-def _schedules_record_outcomes(jobs: list[SyncJob]) -> None:
-    # Imported here: jobs.scheduling builds on this module.
-    from jobs.scheduling.schedules import schedules_record_outcomes
-
-    schedules_record_outcomes(jobs=jobs)
+def _announce_finished(jobs: list[SyncJob]) -> None:
+    # Scheduling builds on this module and listens (jobs.scheduling.signals): it records the outcome of its runs.
+    sync_jobs_finished.send(sender=SyncJob, jobs=jobs)
 
 
 def _fail_abandoned_runs(mapping: TableMapping, current_job_ids: list[int]) -> None:
@@ -362,9 +424,8 @@ def _run_match_coupling(job: SyncJob, bc_client, dataverse_client) -> str:
                 user=job.requested_by,
             )
     if follow_ups:
-        job_ids = [j.pk for j in follow_ups]
-        transaction.on_commit(lambda: _enqueue(job_ids))
-        message += f" Queued sync job(s) {', '.join(f'#{pk}' for pk in job_ids)} for the new couplings."
+        sync_jobs_enqueue(follow_ups)
+        message += f" Queued sync job(s) {', '.join(f'#{j.pk}' for j in follow_ups)} for the new couplings."
     return message
 
 
@@ -446,16 +507,6 @@ def _finish_all(jobs: list[SyncJob], status: str, message: str) -> None:
     SyncJob.objects.filter(pk__in=[j.pk for j in jobs]).update(
         status=status, message=message, finished_at=timezone.now()
     )
-
-
-def schedules_run_due() -> int:
-    """Start every due schedule and queue renewals of expiring webhook subscriptions; return how many runs started."""
-    from jobs.scheduling.schedules import schedules_run_due as run_due
-    from jobs.scheduling.subscriptions import subscriptions_queue_renewal
-
-    started = run_due()
-    subscriptions_queue_renewal()
-    return started
 
 
 def sync_jobs_delete_old(*, now=None) -> int:

@@ -1,6 +1,7 @@
 """RQ entry points. Thin: take primitive ids, call one service, own nothing else."""
 
 from jobs import services
+from jobs.scheduling.tick import scheduler_tick as tick
 
 
 def run_sync_jobs(job_ids: list[int]) -> None:
@@ -13,7 +14,7 @@ def help_shared_sync(job_id: int) -> int:
 
 def scheduler_tick() -> None:
     """Start the runs whose schedule is due (RQ cron calls this every 30 seconds)."""
-    services.schedules_run_due()
+    tick()
 
 
 def cleanup_old_jobs() -> None:

@@ -1,9 +1,9 @@
-"""Admin for table mappings (with their field mappings inline) and the record of configuration changes.
+"""Mapping editing in the admin: the table mapping admin (with its field mappings inline, metadata suggestions and
+warnings; reset, export, import, test filter and transformation preview pages) and the record of configuration
+changes.
 
-The jobs app replaces the TableMapping registration with a subclass of TableMappingAdmin that adds the sync
-actions; so `actions` is a plain list and the last-sync / errors / skipped columns are small methods it can
-override. Counts come through the reverse relations by name (couplings, sync_errors, sync_jobs): mappings never
-imports the coupling or jobs apps.
+These classes register nothing: `syncadmin/admin.py` registers each model once, adding the sync columns, actions and
+pages of `jobs` through its mixins.
 """
 
 from __future__ import annotations
@@ -11,13 +11,11 @@ from __future__ import annotations
 import json
 
 from django.contrib import admin, messages
-from django.core.exceptions import FieldDoesNotExist, PermissionDenied
-from django.db.models import Count, IntegerField, OuterRef, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import NoReverseMatch, path, reverse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
@@ -33,37 +31,10 @@ from mappings.forms import (
 )
 from mappings.importing import ImportRefused
 from mappings.metadata import SIDE_LABEL, MetadataUnavailable
-from mappings.models import FieldMapping, MappingChange, TableMapping
+from mappings.models import FieldMapping, TableMapping
 from mappings.services import configuration_export, configuration_import, table_mapping_reset_to_defaults
 from mappings.transformations import TransformationError, apply_transformation
 from mappings.validation import check_filter
-
-
-def _related_model(name: str):
-    """The model behind a reverse relation of TableMapping (e.g. couplings), or None if that app is absent."""
-    try:
-        return TableMapping._meta.get_field(name).related_model
-    except FieldDoesNotExist:
-        return None
-
-
-def _count_subquery(relation: str, **filters):
-    model = _related_model(relation)
-    if model is None:
-        return Value(None, output_field=IntegerField())
-    rows = model.objects.filter(table_mapping=OuterRef("pk"), **filters).order_by().values("table_mapping")
-    return Coalesce(Subquery(rows.annotate(n=Count("pk")).values("n")[:1]), 0)
-
-
-def _changelist_link(model, query: str, text) -> str:
-    """A link to the model's admin list filtered by `query`, or the plain text if that list is not registered."""
-    if model is None:
-        return text
-    try:
-        url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
-    except NoReverseMatch:
-        return text
-    return format_html('<a href="{}?{}">{}</a>', url, query, text)
 
 
 class FieldMappingInline(admin.TabularInline):
@@ -111,7 +82,6 @@ class FieldMappingInline(admin.TabularInline):
         return format_html('<a href="{}?field_mapping={}" title="Type a value and see the result">try</a>', url, obj.pk)
 
 
-@admin.register(TableMapping)
 class TableMappingAdmin(admin.ModelAdmin):
     form = TableMappingForm
     inlines = [FieldMappingInline]
@@ -124,9 +94,6 @@ class TableMappingAdmin(admin.ModelAdmin):
         "integration_table_filter",
         "sync_only_coupled",
         "dependency_names",
-        "last_sync_display",
-        "errors_display",
-        "skipped_display",
         "is_default",
     ]
     list_filter = ["direction", "is_default", "sync_only_coupled"]
@@ -165,48 +132,15 @@ class TableMappingAdmin(admin.ModelAdmin):
     ]
 
     # ----------------------------------------------------------------------------------------------------------
-    # List columns (override these in a subclass to link to other apps' pages)
+    # List columns
     # ----------------------------------------------------------------------------------------------------------
 
     def get_queryset(self, request):
-        queryset = super().get_queryset(request).prefetch_related("dependencies")
-        jobs = _related_model("sync_jobs")
-        if jobs is not None:
-            finished = jobs.objects.filter(table_mapping=OuterRef("pk"), finished_at__isnull=False)
-            queryset = queryset.annotate(
-                last_sync=Subquery(finished.order_by("-finished_at").values("finished_at")[:1])
-            )
-        return queryset.annotate(
-            error_count=_count_subquery("sync_errors"), skipped_count=_count_subquery("couplings", skipped=True)
-        )
+        return super().get_queryset(request).prefetch_related("dependencies")
 
     @admin.display(description="dependencies")
     def dependency_names(self, obj):
         return ", ".join(sorted(dep.name for dep in obj.dependencies.all())) or "-"
-
-    @admin.display(description="last sync", ordering="last_sync")
-    def last_sync_display(self, obj):
-        moment = getattr(obj, "last_sync", None)
-        if moment is None:
-            return "-"
-        text = timezone.localtime(moment).strftime("%Y-%m-%d %H:%M")
-        return _changelist_link(_related_model("sync_jobs"), f"table_mapping__id__exact={obj.pk}", text)
-
-    @admin.display(description="errors", ordering="error_count")
-    def errors_display(self, obj):
-        count = getattr(obj, "error_count", None)
-        if count is None:
-            return "-"
-        # The error list's own filter form takes (and shows) `table_mapping`.
-        return _changelist_link(_related_model("sync_errors"), f"table_mapping={obj.pk}", count)
-
-    @admin.display(description="skipped", ordering="skipped_count")
-    def skipped_display(self, obj):
-        count = getattr(obj, "skipped_count", None)
-        if count is None:
-            return "-"
-        query = f"table_mapping={obj.pk}&skipped=true"  # the coupling list's FilterSet parameters
-        return _changelist_link(_related_model("couplings"), query, count)
 
     # ----------------------------------------------------------------------------------------------------------
     # Change form: validation with metadata, suggestions, warnings
@@ -436,7 +370,6 @@ class TableMappingAdmin(admin.ModelAdmin):
         )
 
 
-@admin.register(MappingChange)
 class MappingChangeAdmin(admin.ModelAdmin):
     """Read-only record of resets and imports."""
 
@@ -462,6 +395,3 @@ class MappingChangeAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
-
-
-__all__ = ["FieldMappingInline", "MappingChangeAdmin", "TableMappingAdmin"]

@@ -4,11 +4,11 @@ mappings.validation to it, attaching each problem to the field it is about. Noth
 from __future__ import annotations
 
 import dataclasses
-import json
 
 from django import forms
 from django.core.exceptions import ValidationError
 
+from mappings.importing import ImportRefused, import_document_parse, import_size_check
 from mappings.metadata import MetadataCache
 from mappings.models import FieldMapping, TableMapping
 from mappings.serialization import FIELD_DEFAULTS, TABLE_DEFAULTS
@@ -175,6 +175,10 @@ class ImportForm(forms.Form):
         cleaned = super().clean()
         upload, content = cleaned.get("file"), cleaned.get("content")
         if upload:
+            try:
+                import_size_check(upload.size)
+            except ImportRefused as exc:
+                raise ValidationError(exc.problems[0]) from None
             raw = upload.read()
             try:
                 content = raw.decode("utf-8")
@@ -183,9 +187,9 @@ class ImportForm(forms.Form):
         if not content:
             raise ValidationError("Choose a file to import.")
         try:
-            cleaned["data"] = json.loads(content)
-        except json.JSONDecodeError as exc:
-            raise ValidationError(f"The file is not valid JSON: {exc}.") from None
+            cleaned["data"] = import_document_parse(content)
+        except ImportRefused as exc:
+            raise ValidationError(exc.problems[0]) from None
         cleaned["content"] = content
         return cleaned
 

@@ -5,6 +5,8 @@ Every problem is collected (not just the first) so the user can fix the file in 
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from typing import Any
 
 from django.core.exceptions import FieldDoesNotExist
@@ -17,6 +19,48 @@ from mappings.validation import errors, find_cycles, validate_mapping
 FORMAT = "syncadmin.mappings"
 SUPPORTED_VERSIONS = (1,)
 REQUIRED_TABLE_KEYS = ("name", "bc_entity_set", "dataverse_entity_set", "dataverse_primary_key")
+
+
+# An export of 100 mappings with all their fields is about 1 MB; a file far larger is a mistake, not a configuration,
+# and must be answered in seconds (the admin re-posts the file's text to confirm, which Django caps at 2.5 MB).
+MAX_IMPORT_BYTES = 2 * 1024 * 1024
+# The format nests five levels (document, mappings, mapping, field mappings, a transformation's rules): ten is ample.
+MAX_IMPORT_DEPTH = 10
+
+
+def import_document_parse(text: str | bytes) -> Any:
+    """The JSON of an import file, or ImportRefused saying in one line why it cannot be read."""
+    import_size_check(len(text.encode("utf-8") if isinstance(text, str) else text))
+    try:
+        data = json.loads(text)
+    except UnicodeDecodeError:
+        raise ImportRefused(["The file is not UTF-8 text."]) from None
+    except json.JSONDecodeError as exc:
+        raise ImportRefused([f"The file is not valid JSON: {exc}."]) from None
+    except RecursionError:
+        raise ImportRefused([f"The file nests JSON more than {MAX_IMPORT_DEPTH} levels deep."]) from None
+    if _depth(data) > MAX_IMPORT_DEPTH:
+        raise ImportRefused([f"The file nests JSON more than {MAX_IMPORT_DEPTH} levels deep."])
+    return data
+
+
+def import_size_check(size: int) -> None:
+    """Refuse a file larger than MAX_IMPORT_BYTES before reading it, saying how large it is."""
+    if size > MAX_IMPORT_BYTES:
+        limit = MAX_IMPORT_BYTES // 1024 // 1024
+        raise ImportRefused([f"The file is {size / 1024 / 1024:.1f} MB; at most {limit} MB is accepted."])
+
+
+def _depth(data: Any) -> int:
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_IMPORT_DEPTH:
+            break
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest
 
 
 class ImportRefused(ValueError):
@@ -62,7 +106,7 @@ def check_import_file(
         if not shape_problems:
             targets.append(normalize_table_dict(item))
     names = [t["name"] for t in targets]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+    duplicates = sorted(name for name, times in Counter(names).items() if times > 1)
     if duplicates:
         problems.append(f"mapping names appear more than once: {', '.join(duplicates)}.")
     if problems:

@@ -211,16 +211,31 @@ def parse_filter(expression: str):
     return ODataParser().parse(ODataLexer().tokenize(expression))
 
 
+# A filter is sent in the URL of every read: Dataverse caps a GET URL at 32 KB (protocols.md 1.1, from Microsoft's
+# "Compose HTTP requests and handle errors"), and a read by ids adds up to ~5 KB of `id eq ...` to it.
+MAX_FILTER_LENGTH = 8000
+
+
 def check_filter(expression: str, table: TableInfo | None, *, side: str, field: str) -> list[Problem]:
     """Check a filter's syntax, and with metadata its field names and the types of the values compared with them."""
     if not expression.strip():
         return []
     label = "Table filter" if side == "bc" else "Integration table filter"
+    if len(expression) > MAX_FILTER_LENGTH:
+        return [
+            Problem(
+                f"{label} is {len(expression):,} characters long; at most {MAX_FILTER_LENGTH:,} are accepted: it "
+                "goes into the URL of every read, which Dataverse caps at 32 KB with the record ids syncadmin adds.",
+                field=field,
+            )
+        ]
     try:
         tree = parse_filter(expression)
     except ODataException as exc:
         return [Problem(f"{label} is not a valid OData filter: {exc}", field=field)]
-    problems = []
+    except RecursionError:
+        return [Problem(f"{label} nests too deeply to be read: use fewer parentheses.", field=field)]
+    problems = [Problem(f"{label}: {message}", field=field) for message in _unsupported_functions(tree, side)]
     if side == "bc":
         problems += [Problem(f"{label}: {message}", field=field) for message in _bc_or_across_fields(tree)]
     if table is None:
@@ -231,6 +246,31 @@ def check_filter(expression: str, table: TableInfo | None, *, side: str, field: 
         elif isinstance(node, odata_ast.Compare):
             problems += [Problem(f"{label}: {message}", field=field) for message in _compare_types(node, table)]
     return problems
+
+
+# The functions each service takes in `$filter` (protocols.md 1.4 for Dataverse, 2.3 for Business Central): anything
+# else is refused by the service at the first read, so it is refused here when the mapping is saved.
+FILTER_FUNCTIONS = {
+    "bc": ("contains", "endswith", "startswith", "substring", "tolower", "toupper"),
+    "dataverse": ("contains", "endswith", "startswith"),
+}
+
+
+def _unsupported_functions(tree, side: str) -> list[str]:
+    supported = FILTER_FUNCTIONS[side]
+    used = sorted(
+        {
+            node.func.full_name()
+            for node in _walk(tree)
+            if isinstance(node, odata_ast.Call) and node.func.full_name() not in supported
+        }
+    )
+    system = "Business Central" if side == "bc" else "Dataverse"
+    return [
+        f"{system} does not support the function {name}() in filters; it supports "
+        f"{', '.join(supported[:-1])} and {supported[-1]}."
+        for name in used
+    ]
 
 
 def _bc_or_across_fields(tree) -> list[str]:
@@ -249,22 +289,27 @@ def _bc_or_across_fields(tree) -> list[str]:
 
 
 def _walk(node):
-    """Yield every node of the filter tree, skipping function names (contains, startswith, ...)."""
-    yield node
-    if isinstance(node, odata_ast.Call):
-        children = node.args
-    elif isinstance(node, odata_ast.List):
-        children = node.val
-    elif dataclasses.is_dataclass(node):
-        children = [getattr(node, f.name) for f in dataclasses.fields(node)]
-    else:
-        children = []
-    for child in children:
-        if isinstance(child, list):
-            for item in child:
-                yield from _walk(item)
-        elif isinstance(child, odata_ast._Node):
-            yield from _walk(child)
+    """Yield every node of the filter tree, skipping function names (contains, startswith, ...).
+
+    Iterative, not recursive: a filter of a thousand conditions is a tree a thousand levels deep.
+    """
+    stack = [node]
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, odata_ast.Call):
+            children = node.args
+        elif isinstance(node, odata_ast.List):
+            children = node.val
+        elif dataclasses.is_dataclass(node):
+            children = [getattr(node, f.name) for f in dataclasses.fields(node)]
+        else:
+            children = []
+        for child in reversed(children):
+            if isinstance(child, list):
+                stack.extend(item for item in reversed(child) if isinstance(item, odata_ast._Node))
+            elif isinstance(child, odata_ast._Node):
+                stack.append(child)
 
 
 def _compare_types(node: odata_ast.Compare, table: TableInfo) -> list[str]:

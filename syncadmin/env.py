@@ -1,7 +1,7 @@
 """Read settings from the environment, failing loudly with the variable's name and expected form.
 
-Every problem raises `SettingError`, which `settings.py` turns into ImproperlyConfigured so that any process
-(web, worker, scheduler, manage.py) stops at start with a message a person can act on.
+Every problem raises `SettingError`, which `settings.py` turns into one line, `Configuration error: ...`, and exit:
+any process (web, worker, scheduler, manage.py) stops at start with a message a person can act on, not a traceback.
 """
 
 import os

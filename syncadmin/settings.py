@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_rq",
     "django_filters",
+    "adminkit",
     "connectors",
     "mappings",
     "coupling",
@@ -112,7 +113,7 @@ WSGI_APPLICATION = "syncadmin.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        "DIRS": [],  # each app holds its own templates (403.html is syncadmin's)
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [

@@ -177,7 +177,7 @@ def _set(schedule: Schedule, **values) -> None:
 
 
 def schedules_record_outcomes(*, jobs: list[SyncJob]) -> None:
-    """Feed finished jobs of any mappings to their schedules (called at the end of jobs.services.sync_jobs_run)."""
+    """Feed finished jobs of any mappings to their schedules (sent by jobs.services.sync_jobs_run as it ends)."""
     by_mapping: dict[int, list[SyncJob]] = {}
     for job in jobs:
         by_mapping.setdefault(job.table_mapping_id, []).append(job)

@@ -8,7 +8,8 @@ from connectors.clients import open_client
 from coupling.models import Coupling
 from jobs.choices import ErrorClass, JobKind
 from jobs.models import SyncError
-from jobs.resolution import ResolutionFailed, conflict_resolve, records_compare
+from jobs.resolution.comparison import records_compare
+from jobs.resolution.services import ResolutionFailed, conflict_resolve
 from jobs.services import coupling_job_enqueue, sync_enqueue
 from mappings.choices import Direction
 from mappings.models import FieldMapping, TableMapping

@@ -159,3 +159,32 @@ def test_coupling_needs_the_run_sync_permission(client, django_user_model, sandb
     assert 'name="couple"' not in page.content.decode()  # nothing offered that the user may not do
     assert client.post(url, {"bc": record["id"], "dv": account["accountid"], "couple": "1"}).status_code == 403
     assert not Coupling.objects.exists()
+
+
+def test_a_refused_match_based_coupling_run_leaves_the_saved_criteria_and_settings_unchanged(admin_client, customer):
+    criteria = list(
+        customer.field_mappings.filter(enabled=True)
+        .exclude(bc_field="")
+        .exclude(dataverse_field="")
+        .order_by("position", "id")
+    )
+    customer.field_mappings.update(use_for_matching=False)
+    customer.field_mappings.filter(pk=criteria[0].pk).update(use_for_matching=True, match_priority=1)
+    settings_before = (customer.create_new_if_no_match, customer.sync_after_match_coupling)
+    url = reverse("admin:mappings_tablemapping_match_coupling", args=[customer.pk])
+    data = {"form-TOTAL_FORMS": len(criteria), "form-INITIAL_FORMS": len(criteria)}
+    for index, field_mapping in enumerate(criteria):  # nothing ticked to match on
+        data |= {f"form-{index}-id": field_mapping.pk, f"form-{index}-match_priority": 2}
+    if not settings_before[0]:
+        data["create_new_if_no_match"] = "on"
+    if not settings_before[1]:
+        data["sync_after_match_coupling"] = "on"
+
+    response = admin_client.post(url, data, follow=True)
+
+    assert "Tick at least one field to match on." in response.content.decode()
+    assert not SyncJob.objects.filter(kind=JobKind.COUPLING).exists()
+    matching = list(customer.field_mappings.filter(use_for_matching=True).values_list("pk", "match_priority"))
+    assert matching == [(criteria[0].pk, 1)]
+    customer.refresh_from_db()
+    assert (customer.create_new_if_no_match, customer.sync_after_match_coupling) == settings_before

@@ -594,13 +594,29 @@ def test_sync_command_preview_prints_the_field_differences_and_writes_nothing(sa
 
     out, _ = sync_command("CUSTOMER", "--direction", "to_dataverse", "--preview")
 
-    (job,) = SyncJob.objects.all()
+    job = SyncJob.objects.get(table_mapping__name="CUSTOMER")  # after previews of the mappings it depends on
     assert job.dry_run and job.status == JobStatus.SUCCEEDED
-    assert out.splitlines()[0] == f"#{job.pk} CUSTOMER to_dataverse: Succeeded"
+    assert f"#{job.pk} CUSTOMER to_dataverse: Succeeded" in out.splitlines()
     for name in names:
         assert f"    insert {name}: name None -> {name!r}" in out
     assert sandbox_sizes(sandbox_connections) == before
     assert not Coupling.objects.exists()
+
+
+def test_sync_command_runs_the_mappings_a_mapping_depends_on_first_as_the_admin_action_does(
+    sandbox_connections, customer
+):
+    out, _ = sync_command("CUSTOMER", "CURRENCY", "--direction", "to_dataverse")
+
+    # CURRENCY was named, so it runs once, with the named options; SALESPEOPLE runs as a dependency, as it is set.
+    assert runs(SyncJob.objects.order_by("pk")) == [
+        ("CURRENCY", "to_dataverse"),
+        ("SALESPEOPLE", "from_dataverse"),
+        ("CUSTOMER", "to_dataverse"),
+    ]
+    assert {job.status for job in SyncJob.objects.all()} == {JobStatus.SUCCEEDED}
+    customer = SyncJob.objects.get(table_mapping__name="CUSTOMER")
+    assert customer.failed == 0 and customer.inserted > 0  # its currencies and salespeople were coupled first
 
 
 def test_sync_command_refuses_an_unknown_mapping_and_names_the_known_ones():
@@ -646,8 +662,13 @@ def test_sync_command_with_enqueue_queues_the_jobs_for_a_worker_instead_of_runni
         out, _ = sync_command("CUSTOMER", "--enqueue")
 
     jobs = list(SyncJob.objects.order_by("pk"))
-    assert runs(jobs) == [("CUSTOMER", "to_dataverse"), ("CUSTOMER", "from_dataverse")]
-    assert out.strip() == f"Queued sync jobs #{jobs[0].pk}, #{jobs[1].pk}."
+    assert runs(jobs) == [
+        ("CURRENCY", "to_dataverse"),
+        ("SALESPEOPLE", "from_dataverse"),
+        ("CUSTOMER", "to_dataverse"),
+        ("CUSTOMER", "from_dataverse"),
+    ]
+    assert out.strip() == f"Queued sync jobs {', '.join(f'#{job.pk}' for job in jobs)}."
     assert {job.status for job in jobs} == {JobStatus.QUEUED}
     assert {job.rq_job_id for job in jobs} == queued_rq_job_ids()
 

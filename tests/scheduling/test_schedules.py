@@ -8,7 +8,7 @@ from django.utils import timezone
 from jobs.choices import JobKind, JobStatus
 from jobs.models import Schedule, ScheduleState, SyncJob
 from jobs.scheduling import schedules as schedule_services
-from jobs.services import schedules_run_due
+from jobs.scheduling.tick import scheduler_tick
 from mappings.models import TableMapping
 
 pytestmark = pytest.mark.django_db(databases=["default", "sandbox"])
@@ -59,7 +59,7 @@ def test_a_due_schedule_starts_one_incremental_run_and_moves_its_next_run(django
     before = timezone.now()
 
     with django_capture_on_commit_callbacks(execute=True):
-        started = schedules_run_due()
+        started = scheduler_tick()
 
     assert started == 1
     jobs = list(SyncJob.objects.filter(table_mapping=schedule.table_mapping))
@@ -74,7 +74,7 @@ def test_a_due_schedule_starts_one_incremental_run_and_moves_its_next_run(django
     assert before + timedelta(minutes=30) <= schedule.next_run_at <= timezone.now() + timedelta(minutes=30)
     assert SyncJob.objects.exclude(table_mapping=schedule.table_mapping).count() == 0
     # The next tick finds nothing due.
-    assert schedules_run_due() == 0
+    assert scheduler_tick() == 0
 
 
 def test_schedules_due_together_start_in_dependency_order():
@@ -82,7 +82,7 @@ def test_schedules_due_together_start_in_dependency_order():
     # CUSTOMER has waited longest, but it looks up CURRENCY and SALESPEOPLE couplings.
     Schedule.objects.filter(table_mapping__name="CUSTOMER").update(next_run_at=timezone.now() - timedelta(hours=1))
 
-    assert schedules_run_due() == 5
+    assert scheduler_tick() == 5
 
     first_job_of = {}
     for job in SyncJob.objects.order_by("pk").select_related("table_mapping"):
@@ -97,13 +97,13 @@ def test_a_paused_schedule_does_not_run():
     schedule = only_customer_due()
     schedule_services.schedules_pause(schedules=[schedule])
 
-    assert schedules_run_due() == 0
+    assert scheduler_tick() == 0
     assert not SyncJob.objects.exists()
     schedule.refresh_from_db()
     assert schedule.status == "Paused"
 
     schedule_services.schedules_resume(schedules=[schedule])
-    assert schedules_run_due() == 1
+    assert scheduler_tick() == 1
 
 
 def test_an_edit_in_the_admin_applies_at_the_next_tick(admin_client):
@@ -124,7 +124,7 @@ def test_an_edit_in_the_admin_applies_at_the_next_tick(admin_client):
     )
     assert response.status_code == 302, response.content.decode()[:2000]
 
-    assert schedules_run_due() == 1
+    assert scheduler_tick() == 1
     schedule.refresh_from_db()
     assert schedule.next_run_at > timezone.now() + timedelta(minutes=4)
     assert schedule.next_run_at < timezone.now() + timedelta(minutes=6)
@@ -148,7 +148,7 @@ def test_a_due_schedule_does_not_queue_a_second_run_beside_one_still_in_progress
     running = sync_enqueue(mapping=schedule.table_mapping, kind=JobKind.FULL)  # e.g. a user's long full sync
     SyncJob.objects.filter(pk__in=[j.pk for j in running]).update(status=JobStatus.RUNNING)
 
-    assert schedules_run_due() == 0
+    assert scheduler_tick() == 0
 
     assert SyncJob.objects.count() == len(running)
     schedule.refresh_from_db()
@@ -180,7 +180,7 @@ def test_a_run_without_changes_puts_the_schedule_on_hold_and_a_change_wakes_it()
     assert schedule.status.startswith("On hold until")
     hold_ends = timezone.now() + timedelta(minutes=720)
     assert abs((schedule.next_run_at - hold_ends).total_seconds()) < 5
-    assert schedules_run_due() == 0
+    assert scheduler_tick() == 0
 
     assert schedule_services.schedule_wake(mapping=schedule.table_mapping) is True
 
@@ -262,7 +262,7 @@ def test_a_due_schedule_runs_for_real_and_its_outcome_feeds_the_schedule(
     TableMapping.objects.filter(pk=schedule.table_mapping_id).update(sync_only_coupled=False, direction="to_dataverse")
     schedule.table_mapping.field_mappings.filter(lookup_mapping__isnull=False).update(enabled=False)
     with django_capture_on_commit_callbacks(execute=True):
-        assert schedules_run_due() == 1
+        assert scheduler_tick() == 1
 
     rq_worker()
 
@@ -275,7 +275,7 @@ def test_a_due_schedule_runs_for_real_and_its_outcome_feeds_the_schedule(
 
     due(schedule)
     with django_capture_on_commit_callbacks(execute=True):
-        assert schedules_run_due() == 1
+        assert scheduler_tick() == 1
     rq_worker()
 
     second_run = SyncJob.objects.filter(table_mapping=schedule.table_mapping).exclude(pk__in=[j.pk for j in first_run])

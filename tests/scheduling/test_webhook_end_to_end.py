@@ -16,7 +16,8 @@ from coupling.models import Coupling
 from jobs.choices import JobKind, JobStatus
 from jobs.models import Schedule, SubscriptionStatus, SyncJob, WebhookSubscription
 from jobs.scheduling import subscriptions
-from jobs.services import schedules_run_due, sync_enqueue
+from jobs.scheduling.tick import scheduler_tick
+from jobs.services import sync_enqueue
 from mappings.models import TableMapping
 
 pytestmark = pytest.mark.django_db(databases=["default", "sandbox"])
@@ -150,8 +151,8 @@ def test_a_subscription_that_expires_soon_is_renewed_by_the_scheduler_tick(
     first_etag = subscription.etag
     WebhookSubscription.objects.filter(pk=subscription.pk).update(expires_at=timezone.now() + timedelta(hours=2))
 
-    schedules_run_due()  # the tick queues one renewal job
-    schedules_run_due()  # and not a second one while it waits
+    scheduler_tick()  # the tick queues one renewal job
+    scheduler_tick()  # and not a second one while it waits
     assert django_rq.get_queue("default").job_ids and len(django_rq.get_queue("default").job_ids) == 1
     rq_worker_with_scheduler()
 

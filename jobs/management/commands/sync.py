@@ -1,14 +1,15 @@
-"""Run a sync from the command line, the same way the admin and the scheduler do (jobs.services)."""
+"""Run a sync from the command line, through the same services as the admin and the scheduler (jobs.services)."""
 
 import django_rq
 import redis
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 from tqdm import tqdm
 
 from jobs.choices import JobKind
 from jobs.models import SyncJob
-from jobs.services import SyncNotStarted, mappings_in_dependency_order, sync_enqueue, sync_jobs_create, sync_jobs_run
+from jobs.services import mappings_in_dependency_order, sync_jobs_create_in_order, sync_jobs_enqueue, sync_jobs_run
 from mappings.choices import Direction
 from mappings.models import TableMapping
 
@@ -39,21 +40,20 @@ class Command(BaseCommand):
     def _handle(self, **options):
         mappings = self._mappings(options["mappings"])
         django_rq.get_connection("default").ping()  # before any job row exists, so none is left queued for ever
-        jobs = []
-        for mapping in mappings:
-            create = sync_enqueue if options["enqueue"] else sync_jobs_create
-            try:
-                jobs.extend(
-                    create(
-                        mapping=mapping,
-                        kind=options["kind"],
-                        direction=options["direction"],
-                        record_ids=options["record"] or None,
-                        dry_run=options["preview"],
-                    )
-                )
-            except SyncNotStarted as exc:
-                self.stderr.write(f"{mapping.name}: {exc}")
+        # As the admin action does: modified records of named mappings run after the mappings they depend on.
+        with transaction.atomic():
+            jobs, refused = sync_jobs_create_in_order(
+                mappings=mappings,
+                kind=options["kind"],
+                direction=options["direction"],
+                record_ids=options["record"] or None,
+                dry_run=options["preview"],
+                with_dependencies=bool(options["mappings"]) and options["kind"] == JobKind.MODIFIED,
+            )
+            if options["enqueue"]:
+                sync_jobs_enqueue(jobs)
+        for name, reason in refused.items():
+            self.stderr.write(f"{name}: {reason}")
         if options["enqueue"]:
             self.stdout.write(f"Queued sync jobs {', '.join(f'#{j.pk}' for j in jobs)}.")
             return

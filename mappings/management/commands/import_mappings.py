@@ -1,10 +1,12 @@
 """manage.py import_mappings FILE: check a configuration file, show the differences, then apply them all at once."""
 
-import json
+import os
+import sys
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from mappings.importing import MAX_IMPORT_BYTES, import_document_parse, import_size_check
 from mappings.metadata import MetadataCache
 from mappings.services import ImportRefused, configuration_import
 
@@ -63,12 +65,13 @@ class Command(BaseCommand):
     def _read(file):
         try:
             if file == "-":
-                import sys
-
-                return json.load(sys.stdin)
-            with open(file, encoding="utf-8") as handle:
-                return json.load(handle)
+                text = sys.stdin.buffer.read(MAX_IMPORT_BYTES + 1)  # enough to refuse it, whatever its size
+            else:
+                import_size_check(os.path.getsize(file))
+                with open(file, "rb") as handle:
+                    text = handle.read()
+            return import_document_parse(text)
         except OSError as exc:
             raise CommandError(f"Cannot read {file}: {exc.strerror}.") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CommandError(f"{file} is not valid JSON: {exc}. Nothing was changed.") from None
+        except ImportRefused as exc:
+            raise CommandError(f"{file}: {exc.problems[0]} Nothing was changed.") from None

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from uuid import UUID
 
+from connectors.odata import and_filters, as_uuid, contains, eq, eq_any
 from connectors.types import RemoteClient
-from coupling.filters import as_uuid
 from coupling.matching import NoMatchCriteria, match_groups
 from coupling.models import Coupling
 from mappings.models import TableMapping
@@ -55,24 +55,7 @@ def side_spec(mapping: TableMapping, system: str) -> SideSpec:
     )
 
 
-def odata_literal(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    if as_uuid(str(value)) and len(str(value)) == 36:
-        return str(value)
-    return "'" + str(value).replace("'", "''") + "'"
-
-
-def _and(*parts: str) -> str:
-    parts = [p for p in parts if p]
-    if len(parts) == 1:
-        return parts[0]
-    return " and ".join(f"({p})" for p in parts)
-
-
-def _first_page(client: RemoteClient, spec: SideSpec, flt: str, select: list[str], size: int = LIST_SIZE) -> list:
+def _first_page(client: RemoteClient, spec: SideSpec, flt: str | None, select: list[str], size=LIST_SIZE) -> list:
     pages = client.read_pages(spec.entity_set, filter=flt or None, select=select, page_size=size)
     try:
         page = next(iter(pages), None)
@@ -87,9 +70,10 @@ def _search_filter(spec: SideSpec, text: str) -> str:
     text = text.strip()
     if not text:
         return ""
-    if as_uuid(text):
-        return f"{spec.id_field} eq {as_uuid(text)}"
-    return f"contains({spec.name_field},{odata_literal(text)})"
+    record_id = as_uuid(text)
+    if record_id:
+        return eq(spec.id_field, record_id)
+    return contains(spec.name_field, text)
 
 
 def _to_record(spec: SideSpec, row: dict) -> Record:
@@ -102,8 +86,8 @@ def ids_within_filter(client: RemoteClient, spec: SideSpec, ids: list[UUID]) -> 
         return set()
     if not spec.table_filter:
         return set(ids)
-    any_of = " or ".join(f"{spec.id_field} eq {i}" for i in ids)
-    rows = _first_page(client, spec, _and(spec.table_filter, any_of), [spec.id_field], size=len(ids))
+    flt = and_filters(spec.table_filter, eq_any(spec.id_field, ids))
+    rows = _first_page(client, spec, flt, [spec.id_field], size=len(ids))
     return {UUID(str(row[spec.id_field])) for row in rows}
 
 
@@ -139,7 +123,8 @@ def records_search(
         for record in records:
             record.outside_filter = record.id not in inside
     else:
-        records = [_to_record(spec, row) for row in _first_page(client, spec, _and(spec.table_filter, search), select)]
+        rows = _first_page(client, spec, and_filters(spec.table_filter, search), select)
+        records = [_to_record(spec, row) for row in rows]
     annotate_couplings(mapping, records)
     return sorted(records, key=lambda r: r.name.casefold())
 
@@ -176,11 +161,11 @@ def partner_suggestions(client: RemoteClient, mapping: TableMapping, record: Rec
             if value in (None, ""):
                 conditions = []
                 break
-            conditions.append(f"{other_field} eq {odata_literal(value)}")
+            conditions.append(eq(other_field, value))
             reasons.append(f"{other_field} = {value}")
         if not conditions:
             continue
-        for row in _first_page(client, other, _and(other.table_filter, *conditions), select, size=limit):
+        for row in _first_page(client, other, and_filters(other.table_filter, *conditions), select, size=limit):
             candidate = _to_record(other, row)
             if candidate.id not in found:
                 candidate.reason = "same " + ", ".join(reasons)

@@ -1,267 +1,37 @@
-"""Coupling in the browser: couple by clicking, match-based coupling with its criteria and ambiguous matches,
-compare a coupled pair and resolve its conflict field by field, restore or delete after a deletion.
+"""Coupling pages of a table mapping: couple by clicking (or create a new partner), match-based coupling with its
+criteria and ambiguous matches, links to the mapping's couplings, errors and jobs, and the coupling actions.
 
-These pages need job services (synchronize after coupling, uncoupling jobs), so they live in `jobs` and register
-subclasses of the coupling and table mapping admins in their place (imported at the end of `jobs.admin`).
+`TableMappingCouplingMixin` goes before `mappings.admin.TableMappingAdmin`, and `AmbiguousMatchCouplingMixin` before
+`coupling.admin.AmbiguousMatchAdmin`, in the classes `syncadmin/admin.py` registers.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Q
-from django.forms import modelformset_factory
+from django.forms import BaseModelFormSet, modelformset_factory
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from connectors.choices import ConnectionKind
-from connectors.clients import open_client
 from connectors.models import Connection
+from connectors.odata import as_uuid
 from connectors.types import ConnectorError
-from coupling.filters import as_uuid
 from coupling.models import AmbiguousMatch, Coupling
-from coupling.services import (
-    CouplingRefused,
-    coupling_create,
-    coupling_delete_surviving_record,
-    coupling_prepare_restore,
-    coupling_reserve_new_partner,
-    couplings_missing_partners,
-)
-from jobs.admin import RUN_SYNC_PERMISSION, CouplingSyncAdmin, TableMappingSyncAdmin
-from jobs.admin_links import job_link
-from jobs.choices import JobKind
-from jobs.models import SyncJob
-from jobs.remote_records import BC, DATAVERSE, partner_suggestions, record_get, records_search, side_spec
-from jobs.resolution import ResolutionFailed, conflict_resolve, records_compare
-from jobs.services import SyncNotStarted, coupling_job_enqueue, sync_enqueue, uncoupling_job_enqueue
+from coupling.remote_records import BC, DATAVERSE, partner_suggestions, record_get, records_search, side_spec
+from coupling.services import CouplingRefused, coupling_create, coupling_reserve_new_partner
+from jobs.admin.coupled_records import connected_clients, enqueue_records_sync, sync_choices
+from jobs.admin.links import job_link, mapping_couplings_url, mapping_errors_url, mapping_jobs_url
+from jobs.permissions import RUN_SYNC_PERMISSION, RunSyncPermissionMixin
+from jobs.services import coupling_job_enqueue, uncoupling_job_enqueue
 from mappings.choices import Direction
 from mappings.models import FieldMapping, TableMapping
-
-SYNC_CHOICES = [
-    ("", "Do not synchronize"),
-    (Direction.TO_DATAVERSE, "Synchronize now: Business Central → Dataverse"),
-    (Direction.FROM_DATAVERSE, "Synchronize now: Dataverse → Business Central"),
-]
-
-
-@contextmanager
-def connected_clients():
-    """One client per system for one page; raises with a readable message when a connection is missing."""
-    bc = open_client(Connection.objects.active(ConnectionKind.BUSINESS_CENTRAL))
-    try:
-        dataverse = open_client(Connection.objects.active(ConnectionKind.DATAVERSE))
-    except Exception:
-        bc.close()
-        raise
-    try:
-        yield bc, dataverse
-    finally:
-        bc.close()
-        dataverse.close()
-
-
-def _client_for(system, bc, dataverse):
-    return bc if system == BC else dataverse
-
-
-def sync_choices(mapping: TableMapping) -> list[tuple[str, str]]:
-    allowed = {"", *([Direction.TO_DATAVERSE] if mapping.syncs_to_dataverse else [])}
-    if mapping.syncs_from_dataverse:
-        allowed.add(Direction.FROM_DATAVERSE)
-    return [choice for choice in SYNC_CHOICES if choice[0] in allowed]
-
-
-def _enqueue_records_sync(request, mapping: TableMapping, direction: str, coupling: Coupling) -> SyncJob | None:
-    source_id = coupling.bc_id if direction == Direction.TO_DATAVERSE else coupling.dataverse_id
-    try:
-        (job,) = sync_enqueue(
-            mapping=mapping, kind=JobKind.RECORDS, direction=direction, record_ids=[source_id], user=request.user
-        )
-    except SyncNotStarted as exc:
-        messages.error(request, str(exc))
-        return None
-    return job
-
-
-# -- Coupled records: restore a deleted partner, delete the surviving record, compare and resolve ---------------------
-
-
-def _missing_partners(modeladmin, request, queryset):
-    couplings = list(queryset.select_related("table_mapping"))
-    try:
-        with connected_clients() as (bc, dataverse):
-            return couplings, couplings_missing_partners(couplings=couplings, bc_client=bc, dataverse_client=dataverse)
-    except (ConnectorError, Connection.DoesNotExist, Connection.MultipleObjectsReturned) as exc:
-        modeladmin.message_user(request, f"Could not check the records: {exc}", messages.ERROR)
-        return couplings, None
-
-
-@admin.action(
-    description="Restore the deleted partner (recreate it from the surviving record)", permissions=["run_sync"]
-)
-def restore_deleted_partners(modeladmin, request, queryset):
-    couplings, missing = _missing_partners(modeladmin, request, queryset)
-    if missing is None:
-        return
-    restored = 0
-    for coupling in couplings:
-        side = missing.get(coupling.pk)
-        if side not in (BC, DATAVERSE):
-            continue
-        coupling_prepare_restore(coupling=coupling, missing_side=side)
-        coupling.refresh_from_db()
-        direction = Direction.TO_DATAVERSE if side == DATAVERSE else Direction.FROM_DATAVERSE
-        if _enqueue_records_sync(request, coupling.table_mapping, direction, coupling):
-            restored += 1
-    untouched = len(couplings) - restored
-    modeladmin.message_user(
-        request,
-        f"Restoring {restored} deleted record(s) from their partners."
-        + (f" {untouched} coupling(s) have both records (or neither) and were left alone." if untouched else ""),
-        messages.SUCCESS if restored else messages.WARNING,
-    )
-
-
-@admin.action(description="Delete the surviving record (its partner was deleted)", permissions=["run_sync"])
-def delete_surviving_records(modeladmin, request, queryset):
-    couplings, missing = _missing_partners(modeladmin, request, queryset)
-    if missing is None:
-        return
-    deleted = 0
-    with connected_clients() as (bc, dataverse):
-        for coupling in couplings:
-            side = missing.get(coupling.pk)
-            if side not in (BC, DATAVERSE):
-                continue
-            surviving = DATAVERSE if side == BC else BC
-            try:
-                coupling_delete_surviving_record(
-                    coupling=coupling, surviving_side=surviving, client=_client_for(surviving, bc, dataverse)
-                )
-                deleted += 1
-            except CouplingRefused as exc:
-                modeladmin.message_user(request, str(exc), messages.ERROR)
-    untouched = len(couplings) - deleted
-    modeladmin.message_user(
-        request,
-        f"Deleted {deleted} surviving record(s) and their couplings."
-        + (f" {untouched} coupling(s) still have both records and were left alone." if untouched else ""),
-        messages.SUCCESS if deleted else messages.WARNING,
-    )
-
-
-class CouplingResolveAdmin(CouplingSyncAdmin):
-    list_display = ["id", "table_mapping", "bc_record", "dataverse_record", "last_results", "skipped"]
-    actions = [*CouplingSyncAdmin.actions, restore_deleted_partners, delete_surviving_records]
-    change_list_template = "admin/jobs/coupling/change_list.html"
-
-    def has_add_permission(self, request):
-        return False  # records are coupled from a mapping's "Couple records" page, which checks the rules
-
-    def _record_link(self, obj, name, record_id):
-        url = reverse("admin:coupling_coupling_compare", args=[obj.pk])
-        return format_html('<a href="{}" title="Both records side by side">{}</a>', url, name or record_id or "-")
-
-    @admin.display(description="Business Central record", ordering="bc_name")
-    def bc_record(self, obj):
-        return self._record_link(obj, obj.bc_name, obj.bc_id)
-
-    @admin.display(description="Dataverse row", ordering="dataverse_name")
-    def dataverse_record(self, obj):
-        return self._record_link(obj, obj.dataverse_name, obj.dataverse_id)
-
-    def get_urls(self):
-        return [
-            path("<int:pk>/compare/", self.admin_site.admin_view(self.compare_view), name="coupling_coupling_compare"),
-            *super().get_urls(),
-        ]
-
-    def changelist_view(self, request, extra_context=None):
-        extra_context = {**(extra_context or {}), "mappings": TableMapping.objects.only("pk", "name")}
-        return super().changelist_view(request, extra_context)
-
-    def compare_view(self, request, pk):
-        """Both records side by side, the fields that differ; pick the winning side per field and apply it."""
-        if not self.has_view_permission(request):
-            raise PermissionDenied
-        coupling = get_object_or_404(Coupling.objects.select_related("table_mapping"), pk=pk)
-        mapping = coupling.table_mapping
-        if request.method == "POST":
-            if not request.user.has_perm(RUN_SYNC_PERMISSION):
-                raise PermissionDenied
-            return self._compare_post(request, coupling)
-        comparison, error = None, ""
-        try:
-            with connected_clients() as (bc, dataverse):
-                comparison = records_compare(
-                    mapping=mapping,
-                    bc_id=coupling.bc_id,
-                    dataverse_id=coupling.dataverse_id,
-                    bc_client=bc,
-                    dataverse_client=dataverse,
-                )
-        except (ConnectorError, Connection.DoesNotExist, Connection.MultipleObjectsReturned) as exc:
-            error = f"The records could not be read: {exc}"
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"{mapping.name}: {coupling.bc_name or coupling.bc_id} ↔ "
-            f"{coupling.dataverse_name or coupling.dataverse_id}",
-            "opts": self.model._meta,
-            "coupling": coupling,
-            "mapping": mapping,
-            "comparison": comparison,
-            "error": error,
-            "sync_choices": [c for c in sync_choices(mapping) if c[0]],
-            "errors_url": reverse("admin:jobs_syncerror_changelist")
-            + "?"
-            + urlencode({"text": str(coupling.bc_id or coupling.dataverse_id)}),
-            "can_run_sync": request.user.has_perm(RUN_SYNC_PERMISSION),
-        }
-        return TemplateResponse(request, "admin/jobs/coupling/compare.html", context)
-
-    def _compare_post(self, request, coupling: Coupling):
-        here = reverse("admin:coupling_coupling_compare", args=[coupling.pk])
-        if "resolve" in request.POST:
-            winners = {}
-            for key, value in request.POST.items():
-                if key.startswith("winner_") and value in (BC, DATAVERSE):
-                    winners[int(key.removeprefix("winner_"))] = value
-            if not winners:
-                messages.warning(request, "Choose the winning side of at least one field.")
-                return redirect(here)
-            try:
-                with connected_clients() as (bc, dataverse):
-                    written = conflict_resolve(
-                        coupling=coupling, winners=winners, bc_client=bc, dataverse_client=dataverse
-                    )
-            except (ResolutionFailed, ConnectorError) as exc:
-                messages.error(request, str(exc))
-                return redirect(here)
-            messages.success(
-                request,
-                f"Resolved: wrote {written[DATAVERSE]} field(s) to Dataverse and {written[BC]} to Business Central. "
-                "Both records now hold the chosen values; the next run sees no conflict.",
-            )
-            return redirect(here)
-        direction = request.POST.get("sync")
-        if direction in (Direction.TO_DATAVERSE, Direction.FROM_DATAVERSE):
-            Coupling.objects.filter(pk=coupling.pk).unskip(direction)
-            job = _enqueue_records_sync(request, coupling.table_mapping, direction, coupling)
-            if job:
-                messages.success(request, format_html("Synchronizing the record: {}.", job_link(job)))
-                return redirect("admin:jobs_syncjob_change", job.pk)
-        return redirect(here)
-
-
-# -- Table mappings: couple by clicking, match-based coupling, links to couplings, errors and jobs ---------------------
 
 
 class MatchSettingsForm(forms.ModelForm):
@@ -270,8 +40,22 @@ class MatchSettingsForm(forms.ModelForm):
         fields = ["create_new_if_no_match", "sync_after_match_coupling"]
 
 
+class BaseMatchCriteriaFormSet(BaseModelFormSet):
+    """The match criteria of a mapping's field mappings; a run needs at least one ticked, checked before saving."""
+
+    def clean(self):
+        super().clean()
+        if any(self.errors):
+            return
+        if not any(form.cleaned_data.get("use_for_matching") for form in self.forms):
+            raise ValidationError("Tick at least one field to match on.")
+
+
 MatchCriteriaFormSet = modelformset_factory(
-    FieldMapping, fields=["use_for_matching", "case_sensitive_matching", "match_priority"], extra=0
+    FieldMapping,
+    formset=BaseMatchCriteriaFormSet,
+    fields=["use_for_matching", "case_sensitive_matching", "match_priority"],
+    extra=0,
 )
 
 
@@ -291,19 +75,19 @@ def uncouple_all(modeladmin, request, queryset):
         modeladmin.message_user(request, format_html("{}: uncoupling every record, {}.", mapping.name, job_link(job)))
 
 
-class TableMappingCouplingAdmin(TableMappingSyncAdmin):
-    # Right after the name: the list is wide, and these are what an admin looks for next.
-    list_display = [TableMappingSyncAdmin.list_display[0], "related_links", *TableMappingSyncAdmin.list_display[1:]]
-    actions = [*TableMappingSyncAdmin.actions, run_match_based_coupling, uncouple_all]
+class TableMappingCouplingMixin(RunSyncPermissionMixin):
+    """Coupling pages, links and actions for the table mapping admin; `coupling_actions` lists the actions it brings."""
+
+    coupling_actions = [run_match_based_coupling, uncouple_all]
     change_form_template = "admin/jobs/tablemapping/change_form.html"
 
     @admin.display(description="see")
     def related_links(self, obj):
         return format_html(
             '<a href="{}">couplings</a><br><a href="{}">errors</a><br><a href="{}">jobs</a><br><a href="{}">couple</a>',
-            reverse("admin:coupling_coupling_changelist") + f"?table_mapping={obj.pk}",
-            reverse("admin:jobs_syncerror_changelist") + f"?table_mapping={obj.pk}",
-            reverse("admin:jobs_syncjob_changelist") + f"?table_mapping__id__exact={obj.pk}",
+            mapping_couplings_url(obj.pk),
+            mapping_errors_url(obj.pk),
+            mapping_jobs_url(obj.pk),
             reverse("admin:mappings_tablemapping_couple", args=[obj.pk]),
         )
 
@@ -319,9 +103,9 @@ class TableMappingCouplingAdmin(TableMappingSyncAdmin):
         obj = context.get("original")
         if obj is not None and obj.pk:
             context["related_urls"] = {
-                "couplings": reverse("admin:coupling_coupling_changelist") + f"?table_mapping={obj.pk}",
-                "errors": reverse("admin:jobs_syncerror_changelist") + f"?table_mapping={obj.pk}",
-                "jobs": reverse("admin:jobs_syncjob_changelist") + f"?table_mapping__id__exact={obj.pk}",
+                "couplings": mapping_couplings_url(obj.pk),
+                "errors": mapping_errors_url(obj.pk),
+                "jobs": mapping_jobs_url(obj.pk),
                 "couple": reverse("admin:mappings_tablemapping_couple", args=[obj.pk]),
                 "match": reverse("admin:mappings_tablemapping_match_coupling", args=[obj.pk]),
             }
@@ -363,7 +147,7 @@ class TableMappingCouplingAdmin(TableMappingSyncAdmin):
         picked = {}
         for system, client in ((BC, bc), (DATAVERSE, dataverse)):
             key = "bc" if system == BC else "dv"
-            record_id = as_uuid(params[key])
+            record_id = as_uuid(params[key].strip())
             picked[system] = record_get(client, mapping, system, record_id) if record_id else None
         bc_records = records_search(bc, mapping, BC, params["bc_q"], include_outside=outside)
         dv_records = records_search(dataverse, mapping, DATAVERSE, params["dv_q"], include_outside=outside)
@@ -391,7 +175,7 @@ class TableMappingCouplingAdmin(TableMappingSyncAdmin):
 
     def _couple_post(self, request, mapping: TableMapping):
         back = request.POST.get("next") or reverse("admin:mappings_tablemapping_couple", args=[mapping.pk])
-        bc_id, dv_id = as_uuid(request.POST.get("bc", "")), as_uuid(request.POST.get("dv", ""))
+        bc_id, dv_id = as_uuid(request.POST.get("bc", "").strip()), as_uuid(request.POST.get("dv", "").strip())
         direction = request.POST.get("sync", "")
         create_new = "create_new" in request.POST
         try:
@@ -432,7 +216,7 @@ class TableMappingCouplingAdmin(TableMappingSyncAdmin):
                 )
                 job = None
                 if direction in (Direction.TO_DATAVERSE, Direction.FROM_DATAVERSE):
-                    job = _enqueue_records_sync(request, mapping, direction, coupling)
+                    job = enqueue_records_sync(request, mapping, direction, coupling)
         except CouplingRefused as exc:
             messages.error(request, str(exc))
             return redirect(back)
@@ -457,7 +241,7 @@ class TableMappingCouplingAdmin(TableMappingSyncAdmin):
             name=record.name,
             **({"bc_id": record.id} if system == BC else {"dataverse_id": record.id}),
         )
-        job = _enqueue_records_sync(request, mapping, direction, coupling)
+        job = enqueue_records_sync(request, mapping, direction, coupling)
         if job is None:
             transaction.set_rollback(True)
             return redirect(back)
@@ -487,15 +271,16 @@ class TableMappingCouplingAdmin(TableMappingSyncAdmin):
                 with transaction.atomic():
                     settings_form.save()
                     formset.save()
-                    if not any(fm.use_for_matching for fm in criteria_qs.all()):
-                        messages.error(request, "Tick at least one field to match on.")
-                        return redirect("admin:mappings_tablemapping_match_coupling", mapping.pk)
                     job = coupling_job_enqueue(mapping=mapping, user=request.user)
                 self.log_change(request, mapping, "Changed the match-based coupling criteria.")
                 messages.success(
                     request, format_html("Match-based coupling of {} queued: {}.", mapping.name, job_link(job))
                 )
                 return redirect("admin:jobs_syncjob_change", job.pk)
+            if formset.non_form_errors():  # refused before anything was saved
+                for error in formset.non_form_errors():
+                    messages.error(request, error)
+                return redirect("admin:mappings_tablemapping_match_coupling", mapping.pk)
         else:
             settings_form = MatchSettingsForm(instance=mapping)
             formset = MatchCriteriaFormSet(queryset=criteria_qs)
@@ -523,11 +308,10 @@ class TableMappingCouplingAdmin(TableMappingSyncAdmin):
         return TemplateResponse(request, "admin/jobs/coupling/match.html", context)
 
 
-def _register(model, admin_class):
-    if admin.site.is_registered(model):
-        admin.site.unregister(model)
-    admin.site.register(model, admin_class)
+class AmbiguousMatchCouplingMixin:
+    """The candidates of an ambiguous match link to the mapping's match page, where one is coupled by a click."""
 
-
-_register(Coupling, CouplingResolveAdmin)
-_register(TableMapping, TableMappingCouplingAdmin)
+    @admin.display(description="candidates")
+    def candidate_list(self, obj):
+        url = reverse("admin:mappings_tablemapping_match_coupling", args=[obj.table_mapping_id])
+        return format_html('{} (<a href="{}#record-{}">couple one</a>)', self.candidate_names(obj), url, obj.record_id)

@@ -15,7 +15,6 @@ from jobs.scheduling import schedules as schedule_services
 from jobs.scheduling import subscriptions as subscription_services
 
 
-@admin.register(Schedule)
 class ScheduleAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
     list_display = (
         "table_mapping",
@@ -116,7 +115,6 @@ class WebhookSubscriptionForm(forms.ModelForm):
         return super().save(commit=commit)
 
 
-@admin.register(WebhookSubscription)
 class WebhookSubscriptionAdmin(admin.ModelAdmin):
     form = WebhookSubscriptionForm
     list_display = (

@@ -1,4 +1,4 @@
-"""Benchmark the sync engine over real HTTP on loopback, and print the figures issue 6 asks for.
+"""Benchmark the sync engine over real HTTP on loopback, and print the figures the README quotes.
 
 It runs in a throw-away data folder (its own SQLite databases), starts the sandbox as a separate process
 (`manage.py runsandbox`) so the engine and the emulator do not share one interpreter, seeds it, and measures:

@@ -13,17 +13,19 @@ from django.shortcuts import redirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from adminkit.admin import CappedCountPaginator
 from connectors.models import Connection
 from connectors.types import ConnectorError
-from coupling.filters import CappedCountPaginator
 from coupling.models import Coupling
-from jobs.admin import SyncErrorAdmin
-from jobs.admin_coupling import connected_clients, delete_surviving_records, restore_deleted_partners
-from jobs.admin_links import job_link, job_links
+from jobs.admin.coupled_records import connected_clients, delete_surviving_records, restore_deleted_partners
+from jobs.admin.links import job_link, job_links
 from jobs.choices import ErrorClass
 from jobs.filters import SyncErrorListFilter, sync_error_list
 from jobs.models import SyncError
-from jobs.resolution import EXPLANATIONS, records_compare, sync_errors_retry
+from jobs.permissions import RunSyncPermissionMixin
+from jobs.resolution.comparison import records_compare
+from jobs.resolution.explanations import EXPLANATIONS
+from jobs.resolution.services import sync_errors_retry
 from jobs.services import uncoupling_job_enqueue
 from mappings.choices import Direction
 from mappings.models import TableMapping
@@ -96,11 +98,14 @@ def _couplings_of(errors):
     return Coupling.objects.filter(condition)
 
 
-class SyncErrorResolveAdmin(SyncErrorAdmin):
+class SyncErrorAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
     list_display = ["created_at", "table_mapping", "direction", "error_class", "records", "short_message", "job_link"]
     list_display_links = ["created_at"]
     list_filter = [SyncErrorListFilter]
+    list_select_related = ["table_mapping"]
     search_fields = []
+    show_full_result_count = False
+    readonly_fields = [f.name for f in SyncError._meta.fields]
     list_per_page = 50
     paginator = CappedCountPaginator
     actions = [
@@ -114,6 +119,12 @@ class SyncErrorResolveAdmin(SyncErrorAdmin):
     change_form_template = "admin/jobs/syncerror/change_form.html"
     change_list_template = "admin/jobs/syncerror/change_list.html"
     show_facets = admin.ShowFacets.NEVER  # facet counts would COUNT the whole table per choice
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
     def get_queryset(self, request):
         return super().get_queryset(request).defer("detail")
@@ -184,8 +195,3 @@ class SyncErrorResolveAdmin(SyncErrorAdmin):
             except (ConnectorError, Connection.DoesNotExist, Connection.MultipleObjectsReturned) as exc:
                 extra["read_error"] = f"The records could not be read: {exc}"
         return super().change_view(request, object_id, form_url, extra)
-
-
-if admin.site.is_registered(SyncError):
-    admin.site.unregister(SyncError)
-admin.site.register(SyncError, SyncErrorResolveAdmin)

@@ -1,0 +1,182 @@
+"""The sync side of the table mapping list: last sync, errors and skipped columns linking to the filtered lists, the
+sync actions (synchronize, preview, full synchronization), synchronize all, and the full synchronization review.
+
+`TableMappingSyncMixin` goes before `mappings.admin.TableMappingAdmin` in the class `syncadmin/admin.py` registers.
+"""
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, OuterRef, Subquery
+from django.db.models.functions import Coalesce
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path
+from django.utils import timezone
+from django.utils.html import format_html
+
+from connectors.choices import ConnectionKind
+from connectors.clients import open_client
+from connectors.models import Connection
+from coupling.models import Coupling
+from jobs.admin.links import job_links, mapping_couplings_url, mapping_errors_url, mapping_jobs_url
+from jobs.choices import JobKind
+from jobs.models import SyncError, SyncJob
+from jobs.permissions import RunSyncPermissionMixin
+from jobs.review import COUPLE_FIRST, FULL_SYNC, full_sync_review
+from jobs.services import SyncNotStarted, sync_enqueue, sync_enqueue_all
+
+
+def _enqueue_for_each(modeladmin, request, queryset, *, kind, dry_run=False, label):
+    started = []
+    for mapping in queryset:
+        try:
+            jobs = sync_enqueue(
+                mapping=mapping,
+                kind=kind,
+                user=request.user,
+                dry_run=dry_run,
+                with_dependencies=kind == JobKind.MODIFIED,
+            )
+        except SyncNotStarted as exc:
+            modeladmin.message_user(request, str(exc), messages.ERROR)
+            continue
+        started.extend(jobs)
+    if started:
+        modeladmin.message_user(
+            request, format_html("{} queued: sync jobs {}.", label, job_links(started)), messages.SUCCESS
+        )
+
+
+@admin.action(description="Synchronize modified records", permissions=["run_sync"])
+def synchronize_modified_records(modeladmin, request, queryset):
+    _enqueue_for_each(modeladmin, request, queryset, kind=JobKind.MODIFIED, label="Synchronization")
+
+
+@admin.action(description="Preview: what would synchronizing modified records change", permissions=["run_sync"])
+def preview_modified_records(modeladmin, request, queryset):
+    _enqueue_for_each(modeladmin, request, queryset, kind=JobKind.MODIFIED, dry_run=True, label="Preview")
+
+
+@admin.action(description="Run full synchronization", permissions=["run_sync"])
+def run_full_synchronization(modeladmin, request, queryset):
+    _enqueue_for_each(modeladmin, request, queryset, kind=JobKind.FULL, label="Full synchronization")
+
+
+@admin.action(description="Preview: what would a full synchronization change", permissions=["run_sync"])
+def preview_full_synchronization(modeladmin, request, queryset):
+    _enqueue_for_each(modeladmin, request, queryset, kind=JobKind.FULL, dry_run=True, label="Preview")
+
+
+def _count_per_mapping(rows):
+    """A subquery counting `rows` of the outer table mapping (0 when there are none)."""
+    rows = rows.filter(table_mapping=OuterRef("pk")).order_by().values("table_mapping")
+    return Coalesce(Subquery(rows.annotate(n=Count("pk")).values("n")[:1]), 0)
+
+
+class TableMappingSyncMixin(RunSyncPermissionMixin):
+    """Sync columns, actions and pages for the table mapping admin; `sync_actions` lists the actions it brings."""
+
+    sync_actions = [
+        synchronize_modified_records,
+        preview_modified_records,
+        run_full_synchronization,
+        preview_full_synchronization,
+    ]
+    change_list_template = "admin/jobs/tablemapping_change_list.html"
+
+    def get_queryset(self, request):
+        finished = SyncJob.objects.filter(table_mapping=OuterRef("pk"), finished_at__isnull=False)
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                last_sync=Subquery(finished.order_by("-finished_at").values("finished_at")[:1]),
+                error_count=_count_per_mapping(SyncError.objects.all()),
+                skipped_count=_count_per_mapping(Coupling.objects.filter(skipped=True)),
+            )
+        )
+
+    @admin.display(description="last sync", ordering="last_sync")
+    def last_sync_display(self, obj):
+        if obj.last_sync is None:
+            return "-"
+        text = timezone.localtime(obj.last_sync).strftime("%Y-%m-%d %H:%M")
+        return format_html('<a href="{}">{}</a>', mapping_jobs_url(obj.pk), text)
+
+    @admin.display(description="errors", ordering="error_count")
+    def errors_display(self, obj):
+        return format_html('<a href="{}">{}</a>', mapping_errors_url(obj.pk), obj.error_count)
+
+    @admin.display(description="skipped", ordering="skipped_count")
+    def skipped_display(self, obj):
+        return format_html('<a href="{}">{}</a>', mapping_couplings_url(obj.pk, skipped="true"), obj.skipped_count)
+
+    def get_urls(self):
+        return [
+            path(
+                "full-sync-review/",
+                self.admin_site.admin_view(self.full_sync_review_view),
+                name="mappings_tablemapping_full_sync_review",
+            ),
+            path(
+                "sync-all/",
+                self.admin_site.admin_view(self.sync_all_view),
+                name="mappings_tablemapping_sync_all",
+            ),
+            *super().get_urls(),
+        ]
+
+    def sync_all_view(self, request):
+        """Synchronize modified records of all mappings, in dependency order (POST only)."""
+        if request.method != "POST" or not self.has_run_sync_permission(request):
+            raise PermissionDenied
+        jobs = sync_enqueue_all(kind=JobKind.MODIFIED, user=request.user, dry_run="preview" in request.POST)
+        self.message_user(
+            request, format_html("Queued for all mappings, in dependency order: {}.", job_links(jobs)), messages.SUCCESS
+        )
+        return redirect("admin:jobs_syncjob_changelist")
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "can_run_sync": self.has_run_sync_permission(request)}
+        return super().changelist_view(request, extra_context)
+
+    def full_sync_review_view(self, request):
+        """What a full synchronization of each mapping would do; run or preview the checked ones (POST).
+
+        Anyone who may see the mappings may read the review; running or previewing needs the run-sync permission.
+        """
+        can_run_sync = self.has_run_sync_permission(request)
+        if request.method == "POST":
+            if not can_run_sync:
+                raise PermissionDenied
+            names = request.POST.getlist("mapping")
+            if not names:
+                self.message_user(request, "Check the mappings to synchronize.", messages.WARNING)
+                return redirect("admin:mappings_tablemapping_full_sync_review")
+            preview = "preview" in request.POST
+            jobs = sync_enqueue_all(kind=JobKind.FULL, user=request.user, names=names, dry_run=preview)
+            what = "Preview of a full synchronization" if preview else "Full synchronization"
+            self.message_user(request, f"{what} queued: {len(jobs)} sync job(s), in dependency order.")
+            return redirect("admin:jobs_syncjob_changelist")
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            with (
+                open_client(Connection.objects.active(ConnectionKind.BUSINESS_CENTRAL)) as bc_client,
+                open_client(Connection.objects.active(ConnectionKind.DATAVERSE)) as dataverse_client,
+            ):
+                lines = full_sync_review(bc_client=bc_client, dataverse_client=dataverse_client)
+            error = ""
+        except Exception as exc:  # no connection, or it cannot be reached: say so on the page
+            lines, error = [], str(exc)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Full synchronization review",
+            "lines": lines,
+            "error": error,
+            "can_run_sync": can_run_sync,
+            "FULL_SYNC": FULL_SYNC,
+            "COUPLE_FIRST": COUPLE_FIRST,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/jobs/full_sync_review.html", context)

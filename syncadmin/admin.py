@@ -1,0 +1,91 @@
+"""The admin composed once: every model of connectors, mappings, coupling and jobs is registered here, and only here.
+
+Each app's admin module defines its ModelAdmin classes and registers nothing; `jobs.admin` adds the sync columns,
+actions and pages to the mapping and coupling admins as mixins. Each class below names what it is made of: the mixin
+list is the extension point, so no app replaces another's registration. (The sandbox registers its own models in
+`sandbox/admin.py`: it is no part of the product.)
+"""
+
+from django.contrib import admin
+
+from connectors import admin as connectors_admin
+from connectors.models import Connection
+from coupling import admin as coupling_admin
+from coupling.models import AmbiguousMatch, Coupling
+from jobs.admin import errors, schedules, sync_jobs
+from jobs.admin.couplings import CouplingSyncMixin
+from jobs.admin.mapping_coupling import AmbiguousMatchCouplingMixin, TableMappingCouplingMixin
+from jobs.admin.table_mappings import TableMappingSyncMixin
+from jobs.models import Schedule, SyncError, SyncJob, WebhookSubscription
+from mappings import admin as mappings_admin
+from mappings.models import MappingChange, TableMapping
+
+
+@admin.register(Connection)
+class ConnectionAdmin(connectors_admin.ConnectionAdmin):
+    pass
+
+
+@admin.register(TableMapping)
+class TableMappingAdmin(TableMappingCouplingMixin, TableMappingSyncMixin, mappings_admin.TableMappingAdmin):
+    """Mapping editing, with the mapping's sync and coupling columns, actions and pages."""
+
+    # The links right after the name: the list is wide, and these are what an admin looks for next.
+    list_display = [
+        "name",
+        "related_links",
+        "bc_entity_set",
+        "dataverse_entity_set",
+        "direction",
+        "table_filter",
+        "integration_table_filter",
+        "sync_only_coupled",
+        "dependency_names",
+        "last_sync_display",
+        "errors_display",
+        "skipped_display",
+        "is_default",
+    ]
+    actions = [
+        *mappings_admin.TableMappingAdmin.actions,
+        *TableMappingSyncMixin.sync_actions,
+        *TableMappingCouplingMixin.coupling_actions,
+    ]
+
+
+@admin.register(MappingChange)
+class MappingChangeAdmin(mappings_admin.MappingChangeAdmin):
+    pass
+
+
+@admin.register(Coupling)
+class CouplingAdmin(CouplingSyncMixin, coupling_admin.CouplingAdmin):
+    """Coupling browsing, with the sync actions and each pair's compare page (the record columns link to it)."""
+
+    list_display = ["id", "table_mapping", "bc_record", "dataverse_record", "last_results", "skipped"]
+    actions = [*coupling_admin.CouplingAdmin.actions, *CouplingSyncMixin.sync_actions]
+
+
+@admin.register(AmbiguousMatch)
+class AmbiguousMatchAdmin(AmbiguousMatchCouplingMixin, coupling_admin.AmbiguousMatchAdmin):
+    pass
+
+
+@admin.register(SyncJob)
+class SyncJobAdmin(sync_jobs.SyncJobAdmin):
+    pass
+
+
+@admin.register(SyncError)
+class SyncErrorAdmin(errors.SyncErrorAdmin):
+    pass
+
+
+@admin.register(Schedule)
+class ScheduleAdmin(schedules.ScheduleAdmin):
+    pass
+
+
+@admin.register(WebhookSubscription)
+class WebhookSubscriptionAdmin(schedules.WebhookSubscriptionAdmin):
+    pass

@@ -1,0 +1,48 @@
+"""Each model's admin is registered once, in one place: `syncadmin/admin.py` composes the product's ModelAdmins
+(the sandbox registers its own in `sandbox/admin.py`), and no module replaces another's registration."""
+
+import re
+
+from django.conf import settings
+from django.contrib import admin
+
+PACKAGES = ["adminkit", "connectors", "coupling", "jobs", "mappings", "sandbox", "syncadmin"]
+REGISTERS = re.compile(r"\badmin\.register\(|\bsite\.register\(")
+
+
+def test_every_model_admin_of_ours_is_a_class_of_the_module_that_composes_the_admin():
+    ours = {
+        model._meta.label: type(model_admin).__module__
+        for model, model_admin in admin.site._registry.items()
+        if model._meta.app_label in PACKAGES
+    }
+
+    assert ours == {
+        "connectors.Connection": "syncadmin.admin",
+        "mappings.TableMapping": "syncadmin.admin",
+        "mappings.MappingChange": "syncadmin.admin",
+        "coupling.Coupling": "syncadmin.admin",
+        "coupling.AmbiguousMatch": "syncadmin.admin",
+        "jobs.SyncJob": "syncadmin.admin",
+        "jobs.SyncError": "syncadmin.admin",
+        "jobs.Schedule": "syncadmin.admin",
+        "jobs.WebhookSubscription": "syncadmin.admin",
+        "sandbox.Fault": "sandbox.admin",
+        "sandbox.Setting": "sandbox.admin",
+    }
+
+
+def _sources():
+    for package in PACKAGES:
+        for path in sorted((settings.BASE_DIR / package).rglob("*.py")):
+            yield str(path.relative_to(settings.BASE_DIR)), path.read_text(encoding="utf-8")
+
+
+def test_only_the_composing_modules_register_a_model_admin():
+    registering = sorted(name for name, text in _sources() if REGISTERS.search(text))
+
+    assert registering == ["sandbox/admin.py", "syncadmin/admin.py"]
+
+
+def test_no_module_unregisters_a_model_admin():
+    assert [name for name, text in _sources() if ".unregister(" in text] == []
