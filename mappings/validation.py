@@ -265,7 +265,7 @@ def _unsupported_functions(tree, side: str) -> list[str]:
             if isinstance(node, odata_ast.Call) and node.func.full_name() not in supported
         }
     )
-    system = "Business Central" if side == "bc" else "Dataverse"
+    system = SIDE_LABEL[side]
     return [
         f"{system} does not support the function {name}() in filters; it supports "
         f"{', '.join(supported[:-1])} and {supported[-1]}."
