@@ -2,16 +2,19 @@
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.db.models import QuerySet
+from django.forms import Form
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 
 from connectors.forms import ConnectionForm
 from connectors.models import Connection
 from connectors.services import connection_save_secret, connection_test
 
 
-class ConnectionAdmin(admin.ModelAdmin):
+# Generic in django-stubs only: subscripting it at run time would need django_stubs_ext.monkeypatch() in settings.
+class ConnectionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     form = ConnectionForm
     list_display = ["name", "kind", "environment_url", "enabled", "secret_status", "updated_at"]
     list_filter = ["kind", "enabled"]
@@ -44,21 +47,21 @@ class ConnectionAdmin(admin.ModelAdmin):
             return f"read from {obj.client_secret_reference}"
         return "stored (encrypted)" if obj.client_secret_encrypted else "not set"
 
-    def save_model(self, request, obj, form, change):
+    def save_model(self, request: HttpRequest, obj: Connection, form: Form, change: bool) -> None:
         super().save_model(request, obj, form, change)
         connection_save_secret(connection=obj, client_secret=form.cleaned_data.get("client_secret", ""))
 
     @admin.action(description="Test connection")
-    def test_connections(self, request, queryset):
+    def test_connections(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
         for connection in queryset:
             self._report(request, connection)
 
-    def _report(self, request, connection: Connection) -> None:
+    def _report(self, request: HttpRequest, connection: Connection) -> None:
         result = connection_test(connection=connection)
         level = messages.SUCCESS if result.ok else messages.ERROR
         self.message_user(request, f"{connection.name}: {result.message}", level)
 
-    def get_urls(self):
+    def get_urls(self) -> list[URLPattern]:
         return [
             path(
                 "<int:object_id>/test/",
@@ -68,7 +71,7 @@ class ConnectionAdmin(admin.ModelAdmin):
             *super().get_urls(),
         ]
 
-    def test_view(self, request, object_id: int):
+    def test_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         connection = get_object_or_404(Connection, pk=object_id)

@@ -41,7 +41,7 @@ class CachedToken:
     expires_at: float  # time.time() seconds
     renew_at: float
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<CachedToken expires_at={self.expires_at:.0f}>"  # never the token itself
 
 
@@ -108,7 +108,7 @@ class TokenProvider:
         self._key = (token_url, client_id, secret_digest, scope)
         self._lock = threading.Lock()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<TokenProvider {self._token_url} {self._scope}>"
 
     def current(self) -> str | None:

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Self
 from uuid import UUID
 
 import httpx
@@ -43,7 +43,7 @@ class ODataClient:
 
     def __init__(self, connection: Connection, *, retry_policy: RetryPolicy | None = None):
         self.connection = connection
-        self.request_counts: Counter = Counter()
+        self.request_counts: Counter[str] = Counter()
         self.retry_policy = retry_policy or RetryPolicy()
         self.throttle = Throttle(
             max_concurrency=connection.max_concurrency,
@@ -73,15 +73,15 @@ class ODataClient:
         # A lower bound of (the server's clock - ours), from the answers' Date; None until an answer had one.
         self.server_clock_offset: timedelta | None = None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.connection.name!r}>"
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -109,7 +109,7 @@ class ODataClient:
 
     def next_link(self, body: dict[str, Any], followed: set[str]) -> str | None:
         """The page's next link, refused when it repeats one already followed (the run would loop for ever)."""
-        link = body.get("@odata.nextLink")
+        link: str | None = body.get("@odata.nextLink")
         if link is None:
             return None
         if link in followed:
@@ -179,6 +179,7 @@ class ODataClient:
                 response.read()
                 error = error_from_response(response)
             else:
+                assert attempt.exception is not None  # an attempt has a response or an exception
                 error = error_from_exception(attempt.exception, url)
             error.outcome_unknown = resilience.outcome_unknown(attempt, idempotent=idempotent)
             raise self._scrubbed(error)
@@ -269,7 +270,7 @@ class ODataClient:
 
     def read_by_ids(
         self, entity_set: str, ids: list[UUID], *, select: list[str] | None = None, filter: str | None = None
-    ) -> dict[UUID, dict]:
+    ) -> dict[UUID, dict[str, Any]]:
         """Return the rows that exist among `ids` (and match `filter`), keyed by id; missing ids are simply absent.
 
         Up to 100 ids go in one GET (`id eq a or id eq b ...`, about 5 KB of URL); more ids go as one `$batch` of
@@ -280,9 +281,9 @@ class ODataClient:
         filters = [eq_any(key, chunk) for chunk in chunked(unique, IDS_PER_REQUEST)]
         if filter:
             filters = [f"({ids_filter}) and ({filter})" for ids_filter in filters]
-        found: dict[UUID, dict] = {}
+        found: dict[UUID, dict[str, Any]] = {}
 
-        def keep(rows: list[dict]) -> None:
+        def keep(rows: list[dict[str, Any]]) -> None:
             for row in rows:
                 record_id = as_uuid(row.get(key))
                 if record_id:
@@ -314,7 +315,7 @@ class ODataClient:
     # Most GETs one `$batch` may carry.
     max_read_batch = 100
 
-    def batch_get(self, entity_set: str, queries: list[dict[str, str]]) -> list[dict | None]:
+    def batch_get(self, entity_set: str, queries: list[dict[str, str]]) -> list[dict[str, Any] | None]:
         """Send several GETs of one entity set in one `$batch`; a body per query, None where it should be retried."""
         raise NotImplementedError
 
@@ -333,7 +334,7 @@ class ODataClient:
             return reported
         return sum(len(page.rows) for page in self.read_pages(entity_set, filter=filter, select=[key]))
 
-    def count_is_exact(self, reported: int, body: dict) -> bool:
+    def count_is_exact(self, reported: int, body: dict[str, Any]) -> bool:
         return True
 
     # -- metadata -------------------------------------------------------------------------------------------------

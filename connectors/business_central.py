@@ -11,10 +11,11 @@ import httpx
 
 from connectors import answers as answer_shapes
 from connectors import resilience
-from connectors.base import ODataClient
 from connectors.errors import error_from_parts, infer_field
 from connectors.metadata import parse_bc_metadata
+from connectors.models import Connection
 from connectors.odata import as_uuid, chunked, parse_datetime, string_literal
+from connectors.resilience import RetryPolicy
 from connectors.types import ConnectorError, ErrorKind, TableInfo, WriteOperation, WriteResult
 from connectors.webhooks import BusinessCentralSubscriptions
 
@@ -26,17 +27,19 @@ MAX_WRITE_ROUNDS = 4
 PER_PART_RETRY_STATUSES = {429, 503}
 # A whole batch failing like this fails the rest of the call at once, instead of waiting again for each batch.
 STOP_KINDS = (ErrorKind.THROTTLED, ErrorKind.AUTHENTICATION, ErrorKind.PERMISSION)
+# Writes of one batch, each with its position in the caller's list.
+Chunk = list[tuple[int, WriteOperation]]
 
 
-class BusinessCentralClient(ODataClient, BusinessCentralSubscriptions):
+class BusinessCentralClient(BusinessCentralSubscriptions):
     id_field = "id"
     modified_field = "lastModifiedDateTime"
     modified_with_milliseconds = True
     max_page_size = 20000
     max_batch_size = BATCH_LIMIT
 
-    def __init__(self, connection, **kwargs):
-        super().__init__(connection, **kwargs)
+    def __init__(self, connection: Connection, *, retry_policy: RetryPolicy | None = None) -> None:
+        super().__init__(connection, retry_policy=retry_policy)
         self.company_id = connection.bc_company_id
         self._metadata_xml: str | None = None
 
@@ -53,8 +56,9 @@ class BusinessCentralClient(ODataClient, BusinessCentralSubscriptions):
     def collection_url(self, entity_set: str) -> str:
         return self.url(self.company_path(entity_set))
 
-    def companies(self) -> list[dict]:
-        return self.collection_answer(self.request("GET", "companies", kind="read"))["value"]
+    def companies(self) -> list[dict[str, Any]]:
+        companies: list[dict[str, Any]] = self.collection_answer(self.request("GET", "companies", kind="read"))["value"]
+        return companies
 
     # -- writes -----------------------------------------------------------------------------------------------------
 
@@ -90,7 +94,9 @@ class BusinessCentralClient(ODataClient, BusinessCentralSubscriptions):
             )
         return [results[i] for i in range(len(operations))]
 
-    def _write_chunk(self, chunk, results: dict[int, WriteResult], *, last_round: bool, stop: list):
+    def _write_chunk(
+        self, chunk: Chunk, results: dict[int, WriteResult], *, last_round: bool, stop: list[ConnectorError]
+    ) -> Chunk:
         """Send one batch; store final results; return the (index, operation) pairs to send again."""
         requests = [self._batch_request(str(index), operation) for index, operation in chunk]
         try:
@@ -101,16 +107,16 @@ class BusinessCentralClient(ODataClient, BusinessCentralSubscriptions):
                 json={"requests": requests},
                 headers={"Content-Type": "application/json"},
             )
-        except ConnectorError as error:
-            if error.outcome_unknown and not last_round:
+        except ConnectorError as failure:
+            if failure.outcome_unknown and not last_round:
                 try:
                     return self._recover_unknown(chunk, results)
                 except ConnectorError:
                     pass  # cannot even look: report the writes as undecided (the error keeps outcome_unknown)
-            if error.kind in STOP_KINDS:
-                stop.append(error)
+            if failure.kind in STOP_KINDS:
+                stop.append(failure)
             for index, operation in chunk:
-                results[index] = WriteResult(operation.ref, ok=False, record_id=operation.record_id, error=error)
+                results[index] = WriteResult(operation.ref, ok=False, record_id=operation.record_id, error=failure)
             return []
         responses = {str(part.get("id")): part for part in response.json().get("responses", [])}
         resend = []
@@ -153,7 +159,7 @@ class BusinessCentralClient(ODataClient, BusinessCentralSubscriptions):
             return {"id": request_id, "method": "DELETE", "url": path, "headers": headers}
         return {"id": request_id, "method": "PATCH", "url": path, "headers": headers, "body": operation.values}
 
-    def _result(self, operation: WriteOperation, status: int, body: Any, headers: dict) -> WriteResult:
+    def _result(self, operation: WriteOperation, status: int, body: Any, headers: dict[str, Any]) -> WriteResult:
         if 200 <= status < 300:
             if operation.kind == "delete":
                 return WriteResult(operation.ref, ok=True, record_id=operation.record_id)
@@ -165,7 +171,7 @@ class BusinessCentralClient(ODataClient, BusinessCentralSubscriptions):
             error.kind = ErrorKind.MISSING_DEPENDENCY
         return WriteResult(operation.ref, ok=False, record_id=operation.record_id, error=self._scrubbed(error))
 
-    def _row_result(self, operation: WriteOperation, row: dict) -> WriteResult:
+    def _row_result(self, operation: WriteOperation, row: dict[str, Any]) -> WriteResult:
         return WriteResult(
             operation.ref,
             ok=True,
@@ -175,7 +181,7 @@ class BusinessCentralClient(ODataClient, BusinessCentralSubscriptions):
             row=row,
         )
 
-    def _recover_unknown(self, chunk, results: dict[int, WriteResult]):
+    def _recover_unknown(self, chunk: Chunk, results: dict[int, WriteResult]) -> Chunk:
         """The batch may or may not have been applied: look at the rows before sending anything again."""
         logger.warning("A Business Central batch of %d writes had an unknown outcome; checking the rows", len(chunk))
         resend = []
@@ -230,7 +236,7 @@ class BusinessCentralClient(ODataClient, BusinessCentralSubscriptions):
                     )
         return resend
 
-    def _find_created(self, operation: WriteOperation) -> dict | None:
+    def _find_created(self, operation: WriteOperation) -> dict[str, Any] | None:
         number = operation.values.get("number")
         if not number:
             return None
@@ -239,7 +245,7 @@ class BusinessCentralClient(ODataClient, BusinessCentralSubscriptions):
                 return row
         return None
 
-    def batch_get(self, entity_set: str, queries: list[dict[str, str]]) -> list[dict | None]:
+    def batch_get(self, entity_set: str, queries: list[dict[str, str]]) -> list[dict[str, Any] | None]:
         path = self.company_path(entity_set)
         requests = [
             {"id": str(i), "method": "GET", "url": f"{path}?{httpx.QueryParams(query)}"}
@@ -250,7 +256,7 @@ class BusinessCentralClient(ODataClient, BusinessCentralSubscriptions):
         if not isinstance(body.get("responses"), list):
             raise answer_shapes.malformed(self.service, "a batch answer without 'responses'", response)
         parts = {str(part.get("id")): part for part in body["responses"] if isinstance(part, dict)}
-        answers: list[dict | None] = []
+        answers: list[dict[str, Any] | None] = []
         for i in range(len(queries)):
             part = parts.get(str(i)) or {}
             status = int(part.get("status") or 0)

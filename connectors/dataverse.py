@@ -12,12 +12,13 @@ from uuid import UUID
 import httpx
 
 from connectors import resilience
-from connectors.base import ODataClient
 from connectors.errors import error_from_parts, infer_field
 from connectors.metadata import dataverse_column
+from connectors.models import Connection
 from connectors.multipart import BatchPart, decode_batch, encode_batch
 from connectors.odata import as_uuid, chunked, parse_datetime, string_literal
-from connectors.types import ConnectorError, ErrorKind, Page, TableInfo, WriteOperation, WriteResult
+from connectors.resilience import RetryPolicy
+from connectors.types import ConnectorError, EntityNames, ErrorKind, Page, TableInfo, WriteOperation, WriteResult
 from connectors.webhooks import DataverseWebhooks
 
 logger = logging.getLogger("connectors")
@@ -28,13 +29,6 @@ PART_RETRY_STATUSES = {429, 503}
 DUPLICATE_ID_CODES = {"0x80040237", "0x80060892"}
 # A whole request failing like this fails the rest of the call at once, instead of waiting again for each chunk.
 STOP_KINDS = (ErrorKind.THROTTLED, ErrorKind.AUTHENTICATION, ErrorKind.PERMISSION)
-
-
-@dataclass(frozen=True)
-class EntityNames:
-    logical_name: str
-    primary_key: str
-    primary_name: str
 
 
 # The standard tables we sync; anything else is looked up once in EntityDefinitions.
@@ -57,7 +51,7 @@ class _Item:
     record_id: UUID | None  # the target, or the id we chose for a create
 
 
-class DataverseClient(ODataClient, DataverseWebhooks):
+class DataverseClient(DataverseWebhooks):
     id_field = "id"  # per table: see primary_key()
     modified_field = "modifiedon"
     modified_with_milliseconds = False
@@ -65,8 +59,8 @@ class DataverseClient(ODataClient, DataverseWebhooks):
     max_batch_size = BULK_LIMIT
     default_headers = {"Accept": "application/json", "OData-MaxVersion": "4.0", "OData-Version": "4.0"}
 
-    def __init__(self, connection, **kwargs):
-        super().__init__(connection, **kwargs)
+    def __init__(self, connection: Connection, *, retry_policy: RetryPolicy | None = None) -> None:
+        super().__init__(connection, retry_policy=retry_policy)
         self._names: dict[str, EntityNames] = dict(KNOWN_TABLES)
 
     # -- names ------------------------------------------------------------------------------------------------------
@@ -97,7 +91,7 @@ class DataverseClient(ODataClient, DataverseWebhooks):
     def primary_key(self, entity_set: str) -> str:
         return self.names(entity_set).primary_key
 
-    def count_is_exact(self, reported: int, body: dict) -> bool:
+    def count_is_exact(self, reported: int, body: dict[str, Any]) -> bool:
         # Dataverse caps @odata.count at 5,000; beyond that we count the ids page by page.
         return reported < 5000 and not body.get("@Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded")
 
@@ -134,7 +128,12 @@ class DataverseClient(ODataClient, DataverseWebhooks):
         return [results[i] for i in range(len(operations))]
 
     def _bulk(
-        self, entity_set: str, items: list[_Item], action: str, results: dict[int, WriteResult], stop: list
+        self,
+        entity_set: str,
+        items: list[_Item],
+        action: str,
+        results: dict[int, WriteResult],
+        stop: list[ConnectorError],
     ) -> list[_Item]:
         """Send bulk messages; store results; return the items to send again one by one through `$batch`."""
         names = self.names(entity_set)
@@ -174,16 +173,16 @@ class DataverseClient(ODataClient, DataverseWebhooks):
 
     def _read_back(self, entity_set: str, items: list[_Item], results: dict[int, WriteResult]) -> None:
         """Bulk messages answer without ETags: read the written rows once to return ETag, modified-on and row."""
-        rows = self.read_by_ids(entity_set, [item.record_id for item in items])
+        rows = self.read_by_ids(entity_set, [item.record_id for item in items if item.record_id])
         for item in items:
-            row = rows.get(item.record_id)
+            row = rows.get(item.record_id) if item.record_id else None
             if row is None:
                 error = ConnectorError(ErrorKind.TRANSIENT, "The record was written but could not be read back.")
                 results[item.index] = WriteResult(item.operation.ref, ok=False, record_id=item.record_id, error=error)
             else:
                 results[item.index] = self._row_result(item, row)
 
-    def _row_result(self, item: _Item, row: dict) -> WriteResult:
+    def _row_result(self, item: _Item, row: dict[str, Any]) -> WriteResult:
         key = self.primary_key(item.operation.entity_set)
         return WriteResult(
             item.operation.ref,
@@ -194,7 +193,7 @@ class DataverseClient(ODataClient, DataverseWebhooks):
             row=row,
         )
 
-    def _batch_rounds(self, items: list[_Item], results: dict[int, WriteResult], stop: list) -> None:
+    def _batch_rounds(self, items: list[_Item], results: dict[int, WriteResult], stop: list[ConnectorError]) -> None:
         pending = items
         for round_number in range(1, MAX_WRITE_ROUNDS + 1):
             resend: list[_Item] = []
@@ -232,7 +231,7 @@ class DataverseClient(ODataClient, DataverseWebhooks):
             results[item.index] = WriteResult(item.operation.ref, ok=False, record_id=item.record_id, error=error)
 
     def _batch(
-        self, chunk: list[_Item], results: dict[int, WriteResult], *, last_round: bool, stop: list
+        self, chunk: list[_Item], results: dict[int, WriteResult], *, last_round: bool, stop: list[ConnectorError]
     ) -> list[_Item]:
         content_type, body = encode_batch([self._batch_part(item) for item in chunk])
         try:
@@ -245,15 +244,15 @@ class DataverseClient(ODataClient, DataverseWebhooks):
                 idempotent=False,
             )
             parts = decode_batch(response.headers.get("Content-Type", ""), response.content)
-        except ConnectorError as error:
-            if error.outcome_unknown and not last_round:
+        except ConnectorError as failure:
+            if failure.outcome_unknown and not last_round:
                 try:
                     return self._recover_unknown(chunk, results)
                 except ConnectorError:
                     pass  # cannot even look: report the writes as undecided (the error keeps outcome_unknown)
-            if error.kind in STOP_KINDS:
-                stop.append(error)
-            self._fail(chunk, results, error)
+            if failure.kind in STOP_KINDS:
+                stop.append(failure)
+            self._fail(chunk, results, failure)
             return []
         except ValueError as exc:
             error = ConnectorError(ErrorKind.TRANSIENT, f"The batch response could not be read: {exc}")
@@ -293,7 +292,7 @@ class DataverseClient(ODataClient, DataverseWebhooks):
             self._read_back(entity_set, items, results)
         return resend
 
-    def _write_error(self, item: _Item, status: int, body: Any, headers: dict) -> ConnectorError:
+    def _write_error(self, item: _Item, status: int, body: Any, headers: dict[str, Any]) -> ConnectorError:
         error = self._scrubbed(error_from_parts(status, body, headers))
         infer_field(error, item.operation.values)
         if error.kind == ErrorKind.NOT_FOUND:
@@ -308,11 +307,12 @@ class DataverseClient(ODataClient, DataverseWebhooks):
         logger.warning("A Dataverse batch of %d writes had an unknown outcome; checking the rows", len(chunk))
         by_set: dict[str, list[UUID]] = {}
         for item in chunk:
-            by_set.setdefault(item.operation.entity_set, []).append(item.record_id)
+            if item.record_id:
+                by_set.setdefault(item.operation.entity_set, []).append(item.record_id)
         current = {entity_set: self.read_by_ids(entity_set, ids) for entity_set, ids in by_set.items()}
         resend = []
         for item in chunk:
-            row = current[item.operation.entity_set].get(item.record_id)
+            row = current.get(item.operation.entity_set, {}).get(item.record_id) if item.record_id else None
             kind = item.operation.kind
             if kind == "delete":
                 if row is None:
@@ -342,7 +342,7 @@ class DataverseClient(ODataClient, DataverseWebhooks):
 
     max_read_batch = BULK_LIMIT
 
-    def batch_get(self, entity_set: str, queries: list[dict[str, str]]) -> list[dict | None]:
+    def batch_get(self, entity_set: str, queries: list[dict[str, str]]) -> list[dict[str, Any] | None]:
         url = self.collection_url(entity_set)
         prefer = {"Prefer": f"odata.maxpagesize={self.max_page_size}"}
         parts = [BatchPart("GET", f"{url}?{httpx.QueryParams(query)}", prefer) for query in queries]
@@ -355,7 +355,7 @@ class DataverseClient(ODataClient, DataverseWebhooks):
             headers={"Content-Type": content_type, "Prefer": "odata.continue-on-error"},
             idempotent=True,
         )
-        answers: list[dict | None] = []
+        answers: list[dict[str, Any] | None] = []
         decoded = decode_batch(response.headers.get("Content-Type", ""), response.content)
         for i in range(len(queries)):
             part = decoded[i] if i < len(decoded) else None
@@ -464,9 +464,12 @@ class DataverseClient(ODataClient, DataverseWebhooks):
             columns=columns,
         )
 
-    def _metadata_values(self, path: str, params: dict[str, str]) -> list[dict]:
+    def _metadata_values(self, path: str, params: dict[str, str]) -> list[dict[str, Any]]:
         try:
-            return self.collection_answer(self.request("GET", path, kind="metadata", params=params))["value"]
+            values: list[dict[str, Any]] = self.collection_answer(
+                self.request("GET", path, kind="metadata", params=params)
+            )["value"]
+            return values
         except ConnectorError as error:
             if error.kind in (ErrorKind.NOT_FOUND, ErrorKind.VALIDATION):
                 logger.info("Dataverse metadata %s is not available: %s", path, error.message)
@@ -474,7 +477,7 @@ class DataverseClient(ODataClient, DataverseWebhooks):
             raise
 
     @staticmethod
-    def _base_has_details(attributes: dict[str, dict], cast: str) -> bool:
+    def _base_has_details(attributes: dict[str, dict[str, Any]], cast: str) -> bool:
         wanted = {
             "StringAttributeMetadata": ("String", "MaxLength"),
             "MemoAttributeMetadata": ("Memo", "MaxLength"),

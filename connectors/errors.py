@@ -53,12 +53,12 @@ def parse_error_body(body: Any) -> tuple[str, str]:
     return "", ""
 
 
-def correlation_id(headers: httpx.Headers | dict | None, message: str = "", body: Any = None) -> str:
+def correlation_id(headers: httpx.Headers | dict[str, Any] | None, message: str = "", body: Any = None) -> str:
     if headers:
         lowered = {k.lower(): v for k, v in dict(headers).items()}
         for name in CORRELATION_HEADERS:
             if lowered.get(name):
-                return lowered[name]
+                return str(lowered[name])
     if isinstance(body, dict) and body.get("correlation_id"):
         return str(body["correlation_id"])
     match = _CORRELATION_IN_MESSAGE.search(message or "")
@@ -113,7 +113,7 @@ def kind_for(status: int, code: str, message: str = "") -> ErrorKind:
     return ErrorKind.VALIDATION
 
 
-def error_from_parts(status: int, body: Any, headers: httpx.Headers | dict | None = None) -> ConnectorError:
+def error_from_parts(status: int, body: Any, headers: httpx.Headers | dict[str, Any] | None = None) -> ConnectorError:
     """Build the classified error for one response (or one `$batch` part) from its status, body and headers."""
     code, message = parse_error_body(body)
     kind = kind_for(status, code, message)

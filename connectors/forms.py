@@ -1,6 +1,9 @@
 """Admin form for a Connection: the secret goes in through a password field and never comes back out."""
 
+from typing import Any
+
 from django import forms
+from django.db import models
 
 from connectors.models import Connection
 from connectors.secrets import validate_secret_reference
@@ -8,6 +11,7 @@ from connectors.secrets import validate_secret_reference
 
 def _url_field(name: str, *, required: bool) -> forms.URLField:
     model_field = Connection._meta.get_field(name)
+    assert isinstance(model_field, models.Field)  # a concrete column, not a reverse relation
     return forms.URLField(
         label=model_field.verbose_name.capitalize(),
         max_length=model_field.max_length,
@@ -17,7 +21,8 @@ def _url_field(name: str, *, required: bool) -> forms.URLField:
     )
 
 
-class ConnectionForm(forms.ModelForm):
+# Generic in django-stubs only: subscripting it at run time would need django_stubs_ext.monkeypatch() in settings.
+class ConnectionForm(forms.ModelForm):  # type: ignore[type-arg]
     environment_url = _url_field("environment_url", required=True)
     token_url = _url_field("token_url", required=False)
     client_secret = forms.CharField(
@@ -50,8 +55,8 @@ class ConnectionForm(forms.ModelForm):
             "max_concurrency",
         ]
 
-    def clean_client_secret_reference(self):
-        reference = self.cleaned_data.get("client_secret_reference", "").strip()
+    def clean_client_secret_reference(self) -> str:
+        reference: str = self.cleaned_data.get("client_secret_reference", "").strip()
         if reference:
             try:
                 validate_secret_reference(reference)
@@ -59,8 +64,9 @@ class ConnectionForm(forms.ModelForm):
                 raise forms.ValidationError(str(exc)) from None
         return reference
 
-    def clean(self):
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
         has_stored = bool(self.instance.pk and self.instance.client_secret_encrypted)
         if not cleaned.get("client_secret") and not cleaned.get("client_secret_reference") and not has_stored:
             self.add_error("client_secret", "Enter the client secret, or a reference to where it is kept.")

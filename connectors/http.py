@@ -30,7 +30,7 @@ class override_transport:  # noqa: N801 (used like a function: a setter and a co
     def __enter__(self) -> override_transport:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         global _override
         with _lock:
             _override = self._previous

@@ -43,7 +43,7 @@ def parse_bc_metadata(xml_text: str) -> dict[str, TableInfo]:
     """Map every entity set in a Business Central CSDL document to its TableInfo."""
     root = ET.fromstring(xml_text)  # noqa: S314
     enums: dict[str, dict[Any, str]] = {}
-    entity_types: dict[str, Any] = {}
+    entity_types: dict[str, ET.Element] = {}
     entity_sets: dict[str, str] = {}
     for schema in root.iter():
         if _local(schema.tag) != "Schema":
@@ -67,19 +67,19 @@ def parse_bc_metadata(xml_text: str) -> dict[str, TableInfo]:
                         entity_sets[entity_set.get("Name", "")] = entity_set.get("EntityType", "")
     tables = {}
     for set_name, type_name in entity_sets.items():
-        element = entity_types.get(type_name)
-        if element is not None:
-            tables[set_name] = _bc_table(set_name, element, enums)
+        entity_type = entity_types.get(type_name)
+        if entity_type is not None:
+            tables[set_name] = _bc_table(set_name, entity_type, enums)
     return tables
 
 
-def _bc_table(set_name: str, element, enums: dict[str, dict[Any, str]]) -> TableInfo:
+def _bc_table(set_name: str, element: ET.Element, enums: dict[str, dict[Any, str]]) -> TableInfo:
     key = "id"
     columns: dict[str, ColumnInfo] = {}
     for child in element:
         kind = _local(child.tag)
         if kind == "Key":
-            refs = [r.get("Name") for r in child.iter() if _local(r.tag) == "PropertyRef"]
+            refs = [r.get("Name", "") for r in child.iter() if _local(r.tag) == "PropertyRef"]
             key = refs[0] if refs else key
         elif kind == "Property":
             name = child.get("Name", "")

@@ -21,7 +21,7 @@ SERVICE_LIMITS = {
 MAX_TIMEOUT_SECONDS = 600
 
 
-class ConnectionQuerySet(models.QuerySet):
+class ConnectionQuerySet(models.QuerySet["Connection"]):
     def active(self, kind: str) -> "Connection":
         """Return the one enabled connection of this kind, with a message that says what to fix otherwise."""
         connections = list(self.filter(kind=kind, enabled=True)[:2])
@@ -76,10 +76,10 @@ class Connection(models.Model):
     class Meta:
         ordering = ["kind", "name"]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.name} ({self.get_kind_display()})"
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         # Never let a secret reach a log line through repr().
         return f"<Connection {self.pk} {self.kind} {self.name!r}>"
 

@@ -101,7 +101,8 @@ def _parse_http_response(content: str) -> PartResponse:
     match = re.match(r"HTTP/\d(?:\.\d)?\s+(\d{3})", status_line.strip())
     status = int(match.group(1)) if match else 0
     if rest.startswith(("\r\n", "\n")):  # no headers at all
-        headers, body_text = {}, rest
+        headers: dict[str, str] = {}
+        body_text = rest
     else:
         headers, body_text = _split_headers(rest)
     body_text = body_text.strip()

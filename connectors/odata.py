@@ -6,8 +6,9 @@ quoting is done once and right: a name such as `O'Brien` can never end a string 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 
@@ -111,6 +112,9 @@ def with_fields(select: list[str] | None, *required: str) -> list[str] | None:
     return fields
 
 
-def chunked(items: list, size: int):
+T = TypeVar("T")
+
+
+def chunked(items: list[T], size: int) -> Iterator[list[T]]:
     for start in range(0, len(items), max(1, size)):
         yield items[start : start + size]

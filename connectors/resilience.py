@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -96,7 +96,7 @@ class Throttle:
                 self._condition.notify_all()
 
     @contextmanager
-    def slot(self):
+    def slot(self) -> Iterator[None]:
         """Hold one of the currently allowed concurrent request slots."""
         with self._condition:
             while self._in_flight >= self.concurrency:
@@ -125,6 +125,7 @@ def should_retry(attempt: Attempt, *, idempotent: bool) -> bool:
         if isinstance(attempt.exception, NOT_SENT_EXCEPTIONS):
             return True
         return idempotent and isinstance(attempt.exception, RETRYABLE_EXCEPTIONS)
+    assert attempt.response is not None  # an attempt has a response or an exception
     status = attempt.response.status_code
     if status not in RETRYABLE_STATUSES:
         return False
@@ -137,6 +138,7 @@ def outcome_unknown(attempt: Attempt, *, idempotent: bool) -> bool:
         return False
     if attempt.exception is not None:
         return not isinstance(attempt.exception, NOT_SENT_EXCEPTIONS)
+    assert attempt.response is not None  # an attempt has a response or an exception
     return attempt.response.status_code in (502, 504)
 
 

@@ -16,7 +16,9 @@ class SecretUnreadable(Exception):
 
 
 def _fernet() -> Fernet:
-    return Fernet(settings.ENCRYPTION_KEY.encode())
+    key = settings.ENCRYPTION_KEY
+    assert key, "the settings refuse to start without an encryption key"
+    return Fernet(key.encode())
 
 
 def encrypt_secret(plain: str) -> str:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import transaction
 
+from connectors.business_central import BusinessCentralClient
 from connectors.choices import ConnectionKind
 from connectors.clients import open_client
 from connectors.models import Connection
@@ -43,7 +45,7 @@ def connection_test(*, connection: Connection) -> ConnectionTestResult:
         step = "authenticate"
         try:
             client.tokens.token(force_new=True)
-            if connection.kind == ConnectionKind.BUSINESS_CENTRAL and not connection.bc_company_id:
+            if isinstance(client, BusinessCentralClient) and not connection.bc_company_id:
                 step = "list companies"
                 return _companies_hint(client.companies())
             step = f"read {entity_set}"
@@ -60,7 +62,7 @@ def connection_test(*, connection: Connection) -> ConnectionTestResult:
     )
 
 
-def _companies_hint(companies: list[dict]) -> ConnectionTestResult:
+def _companies_hint(companies: list[dict[str, Any]]) -> ConnectionTestResult:
     names = ", ".join(f"{c.get('name') or c.get('displayName')} ({c.get('id')})" for c in companies[:10])
     return ConnectionTestResult(
         False, f"Authenticated, but no company is chosen: set the Business Central company id. Companies: {names}."
@@ -76,7 +78,7 @@ def _plain(error: ConnectorError, connection: Connection, step: str) -> str:
             return f"{error.message}{suffix}"
         return f"Could not reach the token endpoint {connection.effective_token_url}: {error.message}{suffix}"
     if error.kind == ErrorKind.AUTHENTICATION:
-        service = "Business Central" if connection.kind == ConnectionKind.BUSINESS_CENTRAL else "Dataverse"
+        service = ConnectionKind(connection.kind).label
         return (
             f"Bad credentials for {service}: the token was issued but the service refused it. Check that the "
             f"application is registered in {service} and that the scope is right. {error.message}{suffix}"

@@ -60,7 +60,7 @@ class ConnectorError(Exception):
         # True when a write may or may not have been applied (the connection dropped after sending it).
         self.outcome_unknown = outcome_unknown
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         # Keep every attribute when the error is pickled (RQ job results, multiprocessing).
         return (_rebuild_connector_error, (self.__class__, self.kind, self.message, dict(self.__dict__)))
 
@@ -70,7 +70,9 @@ class ConnectorError(Exception):
         return f"{head}\n{self.response_excerpt}".strip()
 
 
-def _rebuild_connector_error(cls, kind, message, state):
+def _rebuild_connector_error(
+    cls: type[ConnectorError], kind: ErrorKind, message: str, state: dict[str, Any]
+) -> ConnectorError:
     error = cls(kind, message)
     error.__dict__.update(state)
     return error
@@ -124,6 +126,15 @@ class ColumnInfo:
 
 
 @dataclass(frozen=True)
+class EntityNames:
+    """How Dataverse names one entity set's table, key and primary name column."""
+
+    logical_name: str
+    primary_key: str
+    primary_name: str
+
+
+@dataclass(frozen=True)
 class TableInfo:
     entity_set: str
     primary_key: str  # "id" on Business Central, e.g. "accountid" on Dataverse
@@ -135,7 +146,7 @@ class TableInfo:
 class RemoteClient(Protocol):
     """What the engine, coupling and mapping validation need from Business Central and Dataverse alike."""
 
-    request_counts: Counter  # requests made through this client, by kind ("read", "write", "batch", "token", ...)
+    request_counts: Counter[str]  # requests made through this client, by kind ("read", "write", "batch", "token", ...)
 
     def read_pages(
         self,
@@ -150,7 +161,7 @@ class RemoteClient(Protocol):
 
     def read_by_ids(
         self, entity_set: str, ids: list[UUID], *, select: list[str] | None = None, filter: str | None = None
-    ) -> dict[UUID, dict]:
+    ) -> dict[UUID, dict[str, Any]]:
         """Return the rows that exist among `ids` and match `filter`, keyed by id (missing ids are simply absent)."""
 
     def count(self, entity_set: str, *, filter: str | None = None) -> int:

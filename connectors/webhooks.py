@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
+from connectors.base import ODataClient
 from connectors.odata import parse_datetime, string_literal
-from connectors.types import ConnectorError, ErrorKind
+from connectors.types import ConnectorError, EntityNames, ErrorKind
 
 
 @dataclass
@@ -37,8 +39,10 @@ class Subscription:
         )
 
 
-class BusinessCentralSubscriptions:
-    """Mixed into BusinessCentralClient (needs `request`, `company_id`)."""
+class BusinessCentralSubscriptions(ODataClient):
+    """The subscription calls of BusinessCentralClient, which sets `company_id`."""
+
+    company_id: UUID | None
 
     def subscription_resource(self, entity_set: str) -> str:
         return f"/api/v2.0/companies({self.company_id})/{entity_set}"
@@ -98,8 +102,8 @@ class DataverseWebhook:
     step_ids: dict[str, str] = field(default_factory=dict)  # message name -> sdkmessageprocessingstepid
 
 
-class DataverseWebhooks:
-    """Mixed into DataverseClient (needs `request`, `names`).
+class DataverseWebhooks(ODataClient):
+    """The webhook calls of DataverseClient, which provides `names`.
 
     Registered as the Plug-in Registration Tool does it, over the Web API: a `serviceendpoints` row with
     contract 8 (Webhook) and HttpHeader authentication carrying our shared secret, then one asynchronous
@@ -107,8 +111,12 @@ class DataverseWebhooks:
     Dataverse webhooks do not expire, so there is nothing to renew; delete removes the steps, then the endpoint.
     """
 
+    if TYPE_CHECKING:  # defined by DataverseClient, which keeps the names it has looked up
+
+        def names(self, entity_set: str) -> EntityNames: ...
+
     def webhook_create(
-        self, *, entity_set: str, url: str, header_name: str, header_value: str, messages=MESSAGES
+        self, *, entity_set: str, url: str, header_name: str, header_value: str, messages: tuple[str, ...] = MESSAGES
     ) -> DataverseWebhook:
         logical_name = self.names(entity_set).logical_name
         name = f"syncadmin {logical_name}"

@@ -5,6 +5,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
+from connectors.choices import ConnectionKind
 from connectors.secrets import decrypt_secret, encrypt_secret
 from jobs.choices import ErrorClass, JobKind, JobStatus
 from mappings.choices import Direction
@@ -171,11 +172,6 @@ class Schedule(models.Model):
         return "Ready"
 
 
-class WebhookSide(models.TextChoices):
-    BUSINESS_CENTRAL = "business_central", "Business Central"
-    DATAVERSE = "dataverse", "Dataverse"
-
-
 class SubscriptionStatus(models.TextChoices):
     PENDING = "pending", "Being created"
     ACTIVE = "active", "Active"
@@ -190,7 +186,7 @@ class WebhookSubscription(models.Model):
     """
 
     table_mapping = models.ForeignKey(TableMapping, on_delete=models.CASCADE, related_name="webhook_subscriptions")
-    side = models.CharField(max_length=20, choices=WebhookSide.choices)
+    side = models.CharField(max_length=20, choices=ConnectionKind.choices)
     status = models.CharField(max_length=20, choices=SubscriptionStatus.choices, default=SubscriptionStatus.PENDING)
     token = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     secret_encrypted = models.TextField(editable=False)

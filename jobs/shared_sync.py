@@ -81,7 +81,7 @@ class SharedPages:
     def requeue_stale_claims(self, older_than: float = CLAIM_TIMEOUT_SECONDS) -> int:
         now = time.time()
         stale = [
-            page_id.decode()
+            page_id.decode() if isinstance(page_id, bytes) else page_id
             for page_id, claimed_at in self.redis.hgetall(self.claims_key).items()
             if now - float(claimed_at) > older_than
         ]

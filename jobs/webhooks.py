@@ -20,7 +20,8 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from jobs.models import WebhookSide, WebhookSubscription
+from connectors.choices import ConnectionKind
+from jobs.models import WebhookSubscription
 from jobs.scheduling.notifications import changes_notified
 from jobs.scheduling.subscriptions import DATAVERSE_SECRET_HEADER
 from mappings.choices import Direction
@@ -44,7 +45,7 @@ class Rejected(Exception):
 @csrf_exempt
 @require_POST
 def business_central_receiver(request: HttpRequest, token) -> HttpResponse:
-    subscription = _subscription(token, WebhookSide.BUSINESS_CENTRAL)
+    subscription = _subscription(token, ConnectionKind.BUSINESS_CENTRAL)
     if subscription is None:
         return _error(404, "Unknown subscription.")
     validation_token = request.GET.get("validationToken")
@@ -84,7 +85,7 @@ def business_central_receiver(request: HttpRequest, token) -> HttpResponse:
 @csrf_exempt
 @require_POST
 def dataverse_receiver(request: HttpRequest, token) -> HttpResponse:
-    subscription = _subscription(token, WebhookSide.DATAVERSE)
+    subscription = _subscription(token, ConnectionKind.DATAVERSE)
     if subscription is None:
         return _error(404, "Unknown webhook.")
     if not _same(request.headers.get(DATAVERSE_SECRET_HEADER), subscription.secret.encode()):
@@ -147,6 +148,6 @@ def _error(status: int, message: str) -> JsonResponse:
 
 app_name = "webhooks"
 urlpatterns = [
-    path("business-central/<uuid:token>/", business_central_receiver, name=WebhookSide.BUSINESS_CENTRAL.value),
-    path("dataverse/<uuid:token>/", dataverse_receiver, name=WebhookSide.DATAVERSE.value),
+    path("business-central/<uuid:token>/", business_central_receiver, name=ConnectionKind.BUSINESS_CENTRAL.value),
+    path("dataverse/<uuid:token>/", dataverse_receiver, name=ConnectionKind.DATAVERSE.value),
 ]

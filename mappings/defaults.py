@@ -183,7 +183,9 @@ def default_mapping(name: str) -> dict[str, Any]:
     raise KeyError(f"{name} is not a default mapping; the defaults are {', '.join(DEFAULT_NAMES)}.")
 
 
-def create_default_mappings(*, table_model: type | None = None, field_model: type | None = None) -> list:
+def create_default_mappings(
+    *, table_model: type[TableMapping] | None = None, field_model: type[FieldMapping] | None = None
+) -> list[TableMapping]:
     """Create the default mappings that are missing, with their fields and dependencies; leave existing ones alone.
 
     Returns the five default mappings (new or existing), in DEFAULT_NAMES order. Idempotent.

@@ -34,9 +34,9 @@ class MappingDiff:
 
 def mapping_diff(current: dict[str, Any] | None, target: dict[str, Any] | None) -> MappingDiff:
     """Compare two mappings in plain-data form; None means the mapping does not exist on that side."""
-    if current is None and target is None:
-        raise ValueError("Nothing to compare.")
     if current is None:
+        if target is None:
+            raise ValueError("Nothing to compare.")
         target = normalize_table_dict(target)
         return MappingDiff(target["name"], "create", _describe_new(target))
     if target is None:

@@ -150,7 +150,8 @@ def _check_table_shape(number: int, item: Any) -> list[str]:
     where = f"table mapping {number} ({item.get('name', 'no name')})"
     problems = []
     for key in REQUIRED_TABLE_KEYS:
-        if not isinstance(item.get(key), str) or not item.get(key).strip():
+        value = item.get(key)
+        if not isinstance(value, str) or not value.strip():
             problems.append(f"{where}: {key} is required (text).")
     unknown = sorted(set(item) - set(TABLE_DEFAULTS) - {"name", "dependencies", "field_mappings"})
     if unknown:

@@ -12,11 +12,11 @@ import difflib
 from typing import Literal
 
 from connectors.choices import ConnectionKind
-from connectors.types import ConnectorError, ErrorKind, TableInfo
+from connectors.types import ConnectorError, ErrorKind, RemoteClient, TableInfo
 
-Side = Literal["bc", "dataverse"]
+Side = Literal["bc", "dataverse"]  # the prefix of a mapping's per-system fields (bc_entity_set, dataverse_field)
 SIDE_KIND = {"bc": ConnectionKind.BUSINESS_CENTRAL, "dataverse": ConnectionKind.DATAVERSE}
-SIDE_LABEL = {"bc": "Business Central", "dataverse": "Dataverse"}
+SIDE_LABEL = {side: kind.label for side, kind in SIDE_KIND.items()}
 
 
 class MetadataUnavailable(Exception):
@@ -32,12 +32,13 @@ class MetadataUnavailable(Exception):
 class MetadataCache:
     """Per-run cache of clients and table metadata for both systems."""
 
-    def __init__(self):
-        self._clients: dict[str, object] = {}
+    def __init__(self) -> None:
+        self._clients: dict[str, RemoteClient] = {}
         self._client_errors: dict[str, MetadataUnavailable] = {}
-        self._tables: dict[tuple[str, str], object] = {}  # (side, entity set or '' for the list) -> result
+        self._tables: dict[tuple[str, str], TableInfo | MetadataUnavailable] = {}  # (side, entity set) -> result
+        self._table_lists: dict[str, list[str] | MetadataUnavailable] = {}  # side -> its entity sets
 
-    def client(self, side: Side):
+    def client(self, side: Side) -> RemoteClient:
         if side in self._client_errors:
             raise self._client_errors[side]
         if side not in self._clients:
@@ -60,15 +61,16 @@ class MetadataCache:
 
     def tables(self, side: Side) -> list[str]:
         """Entity sets the system offers (for suggestions); raises MetadataUnavailable."""
-        key = (side, "")
-        if key not in self._tables:
+        if side not in self._table_lists:
             try:
-                self._tables[key] = sorted(self.client(side).tables())
+                self._table_lists[side] = sorted(self.client(side).tables())
             except MetadataUnavailable as exc:
-                self._tables[key] = exc
+                self._table_lists[side] = exc
             except ConnectorError as exc:
-                self._tables[key] = MetadataUnavailable(f"{SIDE_LABEL[side]} tables could not be listed: {exc.message}")
-        result = self._tables[key]
+                self._table_lists[side] = MetadataUnavailable(
+                    f"{SIDE_LABEL[side]} tables could not be listed: {exc.message}"
+                )
+        result = self._table_lists[side]
         if isinstance(result, MetadataUnavailable):
             raise result
         return result
@@ -105,7 +107,7 @@ class MetadataCache:
             )
 
 
-def _open_client(side: Side):
+def _open_client(side: Side) -> RemoteClient:
     from connectors.models import Connection
 
     label = SIDE_LABEL[side]
@@ -122,7 +124,7 @@ def _open_client(side: Side):
         raise MetadataUnavailable(f"{label} names were not checked: {exc.message}", reason=reason) from None
 
 
-def _close_tables(client, entity_set: str) -> str:
+def _close_tables(client: RemoteClient, entity_set: str) -> str:
     try:
         tables = client.tables()
     except ConnectorError:

@@ -56,7 +56,7 @@ FIELD_KEYS = tuple(FIELD_DEFAULTS)
 
 def field_mapping_to_dict(field_mapping: FieldMapping) -> dict[str, Any]:
     data = {key: getattr(field_mapping, key) for key in FIELD_DEFAULTS if key != "lookup_mapping"}
-    data["lookup_mapping"] = field_mapping.lookup_mapping.name if field_mapping.lookup_mapping_id else None
+    data["lookup_mapping"] = field_mapping.lookup_mapping.name if field_mapping.lookup_mapping else None
     return {key: data[key] for key in FIELD_KEYS}
 
 
@@ -86,7 +86,10 @@ def normalize_table_dict(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def save_table_dicts(
-    items: list[dict[str, Any]], *, table_model: type = TableMapping, field_model: type = FieldMapping
+    items: list[dict[str, Any]],
+    *,
+    table_model: type[TableMapping] = TableMapping,
+    field_model: type[FieldMapping] = FieldMapping,
 ) -> list:
     """Create or update, by name, the table mappings described by `items`, with their dependencies and fields.
 

@@ -18,7 +18,7 @@ from odata_query.grammar import ODataLexer, ODataParser
 
 from connectors.types import ColumnInfo, TableInfo
 from mappings.choices import DeletionConflictResolution, Direction, UpdateConflictResolution
-from mappings.metadata import SIDE_LABEL, MetadataCache, MetadataUnavailable, did_you_mean
+from mappings.metadata import SIDE_LABEL, MetadataCache, MetadataUnavailable, Side, did_you_mean
 from mappings.transformations import validate_rules
 
 TEXT_TYPES = {"string", "memo"}
@@ -36,7 +36,7 @@ TYPE_GROUPS = {
     "guid": "guid",
     "lookup": "guid",
 }
-LITERAL_GROUPS = {
+LITERAL_GROUPS: dict[type[odata_ast._Node], str] = {
     odata_ast.String: "text",
     odata_ast.Integer: "number",
     odata_ast.Float: "number",
@@ -96,7 +96,8 @@ def validate_table(
     problems += _check_choice(data, "update_conflict_resolution", UpdateConflictResolution)
     problems += _check_choice(data, "deletion_conflict_resolution", DeletionConflictResolution)
     tables = {}
-    for side, key in (("bc", "bc_entity_set"), ("dataverse", "dataverse_entity_set")):
+    table_keys: tuple[tuple[Side, str], ...] = (("bc", "bc_entity_set"), ("dataverse", "dataverse_entity_set"))
+    for side, key in table_keys:
         table, problem = _table(metadata, side, data.get(key) or "", key)
         tables[side] = table
         if problem:
@@ -129,7 +130,9 @@ def _check_choice(data, key, choices) -> list[Problem]:
     return []
 
 
-def _table(metadata: MetadataCache | None, side: str, entity_set: str, key: str) -> tuple[TableInfo | None, Problem]:
+def _table(
+    metadata: MetadataCache | None, side: Side, entity_set: str, key: str
+) -> tuple[TableInfo | None, Problem | None]:
     """Return the table's metadata, or None with a problem: an error for an unknown table, else a warning."""
     if metadata is None or not entity_set:
         return None, None
@@ -262,7 +265,7 @@ def _unsupported_functions(tree, side: str) -> list[str]:
             if isinstance(node, odata_ast.Call) and node.func.full_name() not in supported
         }
     )
-    system = "Business Central" if side == "bc" else "Dataverse"
+    system = SIDE_LABEL[side]
     return [
         f"{system} does not support the function {name}() in filters; it supports "
         f"{', '.join(supported[:-1])} and {supported[-1]}."
@@ -402,7 +405,9 @@ def find_cycles(graph: dict[str, set[str]]) -> list[Problem]:
 
 
 def field_label(number: int, field: dict[str, Any]) -> str:
-    arrow = {"bidirectional": "<->", "to_dataverse": "->", "from_dataverse": "<-"}.get(field.get("direction"), "-")
+    arrow = {"bidirectional": "<->", "to_dataverse": "->", "from_dataverse": "<-"}.get(
+        field.get("direction") or "", "-"
+    )
     left = field.get("bc_field") or repr(field.get("constant_value") or "")
     right = field.get("dataverse_field") or repr(field.get("constant_value") or "")
     return f"Field mapping {number} ({left} {arrow} {right})"
@@ -446,7 +451,7 @@ def validate_field_mappings(
     return problems
 
 
-def _quiet_table(metadata: MetadataCache | None, side: str, entity_set: str) -> TableInfo | None:
+def _quiet_table(metadata: MetadataCache | None, side: Side, entity_set: str) -> TableInfo | None:
     # The table-level check already reported why a table's metadata is missing; here we only use what is there.
     if metadata is None or not entity_set:
         return None
@@ -473,7 +478,7 @@ def _check_directions_covered(table_direction: str, fields: list[dict]) -> list[
     problems = []
     enabled = [f for f in fields if f.get("enabled", True)]
     for direction in _field_directions(table_direction):
-        if not any(direction in _field_directions(f.get("direction")) for f in enabled):
+        if not any(direction in _field_directions(f.get("direction") or "") for f in enabled):
             problems.append(
                 Problem(
                     f"The mapping syncs {DIRECTION_LABEL[direction]} but no enabled field mapping does: set the "
@@ -557,8 +562,10 @@ def _check_types(field: dict, tables, value_map: dict, lookup_tables: dict[str, 
         if not lookup:
             targets = ", ".join(dv_col.lookup_targets) or "another table"
             yield "lookup_mapping", f"{dv_col.name} is a lookup to {targets}: choose the mapping to resolve it through."
-        elif dv_col.lookup_targets and (lookup_tables or {}).get(lookup, dv_col.lookup_targets[0]) not in (
+        elif (
             dv_col.lookup_targets
+            and lookup_tables
+            and lookup_tables.get(lookup, dv_col.lookup_targets[0]) not in (dv_col.lookup_targets)
         ):
             yield (
                 "lookup_mapping",
@@ -583,9 +590,9 @@ def _check_types(field: dict, tables, value_map: dict, lookup_tables: dict[str, 
         if source is None:
             continue
         if value_map and target.options and target.type in CHOICE_TYPES:
-            targets = value_map.values() if concrete == Direction.TO_DATAVERSE else value_map.keys()
+            mapped = value_map.values() if concrete == Direction.TO_DATAVERSE else value_map.keys()
             known = {str(option) for option in target.options}
-            wrong = [value for value in targets if str(value) not in known]
+            wrong = [value for value in mapped if str(value) not in known]
             if wrong:
                 yield (
                     "value_map",
@@ -601,7 +608,11 @@ def _check_types(field: dict, tables, value_map: dict, lookup_tables: dict[str, 
             )
         both_texts = target.type in TEXT_TYPES and source.type in TEXT_TYPES
         longer = both_texts and (source.max_length or 0) > (target.max_length or source.max_length or 0)
-        if longer and not _truncates_to(field.get("transformation") or [], target.max_length):
+        if (
+            longer
+            and target.max_length is not None
+            and not _truncates_to(field.get("transformation") or [], target.max_length)
+        ):
             # A warning, not an error: BC truncates too, and most values are shorter than the column.
             yield target_key, f"{source.name} ({source.max_length}) -> {target.name} ({target.max_length})", "length"
 

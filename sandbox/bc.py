@@ -7,16 +7,26 @@ server-driven paging with an opaque `$skiptoken` (and `aid=FIN`), `or` only on o
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 
 from django.db import IntegrityError, transaction
 
-from sandbox import events, odata, rows, schema
+from sandbox import companies, events, metadata, odata, rows, schema, webhooks
 from sandbox.models import Company, row_model
-from sandbox.wire import JSON_TYPE, ApiError, Req, Resp, bc_error_response, json_resp
+from sandbox.wire import (
+    JSON_TYPE,
+    ApiError,
+    Req,
+    Resp,
+    bc_error_response,
+    bc_method_not_allowed,
+    dumps,
+    json_resp,
+    parse_query,
+)
 
-GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 ENTITY_PATH = re.compile(r"^companies\((?P<cid>[^)]*)\)/(?P<set>\w+)(?:\((?P<id>[^)]*)\))?(?P<count>/\$count)?$")
 TOP_LEVEL_SET = re.compile(r"^(?P<set>\w+)(?:\((?P<id>[^)]*)\))?(?P<count>/\$count)?$")
 COMPANY_PATH = re.compile(r"^companies(?:\((?P<cid>[^)]*)\))?$")
@@ -59,26 +69,22 @@ def _dispatch(req: Req) -> Resp:
     if path == "":
         return _service_document(req)
     if path == "$metadata":
-        from sandbox import metadata
-
         return metadata.bc_metadata()
     if path == "$batch":
         if req.in_batch:
             raise ApiError(400, "BadRequest", "Batches cannot be nested.")
         if req.method != "POST":
-            raise _method_not_allowed()
+            raise bc_method_not_allowed()
         return batch(req)
     if m := SUBSCRIPTION_PATH.match(path):
-        from sandbox import webhooks
-
         return webhooks.bc_subscriptions(req, m.group("id"))
     if m := COMPANY_PATH.match(path):
         return _companies(req, m.group("cid"))
     if m := ENTITY_PATH.match(path):
-        company = _company(m.group("cid"))
+        company = companies.company(m.group("cid"))
         return _entity(req, company, m.group("set"), m.group("id"), bool(m.group("count")))
     if (m := TOP_LEVEL_SET.match(path)) and "company" in req.query:
-        company = _company(req.query["company"])
+        company = companies.company(req.query["company"])
         return _entity(req, company, m.group("set"), m.group("id"), bool(m.group("count")))
     if TOP_LEVEL_SET.match(path) and schema.table("bc", path.split("(")[0]):
         raise ApiError(
@@ -90,30 +96,10 @@ def _dispatch(req: Req) -> Resp:
     raise ApiError(404, "BadRequest_ResourceNotFound", f"Resource not found for the segment '{path.split('/')[0]}'.")
 
 
-def _method_not_allowed() -> ApiError:
-    return ApiError(405, "BadRequest_MethodNotAllowed", "The requested HTTP method is not allowed on this resource.")
-
-
 def _service_document(req: Req) -> Resp:
     sets = ["companies", "subscriptions"] + [t.entity_set for t in schema.BC_TABLES]
     value = [{"name": s, "kind": "EntitySet", "url": s} for s in sets]
     return json_resp(200, {"@odata.context": f"{req.base_url}$metadata", "value": value})
-
-
-def _guid(value: str, what: str) -> str:
-    if not re.fullmatch(GUID, value or ""):
-        raise ApiError(
-            400, "BadRequest_NotFound", f"Bad Request - Error in query syntax. '{value}' is not a valid {what}."
-        )
-    return value.lower()
-
-
-def _company(cid: str) -> Company:
-    cid = _guid(cid, "company id")
-    company = Company.objects.using(rows.DB).filter(rid=cid).first()
-    if company is None:
-        raise ApiError(404, "Internal_CompanyNotFound", f"The company with id '{cid}' does not exist.")
-    return company
 
 
 def company_json(company: Company) -> dict:
@@ -133,18 +119,18 @@ def company_json(company: Company) -> dict:
 
 def _companies(req: Req, cid: str | None) -> Resp:
     if req.method != "GET":
-        raise _method_not_allowed()
+        raise bc_method_not_allowed()
     if cid is not None:
-        company = _company(cid)
+        company = companies.company(cid)
         body = {"@odata.context": f"{req.base_url}$metadata#companies/$entity", **company_json(company)}
         return json_resp(200, body)
-    companies = Company.objects.using(rows.DB).order_by("name")
+    found = Company.objects.using(rows.DB).order_by("name")
     if "$filter" in req.query:
         wanted = re.fullmatch(r"\s*name eq '((?:[^']|'')*)'\s*", req.query["$filter"])
         if not wanted:
             raise ApiError(400, "BadRequest_NotFound", "Bad Request - Error in query syntax.")
-        companies = companies.filter(name=wanted.group(1).replace("''", "'"))
-    value = [company_json(c) for c in companies]
+        found = found.filter(name=wanted.group(1).replace("''", "'"))
+    value = [company_json(c) for c in found]
     return json_resp(200, {"@odata.context": f"{req.base_url}$metadata#companies", "value": value})
 
 
@@ -158,7 +144,7 @@ def _table(entity_set: str) -> schema.Table:
 def _entity(req: Req, company: Company, entity_set: str, record_id: str | None, count: bool) -> Resp:
     table = _table(entity_set)
     if record_id is not None:
-        record_id = _guid(record_id, "id")
+        record_id = companies.guid(record_id, "id")
     if req.method == "GET":
         if count:
             return _count(req, table, company)
@@ -166,14 +152,14 @@ def _entity(req: Req, company: Company, entity_set: str, record_id: str | None, 
             return _read_collection(req, table, company)
         return _read_one(req, table, company, record_id)
     if count:
-        raise _method_not_allowed()
+        raise bc_method_not_allowed()
     if req.method == "POST" and record_id is None:
         return _create(req, table, company)
     if req.method == "PATCH" and record_id is not None:
         return _update(req, table, company, record_id)
     if req.method == "DELETE" and record_id is not None:
         return _delete(req, table, company, record_id)
-    raise _method_not_allowed()
+    raise bc_method_not_allowed()
 
 
 # --- reads ---------------------------------------------------------------------------------------------------------
@@ -352,7 +338,7 @@ def coerce(table: schema.Table, name: str, value):
     if kind == "guid":
         if value is None:
             return schema.ZERO_GUID
-        if not isinstance(value, str) or not re.fullmatch(GUID, value):
+        if not isinstance(value, str) or not re.fullmatch(companies.GUID, value):
             raise ApiError(400, "Application_InvalidGUID", f"Invalid GUID: '{value}'.")
         return value.lower()
     raise _conversion_error(value, kind)
@@ -619,8 +605,6 @@ def _inner_request(outer: Req, item) -> Req | Resp:
     path, _, raw_query = url.partition("?")
     headers = {k.lower(): str(v) for k, v in (item.get("headers") or {}).items()}
     body = item.get("body")
-    from sandbox.wire import dumps, parse_query
-
     return Req(
         method=str(item["method"]).upper(),
         path=path,
@@ -635,8 +619,6 @@ def _inner_request(outer: Req, item) -> Req | Resp:
 
 
 def _batch_response(item, response: Resp) -> dict:
-    import json
-
     result = {"id": item.get("id") if isinstance(item, dict) else None, "status": response.status}
     headers = {k.lower(): v for k, v in response.headers.items()}
     if response.body:

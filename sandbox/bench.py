@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 from django.core.management import call_command
+from django.core.wsgi import get_wsgi_application
 from django.db import connections
 
 from sandbox import rows, schema, seed, services
@@ -77,8 +78,6 @@ def _page_times(client: httpx.Client, url: str, pages: int) -> tuple[list[float]
 
 
 def run(*, rows_per_table: int = 100_000, pages: int = 20, out=print) -> dict:
-    from django.core.wsgi import get_wsgi_application
-
     results = {}
     with throwaway_sandbox_database():
         started = time.perf_counter()

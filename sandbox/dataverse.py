@@ -14,7 +14,7 @@ from urllib.parse import quote, unquote
 
 from django.db import transaction
 
-from sandbox import events, odata, rows, schema
+from sandbox import dataverse_query, events, metadata, multipart, odata, rows, schema, tracking, webhooks
 from sandbox.models import AppClient, Tombstone, row_model
 from sandbox.wire import ApiError, Req, Resp, dataverse_error_response, json_resp
 
@@ -24,8 +24,6 @@ KNOWN_OPTIONS = {"$filter", "$select", "$orderby", "$top", "$count", "$skiptoken
 UNSUPPORTED_OPTIONS = {"$skip", "$search", "$format"}
 MULTIPLE_ACTIONS = ("CreateMultiple", "UpdateMultiple", "UpsertMultiple")
 MAX_MULTIPLE = 1000
-ORGANIZATION_ID = "8d4b0b2e-5f1a-4c3e-9a77-2f0b5c1d9e01"
-BUSINESS_UNIT_ID = "3f1c2a9b-7d4e-4b8a-a1c5-6e2d9f0b7a13"
 
 
 def not_found(table: schema.Table, record_id: str) -> ApiError:
@@ -49,23 +47,19 @@ def _dispatch(req: Req) -> Resp:
     if path == "":
         return _service_document(req)
     if path == "$metadata" or path.startswith("EntityDefinitions"):
-        from sandbox import metadata
-
         return metadata.dataverse(req, path)
     if path == "$batch":
-        from sandbox import multipart
-
         if req.method != "POST":
             raise _method_not_allowed()
-        return multipart.batch(req)
+        return multipart.batch(req, _dispatch)
     if path == "WhoAmI" or path == "WhoAmI()":
         return json_resp(
             200,
             {
                 "@odata.context": f"{req.base_url}$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse",
-                "BusinessUnitId": BUSINESS_UNIT_ID,
+                "BusinessUnitId": schema.BUSINESS_UNIT_ID,
                 "UserId": actor_id(req),
-                "OrganizationId": ORGANIZATION_ID,
+                "OrganizationId": schema.ORGANIZATION_ID,
             },
         )
     m = ENTITY_PATH.match(path)
@@ -211,15 +205,6 @@ def _annotations(req: Req) -> str:
     return req.prefer().get("odata.include-annotations", "")
 
 
-def _select(table: schema.Table, text: str | None) -> list[schema.Column]:
-    columns = odata.parse_select(table, text)
-    if text and any(c.kind == "money" for c in columns):
-        currency = table.column("_transactioncurrencyid_value")
-        if currency and currency not in columns:
-            columns.append(currency)
-    return columns
-
-
 def _filtered(req: Req, table: schema.Table):
     qs = row_model(table).objects.using(rows.DB).all()
     if req.query.get("$filter"):
@@ -229,8 +214,6 @@ def _filtered(req: Req, table: schema.Table):
 
 def _count(req: Req, table: schema.Table) -> Resp:
     if "$deltatoken" in req.query:
-        from sandbox import tracking
-
         return tracking.count(req, table)
     _check_options(req)
     return Resp(200, str(min(_filtered(req, table).count(), 5000)).encode(), {"Content-Type": "text/plain"})
@@ -245,32 +228,14 @@ def _int_option(req: Req, name: str) -> int | None:
     return int(raw)
 
 
-def _cookie(token: str, page: int, tracking: bool = False) -> str:
-    return f'<cookie pagenumber="{page}" pagingcookie="{token}" istracking="{tracking}" />'
-
-
-def _token_from_cookie(text: str) -> tuple[dict, int]:
-    text = unquote(text)
-    match = re.search(r'pagenumber="(\d+)"\s+pagingcookie="([^"]*)"', text)
-    if not match:
-        raise bad_request("The $skiptoken is not valid. Follow @odata.nextLink as it was returned.")
-    return odata.decode_token("dataverse", match.group(2)), int(match.group(1))
-
-
-def _context(req: Req, table: schema.Table, select: str | None, suffix: str = "") -> str:
-    return f"{req.base_url}$metadata#{table.entity_set}" + (f"({select})" if select else "") + suffix
-
-
 def _read_collection(req: Req, table: schema.Table) -> Resp:
     prefer = req.prefer()
     tracking_page = 'istracking="True"' in unquote(req.query.get("$skiptoken", ""))
     if "odata.track-changes" in prefer or "$deltatoken" in req.query or tracking_page:
-        from sandbox import tracking
-
         return tracking.read(req, table)
     _check_options(req)
     select = req.query.get("$select")
-    columns = _select(table, select)
+    columns = dataverse_query.select_columns(table, select)
     order = odata.parse_orderby(table, req.query.get("$orderby"))
     top = _int_option(req, "$top")
     qs = _filtered(req, table)
@@ -289,9 +254,9 @@ def _read_collection(req: Req, table: schema.Table) -> Resp:
         applied.insert(0, f'odata.include-annotations="{annotations}"')
     token, page_number = None, 1
     if req.query.get("$skiptoken"):
-        token, page_number = _token_from_cookie(req.query["$skiptoken"])
+        token, page_number = dataverse_query.token_from_cookie(req.query["$skiptoken"])
     serializer = rows.dataverse_serializer(table, columns, annotations=annotations, key_last=bool(select))
-    body = {"@odata.context": _context(req, table, select)}
+    body = {"@odata.context": dataverse_query.context_url(req, table, select)}
     if req.query.get("$count") == "true":
         total = qs.count()
         body["@odata.count"] = min(total, 5000)
@@ -303,7 +268,7 @@ def _read_collection(req: Req, table: schema.Table) -> Resp:
     page = rows.read_page(table, qs, serializer, order=order, page_size=page_size, token=token, limit=top)
     body["value"] = page.rows
     if page.next_token:
-        cookie = quote(_cookie(page.next_token, page_number + 1), safe="")
+        cookie = quote(dataverse_query.paging_cookie(page.next_token, page_number + 1), safe="")
         kept = [p for p in req.raw_query.split("&") if p and not p.startswith(("%24skiptoken=", "$skiptoken="))]
         body["@odata.nextLink"] = f"{req.base_url}{table.entity_set}?" + "&".join(kept + [f"$skiptoken={cookie}"])
     headers = {"Preference-Applied": ",".join(applied)} if applied else {}
@@ -313,12 +278,12 @@ def _read_collection(req: Req, table: schema.Table) -> Resp:
 def representation(req: Req, table: schema.Table, rid: str, select: str | None = None) -> dict:
     annotations = _annotations(req)
     serializer = rows.dataverse_serializer(
-        table, _select(table, select), annotations=annotations, key_last=bool(select)
+        table, dataverse_query.select_columns(table, select), annotations=annotations, key_last=bool(select)
     )
     found = row_model(table).objects.using(rows.DB).filter(rid=rid).values_list(*serializer.fields).first()
     if found is None:
         raise not_found(table, rid)
-    return {"@odata.context": _context(req, table, select, "/$entity"), **serializer.build(found)}
+    return {"@odata.context": dataverse_query.context_url(req, table, select, "/$entity"), **serializer.build(found)}
 
 
 def _read_one(req: Req, table: schema.Table, key_text: str) -> Resp:
@@ -658,8 +623,6 @@ def remove(table: schema.Table, rid: str, *, if_match: str = "", actor: str | No
 def _notify(
     req: Req | None, table: schema.Table, message: str, rid: str, values: dict, actor: str | None, stamp: str
 ) -> None:
-    from sandbox import webhooks
-
     hooked = req.cache.get(("hooks", table.entity_set)) if req is not None else None
     if hooked is None:
         hooked = events.has_dataverse_hooks(table)

@@ -7,7 +7,7 @@ import time
 
 from django.db import transaction
 
-from sandbox import rows, schema
+from sandbox import rows, schema, webhooks
 from sandbox.models import BcSubscription, DvWebhook, Notification
 
 
@@ -52,6 +52,4 @@ def dataverse_changed(table: schema.Table, message: str, record_id: str, context
 
 
 def _deliver_after_commit() -> None:
-    from sandbox import webhooks
-
     transaction.on_commit(webhooks.wake_deliverer, using=rows.DB)

@@ -3,18 +3,23 @@ references (`$1`), stop at the first error unless `Prefer: odata.continue-on-err
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from urllib.parse import unquote
 
 from django.db import transaction
 
-from sandbox import rows
+from sandbox import rows, schema
 from sandbox.wire import ApiError, Req, Resp, dataverse_error_response, parse_query
 
 MAX_REQUESTS = 1000
 CRLF = "\r\n"
+
+Dispatch = Callable[[Req], Resp]
 
 
 @dataclass
@@ -108,8 +113,6 @@ def _inner_request(outer: Req, part: Part, content_ids: dict[str, str]) -> Req:
         url = content_ids[ref] + m.group(2)
     url = re.sub(r"^.*?/api/data/v[\d.]+/", "", url).lstrip("/")
     path, _, raw_query = url.partition("?")
-    from urllib.parse import unquote
-
     return Req(
         method=part.method,
         path=unquote(path),
@@ -124,15 +127,13 @@ def _inner_request(outer: Req, part: Part, content_ids: dict[str, str]) -> Req:
     )
 
 
-def _run(outer: Req, part: Part, content_ids: dict[str, str]) -> Resp:
-    from sandbox import dataverse
-
+def _run(outer: Req, part: Part, content_ids: dict[str, str], dispatch: Dispatch) -> Resp:
     try:
         inner = _inner_request(outer, part, content_ids)
         if inner.path.strip("/") == "$batch":
             raise ApiError(400, "0x80060888", "Batches cannot be nested.")
         with transaction.atomic(using=rows.DB):
-            response = dataverse._dispatch(inner)
+            response = dispatch(inner)
     except ApiError as err:
         return dataverse_error_response(err)
     if part.content_id and response.status < 400:
@@ -147,10 +148,6 @@ def _run(outer: Req, part: Part, content_ids: dict[str, str]) -> Resp:
 
 
 def _entity_url_from_body(inner: Req, response: Resp) -> str | None:
-    import json
-
-    from sandbox import schema
-
     table = schema.table("dataverse", inner.path.split("(")[0].split("/")[0])
     if table is None:
         return None
@@ -181,7 +178,8 @@ class _ChangeSetFailed(Exception):
         self.content_id = content_id
 
 
-def batch(req: Req) -> Resp:
+def batch(req: Req, dispatch: Dispatch) -> Resp:
+    """Run a multipart `$batch`, each part through `dispatch` (the Dataverse router, which routes `$batch` here)."""
     items = parse(req.header("content-type"), req.body)
     count = sum(len(i.parts) if isinstance(i, ChangeSet) else 1 for i in items)
     if count > MAX_REQUESTS:
@@ -193,7 +191,7 @@ def batch(req: Req) -> Resp:
     status = 200
     for item in items:
         if isinstance(item, Part):
-            response = _run(req, item, content_ids)
+            response = _run(req, item, content_ids, dispatch)
             out.append(_part_text(boundary, response))
             failed = response.status >= 400
         else:
@@ -202,7 +200,7 @@ def batch(req: Req) -> Resp:
             try:
                 with transaction.atomic(using=rows.DB):
                     for part in item.parts:
-                        response = _run(req, part, content_ids)
+                        response = _run(req, part, content_ids, dispatch)
                         if response.status >= 400:
                             raise _ChangeSetFailed(response, part.content_id)
                         texts.append(_part_text(inner, response, part.content_id))

@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 ZERO_GUID = "00000000-0000-0000-0000-000000000000"
+# The emulated Dataverse organization, as WhoAmI and webhook execution contexts name it.
+ORGANIZATION_ID = "8d4b0b2e-5f1a-4c3e-9a77-2f0b5c1d9e01"
+BUSINESS_UNIT_ID = "3f1c2a9b-7d4e-4b8a-a1c5-6e2d9f0b7a13"
 LOCAL_CURRENCY = "USD"  # the demo company's LCY; a blank currency code means this one
 
 # Columns every emulated row has, stored under one name whatever the service calls them.

@@ -10,7 +10,7 @@ import uuid
 
 from django.db import transaction
 
-from sandbox import bc, dataverse, faults, rows, schema
+from sandbox import bc, dataverse, faults, rows, schema, services, webhooks
 from sandbox.models import AccessToken, Fault, row_model
 from sandbox.wire import Req
 
@@ -82,8 +82,6 @@ def create_as_another_user(service: str, entity_set: str, **values) -> uuid.UUID
     table = _table(service, entity_set)
     with transaction.atomic(using=rows.DB):
         if service == "bc":
-            from sandbox import services
-
             rid = bc.create_row(table, str(services.demo_company_id()), values)
         else:
             rid = dataverse.insert(_internal_request(), table, values, actor=another_user_id())
@@ -173,8 +171,6 @@ def set_change_tracking_days(days: float) -> None:
 def register_dataverse_webhook(
     *, url: str, entity_set: str, messages=("Create", "Update", "Delete"), header_name: str = "", header_value: str = ""
 ) -> int:
-    from sandbox import webhooks
-
     return webhooks.register_dataverse_webhook(
         url=url, entity_set=entity_set, messages=messages, header_name=header_name, header_value=header_value
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
-from sandbox import odata, rows, schema
+from sandbox import dataverse_query, odata, rows, schema
 from sandbox.models import Counter, Tombstone, row_model
 from sandbox.wire import ApiError, Req, Resp, json_resp
 
@@ -62,21 +62,19 @@ def _page_size(req: Req) -> int:
 def read(req: Req, table: schema.Table) -> Resp:
     _check(req)
     select = req.query.get("$select")
-    from sandbox import dataverse
-
-    serializer = rows.dataverse_serializer(table, dataverse._select(table, select), key_last=bool(select))
+    serializer = rows.dataverse_serializer(table, dataverse_query.select_columns(table, select), key_last=bool(select))
     qs = row_model(table).objects.using(rows.DB).all()
     skiptoken = req.query.get("$skiptoken")
-    paging, page_number = dataverse._token_from_cookie(skiptoken) if skiptoken else ({}, 1)
+    paging, page_number = dataverse_query.token_from_cookie(skiptoken) if skiptoken else ({}, 1)
     size = _page_size(req)
     if "$deltatoken" not in req.query:
         snapshot = paging.get("v", _current_version())
         token = {"k": paging["k"]} if "k" in paging else None
         page = rows.read_page(table, qs, serializer, order=[], page_size=size, token=token)
-        body = {"@odata.context": dataverse._context(req, table, select), "value": page.rows}
+        body = {"@odata.context": dataverse_query.context_url(req, table, select), "value": page.rows}
         if page.next_token:
             next_token = odata.encode_token({**odata.decode_token("dataverse", page.next_token), "v": snapshot})
-            cookie = quote(dataverse._cookie(next_token, page_number + 1, tracking=True), safe="")
+            cookie = quote(dataverse_query.paging_cookie(next_token, page_number + 1, tracking=True), safe="")
             body["@odata.nextLink"] = _link(req, table, [f"$skiptoken={cookie}"])
         else:
             body["@odata.deltaLink"] = _link(req, table, [f"$deltatoken={quote(_make_token(snapshot), safe='')}"])
@@ -92,13 +90,13 @@ def read(req: Req, table: schema.Table) -> Resp:
     more = len(changed) > size
     changed = changed[:size]
     body = {
-        "@odata.context": dataverse._context(req, table, select, "/$delta"),
+        "@odata.context": dataverse_query.context_url(req, table, select, "/$delta"),
         "value": [serializer.build(r) for r in changed],
     }
     if more:
         last = changed[-1][0]  # the row version is the serializer's first field
         next_token = odata.encode_token({"v": snapshot, "after": last})
-        cookie = quote(dataverse._cookie(next_token, page_number + 1, tracking=True), safe="")
+        cookie = quote(dataverse_query.paging_cookie(next_token, page_number + 1, tracking=True), safe="")
         body["@odata.nextLink"] = _link(
             req, table, [f"$deltatoken={quote(req.query['$deltatoken'], safe='')}", f"$skiptoken={cookie}"]
         )

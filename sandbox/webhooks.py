@@ -10,7 +10,9 @@ Delivery runs in a daemon thread of whichever process made the change, after the
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import threading
 import time
 import uuid
@@ -19,9 +21,9 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from django.db import close_old_connections, transaction
 
-from sandbox import bc, odata, rows, schema
+from sandbox import companies, odata, rows, schema
 from sandbox.models import BcSubscription, DvWebhook, Notification
-from sandbox.wire import ApiError, Req, Resp, json_resp
+from sandbox.wire import ApiError, Req, Resp, bc_method_not_allowed, json_resp
 
 EXPIRY = timedelta(days=3)
 MAX_SUBSCRIPTIONS = 200
@@ -61,8 +63,6 @@ def _reference(logical_name: str, rid: str) -> dict:
 
 def execution_context(table: schema.Table, message: str, rid: str, values: dict, actor: str | None, stamp: str) -> dict:
     """The documented RemoteExecutionContext JSON for one Create/Update/Delete (PostOperation, asynchronous)."""
-    from sandbox import dataverse
-
     attributes = []
     for name, value in values.items():
         column = next((c for c in table.columns if table.storage(c) == name), None)
@@ -100,7 +100,7 @@ def execution_context(table: schema.Table, message: str, rid: str, values: dict,
         }
     correlation = str(uuid.uuid4())
     return {
-        "BusinessUnitId": dataverse.BUSINESS_UNIT_ID,
+        "BusinessUnitId": schema.BUSINESS_UNIT_ID,
         "CorrelationId": correlation,
         "Depth": 1,
         "InitiatingUserAzureActiveDirectoryObjectId": schema.ZERO_GUID,
@@ -114,7 +114,7 @@ def execution_context(table: schema.Table, message: str, rid: str, values: dict,
         "Mode": 1,
         "OperationCreatedOn": _wcf_date(stamp),
         "OperationId": str(uuid.uuid4()),
-        "OrganizationId": dataverse.ORGANIZATION_ID,
+        "OrganizationId": schema.ORGANIZATION_ID,
         "OrganizationName": "sandbox",
         "OutputParameters": [{"key": "id", "value": rid}] if message == "Create" else [],
         "OwningExtension": {"Id": str(uuid.uuid4()), "LogicalName": "sdkmessageprocessingstep", "Name": None},
@@ -170,15 +170,11 @@ def _subscription_json(req: Req, sub: BcSubscription) -> dict:
 
 
 def _sub_etag(sub: BcSubscription) -> str:
-    import base64
-
     return base64.b64encode(f"'{sub.subscription_id[:8]};{sub.version};00;'".encode()).decode()
 
 
 def _parse_resource(resource: str) -> tuple[str, str]:
     """`/api/v2.0/companies(<id>)/customers` -> (company id, entity set); only webhook-capable sets."""
-    import re
-
     m = re.fullmatch(r"/?(?:api/v2\.0/)?companies\(([0-9a-fA-F-]{36})\)/(\w+)", resource.strip())
     if not m:
         raise ApiError(
@@ -188,7 +184,7 @@ def _parse_resource(resource: str) -> tuple[str, str]:
     table = schema.table("bc", entity_set)
     if table is None or not table.webhooks:
         raise ApiError(400, "BadRequest_ResourceNotFound", f"The resource '{entity_set}' does not support webhooks.")
-    bc._company(company)
+    companies.company(company)
     return company, entity_set
 
 
@@ -214,7 +210,7 @@ def bc_subscriptions(req: Req, subscription_id: str | None) -> Resp:
             value = [_subscription_json(req, s) for s in subs.order_by("id")]
             return json_resp(200, {"@odata.context": base, "value": value})
         if req.method != "POST":
-            raise bc._method_not_allowed()
+            raise bc_method_not_allowed()
         body = req.json()
         url, resource = body.get("notificationUrl"), body.get("resource")
         if not url or not resource:
@@ -272,7 +268,7 @@ def bc_subscriptions(req: Req, subscription_id: str | None) -> Resp:
         sub.version += 1
         sub.save(using=rows.DB)
         return json_resp(200, {"@odata.context": f"{base}/$entity", **_subscription_json(req, sub)})
-    raise bc._method_not_allowed()
+    raise bc_method_not_allowed()
 
 
 # --- delivery ------------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, quote, urlencode
+from urllib.parse import parse_qsl, quote
 
 import orjson
 
@@ -116,12 +116,12 @@ def bc_error_response(err: ApiError) -> Resp:
     return json_resp(err.status, {"error": {"code": err.code, "message": message}}, err.headers)
 
 
+def bc_method_not_allowed() -> ApiError:
+    return ApiError(405, "BadRequest_MethodNotAllowed", "The requested HTTP method is not allowed on this resource.")
+
+
 def dataverse_error_response(err: ApiError) -> Resp:
     return json_resp(err.status, {"error": {"code": err.code, "message": err.message}}, err.headers)
-
-
-def with_query(url_without_query: str, params: list[tuple[str, str]]) -> str:
-    return url_without_query + "?" + urlencode(params, quote_via=quote, safe="$,'()=:")
 
 
 def parse_query(raw: str) -> dict[str, str]:

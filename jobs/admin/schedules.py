@@ -7,8 +7,9 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from connectors.choices import ConnectionKind
 from connectors.types import ConnectorError
-from jobs.models import Schedule, WebhookSide, WebhookSubscription
+from jobs.models import Schedule, WebhookSubscription
 from jobs.permissions import RunSyncPermissionMixin
 from jobs.scheduling import schedules as schedule_services
 from jobs.scheduling import subscriptions as subscription_services
@@ -79,7 +80,7 @@ class ScheduleAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
         base_url = request.build_absolute_uri("/")
         for schedule in queryset.select_related("table_mapping"):
             mapping = schedule.table_mapping
-            for side in (WebhookSide.BUSINESS_CENTRAL, WebhookSide.DATAVERSE):
+            for side in (ConnectionKind.BUSINESS_CENTRAL, ConnectionKind.DATAVERSE):
                 try:
                     subscription_services.subscription_create(
                         mapping=mapping, side=side, notification_base_url=base_url

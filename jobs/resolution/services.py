@@ -13,7 +13,7 @@ from collections import defaultdict
 
 from django.db import transaction
 
-from connectors.types import ConnectorError, RemoteClient, WriteOperation
+from connectors.types import ConnectorError, ErrorKind, RemoteClient, WriteOperation
 from coupling.choices import SyncResult
 from coupling.models import Coupling
 from jobs.choices import JobKind
@@ -41,10 +41,9 @@ def conflict_resolve(
     mapping = coupling.table_mapping
     bc_side, dv_side, to_dv = rules_by_target(mapping, Direction.TO_DATAVERSE)
     _, _, from_dv = rules_by_target(mapping, Direction.FROM_DATAVERSE)
-    bc_row = bc_client.read_by_ids(mapping.bc_entity_set, [coupling.bc_id]).get(coupling.bc_id)
-    dv_row = dataverse_client.read_by_ids(mapping.dataverse_entity_set, [coupling.dataverse_id]).get(
-        coupling.dataverse_id
-    )
+    bc_id, dv_id = coupling.bc_id, coupling.dataverse_id
+    bc_row = bc_client.read_by_ids(mapping.bc_entity_set, [bc_id]).get(bc_id) if bc_id else None
+    dv_row = dataverse_client.read_by_ids(mapping.dataverse_entity_set, [dv_id]).get(dv_id) if dv_id else None
     if bc_row is None or dv_row is None:
         raise ResolutionFailed("One of the two records no longer exists: this is a deletion, not an update conflict.")
     to_dv_values, to_bc_values = {}, {}
@@ -65,8 +64,8 @@ def conflict_resolve(
                 write, value = desired_value(rule, dv_row, lookups_from, bc_side)
                 if write and not values_equal(value, current_value(rule, bc_row, bc_side), target=bc_side):
                     to_bc_values[rule.write_key(bc_side)] = value
-        except RecordFailure as failure:
-            raise ResolutionFailed(failure.message) from None
+        except RecordFailure as refused:
+            raise ResolutionFailed(refused.message) from None
     written = {BC: 0, DATAVERSE: 0}
     stored = {
         "bc": (bc_side.row_etag(bc_row), bc_side.row_modified(bc_row)),
@@ -93,7 +92,7 @@ def conflict_resolve(
             ]
         )
         if not result.ok:
-            failure = result.error or ConnectorError("internal", "unknown error")
+            failure = result.error or ConnectorError(ErrorKind.TRANSIENT, "unknown error")
             continue
         after = result.row or {}
         stored[system] = (result.etag or side.row_etag(after), result.modified_on or side.row_modified(after))

@@ -21,7 +21,7 @@ from connectors.clients import open_client
 from connectors.models import Connection
 from connectors.types import ConnectorError, ErrorKind
 from connectors.webhooks import Subscription
-from jobs.models import SubscriptionStatus, WebhookSide, WebhookSubscription
+from jobs.models import SubscriptionStatus, WebhookSubscription
 from jobs.services import QUEUE
 from mappings.models import TableMapping
 
@@ -61,7 +61,7 @@ def subscription_create(
     subscription.notification_url = notification_base_url.rstrip("/") + reverse(
         f"webhooks:{side}", args=[subscription.token]
     )
-    if side == WebhookSide.DATAVERSE:
+    if side == ConnectionKind.DATAVERSE:
         subscription.resource = mapping.dataverse_entity_set
         subscription.status = SubscriptionStatus.ACTIVE  # the receiver accepts calls that carry the secret
         subscription.save()
@@ -86,7 +86,7 @@ def subscription_create(
 
 def subscription_renew(*, subscription: WebhookSubscription) -> WebhookSubscription:
     """Extend a Business Central subscription by another 3 days; re-create it if Business Central dropped it."""
-    if subscription.side != WebhookSide.BUSINESS_CENTRAL:
+    if subscription.side != ConnectionKind.BUSINESS_CENTRAL:
         return subscription
     remote = Subscription(
         id=subscription.remote_id,
@@ -147,7 +147,7 @@ def subscriptions_queue_renewal(*, now: datetime | None = None) -> bool:
 
 def subscription_delete(*, subscription: WebhookSubscription) -> None:
     """Delete the subscription in Business Central (if it still exists there) and here."""
-    if subscription.side == WebhookSide.BUSINESS_CENTRAL and subscription.remote_id:
+    if subscription.side == ConnectionKind.BUSINESS_CENTRAL and subscription.remote_id:
         remote = Subscription(
             id=subscription.remote_id, resource="", notification_url="", etag=subscription.etag or None
         )
@@ -159,7 +159,7 @@ def subscription_delete(*, subscription: WebhookSubscription) -> None:
                 raise
         except (Connection.DoesNotExist, Connection.MultipleObjectsReturned):
             logger.warning("No Business Central connection: subscription %s deleted here only.", subscription.pk)
-    if subscription.side == WebhookSide.DATAVERSE and subscription.remote_id:
+    if subscription.side == ConnectionKind.DATAVERSE and subscription.remote_id:
         try:
             _unregister_in_dataverse(subscription)
         except ConnectorError as exc:
@@ -199,7 +199,7 @@ def _unregister_in_dataverse(subscription: WebhookSubscription) -> None:
 
 def _due_for_renewal(now: datetime):
     return WebhookSubscription.objects.filter(
-        side=WebhookSide.BUSINESS_CENTRAL, expires_at__lte=now + RENEW_WITHIN
+        side=ConnectionKind.BUSINESS_CENTRAL, expires_at__lte=now + RENEW_WITHIN
     ).select_related("table_mapping")
 
 

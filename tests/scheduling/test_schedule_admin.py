@@ -6,7 +6,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from jobs.models import Schedule, ScheduleState, SubscriptionStatus, WebhookSide, WebhookSubscription
+from connectors.choices import ConnectionKind
+from jobs.models import Schedule, ScheduleState, SubscriptionStatus, WebhookSubscription
 from mappings.models import TableMapping
 
 pytestmark = pytest.mark.django_db(databases=["default", "sandbox"])
@@ -47,7 +48,7 @@ def test_pause_and_resume_from_the_admin(admin_client):
 def test_subscriptions_show_their_expiry_and_never_their_secret(admin_client):
     subscription = WebhookSubscription(
         table_mapping=TableMapping.objects.get(name="CUSTOMER"),
-        side=WebhookSide.BUSINESS_CENTRAL,
+        side=ConnectionKind.BUSINESS_CENTRAL,
         status=SubscriptionStatus.ACTIVE,
         notification_url="http://testserver/webhooks/x/",
         expires_at=timezone.now() + timedelta(days=2),
@@ -81,10 +82,10 @@ def test_subscribing_from_the_admin_creates_both_subscriptions(admin_client, san
 
     assert response.status_code == 200
     subscriptions = {s.side: s for s in WebhookSubscription.objects.filter(table_mapping=schedule.table_mapping)}
-    assert set(subscriptions) == {WebhookSide.BUSINESS_CENTRAL, WebhookSide.DATAVERSE}
-    bc = subscriptions[WebhookSide.BUSINESS_CENTRAL]
+    assert set(subscriptions) == {ConnectionKind.BUSINESS_CENTRAL, ConnectionKind.DATAVERSE}
+    bc = subscriptions[ConnectionKind.BUSINESS_CENTRAL]
     assert bc.status == SubscriptionStatus.ACTIVE and bc.expires_at > timezone.now() + timedelta(days=2)
     assert bc.notification_url.startswith("http://testserver/webhooks/business-central/")
     # Registered in Dataverse over the Web API where the service allows it; else the admin is told how.
-    dataverse = subscriptions[WebhookSide.DATAVERSE]
+    dataverse = subscriptions[ConnectionKind.DATAVERSE]
     assert dataverse.remote_id or "x-syncadmin-webhook-secret" in dataverse.last_error

@@ -10,10 +10,11 @@ import django_rq
 import pytest
 from django.utils import timezone
 
+from connectors.choices import ConnectionKind
 from connectors.clients import open_client
 from coupling.models import Coupling
 from jobs.choices import JobKind, JobStatus
-from jobs.models import Schedule, SubscriptionStatus, SyncJob, WebhookSide, WebhookSubscription
+from jobs.models import Schedule, SubscriptionStatus, SyncJob, WebhookSubscription
 from jobs.scheduling import subscriptions
 from jobs.scheduling.tick import scheduler_tick
 from jobs.services import sync_enqueue
@@ -70,7 +71,7 @@ def test_a_business_central_change_reaches_dataverse_through_the_subscription(
 
     bc, dataverse = sandbox_connections
     subscription = subscriptions.subscription_create(
-        mapping=customer, side=WebhookSide.BUSINESS_CENTRAL, notification_base_url=BASE_URL
+        mapping=customer, side=ConnectionKind.BUSINESS_CENTRAL, notification_base_url=BASE_URL
     )
     # Business Central validated our receiver (the handshake) before it answered.
     assert subscription.status == SubscriptionStatus.ACTIVE
@@ -98,7 +99,7 @@ def test_a_dataverse_change_reaches_business_central_through_the_webhook(
     bc, dataverse = sandbox_connections
     secret = "a-secret-the-admin-also-entered-in-dataverse"
     subscription = subscriptions.subscription_create(
-        mapping=customer, side=WebhookSide.DATAVERSE, notification_base_url=BASE_URL, secret=secret, register=False
+        mapping=customer, side=ConnectionKind.DATAVERSE, notification_base_url=BASE_URL, secret=secret, register=False
     )
     # What an administrator does with the Plug-in Registration Tool: endpoint URL, secret header, steps on accounts.
     register_dataverse_webhook(
@@ -124,7 +125,7 @@ def test_a_dataverse_webhook_registered_with_another_secret_starts_nothing(
     from sandbox.testing import edit_as_another_user, register_dataverse_webhook
 
     subscription = subscriptions.subscription_create(
-        mapping=customer, side=WebhookSide.DATAVERSE, notification_base_url=BASE_URL, register=False
+        mapping=customer, side=ConnectionKind.DATAVERSE, notification_base_url=BASE_URL, register=False
     )
     register_dataverse_webhook(
         url=subscription.notification_url,
@@ -145,7 +146,7 @@ def test_a_subscription_that_expires_soon_is_renewed_by_the_scheduler_tick(
     customer, sandbox_connections, rq_worker_with_scheduler
 ):
     subscription = subscriptions.subscription_create(
-        mapping=customer, side=WebhookSide.BUSINESS_CENTRAL, notification_base_url=BASE_URL
+        mapping=customer, side=ConnectionKind.BUSINESS_CENTRAL, notification_base_url=BASE_URL
     )
     first_etag = subscription.etag
     WebhookSubscription.objects.filter(pk=subscription.pk).update(expires_at=timezone.now() + timedelta(hours=2))
@@ -166,7 +167,7 @@ def test_a_subscription_business_central_dropped_is_created_again_at_renewal(cus
     from sandbox.models import BcSubscription
 
     subscription = subscriptions.subscription_create(
-        mapping=customer, side=WebhookSide.BUSINESS_CENTRAL, notification_base_url=BASE_URL
+        mapping=customer, side=ConnectionKind.BUSINESS_CENTRAL, notification_base_url=BASE_URL
     )
     old_remote_id = subscription.remote_id
     BcSubscription.objects.using("sandbox").all().delete()  # as after our receiver failed a delivery

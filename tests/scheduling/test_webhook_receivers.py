@@ -8,8 +8,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from connectors.choices import ConnectionKind
 from jobs.choices import JobKind
-from jobs.models import Schedule, ScheduleState, SubscriptionStatus, SyncJob, WebhookSide, WebhookSubscription
+from jobs.models import Schedule, ScheduleState, SubscriptionStatus, SyncJob, WebhookSubscription
 from jobs.scheduling import notifications
 from jobs.scheduling.subscriptions import DATAVERSE_SECRET_HEADER
 from jobs.webhooks import MAX_BODY_BYTES
@@ -71,7 +72,7 @@ def debounce(seconds: int, mapping_name: str = "CUSTOMER") -> None:
 
 
 def test_the_business_central_handshake_echoes_the_token_for_a_known_subscription_only(client):
-    sub = subscription(WebhookSide.BUSINESS_CENTRAL)
+    sub = subscription(ConnectionKind.BUSINESS_CENTRAL)
 
     response = client.post(bc_url(sub) + "?validationToken=tok-123")
     assert (response.status_code, response.content) == (200, b"tok-123")
@@ -84,14 +85,14 @@ def test_the_business_central_handshake_echoes_the_token_for_a_known_subscriptio
 def test_receivers_answer_post_only_and_need_no_login_or_csrf_token(client):
     from django.test import Client
 
-    sub = subscription(WebhookSide.BUSINESS_CENTRAL)
+    sub = subscription(ConnectionKind.BUSINESS_CENTRAL)
     assert client.get(bc_url(sub)).status_code == 405
     strict = Client(enforce_csrf_checks=True)
     assert post_json(strict, bc_url(sub), bc_notification(uuid.uuid4())).status_code == 202
 
 
 def test_a_business_central_notification_with_a_wrong_client_state_is_rejected(client, redis_connection):
-    sub = subscription(WebhookSide.BUSINESS_CENTRAL)
+    sub = subscription(ConnectionKind.BUSINESS_CENTRAL)
 
     for wrong in ("nope", "", None, SECRET + "x", SECRET[:-1]):
         response = post_json(client, bc_url(sub), bc_notification(uuid.uuid4(), client_state=wrong))
@@ -108,7 +109,7 @@ def test_a_business_central_notification_with_a_wrong_client_state_is_rejected(c
 
 
 def test_a_dataverse_webhook_with_a_wrong_secret_header_is_rejected(client, redis_connection):
-    sub = subscription(WebhookSide.DATAVERSE)
+    sub = subscription(ConnectionKind.DATAVERSE)
     context = dataverse_context(uuid.uuid4())
 
     assert post_json(client, dataverse_url(sub), context).status_code == 401
@@ -121,7 +122,7 @@ def test_a_dataverse_webhook_with_a_wrong_secret_header_is_rejected(client, redi
 
 
 def test_a_body_over_the_limit_is_refused_before_it_is_parsed(client):
-    sub = subscription(WebhookSide.BUSINESS_CENTRAL)
+    sub = subscription(ConnectionKind.BUSINESS_CENTRAL)
     body = json.dumps({"value": [], "padding": "x" * MAX_BODY_BYTES})
 
     response = client.post(bc_url(sub), data=body, content_type="application/json")
@@ -131,7 +132,7 @@ def test_a_body_over_the_limit_is_refused_before_it_is_parsed(client):
 
 def test_repeated_notifications_are_coalesced_into_one_run_of_the_changed_records(client, rq_worker_with_scheduler):
     debounce(0)
-    sub = subscription(WebhookSide.BUSINESS_CENTRAL)
+    sub = subscription(ConnectionKind.BUSINESS_CENTRAL)
     first, second, third = (uuid.uuid4() for _ in range(3))
 
     for payload in (bc_notification(first), bc_notification(second, first), bc_notification(third)):
@@ -159,7 +160,7 @@ def rq_worker_with_scheduler_jobs(run_worker) -> list[str]:
 
 def test_the_debounce_delay_holds_the_run_back_until_it_has_passed(client, rq_worker_with_scheduler):
     debounce(1)
-    sub = subscription(WebhookSide.DATAVERSE)
+    sub = subscription(ConnectionKind.DATAVERSE)
     headers = {DATAVERSE_SECRET_HEADER: SECRET}
     record = uuid.uuid4()
 
@@ -176,7 +177,7 @@ def test_the_debounce_delay_holds_the_run_back_until_it_has_passed(client, rq_wo
 def test_more_changed_records_than_the_bound_become_one_incremental_run(client, rq_worker_with_scheduler, monkeypatch):
     monkeypatch.setattr(notifications, "MAX_PENDING_IDS", 3)
     debounce(0)
-    sub = subscription(WebhookSide.BUSINESS_CENTRAL)
+    sub = subscription(ConnectionKind.BUSINESS_CENTRAL)
 
     post_json(client, bc_url(sub), bc_notification(uuid.uuid4(), uuid.uuid4()))
     post_json(client, bc_url(sub), bc_notification(uuid.uuid4(), uuid.uuid4()))
@@ -193,7 +194,7 @@ def test_changes_that_a_run_by_ids_would_take_past_the_mappings_filter_start_an_
     customer); the incremental run applies it."""
     debounce(0)
     TableMapping.objects.filter(name="CUSTOMER").update(sync_only_coupled=False)
-    sub = subscription(WebhookSide.DATAVERSE)
+    sub = subscription(ConnectionKind.DATAVERSE)
     headers = {DATAVERSE_SECRET_HEADER: SECRET}
 
     assert post_json(client, dataverse_url(sub), dataverse_context(uuid.uuid4()), **headers).status_code == 202
@@ -205,7 +206,7 @@ def test_changes_that_a_run_by_ids_would_take_past_the_mappings_filter_start_an_
 
 def test_a_collection_notification_starts_an_incremental_run(client, rq_worker_with_scheduler):
     debounce(0)
-    sub = subscription(WebhookSide.BUSINESS_CENTRAL)
+    sub = subscription(ConnectionKind.BUSINESS_CENTRAL)
     payload = bc_notification(uuid.uuid4(), change="collection")
 
     assert post_json(client, bc_url(sub), payload).status_code == 202
@@ -216,7 +217,7 @@ def test_a_collection_notification_starts_an_incremental_run(client, rq_worker_w
 
 
 def test_a_notification_wakes_a_schedule_on_hold(client):
-    sub = subscription(WebhookSide.DATAVERSE)
+    sub = subscription(ConnectionKind.DATAVERSE)
     hold_end = timezone.now() + timedelta(minutes=720)
     Schedule.objects.filter(table_mapping__name="CUSTOMER").update(state=ScheduleState.ON_HOLD, next_run_at=hold_end)
 
@@ -232,7 +233,7 @@ def test_a_notification_wakes_a_schedule_on_hold(client):
 
 def test_a_change_on_a_side_the_mapping_does_not_read_starts_nothing(client, rq_worker_with_scheduler):
     debounce(0)
-    sub = subscription(WebhookSide.DATAVERSE, mapping_name="CURRENCY")  # CURRENCY goes to Dataverse only
+    sub = subscription(ConnectionKind.DATAVERSE, mapping_name="CURRENCY")  # CURRENCY goes to Dataverse only
     headers = {DATAVERSE_SECRET_HEADER: SECRET}
 
     assert post_json(client, dataverse_url(sub), dataverse_context(uuid.uuid4()), **headers).status_code == 202

@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.core.servers.basehttp import WSGIServer, run
+from django.core.wsgi import get_wsgi_application
 
 
 class Command(BaseCommand):
@@ -14,8 +15,6 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         settings.ROOT_URLCONF = "sandbox.standalone_urls"
-        from django.core.wsgi import get_wsgi_application
-
         host, port = options["host"], options["port"]
         self.stdout.write(f"Sandbox on http://{host}:{port}/sandbox/ (bc, dataverse, oauth). Ctrl-C to stop.")
         run(host, port, get_wsgi_application(), threading=True, server_cls=WSGIServer)
