@@ -27,7 +27,7 @@ endef
 help:
 	@echo "make run    start web, worker, scheduler and an embedded Redis on http://127.0.0.1:$(PORT)/ (Ctrl-C stops all)"
 	@echo "make test   run the whole test suite"
-	@echo "make lint   ruff check and format check, import contracts"
+	@echo "make lint   ruff check and format check, import contracts, type check"
 	@echo "make fmt    format and autofix with ruff"
 	@echo "make ci     what CI runs: .ci/run (needs root, PostgreSQL and Redis on the machine)"
 
@@ -55,6 +55,7 @@ lint: venv-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/mypy
 
 fmt: venv-dev
 	$(VENV)/bin/ruff format .

@@ -13,7 +13,7 @@ ENTRA_TOKEN_URL = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"
 #   1,000 (1.12); 52 concurrent requests per user (service protection limits, 1.15).
 # - Business Central: pages of at most 20,000 entities, $batch of at most 100 operations, 5 concurrent requests per user
 #   (API limits, "Operational limits for Business Central online", 2.9).
-SERVICE_LIMITS = {
+SERVICE_LIMITS: dict[str, dict[str, int]] = {
     ConnectionKind.DATAVERSE: {"page_size": 5000, "batch_size": 1000, "max_concurrency": 52},
     ConnectionKind.BUSINESS_CENTRAL: {"page_size": 20000, "batch_size": 100, "max_concurrency": 5},
 }
@@ -85,7 +85,7 @@ class Connection(models.Model):
 
     def clean(self) -> None:
         limits = {**SERVICE_LIMITS.get(self.kind, {}), "timeout_seconds": MAX_TIMEOUT_SECONDS}
-        problems = {}
+        problems: dict[str, str] = {}
         for field_name, most in limits.items():
             value = getattr(self, field_name)
             if value is not None and not 1 <= value <= most:
