@@ -41,8 +41,10 @@ class FieldDiff:
     new: Any
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
+    """What to do with one source record; fixed once planned (the writer and saver derive new ones)."""
+
     action: Action
     source_row: dict
     coupling: Coupling | None = None

@@ -12,6 +12,7 @@ from uuid import UUID
 
 from django.utils.dateparse import parse_datetime
 
+from connectors.choices import ConnectionKind
 from mappings.choices import Direction
 from mappings.models import TableMapping
 
@@ -32,6 +33,10 @@ class Side:
     @property
     def is_dataverse(self) -> bool:
         return self.system == DATAVERSE
+
+    @property
+    def kind(self) -> ConnectionKind:
+        return ConnectionKind.DATAVERSE if self.is_dataverse else ConnectionKind.BUSINESS_CENTRAL
 
     @property
     def label(self) -> str:
