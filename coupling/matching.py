@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import groupby
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from connectors.choices import ConnectionKind
 from connectors.types import RemoteClient
@@ -23,6 +23,8 @@ from mappings.models import TableMapping
 
 Row = Mapping[str, Any]
 MatchKey = tuple[str, ...]
+S = TypeVar("S", bound=Hashable)  # a source record's id
+T = TypeVar("T", bound=Hashable)  # a target record's id
 
 
 class NoMatchCriteria(Exception):
@@ -47,7 +49,7 @@ MatchGroup = list[MatchField]
 
 def match_criteria(mapping: TableMapping) -> list[MatchGroup]:
     """The mapping's match criteria grouped by priority, lowest first (empty when it has none)."""
-    criteria = mapping.field_mappings.match_criteria()
+    criteria = mapping.field_mappings.match_criteria()  # type: ignore[no-untyped-call]  # mappings is not typed yet
     return [
         [MatchField(fm.bc_field, fm.dataverse_field, fm.case_sensitive_matching) for fm in group]
         for _, group in groupby(criteria, key=lambda fm: fm.match_priority)
@@ -84,23 +86,23 @@ def match_key(row: Row, group: MatchGroup, system: str) -> MatchKey | None:
 
 
 @dataclass
-class Pairing:
+class Pairing(Generic[S, T]):
     """What the uniqueness rule found: pairs, and the records whose match is shared, with their candidates."""
 
-    pairs: dict[Hashable, Hashable] = field(default_factory=dict)  # source id -> target id
-    ambiguous_sources: dict[Hashable, list[Hashable]] = field(default_factory=dict)  # source id -> target ids
+    pairs: dict[S, T] = field(default_factory=dict)
+    ambiguous_sources: dict[S, list[T]] = field(default_factory=dict)
     # A target record that several sources match (and nothing else): listed from its own side too.
-    ambiguous_targets: dict[Hashable, list[Hashable]] = field(default_factory=dict)  # target id -> source ids
+    ambiguous_targets: dict[T, list[S]] = field(default_factory=dict)
 
 
 def pair_uniquely(
     groups: list[MatchGroup],
-    sources: Mapping[Hashable, Row],
+    sources: Mapping[S, Row],
     source_system: str,
-    targets: Mapping[Hashable, Row],
+    targets: Mapping[T, Row],
     target_system: str,
     rivals: Iterable[Row] = (),
-) -> Pairing:
+) -> Pairing[S, T]:
     """Pair each source record with the one target record its match fields agree with, priority by priority.
 
     All records given are uncoupled. A pair is made only when the key is unique on both sides and no rival (an
@@ -108,15 +110,15 @@ def pair_uniquely(
     is shared wait as ambiguous, and a later priority may still pair them.
     """
     rivals = list(rivals)
-    pairing = Pairing()
+    pairing: Pairing[S, T] = Pairing()
     open_sources, open_targets = dict(sources), dict(targets)
     for group in groups:
-        by_source_key: dict[MatchKey, list[Hashable]] = {}
+        by_source_key: dict[MatchKey, list[S]] = {}
         for source_id, row in open_sources.items():
             key = match_key(row, group, source_system)
             if key is not None:
                 by_source_key.setdefault(key, []).append(source_id)
-        by_target_key: dict[MatchKey, list[Hashable]] = {}
+        by_target_key: dict[MatchKey, list[T]] = {}
         for target_id, row in open_targets.items():
             key = match_key(row, group, target_system)
             if key is not None:
@@ -148,7 +150,7 @@ class Candidate:
 class MatchOutcome:
     pairs: list[tuple[Candidate, Candidate]] = field(default_factory=list)  # (Business Central, Dataverse)
     # (the system the record is in, the record, its candidates in the other system)
-    ambiguous: list[tuple[str, Candidate, list[Candidate]]] = field(default_factory=list)
+    ambiguous: list[tuple[ConnectionKind, Candidate, list[Candidate]]] = field(default_factory=list)
     unmatched_bc: list[Candidate] = field(default_factory=list)
     unmatched_dataverse: list[Candidate] = field(default_factory=list)
 
@@ -162,7 +164,7 @@ def _uncoupled_rows(
     select: set[str],
     coupled: set[str],
 ) -> dict[str, Row]:
-    rows = {}
+    rows: dict[str, Row] = {}
     for page in client.read_pages(entity_set, filter=flt or None, select=sorted({id_field, name_field, *select})):
         for row in page.rows:
             row_id = str(row[id_field]).lower()
@@ -193,11 +195,11 @@ def match_records(*, mapping: TableMapping, bc_client: RemoteClient, dataverse_c
         coupled_dv,
     )
 
-    def bc_candidate(row_id: Hashable) -> Candidate:
-        return Candidate(str(row_id), str(bc_rows[str(row_id)].get(mapping.bc_name_field) or ""))
+    def bc_candidate(row_id: str) -> Candidate:
+        return Candidate(row_id, str(bc_rows[row_id].get(mapping.bc_name_field) or ""))
 
-    def dv_candidate(row_id: Hashable) -> Candidate:
-        return Candidate(str(row_id), str(dv_rows[str(row_id)].get(mapping.dataverse_name_field) or ""))
+    def dv_candidate(row_id: str) -> Candidate:
+        return Candidate(row_id, str(dv_rows[row_id].get(mapping.dataverse_name_field) or ""))
 
     pairing = pair_uniquely(groups, bc_rows, ConnectionKind.BUSINESS_CENTRAL, dv_rows, ConnectionKind.DATAVERSE)
     outcome = MatchOutcome()
@@ -211,10 +213,8 @@ def match_records(*, mapping: TableMapping, bc_client: RemoteClient, dataverse_c
     ]
     paired_bc = {bc.id for bc, _ in outcome.pairs}
     paired_dv = {dv.id for _, dv in outcome.pairs}
-    outcome.unmatched_bc = [
-        bc_candidate(i) for i in sorted(set(bc_rows) - paired_bc - {str(i) for i in pairing.ambiguous_sources})
-    ]
+    outcome.unmatched_bc = [bc_candidate(i) for i in sorted(set(bc_rows) - paired_bc - set(pairing.ambiguous_sources))]
     outcome.unmatched_dataverse = [
-        dv_candidate(i) for i in sorted(set(dv_rows) - paired_dv - {str(i) for i in pairing.ambiguous_targets})
+        dv_candidate(i) for i in sorted(set(dv_rows) - paired_dv - set(pairing.ambiguous_targets))
     ]
     return outcome

@@ -10,7 +10,7 @@ from coupling.choices import SyncResult
 from mappings.models import TableMapping
 
 
-class CouplingQuerySet(models.QuerySet):
+class CouplingQuerySet(models.QuerySet["Coupling"]):
     def unskip(self, direction: str | None = None) -> int:
         """Let these records be synchronized again, with a fresh start for "skipped after failing twice".
 
@@ -108,7 +108,7 @@ class Coupling(models.Model):
             models.Index(fields=["dataverse_name"]),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.table_mapping.name}: {self.bc_name or self.bc_id} <-> {self.dataverse_name or self.dataverse_id}"
 
     @staticmethod
@@ -122,10 +122,10 @@ class Coupling(models.Model):
         return "last_error_to_dataverse" if direction == "to_dataverse" else "last_error_from_dataverse"
 
     def last_result(self, direction: str) -> str:
-        return getattr(self, self.result_field(direction))
+        return str(getattr(self, self.result_field(direction)))
 
     def last_error(self, direction: str) -> str:
-        return getattr(self, self.error_field(direction))
+        return str(getattr(self, self.error_field(direction)))
 
     # -- state changes of a synchronization (the engine saves them in bulk) --------------------------------------
 
@@ -190,5 +190,5 @@ class AmbiguousMatch(models.Model):
             )
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.record_name or self.record_id}: {len(self.candidates)} candidates"

@@ -90,13 +90,11 @@ class SyncMatcher:
         ambiguous = {
             source_id: [candidates[t] for t in target_ids]
             for source_id, target_ids in pairing.ambiguous_sources.items()
-            if isinstance(source_id, UUID)
         }
         if ambiguous and not self.job.dry_run:
             self._record_ambiguous(sources, ambiguous)
         result = PageMatches(ambiguous=ambiguous)
         for source_id, target_id in pairing.pairs.items():
-            assert isinstance(source_id, UUID)
             target_row = candidates[target_id]
             coupling = Coupling(
                 table_mapping=self.mapping,

@@ -151,10 +151,10 @@ class DirectionRun:
             if source_id in matches.ambiguous:
                 plans.append(self.matcher.ambiguous_plan(row, matches.ambiguous[source_id]))
                 continue
-            coupling = couplings.get(source_id)
-            target_id = getattr(coupling, target_attr) if coupling else None
+            known = couplings.get(source_id)
+            counterpart = target_rows.get(getattr(known, target_attr)) if known else None
             ctx = forced_ctx if source_id in matches.coupled else self.ctx
-            plans.append(plan_record(ctx, row, coupling, target_rows.get(target_id), self.lookups))
+            plans.append(plan_record(ctx, row, known, counterpart, self.lookups))
         if self.job.dry_run:
             tally_preview(self.preview, self.source, plans)
         else:
