@@ -10,7 +10,6 @@ a value (rivals) keep a match from being unique, wherever the pages happen to sp
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 from uuid import UUID
 
 from django.db import transaction
@@ -18,18 +17,17 @@ from django.db.models import F
 
 from connectors.odata import and_filters, eq_any
 from connectors.types import ConnectorError, RemoteClient
-from coupling.matching import MatchGroup, match_criteria, match_key, pair_uniquely
+from coupling.matching import MatchGroup, match_key, pair_uniquely
 from coupling.models import AmbiguousMatch, Coupling
 from coupling.services import ambiguous_matches_settle
 from jobs.choices import ErrorClass
 from jobs.engine.coupling_rows import insert_couplings
 from jobs.engine.planner import Action, Plan
 from jobs.engine.reader import SourceUnreadable
-from jobs.engine.sides import Side
+from jobs.engine.sides import Row, Side
 from jobs.models import SyncJob
 from mappings.models import TableMapping
 
-Row = dict[str, Any]
 MATCH_VALUES_PER_REQUEST = 50
 
 
@@ -49,18 +47,18 @@ class SyncMatcher:
         source: Side,
         target: Side,
         *,
+        groups: list[MatchGroup],
         source_client: RemoteClient,
         target_client: RemoteClient,
+        source_select: list[str],
+        target_select: list[str],
     ) -> None:
         self.job = job
         self.mapping: TableMapping = job.table_mapping
         self.source, self.target = source, target
+        self.groups = groups
         self.source_client, self.target_client = source_client, target_client
-        self.groups: list[MatchGroup] = match_criteria(self.mapping)
-        self.source_fields = {fm.field_of(source.kind) for group in self.groups for fm in group}
-        self.target_fields = {fm.field_of(target.kind) for group in self.groups for fm in group}
-        self.source_select: list[str] = []  # set by the run, which knows every field it reads
-        self.target_select: list[str] = []
+        self.source_select, self.target_select = source_select, target_select
         # Ambiguous matches of records this run couples are settled: known once, so pages without any cost nothing.
         self._ambiguous_listed = AmbiguousMatch.objects.filter(table_mapping=self.mapping).exists()
 

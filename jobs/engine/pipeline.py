@@ -19,13 +19,14 @@ from typing import Any
 from django.db.models import F
 
 from connectors.types import ConnectorError, RemoteClient
+from coupling.matching import match_criteria
 from jobs.choices import JobKind
 from jobs.engine.matcher import SyncMatcher
 from jobs.engine.planner import Plan, PlanContext, plan_record
 from jobs.engine.preview import empty_preview, tally_preview
 from jobs.engine.reader import SourceReader
 from jobs.engine.saver import PageSaver
-from jobs.engine.sides import sides_for
+from jobs.engine.sides import Row, sides_for
 from jobs.engine.values import LookupResolver, compile_initial_rules, compile_rules, source_fields
 from jobs.engine.writer import PageWriter
 from jobs.models import SyncJob
@@ -33,8 +34,6 @@ from mappings.choices import Direction
 from mappings.models import TableMapping
 
 logger = logging.getLogger(__name__)
-
-Row = dict[str, Any]
 
 
 class RunCancelled(Exception):
@@ -87,18 +86,27 @@ class DirectionRun:
         # an incremental run that only updates does not download it.
         self._initial_candidates = compile_initial_rules(mapping, direction, source, target)
         self._initial_prepared = not self._initial_candidates
-        self.matcher = SyncMatcher(job, source, target, source_client=source_client, target_client=target_client)
+        match_groups = match_criteria(mapping)
         source_select = sorted(
             {source.id_field, source.modified_field, source.name_field, *source_fields(rules)}
             | set(source_fields(self._initial_candidates))
-            | self.matcher.source_fields
+            | {fm.field_of(source.kind) for group in match_groups for fm in group}
         )
         target_select = sorted(
             {target.id_field, target.modified_field, target.name_field}
             | {rule.current_key(target) for rule in rules}
-            | self.matcher.target_fields
+            | {fm.field_of(target.kind) for group in match_groups for fm in group}
         )
-        self.matcher.source_select, self.matcher.target_select = source_select, target_select
+        self.matcher = SyncMatcher(
+            job,
+            source,
+            target,
+            groups=match_groups,
+            source_client=source_client,
+            target_client=target_client,
+            source_select=source_select,
+            target_select=target_select,
+        )
         self.reader = SourceReader(
             job,
             source,

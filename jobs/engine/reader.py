@@ -9,7 +9,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
-from typing import Any
 from uuid import UUID
 
 from django.utils import timezone
@@ -18,11 +17,9 @@ from connectors.types import ConnectorError, RemoteClient
 from coupling.choices import SyncResult
 from coupling.models import Coupling
 from jobs.choices import JobKind
-from jobs.engine.sides import Side
+from jobs.engine.sides import Row, Side
 from jobs.models import SyncJob
 from mappings.models import TableMapping
-
-Row = dict[str, Any]
 
 # Re-read a little before the watermark: many rows can share a timestamp, and Dataverse has whole seconds only.
 WATERMARK_OVERLAP = timedelta(seconds=1)

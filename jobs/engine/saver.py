@@ -26,10 +26,9 @@ from coupling.models import Coupling
 from jobs.choices import ErrorClass
 from jobs.engine.coupling_rows import insert_couplings, update_couplings
 from jobs.engine.planner import Action, Plan
-from jobs.engine.sides import Side
+from jobs.engine.sides import Row, Side
 from jobs.models import COUNTER_FIELDS, SyncError, SyncJob
 
-Row = dict[str, Any]
 BULK_BATCH = 500
 
 COUNTER_FOR = {
