@@ -1,25 +1,143 @@
-"""Match-based coupling: pair uncoupled records of the two systems whose match fields agree.
+"""Matching: pair uncoupled records of the two systems whose match fields agree.
+
+One rule, used by match-based coupling (here, whole tables) and by a synchronization (the engine, a page at a
+time): a pair is coupled only when the match is unique both ways among the uncoupled records, and a record whose
+match is shared is listed as ambiguous with its candidates, so an administrator can couple it by a click.
 
 Better than Business Central's (domain.md 4.2): both sides are read once, page by page, and matched in memory
-(no query per record); a pair is coupled only when the match is unique in both directions, and ambiguous matches
-are kept with their candidates so an administrator can couple them by a click.
+(no query per record).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import groupby
+from typing import Any, Generic, TypeVar
 
+from connectors.choices import ConnectionKind
 from connectors.types import RemoteClient
 from coupling.models import Coupling
-from mappings.models import FieldMapping, TableMapping
+from mappings.models import TableMapping
 
-NAME_SAMPLE = 5
+Row = Mapping[str, Any]
+MatchKey = tuple[str, ...]
+S = TypeVar("S", bound=Hashable)  # a source record's id
+T = TypeVar("T", bound=Hashable)  # a target record's id
 
 
 class NoMatchCriteria(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class MatchField:
+    """One match criterion: the field of each system, and whether letter case must agree."""
+
+    bc_field: str
+    dataverse_field: str
+    case_sensitive: bool
+
+    def field_of(self, system: str) -> str:
+        return self.dataverse_field if system == ConnectionKind.DATAVERSE else self.bc_field
+
+
+# Criteria of one priority must all agree; a lower priority is tried first.
+MatchGroup = list[MatchField]
+
+
+def match_criteria(mapping: TableMapping) -> list[MatchGroup]:
+    """The mapping's match criteria grouped by priority, lowest first (empty when it has none)."""
+    criteria = mapping.field_mappings.match_criteria()  # type: ignore[no-untyped-call]  # mappings is not typed yet
+    return [
+        [MatchField(fm.bc_field, fm.dataverse_field, fm.case_sensitive_matching) for fm in group]
+        for _, group in groupby(criteria, key=lambda fm: fm.match_priority)
+    ]
+
+
+def match_groups(mapping: TableMapping) -> list[MatchGroup]:
+    """The match criteria, for match-based coupling, which cannot run without them."""
+    groups = match_criteria(mapping)
+    if not groups:
+        raise NoMatchCriteria(
+            f"Choose the fields that identify a record for {mapping.name} (tick 'use for match-based coupling' on "
+            "its field mappings) before running match-based coupling."
+        )
+    return groups
+
+
+def _normalize(value: Any, case_sensitive: bool) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text:
+        return None
+    return text if case_sensitive else text.casefold()
+
+
+def match_key(row: Row, group: MatchGroup, system: str) -> MatchKey | None:
+    """The row's values of the group's fields in `system`, normalized; None when one is blank (blank never matches,
+    as BC)."""
+    parts = tuple(_normalize(row.get(fm.field_of(system)), fm.case_sensitive) for fm in group)
+    if any(part is None for part in parts):
+        return None
+    return tuple(part for part in parts if part is not None)
+
+
+@dataclass
+class Pairing(Generic[S, T]):
+    """What the uniqueness rule found: pairs, and the records whose match is shared, with their candidates."""
+
+    pairs: dict[S, T] = field(default_factory=dict)
+    ambiguous_sources: dict[S, list[T]] = field(default_factory=dict)
+    # A target record that several sources match (and nothing else): listed from its own side too.
+    ambiguous_targets: dict[T, list[S]] = field(default_factory=dict)
+
+
+def pair_uniquely(
+    groups: list[MatchGroup],
+    sources: Mapping[S, Row],
+    source_system: str,
+    targets: Mapping[T, Row],
+    target_system: str,
+    rivals: Iterable[Row] = (),
+) -> Pairing[S, T]:
+    """Pair each source record with the one target record its match fields agree with, priority by priority.
+
+    All records given are uncoupled. A pair is made only when the key is unique on both sides and no rival (an
+    uncoupled source record not offered for pairing, e.g. outside the engine's page) shares it; records whose key
+    is shared wait as ambiguous, and a later priority may still pair them.
+    """
+    rivals = list(rivals)
+    pairing: Pairing[S, T] = Pairing()
+    open_sources, open_targets = dict(sources), dict(targets)
+    for group in groups:
+        by_source_key: dict[MatchKey, list[S]] = {}
+        for source_id, row in open_sources.items():
+            key = match_key(row, group, source_system)
+            if key is not None:
+                by_source_key.setdefault(key, []).append(source_id)
+        by_target_key: dict[MatchKey, list[T]] = {}
+        for target_id, row in open_targets.items():
+            key = match_key(row, group, target_system)
+            if key is not None:
+                by_target_key.setdefault(key, []).append(target_id)
+        claimed_elsewhere = Counter(match_key(row, group, source_system) for row in rivals)
+        for key, source_ids in by_source_key.items():
+            target_ids = by_target_key.get(key, [])
+            if len(source_ids) == 1 and len(target_ids) == 1 and not claimed_elsewhere[key]:
+                pairing.pairs[source_ids[0]] = target_ids[0]
+                del open_sources[source_ids[0]]
+                del open_targets[target_ids[0]]
+            elif target_ids:
+                for source_id in source_ids:
+                    pairing.ambiguous_sources.setdefault(source_id, target_ids)
+                if len(source_ids) > 1 and len(target_ids) == 1:
+                    pairing.ambiguous_targets.setdefault(target_ids[0], source_ids)
+    pairing.ambiguous_sources = {i: c for i, c in pairing.ambiguous_sources.items() if i in open_sources}
+    pairing.ambiguous_targets = {i: c for i, c in pairing.ambiguous_targets.items() if i in open_targets}
+    return pairing
 
 
 @dataclass
@@ -31,39 +149,22 @@ class Candidate:
 @dataclass
 class MatchOutcome:
     pairs: list[tuple[Candidate, Candidate]] = field(default_factory=list)  # (Business Central, Dataverse)
-    ambiguous: list[tuple[str, Candidate, list[Candidate]]] = field(default_factory=list)  # (side, record, candidates)
+    # (the system the record is in, the record, its candidates in the other system)
+    ambiguous: list[tuple[ConnectionKind, Candidate, list[Candidate]]] = field(default_factory=list)
     unmatched_bc: list[Candidate] = field(default_factory=list)
     unmatched_dataverse: list[Candidate] = field(default_factory=list)
 
 
-def match_groups(mapping: TableMapping) -> list[list[FieldMapping]]:
-    """Match criteria grouped by priority, lowest first; criteria of one priority must all agree."""
-    criteria = list(mapping.field_mappings.match_criteria())
-    if not criteria:
-        raise NoMatchCriteria(
-            f"Choose the fields that identify a record for {mapping.name} (tick 'use for match-based coupling' on "
-            "its field mappings) before running match-based coupling."
-        )
-    return [list(group) for _, group in groupby(criteria, key=lambda fm: fm.match_priority)]
-
-
-def _normalize(value, case_sensitive: bool):
-    if value is None:
-        return None
-    text = str(value).strip()
-    if not text:
-        return None
-    return text if case_sensitive else text.casefold()
-
-
-def match_key(row: dict, fields: list[tuple[str, bool]]):
-    """The row's values of the match fields, normalized; None when one is blank (blank never matches, as BC)."""
-    parts = tuple(_normalize(row.get(name), case_sensitive) for name, case_sensitive in fields)
-    return None if any(part is None for part in parts) else parts
-
-
-def _uncoupled_rows(client: RemoteClient, entity_set: str, id_field: str, name_field: str, flt: str, select, coupled):
-    rows = {}
+def _uncoupled_rows(
+    client: RemoteClient,
+    entity_set: str,
+    id_field: str,
+    name_field: str,
+    flt: str,
+    select: set[str],
+    coupled: set[str],
+) -> dict[str, Row]:
+    rows: dict[str, Row] = {}
     for page in client.read_pages(entity_set, filter=flt or None, select=sorted({id_field, name_field, *select})):
         for row in page.rows:
             row_id = str(row[id_field]).lower()
@@ -94,52 +195,26 @@ def match_records(*, mapping: TableMapping, bc_client: RemoteClient, dataverse_c
         coupled_dv,
     )
 
-    def bc_candidate(row_id):
+    def bc_candidate(row_id: str) -> Candidate:
         return Candidate(row_id, str(bc_rows[row_id].get(mapping.bc_name_field) or ""))
 
-    def dv_candidate(row_id):
+    def dv_candidate(row_id: str) -> Candidate:
         return Candidate(row_id, str(dv_rows[row_id].get(mapping.dataverse_name_field) or ""))
 
+    pairing = pair_uniquely(groups, bc_rows, ConnectionKind.BUSINESS_CENTRAL, dv_rows, ConnectionKind.DATAVERSE)
     outcome = MatchOutcome()
-    open_bc, open_dv = set(bc_rows), set(dv_rows)
-    reported_bc, reported_dv = set(), set()
-    for group in groups:
-        bc_spec = [(fm.bc_field, fm.case_sensitive_matching) for fm in group]
-        dv_spec = [(fm.dataverse_field, fm.case_sensitive_matching) for fm in group]
-        bc_by_key, dv_by_key = defaultdict(list), defaultdict(list)
-        for row_id in open_bc:
-            key = match_key(bc_rows[row_id], bc_spec)
-            if key is not None:
-                bc_by_key[key].append(row_id)
-        for row_id in open_dv:
-            key = match_key(dv_rows[row_id], dv_spec)
-            if key is not None:
-                dv_by_key[key].append(row_id)
-        for key, bc_ids in bc_by_key.items():
-            dv_ids = dv_by_key.get(key, [])
-            if len(bc_ids) == 1 and len(dv_ids) == 1:
-                outcome.pairs.append((bc_candidate(bc_ids[0]), dv_candidate(dv_ids[0])))
-                open_bc.discard(bc_ids[0])
-                open_dv.discard(dv_ids[0])
-                reported_bc.discard(bc_ids[0])
-                reported_dv.discard(dv_ids[0])
-            elif dv_ids:
-                # Several records share the key on one side or both: list each with its candidates.
-                for bc_id in bc_ids:
-                    if bc_id not in reported_bc:
-                        reported_bc.add(bc_id)
-                        candidates = [dv_candidate(i) for i in dv_ids]
-                        outcome.ambiguous.append(("bc", bc_candidate(bc_id), candidates))
-                if len(bc_ids) > 1 and len(dv_ids) == 1 and dv_ids[0] not in reported_dv:
-                    reported_dv.add(dv_ids[0])
-                    outcome.ambiguous.append(("dataverse", dv_candidate(dv_ids[0]), [bc_candidate(i) for i in bc_ids]))
+    outcome.pairs = [(bc_candidate(bc), dv_candidate(dv)) for bc, dv in pairing.pairs.items()]
     outcome.ambiguous = [
-        item
-        for item in outcome.ambiguous
-        if (item[0] == "bc" and item[1].id in open_bc) or (item[0] == "dataverse" and item[1].id in open_dv)
+        (ConnectionKind.BUSINESS_CENTRAL, bc_candidate(bc), [dv_candidate(i) for i in dvs])
+        for bc, dvs in pairing.ambiguous_sources.items()
+    ] + [
+        (ConnectionKind.DATAVERSE, dv_candidate(dv), [bc_candidate(i) for i in bcs])
+        for dv, bcs in pairing.ambiguous_targets.items()
     ]
-    ambiguous_bc = {item[1].id for item in outcome.ambiguous if item[0] == "bc"}
-    ambiguous_dv = {item[1].id for item in outcome.ambiguous if item[0] == "dataverse"}
-    outcome.unmatched_bc = [bc_candidate(i) for i in sorted(open_bc - ambiguous_bc)]
-    outcome.unmatched_dataverse = [dv_candidate(i) for i in sorted(open_dv - ambiguous_dv)]
+    paired_bc = {bc.id for bc, _ in outcome.pairs}
+    paired_dv = {dv.id for _, dv in outcome.pairs}
+    outcome.unmatched_bc = [bc_candidate(i) for i in sorted(set(bc_rows) - paired_bc - set(pairing.ambiguous_sources))]
+    outcome.unmatched_dataverse = [
+        dv_candidate(i) for i in sorted(set(dv_rows) - paired_dv - set(pairing.ambiguous_targets))
+    ]
     return outcome

@@ -1,30 +1,64 @@
+from __future__ import annotations
+
+from datetime import datetime
+
 from django.db import models
 from django.db.models import Q
 
+from connectors.choices import ConnectionKind
 from coupling.choices import SyncResult
 from mappings.models import TableMapping
 
 
-class CouplingQuerySet(models.QuerySet):
+class CouplingQuerySet(models.QuerySet["Coupling"]):
     def unskip(self, direction: str | None = None) -> int:
         """Let these records be synchronized again, with a fresh start for "skipped after failing twice".
 
-        The last error (in `direction`, or both) is forgotten, so only two new failures skip a record again; a
-        pending reservation keeps its error, which is what tells a failed insert from an interrupted one.
+        The last error (in `direction`, or both) is forgotten, so only two new failures skip a record again.
         """
         directions = [direction] if direction else ["to_dataverse", "from_dataverse"]
         fields = [Coupling.error_field(d) for d in directions]
         # Errors first: `self` may be filtered on skipped=True, which the second update makes match nothing.
-        self.filter(pending=False).update(**dict.fromkeys(fields, ""))
+        self.update(**dict.fromkeys(fields, ""))
         return self.update(skipped=False)
+
+    def failed_reservations(self) -> CouplingQuerySet:
+        """Pending couplings whose partner could not be created: no write of theirs can have landed."""
+        return self.filter(pending=True, reserved_at__isnull=True)
+
+    def prepare_restore(self, missing_side: str, now: datetime) -> int:
+        """Reserve a new partner for records whose partner was deleted in `missing_side` ("bc" or "dataverse").
+
+        A Dataverse partner is recreated under its old id (upsert by key). A Business Central partner gets a new
+        id: the old one is cleared, and the reservation starts now, so the recovery of interrupted inserts only
+        looks at records created from now on.
+        """
+        changes: dict[str, object] = {
+            "pending": True,
+            "reserved_at": now,
+            "skipped": False,
+            "last_error_to_dataverse": "",
+            "last_error_from_dataverse": "",
+        }
+        if missing_side == "bc":
+            changes.update(bc_id=None, bc_etag="", bc_modified_on=None)
+        else:
+            changes.update(dataverse_etag="", dataverse_modified_on=None)
+        return self.update(**changes)
 
 
 class Coupling(models.Model):
     """A Business Central record and a Dataverse row kept in sync by one table mapping.
 
     The modified-on values are each side's own timestamp as it stood right after our last write, so our own
-    writes are not seen as changes on the next run. A coupling is `pending` between choosing the target's id
-    and confirming the write, so a crashed run can recover it instead of creating the record twice.
+    writes are not seen as changes on the next run.
+
+    Its states, for the crash-recovery protocol (architecture.md "The engine"):
+    - coupled: `pending` is false; both records exist.
+    - reserved: `pending` and `reserved_at` set. The partner's id is chosen (where the API allows) and a write
+      creating it may have happened since `reserved_at`: a rerun recovers that record instead of creating a second.
+    - failed reservation: `pending` without `reserved_at`. Creating the partner failed for sure (the error is in
+      `last_error_*`); it is retried at every run, and coupling the record by hand replaces it.
     """
 
     table_mapping = models.ForeignKey(TableMapping, on_delete=models.CASCADE, related_name="couplings")
@@ -47,6 +81,9 @@ class Coupling(models.Model):
     last_error_from_dataverse = models.TextField(blank=True)
     skipped = models.BooleanField(default=False)
     pending = models.BooleanField(default=False)
+    reserved_at = models.DateTimeField(
+        null=True, blank=True, help_text="Since when a write creating the partner may have happened (pending only)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -71,7 +108,7 @@ class Coupling(models.Model):
             models.Index(fields=["dataverse_name"]),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.table_mapping.name}: {self.bc_name or self.bc_id} <-> {self.dataverse_name or self.dataverse_id}"
 
     @staticmethod
@@ -85,10 +122,49 @@ class Coupling(models.Model):
         return "last_error_to_dataverse" if direction == "to_dataverse" else "last_error_from_dataverse"
 
     def last_result(self, direction: str) -> str:
-        return getattr(self, self.result_field(direction))
+        return str(getattr(self, self.result_field(direction)))
 
     def last_error(self, direction: str) -> str:
-        return getattr(self, self.error_field(direction))
+        return str(getattr(self, self.error_field(direction)))
+
+    # -- state changes of a synchronization (the engine saves them in bulk) --------------------------------------
+
+    @property
+    def reserved(self) -> bool:
+        """A write creating the partner may have landed: look for it before creating it again."""
+        return self.pending and self.reserved_at is not None
+
+    def reserve(self, now: datetime, *, restart: bool = False) -> None:
+        """Hold this coupling for a partner about to be created. An earlier reservation keeps its time (its write
+        may have landed since); `restart` starts the window anew (the old partner is gone, a new one comes)."""
+        self.pending = True
+        if self.reserved_at is None or restart:
+            self.reserved_at = now
+
+    def succeed(self, direction: str, job_id: int) -> None:
+        """The write in `direction` landed: coupled, without error."""
+        self.pending = False
+        self.reserved_at = None
+        setattr(self, self.error_field(direction), "")
+        self._set_result(direction, SyncResult.SUCCESS, job_id)
+
+    def fail(self, direction: str, job_id: int, message: str, *, may_have_landed: bool) -> None:
+        """The write in `direction` failed. One that may have landed (outcome unknown) keeps its reservation and
+        leaves no error, so the next run looks for the record first; any other ends the reservation."""
+        if may_have_landed and self.pending:
+            message = ""
+        else:
+            self.reserved_at = None
+        setattr(self, self.error_field(direction), message)
+        self._set_result(direction, SyncResult.FAILURE, job_id)
+
+    def _set_result(self, direction: str, result: str, job_id: int) -> None:
+        if direction == "to_dataverse":
+            self.last_result_to_dataverse = result
+            self.last_job_to_dataverse = job_id
+        else:
+            self.last_result_from_dataverse = result
+            self.last_job_from_dataverse = job_id
 
 
 class AmbiguousMatch(models.Model):
@@ -97,10 +173,8 @@ class AmbiguousMatch(models.Model):
     Kept with its candidates so an administrator can couple it by a click (Business Central only fails these).
     """
 
-    SIDES = [("bc", "Business Central"), ("dataverse", "Dataverse")]
-
     table_mapping = models.ForeignKey(TableMapping, on_delete=models.CASCADE, related_name="ambiguous_matches")
-    side = models.CharField(max_length=10, choices=SIDES, help_text="The system the record is in.")
+    side = models.CharField(max_length=20, choices=ConnectionKind.choices, help_text="The system the record is in.")
     record_id = models.UUIDField()
     record_name = models.CharField(max_length=250, blank=True)
     candidates = models.JSONField(default=list, help_text='Records of the other system: [{"id": ..., "name": ...}]')
@@ -116,5 +190,5 @@ class AmbiguousMatch(models.Model):
             )
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.record_name or self.record_id}: {len(self.candidates)} candidates"

@@ -6,7 +6,9 @@ from uuid import UUID, uuid4
 
 from django.db import transaction
 from django.db.models import Q
+from django.utils import timezone
 
+from connectors.choices import ConnectionKind
 from connectors.types import RemoteClient, WriteOperation
 from coupling.matching import MatchOutcome, match_records
 from coupling.models import AmbiguousMatch, Coupling
@@ -50,25 +52,19 @@ def coupling_create(
 def ambiguous_matches_settle(*, mapping: TableMapping, bc_ids, dataverse_ids) -> None:
     """Take records that are coupled now off the mapping's ambiguous matches, on either side."""
     AmbiguousMatch.objects.filter(table_mapping=mapping).filter(
-        Q(side="bc", record_id__in=[i for i in bc_ids if i])
-        | Q(side="dataverse", record_id__in=[i for i in dataverse_ids if i])
+        Q(side=ConnectionKind.BUSINESS_CENTRAL, record_id__in=[i for i in bc_ids if i])
+        | Q(side=ConnectionKind.DATAVERSE, record_id__in=[i for i in dataverse_ids if i])
     ).delete()
 
 
 def _drop_failed_reservations(mapping: TableMapping, *, bc_ids, dataverse_ids) -> None:
     """A record whose creation on the other side failed holds a pending reservation; coupling it replaces that.
 
-    Only failed reservations (with their error) go: one without an error may stand for a write that landed.
+    Only failed reservations go: a reservation still open may stand for a write that landed.
     """
-    Coupling.objects.filter(table_mapping=mapping, pending=True).exclude(
-        last_error_to_dataverse="", last_error_from_dataverse=""
-    ).filter(Q(bc_id__in=[i for i in bc_ids if i]) | Q(dataverse_id__in=[i for i in dataverse_ids if i])).delete()
-
-
-def couplings_delete(*, couplings) -> int:
-    """Remove couplings (the records in both systems stay as they are)."""
-    deleted, _ = Coupling.objects.filter(pk__in=[c.pk for c in couplings]).delete()
-    return deleted
+    Coupling.objects.filter(table_mapping=mapping).failed_reservations().filter(
+        Q(bc_id__in=[i for i in bc_ids if i]) | Q(dataverse_id__in=[i for i in dataverse_ids if i])
+    ).delete()
 
 
 def match_based_coupling_run(
@@ -126,18 +122,31 @@ def coupling_reserve_new_partner(
             if Coupling.objects.filter(table_mapping=mapping, bc_id=bc_id).exists():
                 raise CouplingRefused(f"{name or bc_id} is already coupled in {mapping.name}: uncouple it first.")
             coupling = Coupling.objects.create(
-                table_mapping=mapping, bc_id=bc_id, dataverse_id=uuid4(), bc_name=name[:250], pending=True
+                table_mapping=mapping,
+                bc_id=bc_id,
+                dataverse_id=uuid4(),
+                bc_name=name[:250],
+                pending=True,
+                reserved_at=timezone.now(),
             )
-            AmbiguousMatch.objects.filter(table_mapping=mapping, side="bc", record_id=bc_id).delete()
+            AmbiguousMatch.objects.filter(
+                table_mapping=mapping, side=ConnectionKind.BUSINESS_CENTRAL, record_id=bc_id
+            ).delete()
         else:
             if Coupling.objects.filter(table_mapping=mapping, dataverse_id=dataverse_id).exists():
                 raise CouplingRefused(
                     f"{name or dataverse_id} is already coupled in {mapping.name}: uncouple it first."
                 )
             coupling = Coupling.objects.create(
-                table_mapping=mapping, dataverse_id=dataverse_id, dataverse_name=name[:250], pending=True
+                table_mapping=mapping,
+                dataverse_id=dataverse_id,
+                dataverse_name=name[:250],
+                pending=True,
+                reserved_at=timezone.now(),
             )
-            AmbiguousMatch.objects.filter(table_mapping=mapping, side="dataverse", record_id=dataverse_id).delete()
+            AmbiguousMatch.objects.filter(
+                table_mapping=mapping, side=ConnectionKind.DATAVERSE, record_id=dataverse_id
+            ).delete()
     return coupling
 
 
@@ -175,20 +184,8 @@ def couplings_missing_partners(*, couplings, bc_client: RemoteClient, dataverse_
 
 
 def coupling_prepare_restore(*, coupling: Coupling, missing_side: str) -> None:
-    """Mark a coupling whose partner was deleted so the next records sync from the surviving side recreates it.
-
-    A Dataverse partner is recreated under its old id (upsert by key). A Business Central partner gets a new id:
-    the old one is cleared, and the reservation time is reset so the engine's recovery of interrupted inserts only
-    looks at records created from now on.
-    """
-    from django.utils import timezone
-
-    changes = {"pending": True, "skipped": False, "last_error_to_dataverse": "", "last_error_from_dataverse": ""}
-    if missing_side == "bc":
-        changes.update(bc_id=None, bc_etag="", bc_modified_on=None, created_at=timezone.now())
-    else:
-        changes.update(dataverse_etag="", dataverse_modified_on=None)
-    Coupling.objects.filter(pk=coupling.pk).update(**changes)
+    """Mark a coupling whose partner was deleted so the next records sync from the surviving side recreates it."""
+    Coupling.objects.filter(pk=coupling.pk).prepare_restore(missing_side, timezone.now())
 
 
 def coupling_delete_surviving_record(*, coupling: Coupling, surviving_side: str, client: RemoteClient) -> None:

@@ -29,6 +29,7 @@ class SyncJob(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     inserted = models.PositiveIntegerField(default=0)
     modified = models.PositiveIntegerField(default=0)
+    # Shown on the job's page and counted by schedules; stays 0 until the engine propagates deletions.
     deleted = models.PositiveIntegerField(default=0)
     unchanged = models.PositiveIntegerField(default=0)
     skipped = models.PositiveIntegerField(default=0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from connectors.types import ConnectorError, RemoteClient
+from coupling.matching import match_criteria
 from coupling.models import Coupling
 from jobs.services import mappings_in_dependency_order
 from mappings.models import TableMapping
@@ -54,7 +55,7 @@ class MappingState:
 
 def match_fields(mapping: TableMapping) -> list[tuple[str, str]]:
     """The field pairs a synchronization matches uncoupled records on (as the engine reads them)."""
-    return list(mapping.field_mappings.match_criteria().values_list("bc_field", "dataverse_field"))
+    return [(fm.bc_field, fm.dataverse_field) for group in match_criteria(mapping) for fm in group]
 
 
 def recommend(state: MappingState) -> tuple[str, str]:

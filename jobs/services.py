@@ -27,7 +27,8 @@ from coupling.models import Coupling
 from coupling.services import match_based_coupling_run
 from jobs import shared_sync
 from jobs.choices import ACTIVE_STATUSES, JobKind, JobStatus
-from jobs.engine.pipeline import DirectionRun, RunCancelled, SourceUnreadable
+from jobs.engine.pipeline import DirectionRun, RunCancelled
+from jobs.engine.reader import SourceUnreadable
 from jobs.engine.sides import run_directions
 from jobs.models import SyncError, SyncJob
 from jobs.signals import sync_jobs_finished

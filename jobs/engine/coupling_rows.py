@@ -8,15 +8,22 @@ where the database needs one (UUIDs, datetimes).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+from uuid import UUID
+
 from django.db import connections, router
-from django.db.models import DateTimeField, UUIDField
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import DateTimeField, Field, UUIDField
 from django.utils import timezone
 
 from coupling.models import Coupling
 
+Converter = Callable[[Any], Any] | None
 
-def _converters(fields, connection):
-    def convert(field):
+
+def _converters(fields: Sequence[Field[Any, Any]], connection: BaseDatabaseWrapper) -> list[Converter]:
+    def convert(field: Field[Any, Any]) -> Converter:
         if isinstance(field, UUIDField | DateTimeField):
             return lambda value: field.get_db_prep_save(value, connection)
         return None
@@ -24,7 +31,18 @@ def _converters(fields, connection):
     return [convert(f) for f in fields]
 
 
-def _values(instance, fields, converters):
+def _column(field: Field[Any, Any]) -> str:
+    assert field.column is not None  # every concrete field has its column
+    return field.column
+
+
+def _field(name: str) -> Field[Any, Any]:
+    field = Coupling._meta.get_field(name)
+    assert isinstance(field, Field)  # a column of the table, not a reverse relation
+    return field
+
+
+def _values(instance: Coupling, fields: Sequence[Field[Any, Any]], converters: list[Converter]) -> list[Any]:
     row = []
     for field, converter in zip(fields, converters, strict=True):
         value = getattr(instance, field.attname)
@@ -43,15 +61,15 @@ def insert_couplings(couplings: list[Coupling]) -> None:
     fields = [f for f in Coupling._meta.concrete_fields if not f.primary_key]
     quote = connection.ops.quote_name
     sql = (
-        f"INSERT INTO {quote(Coupling._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+        f"INSERT INTO {quote(Coupling._meta.db_table)} ({', '.join(quote(_column(f)) for f in fields)}) "
         f"VALUES ({', '.join(['%s'] * len(fields))})"
     )
     converters = _converters(fields, connection)
     with connection.cursor() as cursor:
         cursor.executemany(sql, [_values(c, fields, converters) for c in couplings])
     mapping_id = couplings[0].table_mapping_id
-    by_bc = {c.bc_id: c for c in couplings if c.bc_id}
-    by_dataverse = {c.dataverse_id: c for c in couplings if not c.bc_id}
+    by_bc: dict[UUID | None, Coupling] = {c.bc_id: c for c in couplings if c.bc_id}
+    by_dataverse: dict[UUID | None, Coupling] = {c.dataverse_id: c for c in couplings if not c.bc_id}
     if by_bc:
         for pk, bc_id in Coupling.objects.filter(table_mapping_id=mapping_id, bc_id__in=list(by_bc)).values_list(
             "pk", "bc_id"
@@ -75,9 +93,9 @@ def update_couplings(couplings: list[Coupling], field_names: list[str]) -> None:
     for coupling in couplings:
         coupling.updated_at = now
     connection = connections[router.db_for_write(Coupling)]
-    fields = [Coupling._meta.get_field(name) for name in [*field_names, "updated_at"]]
+    fields = [_field(name) for name in [*field_names, "updated_at"]]
     quote = connection.ops.quote_name
-    assignments = ", ".join(f"{quote(f.column)} = %s" for f in fields)
+    assignments = ", ".join(f"{quote(_column(f))} = %s" for f in fields)
     sql = f"UPDATE {quote(Coupling._meta.db_table)} SET {assignments} WHERE {quote('id')} = %s"
     converters = _converters(fields, connection)
     with connection.cursor() as cursor:

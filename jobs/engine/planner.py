@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from coupling.models import Coupling
 from jobs.choices import ErrorClass
-from jobs.engine.sides import Side
+from jobs.engine.sides import Row, Side
 from jobs.engine.values import (
     FieldRule,
     LookupResolver,
@@ -41,12 +42,14 @@ class FieldDiff:
     new: Any
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
+    """What to do with one source record; fixed once planned (the writer and saver derive new ones)."""
+
     action: Action
-    source_row: dict
+    source_row: Row
     coupling: Coupling | None = None
-    target_row: dict | None = None
+    target_row: Row | None = None
     values: dict[str, Any] = field(default_factory=dict)
     diffs: list[FieldDiff] = field(default_factory=list)
     error_class: str = ""
@@ -69,33 +72,33 @@ class PlanContext:
     force: bool  # selected records and full sync overwrite without change or conflict checks (BC's ForceModify)
     update_policy: str
     deletion_policy: str
-    new_record_values: dict
+    new_record_values: dict[str, Any]
     # One-way fields of the other direction, read backwards: values a record this run creates starts with.
     initial_rules: list[FieldRule] = field(default_factory=list)
 
 
-def source_changed(ctx: PlanContext, row: dict, coupling: Coupling) -> bool:
+def source_changed(ctx: PlanContext, row: Row, coupling: Coupling) -> bool:
     if coupling.last_result(ctx.direction) == "failure":
         return True
-    stored_etag = getattr(coupling, ctx.source.coupling_attr("etag"))
+    stored_etag: str = getattr(coupling, ctx.source.coupling_attr("etag"))
     if stored_etag:
         return stored_etag != ctx.source.row_etag(row)
-    stored_modified = getattr(coupling, ctx.source.coupling_attr("modified_on"))
+    stored_modified: datetime | None = getattr(coupling, ctx.source.coupling_attr("modified_on"))
     modified = ctx.source.row_modified(row)
     return stored_modified is None or modified is None or modified > stored_modified
 
 
-def target_changed(ctx: PlanContext, target_row: dict, coupling: Coupling) -> bool:
-    stored_etag = getattr(coupling, ctx.target.coupling_attr("etag"))
+def target_changed(ctx: PlanContext, target_row: Row, coupling: Coupling) -> bool:
+    stored_etag: str = getattr(coupling, ctx.target.coupling_attr("etag"))
     if stored_etag:
         return stored_etag != ctx.target.row_etag(target_row)
-    stored_modified = getattr(coupling, ctx.target.coupling_attr("modified_on"))
+    stored_modified: datetime | None = getattr(coupling, ctx.target.coupling_attr("modified_on"))
     modified = ctx.target.row_modified(target_row)
     # Never synchronized since coupling: its values are its own, so they count as changed (as BC's zero timestamp).
     return stored_modified is None or modified is None or modified > stored_modified
 
 
-def _all_values(ctx: PlanContext, row: dict, lookups: LookupResolver) -> dict[str, Any]:
+def _all_values(ctx: PlanContext, row: Row, lookups: LookupResolver) -> dict[str, Any]:
     values = {}
     for rule in ctx.rules:
         write, value = desired_value(rule, row, lookups, ctx.target)
@@ -104,7 +107,9 @@ def _all_values(ctx: PlanContext, row: dict, lookups: LookupResolver) -> dict[st
     return values
 
 
-def _insert(ctx: PlanContext, row: dict, coupling: Coupling | None, lookups: LookupResolver, *, restore=False) -> Plan:
+def _insert(
+    ctx: PlanContext, row: Row, coupling: Coupling | None, lookups: LookupResolver, *, restore: bool = False
+) -> Plan:
     values = _all_values(ctx, row, lookups)
     for rule in ctx.initial_rules:
         try:
@@ -118,14 +123,18 @@ def _insert(ctx: PlanContext, row: dict, coupling: Coupling | None, lookups: Loo
     return Plan(Action.INSERT, row, coupling, values=values, restore=restore)
 
 
-def plan_record(ctx: PlanContext, row: dict, coupling: Coupling | None, target_row: dict | None, lookups) -> Plan:
+def plan_record(
+    ctx: PlanContext, row: Row, coupling: Coupling | None, target_row: Row | None, lookups: LookupResolver
+) -> Plan:
     try:
         return _plan(ctx, row, coupling, target_row, lookups)
     except RecordFailure as failure:
         return Plan(Action.FAIL, row, coupling, target_row, error_class=failure.error_class, message=failure.message)
 
 
-def _plan(ctx: PlanContext, row: dict, coupling: Coupling | None, target_row: dict | None, lookups) -> Plan:
+def _plan(
+    ctx: PlanContext, row: Row, coupling: Coupling | None, target_row: Row | None, lookups: LookupResolver
+) -> Plan:
     if coupling is not None and coupling.skipped:
         return Plan(Action.SKIP, row, coupling, target_row, message="The coupling is marked skipped.")
 
@@ -187,7 +196,15 @@ def _source_wins(ctx: PlanContext, policy: str) -> bool | None:
     return None
 
 
-def _resolve_conflict(ctx, row, coupling, target_row, conflicting, diffs, values) -> Plan | None:
+def _resolve_conflict(
+    ctx: PlanContext,
+    row: Row,
+    coupling: Coupling,
+    target_row: Row,
+    conflicting: list[tuple[FieldRule, Any, Any]],
+    diffs: list[FieldDiff],
+    values: dict[str, Any],
+) -> Plan | None:
     """Apply the field's (or else the mapping's) update-conflict policy; report the conflict when there is none."""
     unresolved = []
     for rule, current, desired in conflicting:
@@ -219,7 +236,7 @@ def _resolve_conflict(ctx, row, coupling, target_row, conflicting, diffs, values
     return None
 
 
-def _deletion_conflict(ctx: PlanContext, row: dict, coupling: Coupling, lookups) -> Plan:
+def _deletion_conflict(ctx: PlanContext, row: Row, coupling: Coupling, lookups: LookupResolver) -> Plan:
     if ctx.deletion_policy == DeletionConflictResolution.RESTORE_RECORDS:
         return _insert(ctx, row, coupling, lookups, restore=True)
     if ctx.deletion_policy == DeletionConflictResolution.REMOVE_COUPLING:

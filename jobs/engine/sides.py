@@ -8,16 +8,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from django.utils.dateparse import parse_datetime
 
+from connectors.choices import ConnectionKind
 from mappings.choices import Direction
 from mappings.models import TableMapping
 
 BC = "bc"
 DATAVERSE = "dataverse"
 ZERO_GUID = "00000000-0000-0000-0000-000000000000"
+
+Row = dict[str, Any]  # one record as the service returns it (OData JSON)
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,10 @@ class Side:
         return self.system == DATAVERSE
 
     @property
+    def kind(self) -> ConnectionKind:
+        return ConnectionKind.DATAVERSE if self.is_dataverse else ConnectionKind.BUSINESS_CENTRAL
+
+    @property
     def label(self) -> str:
         return "Dataverse" if self.is_dataverse else "Business Central"
 
@@ -41,17 +49,19 @@ class Side:
     def coupling_attr(self, suffix: str) -> str:
         return f"{self.system}_{suffix}"
 
-    def row_id(self, row: dict) -> UUID:
+    def row_id(self, row: Row) -> UUID:
         return UUID(str(row[self.id_field]))
 
-    def row_etag(self, row: dict) -> str:
-        return row.get("@odata.etag") or ""
+    def row_etag(self, row: Row) -> str:
+        return str(row.get("@odata.etag") or "")
 
-    def row_modified(self, row: dict) -> datetime | None:
+    def row_modified(self, row: Row) -> datetime | None:
         raw = row.get(self.modified_field)
-        return parse_datetime(raw) if isinstance(raw, str) else raw
+        if isinstance(raw, str):
+            return parse_datetime(raw)
+        return raw if isinstance(raw, datetime) else None
 
-    def row_name(self, row: dict) -> str:
+    def row_name(self, row: Row) -> str:
         return str(row.get(self.name_field) or "")[:250]
 
     def read_field_name(self, field: str, *, is_lookup: bool) -> str:
@@ -86,7 +96,7 @@ def sides_for(mapping: TableMapping, direction: str) -> tuple[Side, Side]:
 
 def run_directions(mapping: TableMapping) -> list[str]:
     """Directions a modified-records run of this mapping covers, in Business Central's order (To, then From)."""
-    directions = []
+    directions: list[str] = []
     if mapping.syncs_to_dataverse:
         directions.append(Direction.TO_DATAVERSE)
     if mapping.syncs_from_dataverse:

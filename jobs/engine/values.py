@@ -6,15 +6,17 @@ mappings' couplings are resolved for a whole page at once (`LookupIndex`), never
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from uuid import UUID
 
+from connectors.types import RemoteClient
 from coupling.models import Coupling
 from jobs.choices import ErrorClass
-from jobs.engine.sides import ZERO_GUID, Side
+from jobs.engine.sides import ZERO_GUID, Row, Side
 from mappings.choices import Direction
 from mappings.models import FieldMapping, TableMapping
 from mappings.transformations import apply_transformation
@@ -45,8 +47,8 @@ class FieldRule:
     source_field: str | None  # property to read on the source row; None when a constant is written
     target_field: str
     constant: str | None
-    transformation: list = field(default_factory=list)
-    value_map: dict = field(default_factory=dict)  # str(source value) -> target value
+    transformation: list[Any] = field(default_factory=list)
+    value_map: dict[str, Any] = field(default_factory=dict)  # str(source value) -> target value
     lookup: LookupRule | None = None
     clear_on_failed_lookup: bool = False
     not_null: bool = False
@@ -88,12 +90,17 @@ def compile_initial_rules(mapping: TableMapping, direction: str, source: Side, t
 
 
 def compile_rules(
-    mapping: TableMapping, direction: str, source: Side, target: Side, *, field_mappings=None
+    mapping: TableMapping,
+    direction: str,
+    source: Side,
+    target: Side,
+    *,
+    field_mappings: Iterable[FieldMapping] | None = None,
 ) -> list[FieldRule]:
     """The enabled field mappings that apply in `direction` (or those given, whatever their direction)."""
     rules = []
     given = field_mappings is not None
-    if not given:
+    if field_mappings is None:
         field_mappings = mapping.field_mappings.filter(enabled=True).select_related("lookup_mapping")
     for fm in field_mappings:
         if not given and fm.direction not in (direction, Direction.BIDIRECTIONAL):
@@ -109,10 +116,8 @@ def compile_rules(
         value_map = {str(k): v for k, v in (fm.value_map or {}).items()}
         if source.is_dataverse:  # the map is stored Business Central -> Dataverse
             value_map = {str(v): k for k, v in value_map.items()}
-        lookup = None
-        if fm.lookup_mapping_id:
-            lm = fm.lookup_mapping
-            lookup = LookupRule(lm.pk, lm.name, lm.bc_entity_set, lm.dataverse_entity_set)
+        lm = fm.lookup_mapping if fm.lookup_mapping_id else None
+        lookup = LookupRule(lm.pk, lm.name, lm.bc_entity_set, lm.dataverse_entity_set) if lm is not None else None
         rules.append(
             FieldRule(
                 source_field=source.read_field_name(source_field, is_lookup=lookup is not None)
@@ -167,6 +172,11 @@ def bc_key_field(rule: FieldRule, bc_field: str) -> str:
 LOCAL = object()
 
 
+def _lookup(rule: FieldRule) -> LookupRule:
+    assert rule.lookup is not None  # the resolver keeps lookup rules only
+    return rule.lookup
+
+
 class LookupResolver:
     """Resolves lookup values through the couplings of the lookup mappings, a page at a time.
 
@@ -178,29 +188,38 @@ class LookupResolver:
     (the organization's base currency). Neither is coupled, and neither is an error: the field is not written.
     """
 
-    def __init__(self, rules: list[FieldRule], source: Side, bc_client, dataverse_client=None):
+    def __init__(
+        self,
+        rules: list[FieldRule],
+        source: Side,
+        bc_client: RemoteClient,
+        dataverse_client: RemoteClient | None = None,
+    ) -> None:
         self.rules = [rule for rule in rules if rule.lookup and rule.source_field]
         self.source = source
         self.bc_client = bc_client
         self.dataverse_client = dataverse_client
-        self._bc_keys: dict[tuple[str, str], dict] = {}  # (entity set, key field) -> {key: id} and {id: key}
+        # (entity set, key field) -> {"by_key": {key: id}, "by_id": {id: key}}
+        self._bc_keys: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
         self._resolved: dict[tuple[int, str], Any] = {}
         self._missing: set[tuple[int, str]] = set()
 
-    def prepare(self, rows: list[dict]) -> None:
+    def prepare(self, rows: list[Row]) -> None:
         """Load what the lookups of this page need: one coupling query per lookup rule."""
         for rule in self.rules:
-            values = {str(row.get(rule.source_field)) for row in rows if not is_blank(row.get(rule.source_field))}
+            name = rule.source_field or ""  # every rule kept here reads a source field
+            values = {str(row.get(name)) for row in rows if not is_blank(row.get(name))}
             values = {v for v in values if (id(rule), v) not in self._resolved and (id(rule), v) not in self._missing}
             if values:
                 self._load(rule, values)
 
-    def _bc_table(self, rule: FieldRule, key_field: str) -> dict:
-        cache_key = (rule.lookup.bc_entity_set, key_field)
+    def _bc_table(self, rule: FieldRule, key_field: str) -> dict[str, dict[str, Any]]:
+        cache_key = (_lookup(rule).bc_entity_set, key_field)
         if cache_key not in self._bc_keys:
-            by_key, by_id = {}, {}
+            by_key: dict[str, Any] = {}
+            by_id: dict[str, Any] = {}
             if key_field != "id":
-                for page in self.bc_client.read_pages(rule.lookup.bc_entity_set, select=["id", key_field]):
+                for page in self.bc_client.read_pages(_lookup(rule).bc_entity_set, select=["id", key_field]):
                     for row in page.rows:
                         by_key[str(row.get(key_field))] = str(row["id"])
                         by_id[str(row["id"])] = row.get(key_field)
@@ -208,7 +227,8 @@ class LookupResolver:
         return self._bc_keys[cache_key]
 
     def _load(self, rule: FieldRule, values: set[str]) -> None:
-        couplings = Coupling.objects.filter(table_mapping_id=rule.lookup.mapping_id, pending=False)
+        lookup = _lookup(rule)
+        couplings = Coupling.objects.filter(table_mapping_id=lookup.mapping_id, pending=False)
         if self.source.is_dataverse:
             key_field = bc_key_field(rule, rule.target_field)
             ids = [v for v in values if _looks_like_guid(v)]
@@ -218,35 +238,37 @@ class LookupResolver:
                 target_value = str(bc_id) if table is None else table["by_id"].get(str(bc_id))
                 if target_value is not None:
                     self._resolved[(id(rule), str(dataverse_id))] = target_value
-            if table is not None and rule.lookup.dataverse_entity_set == "transactioncurrencies":
+            if table is not None and lookup.dataverse_entity_set == "transactioncurrencies":
                 uncoupled = [v for v in ids if (id(rule), v) not in self._resolved]
                 for value in self._codes_not_in_business_central(rule, key_field, uncoupled, table["by_key"]):
                     self._resolved[(id(rule), value)] = LOCAL
         else:
-            key_field = bc_key_field(rule, rule.source_field)
+            key_field = bc_key_field(rule, rule.source_field or "")
             if key_field == "id":
                 bc_ids = {v: v for v in values if _looks_like_guid(v)}
             else:
                 by_key = self._bc_table(rule, key_field)["by_key"]
                 bc_ids = {v: by_key[v] for v in values if v in by_key}
-                if rule.lookup.bc_entity_set == "currencies":
+                if lookup.bc_entity_set == "currencies":
                     for value in values - set(bc_ids):
                         self._resolved[(id(rule), value)] = LOCAL
-            pairs = dict(couplings.filter(bc_id__in=list(bc_ids.values())).values_list("bc_id", "dataverse_id"))
-            for value, bc_id in bc_ids.items():
-                dataverse_id = pairs.get(UUID(bc_id))
-                if dataverse_id is not None:
-                    self._resolved[(id(rule), value)] = dataverse_id
+            partners = dict(couplings.filter(bc_id__in=list(bc_ids.values())).values_list("bc_id", "dataverse_id"))
+            for value, bc_text in bc_ids.items():
+                partner = partners.get(UUID(bc_text))
+                if partner is not None:
+                    self._resolved[(id(rule), value)] = partner
         for value in values:
             if (id(rule), value) not in self._resolved:
                 self._missing.add((id(rule), value))
 
-    def _codes_not_in_business_central(self, rule, key_field, dataverse_ids, bc_codes) -> list[str]:
+    def _codes_not_in_business_central(
+        self, rule: FieldRule, key_field: str, dataverse_ids: list[str], bc_codes: dict[str, Any]
+    ) -> list[str]:
         """Dataverse lookup rows whose code (per the lookup mapping's field mappings) Business Central lacks."""
         if not dataverse_ids or self.dataverse_client is None:
             return []
         code_column = (
-            FieldMapping.objects.filter(table_mapping_id=rule.lookup.mapping_id, bc_field=key_field)
+            FieldMapping.objects.filter(table_mapping_id=_lookup(rule).mapping_id, bc_field=key_field)
             .exclude(dataverse_field="")
             .values_list("dataverse_field", flat=True)
             .first()
@@ -254,7 +276,7 @@ class LookupResolver:
         if not code_column:
             return []
         rows = self.dataverse_client.read_by_ids(
-            rule.lookup.dataverse_entity_set, [UUID(i) for i in dataverse_ids], select=[code_column]
+            _lookup(rule).dataverse_entity_set, [UUID(i) for i in dataverse_ids], select=[code_column]
         )
         return [str(row_id) for row_id, row in rows.items() if str(row.get(code_column) or "") not in bc_codes]
 
@@ -265,14 +287,15 @@ class LookupResolver:
         if rule.clear_on_failed_lookup:
             return None
         other = "Dataverse row" if not self.source.is_dataverse else "Business Central record"
+        name = _lookup(rule).mapping_name
         raise RecordFailure(
             ErrorClass.MISSING_DEPENDENCY,
-            f"{rule.label}: the {rule.lookup.mapping_name} record {value!r} must be coupled to a {other} first. "
-            f"Couple it (or synchronize the {rule.lookup.mapping_name} mapping), then retry.",
+            f"{rule.label}: the {name} record {value!r} must be coupled to a {other} first. "
+            f"Couple it (or synchronize the {name} mapping), then retry.",
         )
 
 
-def desired_value(rule: FieldRule, row: dict, lookups: LookupResolver, target: Side) -> tuple[bool, Any]:
+def desired_value(rule: FieldRule, row: Row, lookups: LookupResolver, target: Side) -> tuple[bool, Any]:
     """Return (write?, value) for one field of one source row. Raises RecordFailure."""
     value = row.get(rule.source_field) if rule.source_field else rule.constant
     if rule.transformation and isinstance(value, str):
@@ -299,7 +322,7 @@ def desired_value(rule: FieldRule, row: dict, lookups: LookupResolver, target: S
     return True, value
 
 
-def current_value(rule: FieldRule, target_row: dict, target: Side) -> Any:
+def current_value(rule: FieldRule, target_row: Row, target: Side) -> Any:
     value = target_row.get(rule.current_key(target))
     if rule.lookup and target.is_dataverse and value:
         return f"/{rule.lookup.dataverse_entity_set}({value})"

@@ -50,3 +50,27 @@ def test_the_single_last_error_moves_to_the_direction_whose_failure_came_last():
     assert errors[from_later] == ("", "from failed last")
     assert errors[unknown_order] == ("one of them", "one of them")
     assert errors[succeeded] == ("", "")
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)  # leaves the tables as later tests expect
+def test_an_interrupted_reservation_keeps_its_recovery_window_and_ambiguous_sides_take_the_connection_kinds():
+    old = migrate([("coupling", "0005_remove_coupling_last_error")])
+    mapping = old.get_model("mappings", "TableMapping").objects.get(name="CUSTOMER")
+    Coupling = old.get_model("coupling", "Coupling")
+    AmbiguousMatch = old.get_model("coupling", "AmbiguousMatch")
+
+    def coupling(**fields):
+        return Coupling.objects.create(table_mapping=mapping, bc_id=uuid.uuid4(), **fields)
+
+    interrupted = coupling(pending=True)
+    failed = coupling(pending=True, last_error_from_dataverse="could not create")
+    coupled = coupling()
+    in_bc = AmbiguousMatch.objects.create(table_mapping=mapping, side="bc", record_id=uuid.uuid4()).pk
+    in_dataverse = AmbiguousMatch.objects.create(table_mapping=mapping, side="dataverse", record_id=uuid.uuid4()).pk
+
+    new = migrate([("coupling", "0006_coupling_reserved_at_and_side_kinds")])
+    reserved = dict(new.get_model("coupling", "Coupling").objects.values_list("pk", "reserved_at"))
+    assert reserved[interrupted.pk] == interrupted.created_at
+    assert reserved[failed.pk] is None and reserved[coupled.pk] is None
+    sides = dict(new.get_model("coupling", "AmbiguousMatch").objects.values_list("pk", "side"))
+    assert sides == {in_bc: "business_central", in_dataverse: "dataverse"}

@@ -344,7 +344,7 @@ def test_a_change_made_during_a_run_is_not_lost_when_the_servers_clock_is_behind
     """
     import time
 
-    from jobs.engine.pipeline import WATERMARK_OVERLAP
+    from jobs.engine.reader import WATERMARK_OVERLAP
     from sandbox import rows as sandbox_rows
 
     bc_connection = sandbox_connections[0]

@@ -1,0 +1,42 @@
+"""A preview (dry run): the plans of a run tallied, with a sample of what would be written, nothing written."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobs.choices import ErrorClass
+from jobs.engine.planner import Action, Plan
+from jobs.engine.saver import plan_diffs
+from jobs.engine.sides import Side
+
+PREVIEW_SAMPLE_SIZE = 50
+
+
+def empty_preview() -> dict[str, Any]:
+    return {"counts": {}, "sample": []}
+
+
+def tally_preview(preview: dict[str, Any], source: Side, plans: list[Plan]) -> None:
+    """Add a page's plans to `preview`: counts by action (conflicts apart), and the first changes in detail."""
+    for plan in plans:
+        key = "conflicts" if plan.error_class == ErrorClass.CONFLICT else plan.action.value
+        preview["counts"][key] = preview["counts"].get(key, 0) + 1
+        if plan.action in (Action.INSERT, Action.UPDATE, Action.FAIL) and len(preview["sample"]) < PREVIEW_SAMPLE_SIZE:
+            preview["sample"].append(
+                {
+                    "action": plan.action.value,
+                    "record": source.row_name(plan.source_row),
+                    "record_id": str(source.row_id(plan.source_row)),
+                    "message": plan.message,
+                    "diffs": [
+                        {"field": field, "old": _jsonable(old), "new": _jsonable(new)}
+                        for field, old, new in plan_diffs(plan)
+                    ],
+                }
+            )
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)

@@ -1,0 +1,223 @@
+"""Saving a page's results (architecture.md "The engine", step 6): couplings, errors and counters in one
+transaction.
+
+Each coupling keeps both sides' versions as they stand after our write, so our own writes are not seen as
+changes next time (echo suppression); a failure is recorded on the coupling and as an error of the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from connectors.errors import same_error
+from connectors.types import ConnectorError, WriteResult
+from coupling.choices import SyncResult
+from coupling.models import Coupling
+from jobs.choices import ErrorClass
+from jobs.engine.coupling_rows import insert_couplings, update_couplings
+from jobs.engine.planner import Action, Plan
+from jobs.engine.sides import Row, Side
+from jobs.models import COUNTER_FIELDS, SyncError, SyncJob
+
+BULK_BATCH = 500
+
+COUNTER_FOR = {
+    Action.INSERT: "inserted",
+    Action.UPDATE: "modified",
+    Action.UNCHANGED: "unchanged",
+    Action.SKIP: "skipped",
+    Action.IGNORE: "",
+    Action.UNCOUPLE: "uncoupled",
+    Action.FAIL: "failed",
+}
+assert set(filter(None, COUNTER_FOR.values())) <= set(COUNTER_FIELDS)
+
+COUPLING_FIELDS = [
+    "bc_id",
+    "dataverse_id",
+    "bc_name",
+    "dataverse_name",
+    "bc_etag",
+    "dataverse_etag",
+    "bc_modified_on",
+    "dataverse_modified_on",
+    "last_result_to_dataverse",
+    "last_result_from_dataverse",
+    "last_job_to_dataverse",
+    "last_job_from_dataverse",
+    "last_error_to_dataverse",
+    "last_error_from_dataverse",
+    "skipped",
+    "pending",
+    "reserved_at",
+]
+
+
+class PageSaver:
+    def __init__(
+        self, job: SyncJob, source: Side, target: Side, *, settle_ambiguous: Callable[[list[Coupling]], None]
+    ) -> None:
+        self.job = job
+        self.direction: str = job.direction
+        self.source, self.target = source, target
+        self.settle_ambiguous = settle_ambiguous  # in the same transaction as the couplings it settles
+
+    def save(self, written: Iterable[tuple[Plan, WriteResult | None]]) -> None:
+        counts: Counter[str] = Counter()
+        errors, to_update, to_reserve = [], [], []
+        to_delete: list[int] = []
+        now = timezone.now()
+        for plan, result in written:
+            if plan.action in (Action.INSERT, Action.UPDATE) and result is not None and not result.ok:
+                plan, detail = self._failed_write(plan, result.error), _detail(result.error)
+                outcome = Action.FAIL
+            else:
+                detail, outcome = "", plan.action
+            counter = "inserted" if (plan.restore and outcome == Action.INSERT) else COUNTER_FOR[outcome]
+            if counter:
+                counts[counter] += 1
+            coupling = plan.coupling
+            if outcome in (Action.INSERT, Action.UPDATE):
+                assert coupling is not None and result is not None
+                self._succeeded(coupling, plan, result)
+                to_update.append(coupling)
+            elif outcome == Action.UNCHANGED and coupling is not None:
+                self._remember(self.source, coupling, plan.source_row)
+                if coupling.pending and plan.target_row is not None:
+                    # An interrupted run wrote this record before it could say so: confirm the coupling now.
+                    self._remember(self.target, coupling, plan.target_row)
+                    coupling.succeed(self.direction, self.job.pk)
+                to_update.append(coupling)
+            elif outcome == Action.UNCOUPLE:
+                assert coupling is not None
+                to_delete.append(coupling.pk)
+            elif outcome == Action.FAIL:
+                if coupling is not None:
+                    self._failed(coupling, plan)
+                    to_update.append(coupling)
+                elif plan.error_class != ErrorClass.AMBIGUOUS_MATCH:
+                    # An uncoupled record that could not be created (e.g. its currency is not coupled yet): keep a
+                    # failed reservation, so it is retried at every run like any failed record, changed or not.
+                    # (An ambiguous match waits in the ambiguous matches instead: a reservation would insert it.)
+                    to_reserve.append(self._failed_reservation(plan))
+                errors.append(self._error_row(plan, detail, now))
+        with transaction.atomic():
+            insert_couplings(to_reserve)
+            if to_update:
+                update_couplings(to_update, COUPLING_FIELDS)
+                self.settle_ambiguous([c for c in to_update if not c.pending])
+            if to_delete:
+                Coupling.objects.filter(pk__in=to_delete).delete()
+            if errors:
+                SyncError.objects.bulk_create(errors, batch_size=BULK_BATCH)
+            if counts:
+                SyncJob.objects.filter(pk=self.job.pk).update(**{k: F(k) + v for k, v in counts.items()})
+
+    def _failed_write(self, plan: Plan, error: ConnectorError | None) -> Plan:
+        verb = "Creating" if plan.action == Action.INSERT else "Updating"
+        return dataclasses.replace(
+            plan,
+            outcome_unknown=bool(getattr(error, "outcome_unknown", False)),
+            error_class=_error_class(error),
+            message=f"{verb} the {self.target.label} record failed: {error.message if error else ''}",
+        )
+
+    def _succeeded(self, coupling: Coupling, plan: Plan, result: WriteResult) -> None:
+        self._remember(self.source, coupling, plan.source_row)
+        target_row = result.row or {}
+        if result.record_id:
+            setattr(coupling, self.target.coupling_attr("id"), result.record_id)
+        if not plan.target_had_changes:
+            # Our own write is not a change: store the version it produced (echo suppression). When the target
+            # had changes of its own, the stored version stays older, so the reverse pass still carries them over.
+            setattr(coupling, self.target.coupling_attr("etag"), result.etag or self.target.row_etag(target_row))
+            setattr(
+                coupling,
+                self.target.coupling_attr("modified_on"),
+                result.modified_on or self.target.row_modified(target_row),
+            )
+        name = target_row.get(self.target.name_field) or plan.values.get(self.target.name_field)
+        if name:
+            setattr(coupling, self.target.coupling_attr("name"), str(name)[:250])
+        coupling.succeed(self.direction, self.job.pk)
+
+    def _failed(self, coupling: Coupling, plan: Plan) -> None:
+        repeated = coupling.last_result(self.direction) == SyncResult.FAILURE and same_error(
+            coupling.last_error(self.direction), plan.message
+        )
+        retryable = plan.error_class in (ErrorClass.TRANSIENT, ErrorClass.THROTTLED) or plan.outcome_unknown
+        if repeated and not retryable and settings.SYNC_SKIP_REPEATED_FAILURES:
+            coupling.skipped = True
+        coupling.fail(self.direction, self.job.pk, plan.message, may_have_landed=plan.outcome_unknown)
+
+    def _failed_reservation(self, plan: Plan) -> Coupling:
+        coupling = Coupling(
+            table_mapping=self.job.table_mapping,
+            pending=True,
+            **{
+                self.source.coupling_attr("id"): self.source.row_id(plan.source_row),
+                self.source.coupling_attr("name"): self.source.row_name(plan.source_row),
+            },
+        )
+        if self.target.is_dataverse:
+            coupling.dataverse_id = uuid.uuid4()
+        coupling.fail(self.direction, self.job.pk, plan.message, may_have_landed=False)
+        return coupling
+
+    @staticmethod
+    def _remember(side: Side, coupling: Coupling, row: Row) -> None:
+        """Store the version of `side`'s record as read (or written) now."""
+        setattr(coupling, side.coupling_attr("etag"), side.row_etag(row))
+        setattr(coupling, side.coupling_attr("modified_on"), side.row_modified(row))
+        setattr(coupling, side.coupling_attr("name"), side.row_name(row))
+
+    def _error_row(self, plan: Plan, detail: str, now: datetime) -> SyncError:
+        source_id = self.source.row_id(plan.source_row)
+        target_id = getattr(plan.coupling, self.target.coupling_attr("id")) if plan.coupling else None
+        diffs = "\n".join(f"{f}: {old!r} -> {new!r}" for f, old, new in plan_diffs(plan))
+        names = {
+            self.source.coupling_attr("name"): self.source.row_name(plan.source_row),
+            self.target.coupling_attr("name"): getattr(plan.coupling, self.target.coupling_attr("name"), "")
+            if plan.coupling
+            else "",
+        }
+        return SyncError(
+            job=self.job,
+            table_mapping=self.job.table_mapping,
+            direction=self.direction,
+            bc_id=target_id if self.source.is_dataverse else source_id,
+            dataverse_id=source_id if self.source.is_dataverse else target_id,
+            error_class=plan.error_class or ErrorClass.INTERNAL,
+            message=plan.message,
+            detail="\n".join(part for part in (detail, diffs) if part),
+            **names,
+        )
+
+
+def plan_diffs(plan: Plan) -> list[tuple[str, Any, Any]]:
+    """The field changes a plan makes, for error details and previews: (field, old, new)."""
+    if plan.diffs:
+        return [(d.field, d.old, d.new) for d in plan.diffs]
+    if plan.action == Action.INSERT:
+        return [(k, None, v) for k, v in plan.values.items()]
+    return []
+
+
+def _detail(error: ConnectorError | None) -> str:
+    return error.detail() if error is not None else ""
+
+
+def _error_class(error: ConnectorError | None) -> str:
+    if error is None:
+        return str(ErrorClass.INTERNAL)
+    return error.kind.value if error.kind.value in ErrorClass.values else str(ErrorClass.INTERNAL)

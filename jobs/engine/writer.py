@@ -1,0 +1,151 @@
+"""Writing a page (architecture.md "The engine", step 5): reserve the inserts, then write the page in bulk.
+
+Crash safety lives here. Before anything is written, every insert holds a reserved coupling, committed on its
+own: Dataverse accepts our id, so the insert is an upsert by it and a rerun cannot create the row twice; Business
+Central chooses its own ids, so a rerun first looks for the record an interrupted run may have created.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+
+from django.db import transaction
+from django.utils import timezone
+
+from connectors.odata import eq
+from connectors.types import ConnectorError, RemoteClient, WriteOperation, WriteResult
+from coupling.models import Coupling
+from jobs.engine.coupling_rows import insert_couplings, update_couplings
+from jobs.engine.planner import Action, Plan
+from jobs.engine.reader import WATERMARK_OVERLAP
+from jobs.engine.sides import Side
+from mappings.models import TableMapping
+
+logger = logging.getLogger(__name__)
+
+RESERVATION_FIELDS = ["bc_id", "dataverse_id", "pending", "reserved_at", "bc_name", "dataverse_name"]
+
+
+class PageWriter:
+    def __init__(
+        self,
+        mapping: TableMapping,
+        source: Side,
+        target: Side,
+        *,
+        target_client: RemoteClient,
+        target_select: list[str],
+    ) -> None:
+        self.mapping = mapping
+        self.source, self.target = source, target
+        self.target_client = target_client
+        self.target_select = target_select
+
+    def write(self, plans: list[Plan]) -> list[tuple[Plan, WriteResult | None]]:
+        """Write the page's inserts and updates in one bulk request; return each plan (an insert now with its
+        reserved coupling) with the result of its write, or None when it writes nothing."""
+        plans = self._reserve_inserts(plans)
+        operations, written = [], []
+        for index, plan in enumerate(plans):
+            ref = str(index)
+            if plan.action == Action.INSERT:
+                operations.append(self._insert_operation(plan, ref))
+            elif plan.action == Action.UPDATE:
+                assert plan.target_row is not None
+                operations.append(
+                    WriteOperation(
+                        kind="update",
+                        entity_set=self.target.entity_set,
+                        ref=ref,
+                        values=plan.values,
+                        record_id=self.target.row_id(plan.target_row),
+                        etag=self.target.row_etag(plan.target_row) or None,
+                    )
+                )
+            else:
+                continue
+            written.append(index)
+        results: list[WriteResult | None] = [None] * len(plans)
+        if operations:
+            for index, result in zip(written, self.target_client.write_many(operations), strict=True):
+                results[index] = result
+        return list(zip(plans, results, strict=True))
+
+    def _insert_operation(self, plan: Plan, ref: str) -> WriteOperation:
+        if self.target.is_dataverse:
+            # Dataverse accepts our id: upsert by it, so a rerun after a crash updates instead of duplicating.
+            assert plan.coupling is not None
+            return WriteOperation(
+                kind="upsert",
+                entity_set=self.target.entity_set,
+                ref=ref,
+                values=plan.values,
+                record_id=plan.coupling.dataverse_id,
+            )
+        return WriteOperation(kind="create", entity_set=self.target.entity_set, ref=ref, values=plan.values)
+
+    def _reserve_inserts(self, plans: list[Plan]) -> list[Plan]:
+        """Reserve a coupling (with the target id chosen, where the API allows) for each insert, before writing.
+
+        Committed on their own, in bulk: whatever happens to the write, a rerun finds them and cannot insert twice.
+        """
+        if not any(plan.action == Action.INSERT for plan in plans):
+            return plans
+        now = timezone.now()
+        source_attr = self.source.coupling_attr("id")
+        reserved, new, changed = [], [], []
+        interrupted = set()  # reserved Business Central inserts of an earlier run: their write may have landed
+        for index, plan in enumerate(plans):
+            if plan.action != Action.INSERT:
+                reserved.append(plan)
+                continue
+            coupling = plan.coupling
+            if coupling is None:
+                coupling = Coupling(table_mapping=self.mapping, **{source_attr: self.source.row_id(plan.source_row)})
+                new.append(coupling)
+            else:
+                changed.append(coupling)
+                if coupling.reserved and not self.target.is_dataverse:
+                    interrupted.add(index)
+            if plan.restore:
+                setattr(coupling, self.target.coupling_attr("id"), None)
+            if self.target.is_dataverse and coupling.dataverse_id is None:
+                coupling.dataverse_id = uuid.uuid4()
+            coupling.reserve(now, restart=plan.restore)
+            setattr(coupling, self.source.coupling_attr("name"), self.source.row_name(plan.source_row))
+            reserved.append(dataclasses.replace(plan, coupling=coupling))
+        with transaction.atomic():
+            insert_couplings(new)
+            update_couplings(changed, RESERVATION_FIELDS)
+        return [self._recovered(plan) if index in interrupted else plan for index, plan in enumerate(reserved)]
+
+    def _recovered(self, plan: Plan) -> Plan:
+        """Find the Business Central record an interrupted run created before it could confirm it.
+
+        Business Central chooses its own ids, so the record is looked up by its name among the records modified
+        since the coupling was reserved; exactly one match is taken as ours and updated instead of created again.
+        """
+        coupling = plan.coupling
+        name = plan.values.get(self.target.name_field)
+        if not name or coupling is None or coupling.reserved_at is None:
+            return plan
+        try:
+            pages = self.target_client.read_pages(
+                self.target.entity_set,
+                filter=eq(self.target.name_field, str(name)),
+                modified_since=self.target_client.server_time_at(coupling.reserved_at) - WATERMARK_OVERLAP,
+                select=self.target_select,
+            )
+            found = [row for page in pages for row in page.rows]
+        except ConnectorError as exc:
+            logger.warning("Could not look for an interrupted insert of %s: %s", name, exc)
+            return plan
+        taken = Coupling.objects.filter(
+            table_mapping=self.mapping, bc_id__in=[self.target.row_id(row) for row in found]
+        ).exists()
+        if len(found) != 1 or taken:
+            return plan
+        coupling.bc_id = self.target.row_id(found[0])
+        return dataclasses.replace(plan, action=Action.UPDATE, target_row=found[0])
