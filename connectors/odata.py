@@ -52,17 +52,18 @@ def string_literal(value: str) -> str:
 
 
 def literal(value: Any) -> str:
-    """The OData literal for a Python value: booleans and numbers bare, GUIDs bare, everything else quoted."""
+    """The OData literal for a Python value: booleans, numbers and UUIDs bare, everything else a quoted string.
+
+    A text that looks like a GUID is still a text: a name column holding one must be compared with a string, so a
+    caller that means a GUID column passes a UUID.
+    """
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
         return str(value)
     if isinstance(value, UUID):
         return str(value)
-    text = str(value)
-    if len(text) == 36 and as_uuid(text) is not None:
-        return text
-    return string_literal(text)
+    return string_literal(str(value))
 
 
 def eq(field: str, value: Any) -> str:

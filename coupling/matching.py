@@ -49,7 +49,7 @@ MatchGroup = list[MatchField]
 
 def match_criteria(mapping: TableMapping) -> list[MatchGroup]:
     """The mapping's match criteria grouped by priority, lowest first (empty when it has none)."""
-    criteria = mapping.field_mappings.match_criteria()  # type: ignore[no-untyped-call]  # mappings is not typed yet
+    criteria = mapping.field_mappings.match_criteria()
     return [
         [MatchField(fm.bc_field, fm.dataverse_field, fm.case_sensitive_matching) for fm in group]
         for _, group in groupby(criteria, key=lambda fm: fm.match_priority)
