@@ -91,12 +91,17 @@ def sync_enqueue(
     synchronized before its currency is coupled fails; here the currency goes first.
     """
     with transaction.atomic():
-        jobs = []
-        if with_dependencies:
-            jobs += _dependency_jobs_create(dependencies_in_order(mapping), user=user, dry_run=dry_run)
-        jobs += sync_jobs_create(
-            mapping=mapping, kind=kind, user=user, direction=direction, record_ids=record_ids, dry_run=dry_run
+        jobs, refused = sync_jobs_create_in_order(
+            mappings=[mapping],
+            kind=kind,
+            user=user,
+            direction=direction,
+            record_ids=record_ids,
+            dry_run=dry_run,
+            with_dependencies=with_dependencies,
         )
+        if mapping.name in refused:
+            raise SyncNotStarted(refused[mapping.name])
         sync_jobs_enqueue(jobs)
     return jobs
 
@@ -148,16 +153,6 @@ def sync_jobs_enqueue(jobs: list[SyncJob]) -> None:
     job_ids = [job.pk for job in jobs]
     if job_ids:
         transaction.on_commit(lambda: _enqueue(job_ids))
-
-
-def _dependency_jobs_create(dependencies: list[TableMapping], *, user, dry_run: bool) -> list[SyncJob]:
-    jobs = []
-    for dependency in dependencies:
-        try:
-            jobs += sync_jobs_create(mapping=dependency, kind=JobKind.MODIFIED, user=user, dry_run=dry_run)
-        except SyncNotStarted as exc:
-            logger.info("Not synchronizing dependency %s: %s", dependency.name, exc)
-    return jobs
 
 
 def _dependency_rank():
