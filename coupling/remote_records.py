@@ -12,10 +12,10 @@ from connectors.odata import and_filters, as_uuid, contains, eq, eq_any
 from connectors.types import RemoteClient
 from coupling.matching import NoMatchCriteria, match_groups
 from coupling.models import Coupling
+from mappings.choices import BC, DATAVERSE
 from mappings.models import TableMapping
 
 LIST_SIZE = 25
-BC, DATAVERSE = "bc", "dataverse"
 
 
 @dataclass

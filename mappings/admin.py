@@ -19,6 +19,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from mappings.choices import SIDE_LABEL
 from mappings.defaults import DEFAULT_NAMES
 from mappings.forms import (
     FieldMappingForm,
@@ -30,7 +31,7 @@ from mappings.forms import (
     validation_run,
 )
 from mappings.importing import ImportRefused
-from mappings.metadata import SIDE_LABEL, MetadataUnavailable
+from mappings.metadata import MetadataUnavailable
 from mappings.models import FieldMapping, TableMapping
 from mappings.services import configuration_export, configuration_import, table_mapping_reset_to_defaults
 from mappings.transformations import TransformationError, apply_transformation

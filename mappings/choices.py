@@ -1,4 +1,17 @@
+from typing import Literal
+
 from django.db import models
+
+from connectors.choices import ConnectionKind
+
+# The vocabulary of the two systems. `Side` is the short key a mapping's per-system fields are named by
+# (bc_entity_set, dataverse_field, bc_watermark); ConnectionKind is how connections, webhook subscriptions and
+# ambiguous matches store the same two systems. SIDE_KIND goes from one to the other; labels come from ConnectionKind.
+Side = Literal["bc", "dataverse"]
+BC: Side = "bc"
+DATAVERSE: Side = "dataverse"
+SIDE_KIND: dict[str, ConnectionKind] = {BC: ConnectionKind.BUSINESS_CENTRAL, DATAVERSE: ConnectionKind.DATAVERSE}
+SIDE_LABEL: dict[str, str] = {side: kind.label for side, kind in SIDE_KIND.items()}
 
 
 class Direction(models.TextChoices):

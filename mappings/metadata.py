@@ -9,14 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-from typing import Literal
 
-from connectors.choices import ConnectionKind
 from connectors.types import ConnectorError, ErrorKind, RemoteClient, TableInfo
-
-Side = Literal["bc", "dataverse"]  # the prefix of a mapping's per-system fields (bc_entity_set, dataverse_field)
-SIDE_KIND = {"bc": ConnectionKind.BUSINESS_CENTRAL, "dataverse": ConnectionKind.DATAVERSE}
-SIDE_LABEL = {side: kind.label for side, kind in SIDE_KIND.items()}
+from mappings.choices import SIDE_KIND, SIDE_LABEL, Side
 
 
 class MetadataUnavailable(Exception):

@@ -17,8 +17,8 @@ from odata_query.exceptions import ODataException
 from odata_query.grammar import ODataLexer, ODataParser
 
 from connectors.types import ColumnInfo, TableInfo
-from mappings.choices import DeletionConflictResolution, Direction, UpdateConflictResolution
-from mappings.metadata import SIDE_LABEL, MetadataCache, MetadataUnavailable, Side, did_you_mean
+from mappings.choices import SIDE_LABEL, DeletionConflictResolution, Direction, Side, UpdateConflictResolution
+from mappings.metadata import MetadataCache, MetadataUnavailable, did_you_mean
 from mappings.transformations import validate_rules
 
 TEXT_TYPES = {"string", "memo"}

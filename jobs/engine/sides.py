@@ -14,11 +14,9 @@ from uuid import UUID
 from django.utils.dateparse import parse_datetime
 
 from connectors.choices import ConnectionKind
-from mappings.choices import Direction
+from mappings.choices import BC, DATAVERSE, Direction
 from mappings.models import TableMapping
 
-BC = "bc"
-DATAVERSE = "dataverse"
 ZERO_GUID = "00000000-0000-0000-0000-000000000000"
 
 Row = dict[str, Any]  # one record as the service returns it (OData JSON)

@@ -20,10 +20,8 @@ from jobs.choices import JobKind
 from jobs.engine.values import LookupResolver, RecordFailure, current_value, desired_value, values_equal
 from jobs.resolution.comparison import compared_field_mappings, rules_by_target
 from jobs.services import SyncNotStarted, sync_enqueue
-from mappings.choices import Direction
+from mappings.choices import BC, DATAVERSE, Direction
 from mappings.models import TableMapping
-
-BC, DATAVERSE = "bc", "dataverse"
 
 
 class ResolutionFailed(Exception):
@@ -66,7 +64,7 @@ def conflict_resolve(
                     to_bc_values[rule.write_key(bc_side)] = value
         except RecordFailure as refused:
             raise ResolutionFailed(refused.message) from None
-    written = {BC: 0, DATAVERSE: 0}
+    written: dict[str, int] = {BC: 0, DATAVERSE: 0}
     stored = {
         "bc": (bc_side.row_etag(bc_row), bc_side.row_modified(bc_row)),
         "dataverse": (dv_side.row_etag(dv_row), dv_side.row_modified(dv_row)),
