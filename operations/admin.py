@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.http import HttpRequest, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
@@ -23,6 +24,7 @@ class AlertChannelAdmin(admin.ModelAdmin):
     search_fields = ["name", "email_to"]
     actions = ["send_test"]
     fields = ["name", "kind", "enabled", "email_to", "webhook_url"]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # webhook services are HTTPS
 
     @admin.display(description="Destination")
     def destination(self, obj: AlertChannel) -> str:
