@@ -31,7 +31,9 @@ PRODUCTION_ENV = {
 
 
 def base_env(tmp_path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "PORT", "SECRET_KEY", "LOG_FORMAT")}
+    # Not the test run's own switches (the browser tests set DJANGO_ALLOW_ASYNC_UNSAFE): a production environment.
+    dropped = ("DEBUG", "PORT", "SECRET_KEY", "LOG_FORMAT", "DJANGO_ALLOW_ASYNC_UNSAFE")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update(SYNCADMIN_DATA_DIR=str(tmp_path / "data"), PYTHONUNBUFFERED="1")
     return env
 
