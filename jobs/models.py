@@ -148,6 +148,9 @@ class Schedule(models.Model):
     last_finished_at = models.DateTimeField(null=True, blank=True, editable=False)
     failed_attempts = models.PositiveIntegerField(default=0, editable=False)
     last_message = models.TextField(blank=True, editable=False)
+    paused_reason = models.CharField(
+        max_length=500, blank=True, editable=False, help_text="Why it was paused, when an alert rule paused it."
+    )
 
     class Meta:
         ordering = ["table_mapping__name"]
@@ -163,7 +166,7 @@ class Schedule(models.Model):
     def status(self) -> str:
         """What the admin shows: paused, failing, running, on hold until ..., ready."""
         if not self.enabled:
-            return "Paused"
+            return f"Paused: {self.paused_reason}" if self.paused_reason else "Paused"
         if self.is_failing:
             return f"Failing ({self.failed_attempts} failed runs in a row)"
         if self.state == ScheduleState.RUNNING:

@@ -308,6 +308,21 @@ def _run_one(job: SyncJob, bc_client, dataverse_client, lock, on_progress=None) 
     )
     if not started:
         return  # cancelled meanwhile
+    logger.info(
+        "Sync job %s started: %s %s (%s)",
+        job.pk,
+        job.table_mapping.name,
+        job.direction,
+        job.kind,
+        extra={
+            "event": "run_start",
+            "job": job.pk,
+            "mapping": job.table_mapping.name,
+            "direction": job.direction,
+            "kind": job.kind,
+            "dry_run": job.dry_run,
+        },
+    )
     before = bc_client.request_counts + dataverse_client.request_counts
     status, message = JobStatus.SUCCEEDED, ""
     try:

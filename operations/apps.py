@@ -6,3 +6,6 @@ class OperationsConfig(AppConfig):
 
     name = "operations"
     verbose_name = "Operations"
+
+    def ready(self):
+        from operations import signals  # noqa: F401 (connects the run-end log line)

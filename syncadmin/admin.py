@@ -1,4 +1,5 @@
-"""The admin composed once: every model of connectors, mappings, coupling and jobs is registered here, and only here.
+"""The admin composed once: every model of connectors, mappings, coupling, jobs and operations is registered here,
+and only here.
 
 Each app's admin module defines its ModelAdmin classes and registers nothing; `jobs.admin` adds the sync columns,
 actions and pages to the mapping and coupling admins as mixins. Each class below names what it is made of: the mixin
@@ -19,6 +20,8 @@ from jobs.admin.table_mappings import TableMappingSyncMixin
 from jobs.models import Schedule, SyncError, SyncJob, WebhookSubscription
 from mappings import admin as mappings_admin
 from mappings.models import MappingChange, TableMapping
+from operations import admin as operations_admin
+from operations.models import AlertChannel, AlertRule, Incident
 
 
 @admin.register(Connection)
@@ -88,4 +91,19 @@ class ScheduleAdmin(schedules.ScheduleAdmin):
 
 @admin.register(WebhookSubscription)
 class WebhookSubscriptionAdmin(schedules.WebhookSubscriptionAdmin):
+    pass
+
+
+@admin.register(AlertChannel)
+class AlertChannelAdmin(operations_admin.AlertChannelAdmin):
+    pass
+
+
+@admin.register(AlertRule)
+class AlertRuleAdmin(operations_admin.AlertRuleAdmin):
+    pass
+
+
+@admin.register(Incident)
+class IncidentAdmin(operations_admin.IncidentAdmin):
     pass

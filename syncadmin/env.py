@@ -57,6 +57,16 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return items
 
 
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value not in choices:
+        raise SettingError(f"{name}={raw!r} is not one of: {', '.join(choices)}.")
+    return value
+
+
 def env_secret(name: str) -> str | None:
     """Return a secret from NAME, or from the file named by NAME_FILE (Docker/Kubernetes secrets)."""
     value = os.environ.get(name)

@@ -3,7 +3,9 @@
 Variables (see README "Configuration" and .env.example): DATABASE_URL, SANDBOX_DATABASE_URL, REDIS_URL,
 SECRET_KEY(_FILE), SYNCADMIN_ENCRYPTION_KEY(_FILE), DEBUG, ALLOWED_HOSTS, SYNCADMIN_DATA_DIR, PORT,
 SANDBOX_ENABLED, SYNC_JOB_RETENTION_DAYS, SYNC_SKIP_REPEATED_FAILURES, SYNC_LOCK_TIMEOUT_SECONDS,
-SYNC_SHARED_FULL_SYNC_HELPERS, SESSION_COOKIE_SECURE.
+SYNC_SHARED_FULL_SYNC_HELPERS, SESSION_COOKIE_SECURE, SECURE_SSL_REDIRECT, SECURE_HSTS_SECONDS,
+SECURE_HSTS_INCLUDE_SUBDOMAINS, SECURE_HSTS_PRELOAD, BEHIND_HTTPS_PROXY, EMAIL_HOST, EMAIL_PORT, EMAIL_HOST_USER,
+EMAIL_HOST_PASSWORD(_FILE), EMAIL_USE_TLS, EMAIL_USE_SSL, DEFAULT_FROM_EMAIL, METRICS_TOKEN(_FILE), LOG_FORMAT.
 
 A bad value stops the process at start with one line naming the variable and the expected form.
 """
@@ -73,6 +75,44 @@ try:
     # Extra RQ jobs that help a full synchronization (each takes pages while the first one reads).
     SYNC_SHARED_FULL_SYNC_HELPERS = env.env_int("SYNC_SHARED_FULL_SYNC_HELPERS", default=3, minimum=0)
     SESSION_COOKIE_SECURE = env.env_bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+
+    # HTTPS, when DEBUG is off: syncadmin runs behind an HTTPS proxy (README, Production).
+    SECURE_SSL_REDIRECT = env.env_bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+    SECURE_HSTS_SECONDS = env.env_int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+    SECURE_HSTS_PRELOAD = env.env_bool("SECURE_HSTS_PRELOAD", default=False)
+    if env.env_bool("BEHIND_HTTPS_PROXY", default=False):
+        # Only behind a proxy that sets this header itself: a client could otherwise claim HTTPS.
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+    # Mail, for alerts. Without EMAIL_HOST, mails are written to the worker's output instead of being sent.
+    EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
+    EMAIL_BACKEND = (
+        "django.core.mail.backends.smtp.EmailBackend"
+        if EMAIL_HOST
+        else "django.core.mail.backends.console.EmailBackend"
+    )
+    EMAIL_PORT = env.env_int("EMAIL_PORT", default=587, minimum=1, maximum=65535)
+    EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+    EMAIL_HOST_PASSWORD = env.env_secret("EMAIL_HOST_PASSWORD") or ""
+    EMAIL_USE_TLS = env.env_bool("EMAIL_USE_TLS", default=True)
+    EMAIL_USE_SSL = env.env_bool("EMAIL_USE_SSL", default=False)
+    if EMAIL_USE_TLS and EMAIL_USE_SSL:
+        raise env.SettingError("EMAIL_USE_TLS and EMAIL_USE_SSL are both on: turn one of them off.")
+    EMAIL_TIMEOUT = 30
+    DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL") or "syncadmin@localhost"
+    SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
+    # The bearer token Prometheus sends to /metrics; without one, /metrics does not exist (404).
+    METRICS_TOKEN = env.env_secret("METRICS_TOKEN")
+    if METRICS_TOKEN is not None and len(METRICS_TOKEN) < 16:
+        raise env.SettingError(
+            f"METRICS_TOKEN is too short ({len(METRICS_TOKEN)} characters): use at least 16 random characters, made "
+            "with: python -c 'import secrets; print(secrets.token_urlsafe(32))'."
+        )
+
+    # "json": one JSON object per line, for log collectors; "plain": for people.
+    LOG_FORMAT = env.env_choice("LOG_FORMAT", default="plain", choices=("plain", "json"))
 except env.SettingError as exc:
     # One readable line instead of a traceback: every process (web, worker, scheduler, manage.py) stops here.
     raise SystemExit(f"Configuration error: {exc}") from None
@@ -100,6 +140,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files with DEBUG off (gunicorn serves no files itself); right after SecurityMiddleware, as documented.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -142,7 +184,17 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT = DATA_DIR / "static"  # `manage.py collectstatic` fills it; `serve --production` runs that first
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Compressed copies next to each file; no manifest, so pages render even before a collectstatic.
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# With DEBUG on, WhiteNoise serves straight from the apps' static folders and notices new files.
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
+# A load balancer and Prometheus may ask over plain HTTP inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LOGIN_URL = "admin:login"
@@ -159,8 +211,11 @@ RQ_SHOW_ADMIN_LINK = True
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "syncadmin.log_format.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": "INFO"},
     "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
 }

@@ -12,6 +12,7 @@ urlpatterns = [
     path("admin/rq/", include("django_rq.urls")),
     path("admin/", admin.site.urls),
     path("webhooks/", include("jobs.webhooks")),
+    path("", include("operations.urls")),  # /metrics and /healthz
 ]
 
 if settings.SANDBOX_ENABLED:

@@ -148,16 +148,18 @@ def schedule_wake(*, mapping: TableMapping, now: datetime | None = None) -> bool
     )
 
 
-def schedules_pause(*, schedules) -> int:
-    """Stop starting runs (a running one finishes)."""
-    return Schedule.objects.filter(pk__in=[s.pk for s in schedules]).update(enabled=False)
+def schedules_pause(*, schedules, reason: str = "") -> int:
+    """Stop starting runs (a running one finishes); `reason` is shown on the schedule (an alert rule gives one)."""
+    return Schedule.objects.filter(pk__in=[s.pk for s in schedules]).update(enabled=False, paused_reason=reason[:500])
 
 
 def schedules_resume(*, schedules, now: datetime | None = None) -> int:
-    """Start again: ready, first run at the next tick, failed attempts forgotten."""
+    """Start again: ready, first run at the next tick, failed attempts and the pause's reason forgotten."""
     return Schedule.objects.filter(pk__in=[s.pk for s in schedules]).exclude(state=ScheduleState.RUNNING).update(
-        enabled=True, state=ScheduleState.READY, next_run_at=now or timezone.now(), failed_attempts=0
-    ) + Schedule.objects.filter(pk__in=[s.pk for s in schedules], state=ScheduleState.RUNNING).update(enabled=True)
+        enabled=True, state=ScheduleState.READY, next_run_at=now or timezone.now(), failed_attempts=0, paused_reason=""
+    ) + Schedule.objects.filter(pk__in=[s.pk for s in schedules], state=ScheduleState.RUNNING).update(
+        enabled=True, paused_reason=""
+    )
 
 
 def schedules_run_now(*, schedules, now: datetime | None = None) -> int:

@@ -102,8 +102,9 @@ def test_the_walk_covers_every_registered_model_and_the_rq_dashboard():
 
 
 def _is_json_api(url: str) -> bool:
-    # django-rq's stats.json is for monitoring tools: it answers 401 (no data) instead of a login page.
-    return ".json/" in url
+    # django-rq's stats.json, and its Prometheus metrics (present since prometheus_client is installed), are for
+    # monitoring tools: they answer 401 (no data) instead of a login page.
+    return ".json/" in url or url.rstrip("/").endswith("/metrics")
 
 
 @pytest.mark.django_db

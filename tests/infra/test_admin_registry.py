@@ -6,7 +6,7 @@ import re
 from django.conf import settings
 from django.contrib import admin
 
-PACKAGES = ["adminkit", "connectors", "coupling", "jobs", "mappings", "sandbox", "syncadmin"]
+PACKAGES = ["adminkit", "connectors", "coupling", "jobs", "mappings", "operations", "sandbox", "syncadmin"]
 REGISTERS = re.compile(r"\badmin\.register\(|\bsite\.register\(")
 
 
@@ -27,6 +27,9 @@ def test_every_model_admin_of_ours_is_a_class_of_the_module_that_composes_the_ad
         "jobs.SyncError": "syncadmin.admin",
         "jobs.Schedule": "syncadmin.admin",
         "jobs.WebhookSubscription": "syncadmin.admin",
+        "operations.AlertChannel": "syncadmin.admin",
+        "operations.AlertRule": "syncadmin.admin",
+        "operations.Incident": "syncadmin.admin",
         "sandbox.Fault": "sandbox.admin",
         "sandbox.Setting": "sandbox.admin",
     }

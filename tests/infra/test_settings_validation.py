@@ -25,6 +25,10 @@ SETTING_VARIABLES = [
     "SYNC_SKIP_REPEATED_FAILURES",
     "SYNC_LOCK_TIMEOUT_SECONDS",
     "SYNC_SHARED_FULL_SYNC_HELPERS",
+    "METRICS_TOKEN",
+    "LOG_FORMAT",
+    "EMAIL_USE_TLS",
+    "EMAIL_USE_SSL",
 ]
 GOOD_SECRET_KEY = "k" * 20 + "0123456789abcdefghijklmnopqrstuvwxyz"
 GOOD_FERNET_KEY = "dGhpcyBpcyAzMiBieXRlcyBvZiB0ZXN0IGtleSEhISE="
@@ -65,6 +69,9 @@ BAD_VALUES = [
     ({"SYNC_SKIP_REPEATED_FAILURES": "twice"}, "SYNC_SKIP_REPEATED_FAILURES", "true/false"),
     ({"SYNC_LOCK_TIMEOUT_SECONDS": "1"}, "SYNC_LOCK_TIMEOUT_SECONDS", "at least 2"),
     ({"SYNC_SHARED_FULL_SYNC_HELPERS": "many"}, "SYNC_SHARED_FULL_SYNC_HELPERS", "whole number"),
+    ({"METRICS_TOKEN": "short"}, "METRICS_TOKEN", "at least 16 random characters"),
+    ({"LOG_FORMAT": "xml"}, "LOG_FORMAT", "plain, json"),
+    ({"EMAIL_USE_SSL": "true"}, "EMAIL_USE_TLS and EMAIL_USE_SSL", "turn one of them off"),
 ]
 
 

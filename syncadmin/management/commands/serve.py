@@ -1,7 +1,9 @@
 """Run the whole product on one machine: embedded Redis, web server, RQ worker and RQ cron scheduler.
 
-A small supervisor: it starts each process in its own process group, prefixes its output with its name, forwards
-one Ctrl-C (SIGINT) or SIGTERM to all of them, and stops all of them when any one dies, saying which.
+`--production` runs the web process under gunicorn (static files served by WhiteNoise, collected first) and every
+process with DEBUG off; without it, Django's development server. A small supervisor: it starts each process in its
+own process group, prefixes its output with its name, forwards one Ctrl-C (SIGINT) or SIGTERM to all of them, and
+stops all of them when any one dies, saying which.
 """
 
 import contextlib
@@ -71,6 +73,23 @@ def _port_answering(port: int) -> bool:
         return False
 
 
+def production_web_command(port: int) -> list[str]:
+    """gunicorn on 127.0.0.1 (an HTTPS proxy in front), access log to the output; WEB_CONCURRENCY sets the workers."""
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "syncadmin.wsgi:application",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--access-logfile",
+        "-",
+        # A sync page can take a while to render on a busy database; the default 30 s kills such a worker.
+        "--timeout",
+        "120",
+    ]
+
+
 class Command(BaseCommand):
     help = (
         "Start the embedded Redis (unless REDIS_URL is set), the web server on 127.0.0.1:PORT, an RQ worker and "
@@ -79,8 +98,13 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--reload", action="store_true", help="Restart the web server when code changes.")
+        parser.add_argument(
+            "--production",
+            action="store_true",
+            help="DEBUG off, static files collected, the web process under gunicorn (WEB_CONCURRENCY workers).",
+        )
 
-    def handle(self, *args, reload: bool = False, **options):
+    def handle(self, *args, reload: bool = False, production: bool = False, **options):
         port = settings.PORT
         if not _port_free(port):
             raise CommandError(f"Port {port} on 127.0.0.1 is in use: stop what uses it, or set PORT to another port.")
@@ -89,14 +113,20 @@ class Command(BaseCommand):
         self.output_lock = threading.Lock()
         self.preexec = _die_with_parent_hook()
         self.child_env = {**os.environ, "PYTHONUNBUFFERED": "1", "PORT": str(port)}
+        manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
+        self.production = production
+        if production:
+            self.child_env["DEBUG"] = "false"
+            self._collect_static(manage)
+            web = production_web_command(port)
+        else:
+            web = [*manage, "runserver", f"127.0.0.1:{port}", *([] if reload else ["--noreload"])]
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
 
         redis_children = []
         if not os.environ.get("REDIS_URL"):
             redis_children = [self._start_embedded_redis()]
-        manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
-        web = [*manage, "runserver", f"127.0.0.1:{port}", *([] if reload else ["--noreload"])]
         app_children = [
             self._spawn("web", web),
             self._spawn("worker", [*manage, "rqworker", "high", "default", "low", "--with-scheduler"]),
@@ -112,6 +142,20 @@ class Command(BaseCommand):
         self._say("all processes stopped")
         if exit_code:
             sys.exit(exit_code)
+
+    def _collect_static(self, manage: list[str]) -> None:
+        """Copy the static files where WhiteNoise serves them from, with the production settings; stop if that fails."""
+        self._say("collecting static files")
+        result = subprocess.run(  # noqa: S603 (our own manage.py)
+            [*manage, "collectstatic", "--no-input", "--verbosity", "0"],
+            env=self.child_env,
+            cwd=settings.BASE_DIR,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode:
+            raise CommandError(f"collectstatic failed:\n{result.stdout}{result.stderr}".strip())
 
     def _start_embedded_redis(self) -> Child:
         socket_path = settings.EMBEDDED_REDIS_SOCKET
@@ -179,6 +223,13 @@ class Command(BaseCommand):
 
     def _announce(self, port: int) -> None:
         redis_where = "REDIS_URL" if os.environ.get("REDIS_URL") else f"the embedded Redis at {settings.REDIS_URL}"
+        if self.production:
+            self._say(
+                f"syncadmin is up (production: gunicorn, DEBUG off) on 127.0.0.1:{port}, for the HTTPS proxy in "
+                f"front of it; health: /healthz\nserve    | queue: {redis_where}; data: {settings.DATA_DIR}; "
+                "press Ctrl-C to stop everything"
+            )
+            return
         self._say(
             f"syncadmin is up: http://127.0.0.1:{port}/admin/\n"
             "serve    | log in as admin with the password that demo_setup printed above on the first run "

@@ -1,0 +1,172 @@
+"""Prometheus metrics, computed from the database (and Redis) at scrape time.
+
+Every web process answers a scrape with the same numbers, because nothing is counted in a process's memory: a
+custom collector runs a handful of aggregate queries (grouped by mapping, direction, status or class, never row by
+row) each time /metrics is read. The job log keeps SYNC_JOB_RETENTION_DAYS of jobs, so totals over it are gauges
+(they drop when old jobs are removed), not counters; use `delta()` on them, or the per-run logs, for rates.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterator
+
+import django_rq
+from django.conf import settings
+from django.db.models import Count, Max, Sum
+from django.utils import timezone
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from jobs.models import COUNTER_FIELDS, SyncError, SyncJob
+from mappings.models import TableMapping
+from operations.alerts import SUCCESSFUL
+
+logger = logging.getLogger(__name__)
+
+
+class SyncCollector:
+    """What the platform team graphs and alerts on: runs, records, errors, requests, queues, lag, freshness."""
+
+    def describe(self) -> list:
+        return []  # computed at scrape time: nothing to check at registration
+
+    def collect(self) -> Iterator[Metric]:
+        yield runs_by_outcome()
+        yield records_by_outcome()
+        yield open_errors_by_class()
+        yield from http_request_families()
+        yield from queue_lengths()
+        yield lag_by_mapping()
+        yield seconds_since_last_success()
+
+
+def runs_by_outcome() -> GaugeMetricFamily:
+    family = GaugeMetricFamily(
+        "syncadmin_sync_runs",
+        "Sync jobs in the job log, by mapping, direction and outcome (status; previews excluded).",
+        labels=["mapping", "direction", "outcome"],
+    )
+    rows = (
+        SyncJob.objects.filter(dry_run=False)
+        .values("table_mapping__name", "direction", "status")
+        .annotate(count=Count("id"))
+        .order_by("table_mapping__name", "direction", "status")
+    )
+    for row in rows:
+        family.add_metric([row["table_mapping__name"], row["direction"], row["status"]], row["count"])
+    return family
+
+
+def records_by_outcome() -> GaugeMetricFamily:
+    family = GaugeMetricFamily(
+        "syncadmin_sync_records",
+        "Records processed by the sync jobs in the job log, by mapping, direction and outcome "
+        "(inserted, modified, deleted, unchanged, skipped, failed, coupled, uncoupled).",
+        labels=["mapping", "direction", "outcome"],
+    )
+    rows = (
+        SyncJob.objects.filter(dry_run=False)
+        .values("table_mapping__name", "direction")
+        .annotate(**{name: Sum(name) for name in COUNTER_FIELDS})
+        .order_by("table_mapping__name", "direction")
+    )
+    for row in rows:
+        for name in COUNTER_FIELDS:
+            family.add_metric([row["table_mapping__name"], row["direction"], name], row[name] or 0)
+    return family
+
+
+def open_errors_by_class() -> GaugeMetricFamily:
+    family = GaugeMetricFamily(
+        "syncadmin_open_errors", "Sync errors in the error log, by error class.", labels=["error_class"]
+    )
+    for row in SyncError.objects.values("error_class").annotate(count=Count("id")).order_by("error_class"):
+        family.add_metric([row["error_class"]], row["count"])
+    return family
+
+
+def http_request_families() -> Iterator[GaugeMetricFamily]:
+    """HTTP requests to Business Central and Dataverse: the one place to point at finer counters.
+
+    Today this reads what sync jobs record: their requests by kind, both services together (`service="all"`), the
+    kind standing in for the status ("retry" = a request retried after a 429, a 5xx or a transport error).
+    """
+    family = GaugeMetricFamily(
+        "syncadmin_http_requests",
+        "HTTP requests the sync jobs in the job log made, by service and status (today: service=all, status=the "
+        "request's kind; retry counts requests retried after 429, 5xx or transport errors).",
+        labels=["service", "status"],
+    )
+    totals: dict[str, int] = defaultdict(int)
+    # A JSON object per job: summed here, from one column read (the JSON is not aggregatable on every database).
+    for by_kind in SyncJob.objects.exclude(http_requests_by_kind={}).values_list("http_requests_by_kind", flat=True):
+        for kind, count in (by_kind or {}).items():
+            totals[str(kind)] += int(count)
+    for kind in sorted(totals):
+        family.add_metric(["all", kind], totals[kind])
+    yield family
+
+
+def queue_lengths() -> Iterator[GaugeMetricFamily]:
+    family = GaugeMetricFamily("syncadmin_queue_jobs", "Jobs waiting in each RQ queue.", labels=["queue"])
+    up = GaugeMetricFamily("syncadmin_redis_up", "1 if Redis answered this scrape, else 0.")
+    try:
+        for name in settings.RQ_QUEUES:
+            family.add_metric([name], django_rq.get_queue(name).count)
+    except Exception as exc:  # Redis down: the database metrics are still worth answering with
+        logger.warning("Queue lengths unavailable: %s", type(exc).__name__)
+        up.add_metric([], 0)
+        yield up
+        return
+    up.add_metric([], 1)
+    yield family
+    yield up
+
+
+def lag_by_mapping() -> GaugeMetricFamily:
+    """Age of each side's watermark: changes there after it are not synchronized yet (an upper bound of the lag)."""
+    family = GaugeMetricFamily(
+        "syncadmin_mapping_lag_seconds",
+        "Seconds since the watermark of the side a mapping reads (its changes after it are not synchronized yet).",
+        labels=["mapping", "side"],
+    )
+    now = timezone.now()
+    for mapping in TableMapping.objects.order_by("name").only(
+        "name", "direction", "bc_watermark", "dataverse_watermark"
+    ):
+        sides = []
+        if mapping.syncs_to_dataverse:
+            sides.append(("business_central", mapping.bc_watermark))
+        if mapping.syncs_from_dataverse:
+            sides.append(("dataverse", mapping.dataverse_watermark))
+        for side, watermark in sides:
+            if watermark is not None:
+                family.add_metric([mapping.name, side], max(0.0, (now - watermark).total_seconds()))
+    return family
+
+
+def seconds_since_last_success() -> GaugeMetricFamily:
+    family = GaugeMetricFamily(
+        "syncadmin_seconds_since_last_success",
+        "Seconds since the last sync job of a mapping that finished succeeded or partly failed (absent: never).",
+        labels=["mapping"],
+    )
+    now = timezone.now()
+    rows = (
+        SyncJob.objects.filter(dry_run=False, status__in=SUCCESSFUL, finished_at__isnull=False)
+        .values("table_mapping__name")
+        .annotate(last=Max("finished_at"))
+        .order_by("table_mapping__name")
+    )
+    for row in rows:
+        family.add_metric([row["table_mapping__name"]], max(0.0, (now - row["last"]).total_seconds()))
+    return family
+
+
+def metrics_text() -> bytes:
+    """The exposition text of one scrape."""
+    registry = CollectorRegistry()
+    registry.register(SyncCollector())
+    return generate_latest(registry)
