@@ -141,12 +141,12 @@ def _firing_message(rule: AlertRule, incident: Incident) -> AlertMessage:
 
 
 def _resolved_message(rule: AlertRule, incident: Incident) -> AlertMessage:
-    minutes = round((incident.resolved_at - incident.opened_at).total_seconds() / 60)
+    resolved_at = incident.resolved_at or timezone.now()  # set by the caller; the fallback only satisfies typing
+    minutes = round((resolved_at - incident.opened_at).total_seconds() / 60)
     return AlertMessage(
         state="resolved",
         title=f"[syncadmin] Resolved: {rule.name}: {incident.subject_name}",
-        text=f"Cleared at {incident.resolved_at:%Y-%m-%d %H:%M} UTC after {minutes} minute(s). It was: "
-        f"{incident.summary}",
+        text=f"Cleared at {resolved_at:%Y-%m-%d %H:%M} UTC after {minutes} minute(s). It was: {incident.summary}",
         facts=_facts(rule, incident),
     )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterator
+from typing import Any
 
 import django_rq
 from django.conf import settings
@@ -73,8 +74,9 @@ def records_by_outcome() -> GaugeMetricFamily:
         .order_by("table_mapping__name", "direction")
     )
     for row in rows:
+        counts: dict[str, Any] = dict(row)  # annotated by name, which the typed values() row does not know
         for name in COUNTER_FIELDS:
-            family.add_metric([row["table_mapping__name"], row["direction"], name], row[name] or 0)
+            family.add_metric([counts["table_mapping__name"], counts["direction"], name], counts[name] or 0)
     return family
 
 
