@@ -343,6 +343,8 @@ class TableMappingAdmin(admin.ModelAdmin):
 
     def transformation_preview_view(self, request):
         """Type a value and see what a rule chain makes of it."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied  # it shows a field mapping's rules
         initial = {}
         field_mapping = None
         if request.GET.get("field_mapping", "").isdigit():
