@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import pytest
 import rq
@@ -23,6 +24,37 @@ from django.contrib.auth.models import Group, Permission
 from django.db import connections, router, transaction
 from django.middleware.csrf import _get_new_csrf_string
 from django.test import Client
+
+
+@dataclass(frozen=True)
+class Need:
+    """Who may use a page, a method of it or an action: `perms` all held by a staff user, or a special rule."""
+
+    rule: str  # "perms", "staff", "superuser", "nobody", "skip"
+    perms: tuple[str, ...] = ()
+
+    def allows(self, user) -> bool:
+        if self.rule == "nobody" or not user.is_authenticated or not user.is_active:
+            return False
+        if self.rule == "staff":
+            return user.is_staff
+        if self.rule == "superuser":
+            return user.is_superuser
+        return user.is_staff and all(user.has_perm(p) for p in self.perms)
+
+    def __str__(self):
+        return ", ".join(self.perms) if self.rule == "perms" else self.rule
+
+
+def perms(*names: str) -> Need:
+    return Need("perms", names)
+
+
+STAFF = Need("staff")
+SUPERUSER = Need("superuser")
+NOBODY = Need("nobody")  # every user is refused (the method is not allowed, or the page has its own credentials)
+SKIP = Need("skip")  # not tried, for the reason given where it is classified
+RUN_SYNC = "jobs.run_sync"
 
 KINDS = ("anonymous", "staff", "viewer", "runner", "editor", "superuser")
 PERMISSION_APPS = ("connectors", "mappings", "coupling", "jobs", "sandbox")

@@ -19,41 +19,21 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.urls.resolvers import RoutePattern
 from django_rq.queues import get_queues_list
 
-from tests.permissions.conftest import KINDS, changes, csrf_client, rolled_back
+from tests.permissions.conftest import (
+    KINDS,
+    NOBODY,
+    RUN_SYNC,
+    SKIP,
+    STAFF,
+    SUPERUSER,
+    Need,
+    changes,
+    csrf_client,
+    perms,
+    rolled_back,
+)
 
 pytestmark = pytest.mark.django_db(databases=["default", "sandbox"])
-
-
-@dataclass(frozen=True)
-class Need:
-    """Who may use a URL with one method: `perms` all held, or one of the special rules."""
-
-    rule: str  # "perms", "staff", "superuser", "nobody", "skip"
-    perms: tuple[str, ...] = ()
-
-    def allows(self, user) -> bool:
-        if self.rule == "nobody" or not user.is_authenticated or not user.is_active:
-            return False
-        if self.rule == "staff":
-            return user.is_staff
-        if self.rule == "superuser":
-            return user.is_superuser
-        return user.is_staff and all(user.has_perm(p) for p in self.perms)
-
-    def __str__(self):
-        return ", ".join(self.perms) if self.rule == "perms" else self.rule
-
-
-def perms(*names: str) -> Need:
-    return Need("perms", names)
-
-
-STAFF = Need("staff")
-SUPERUSER = Need("superuser")
-NOBODY = Need("nobody")  # every user is refused (the method is not allowed, or the page has its own credentials)
-SKIP = Need("skip")  # not tried here, for the reason in the rule's `changes`
-RUN_SYNC = "jobs.run_sync"
-RQ_DASHBOARD = perms("django_rq.admin")
 
 
 @dataclass(frozen=True)
@@ -76,6 +56,9 @@ def model_pages(label: str, **needs: Need):
         prefix + "delete": Rule(delete, delete, f"deletes the {model}"),
         prefix + "history": Rule(view, view, "nothing"),
     }
+
+
+RQ_DASHBOARD = perms("django_rq.admin")
 
 
 def rq(changes: str) -> Rule:
