@@ -154,4 +154,3 @@ def test_a_forged_pause_without_the_csrf_token_changes_nothing(as_user, schedule
 
     assert response.status_code == 403
     assert _state(schedule) == before
-
