@@ -202,3 +202,12 @@ def test_the_test_connection_action_needs_the_change_permission(client_of, conne
         assert response.status_code == 302 and connection_tests == [connection.pk]
     else:  # the list again (no action offered) or "No action selected."
         assert response.status_code in (200, 302) and connection_tests == []
+
+
+@pytest.mark.parametrize(("kind", "shown"), [("viewer", False), ("runner", False), ("editor", True)])
+def test_the_test_connection_button_is_shown_only_to_users_who_may_use_it(client_of, connection, kind, shown):
+    client, _token = client_of(kind)
+
+    page = client.get(reverse("admin:connectors_connection_change", args=[connection.pk])).content.decode()
+
+    assert ("Test connection" in page) is shown
