@@ -51,7 +51,7 @@ class ConnectionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         super().save_model(request, obj, form, change)
         connection_save_secret(connection=obj, client_secret=form.cleaned_data.get("client_secret", ""))
 
-    @admin.action(description="Test connection")
+    @admin.action(description="Test connection", permissions=["change"])  # as the page's button (test_view)
     def test_connections(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
         for connection in queryset:
             self._report(request, connection)

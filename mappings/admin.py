@@ -154,7 +154,10 @@ class TableMappingAdmin(admin.ModelAdmin):
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         run = validation_run(request)
         try:
-            extra_context = {**(extra_context or {}), **self._suggestions(request, object_id)}
+            # Only for those who may open the form: a refused user must not make us read both systems' metadata.
+            may_open = self.has_view_or_change_permission(request) if object_id else self.has_add_permission(request)
+            suggestions = self._suggestions(request, object_id) if may_open else {}
+            extra_context = {**(extra_context or {}), **suggestions}
             response = super().changeform_view(request, object_id, form_url, extra_context)
             for warning in run.warnings:
                 messages.warning(request, warning)
@@ -344,6 +347,8 @@ class TableMappingAdmin(admin.ModelAdmin):
 
     def transformation_preview_view(self, request):
         """Type a value and see what a rule chain makes of it."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied  # it shows a field mapping's rules
         initial = {}
         field_mapping = None
         if request.GET.get("field_mapping", "").isdigit():

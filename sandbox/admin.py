@@ -1,7 +1,13 @@
 """Admin for the sandbox: injected faults, service settings, and a page to change or delete emulated rows as
-another user would (to demo conflicts and deletions)."""
+another user would (to demo conflicts and deletions).
 
+For superusers only, and registered only when settings.SANDBOX_ENABLED: these pages change what the emulated services
+answer, and their data, for everyone; no permission of the product grants them.
+"""
+
+from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -12,8 +18,29 @@ from sandbox.models import Fault, Setting
 from sandbox.wire import ApiError
 
 
-@admin.register(Fault)
-class FaultAdmin(admin.ModelAdmin):
+class SandboxAdmin(admin.ModelAdmin):
+    """Every page and action of the model for active superusers, none for anyone else (whatever their permissions)."""
+
+    def _is_superuser(self, request) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+    def has_module_permission(self, request):
+        return self._is_superuser(request)
+
+    def has_view_permission(self, request, obj=None):
+        return self._is_superuser(request)
+
+    def has_add_permission(self, request):
+        return self._is_superuser(request)
+
+    def has_change_permission(self, request, obj=None):
+        return self._is_superuser(request)
+
+    def has_delete_permission(self, request, obj=None):
+        return self._is_superuser(request)
+
+
+class FaultAdmin(SandboxAdmin):
     """Adding a fault makes the next `remaining` requests to the service fail that way."""
 
     list_display = ("kind", "service", "remaining", "retry_after", "seconds", "created")
@@ -31,8 +58,8 @@ class FaultAdmin(admin.ModelAdmin):
         return urls + super().get_urls()
 
     def out_of_band_edit_view(self, request):
-        if not request.user.is_staff:
-            return redirect("admin:login")
+        if not self.has_change_permission(request):
+            raise PermissionDenied
         form = OutOfBandEditForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             service, entity_set = form.cleaned_data["table"].split(":")
@@ -56,9 +83,13 @@ class FaultAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/sandbox/out_of_band.html", context)
 
 
-@admin.register(Setting)
-class SettingAdmin(admin.ModelAdmin):
+class SettingAdmin(SandboxAdmin):
     """Token lifetime, page caps, throttling, alternate keys, webhook timing (see sandbox/rows.py DEFAULTS)."""
 
     list_display = ("key", "value")
     search_fields = ("key",)
+
+
+if settings.SANDBOX_ENABLED:  # absent, not only hidden, when the sandbox is off
+    admin.site.register(Fault, FaultAdmin)
+    admin.site.register(Setting, SettingAdmin)

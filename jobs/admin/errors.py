@@ -174,6 +174,9 @@ class SyncErrorAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         """The error with both records side by side, the differing values, what it means and what to do."""
+        if request.method != "GET" or not self.has_view_permission(request):
+            # Refused (or read-only) by the admin before anything is read from either system.
+            return super().change_view(request, object_id, form_url, extra_context)
         error = self.get_object(request, object_id)
         extra = {**(extra_context or {})}
         if error is not None:

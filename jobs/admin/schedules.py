@@ -16,6 +16,10 @@ from jobs.scheduling import subscriptions as subscription_services
 
 
 class ScheduleAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
+    """Who may do what (README, "Permissions"): pausing only stops runs, so the change permission is enough; resuming,
+    editing and subscribing decide when runs start, so they need the run-sync permission too; running now needs
+    run-sync."""
+
     list_display = (
         "table_mapping",
         "status",
@@ -52,6 +56,13 @@ class ScheduleAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False  # pause instead; the schedule goes with its mapping
 
+    def has_change_permission(self, request, obj=None):
+        # An edit (next run, interval, enabled) or a resume can start runs: it needs the run-sync permission too.
+        return super().has_change_permission(request, obj) and self.has_run_sync_permission(request)
+
+    def has_pause_permission(self, request) -> bool:
+        return super().has_change_permission(request)
+
     @admin.display(description="State")
     def status(self, obj: Schedule) -> str:
         return obj.status
@@ -60,12 +71,12 @@ class ScheduleAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
     def attempts(self, obj: Schedule) -> str:
         return f"{obj.failed_attempts} / {obj.max_attempts}"
 
-    @admin.action(description="Pause the selected schedules")
+    @admin.action(description="Pause the selected schedules", permissions=["pause"])
     def pause(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
         count = schedule_services.schedules_pause(schedules=queryset)
         self.message_user(request, f"{count} schedule(s) paused.")
 
-    @admin.action(description="Resume the selected schedules")
+    @admin.action(description="Resume the selected schedules", permissions=["change"])
     def resume(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
         count = schedule_services.schedules_resume(schedules=queryset)
         self.message_user(request, f"{count} schedule(s) resumed; they run at the next tick.")
@@ -75,7 +86,7 @@ class ScheduleAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
         count = schedule_services.schedules_run_now(schedules=queryset)
         self.message_user(request, f"{count} run(s) started (paused and running schedules are left alone).")
 
-    @admin.action(description="Subscribe to change notifications of both systems", permissions=["run_sync"])
+    @admin.action(description="Subscribe to change notifications of both systems", permissions=["change"])
     def subscribe_to_changes(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
         base_url = request.build_absolute_uri("/")
         for schedule in queryset.select_related("table_mapping"):
@@ -148,7 +159,7 @@ class WebhookSubscriptionAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False  # created from the schedules ("Subscribe to change notifications")
 
-    @admin.action(description="Renew the selected subscriptions now")
+    @admin.action(description="Renew the selected subscriptions now", permissions=["change"])
     def renew(self, request: HttpRequest, queryset: QuerySet[WebhookSubscription]) -> None:
         for subscription in queryset.select_related("table_mapping"):
             try:
