@@ -24,6 +24,7 @@ from django.contrib.auth.models import Group, Permission
 from django.db import connections, router, transaction
 from django.middleware.csrf import _get_new_csrf_string
 from django.test import Client
+from django.utils import timezone
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ SKIP = Need("skip")  # not tried, for the reason given where it is classified
 RUN_SYNC = "jobs.run_sync"
 
 KINDS = ("anonymous", "staff", "viewer", "runner", "editor", "superuser")
-PERMISSION_APPS = ("connectors", "mappings", "coupling", "jobs", "sandbox")
+PERMISSION_APPS = ("connectors", "mappings", "coupling", "jobs", "operations", "sandbox")
 # The client's session changes with each request's messages; it is no data of the product.
 NOT_STATE = {"sessions.Session"}
 
@@ -163,12 +164,14 @@ def rolled_back():
 def world(sandbox_connections, redis_connection):
     """One row of each model the admin shows, connections to the seeded sandbox, and a job waiting in RQ's default
     queue: something for every page to show, change or delete."""
+    from connectors.choices import ConnectionKind
     from connectors.clients import open_client
     from coupling.models import AmbiguousMatch, Coupling
     from jobs.choices import ErrorClass, JobStatus
-    from jobs.models import Schedule, SyncError, SyncJob, WebhookSide, WebhookSubscription
+    from jobs.models import Schedule, SyncError, SyncJob, WebhookSubscription
     from mappings.choices import Direction
     from mappings.models import MappingChange, TableMapping
+    from operations.models import AlertChannel, AlertRule, ChannelKind, Incident, RuleKind
     from sandbox.models import Fault, Setting
 
     mapping = TableMapping.objects.get(name="CUSTOMER")
@@ -176,7 +179,11 @@ def world(sandbox_connections, redis_connection):
         table_mapping=mapping, bc_id=uuid.uuid4(), dataverse_id=uuid.uuid4(), bc_name="A", dataverse_name="A"
     )
     AmbiguousMatch.objects.create(
-        table_mapping=mapping, side="bc", record_id=uuid.uuid4(), record_name="B", candidates=[]
+        table_mapping=mapping,
+        side=ConnectionKind.BUSINESS_CENTRAL,
+        record_id=uuid.uuid4(),
+        record_name="B",
+        candidates=[],
     )
     job = SyncJob.objects.create(table_mapping=mapping, direction=Direction.TO_DATAVERSE, status=JobStatus.QUEUED)
     SyncError.objects.create(
@@ -187,10 +194,16 @@ def world(sandbox_connections, redis_connection):
         error_class=ErrorClass.CONFLICT,
         message="Both records changed.",
     )
-    subscription = WebhookSubscription(table_mapping=mapping, side=WebhookSide.DATAVERSE)
+    subscription = WebhookSubscription(table_mapping=mapping, side=ConnectionKind.DATAVERSE)
     subscription.set_secret("s" * 20)
     subscription.save()
     MappingChange.objects.create(action=MappingChange.Action.IMPORT, summary="-", mapping_names="CUSTOMER")
+    channel = AlertChannel.objects.create(name="operators", kind=ChannelKind.EMAIL, email_to="ops@example.com")
+    rule = AlertRule.objects.create(name="CUSTOMER failed", kind=RuleKind.RUN_FAILED, table_mapping=mapping)
+    rule.channels.add(channel)
+    Incident.objects.create(
+        rule=rule, subject=f"mapping:{mapping.pk}", subject_name="CUSTOMER", summary="-", opened_at=timezone.now()
+    )
     Group.objects.create(name="operators")
     get_user_model().objects.create_user("someone")
     Fault.objects.create(kind="throttle", service="bc", remaining=0)  # spent: the sandbox answers as usual

@@ -79,6 +79,13 @@ ACTIONS = {
         perms("jobs.change_schedule", RUN_SYNC),
         "creates webhook subscriptions: changes then wake the schedule",
     ),
+    ("operations.AlertChannel", "delete_selected"): delete("operations.AlertChannel"),
+    ("operations.AlertChannel", "send_test"): (
+        perms("operations.change_alertchannel"),
+        "nothing stored; sends a test message to each channel",
+    ),
+    ("operations.AlertRule", "delete_selected"): delete("operations.AlertRule"),
+    ("operations.Incident", "delete_selected"): delete("operations.Incident", "deletes incidents (their record)"),
     ("jobs.WebhookSubscription", "delete_selected"): delete("jobs.WebhookSubscription", "deletes subscriptions"),
     ("jobs.WebhookSubscription", "renew"): (perms("jobs.change_webhooksubscription"), "renews subscriptions"),
 }

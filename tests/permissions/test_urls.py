@@ -126,6 +126,16 @@ URLS: dict[str, Rule] = {
     "admin:jobs_syncerror_retry_class": Rule(NOBODY, perms(RUN_SYNC), "queues records syncs"),
     **model_pages("jobs.schedule", add=NOBODY, change=perms("jobs.change_schedule", RUN_SYNC), delete=NOBODY),
     **model_pages("jobs.webhooksubscription", add=NOBODY),
+    # Alerts: rules and channels are configuration; incidents are written by the evaluation only
+    **model_pages("operations.alertchannel"),
+    "admin:operations_alertchannel_send_test": Rule(
+        NOBODY, perms("operations.change_alertchannel"), "sends a test message to the channel"
+    ),
+    **model_pages("operations.alertrule"),
+    **model_pages("operations.incident", add=NOBODY, change=NOBODY),
+    # For the platform team: /metrics answers only its own bearer token, /healthz anyone, with no data but ok/failing
+    "metrics": Rule(NOBODY, NOBODY, "nothing: its own bearer token (METRICS_TOKEN), never a session"),
+    "healthz": Rule(SKIP, SKIP, "nothing: open to a load balancer by design, ok/failing only (tests/operations)"),
     # The sandbox's admin pages
     **model_pages("sandbox.fault", view=SUPERUSER, add=SUPERUSER, change=SUPERUSER, delete=SUPERUSER),
     **model_pages("sandbox.setting", view=SUPERUSER, add=SUPERUSER, change=SUPERUSER, delete=SUPERUSER),
@@ -156,6 +166,7 @@ URLS: dict[str, Rule] = {
     "django_rq:scheduler_jobs": rq("nothing"),
     "django_rq:cron_scheduler_detail": rq("nothing"),
     "django_rq:cron_job_detail": rq("nothing"),
+    "django_rq:metrics": rq("nothing: RQ's own Prometheus metrics, there because prometheus_client is installed"),
     # Authenticated by their own secret or token, never by the admin's session
     "webhooks:business_central": OWN_CREDENTIALS,
     "webhooks:dataverse": OWN_CREDENTIALS,
