@@ -9,8 +9,14 @@ from django.db import migrations, models
 
 
 def reservations_forward(apps, schema_editor):
+    # As the old protocol read it, per direction: a reservation is pending with no error in the direction of its
+    # write. A pending coupling without a Business Central id is creating that record (Business Central chooses its
+    # ids), so its error is the From Dataverse one; with one, it is creating the Dataverse row (To Dataverse). An old
+    # error of the other direction does not end a reservation.
     Coupling = apps.get_model("coupling", "Coupling")
-    Coupling.objects.filter(pending=True, last_error_to_dataverse="", last_error_from_dataverse="").update(
+    creating_in_bc = models.Q(bc_id__isnull=True, last_error_from_dataverse="")
+    creating_in_dataverse = models.Q(bc_id__isnull=False, last_error_to_dataverse="")
+    Coupling.objects.filter(creating_in_bc | creating_in_dataverse, pending=True).update(
         reserved_at=models.F("created_at")
     )
 

@@ -60,17 +60,26 @@ def test_an_interrupted_reservation_keeps_its_recovery_window_and_ambiguous_side
     AmbiguousMatch = old.get_model("coupling", "AmbiguousMatch")
 
     def coupling(**fields):
-        return Coupling.objects.create(table_mapping=mapping, bc_id=uuid.uuid4(), **fields)
+        return Coupling.objects.create(table_mapping=mapping, **fields)
 
-    interrupted = coupling(pending=True)
-    failed = coupling(pending=True, last_error_from_dataverse="could not create")
-    coupled = coupling()
+    # Creating a Business Central customer (it picks the id, so none yet): its direction is From Dataverse.
+    interrupted = coupling(pending=True, dataverse_id=uuid.uuid4())
+    old_error_elsewhere = coupling(pending=True, dataverse_id=uuid.uuid4(), last_error_to_dataverse="an old failure")
+    failed = coupling(pending=True, dataverse_id=uuid.uuid4(), last_error_from_dataverse="could not create")
+    # Creating a Dataverse account with the id we chose: its direction is To Dataverse.
+    interrupted_in_dataverse = coupling(pending=True, bc_id=uuid.uuid4(), dataverse_id=uuid.uuid4())
+    failed_in_dataverse = coupling(
+        pending=True, bc_id=uuid.uuid4(), dataverse_id=uuid.uuid4(), last_error_to_dataverse="refused"
+    )
+    coupled = coupling(bc_id=uuid.uuid4(), dataverse_id=uuid.uuid4())
     in_bc = AmbiguousMatch.objects.create(table_mapping=mapping, side="bc", record_id=uuid.uuid4()).pk
     in_dataverse = AmbiguousMatch.objects.create(table_mapping=mapping, side="dataverse", record_id=uuid.uuid4()).pk
 
     new = migrate([("coupling", "0006_coupling_reserved_at_and_side_kinds")])
     reserved = dict(new.get_model("coupling", "Coupling").objects.values_list("pk", "reserved_at"))
     assert reserved[interrupted.pk] == interrupted.created_at
-    assert reserved[failed.pk] is None and reserved[coupled.pk] is None
+    assert reserved[old_error_elsewhere.pk] == old_error_elsewhere.created_at  # an error of the other direction
+    assert reserved[interrupted_in_dataverse.pk] == interrupted_in_dataverse.created_at
+    assert reserved[failed.pk] is None and reserved[failed_in_dataverse.pk] is None and reserved[coupled.pk] is None
     sides = dict(new.get_model("coupling", "AmbiguousMatch").objects.values_list("pk", "side"))
     assert sides == {in_bc: "business_central", in_dataverse: "dataverse"}
