@@ -294,12 +294,6 @@ def test_two_scheduler_processes_claiming_at_the_same_instant_start_one_run():
 
     if connection.vendor == "sqlite":
         pytest.skip("SQLite's in-memory test database cannot take concurrent writers; CI runs this on PostgreSQL")
-    # A transactional test that ran before may have flushed the defaults the migrations made.
-    from jobs.scheduling.defaults import create_missing_schedules
-    from mappings.defaults import create_default_mappings
-
-    create_default_mappings()
-    create_missing_schedules(schedule_model=Schedule, mapping_model=TableMapping)
     schedule = only_customer_due()
     barrier = threading.Barrier(2)
     results = []
