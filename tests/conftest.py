@@ -16,7 +16,11 @@ import pytest
 import redis
 import rq
 from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
+from django.core.management import call_command
 from django.core.wsgi import get_wsgi_application
+from django.db import connections
+from django.test import TransactionTestCase
 from playwright.sync_api import sync_playwright
 
 from connectors.http import override_transport
@@ -148,11 +152,6 @@ def _transactional_tests_leave_the_migrated_state():
     So each transactional test puts back, once it has emptied the tables, exactly what the migrations left: the
     snapshot Django takes for serialized rollback, taken here before the first transactional test if Django did not.
     """
-    from django.contrib.contenttypes.models import ContentType
-    from django.core.management import call_command
-    from django.db import connections
-    from django.test import TransactionTestCase
-
     original_setup = TransactionTestCase.__dict__["_fixture_setup"].__func__
     original_teardown = TransactionTestCase._fixture_teardown
 
