@@ -7,6 +7,7 @@ and Redis). settings.py gives every pytest run a throwaway data folder (SYNCADMI
 """
 
 import os
+import signal
 import uuid
 from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
@@ -132,6 +133,17 @@ def _empty_redis_after_test(redis_for_tests, redis_url):
     """No queued job, lock or cron entry of one test leaks into the next."""
     yield
     redis_for_tests.empty()
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_restored():
+    """No test leaves its signal handlers behind: an RQ worker run in this process installs its own for SIGINT and
+    SIGTERM and keeps them after it has finished; a later signal (Ctrl-C included) would then raise its StopRequested
+    inside whatever test runs at that moment instead of stopping pytest."""
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for number, handler in handlers.items():
+        signal.signal(number, handler)
 
 
 @pytest.fixture
