@@ -1,5 +1,6 @@
 # The plain entry points. README: `make run` starts everything on one machine, `make test` runs the suite.
-# Needs only Python 3.11+: the virtualenv and the pinned requirements are installed on first use.
+# Needs only Python 3.11+: the virtualenv and the pinned requirements are installed on first use. The browser tests
+# also need Chromium (/usr/bin/chromium); without it they fail with the command that installs it.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -29,7 +30,7 @@ help:
 	@echo "make test   run the whole test suite"
 	@echo "make lint   ruff check and format check, import contracts, type check"
 	@echo "make fmt    format and autofix with ruff"
-	@echo "make ci     what CI runs: .ci/run (needs root, PostgreSQL and Redis on the machine)"
+	@echo "make ci     what CI runs: .ci/run (as root on Debian; installs what is missing, e.g. PostgreSQL and Redis)"
 
 venv:
 	$(call install_requirements,run,requirements.txt)

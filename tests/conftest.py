@@ -7,6 +7,7 @@ and Redis). settings.py gives every pytest run a throwaway data folder (SYNCADMI
 """
 
 import os
+import signal
 import uuid
 from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
@@ -16,8 +17,12 @@ import pytest
 import redis
 import rq
 from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
+from django.core.management import call_command
 from django.core.wsgi import get_wsgi_application
-from pytest_django.fixtures import validate_django_db
+from django.db import connections
+from django.test import TransactionTestCase
+from playwright.sync_api import sync_playwright
 
 from connectors.http import override_transport
 from syncadmin.management import embedded_redis
@@ -27,6 +32,20 @@ from syncadmin.management import embedded_redis
 TEST_REDIS_DBS = range(15, 7, -1)
 CLAIM_KEY = "syncadmin:test-run"
 CLAIM_SECONDS = 3600  # renewed after every test; outlives a killed run only this long
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_MISSING = (
+    f"The browser tests need Chromium at {CHROMIUM}: install it with `sudo apt-get install chromium` "
+    "(Debian/Ubuntu), then run the tests again."
+)
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def _with_redis_db(url: str, db: int) -> str:
@@ -116,6 +135,17 @@ def _empty_redis_after_test(redis_for_tests, redis_url):
     redis_for_tests.empty()
 
 
+@pytest.fixture(autouse=True)
+def _signal_handlers_restored():
+    """No test leaves its signal handlers behind: an RQ worker run in this process installs its own for SIGINT and
+    SIGTERM and keeps them after it has finished; a later signal (Ctrl-C included) would then raise its StopRequested
+    inside whatever test runs at that moment instead of stopping pytest."""
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for number, handler in handlers.items():
+        signal.signal(number, handler)
+
+
 @pytest.fixture
 def redis_connection(redis_url):
     connection = redis.Redis.from_url(redis_url)
@@ -123,34 +153,47 @@ def redis_connection(redis_url):
     connection.close()
 
 
-def _is_transactional(request) -> bool:
-    """Whether pytest-django runs this test as a TransactionTestCase (committed data, flushed afterwards)."""
-    if {"transactional_db", "live_server", "django_db_reset_sequences"} & set(request.fixturenames):
-        return True
-    marker = request.node.get_closest_marker("django_db")
-    if marker is None:
-        return False
-    transaction, reset_sequences = validate_django_db(marker)[:2]
-    return bool(transaction or reset_sequences)
+@pytest.fixture(scope="session", autouse=True)
+def _transactional_tests_leave_the_migrated_state():
+    """Every test starts from the migrated state: content types, permissions, the default mappings and schedules.
 
-
-@pytest.fixture(autouse=True)
-def _migrated_data_in_transactional_tests(request):
-    """Every test starts from the migrated state, with the default mappings and their schedules.
-
-    The data migrations create them once; a transactional test flushes every table when it ends, so the transactional
-    tests after it would start without them, or not, depending on the order the tests run in.
+    A transactional test (live server, threads, `transaction=True`) empties every table when it ends, and with
+    `serialized_rollback` it does not even re-create the content types and permissions. The tests after it would then
+    start from an empty database, or not, depending on the order they run in (`--random-order`), and Django's
+    content type cache would still hold the ids of rows that are gone (a FOREIGN KEY error on the next admin save).
+    So each transactional test puts back, once it has emptied the tables, exactly what the migrations left: the
+    snapshot Django takes for serialized rollback, taken here before the first transactional test if Django did not.
     """
-    if not _is_transactional(request):
-        return
-    request.getfixturevalue("db")  # the test's database setup (transactional, as its marker or fixtures say)
-    from jobs.models import Schedule
-    from jobs.scheduling.defaults import create_missing_schedules
-    from mappings.defaults import create_default_mappings
-    from mappings.models import TableMapping
+    original_setup = TransactionTestCase.__dict__["_fixture_setup"].__func__
+    original_teardown = TransactionTestCase._fixture_teardown
 
-    create_default_mappings()
-    create_missing_schedules(schedule_model=Schedule, mapping_model=TableMapping)
+    def fixture_setup(cls):
+        # Before the first transactional test nothing has changed the tables (every other test rolled back).
+        for alias in cls._databases_names(include_mirrors=False):
+            connection = connections[alias]
+            if not hasattr(connection, "_test_serialized_contents"):
+                connection._test_serialized_contents = connection.creation.serialize_db_to_string()
+        original_setup(cls)
+
+    def fixture_teardown(self):
+        original_teardown(self)
+        for alias in self._databases_names(include_mirrors=False):
+            # Empty again without post_migrate (a plain flush re-creates content types under new ids), then reload.
+            call_command(
+                "flush",
+                database=alias,
+                interactive=False,
+                reset_sequences=False,
+                inhibit_post_migrate=True,
+                verbosity=0,
+            )
+            connections[alias].creation.deserialize_db_from_string(connections[alias]._test_serialized_contents)
+        ContentType.objects.clear_cache()  # it may hold content types created and flushed during the test
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TransactionTestCase, "_fixture_setup", classmethod(fixture_setup))
+        patch.setattr(TransactionTestCase, "_fixture_teardown", fixture_teardown)
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -278,3 +321,21 @@ def sandbox_connections(sandbox_http):
 def live_sandbox_connections(live_server):
     """Seeded sandbox and the two connections pointing at it, served by the live server over a real socket."""
     return sandbox_connection_pair(live_server.url)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium for every browser test of the run (tests/browser, tests/mappings), started on first use.
+
+    One for the session: Playwright's sync API allows one running instance per thread, so two fixtures each with
+    their own would fail in whichever order they meet. Without Chromium the browser tests fail, with the command
+    that installs it, rather than being skipped unnoticed.
+    """
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(CHROMIUM_MISSING, pytrace=False)
+    # Playwright's sync API runs an event loop in this thread; the tests' own ORM calls are still synchronous.
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

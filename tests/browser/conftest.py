@@ -1,4 +1,4 @@
-"""Headless Chromium against the real admin on pytest-django's live server.
+"""Headless Chromium (the session's `browser`, tests/conftest.py) against the real admin on pytest-django's live server.
 
 The live server also serves the sandbox, and the connections point at it over a real socket; RQ jobs run in this
 process (a burst SimpleWorker) after each action, against the same databases.
@@ -8,33 +8,10 @@ import os
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import sync_playwright
 
 from coupling.models import Coupling
 from jobs.services import coupling_job_enqueue
-from mappings.defaults import create_default_mappings
 from mappings.models import TableMapping
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-# Module scope, not session: Playwright's sync API allows one running instance per thread, and other test folders
-# (tests/mappings) start their own; ours must be stopped before theirs starts.
-@pytest.fixture(scope="module")
-def browser():
-    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are still synchronous.
-    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
@@ -67,9 +44,6 @@ def page(browser, live_server, admin_user, settings, screenshot_dir):
 
 @pytest.fixture
 def live_connections(live_server, make_sandbox_connections):
-    # A transactional test empties the tables when it ends, the default mappings of the data migration too.
-    if not TableMapping.objects.exists():
-        create_default_mappings()
     return make_sandbox_connections(live_server.url)
 
 
@@ -81,24 +55,3 @@ def lookups_coupled(live_connections, rq_worker):
     rq_worker()
     assert Coupling.objects.filter(table_mapping__name="CURRENCY").exists()
     return live_connections
-
-
-@pytest.fixture(scope="module", autouse=True)
-def database_restored_afterwards(django_db_blocker):
-    """Leave the database as the migrations left it once this folder's transactional tests have emptied it.
-
-    Their flush re-creates content types under new ids and drops the default mappings; later tests may rely on
-    either (and a serialized-rollback test restores the original rows, which would collide). When the session
-    keeps a snapshot, reload exactly it; otherwise put the default mappings back.
-    """
-    yield
-    from django.core.management import call_command
-    from django.db import connections
-
-    with django_db_blocker.unblock():
-        connection = connections["default"]
-        if getattr(connection, "_test_serialized_contents", None):
-            call_command("flush", database="default", interactive=False, inhibit_post_migrate=True, verbosity=0)
-            connection.creation.deserialize_db_from_string(connection._test_serialized_contents)
-        elif not TableMapping.objects.exists():
-            create_default_mappings()

@@ -1,8 +1,11 @@
 """The engine's rules end to end: real RQ worker, real HTTP into the sandbox, real database."""
 
+import httpx
 import pytest
 
 from connectors.clients import open_client
+from connectors.errors import same_error
+from connectors.http import override_transport
 from coupling.models import Coupling
 from jobs.choices import JobKind, JobStatus
 from jobs.models import SyncError, SyncJob
@@ -376,3 +379,73 @@ def test_a_change_made_during_a_run_is_not_lost_when_the_servers_clock_is_behind
 
     dataverse_id = Coupling.objects.get(table_mapping=customer, bc_id=on_read_page).dataverse_id
     assert account(sandbox_connections, dataverse_id)["address1_city"] == "Changed during the run"
+
+
+class FaultOnEveryWrite(httpx.BaseTransport):
+    """The sandbox over `inner`, with one fault of `kind` injected just before each write to Business Central.
+
+    Every attempt of a write fails (the connector's own retries included); the reads of the run go through.
+    """
+
+    def __init__(self, inner: httpx.BaseTransport, kind: str):
+        self.inner, self.kind = inner, kind
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method in ("POST", "PATCH", "PUT", "DELETE") and request.url.path.startswith("/sandbox/bc/"):
+            sandbox.inject_faults(self.kind, count=1, service="bc", retry_after=0)
+        return self.inner.handle_request(request)
+
+
+@pytest.fixture
+def phone_from_dataverse(customer):
+    """CUSTOMER syncing the phone number from Dataverse to Business Central, for one coupled record."""
+    customer.direction = "bidirectional"
+    customer.update_conflict_resolution = UpdateConflictResolution.GET_FROM_DATAVERSE
+    customer.save()
+    customer.field_mappings.filter(bc_field="phoneNumber").update(direction="from_dataverse")
+    return Coupling.objects.filter(table_mapping=customer).first()
+
+
+@pytest.mark.parametrize("fault", ["429", "503", "timeout", "drop"])  # throttled, 5xx, no answer, unknown outcome
+def test_a_record_failing_twice_with_the_same_transient_error_is_not_skipped_and_the_next_run_retries_it(
+    customer, phone_from_dataverse, run, sandbox_connections, sandbox_http, fault
+):
+    coupling = phone_from_dataverse
+    sandbox.edit_as_another_user("dataverse", "accounts", coupling.dataverse_id, telephone1="+31 20 555 0199")
+
+    messages = []
+    with override_transport(FaultOnEveryWrite(sandbox_http, fault)):
+        for attempt in (1, 2):
+            (from_dataverse,) = run(customer, direction="from_dataverse")
+            coupling.refresh_from_db()
+            assert from_dataverse.failed == 1, (attempt, from_dataverse.status, from_dataverse.message)
+            error = SyncError.objects.get(job=from_dataverse)
+            assert error.error_class in ("transient", "throttled"), (attempt, error.error_class, error.message)
+            messages.append(error.message)
+            assert not coupling.skipped, attempt
+    assert same_error(*messages)  # the same error twice: a permanent one would have been skipped now
+    sandbox.clear_faults()
+
+    (from_dataverse,) = run(customer, direction="from_dataverse")  # retried although unchanged since
+    coupling.refresh_from_db()
+    assert (from_dataverse.modified, from_dataverse.failed) == (1, 0)
+    assert bc_customer(sandbox_connections, coupling.bc_id)["phoneNumber"] == "+31 20 555 0199"
+    assert not coupling.skipped and coupling.last_error_from_dataverse == ""
+
+
+def test_a_record_failing_twice_with_the_same_permanent_error_is_skipped_and_the_next_run_leaves_it(
+    customer, phone_from_dataverse, run, sandbox_connections
+):
+    coupling = phone_from_dataverse
+    too_long = "+31 20 555 0100 extension 12345678"  # fits Dataverse (50), not Business Central (30)
+    sandbox.edit_as_another_user("dataverse", "accounts", coupling.dataverse_id, telephone1=too_long)
+
+    for attempt in (1, 2):
+        (from_dataverse,) = run(customer, direction="from_dataverse")
+        coupling.refresh_from_db()
+        assert from_dataverse.failed == 1, attempt
+        assert SyncError.objects.get(job=from_dataverse).error_class == "validation"
+        assert coupling.skipped == (attempt == 2)
+
+    (from_dataverse,) = run(customer, direction="from_dataverse")
+    assert from_dataverse.failed == 0  # skipped records stay out until someone retries them

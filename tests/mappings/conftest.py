@@ -118,27 +118,12 @@ def add_field_row(data: dict, **values) -> None:
     data[total_key] = str(index + 1)
 
 
-# Headless Chromium against the real admin on the live server, which also serves the sandbox (as in tests/browser;
-# conftest modules cannot import each other).
-@pytest.fixture(scope="session")
-def mapping_browser():
-    import os
-
-    from playwright.sync_api import sync_playwright
-
-    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop here
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu", "--no-first-run"]
-        )
-        yield browser
-        browser.close()
-
-
+# Headless Chromium (the session's `browser`, tests/conftest.py) against the real admin on the live server, which
+# also serves the sandbox.
 @pytest.fixture
-def mapping_page(mapping_browser, live_server, admin_user, settings):
+def mapping_page(browser, live_server, admin_user, settings):
     settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = False  # plain http on localhost
-    context = mapping_browser.new_context(base_url=live_server.url, viewport={"width": 1600, "height": 1000})
+    context = browser.new_context(base_url=live_server.url, viewport={"width": 1600, "height": 1000})
     context.set_default_timeout(20_000)
     page = context.new_page()
     page.goto("/admin/login/")
@@ -153,8 +138,4 @@ def mapping_page(mapping_browser, live_server, admin_user, settings):
 @pytest.fixture
 def live_sandbox_connections(live_server, make_sandbox_connections):
     """Connections to the sandbox served by the live server, over a real socket."""
-    from mappings.defaults import create_default_mappings
-
-    # A transactional test before this one may have flushed the tables, defaults included.
-    create_default_mappings()
     return make_sandbox_connections(live_server.url)
