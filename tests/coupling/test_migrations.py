@@ -17,6 +17,14 @@ def migrate(targets):
     return executor.loader.project_state(targets).apps
 
 
+@pytest.fixture(autouse=True)
+def _back_to_the_latest_schema():
+    """Each test goes back in history; whatever runs after it, in any order, finds every migration applied."""
+    yield
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)  # leaves the tables as later tests expect
 def test_the_single_last_error_moves_to_the_direction_whose_failure_came_last():
     old = migrate(BEFORE)
