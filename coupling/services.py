@@ -12,6 +12,7 @@ from connectors.choices import ConnectionKind
 from connectors.types import RemoteClient, WriteOperation
 from coupling.matching import MatchOutcome, match_records
 from coupling.models import AmbiguousMatch, Coupling
+from mappings.choices import BC, DATAVERSE
 from mappings.models import TableMapping
 
 
@@ -179,7 +180,7 @@ def couplings_missing_partners(*, couplings, bc_client: RemoteClient, dataverse_
             bc_gone = coupling.bc_id not in bc_found
             dv_gone = coupling.dataverse_id not in dv_found
             if bc_gone or dv_gone:
-                missing[coupling.pk] = "both" if (bc_gone and dv_gone) else ("bc" if bc_gone else "dataverse")
+                missing[coupling.pk] = "both" if (bc_gone and dv_gone) else (BC if bc_gone else DATAVERSE)
     return missing
 
 
@@ -194,7 +195,7 @@ def coupling_delete_surviving_record(*, coupling: Coupling, surviving_side: str,
     Uses the record's ETag as stored after our last sync: a record changed since then is not deleted blindly.
     """
     mapping = coupling.table_mapping
-    if surviving_side == "bc":
+    if surviving_side == BC:
         entity_set, record_id, etag = mapping.bc_entity_set, coupling.bc_id, coupling.bc_etag
     else:
         entity_set, record_id, etag = mapping.dataverse_entity_set, coupling.dataverse_id, coupling.dataverse_etag
