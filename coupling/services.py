@@ -134,6 +134,7 @@ def coupling_reserve_new_partner(
                 table_mapping=mapping, side=ConnectionKind.BUSINESS_CENTRAL, record_id=bc_id
             ).delete()
         else:
+            assert dataverse_id is not None  # exactly one of the two ids was given (checked above)
             if Coupling.objects.filter(table_mapping=mapping, dataverse_id=dataverse_id).exists():
                 raise CouplingRefused(
                     f"{name or dataverse_id} is already coupled in {mapping.name}: uncouple it first."
@@ -204,5 +205,6 @@ def coupling_delete_surviving_record(*, coupling: Coupling, surviving_side: str,
     )
     (result,) = client.write_many([operation])
     if not result.ok:
-        raise CouplingRefused(f"Could not delete {coupling}: {result.error.message}")
+        reason = result.error.message if result.error else "no reason given"
+        raise CouplingRefused(f"Could not delete {coupling}: {reason}")
     coupling.delete()
