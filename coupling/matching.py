@@ -39,8 +39,8 @@ class MatchField:
     dataverse_field: str
     case_sensitive: bool
 
-    def field_of(self, system: str) -> str:
-        return self.dataverse_field if system == ConnectionKind.DATAVERSE else self.bc_field
+    def field_of(self, kind: ConnectionKind) -> str:
+        return self.dataverse_field if kind == ConnectionKind.DATAVERSE else self.bc_field
 
 
 # Criteria of one priority must all agree; a lower priority is tried first.
@@ -76,10 +76,10 @@ def _normalize(value: Any, case_sensitive: bool) -> str | None:
     return text if case_sensitive else text.casefold()
 
 
-def match_key(row: Row, group: MatchGroup, system: str) -> MatchKey | None:
-    """The row's values of the group's fields in `system`, normalized; None when one is blank (blank never matches,
-    as BC)."""
-    parts = tuple(_normalize(row.get(fm.field_of(system)), fm.case_sensitive) for fm in group)
+def match_key(row: Row, group: MatchGroup, kind: ConnectionKind) -> MatchKey | None:
+    """The row's values of the group's fields in the system of `kind`, normalized; None when one is blank (blank
+    never matches, as in Business Central)."""
+    parts = tuple(_normalize(row.get(fm.field_of(kind)), fm.case_sensitive) for fm in group)
     if any(part is None for part in parts):
         return None
     return tuple(part for part in parts if part is not None)
@@ -98,9 +98,9 @@ class Pairing(Generic[S, T]):
 def pair_uniquely(
     groups: list[MatchGroup],
     sources: Mapping[S, Row],
-    source_system: str,
+    source_kind: ConnectionKind,
     targets: Mapping[T, Row],
-    target_system: str,
+    target_kind: ConnectionKind,
     rivals: Iterable[Row] = (),
 ) -> Pairing[S, T]:
     """Pair each source record with the one target record its match fields agree with, priority by priority.
@@ -115,15 +115,15 @@ def pair_uniquely(
     for group in groups:
         by_source_key: dict[MatchKey, list[S]] = {}
         for source_id, row in open_sources.items():
-            key = match_key(row, group, source_system)
+            key = match_key(row, group, source_kind)
             if key is not None:
                 by_source_key.setdefault(key, []).append(source_id)
         by_target_key: dict[MatchKey, list[T]] = {}
         for target_id, row in open_targets.items():
-            key = match_key(row, group, target_system)
+            key = match_key(row, group, target_kind)
             if key is not None:
                 by_target_key.setdefault(key, []).append(target_id)
-        claimed_elsewhere = Counter(match_key(row, group, source_system) for row in rivals)
+        claimed_elsewhere = Counter(match_key(row, group, source_kind) for row in rivals)
         for key, source_ids in by_source_key.items():
             target_ids = by_target_key.get(key, [])
             if len(source_ids) == 1 and len(target_ids) == 1 and not claimed_elsewhere[key]:

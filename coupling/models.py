@@ -7,6 +7,7 @@ from django.db.models import Q
 
 from connectors.choices import ConnectionKind
 from coupling.choices import SyncResult
+from mappings.choices import BC, Direction
 from mappings.models import TableMapping
 
 
@@ -16,7 +17,7 @@ class CouplingQuerySet(models.QuerySet["Coupling"]):
 
         The last error (in `direction`, or both) is forgotten, so only two new failures skip a record again.
         """
-        directions = [direction] if direction else ["to_dataverse", "from_dataverse"]
+        directions = [direction] if direction else [Direction.TO_DATAVERSE, Direction.FROM_DATAVERSE]
         fields = [Coupling.error_field(d) for d in directions]
         # Errors first: `self` may be filtered on skipped=True, which the second update makes match nothing.
         self.update(**dict.fromkeys(fields, ""))
@@ -40,7 +41,7 @@ class CouplingQuerySet(models.QuerySet["Coupling"]):
             "last_error_to_dataverse": "",
             "last_error_from_dataverse": "",
         }
-        if missing_side == "bc":
+        if missing_side == BC:
             changes.update(bc_id=None, bc_etag="", bc_modified_on=None)
         else:
             changes.update(dataverse_etag="", dataverse_modified_on=None)
@@ -114,12 +115,12 @@ class Coupling(models.Model):
     @staticmethod
     def result_field(direction: str) -> str:
         """The field holding the result of the last write in `direction` (to or from Dataverse)."""
-        return "last_result_to_dataverse" if direction == "to_dataverse" else "last_result_from_dataverse"
+        return "last_result_to_dataverse" if direction == Direction.TO_DATAVERSE else "last_result_from_dataverse"
 
     @staticmethod
     def error_field(direction: str) -> str:
         """The field holding the error of the last failed write in `direction` (empty after a success)."""
-        return "last_error_to_dataverse" if direction == "to_dataverse" else "last_error_from_dataverse"
+        return "last_error_to_dataverse" if direction == Direction.TO_DATAVERSE else "last_error_from_dataverse"
 
     def last_result(self, direction: str) -> str:
         return str(getattr(self, self.result_field(direction)))
@@ -158,8 +159,16 @@ class Coupling(models.Model):
         setattr(self, self.error_field(direction), message)
         self._set_result(direction, SyncResult.FAILURE, job_id)
 
+    def resolved_by_hand(self, directions: list[str]) -> None:
+        """A person chose each differing field's value and both records now hold it: no error, nothing skipped, and
+        a success in each of `directions` (those the mapping syncs), as if a sync had just written them."""
+        self.skipped = False
+        for direction in (Direction.TO_DATAVERSE, Direction.FROM_DATAVERSE):
+            setattr(self, self.error_field(direction), "")
+            setattr(self, self.result_field(direction), SyncResult.SUCCESS if direction in directions else "")
+
     def _set_result(self, direction: str, result: str, job_id: int) -> None:
-        if direction == "to_dataverse":
+        if direction == Direction.TO_DATAVERSE:
             self.last_result_to_dataverse = result
             self.last_job_to_dataverse = job_id
         else:

@@ -154,7 +154,8 @@ def partner_suggestions(client: RemoteClient, mapping: TableMapping, record: Rec
     select = sorted({other.id_field, other.name_field})
     found: dict[UUID, Record] = {}
     for group in groups:
-        conditions, reasons = [], []
+        conditions: list[str] = []
+        reasons: list[str] = []
         for bc_field, dv_field in group:
             own_field, other_field = (bc_field, dv_field) if record.system == BC else (dv_field, bc_field)
             value = record.values.get(own_field)

@@ -12,6 +12,7 @@ from connectors.choices import ConnectionKind
 from connectors.types import RemoteClient, WriteOperation
 from coupling.matching import MatchOutcome, match_records
 from coupling.models import AmbiguousMatch, Coupling
+from mappings.choices import BC, DATAVERSE
 from mappings.models import TableMapping
 
 
@@ -133,6 +134,7 @@ def coupling_reserve_new_partner(
                 table_mapping=mapping, side=ConnectionKind.BUSINESS_CENTRAL, record_id=bc_id
             ).delete()
         else:
+            assert dataverse_id is not None  # exactly one of the two ids was given (checked above)
             if Coupling.objects.filter(table_mapping=mapping, dataverse_id=dataverse_id).exists():
                 raise CouplingRefused(
                     f"{name or dataverse_id} is already coupled in {mapping.name}: uncouple it first."
@@ -179,7 +181,7 @@ def couplings_missing_partners(*, couplings, bc_client: RemoteClient, dataverse_
             bc_gone = coupling.bc_id not in bc_found
             dv_gone = coupling.dataverse_id not in dv_found
             if bc_gone or dv_gone:
-                missing[coupling.pk] = "both" if (bc_gone and dv_gone) else ("bc" if bc_gone else "dataverse")
+                missing[coupling.pk] = "both" if (bc_gone and dv_gone) else (BC if bc_gone else DATAVERSE)
     return missing
 
 
@@ -194,7 +196,7 @@ def coupling_delete_surviving_record(*, coupling: Coupling, surviving_side: str,
     Uses the record's ETag as stored after our last sync: a record changed since then is not deleted blindly.
     """
     mapping = coupling.table_mapping
-    if surviving_side == "bc":
+    if surviving_side == BC:
         entity_set, record_id, etag = mapping.bc_entity_set, coupling.bc_id, coupling.bc_etag
     else:
         entity_set, record_id, etag = mapping.dataverse_entity_set, coupling.dataverse_id, coupling.dataverse_etag
@@ -203,5 +205,6 @@ def coupling_delete_surviving_record(*, coupling: Coupling, surviving_side: str,
     )
     (result,) = client.write_many([operation])
     if not result.ok:
-        raise CouplingRefused(f"Could not delete {coupling}: {result.error.message}")
+        reason = result.error.message if result.error else "no reason given"
+        raise CouplingRefused(f"Could not delete {coupling}: {reason}")
     coupling.delete()

@@ -171,20 +171,34 @@ def dependencies_in_order(mapping: TableMapping) -> list[TableMapping]:
     return [m for m in mappings_in_dependency_order() if m.pk in needed]
 
 
+def sync_enqueue_many(
+    *,
+    mappings: list[TableMapping],
+    kind: str = JobKind.MODIFIED,
+    user=None,
+    dry_run: bool = False,
+    with_dependencies: bool = False,
+) -> tuple[list[SyncJob], dict[str, str]]:
+    """Queue several mappings in dependency order, each dependency once, as one RQ job that runs them in turn.
+
+    Returns the jobs and, by mapping name, why a chosen mapping was not started; the others start all the same.
+    """
+    with transaction.atomic():
+        jobs, refused = sync_jobs_create_in_order(
+            mappings=mappings, kind=kind, user=user, dry_run=dry_run, with_dependencies=with_dependencies
+        )
+        sync_jobs_enqueue(jobs)
+    return jobs, refused
+
+
 def sync_enqueue_all(
     *, kind: str = JobKind.MODIFIED, user=None, dry_run: bool = False, names: list[str] | None = None
 ) -> list[SyncJob]:
     """Queue every mapping (or the named ones), in dependency order, as one RQ job that runs them in turn."""
-    with transaction.atomic():
-        jobs = []
-        for mapping in mappings_in_dependency_order():
-            if names is not None and mapping.name not in names:
-                continue
-            try:
-                jobs.extend(sync_jobs_create(mapping=mapping, kind=kind, user=user, dry_run=dry_run))
-            except SyncNotStarted as exc:
-                logger.info("Not synchronizing %s: %s", mapping.name, exc)
-        sync_jobs_enqueue(jobs)
+    mappings = [m for m in mappings_in_dependency_order() if names is None or m.name in names]
+    jobs, refused = sync_enqueue_many(mappings=mappings, kind=kind, user=user, dry_run=dry_run)
+    for name, reason in refused.items():
+        logger.info("Not synchronizing %s: %s", name, reason)
     return jobs
 
 

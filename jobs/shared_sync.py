@@ -132,7 +132,7 @@ def coordinate(run, job_id: int, enqueue_helpers) -> None:
         while pages.outstanding():
             if not _process_one(pages, run):
                 run.on_page()  # keep the mapping's lock alive while helpers finish their pages
-                run._check_cancelled()
+                run.check_cancelled()
                 pages.requeue_stale_claims()
                 time.sleep(POLL_SECONDS)
     finally:

@@ -382,7 +382,7 @@ class MappingChangeAdmin(admin.ModelAdmin):
     list_display = ["created_at", "action", "who", "mapping_names"]
     list_filter = ["action"]
     readonly_fields = ["action", "user", "actor", "created_at", "mapping_names", "summary_display"]
-    fields = readonly_fields
+    fields = list(readonly_fields)
     show_full_result_count = False
 
     @admin.display(description="who")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import difflib
 
+from connectors.clients import open_client
+from connectors.models import Connection
 from connectors.types import ConnectorError, ErrorKind, RemoteClient, TableInfo
 from mappings.choices import SIDE_KIND, SIDE_LABEL, Side
 
@@ -103,15 +105,11 @@ class MetadataCache:
 
 
 def _open_client(side: Side) -> RemoteClient:
-    from connectors.models import Connection
-
     label = SIDE_LABEL[side]
     try:
         connection = Connection.objects.active(SIDE_KIND[side])
     except (Connection.DoesNotExist, Connection.MultipleObjectsReturned) as exc:
         raise MetadataUnavailable(f"{label} names were not checked: {exc}", reason=str(exc)) from None
-    from connectors.clients import open_client
-
     try:
         return open_client(connection)
     except ConnectorError as exc:

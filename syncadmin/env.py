@@ -81,7 +81,7 @@ def env_secret(name: str) -> str | None:
     return value or None
 
 
-def env_database(name: str, default: str) -> dict:
+def env_database(name: str, default: str) -> dj_database_url.DBConfig:
     raw = os.environ.get(name) or default
     scheme = urlparse(raw).scheme
     if scheme not in {"sqlite", "postgres", "postgresql", "pgsql"}:

@@ -14,7 +14,6 @@ from connectors.clients import open_client
 from connectors.models import Connection
 from connectors.types import ConnectorError
 from coupling.models import Coupling
-from coupling.remote_records import BC, DATAVERSE
 from coupling.services import (
     CouplingRefused,
     coupling_delete_surviving_record,
@@ -24,7 +23,7 @@ from coupling.services import (
 from jobs.choices import JobKind
 from jobs.models import SyncJob
 from jobs.services import SyncNotStarted, sync_enqueue
-from mappings.choices import Direction
+from mappings.choices import BC, DATAVERSE, Direction
 from mappings.models import TableMapping
 
 SYNC_CHOICES = [

@@ -19,7 +19,6 @@ from django.utils.html import format_html
 from connectors.models import Connection
 from connectors.types import ConnectorError
 from coupling.models import Coupling
-from coupling.remote_records import BC, DATAVERSE
 from jobs.admin.coupled_records import (
     connected_clients,
     delete_surviving_records,
@@ -33,7 +32,7 @@ from jobs.permissions import RUN_SYNC_PERMISSION, RunSyncPermissionMixin
 from jobs.resolution.comparison import records_compare
 from jobs.resolution.services import ResolutionFailed, conflict_resolve
 from jobs.services import SyncNotStarted, sync_enqueue, uncoupling_job_enqueue
-from mappings.choices import Direction
+from mappings.choices import BC, DATAVERSE, Direction
 from mappings.models import TableMapping
 
 

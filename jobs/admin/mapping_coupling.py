@@ -24,13 +24,13 @@ from connectors.models import Connection
 from connectors.odata import as_uuid
 from connectors.types import ConnectorError
 from coupling.models import AmbiguousMatch, Coupling
-from coupling.remote_records import BC, DATAVERSE, partner_suggestions, record_get, records_search, side_spec
+from coupling.remote_records import partner_suggestions, record_get, records_search, side_spec
 from coupling.services import CouplingRefused, coupling_create, coupling_reserve_new_partner
 from jobs.admin.coupled_records import connected_clients, enqueue_records_sync, sync_choices
 from jobs.admin.links import job_link, mapping_couplings_url, mapping_errors_url, mapping_jobs_url
 from jobs.permissions import RUN_SYNC_PERMISSION, RunSyncPermissionMixin
 from jobs.services import coupling_job_enqueue, uncoupling_job_enqueue
-from mappings.choices import Direction
+from mappings.choices import BC, DATAVERSE, Direction
 from mappings.models import FieldMapping, TableMapping
 
 

@@ -23,24 +23,21 @@ from jobs.choices import JobKind
 from jobs.models import SyncError, SyncJob
 from jobs.permissions import RunSyncPermissionMixin
 from jobs.review import COUPLE_FIRST, FULL_SYNC, full_sync_review
-from jobs.services import SyncNotStarted, sync_enqueue, sync_enqueue_all
+from jobs.services import sync_enqueue_all, sync_enqueue_many
 
 
 def _enqueue_for_each(modeladmin, request, queryset, *, kind, dry_run=False, label):
-    started = []
-    for mapping in queryset:
-        try:
-            jobs = sync_enqueue(
-                mapping=mapping,
-                kind=kind,
-                user=request.user,
-                dry_run=dry_run,
-                with_dependencies=kind == JobKind.MODIFIED,
-            )
-        except SyncNotStarted as exc:
-            modeladmin.message_user(request, str(exc), messages.ERROR)
-            continue
-        started.extend(jobs)
+    # Modified records run after the mappings they depend on, as Business Central's full synchronization orders
+    # them; all selected mappings go in one RQ job, each dependency once.
+    started, refused = sync_enqueue_many(
+        mappings=list(queryset),
+        kind=kind,
+        user=request.user,
+        dry_run=dry_run,
+        with_dependencies=kind == JobKind.MODIFIED,
+    )
+    for reason in refused.values():
+        modeladmin.message_user(request, reason, messages.ERROR)
     if started:
         modeladmin.message_user(
             request, format_html("{} queued: sync jobs {}.", label, job_links(started)), messages.SUCCESS

@@ -136,7 +136,7 @@ class DirectionRun:
     def process_page(self, rows: list[Row]) -> None:
         self.on_page()
         if not rows:
-            self._check_cancelled()
+            self.check_cancelled()
             return
         ids = [self.source.row_id(row) for row in rows]
         couplings = self.reader.couplings(ids)
@@ -145,7 +145,7 @@ class DirectionRun:
             self._prepare_initial_values()  # this page may create records
         # Before anything of the page is written (matching commits couplings): a cancel asked while the page and
         # its counterparts were read stops the run here.
-        self._check_cancelled()
+        self.check_cancelled()
         matches = self.matcher.match([row for row, i in zip(rows, ids, strict=True) if i not in couplings])
         target_attr = self.ctx.target.coupling_attr("id")
         for source_id, (coupling, target_row) in matches.coupled.items():
@@ -185,6 +185,7 @@ class DirectionRun:
         ]
         self.ctx = dataclasses.replace(self.ctx, initial_rules=writable)
 
-    def _check_cancelled(self) -> None:
+    def check_cancelled(self) -> None:
+        """Stop with RunCancelled when someone asked the job to stop (checked before a page is written)."""
         if SyncJob.objects.filter(pk=self.job.pk, cancel_requested=True).exists():
             raise RunCancelled()

@@ -14,7 +14,7 @@ from uuid import UUID
 from django.utils.dateparse import parse_datetime
 
 from connectors.choices import ConnectionKind
-from mappings.choices import BC, DATAVERSE, Direction
+from mappings.choices import BC, DATAVERSE, SIDE_KIND, SIDE_LABEL, Direction
 from mappings.models import TableMapping
 
 ZERO_GUID = "00000000-0000-0000-0000-000000000000"
@@ -37,11 +37,11 @@ class Side:
 
     @property
     def kind(self) -> ConnectionKind:
-        return ConnectionKind.DATAVERSE if self.is_dataverse else ConnectionKind.BUSINESS_CENTRAL
+        return SIDE_KIND[self.system]
 
     @property
     def label(self) -> str:
-        return "Dataverse" if self.is_dataverse else "Business Central"
+        return SIDE_LABEL[self.system]
 
     # Coupling columns for this side: bc_id / dataverse_id, bc_etag, bc_modified_on, bc_name.
     def coupling_attr(self, suffix: str) -> str:

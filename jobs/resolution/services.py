@@ -14,9 +14,9 @@ from collections import defaultdict
 from django.db import transaction
 
 from connectors.types import ConnectorError, ErrorKind, RemoteClient, WriteOperation
-from coupling.choices import SyncResult
 from coupling.models import Coupling
 from jobs.choices import JobKind
+from jobs.engine.sides import run_directions
 from jobs.engine.values import LookupResolver, RecordFailure, current_value, desired_value, values_equal
 from jobs.resolution.comparison import compared_field_mappings, rules_by_target
 from jobs.services import SyncNotStarted, sync_enqueue
@@ -66,8 +66,8 @@ def conflict_resolve(
             raise ResolutionFailed(refused.message) from None
     written: dict[str, int] = {BC: 0, DATAVERSE: 0}
     stored = {
-        "bc": (bc_side.row_etag(bc_row), bc_side.row_modified(bc_row)),
-        "dataverse": (dv_side.row_etag(dv_row), dv_side.row_modified(dv_row)),
+        BC: (bc_side.row_etag(bc_row), bc_side.row_modified(bc_row)),
+        DATAVERSE: (dv_side.row_etag(dv_row), dv_side.row_modified(dv_row)),
     }
     # Dataverse first, then Business Central; if the second write fails, the first is still remembered below.
     failure = None
@@ -99,15 +99,12 @@ def conflict_resolve(
         # On success both sides now hold the chosen values: remember both versions. On failure, only the side
         # actually written, so the unresolved difference is still seen as a conflict next time.
         if failure is None or written[BC]:
-            coupling.bc_etag, coupling.bc_modified_on = stored["bc"][0] or "", stored["bc"][1]
+            coupling.bc_etag, coupling.bc_modified_on = stored[BC][0] or "", stored[BC][1]
         if failure is None or written[DATAVERSE]:
-            coupling.dataverse_etag = stored["dataverse"][0] or ""
-            coupling.dataverse_modified_on = stored["dataverse"][1]
+            coupling.dataverse_etag = stored[DATAVERSE][0] or ""
+            coupling.dataverse_modified_on = stored[DATAVERSE][1]
         if failure is None:
-            coupling.last_result_to_dataverse = SyncResult.SUCCESS if mapping.syncs_to_dataverse else ""
-            coupling.last_result_from_dataverse = SyncResult.SUCCESS if mapping.syncs_from_dataverse else ""
-            coupling.skipped = False
-            coupling.last_error_to_dataverse = coupling.last_error_from_dataverse = ""
+            coupling.resolved_by_hand(run_directions(mapping))
         coupling.save()
     if failure is not None:
         raise ResolutionFailed(

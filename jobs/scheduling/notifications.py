@@ -90,13 +90,13 @@ def changes_flush(*, mapping_id: int, direction: str) -> list[SyncJob]:
     pipe.delete(ids_key, incremental_key)
     ids, incremental, _ = pipe.execute()
     if incremental or (ids and not _records_run_keeps_the_filter(mapping, direction)):
-        options = {"kind": JobKind.MODIFIED}
+        kind, record_ids = JobKind.MODIFIED, None
     elif ids:
-        options = {"kind": JobKind.RECORDS, "record_ids": sorted(i.decode() for i in ids)}
+        kind, record_ids = JobKind.RECORDS, sorted(i.decode() for i in ids)
     else:
         return []
     try:
-        return sync_enqueue(mapping=mapping, direction=direction, **options)
+        return sync_enqueue(mapping=mapping, direction=direction, kind=kind, record_ids=record_ids)
     except SyncNotStarted as exc:
         logger.warning("Notified changes of %s not synchronized: %s", mapping.name, exc)
         return []

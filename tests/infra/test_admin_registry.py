@@ -49,3 +49,17 @@ def test_only_the_composing_modules_register_a_model_admin():
 
 def test_no_module_unregisters_a_model_admin():
     assert [name for name, text in _sources() if ".unregister(" in text] == []
+
+
+def test_a_composed_admin_keeps_every_column_its_apps_admin_shows():
+    """A composed admin lists its columns itself (its mixins add theirs): a column added to the app's own admin must
+    not vanish from the page because the composed list was not updated. Replaced columns are named here."""
+    from coupling.admin import AmbiguousMatchAdmin, CouplingAdmin
+    from mappings.admin import TableMappingAdmin
+
+    replaced = {CouplingAdmin: {"bc_name": "bc_record", "dataverse_name": "dataverse_record", "updated_at": None}}
+    for base in (TableMappingAdmin, CouplingAdmin, AmbiguousMatchAdmin):
+        registered = next(model_admin for model_admin in admin.site._registry.values() if isinstance(model_admin, base))
+        expected = [replaced.get(base, {}).get(column, column) for column in base.list_display]
+        missing = [column for column in expected if column and column not in registered.list_display]
+        assert not missing, f"{type(registered).__name__} lost {missing} of {base.__name__}.list_display"

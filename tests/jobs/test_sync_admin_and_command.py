@@ -151,6 +151,24 @@ def test_a_sync_action_queues_a_job_per_direction_for_the_user_and_the_worker_ru
         assert Coupling.objects.filter(table_mapping=customer).count() == unblocked + customer_accounts
 
 
+def test_synchronizing_several_mappings_runs_each_shared_dependency_once_before_them_in_one_queued_job(
+    admin_client, sandbox_connections, customer, django_capture_on_commit_callbacks
+):
+    vendor = TableMapping.objects.get(name="VENDOR")  # depends on CURRENCY and SALESPEOPLE too, as CUSTOMER does
+
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(
+            reverse("admin:mappings_tablemapping_changelist"),
+            {"action": "synchronize_modified_records", "_selected_action": [vendor.pk, customer.pk]},
+        )
+
+    jobs = list(SyncJob.objects.order_by("pk"))
+    names = [job.table_mapping.name for job in jobs]
+    assert names.count("CURRENCY") == 1 and names.count("SALESPEOPLE") == 1
+    assert names.index("CURRENCY") < names.index("CUSTOMER") and names.index("SALESPEOPLE") < names.index("VENDOR")
+    assert len({job.rq_job_id for job in jobs}) == 1 and queued_rq_job_ids() == {jobs[0].rq_job_id}
+
+
 # -- The run-sync permission -------------------------------------------------------------------------------------------
 
 

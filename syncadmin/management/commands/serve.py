@@ -189,6 +189,7 @@ class Command(BaseCommand):
 
     def _pump_output(self, child: Child) -> None:
         prefix = f"{child.name:<9}| ".encode()
+        assert child.process.stdout is not None  # started with stdout=PIPE
         for line in iter(child.process.stdout.readline, b""):
             with self.output_lock:
                 sys.stdout.buffer.write(prefix + line)
