@@ -6,3 +6,11 @@ class OperationsConfig(AppConfig):
 
     name = "operations"
     verbose_name = "Operations"
+
+    def ready(self):
+        from connectors import observers
+        from operations import traffic
+
+        # Every request the connectors send is counted per connection and minute, for the dashboard.
+        if traffic.record not in observers.observers:
+            observers.observers.append(traffic.record)
