@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from django.db.models import Avg, Count, FloatField, Func, OuterRef, Subquery, Sum
-from django.db.models.functions import TruncHour
+from django.db.models import Count, OuterRef, Subquery
 from django.utils import timezone
 
 from connectors.models import Connection
@@ -21,7 +20,7 @@ from jobs.choices import ErrorClass, JobStatus
 from jobs.models import Schedule, ScheduleState, SyncError, SyncJob
 from mappings.choices import Direction
 from mappings.models import TableMapping
-from operations import traffic
+from operations import dashboard_hours, traffic
 
 HEALTHY, FAILING, PAUSED, IDLE, RUNNING = "healthy", "failing", "paused", "idle", "running"
 
@@ -244,62 +243,14 @@ def connection_rows(*, now: float | None = None) -> list[ConnectionRow]:
 
 # -- charts ---------------------------------------------------------------------------------------------------------
 
-RECORD_COUNTS = ("inserted", "modified", "deleted", "failed")
-
-
-class UTCHour(TruncHour):
-    """The UTC hour a time falls in. On PostgreSQL this is TruncHour (`date_trunc`). On SQLite Django truncates in
-    Python, a function call per row (1.5 s over 30 days of jobs); there the hour is cut from the stored text, which
-    Django writes in UTC as `YYYY-MM-DD HH:MM:SS[.ffffff]`, in SQL."""
-
-    def __init__(self, expression):
-        super().__init__(expression, tzinfo=UTC)
-
-    def as_sqlite(self, compiler, connection, **extra_context):
-        sql, params = compiler.compile(self.lhs)
-        return f"(substr({sql}, 1, 13) || ':00:00')", params
-
-
-class SecondsBetween(Func):
-    """Seconds from the first time to the second, computed in SQL (Django subtracts datetimes in Python on SQLite)."""
-
-    output_field = FloatField()
-
-    def as_sql(self, compiler, connection, **extra_context):  # PostgreSQL
-        (start, start_params), (end, end_params) = (compiler.compile(e) for e in self.source_expressions)
-        return f"EXTRACT(EPOCH FROM ({end} - {start}))", (*end_params, *start_params)
-
-    def as_sqlite(self, compiler, connection, **extra_context):
-        (start, start_params), (end, end_params) = (compiler.compile(e) for e in self.source_expressions)
-        return f"((julianday({end}) - julianday({start})) * 86400.0)", (*end_params, *start_params)
-
-
-def _as_hour(value) -> datetime:
-    """A bucket as the database returned it (an aware datetime; on SQLite a naive one, in UTC) as an aware time."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
 
 @dataclass
 class Charts:
     range_key: str
     range_label: str
-    hours: list[str] = field(default_factory=list)  # the x axis: one label per hour of the range
     records: dict = field(default_factory=dict)  # {"labels": [...], "datasets": [{"label":..., "data": [...]}]}
     errors: dict = field(default_factory=dict)
     durations: dict = field(default_factory=dict)
-
-
-def _hour_axis(start: datetime, now: datetime) -> list[datetime]:
-    first = start.replace(minute=0, second=0, microsecond=0)
-    hours, hour = [], first
-    while hour <= now:
-        hours.append(hour)
-        hour += timedelta(hours=1)
-    return hours
-
-
-def _series(hours: list[datetime], values: dict[datetime, float]) -> list[float]:
-    return [values.get(hour, 0) for hour in hours]
 
 
 def charts(*, range_key: str = DEFAULT_RANGE, now: datetime | None = None) -> Charts:
@@ -308,66 +259,44 @@ def charts(*, range_key: str = DEFAULT_RANGE, now: datetime | None = None) -> Ch
     if range_key not in RANGES:
         range_key = DEFAULT_RANGE
     label, length = RANGES[range_key]
-    start = now - length
-    hours = _hour_axis(start, now)
-    hour_labels = [timezone.localtime(h).strftime("%m-%d %H:00") for h in hours]
+    hours = dashboard_hours.hours_between(now - length, now)
+    figures = dashboard_hours.figures_by_hour(now - length, now)
+    empty = {"jobs": {}, "errors": {}}
+    per_hour = [figures.get(dashboard_hours.hour_key(hour), empty) for hour in hours]
+    hour_labels = [timezone.localtime(hour).strftime("%m-%d %H:00") for hour in hours]
 
-    # Jobs: one GROUP BY hour and mapping over the finished (non-preview) jobs of the range feeds two charts.
-    job_rows = (
-        # Bounded on both sides: SQLite then expects few rows in the range and reads them from the covering index.
-        SyncJob.objects.filter(finished_at__range=(start, now), dry_run=False)
-        .annotate(hour=UTCHour("finished_at"))
-        .values("hour", "table_mapping_id")
-        .annotate(
-            inserted=Sum("inserted"),
-            modified=Sum("modified"),
-            deleted=Sum("deleted"),
-            failed=Sum("failed"),
-            seconds=Avg(SecondsBetween("started_at", "finished_at")),
-        )
-        .order_by()
-    )
-    names = dict(TableMapping.objects.values_list("pk", "name"))
-    counts: dict[str, dict[datetime, int]] = defaultdict(lambda: defaultdict(int))
-    by_mapping: dict[str, dict[datetime, float]] = defaultdict(dict)
-    for row in job_rows:
-        hour = _as_hour(row["hour"])
-        for name in RECORD_COUNTS:
-            counts[name][hour] += row[name] or 0
-        if row["seconds"] is not None:
-            by_mapping[names.get(row["table_mapping_id"], "?")][hour] = round(row["seconds"], 2)
     records = {
         "labels": hour_labels,
         "datasets": [
-            {"label": name.capitalize(), "key": name, "data": _series(hours, counts[name])} for name in RECORD_COUNTS
+            {
+                "label": name.capitalize(),
+                "key": name,
+                "data": [sum(counts[position] for counts in hour["jobs"].values()) for hour in per_hour],
+            }
+            for position, name in enumerate(dashboard_hours.RECORD_COUNTS)
         ],
     }
+    names = dict(TableMapping.objects.values_list("pk", "name"))
+    mapping_ids = sorted({int(pk) for hour in per_hour for pk in hour["jobs"]}, key=lambda pk: names.get(pk, ""))
     durations = {
         "labels": hour_labels,
         "datasets": [
-            {"label": name, "key": name, "data": [by_mapping[name].get(h) for h in hours]}
-            for name in sorted(by_mapping)
+            {
+                "label": names.get(pk, f"mapping {pk}"),
+                "key": names.get(pk, str(pk)),
+                "data": [hour["jobs"].get(str(pk), [None] * 5)[4] for hour in per_hour],
+            }
+            for pk in mapping_ids
         ],
     }
-
-    # Errors: one GROUP BY hour and class over the errors of the range.
-    error_rows = (
-        SyncError.objects.filter(created_at__range=(start, now))
-        .annotate(hour=UTCHour("created_at"))
-        .values("hour", "error_class")
-        .annotate(n=Count("pk"))
-        .order_by()
-    )
-    by_class: dict[str, dict[datetime, int]] = defaultdict(dict)
-    for row in error_rows:
-        by_class[row["error_class"]][_as_hour(row["hour"])] = row["n"]
     labels = dict(ErrorClass.choices)
+    classes = {name for hour in per_hour for name in hour["errors"]}
     errors = {
         "labels": hour_labels,
         "datasets": [
-            {"label": labels.get(name, name), "key": name, "data": _series(hours, by_class[name])}
-            for name in ErrorClass.values
-            if name in by_class
+            {"label": labels.get(name, name), "key": name, "data": [hour["errors"].get(name, 0) for hour in per_hour]}
+            for name in [*ErrorClass.values, *sorted(classes - set(ErrorClass.values))]
+            if name in classes
         ],
     }
     return Charts(range_key=range_key, range_label=label, records=records, errors=errors, durations=durations)

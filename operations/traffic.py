@@ -42,7 +42,7 @@ _paused_until = 0.0  # after a Redis failure, skip recording until then
 _failure_logged = False
 
 
-def _redis() -> redis.Redis:
+def redis_client() -> redis.Redis:
     """One client (one connection pool) per process, remade if the Redis URL changed (tests switch it)."""
     global _client
     with _lock:
@@ -64,7 +64,7 @@ def record(
         return
     key = _key(connection_id, int(time.time() // 60))
     try:
-        pipeline = _redis().pipeline(transaction=False)
+        pipeline = redis_client().pipeline(transaction=False)
         if token_failure:
             pipeline.hincrby(key, "token_failures", 1)
         else:
@@ -105,7 +105,7 @@ def traffic_read(
     minute = int((now if now is not None else time.time()) // 60)
     minutes = range(minute - HOUR_MINUTES + 1, minute + 1)
     try:
-        pipeline = _redis().pipeline(transaction=False)
+        pipeline = redis_client().pipeline(transaction=False)
         for connection_id, _ in connections:
             for m in minutes:
                 pipeline.hmget(_key(connection_id, m), FIELDS)

@@ -5,6 +5,7 @@ import re
 from datetime import timedelta
 
 import pytest
+import redis
 from django.contrib.auth.models import Permission, User
 from django.utils import timezone
 
@@ -12,7 +13,7 @@ from jobs.choices import ErrorClass, JobStatus
 from jobs.models import ScheduleState, SyncError, SyncJob
 from mappings.choices import Direction
 from mappings.models import TableMapping
-from operations import dashboard
+from operations import dashboard, dashboard_hours
 
 pytestmark = pytest.mark.django_db
 
@@ -212,3 +213,26 @@ def test_a_user_without_view_permission_on_table_mappings_sees_no_mapping_rows(c
     assert 'id="ops-mappings"' not in html
     assert 'id="ops-running"' in html  # what the user may view stays
     assert 'id="ops-connections"' not in html and 'id="errors-data"' not in html
+
+
+def test_finished_hours_are_kept_in_redis_and_read_from_there_with_the_same_figures(
+    history, redis_connection, django_assert_num_queries
+):
+    now = timezone.now()
+    first = dashboard.charts(range_key="7d", now=now)
+
+    assert len(redis_connection.keys(f"{dashboard_hours.KEY_PREFIX}:*")) >= 7 * 24 - 1
+    with django_assert_num_queries(3):  # the mappings' names, then the live hour's jobs and its errors
+        again = dashboard.charts(range_key="7d", now=now)
+    assert again == first
+
+
+def test_without_redis_the_charts_are_read_from_the_database(history, monkeypatch):
+    now = timezone.now()
+    expected = dashboard.charts(range_key="24h", now=now)
+
+    def unreachable():
+        raise redis.ConnectionError("no Redis here")
+
+    monkeypatch.setattr(dashboard_hours, "redis_client", unreachable)
+    assert dashboard.charts(range_key="24h", now=now) == expected

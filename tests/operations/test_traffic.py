@@ -94,7 +94,7 @@ def test_without_redis_a_request_still_succeeds_and_the_failure_is_logged_once(
         def pipeline(self, **kwargs):
             raise redis.ConnectionError("no Redis here")
 
-    monkeypatch.setattr(traffic, "_redis", Unreachable)
+    monkeypatch.setattr(traffic, "redis_client", Unreachable)
     monkeypatch.setattr(traffic, "_failure_logged", False)
     bc, _ = sandbox_connections
     with open_client(bc) as client:
