@@ -17,7 +17,15 @@ from django.utils import timezone
 from connectors.models import Connection
 from jobs.admin.links import mapping_errors_url, mapping_jobs_url
 from jobs.choices import ErrorClass, JobStatus
-from jobs.models import Schedule, ScheduleState, SyncError, SyncJob
+from jobs.models import (
+    Schedule,
+    ScheduleState,
+    SubscriptionStatus,
+    SyncError,
+    SyncJob,
+    WebhookSide,
+    WebhookSubscription,
+)
 from mappings.choices import Direction
 from mappings.models import TableMapping
 from operations import dashboard_hours, traffic
@@ -41,6 +49,7 @@ RANGES = {
 DEFAULT_RANGE = "24h"
 
 DIRECTIONS = [(Direction.TO_DATAVERSE, "bc_watermark"), (Direction.FROM_DATAVERSE, "dataverse_watermark")]
+SOURCE_SIDE = {Direction.TO_DATAVERSE: WebhookSide.BUSINESS_CENTRAL, Direction.FROM_DATAVERSE: WebhookSide.DATAVERSE}
 
 
 def open_errors():
@@ -57,6 +66,10 @@ class DirectionLag:
     label: str
     watermark: datetime | None
     lag: timedelta | None  # None: never synchronized in this direction
+    # From the source's change notifications, when it is subscribed to: the last one after the watermark (a change
+    # is waiting), or None with `subscribed` (no change notified since the watermark: probably nothing waits).
+    subscribed: bool = False
+    notified_at: datetime | None = None
 
 
 @dataclass
@@ -134,7 +147,7 @@ def _health(schedule: Schedule | None, last_jobs: list[SyncJob], running: bool) 
 
 
 def mapping_rows(*, now: datetime | None = None) -> list[MappingRow]:
-    """One row per table mapping; four queries whatever the number of jobs and errors."""
+    """One row per table mapping; six queries whatever the number of jobs and errors."""
     now = now or timezone.now()
     mappings = list(
         TableMapping.objects.annotate(
@@ -151,6 +164,12 @@ def mapping_rows(*, now: datetime | None = None) -> list[MappingRow]:
     for row in open_errors().values("table_mapping_id", "error_class").annotate(n=Count("pk")).order_by():
         errors[row["table_mapping_id"]].append((row["error_class"], row["n"]))
     labels = dict(ErrorClass.choices)
+    subscriptions = {
+        (s.table_mapping_id, s.side): s.last_notification_at
+        for s in WebhookSubscription.objects.filter(status=SubscriptionStatus.ACTIVE).only(
+            "table_mapping_id", "side", "last_notification_at"
+        )
+    }
 
     rows = []
     for mapping in mappings:
@@ -169,12 +188,16 @@ def mapping_rows(*, now: datetime | None = None) -> list[MappingRow]:
         lags = []
         for direction, watermark_field in directions:
             watermark = getattr(mapping, watermark_field)
+            side = (mapping.pk, SOURCE_SIDE[direction])
+            notified = subscriptions.get(side)
             lags.append(
                 DirectionLag(
                     direction=direction,
                     label=Direction(direction).label,
                     watermark=watermark,
                     lag=max(timedelta(0), now - watermark) if watermark else None,
+                    subscribed=side in subscriptions,
+                    notified_at=notified if notified and (watermark is None or notified > watermark) else None,
                 )
             )
         rows.append(

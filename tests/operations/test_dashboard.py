@@ -10,7 +10,7 @@ from django.contrib.auth.models import Permission, User
 from django.utils import timezone
 
 from jobs.choices import ErrorClass, JobStatus
-from jobs.models import ScheduleState, SyncError, SyncJob
+from jobs.models import ScheduleState, SubscriptionStatus, SyncError, SyncJob, WebhookSubscription
 from mappings.choices import Direction
 from mappings.models import TableMapping
 from operations import dashboard, dashboard_hours
@@ -236,3 +236,30 @@ def test_without_redis_the_charts_are_read_from_the_database(history, monkeypatc
 
     monkeypatch.setattr(dashboard_hours, "redis_client", unreachable)
     assert dashboard.charts(range_key="24h", now=now) == expected
+
+
+def test_change_notifications_after_the_watermark_say_that_a_change_waits(mappings):
+    now = timezone.now()
+    customer = mappings["CUSTOMER"]
+    customer.bc_watermark = customer.dataverse_watermark = now - timedelta(minutes=10)
+    customer.save()
+    for side, notified in [
+        ("business_central", now - timedelta(minutes=4)),
+        ("dataverse", now - timedelta(minutes=12)),
+    ]:
+        subscription = WebhookSubscription(
+            table_mapping=customer,
+            side=side,
+            status=SubscriptionStatus.ACTIVE,
+            notification_url="https://syncadmin.example/webhooks/x",
+            last_notification_at=notified,
+        )
+        subscription.set_secret("s3cret")
+        subscription.save()
+
+    [row] = [row for row in dashboard.mapping_rows(now=now) if row.mapping.name == "CUSTOMER"]
+
+    to_dataverse, from_dataverse = row.lags
+    assert (to_dataverse.subscribed, to_dataverse.notified_at) == (True, now - timedelta(minutes=4))
+    assert (from_dataverse.subscribed, from_dataverse.notified_at) == (True, None)  # nothing notified since
+    assert [(lag.subscribed, lag.notified_at) for lag in dashboard.mapping_rows(now=now)[0].lags] == [(False, None)] * 2
