@@ -1,7 +1,8 @@
 """What the admin's start page shows: each mapping's health, the running jobs, each connection's traffic, the charts.
 
-Selectors only: everything is read, aggregated in the database (one query per table or chart, whatever the number of
-jobs and errors), and returned as plain data for the template. `dashboard_context` gathers it for one user, leaving
+Selectors only: everything is read, aggregated in the database (a few queries per part of the page, whatever the
+number of jobs and errors; the charts' finished hours are kept in Redis, see dashboard_hours), and returned as plain
+data for the template. `dashboard_context` gathers it for one user, leaving
 out what the user may not view.
 """
 
@@ -156,7 +157,7 @@ def mapping_rows(*, now: datetime | None = None) -> list[MappingRow]:
     )
     schedules = {s.table_mapping_id: s for s in Schedule.objects.all()}
     last_ids = [pk for m in mappings for pk in (m.last_to_id, m.last_from_id) if pk]
-    last_jobs = SyncJob.objects.in_bulk(last_ids)
+    last_jobs = SyncJob.objects.defer("preview", "record_ids").in_bulk(last_ids)
     running = set(
         SyncJob.objects.filter(status=JobStatus.RUNNING, dry_run=False).values_list("table_mapping_id", flat=True)
     )
@@ -175,14 +176,8 @@ def mapping_rows(*, now: datetime | None = None) -> list[MappingRow]:
     for mapping in mappings:
         schedule = schedules.get(mapping.pk)
         directions = _directions(mapping)
-        jobs = [
-            last_jobs[pk]
-            for direction, pk in (
-                (Direction.TO_DATAVERSE, mapping.last_to_id),
-                (Direction.FROM_DATAVERSE, mapping.last_from_id),
-            )
-            if pk and pk in last_jobs and direction in dict(directions)
-        ]
+        last_of = {Direction.TO_DATAVERSE: mapping.last_to_id, Direction.FROM_DATAVERSE: mapping.last_from_id}
+        jobs = [last_jobs[last_of[direction]] for direction, _ in directions if last_of[direction] in last_jobs]
         health, reason = _health(schedule, jobs, mapping.pk in running)
         by_class = sorted(errors.get(mapping.pk, []), key=lambda item: -item[1])
         lags = []
