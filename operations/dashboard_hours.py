@@ -5,7 +5,8 @@ Aggregated in the database, one GROUP BY hour query for the jobs and one for the
 not change any more (jobs and errors are stamped when they are written), so its figures are kept in Redis once
 computed, and a page reads only the hours not kept yet, plus the live hour, from the database. An hour counts as
 finished SETTLE_MINUTES after its end, since a job's finish time comes from its worker's clock, which may be behind.
-Without Redis every hour is read from the database: slower, never wrong.
+Without Redis every hour is read from the database: slower, never stale. (Jobs deleted by hand from a kept hour still
+count in it until it leaves the charts' ranges.)
 
 The figures of an hour, keyed by its UTC start as "YYYY-MM-DD HH":
     {"jobs": {"<mapping id>": [inserted, modified, deleted, failed, average seconds or None]},
