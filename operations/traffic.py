@@ -20,7 +20,6 @@ import threading
 import time
 from dataclasses import dataclass
 
-import django_rq
 import redis
 from django.conf import settings
 
@@ -33,21 +32,28 @@ HOUR_MINUTES = 60
 # Requests per user in a sliding 5-minute window, by Connection.kind; the same for both services today.
 SERVICE_LIMITS = {"business_central": 6000, "dataverse": 6000}
 RETRY_AFTER_FAILURE_SECONDS = 60
+REDIS_TIMEOUT_SECONDS = 1.0
 
 FIELDS = ("requests", "throttled", "retries", "token_failures")
 
 _lock = threading.Lock()
-_client: tuple[str, redis.Redis] | None = None  # (REDIS_URL it was made for, client)
+_client: tuple[str, redis.Redis] | None = None  # (the URL it was made for, client)
 _paused_until = 0.0  # after a Redis failure, skip recording until then
 _failure_logged = False
 
 
 def redis_client() -> redis.Redis:
-    """One client (one connection pool) per process, remade if the Redis URL changed (tests switch it)."""
+    """The queues' Redis (RQ_QUEUES' default URL), one pool per process, remade if the URL changed (tests do).
+
+    With short timeouts, unlike the queues' own connections: a request to a service never waits long for its count,
+    a stuck Redis costs it a second at most, once a minute (recording pauses after a failure).
+    """
     global _client
+    url = settings.RQ_QUEUES["default"]["URL"]
     with _lock:
-        if _client is None or _client[0] != settings.REDIS_URL:
-            _client = (settings.REDIS_URL, django_rq.get_connection("default"))
+        if _client is None or _client[0] != url:
+            timeout = REDIS_TIMEOUT_SECONDS
+            _client = (url, redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout))
         return _client[1]
 
 

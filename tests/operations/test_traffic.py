@@ -104,3 +104,9 @@ def test_without_redis_a_request_still_succeeds_and_the_failure_is_logged_once(
     assert len(warnings) == 1
     assert traffic._paused_until > time.monotonic()  # skips recording for a while instead of failing every request
     assert traffic.traffic_read([(bc.pk, bc.kind)]) is None
+
+
+def test_a_stuck_redis_holds_a_request_a_second_at_most():
+    kwargs = traffic.redis_client().connection_pool.connection_kwargs
+
+    assert kwargs["socket_timeout"] == kwargs["socket_connect_timeout"] == traffic.REDIS_TIMEOUT_SECONDS == 1.0
