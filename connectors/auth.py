@@ -27,6 +27,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from authlib.integrations.httpx_client import OAuth2Client
 
+from connectors import observers
 from connectors.errors import error_from_response
 from connectors.http import current_transport
 from connectors.types import ConnectorError, ErrorKind
@@ -96,6 +97,8 @@ class TokenProvider:
         secret_problem: str = "",
         timeout: httpx.Timeout,
         send_with_retries: Callable[[Callable[[], httpx.Response], str], httpx.Response],
+        connection_id: int | None = None,
+        service: str = "",
     ):
         self._token_url = token_url
         self._client_id = client_id
@@ -104,6 +107,8 @@ class TokenProvider:
         self._scope = scope
         self._timeout = timeout
         self._send_with_retries = send_with_retries
+        self._connection_id = connection_id  # for the request observers: whose token failed
+        self._service = service
         secret_digest = hashlib.sha256(client_secret.encode()).hexdigest()
         self._key = (token_url, client_id, secret_digest, scope)
         self._lock = threading.Lock()
@@ -125,7 +130,13 @@ class TokenProvider:
             # A 401 with an older token than the cached one means another client already renewed it.
             if cached and not force_new and time.time() < cached.renew_at and cached.access_token != rejected:
                 return cached.access_token
-            fresh = self._fetch()
+            try:
+                fresh = self._fetch()
+            except ConnectorError as exc:
+                observers.notify(
+                    self._connection_id, self._service, "token", exc.status, retried=False, token_failure=True
+                )
+                raise
             with _cache_lock:
                 _cache[self._key] = fresh
             return fresh.access_token

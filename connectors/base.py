@@ -13,7 +13,7 @@ from uuid import UUID
 
 import httpx
 
-from connectors import answers, resilience
+from connectors import answers, observers, resilience
 from connectors.auth import BearerAuth, TokenProvider
 from connectors.errors import error_from_exception, error_from_response
 from connectors.http import build_http_client
@@ -67,6 +67,8 @@ class ODataClient:
             scope=connection.effective_scope,
             timeout=self.http.timeout,
             send_with_retries=lambda send, kind: self._with_retries(send, kind, idempotent=True, url=None),
+            connection_id=connection.pk,
+            service=connection.kind,
         )
         self.auth = BearerAuth(self.tokens)
         self._table_info: dict[str, TableInfo] = {}
@@ -159,6 +161,11 @@ class ODataClient:
             except httpx.HTTPError as exc:
                 attempt = Attempt(exception=exc)
             response = attempt.response
+            if url is not None:  # an API request: what the service counts against its limits (token requests aside)
+                status = response.status_code if response is not None else None
+                observers.notify(
+                    self.connection.pk, self.connection.kind, kind, status, retried=number > 1, token_failure=False
+                )
             if response is not None and response.status_code < 400:
                 self.throttle.on_success()
                 if url is not None:  # an API answer; a token answer comes from another server, with its own clock

@@ -47,7 +47,25 @@ class SyncJob(models.Model):
 
     class Meta:
         ordering = ["-queued_at", "-id"]
-        indexes = [models.Index(fields=["table_mapping", "-queued_at"])]
+        indexes = [
+            models.Index(fields=["table_mapping", "-queued_at"]),
+            # The dashboard: each mapping's last finished run per direction, and the jobs finished in a chart's range.
+            models.Index(fields=["table_mapping", "direction", "-finished_at"], name="syncjob_last_run"),
+            # Every column the dashboard's charts read, so SQLite answers them from the index alone.
+            models.Index(
+                fields=[
+                    "finished_at",
+                    "table_mapping",
+                    "dry_run",
+                    "started_at",
+                    "inserted",
+                    "modified",
+                    "deleted",
+                    "failed",
+                ],
+                name="syncjob_finished_counts",
+            ),
+        ]
         permissions = [("run_sync", "Can run synchronizations and coupling jobs")]
 
     # What a preview would do, by the planner's action (the preview's "counts"), in the order the job page shows.
@@ -93,7 +111,12 @@ class SyncError(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["table_mapping", "-created_at"])]
+        indexes = [
+            models.Index(fields=["table_mapping", "-created_at"]),
+            # The dashboard counts errors by mapping and class, and charts them by hour and class, from these alone.
+            models.Index(fields=["table_mapping", "error_class"], name="syncerror_mapping_class"),
+            models.Index(fields=["created_at", "error_class"], name="syncerror_created_class"),
+        ]
 
     def __str__(self):
         return f"{self.table_mapping.name}: {self.message[:80]}"

@@ -5,11 +5,14 @@ from django.views.generic import RedirectView
 from django_rq.urls import get_admin_urlpatterns, get_api_urlpatterns
 
 from jobs.permissions import rq_dashboard_api, rq_dashboard_page
+from operations.dashboard_view import dashboard_index
 
 admin.site.site_header = "syncadmin"
 admin.site.site_title = "syncadmin"
 admin.site.index_title = "Business Central and Dataverse synchronization"
-admin.site.index_template = "admin/syncadmin_index.html"  # adds the RQ dashboard link for those who may use it
+# The start page is the health dashboard, with the model list below it (and the RQ dashboard's link for those who
+# may use it).
+admin.site.index_template = "admin/operations/dashboard.html"
 
 
 def _rq_dashboard_urls():
@@ -21,6 +24,8 @@ def _rq_dashboard_urls():
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("admin/rq/", include(_rq_dashboard_urls())),
+    # The start page: the dashboard, then the list of models (before the admin's own index, which it extends).
+    path("admin/", admin.site.admin_view(dashboard_index), name="dashboard"),
     path("admin/", admin.site.urls),
     path("webhooks/", include("jobs.webhooks")),
     path("", include("operations.urls")),  # /metrics and /healthz

@@ -1,0 +1,358 @@
+"""What the admin's start page shows: each mapping's health, the running jobs, each connection's traffic, the charts.
+
+Selectors only: everything is read, aggregated in the database (a few queries per part of the page, whatever the
+number of jobs and errors; the charts' finished hours are kept in Redis, see dashboard_hours), and returned as plain
+data for the template. `dashboard_context` gathers it for one user, leaving
+out what the user may not view.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import Count, OuterRef, Subquery
+from django.utils import timezone
+
+from connectors.choices import ConnectionKind
+from connectors.models import Connection
+from jobs.admin.links import mapping_errors_url, mapping_jobs_url
+from jobs.choices import ErrorClass, JobStatus
+from jobs.models import (
+    Schedule,
+    ScheduleState,
+    SubscriptionStatus,
+    SyncError,
+    SyncJob,
+    WebhookSubscription,
+)
+from mappings.choices import Direction
+from mappings.models import TableMapping
+from operations import dashboard_hours, traffic
+
+HEALTHY, FAILING, PAUSED, IDLE, RUNNING = "healthy", "failing", "paused", "idle", "running"
+
+# What each health means, in the order it is decided (the first that applies wins); the page's help shows this.
+HEALTH_HELP = [
+    (RUNNING, "a run of the mapping is under way now (a preview does not count)."),
+    (PAUSED, "its schedule is switched off: no run starts unless someone starts one."),
+    (FAILING, "its last run in either direction failed, or its schedule reached its maximum failed runs in a row."),
+    (IDLE, "nothing is due soon: it has no schedule or has never run, or its schedule is on hold after a quiet run."),
+    (HEALTHY, "its last runs finished (succeeded, partly failed or cancelled) and its schedule will run it again."),
+]
+
+RANGES = {
+    "24h": ("24 hours", timedelta(hours=24)),
+    "7d": ("7 days", timedelta(days=7)),
+    "30d": ("30 days", timedelta(days=30)),
+}
+DEFAULT_RANGE = "24h"
+
+DIRECTIONS = [(Direction.TO_DATAVERSE, "bc_watermark"), (Direction.FROM_DATAVERSE, "dataverse_watermark")]
+SOURCE_SIDE: dict[str, ConnectionKind] = {
+    Direction.TO_DATAVERSE: ConnectionKind.BUSINESS_CENTRAL,
+    Direction.FROM_DATAVERSE: ConnectionKind.DATAVERSE,
+}
+
+
+def open_errors():
+    """The errors counted as open: every error the error list holds (errors have no resolved state yet)."""
+    return SyncError.objects.all()
+
+
+# -- mappings -------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DirectionLag:
+    direction: str
+    label: str
+    watermark: datetime | None
+    lag: timedelta | None  # None: never synchronized in this direction
+    # From the source's change notifications, when it is subscribed to: the last one after the watermark (a change
+    # is waiting), or None with `subscribed` (no change notified since the watermark: probably nothing waits).
+    subscribed: bool = False
+    notified_at: datetime | None = None
+
+
+@dataclass
+class MappingRow:
+    mapping: TableMapping
+    health: str
+    health_reason: str
+    last_jobs: list[SyncJob]
+    errors_by_class: list[tuple[str, str, int]]  # (class, label, count), largest first
+    errors_total: int
+    next_run: str
+    lags: list[DirectionLag]
+    jobs_url: str
+    errors_url: str
+
+    @property
+    def lag(self) -> timedelta | None:
+        """The largest lag of the mapping's directions (None if one of them never ran)."""
+        known = [lag.lag for lag in self.lags if lag.lag is not None]
+        if not self.lags or len(known) < len(self.lags):
+            return None
+        return max(known)
+
+
+def _last_finished(direction: str):
+    return Subquery(
+        SyncJob.objects.filter(
+            table_mapping=OuterRef("pk"), direction=direction, dry_run=False, finished_at__isnull=False
+        )
+        .order_by("-finished_at")
+        .values("pk")[:1]
+    )
+
+
+def _directions(mapping: TableMapping) -> list[tuple[str, str]]:
+    wanted = {
+        Direction.TO_DATAVERSE: mapping.syncs_to_dataverse,
+        Direction.FROM_DATAVERSE: mapping.syncs_from_dataverse,
+    }
+    return [(direction, watermark) for direction, watermark in DIRECTIONS if wanted[direction]]
+
+
+def _next_run(schedule: Schedule | None, now: datetime) -> str:
+    if schedule is None:
+        return "no schedule"
+    if not schedule.enabled:
+        return "paused"
+    if schedule.state == ScheduleState.RUNNING:
+        return "running now"
+    when = timezone.localtime(schedule.next_run_at).strftime("%Y-%m-%d %H:%M")
+    if schedule.state == ScheduleState.ON_HOLD:
+        wake = ", sooner on a change notification" if schedule.wake_on_change else ""
+        return f"on hold until {when}{wake}"
+    if schedule.next_run_at <= now:
+        return "due now"
+    return when
+
+
+def _health(schedule: Schedule | None, last_jobs: list[SyncJob], running: bool) -> tuple[str, str]:
+    if running:
+        return RUNNING, "a run is under way"
+    if schedule is not None and not schedule.enabled:
+        return PAUSED, "the schedule is switched off"
+    failed = [job for job in last_jobs if job.status == JobStatus.FAILED]
+    if failed:
+        return FAILING, f"the last run {failed[0].get_direction_display().lower()} failed"
+    if schedule is not None and schedule.is_failing:
+        return FAILING, f"{schedule.failed_attempts} failed runs in a row"
+    if schedule is None:
+        return IDLE, "no schedule"
+    if not last_jobs:
+        return IDLE, "never run"
+    if schedule.state == ScheduleState.ON_HOLD:
+        return IDLE, "on hold after a run that changed nothing"
+    return HEALTHY, "runs as scheduled"
+
+
+def mapping_rows(*, now: datetime | None = None) -> list[MappingRow]:
+    """One row per table mapping; six queries whatever the number of jobs and errors."""
+    now = now or timezone.now()
+    mappings = list(
+        TableMapping.objects.annotate(
+            last_to_id=_last_finished(Direction.TO_DATAVERSE), last_from_id=_last_finished(Direction.FROM_DATAVERSE)
+        ).order_by("name")
+    )
+    schedules = {s.table_mapping_id: s for s in Schedule.objects.all()}
+    last_ids = [pk for m in mappings for pk in (m.last_to_id, m.last_from_id) if pk]
+    last_jobs = SyncJob.objects.defer("preview", "record_ids").in_bulk(last_ids)
+    running = set(
+        SyncJob.objects.filter(status=JobStatus.RUNNING, dry_run=False).values_list("table_mapping_id", flat=True)
+    )
+    errors: dict[int, list[tuple[str, int]]] = defaultdict(list)
+    for row in open_errors().values("table_mapping_id", "error_class").annotate(n=Count("pk")).order_by():
+        errors[row["table_mapping_id"]].append((row["error_class"], row["n"]))
+    labels = dict(ErrorClass.choices)
+    subscriptions = {
+        (s.table_mapping_id, s.side): s.last_notification_at
+        for s in WebhookSubscription.objects.filter(status=SubscriptionStatus.ACTIVE).only(
+            "table_mapping_id", "side", "last_notification_at"
+        )
+    }
+
+    rows = []
+    for mapping in mappings:
+        schedule = schedules.get(mapping.pk)
+        directions = _directions(mapping)
+        last_of: dict[str, Any] = {
+            Direction.TO_DATAVERSE: mapping.last_to_id,
+            Direction.FROM_DATAVERSE: mapping.last_from_id,
+        }
+        jobs = [last_jobs[last_of[direction]] for direction, _ in directions if last_of[direction] in last_jobs]
+        health, reason = _health(schedule, jobs, mapping.pk in running)
+        by_class = sorted(errors.get(mapping.pk, []), key=lambda item: -item[1])
+        lags = []
+        for direction, watermark_field in directions:
+            watermark = getattr(mapping, watermark_field)
+            side = (mapping.pk, SOURCE_SIDE[direction])
+            notified = subscriptions.get(side)
+            lags.append(
+                DirectionLag(
+                    direction=direction,
+                    label=Direction(direction).label,
+                    watermark=watermark,
+                    lag=max(timedelta(0), now - watermark) if watermark else None,
+                    subscribed=side in subscriptions,
+                    notified_at=notified if notified and (watermark is None or notified > watermark) else None,
+                )
+            )
+        rows.append(
+            MappingRow(
+                mapping=mapping,
+                health=health,
+                health_reason=reason,
+                last_jobs=jobs,
+                errors_by_class=[(name, labels.get(name, name), n) for name, n in by_class],
+                errors_total=sum(n for _, n in by_class),
+                next_run=_next_run(schedule, now),
+                lags=lags,
+                jobs_url=mapping_jobs_url(mapping.pk),
+                errors_url=mapping_errors_url(mapping.pk),
+            )
+        )
+    return rows
+
+
+# -- running jobs ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunningJob:
+    job: SyncJob
+    percent: int | None  # None while the total is not known
+    rate: float | None  # records per second
+    time_left: timedelta | None
+
+
+def running_jobs(*, now: datetime | None = None) -> list[RunningJob]:
+    """The jobs running now, oldest first, with their progress, rate and an estimate of the time left."""
+    now = now or timezone.now()
+    result = []
+    jobs = SyncJob.objects.filter(status=JobStatus.RUNNING).select_related("table_mapping").order_by("started_at")
+    for job in jobs.defer("preview", "record_ids"):
+        elapsed = (now - job.started_at).total_seconds() if job.started_at else 0
+        rate = job.progress_done / elapsed if elapsed > 0 and job.progress_done else None
+        total = job.progress_total
+        percent = min(100, round(100 * job.progress_done / total)) if total else None
+        left = None
+        if rate and total and total > job.progress_done:
+            left = timedelta(seconds=round((total - job.progress_done) / rate))
+        result.append(RunningJob(job=job, percent=percent, rate=rate, time_left=left))
+    return result
+
+
+def queued_job_count() -> int:
+    return SyncJob.objects.filter(status=JobStatus.QUEUED).count()
+
+
+# -- connections ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ConnectionRow:
+    connection: Connection
+    traffic: traffic.ConnectionTraffic | None  # None when Redis cannot be read
+
+
+def connection_rows(*, now: float | None = None) -> list[ConnectionRow]:
+    connections = list(Connection.objects.order_by("kind", "name").only("pk", "kind", "name", "enabled"))
+    counts = traffic.traffic_read([(c.pk, c.kind) for c in connections], now=now) or {}
+    return [ConnectionRow(connection=c, traffic=counts.get(c.pk)) for c in connections]
+
+
+# -- charts ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Charts:
+    range_key: str
+    range_label: str
+    records: dict = field(default_factory=dict)  # {"labels": [...], "datasets": [{"label":..., "data": [...]}]}
+    errors: dict = field(default_factory=dict)
+    durations: dict = field(default_factory=dict)
+
+
+def charts(*, range_key: str = DEFAULT_RANGE, now: datetime | None = None) -> Charts:
+    """Records synchronized and errors per hour, and run durations per mapping and hour, over the range."""
+    now = now or timezone.now()
+    if range_key not in RANGES:
+        range_key = DEFAULT_RANGE
+    label, length = RANGES[range_key]
+    hours = dashboard_hours.hours_between(now - length, now)
+    figures = dashboard_hours.figures_by_hour(now - length, now)
+    empty: dict[str, dict[str, Any]] = {"jobs": {}, "errors": {}}
+    per_hour = [figures.get(dashboard_hours.hour_key(hour), empty) for hour in hours]
+    hour_labels = [timezone.localtime(hour).strftime("%m-%d %H:00") for hour in hours]
+
+    records = {
+        "labels": hour_labels,
+        "datasets": [
+            {
+                "label": name.capitalize(),
+                "key": name,
+                "data": [sum(counts[position] for counts in hour["jobs"].values()) for hour in per_hour],
+            }
+            for position, name in enumerate(dashboard_hours.RECORD_COUNTS)
+        ],
+    }
+    names = dict(TableMapping.objects.values_list("pk", "name"))
+    mapping_ids = sorted({int(pk) for hour in per_hour for pk in hour["jobs"]}, key=lambda pk: names.get(pk, ""))
+    durations = {
+        "labels": hour_labels,
+        "datasets": [
+            {
+                "label": names.get(pk, f"mapping {pk}"),
+                "key": names.get(pk, str(pk)),
+                "data": [hour["jobs"].get(str(pk), [None] * 5)[4] for hour in per_hour],
+            }
+            for pk in mapping_ids
+        ],
+    }
+    labels = dict(ErrorClass.choices)
+    classes = {name for hour in per_hour for name in hour["errors"]}
+    errors = {
+        "labels": hour_labels,
+        "datasets": [
+            {"label": labels.get(name, name), "key": name, "data": [hour["errors"].get(name, 0) for hour in per_hour]}
+            for name in [*ErrorClass.values, *sorted(classes - set(ErrorClass.values))]
+            if name in classes
+        ],
+    }
+    return Charts(range_key=range_key, range_label=label, records=records, errors=errors, durations=durations)
+
+
+# -- the page -------------------------------------------------------------------------------------------------------
+
+
+def dashboard_context(user, *, range_key: str = DEFAULT_RANGE, now: datetime | None = None) -> dict:
+    """Everything the start page shows `user`, leaving out what the user may not view."""
+    now = now or timezone.now()
+    can_view_jobs = user.has_perm("jobs.view_syncjob")
+    can_view_errors = user.has_perm("jobs.view_syncerror")
+    context = {
+        "health_help": HEALTH_HELP,
+        "ranges": [(key, label) for key, (label, _) in RANGES.items()],
+        "service_limits": traffic.SERVICE_LIMITS,
+        "window_minutes": traffic.WINDOW_MINUTES,
+        "can_view_mappings": user.has_perm("mappings.view_tablemapping"),
+        "can_view_jobs": can_view_jobs,
+        "can_view_errors": can_view_errors,
+        "can_view_connections": user.has_perm("connectors.view_connection"),
+    }
+    if context["can_view_mappings"]:
+        context["mapping_rows"] = mapping_rows(now=now)
+    if can_view_jobs:
+        context["running_jobs"] = running_jobs(now=now)
+        context["queued_jobs"] = queued_job_count()
+    if context["can_view_connections"]:
+        context["connection_rows"] = connection_rows(now=now.timestamp())
+    if can_view_jobs or can_view_errors:
+        context["charts"] = charts(range_key=range_key, now=now)
+    return context
