@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import django_rq
@@ -20,8 +21,10 @@ from django.utils import timezone
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from connectors.models import Connection
 from jobs.models import COUNTER_FIELDS, SyncError, SyncJob
 from mappings.models import TableMapping
+from operations import traffic
 from operations.alerts import SUCCESSFUL
 
 logger = logging.getLogger(__name__)
@@ -90,20 +93,50 @@ def open_errors_by_class() -> GaugeMetricFamily:
 
 
 def http_request_families() -> Iterator[GaugeMetricFamily]:
-    """HTTP requests to Business Central and Dataverse: the one place to point at finer counters.
+    """HTTP requests to Business Central and Dataverse, two ways.
 
-    Today this reads what sync jobs record: their requests by kind, both services together (`service="all"`), the
-    kind standing in for the status ("retry" = a request retried after a 429, a 5xx or a transport error).
+    Per connection, from the request counts the connectors record at their one HTTP choke point
+    (operations/traffic.py): requests in the last hour by outcome, and in the current 5-minute window against the
+    service's limit. And per kind of request, from what the sync jobs of the last 24 hours recorded (read, write,
+    token, retry), which needs no Redis.
     """
+    connections = list(Connection.objects.values_list("pk", "kind", "name"))
+    counted = traffic.traffic_read([(pk, kind) for pk, kind, _ in connections]) if connections else {}
+    if counted is not None:
+        last_hour = GaugeMetricFamily(
+            "syncadmin_connection_requests_last_hour",
+            "Requests each connection sent in the last hour: all, throttled (answered 429), retried, and token "
+            "requests that failed.",
+            labels=["service", "connection", "outcome"],
+        )
+        window = GaugeMetricFamily(
+            "syncadmin_connection_requests_window",
+            "Requests each connection sent in the current 5-minute window; the service allows `limit` per user.",
+            labels=["service", "connection", "measure"],
+        )
+        for pk, kind, name in connections:
+            counts = counted[pk]
+            for outcome, value in (
+                ("all", counts.requests_last_hour),
+                ("throttled", counts.throttled_last_hour),
+                ("retried", counts.retries_last_hour),
+                ("token_failed", counts.token_failures_last_hour),
+            ):
+                last_hour.add_metric([kind, name, outcome], value)
+            window.add_metric([kind, name, "requests"], counts.requests_in_window)
+            window.add_metric([kind, name, "limit"], counts.limit)
+        yield last_hour
+        yield window
     family = GaugeMetricFamily(
         "syncadmin_http_requests",
-        "HTTP requests the sync jobs in the job log made, by service and status (today: service=all, status=the "
-        "request's kind; retry counts requests retried after 429, 5xx or transport errors).",
+        "HTTP requests the sync jobs finished in the last 24 hours made, by kind of request (read, write, token; "
+        "retry counts requests retried after 429, 5xx or transport errors), both services together.",
         labels=["service", "status"],
     )
     totals: dict[str, int] = defaultdict(int)
+    recent = SyncJob.objects.filter(finished_at__gte=timezone.now() - timedelta(hours=24))
     # A JSON object per job: summed here, from one column read (the JSON is not aggregatable on every database).
-    for by_kind in SyncJob.objects.exclude(http_requests_by_kind={}).values_list("http_requests_by_kind", flat=True):
+    for by_kind in recent.exclude(http_requests_by_kind={}).values_list("http_requests_by_kind", flat=True):
         for kind, count in (by_kind or {}).items():
             totals[str(kind)] += int(count)
     for kind in sorted(totals):

@@ -157,3 +157,29 @@ def test_healthz_and_metrics_need_no_login_and_set_no_cookie(client, settings):
     for response in (client.get("/healthz"), client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})):
         assert response.status_code in (200, 503)
         assert not response.cookies
+
+
+def test_metrics_give_each_connections_requests_as_the_connectors_counted_them(client, settings, redis_connection):
+    from connectors.choices import ConnectionKind
+    from connectors.models import Connection
+    from operations import traffic
+
+    settings.METRICS_TOKEN = TOKEN
+    bc = Connection.objects.create(
+        kind=ConnectionKind.BUSINESS_CENTRAL, name="BC", environment_url="https://bc.example", tenant="t", client_id="c"
+    )
+    for status, retried in ((200, False), (429, False), (200, True)):
+        traffic.record(bc.pk, "business_central", "read", status, retried, False)
+    traffic.record(bc.pk, "business_central", "token", None, False, True)
+
+    values = samples(client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).content.decode())
+
+    def hour(outcome):
+        labels = (("connection", "BC"), ("outcome", outcome), ("service", "business_central"))
+        return values[("syncadmin_connection_requests_last_hour", labels)]
+
+    assert (hour("all"), hour("throttled"), hour("retried"), hour("token_failed")) == (3, 1, 1, 1)
+    window = (("connection", "BC"), ("measure", "requests"), ("service", "business_central"))
+    limit = (("connection", "BC"), ("measure", "limit"), ("service", "business_central"))
+    assert values[("syncadmin_connection_requests_window", window)] == 3
+    assert values[("syncadmin_connection_requests_window", limit)] == 6000
