@@ -71,6 +71,8 @@ OWN_CREDENTIALS = Rule(NOBODY, NOBODY, "the emulated service or our receiver: it
 URLS: dict[str, Rule] = {
     # The admin site
     "admin:index": Rule(STAFF, STAFF, "nothing"),
+    # The start page (the health dashboard above the model list); each section shows what the user may view
+    "dashboard": Rule(STAFF, STAFF, "nothing"),
     "admin:login": Rule(SKIP, SKIP, "the login page, for everyone"),
     # A POST ends the user's own session (and would end this test's); a GET is refused (test_admin_login_required).
     "admin:logout": Rule(SKIP, SKIP, "the user's own session"),
