@@ -343,6 +343,9 @@ def sync_runs_recover() -> list[SyncJob]:
 
 
 def _resume(job: SyncJob) -> SyncJob | None:
+    if job.cancel_requested:
+        SyncJob.objects.filter(pk=job.pk).update(message=f"{WORKER_STOPPED} Not resumed: it was being cancelled.")
+        return None
     if job.resumed_from_id is not None:
         SyncJob.objects.filter(pk=job.pk).update(
             message=f"{WORKER_STOPPED} Not resumed again: it resumed job #{job.resumed_from_id} already."

@@ -121,6 +121,17 @@ def test_a_resumed_run_whose_worker_stops_too_is_not_resumed_again(mapping, djan
     assert queued_rq_jobs() == []
 
 
+def test_a_run_being_cancelled_when_its_worker_stopped_is_not_resumed(mapping, django_capture_on_commit_callbacks):
+    dead = running_job(mapping, cancel_requested=True)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.sync_runs_recover() == []
+
+    dead.refresh_from_db()
+    assert dead.status == JobStatus.FAILED and "Not resumed: it was being cancelled." in dead.message
+    assert queued_rq_jobs() == []
+
+
 def test_the_heartbeat_beats_while_the_run_lives_and_lapses_soon_after_its_process_stops(
     settings, redis_connection, mapping
 ):
