@@ -292,13 +292,14 @@ def _announce_finished(jobs: list[SyncJob]) -> None:
 
 
 def _fail_abandoned_runs(mapping: TableMapping, current_job_ids: list[int]) -> None:
-    """Runs of this mapping still marked running while we hold its lock, without a heartbeat, have lost their worker.
+    """Runs of this mapping still marked running while we hold its lock have lost their worker (or, alive but
+    stalled past the lock's expiry, their right to go on: they stop at their next page).
 
     Normally the scheduler's tick has failed and resumed them long before their lock expired (sync_runs_recover);
     this is for an installation whose scheduler is not running. They are not resumed: this run is the later one.
     """
     running = SyncJob.objects.filter(table_mapping=mapping, status=JobStatus.RUNNING).exclude(pk__in=current_job_ids)
-    for job_id in recovery.without_heartbeat(list(running.values_list("pk", flat=True))):
+    for job_id in running.values_list("pk", flat=True):
         _claim_stopped(job_id, f"{WORKER_STOPPED} A later run picks up its records.")
 
 

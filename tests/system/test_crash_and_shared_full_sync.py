@@ -92,8 +92,9 @@ def poll(condition, timeout: float, interval: float = 0.25):
 def test_a_run_whose_worker_is_killed_is_failed_unlocked_and_resumed_within_a_minute_and_the_counts_reconcile(
     scratch, redis_url
 ):
-    scratch.env["SYNC_WORKER_LOST_AFTER_SECONDS"] = "3"  # the heartbeat lapses 3 s after the kill (default 30)
-    scratch.env["SYNC_LOCK_TIMEOUT_SECONDS"] = "300"  # as deployed: a lock left to expire would block for 5 minutes
+    # The heartbeat lapses 3 s after the kill (the scratch's setting; 30 s by default); the lock, as deployed, would
+    # block the mapping for 5 minutes if it were left to expire.
+    scratch.env["SYNC_LOCK_TIMEOUT_SECONDS"] = "300"
     scratch.install(customers=RECORDS)
     scratch.shell("from jobs.models import Schedule; Schedule.objects.update(enabled=False); print('{}')")
     scratch.manage("sync", "CUSTOMER", "--kind", "full", "--enqueue")
