@@ -44,6 +44,18 @@ class SyncJob(models.Model):
     cancel_requested = models.BooleanField(default=False)
     message = models.TextField(blank=True)
     preview = models.JSONField(default=dict, blank=True, help_text="For a dry run: sample of field differences.")
+    # Crash recovery (services.sync_runs_recover): the token of the mapping lock this run holds, so that the lock of
+    # a run whose worker died is released, never one another run has taken since; and the run this one resumes.
+    lock_token = models.CharField(max_length=64, blank=True, editable=False)
+    resumed_from = models.OneToOneField(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="resumed_by",
+        editable=False,
+        help_text="The run whose worker stopped, which this run resumes (once: a resumed run is not resumed again).",
+    )
 
     class Meta:
         ordering = ["-queued_at", "-id"]

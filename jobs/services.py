@@ -25,7 +25,7 @@ from connectors.models import Connection
 from coupling.matching import NoMatchCriteria
 from coupling.models import Coupling
 from coupling.services import match_based_coupling_run
-from jobs import shared_sync
+from jobs import recovery, shared_sync
 from jobs.choices import ACTIVE_STATUSES, JobKind, JobStatus
 from jobs.engine.pipeline import DirectionRun, RunCancelled
 from jobs.engine.reader import SourceUnreadable
@@ -38,6 +38,8 @@ from mappings.models import TableMapping
 logger = logging.getLogger(__name__)
 
 QUEUE = "default"
+
+WORKER_STOPPED = "The worker stopped before the run finished (killed or crashed)."
 
 
 class SyncNotStarted(Exception):
@@ -242,7 +244,7 @@ def mapping_lock(mapping: TableMapping, *, wait: float = 5):
     """
     timeout = settings.SYNC_LOCK_TIMEOUT_SECONDS
     lock = django_rq.get_connection(QUEUE).lock(
-        f"syncadmin:mapping-run:{mapping.pk}", timeout=timeout, blocking=True, blocking_timeout=wait
+        mapping_lock_key(mapping.pk), timeout=timeout, blocking=True, blocking_timeout=wait
     )
     if not lock.acquire():
         yield None
@@ -254,6 +256,10 @@ def mapping_lock(mapping: TableMapping, *, wait: float = 5):
             lock.release()
         except LockError:
             logger.warning("The run lock of %s expired before the run ended.", mapping.name)
+
+
+def mapping_lock_key(mapping_id: int) -> str:
+    return f"syncadmin:mapping-run:{mapping_id}"
 
 
 def sync_jobs_run(*, job_ids: list[int], on_progress=None, lock_wait: float = 5) -> None:
@@ -295,15 +301,77 @@ def _announce_finished(jobs: list[SyncJob]) -> None:
 
 
 def _fail_abandoned_runs(mapping: TableMapping, current_job_ids: list[int]) -> None:
-    """Runs of this mapping still marked running while we hold its lock have lost their worker."""
-    abandoned = SyncJob.objects.filter(table_mapping=mapping, status=JobStatus.RUNNING).exclude(pk__in=current_job_ids)
-    for job_id in abandoned.values_list("pk", flat=True):
-        shared_sync.SharedPages(job_id).discard()
-    abandoned.update(
-        status=JobStatus.FAILED,
-        finished_at=timezone.now(),
-        message="Its worker stopped before the run finished (killed or crashed). A later run picks up its records.",
+    """Runs of this mapping still marked running while we hold its lock have lost their worker (or, alive but
+    stalled past the lock's expiry, their right to go on: they stop at their next page).
+
+    Normally the scheduler's tick has failed and resumed them long before their lock expired (sync_runs_recover);
+    this is for an installation whose scheduler is not running. They are not resumed: this run is the later one.
+    """
+    running = SyncJob.objects.filter(table_mapping=mapping, status=JobStatus.RUNNING).exclude(pk__in=current_job_ids)
+    for job_id in running.values_list("pk", flat=True):
+        _claim_stopped(job_id, f"{WORKER_STOPPED} A later run picks up its records.")
+
+
+def _claim_stopped(job_id: int, message: str) -> bool:
+    """Mark a running job whose worker stopped as failed; False if it finished (or was claimed) meanwhile."""
+    claimed = SyncJob.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(
+        status=JobStatus.FAILED, finished_at=timezone.now(), message=message
     )
+    if claimed:
+        shared_sync.SharedPages(job_id).discard()
+    return bool(claimed)
+
+
+def sync_runs_recover() -> list[SyncJob]:
+    """Finish the runs whose worker stopped (killed or crashed): the scheduler's tick calls this every 30 seconds.
+
+    A running job without a heartbeat (jobs/recovery.py) is marked failed, the mapping lock it held is released (only
+    if it still holds it), and the run is resumed once, by a new job linked to it (`resumed_from`). The new job starts
+    again from the run's checkpoint: the mapping's watermark, which only moves when a run ends, so a modified-records
+    run reads the same changes again and a full synchronization reads every page again. Reading again is safe: the
+    dead run's inserts hold reserved couplings, which the new run completes instead of inserting twice, and counts as
+    its inserts. The jobs the same RQ job had not reached yet are queued again behind it. A resumed run whose worker
+    stops too is not resumed again (a record that kills its worker must not kill one every minute).
+    Returns the new jobs.
+    """
+    running = list(SyncJob.objects.filter(status=JobStatus.RUNNING).values_list("pk", flat=True))
+    resumed = []
+    for job in SyncJob.objects.filter(pk__in=recovery.without_heartbeat(running)).order_by("pk"):
+        with transaction.atomic():
+            if not _claim_stopped(job.pk, WORKER_STOPPED):
+                continue
+            recovery.release_if_held(mapping_lock_key(job.table_mapping_id), job.lock_token)
+            new_job = _resume(job)
+            waiting = []
+            if job.rq_job_id:  # the rest of its RQ job, which died with it
+                waiting = list(SyncJob.objects.filter(rq_job_id=job.rq_job_id, status=JobStatus.QUEUED).order_by("pk"))
+            sync_jobs_enqueue(([new_job] if new_job else []) + waiting)
+        logger.warning("Sync job %s lost its worker; %s", job.pk, f"resumed as #{new_job.pk}" if new_job else "failed")
+        if new_job:
+            resumed.append(new_job)
+    return resumed
+
+
+def _resume(job: SyncJob) -> SyncJob | None:
+    if job.cancel_requested:
+        SyncJob.objects.filter(pk=job.pk).update(message=f"{WORKER_STOPPED} Not resumed: it was being cancelled.")
+        return None
+    if job.resumed_from_id is not None:
+        SyncJob.objects.filter(pk=job.pk).update(
+            message=f"{WORKER_STOPPED} Not resumed again: it resumed job #{job.resumed_from_id} already."
+        )
+        return None
+    new_job = SyncJob.objects.create(
+        kind=job.kind,
+        table_mapping_id=job.table_mapping_id,
+        direction=job.direction,
+        requested_by_id=job.requested_by_id,
+        record_ids=job.record_ids,
+        dry_run=job.dry_run,
+        resumed_from=job,
+    )
+    SyncJob.objects.filter(pk=job.pk).update(message=f"{WORKER_STOPPED} Resumed as job #{new_job.pk}.")
+    return new_job
 
 
 def _grouped_by_mapping(jobs: list[SyncJob]) -> list[list[SyncJob]]:
@@ -317,8 +385,17 @@ def _grouped_by_mapping(jobs: list[SyncJob]) -> list[list[SyncJob]]:
 
 
 def _run_one(job: SyncJob, bc_client, dataverse_client, lock, on_progress=None) -> None:
+    # The heartbeat beats from before the job shows as running until after it shows as finished.
+    with recovery.RunHeartbeat(job.pk):
+        _run_one_alive(job, bc_client, dataverse_client, lock, on_progress)
+
+
+def _run_one_alive(job: SyncJob, bc_client, dataverse_client, lock, on_progress=None) -> None:
+    token = lock.local.token
     started = SyncJob.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(
-        status=JobStatus.RUNNING, started_at=timezone.now()
+        status=JobStatus.RUNNING,
+        started_at=timezone.now(),
+        lock_token=token.decode() if isinstance(token, bytes) else token,
     )
     if not started:
         return  # cancelled meanwhile
@@ -365,8 +442,9 @@ def _run_one(job: SyncJob, bc_client, dataverse_client, lock, on_progress=None) 
     if status == JobStatus.SUCCEEDED and job.failed:
         status = JobStatus.PARTLY_FAILED
     used = (bc_client.request_counts + dataverse_client.request_counts) - before
-    # Counters were added page by page (also by helper workers): touch only what this function owns.
-    SyncJob.objects.filter(pk=job.pk).update(
+    # Counters were added page by page (also by helper workers): touch only what this function owns. A job that
+    # recovery took as stopped (its heartbeat lapsed, e.g. the process was frozen) keeps what recovery said.
+    SyncJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
         status=status,
         message=message or job.message,
         finished_at=timezone.now(),
@@ -502,6 +580,9 @@ def _user(user):
 
 
 def _on_page(job: SyncJob, lock, on_progress) -> None:
+    if not SyncJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).exists():
+        # Recovery took this run as stopped and resumed it elsewhere: the resumed run goes on, not this one.
+        raise RunCancelled(f"{WORKER_STOPPED} This run was resumed by another job.")
     _keep_lock(job, lock)
     if on_progress:
         on_progress(job)

@@ -3,9 +3,10 @@
 Variables (see README "Configuration" and .env.example): DATABASE_URL, SANDBOX_DATABASE_URL, REDIS_URL,
 SECRET_KEY(_FILE), SYNCADMIN_ENCRYPTION_KEY(_FILE), DEBUG, ALLOWED_HOSTS, SYNCADMIN_DATA_DIR, PORT,
 SANDBOX_ENABLED, SYNC_JOB_RETENTION_DAYS, SYNC_SKIP_REPEATED_FAILURES, SYNC_LOCK_TIMEOUT_SECONDS,
-SYNC_SHARED_FULL_SYNC_HELPERS, SESSION_COOKIE_SECURE, SECURE_SSL_REDIRECT, SECURE_HSTS_SECONDS,
-SECURE_HSTS_INCLUDE_SUBDOMAINS, SECURE_HSTS_PRELOAD, BEHIND_HTTPS_PROXY, EMAIL_HOST, EMAIL_PORT, EMAIL_HOST_USER,
-EMAIL_HOST_PASSWORD(_FILE), EMAIL_USE_TLS, EMAIL_USE_SSL, DEFAULT_FROM_EMAIL, METRICS_TOKEN(_FILE), LOG_FORMAT.
+SYNC_WORKER_LOST_AFTER_SECONDS, SYNC_SHARED_FULL_SYNC_HELPERS, SESSION_COOKIE_SECURE, SECURE_SSL_REDIRECT,
+SECURE_HSTS_SECONDS, SECURE_HSTS_INCLUDE_SUBDOMAINS, SECURE_HSTS_PRELOAD, BEHIND_HTTPS_PROXY, EMAIL_HOST, EMAIL_PORT,
+EMAIL_HOST_USER, EMAIL_HOST_PASSWORD(_FILE), EMAIL_USE_TLS, EMAIL_USE_SSL, DEFAULT_FROM_EMAIL, METRICS_TOKEN(_FILE),
+LOG_FORMAT.
 
 A bad value stops the process at start with one line naming the variable and the expected form.
 """
@@ -72,6 +73,9 @@ try:
     SYNC_SKIP_REPEATED_FAILURES = env.env_bool("SYNC_SKIP_REPEATED_FAILURES", default=True)
     # One run per mapping at a time: the lock expires this long after its worker died (a live run renews it).
     SYNC_LOCK_TIMEOUT_SECONDS = env.env_int("SYNC_LOCK_TIMEOUT_SECONDS", default=300, minimum=2)
+    # A running run's worker renews a heartbeat a few times within this; once it is this old, the worker is taken as
+    # stopped: the scheduler tick (every 30 s) fails the run, frees its lock and resumes it (within a minute in all).
+    SYNC_WORKER_LOST_AFTER_SECONDS = env.env_int("SYNC_WORKER_LOST_AFTER_SECONDS", default=30, minimum=3)
     # Extra RQ jobs that help a full synchronization (each takes pages while the first one reads).
     SYNC_SHARED_FULL_SYNC_HELPERS = env.env_int("SYNC_SHARED_FULL_SYNC_HELPERS", default=3, minimum=0)
     SESSION_COOKIE_SECURE = env.env_bool("SESSION_COOKIE_SECURE", default=not DEBUG)

@@ -24,6 +24,12 @@ from mappings.models import TableMapping
 # Re-read a little before the watermark: many rows can share a timestamp, and Dataverse has whole seconds only.
 WATERMARK_OVERLAP = timedelta(seconds=1)
 ID_CHUNK = 500
+# A full synchronization stops once it has read this many times the records counted at its start. The count and the
+# pages come from the same server and filter, so only records created during the run make them differ: tripling the
+# table while it is read does not happen, whereas a server that keeps returning pages (a next link that leads back,
+# a page that repeats) would hold the mapping's lock for ever. Small tables get at least RUNAWAY_FLOOR records.
+RUNAWAY_FACTOR = 3
+RUNAWAY_FLOOR = 1000
 
 
 class SourceUnreadable(Exception):
@@ -50,6 +56,7 @@ class SourceReader:
         self.source_client, self.target_client = source_client, target_client
         self.source_select, self.target_select = source_select, target_select
         self.latest_modified: datetime | None = None
+        self.estimate: int | None = None  # records counted at the start (a full synchronization only)
         # Records already processed as failed-not-skipped retries, left out when the changed pages bring them again.
         # Only these are remembered: pages of one read are disjoint, so memory does not grow with the table.
         self._retried: set[UUID] = set()
@@ -107,6 +114,7 @@ class SourceReader:
                 return  # the read that follows reports the problem
         else:
             return  # an incremental run's size is unknown until it has read its changes
+        self.estimate = total
         SyncJob.objects.filter(pk=self.job.pk).update(progress_total=total)
 
     def _noted(self, rows: list[Row]) -> list[Row]:
@@ -131,10 +139,21 @@ class SourceReader:
                 modified_since=self._watermark(),
                 select=self.source_select,
             )
+            read = 0
             for page in pages:
+                read += len(page.rows)
+                self._check_runaway(read)
                 yield [row for row in page.rows if self.source.row_id(row) not in self._retried]
         except ConnectorError as exc:
             raise SourceUnreadable(f"{self.source.label} {self.source.entity_set} could not be read: {exc}") from exc
+
+    def _check_runaway(self, read: int) -> None:
+        if self.estimate is None or read <= RUNAWAY_FACTOR * max(self.estimate, RUNAWAY_FLOOR):
+            return
+        raise SourceUnreadable(
+            f"{self.source.label} {self.source.entity_set}: read {read} records, more than {RUNAWAY_FACTOR}x the "
+            f"{self.estimate} records counted at the start: the source keeps returning pages; stopped."
+        )
 
     def _read_by_ids(self, ids: list[UUID]) -> dict[UUID, Row]:
         try:

@@ -78,12 +78,17 @@ class PageSaver:
         to_delete: list[int] = []
         now = timezone.now()
         for plan, result in written:
+            # A reserved coupling whose record exists: an interrupted run's insert landed before that run could
+            # save it (and count it). It is this run's insert, so crashed and resuming runs add up to what exists.
+            recovered = plan.coupling is not None and plan.coupling.reserved and plan.target_row is not None
             if plan.action in (Action.INSERT, Action.UPDATE) and result is not None and not result.ok:
                 plan, detail = self._failed_write(plan, result.error), _detail(result.error)
                 outcome = Action.FAIL
             else:
                 detail, outcome = "", plan.action
-            counter = "inserted" if (plan.restore and outcome == Action.INSERT) else COUNTER_FOR[outcome]
+            counter = COUNTER_FOR[outcome]
+            if recovered and outcome in (Action.UPDATE, Action.UNCHANGED):
+                counter = "inserted"
             if counter:
                 counts[counter] += 1
             coupling = plan.coupling

@@ -19,7 +19,7 @@ import django_rq
 from jobs.choices import JobKind
 from jobs.models import Schedule, SyncJob
 from jobs.scheduling.schedules import schedule_wake
-from jobs.services import QUEUE, SyncNotStarted, sync_enqueue
+from jobs.services import QUEUE, SyncNotStarted, mapping_lock_key, sync_enqueue
 from mappings.choices import Direction
 from mappings.models import TableMapping
 
@@ -76,7 +76,7 @@ def changes_flush(*, mapping_id: int, direction: str) -> list[SyncJob]:
     if mapping is None:
         connection.delete(ids_key, incremental_key, flush_key)
         return []
-    if connection.exists(_mapping_lock_key(mapping_id)):
+    if connection.exists(mapping_lock_key(mapping_id)):
         # A run of this mapping holds its lock: a run queued now would be turned away. Try again shortly.
         connection.expire(flush_key, BUSY_RETRY_SECONDS + FLUSH_GRACE_SECONDS)
         _schedule_flush(mapping_id, direction, BUSY_RETRY_SECONDS)
@@ -136,8 +136,3 @@ def _directions(mapping: TableMapping) -> list[str]:
         )
         if on
     ]
-
-
-def _mapping_lock_key(mapping_id: int) -> str:
-    # The key of jobs.services.mapping_lock: held while a run of the mapping is in progress, expires if it dies.
-    return f"syncadmin:mapping-run:{mapping_id}"

@@ -2,10 +2,16 @@
 
 from jobs.scheduling.schedules import schedules_run_due
 from jobs.scheduling.subscriptions import subscriptions_queue_renewal
+from jobs.services import sync_runs_recover
 
 
 def scheduler_tick() -> int:
-    """Start every due schedule and queue renewals of expiring webhook subscriptions; return how many runs started."""
+    """Resume the runs whose worker stopped, start every due schedule and queue renewals of expiring webhook
+    subscriptions; return how many scheduled runs started.
+
+    Recovery comes first: a resumed run is a run in progress, so its mapping's schedule does not start another.
+    """
+    sync_runs_recover()
     started = schedules_run_due()
     subscriptions_queue_renewal()
     return started

@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from jobs.choices import JobKind, JobStatus
 from jobs.models import Schedule, ScheduleState, SyncJob
+from jobs.recovery import heartbeat_key
 from jobs.scheduling import schedules as schedule_services
 from jobs.scheduling.defaults import create_missing_schedules
 from jobs.scheduling.tick import scheduler_tick
@@ -142,12 +143,14 @@ def test_of_two_schedulers_that_read_the_same_due_schedule_only_one_starts_the_r
     assert SyncJob.objects.count() == 2  # one run: its two directions
 
 
-def test_a_due_schedule_does_not_queue_a_second_run_beside_one_still_in_progress():
+def test_a_due_schedule_does_not_queue_a_second_run_beside_one_still_in_progress(redis_connection):
     from jobs.services import sync_enqueue
 
     schedule = only_customer_due()
     running = sync_enqueue(mapping=schedule.table_mapping, kind=JobKind.FULL)  # e.g. a user's long full sync
     SyncJob.objects.filter(pk__in=[j.pk for j in running]).update(status=JobStatus.RUNNING)
+    for job in running:  # alive: its worker beats (a run without a heartbeat is recovered by the tick)
+        redis_connection.set(heartbeat_key(job.pk), "test", ex=60)
 
     assert scheduler_tick() == 0
 

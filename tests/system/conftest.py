@@ -96,6 +96,8 @@ class Scratch:
                 "DEBUG": "1",
                 "REDIS_URL": redis_url,
                 "SYNC_LOCK_TIMEOUT_SECONDS": "10",
+                # Shorter than the lock, as the defaults are (30 s and 300 s): a killed run is known dead first.
+                "SYNC_WORKER_LOST_AFTER_SECONDS": "3",
                 "PYTHONUNBUFFERED": "1",
             }
         )
