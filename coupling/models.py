@@ -54,7 +54,7 @@ class Coupling(models.Model):
     The modified-on values are each side's own timestamp as it stood right after our last write, so our own
     writes are not seen as changes on the next run.
 
-    Its states, for the crash-recovery protocol (architecture.md "The engine"):
+    Its states, for the crash-recovery protocol (docs/architecture.md "The states of a coupling"):
     - coupled: `pending` is false; both records exist.
     - reserved: `pending` and `reserved_at` set. The partner's id is chosen (where the API allows) and a write
       creating it may have happened since `reserved_at`: a rerun recovers that record instead of creating a second.

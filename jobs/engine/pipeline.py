@@ -1,4 +1,4 @@
-"""One run of one table mapping in one direction, page by page (architecture.md "The engine").
+"""One run of one table mapping in one direction, page by page (docs/architecture.md "One sync", steps 3 to 8).
 
 Per page: read changed source rows -> load their couplings (one query) -> read coupled counterparts (one
 request or batch) -> match uncoupled records -> plan each record (pure) -> write the page in bulk -> save

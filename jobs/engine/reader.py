@@ -1,4 +1,4 @@
-"""Reading a run's source rows (architecture.md "The engine", steps 1 to 3).
+"""Reading a run's source rows (docs/architecture.md "One sync", step 4).
 
 Pages of changed rows since the watermark, failed-not-skipped records of earlier runs first, the selected records
 of a "synchronize now", and, for each page, its couplings and the coupled counterparts in the target.

@@ -1,4 +1,4 @@
-"""Saving a page's results (architecture.md "The engine", step 6): couplings, errors and counters in one
+"""Saving a page's results (docs/architecture.md "One sync", step 8): couplings, errors and counters in one
 transaction.
 
 Each coupling keeps both sides' versions as they stand after our write, so our own writes are not seen as

@@ -1,4 +1,4 @@
-"""Writing a page (architecture.md "The engine", step 5): reserve the inserts, then write the page in bulk.
+"""Writing a page (docs/architecture.md "One sync", step 7): reserve the inserts, then write the page in bulk.
 
 Crash safety lives here. Before anything is written, every insert holds a reserved coupling, committed on its
 own: Dataverse accepts our id, so the insert is an upsert by it and a rerun cannot create the row twice; Business
