@@ -60,6 +60,8 @@ class Command(BaseCommand):
                     BENCH_ENV: "1",
                     "SYNCADMIN_DATA_DIR": scratch,
                     "DEBUG": "0",
+                    # Plain HTTP on loopback: with DEBUG off the sandbox would otherwise redirect to HTTPS.
+                    "SECURE_SSL_REDIRECT": "0",
                     "SECRET_KEY": secrets.token_urlsafe(50),
                     "SYNCADMIN_ENCRYPTION_KEY": Fernet.generate_key().decode(),
                 }
