@@ -19,15 +19,15 @@ from typing import Any
 from django.db.models import F
 
 from connectors.types import ConnectorError, RemoteClient
-from coupling.matching import match_criteria
+from coupling.matching import MatchGroup, match_criteria
 from jobs.choices import JobKind
 from jobs.engine.matcher import SyncMatcher
 from jobs.engine.planner import Plan, PlanContext, plan_record
 from jobs.engine.preview import empty_preview, tally_preview
 from jobs.engine.reader import SourceReader
 from jobs.engine.saver import PageSaver
-from jobs.engine.sides import Row, sides_for
-from jobs.engine.values import LookupResolver, compile_initial_rules, compile_rules, source_fields
+from jobs.engine.sides import Row, Side, sides_for
+from jobs.engine.values import FieldRule, LookupResolver, compile_initial_rules, compile_rules, source_fields
 from jobs.engine.writer import PageWriter
 from jobs.models import SyncJob
 from mappings.choices import Direction
@@ -67,36 +67,13 @@ class DirectionRun:
         target_client = dataverse_client if target.is_dataverse else bc_client
         self.target_client = target_client
         rules = compile_rules(mapping, direction, source, target)
-        self.ctx = PlanContext(
-            direction=direction,
-            source=source,
-            target=target,
-            rules=rules,
-            bidirectional_mapping=mapping.direction == Direction.BIDIRECTIONAL,
-            # As BC: full synchronization and "synchronize now" on chosen records create what is missing.
-            only_coupled=mapping.sync_only_coupled and job.kind == JobKind.MODIFIED,
-            force=job.kind in (JobKind.RECORDS, JobKind.FULL),
-            update_policy=mapping.update_conflict_resolution,
-            deletion_policy=mapping.deletion_conflict_resolution,
-            new_record_values=dict(
-                mapping.dataverse_new_record_values if target.is_dataverse else mapping.bc_new_record_values
-            ),
-        )
+        self.ctx = _plan_context(job, source, target, rules)
         # Checked against the target's metadata only when a page may create records (see _prepare_initial_values):
         # an incremental run that only updates does not download it.
         self._initial_candidates = compile_initial_rules(mapping, direction, source, target)
         self._initial_prepared = not self._initial_candidates
         match_groups = match_criteria(mapping)
-        source_select = sorted(
-            {source.id_field, source.modified_field, source.name_field, *source_fields(rules)}
-            | set(source_fields(self._initial_candidates))
-            | {fm.field_of(source.kind) for group in match_groups for fm in group}
-        )
-        target_select = sorted(
-            {target.id_field, target.modified_field, target.name_field}
-            | {rule.current_key(target) for rule in rules}
-            | {fm.field_of(target.kind) for group in match_groups for fm in group}
-        )
+        source_select, target_select = _selects(source, target, rules, self._initial_candidates, match_groups)
         self.matcher = SyncMatcher(
             job,
             source,
@@ -189,3 +166,44 @@ class DirectionRun:
         """Stop with RunCancelled when someone asked the job to stop (checked before a page is written)."""
         if SyncJob.objects.filter(pk=self.job.pk, cancel_requested=True).exists():
             raise RunCancelled()
+
+
+def _plan_context(job: SyncJob, source: Side, target: Side, rules: list[FieldRule]) -> PlanContext:
+    """What the planner needs to know of the run: direction, rules, and the mapping's policies for this kind of run."""
+    mapping: TableMapping = job.table_mapping
+    return PlanContext(
+        direction=job.direction,
+        source=source,
+        target=target,
+        rules=rules,
+        bidirectional_mapping=mapping.direction == Direction.BIDIRECTIONAL,
+        # As BC: full synchronization and "synchronize now" on chosen records create what is missing.
+        only_coupled=mapping.sync_only_coupled and job.kind == JobKind.MODIFIED,
+        force=job.kind in (JobKind.RECORDS, JobKind.FULL),
+        update_policy=mapping.update_conflict_resolution,
+        deletion_policy=mapping.deletion_conflict_resolution,
+        new_record_values=dict(
+            mapping.dataverse_new_record_values if target.is_dataverse else mapping.bc_new_record_values
+        ),
+    )
+
+
+def _selects(
+    source: Side,
+    target: Side,
+    rules: list[FieldRule],
+    initial_rules: list[FieldRule],
+    match_groups: list[MatchGroup],
+) -> tuple[list[str], list[str]]:
+    """The columns a run reads on each side: ids, modified-on and names, and what the rules and match fields use."""
+    source_select = sorted(
+        {source.id_field, source.modified_field, source.name_field, *source_fields(rules)}
+        | set(source_fields(initial_rules))
+        | {fm.field_of(source.kind) for group in match_groups for fm in group}
+    )
+    target_select = sorted(
+        {target.id_field, target.modified_field, target.name_field}
+        | {rule.current_key(target) for rule in rules}
+        | {fm.field_of(target.kind) for group in match_groups for fm in group}
+    )
+    return source_select, target_select
