@@ -5,6 +5,8 @@ Used by `manage.py serve` (when REDIS_URL is not set) and by the test suite, so 
 
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import redis
@@ -81,3 +83,14 @@ def start(*, socket_path: Path, data_dir: Path, persist: bool) -> subprocess.Pop
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL)  # noqa: S603 (fixed command)
     wait_until_answering(process, socket_path)
     return process
+
+
+@contextmanager
+def running(*, socket_path: Path, data_dir: Path) -> Iterator[None]:
+    """An embedded Redis for the duration of the block, nothing kept afterwards (the benchmarks' way)."""
+    server = start(socket_path=socket_path, data_dir=data_dir, persist=False)
+    try:
+        yield
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

@@ -16,7 +16,6 @@ import secrets
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from contextlib import contextmanager
@@ -25,6 +24,8 @@ from cryptography.fernet import Fernet
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django.db import connection as db_connection
+
+from syncadmin.management.scratch import is_scratch_child, rerun_in_scratch_folder
 
 BENCH_ENV = "SYNCADMIN_BENCH_CHILD"
 
@@ -39,7 +40,7 @@ class Command(BaseCommand):
         parser.add_argument("--skip", default="", help="Scenarios to skip, e.g. 'C'.")
 
     def handle(self, *args, **options):
-        if os.environ.get(BENCH_ENV) != "1":
+        if not is_scratch_child(BENCH_ENV):
             self._rerun_in_scratch_folder()
             return
         Bench(
@@ -52,23 +53,20 @@ class Command(BaseCommand):
 
     def _rerun_in_scratch_folder(self):
         """Re-execute in a fresh data folder, so the benchmark never touches the real databases."""
-        with tempfile.TemporaryDirectory(prefix="syncadmin-bench-") as scratch:
-            env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SANDBOX_DATABASE_URL")}
-            # DEBUG off: with it on, Django keeps every query in memory and the peak-memory figure would lie.
-            env.update(
-                {
-                    BENCH_ENV: "1",
-                    "SYNCADMIN_DATA_DIR": scratch,
-                    "DEBUG": "0",
-                    # Plain HTTP on loopback: with DEBUG off the sandbox would otherwise redirect to HTTPS.
-                    "SECURE_SSL_REDIRECT": "0",
-                    "SECRET_KEY": secrets.token_urlsafe(50),
-                    "SYNCADMIN_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-                }
-            )
-            result = subprocess.run([sys.executable, *sys.argv], env=env, check=False)  # noqa: S603
-            if result.returncode:
-                raise SystemExit(result.returncode)
+        code = rerun_in_scratch_folder(
+            marker=BENCH_ENV,
+            prefix="syncadmin-bench-",
+            env={
+                # DEBUG off: with it on, Django keeps every query in memory and the peak-memory figure would lie.
+                "DEBUG": "0",
+                # Plain HTTP on loopback: with DEBUG off the sandbox would otherwise redirect to HTTPS.
+                "SECURE_SSL_REDIRECT": "0",
+                "SECRET_KEY": secrets.token_urlsafe(50),
+                "SYNCADMIN_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+            },
+        )
+        if code:
+            raise SystemExit(code)
 
 
 def _free_port() -> int:
@@ -157,14 +155,8 @@ class Bench:
 
         from syncadmin.management import embedded_redis
 
-        server = embedded_redis.start(
-            socket_path=settings.EMBEDDED_REDIS_SOCKET, data_dir=settings.DATA_DIR, persist=False
-        )
-        try:
+        with embedded_redis.running(socket_path=settings.EMBEDDED_REDIS_SOCKET, data_dir=settings.DATA_DIR):
             yield
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
 
     @contextmanager
     def sandbox_server(self):

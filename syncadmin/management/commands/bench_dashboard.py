@@ -10,11 +10,7 @@ kept in Redis yet (operations/dashboard_hours.py) and is printed apart; then the
 renderings, with the SQL queries per page. In its throw-away folder it starts an embedded Redis, as `make run` does.
 """
 
-import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from contextlib import contextmanager, nullcontext
@@ -38,6 +34,7 @@ from mappings.models import TableMapping
 from operations import dashboard_hours
 from operations.traffic import redis_client
 from syncadmin.management import embedded_redis
+from syncadmin.management.scratch import is_scratch_child, rerun_in_scratch_folder
 
 CHILD_ENV = "SYNCADMIN_BENCH_DASHBOARD_CHILD"
 BATCH = 5_000
@@ -69,28 +66,15 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        if not options["in_place"] and os.environ.get(CHILD_ENV) != "1":
-            with tempfile.TemporaryDirectory(prefix="syncadmin-bench-dashboard-") as scratch:
-                env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SANDBOX_DATABASE_URL")}
-                env.update({CHILD_ENV: "1", "SYNCADMIN_DATA_DIR": scratch, "DEBUG": "1"})
-                result = subprocess.run([sys.executable, *sys.argv], env=env, check=False)  # noqa: S603
-            raise SystemExit(result.returncode)
-        child = os.environ.get(CHILD_ENV) == "1"
+        if not options["in_place"] and not is_scratch_child(CHILD_ENV):
+            prefix = "syncadmin-bench-dashboard-"
+            raise SystemExit(rerun_in_scratch_folder(marker=CHILD_ENV, prefix=prefix, env={"DEBUG": "1"}))
+        child = is_scratch_child(CHILD_ENV)
         if child:
             call_command("migrate", verbosity=0)
-        with self._embedded_redis() if child else nullcontext():
+        redis_server = embedded_redis.running(socket_path=settings.EMBEDDED_REDIS_SOCKET, data_dir=settings.DATA_DIR)
+        with redis_server if child else nullcontext():
             self._run(options)
-
-    @contextmanager
-    def _embedded_redis(self):
-        server = embedded_redis.start(
-            socket_path=settings.EMBEDDED_REDIS_SOCKET, data_dir=settings.DATA_DIR, persist=False
-        )
-        try:
-            yield
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
 
     def _run(self, options):
         mappings = list(TableMapping.objects.order_by("name"))

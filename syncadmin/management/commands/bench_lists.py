@@ -6,11 +6,7 @@ Each list is rendered completely (query, filters, template) through the admin's 
 it, and timed as the median of several renderings; the number of SQL queries per page is printed too.
 """
 
-import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from datetime import timedelta
@@ -30,6 +26,7 @@ from jobs.choices import ErrorClass, JobKind, JobStatus
 from jobs.models import SyncError, SyncJob
 from mappings.choices import Direction
 from mappings.models import TableMapping
+from syncadmin.management.scratch import is_scratch_child, rerun_in_scratch_folder
 
 CHILD_ENV = "SYNCADMIN_BENCH_LISTS_CHILD"
 BENCH_MAPPING = "BENCH"
@@ -48,13 +45,11 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        if not options["in_place"] and os.environ.get(CHILD_ENV) != "1":
-            with tempfile.TemporaryDirectory(prefix="syncadmin-bench-lists-") as scratch:
-                env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SANDBOX_DATABASE_URL")}
-                env.update({CHILD_ENV: "1", "SYNCADMIN_DATA_DIR": scratch, "DEBUG": "1"})
-                result = subprocess.run([sys.executable, *sys.argv], env=env, check=False)  # noqa: S603
-            raise SystemExit(result.returncode)
-        if os.environ.get(CHILD_ENV) == "1":
+        if not options["in_place"] and not is_scratch_child(CHILD_ENV):
+            raise SystemExit(
+                rerun_in_scratch_folder(marker=CHILD_ENV, prefix="syncadmin-bench-lists-", env={"DEBUG": "1"})
+            )
+        if is_scratch_child(CHILD_ENV):
             call_command("migrate", verbosity=0)
         self.stdout.write(f"Database: {connection.vendor}. Creating {options['rows']:,} couplings and errors...")
         mapping = self._fill(options["rows"])
@@ -162,6 +157,8 @@ class Command(BaseCommand):
                 with CaptureQueriesContext(connection) as captured:
                     started = time.perf_counter()
                     response = model_admin.changelist_view(request)
+                    if response.status_code != 200:
+                        raise SystemExit(f"{label}: answered {response.status_code} {response.get('Location', '')}")
                     response.render()
                     timings.append(time.perf_counter() - started)
                 assert response.status_code == 200, (label, response.status_code)
