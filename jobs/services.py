@@ -124,15 +124,17 @@ def sync_jobs_create_in_order(
     itself: the chosen options (kind, direction, records) apply to the chosen mappings only.
     """
     chosen = {m.pk for m in mappings}
-    ordered, seen = [], set()
-    for mapping in sorted(mappings, key=_dependency_rank()):
-        for dependency in dependencies_in_order(mapping) if with_dependencies else []:
-            if dependency.pk not in chosen and dependency.pk not in seen:
-                ordered.append((dependency, True))
-                seen.add(dependency.pk)
-        if mapping.pk not in seen:
-            ordered.append((mapping, False))
-            seen.add(mapping.pk)
+    in_order = mappings_in_dependency_order()  # one query, dependencies prefetched
+    needed = set(chosen)
+    if with_dependencies:
+        by_pk = {m.pk: m for m in in_order}
+        todo = list(chosen)
+        while todo:
+            for dependency in by_pk[todo.pop()].dependencies.all():
+                if dependency.pk not in needed:
+                    needed.add(dependency.pk)
+                    todo.append(dependency.pk)
+    ordered = [(m, m.pk not in chosen) for m in in_order if m.pk in needed]
     jobs, refused = [], {}
     for mapping, is_dependency in ordered:
         options = (
@@ -155,22 +157,6 @@ def sync_jobs_enqueue(jobs: list[SyncJob]) -> None:
     job_ids = [job.pk for job in jobs]
     if job_ids:
         transaction.on_commit(lambda: _enqueue(job_ids))
-
-
-def _dependency_rank():
-    rank = {m.pk: position for position, m in enumerate(mappings_in_dependency_order())}
-    return lambda mapping: rank[mapping.pk]
-
-
-def dependencies_in_order(mapping: TableMapping) -> list[TableMapping]:
-    """Every mapping `mapping` depends on, directly or not, each after its own dependencies."""
-    needed, todo = set(), [mapping]
-    while todo:
-        for dependency in todo.pop().dependencies.all():
-            if dependency.pk not in needed:
-                needed.add(dependency.pk)
-                todo.append(dependency)
-    return [m for m in mappings_in_dependency_order() if m.pk in needed]
 
 
 def sync_enqueue_many(
