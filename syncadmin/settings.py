@@ -197,8 +197,9 @@ STORAGES = {
 # With DEBUG on, WhiteNoise serves straight from the apps' static folders and notices new files.
 WHITENOISE_USE_FINDERS = DEBUG
 WHITENOISE_AUTOREFRESH = DEBUG
-# A load balancer and Prometheus may ask over plain HTTP inside the network.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+# A load balancer and Prometheus may ask over plain HTTP inside the network; the sandbox's emulated services are
+# reached by our own connectors on loopback (the demo, `runsandbox`, the bench), which follow no redirect.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$", r"^sandbox/"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LOGIN_URL = "admin:login"

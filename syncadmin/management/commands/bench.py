@@ -59,8 +59,6 @@ class Command(BaseCommand):
             env={
                 # DEBUG off: with it on, Django keeps every query in memory and the peak-memory figure would lie.
                 "DEBUG": "0",
-                # Plain HTTP on loopback: with DEBUG off the sandbox would otherwise redirect to HTTPS.
-                "SECURE_SSL_REDIRECT": "0",
                 "SECRET_KEY": secrets.token_urlsafe(50),
                 "SYNCADMIN_ENCRYPTION_KEY": Fernet.generate_key().decode(),
             },
