@@ -12,6 +12,9 @@ from mappings.choices import Direction
 from mappings.models import TableMapping
 
 COUNTER_FIELDS = ("inserted", "modified", "deleted", "unchanged", "skipped", "failed", "coupled", "uncoupled")
+# The outcomes of a synchronization that add up to the records it read, each record counted once (a record coupled by
+# matching during the run has an outcome of its own besides). A new outcome (a counter) joins this list.
+OUTCOME_FIELDS = ("inserted", "modified", "deleted", "unchanged", "skipped", "failed", "uncoupled")
 
 
 class SyncJob(models.Model):
@@ -104,6 +107,39 @@ class SyncJob(models.Model):
     @property
     def counts(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in COUNTER_FIELDS}
+
+    @property
+    def records_read(self) -> int:
+        return self.progress_done
+
+    @property
+    def outcomes(self) -> list[tuple[str, int]]:
+        """What became of the records the job read, as (outcome, records): they add up to the records read.
+
+        A preview: what each would do. Match-based coupling: each pair coupled is two records, one per system; an
+        ambiguous record counts as failed and a record without a match as skipped.
+        """
+        if self.dry_run:
+            counts = (self.preview or {}).get("counts", {})
+            return [(label.lower(), counts.get(key, 0)) for key, label in self.PREVIEW_COUNTS]
+        if self.kind == JobKind.COUPLING:
+            return [
+                ("coupled (two records a pair)", 2 * self.coupled),
+                ("ambiguous", self.failed),
+                ("without a match", self.skipped),
+            ]
+        return [(name, getattr(self, name)) for name in OUTCOME_FIELDS]
+
+    @property
+    def counts_reconcile(self) -> bool:
+        return self.records_read == sum(count for _, count in self.outcomes)
+
+    @property
+    def every_record_failed(self) -> bool:
+        """Records failed and none had another outcome (a coupling job's pairs are its other outcome)."""
+        others = [name for name in OUTCOME_FIELDS if name != "failed"]
+        succeeded = sum(getattr(self, name) for name in others) + (self.coupled if self.kind == JobKind.COUPLING else 0)
+        return self.failed > 0 and succeeded == 0
 
 
 class SyncError(models.Model):

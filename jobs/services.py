@@ -28,9 +28,10 @@ from coupling.services import match_based_coupling_run
 from jobs import recovery, shared_sync
 from jobs.choices import ACTIVE_STATUSES, JobKind, JobStatus
 from jobs.engine.pipeline import DirectionRun, RunCancelled
+from jobs.engine.planned import PlannedCouplings
 from jobs.engine.reader import SourceUnreadable
 from jobs.engine.sides import run_directions
-from jobs.models import SyncError, SyncJob
+from jobs.models import COUNTER_FIELDS, SyncError, SyncJob
 from jobs.signals import sync_jobs_finished
 from mappings.choices import Direction, UpdateConflictResolution
 from mappings.models import TableMapping
@@ -260,6 +261,8 @@ def sync_jobs_run(*, job_ids: list[int], on_progress=None, lock_wait: float = 5)
         _finish_all(jobs, JobStatus.FAILED, f"Could not connect: {exc}")
         _announce_finished(jobs)
         return
+    # Previews in this chain plan each mapping as if the earlier ones had run: their couplings count for the later.
+    planned = PlannedCouplings()
     try:
         for mapping_jobs in _grouped_by_mapping(jobs):
             mapping = mapping_jobs[0].table_mapping
@@ -274,7 +277,7 @@ def sync_jobs_run(*, job_ids: list[int], on_progress=None, lock_wait: float = 5)
                 for job in mapping_jobs:
                     job.refresh_from_db()
                     if job.status == JobStatus.QUEUED:
-                        _run_one(job, bc_client, dataverse_client, lock, on_progress)
+                        _run_one(job, bc_client, dataverse_client, lock, on_progress, planned)
     finally:
         bc_client.close()
         dataverse_client.close()
@@ -370,13 +373,13 @@ def _grouped_by_mapping(jobs: list[SyncJob]) -> list[list[SyncJob]]:
     return groups
 
 
-def _run_one(job: SyncJob, bc_client, dataverse_client, lock, on_progress=None) -> None:
+def _run_one(job: SyncJob, bc_client, dataverse_client, lock, on_progress=None, planned=None) -> None:
     # The heartbeat beats from before the job shows as running until after it shows as finished.
     with recovery.RunHeartbeat(job.pk):
-        _run_one_alive(job, bc_client, dataverse_client, lock, on_progress)
+        _run_one_alive(job, bc_client, dataverse_client, lock, on_progress, planned)
 
 
-def _run_one_alive(job: SyncJob, bc_client, dataverse_client, lock, on_progress=None) -> None:
+def _run_one_alive(job: SyncJob, bc_client, dataverse_client, lock, on_progress=None, planned=None) -> None:
     token = lock.local.token
     started = SyncJob.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(
         status=JobStatus.RUNNING,
@@ -408,7 +411,7 @@ def _run_one_alive(job: SyncJob, bc_client, dataverse_client, lock, on_progress=
         elif job.kind == JobKind.UNCOUPLING:
             message = _run_uncoupling(job)
         else:
-            _run_sync(job, bc_client, dataverse_client, lock, on_progress)
+            _run_sync(job, bc_client, dataverse_client, lock, on_progress, planned)
     except RunCancelled as exc:
         status, message = JobStatus.CANCELLED, str(exc) or "Cancelled by a user."
     except (SourceUnreadable, NoMatchCriteria) as exc:
@@ -424,9 +427,10 @@ def _run_one_alive(job: SyncJob, bc_client, dataverse_client, lock, on_progress=
             message=message,
             detail=traceback.format_exc()[-4000:],
         )
-    job.refresh_from_db(fields=["failed", "message"])
+    job.refresh_from_db(fields=[*COUNTER_FIELDS, "message"])
     if status == JobStatus.SUCCEEDED and job.failed:
-        status = JobStatus.PARTLY_FAILED
+        # Partly failed when some records went through; when none did, the run failed.
+        status = JobStatus.FAILED if job.every_record_failed else JobStatus.PARTLY_FAILED
     used = (bc_client.request_counts + dataverse_client.request_counts) - before
     # Counters were added page by page (also by helper workers): touch only what this function owns. A job that
     # recovery took as stopped (its heartbeat lapsed, e.g. the process was frozen) keeps what recovery said.
@@ -439,12 +443,13 @@ def _run_one_alive(job: SyncJob, bc_client, dataverse_client, lock, on_progress=
     )
 
 
-def _run_sync(job: SyncJob, bc_client, dataverse_client, lock, on_progress) -> None:
+def _run_sync(job: SyncJob, bc_client, dataverse_client, lock, on_progress, planned=None) -> None:
     run = DirectionRun(
         job,
         bc_client=bc_client,
         dataverse_client=dataverse_client,
         on_page=lambda: _on_page(job, lock, on_progress),
+        planned=planned,
     )
     if job.kind == JobKind.FULL and not job.dry_run:
         shared_sync.coordinate(run, job.pk, enqueue_helpers=lambda count: _enqueue_helpers(job.pk, count))
@@ -487,7 +492,15 @@ def _run_match_coupling(job: SyncJob, bc_client, dataverse_client) -> str:
     outcome, created = match_based_coupling_run(
         mapping=mapping, bc_client=bc_client, dataverse_client=dataverse_client, job_id=job.pk
     )
-    SyncJob.objects.filter(pk=job.pk).update(coupled=len(created), failed=len(outcome.ambiguous))
+    unmatched = len(outcome.unmatched_bc) + len(outcome.unmatched_dataverse)
+    # Records read on both sides = two per pair coupled + the ambiguous + those without a match (job page's equation).
+    SyncJob.objects.filter(pk=job.pk).update(
+        coupled=len(created),
+        failed=len(outcome.ambiguous),
+        skipped=unmatched,
+        progress_done=outcome.records_read,
+        progress_total=outcome.records_read,
+    )
     message = (
         f"Coupled {len(created)} pair(s). {len(outcome.ambiguous)} record(s) match several records: couple them "
         f"from the ambiguous matches list. Without a match: {len(outcome.unmatched_bc)} in Business Central, "
