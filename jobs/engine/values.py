@@ -268,7 +268,7 @@ class LookupResolver:
                         self._resolved[(id(rule), value)] = LOCAL
             partners = dict(couplings.filter(bc_id__in=list(bc_ids.values())).values_list("bc_id", "dataverse_id"))
             for value, bc_text in bc_ids.items():
-                partner = partners.get(UUID(bc_text))
+                partner: UUID | str | None = partners.get(UUID(bc_text))
                 if partner is None and self.planned is not None:
                     pair = self.planned.by_bc_id(lookup.mapping_id, bc_text)
                     partner = pair.dataverse_id if pair is not None else None
