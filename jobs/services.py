@@ -26,7 +26,7 @@ from coupling.matching import NoMatchCriteria
 from coupling.models import Coupling
 from coupling.services import match_based_coupling_run
 from jobs import recovery, shared_sync
-from jobs.choices import ACTIVE_STATUSES, JobKind, JobStatus
+from jobs.choices import ACTIVE_STATUSES, JobKind, JobStatus, RequestedVia
 from jobs.engine.pipeline import DirectionRun, RunCancelled
 from jobs.engine.planned import PlannedCouplings
 from jobs.engine.reader import SourceUnreadable
@@ -55,6 +55,7 @@ def sync_jobs_create(
     direction: str | None = None,
     record_ids: list | None = None,
     dry_run: bool = False,
+    via: str = RequestedVia.USER,
 ) -> list[SyncJob]:
     """Create one queued SyncJob per direction the run covers (To Dataverse first, as Business Central)."""
     directions = [direction] if direction else run_directions(mapping)
@@ -70,6 +71,7 @@ def sync_jobs_create(
             table_mapping=mapping,
             direction=d,
             requested_by=_user(user),
+            requested_via=via,
             record_ids=[str(i) for i in (record_ids or [])],
             dry_run=dry_run,
         )
@@ -86,6 +88,7 @@ def sync_enqueue(
     record_ids: list | None = None,
     dry_run: bool = False,
     with_dependencies: bool = False,
+    via: str = RequestedVia.USER,
 ) -> list[SyncJob]:
     """Create the SyncJobs of one mapping run and enqueue it after the transaction commits.
 
@@ -102,6 +105,7 @@ def sync_enqueue(
             record_ids=record_ids,
             dry_run=dry_run,
             with_dependencies=with_dependencies,
+            via=via,
         )
         if mapping.name in refused:
             raise SyncNotStarted(refused[mapping.name])
@@ -118,6 +122,7 @@ def sync_jobs_create_in_order(
     record_ids: list | None = None,
     dry_run: bool = False,
     with_dependencies: bool = False,
+    via: str = RequestedVia.USER,
 ) -> tuple[list[SyncJob], dict[str, str]]:
     """The SyncJobs of several mappings, in dependency order, each dependency once; and why any was not started.
 
@@ -144,7 +149,7 @@ def sync_jobs_create_in_order(
             else {"kind": kind, "direction": direction, "record_ids": record_ids}
         )
         try:
-            jobs += sync_jobs_create(mapping=mapping, user=user, dry_run=dry_run, **options)
+            jobs += sync_jobs_create(mapping=mapping, user=user, dry_run=dry_run, via=via, **options)
         except SyncNotStarted as exc:
             if is_dependency:  # as in sync_enqueue: a dependency with nothing to run is no reason to stop
                 logger.info("Not synchronizing dependency %s: %s", mapping.name, exc)
@@ -355,6 +360,7 @@ def _resume(job: SyncJob) -> SyncJob | None:
         table_mapping_id=job.table_mapping_id,
         direction=job.direction,
         requested_by_id=job.requested_by_id,
+        requested_via=RequestedVia.RECOVERY,
         record_ids=job.record_ids,
         dry_run=job.dry_run,
         resumed_from=job,
@@ -514,6 +520,7 @@ def _run_match_coupling(job: SyncJob, bc_client, dataverse_client) -> str:
             direction=Direction.TO_DATAVERSE,
             record_ids=[c.id for c in outcome.unmatched_bc],
             user=job.requested_by,
+            via=RequestedVia.FOLLOW_UP,
         )
     if mapping.sync_after_match_coupling and created:
         for direction in _directions_after_coupling(mapping):
@@ -524,6 +531,7 @@ def _run_match_coupling(job: SyncJob, bc_client, dataverse_client) -> str:
                 direction=direction,
                 record_ids=[getattr(c, source_attr) for c in created],
                 user=job.requested_by,
+                via=RequestedVia.FOLLOW_UP,
             )
     if follow_ups:
         sync_jobs_enqueue(follow_ups)

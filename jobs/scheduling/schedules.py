@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from jobs.choices import ACTIVE_STATUSES, JobKind, JobStatus
+from jobs.choices import ACTIVE_STATUSES, JobKind, JobStatus, RequestedVia
 from jobs.models import Schedule, ScheduleState, SyncJob
 from jobs.scheduling.defaults import default_schedule_values
 from jobs.services import SyncNotStarted, mappings_in_dependency_order, sync_enqueue
@@ -74,7 +74,7 @@ def schedule_start_run(*, schedule: Schedule, now: datetime | None = None) -> bo
             _set(schedule, state=ScheduleState.READY, last_message="Skipped: a run of this mapping was in progress.")
             return False
         try:
-            jobs = sync_enqueue(mapping=mapping, kind=JobKind.MODIFIED)
+            jobs = sync_enqueue(mapping=mapping, kind=JobKind.MODIFIED, via=RequestedVia.SCHEDULE)
         except SyncNotStarted as exc:
             _set(
                 schedule,
