@@ -129,18 +129,7 @@ def sync_jobs_create_in_order(
     With `with_dependencies`, a mapping the chosen ones depend on runs first (modified records), unless it was chosen
     itself: the chosen options (kind, direction, records) apply to the chosen mappings only.
     """
-    chosen = {m.pk for m in mappings}
-    in_order = mappings_in_dependency_order()  # one query, dependencies prefetched
-    needed = set(chosen)
-    if with_dependencies:
-        by_pk = {m.pk: m for m in in_order}
-        todo = list(chosen)
-        while todo:
-            for dependency in by_pk[todo.pop()].dependencies.all():
-                if dependency.pk not in needed:
-                    needed.add(dependency.pk)
-                    todo.append(dependency.pk)
-    ordered = [(m, m.pk not in chosen) for m in in_order if m.pk in needed]
+    ordered = sync_chain(mappings=mappings, with_dependencies=with_dependencies)
     jobs, refused = [], {}
     for mapping, is_dependency in ordered:
         options = (
@@ -156,6 +145,33 @@ def sync_jobs_create_in_order(
             else:
                 refused[mapping.name] = str(exc)
     return jobs, refused
+
+
+def sync_chain(*, mappings: list[TableMapping], with_dependencies: bool = False) -> list[tuple[TableMapping, bool]]:
+    """The mappings a run of `mappings` covers, in dependency order, each once: (mapping, is a dependency only)."""
+    chosen = {m.pk for m in mappings}
+    in_order = mappings_in_dependency_order()  # one query, dependencies prefetched
+    needed = set(chosen)
+    if with_dependencies:
+        by_pk = {m.pk: m for m in in_order}
+        todo = list(chosen)
+        while todo:
+            for dependency in by_pk[todo.pop()].dependencies.all():
+                if dependency.pk not in needed:
+                    needed.add(dependency.pk)
+                    todo.append(dependency.pk)
+    return [(m, m.pk not in chosen) for m in in_order if m.pk in needed]
+
+
+def latest_preview(*, mapping: TableMapping, direction: str, kind: str) -> SyncJob | None:
+    """The last finished preview of this mapping, direction and kind (what the confirmation of a run shows)."""
+    return (
+        SyncJob.objects.filter(
+            table_mapping=mapping, direction=direction, kind=kind, dry_run=True, status=JobStatus.SUCCEEDED
+        )
+        .order_by("-finished_at")
+        .first()
+    )
 
 
 def sync_jobs_enqueue(jobs: list[SyncJob]) -> None:

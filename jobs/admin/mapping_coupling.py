@@ -26,6 +26,13 @@ from connectors.types import ConnectorError
 from coupling.models import AmbiguousMatch, Coupling
 from coupling.remote_records import partner_suggestions, record_get, records_search, side_spec
 from coupling.services import CouplingRefused, coupling_create, coupling_reserve_new_partner
+from jobs.admin.confirm import (
+    action_hidden_fields,
+    confirmed,
+    match_coupling_confirmation,
+    render_confirmation,
+    uncouple_confirmation,
+)
 from jobs.admin.coupled_records import connected_clients, enqueue_records_sync, sync_choices
 from jobs.admin.links import job_link, mapping_couplings_url, mapping_errors_url, mapping_jobs_url
 from jobs.permissions import RUN_SYNC_PERMISSION, RunSyncPermissionMixin
@@ -61,6 +68,17 @@ MatchCriteriaFormSet = modelformset_factory(
 
 @admin.action(description="Run match-based coupling (with the saved criteria)", permissions=["run_sync"])
 def run_match_based_coupling(modeladmin, request, queryset):
+    if not confirmed(request):
+        try:
+            with connected_clients() as (bc, dataverse):
+                confirmation = match_coupling_confirmation(list(queryset), bc, dataverse)
+        except (ConnectorError, Connection.DoesNotExist, Connection.MultipleObjectsReturned) as exc:
+            modeladmin.message_user(
+                request, f"The records could not be read to preview the matches: {exc}", messages.ERROR
+            )
+            return None
+        hidden = action_hidden_fields(request, "run_match_based_coupling", queryset)
+        return render_confirmation(modeladmin, request, confirmation, hidden)
     for mapping in queryset:
         job = coupling_job_enqueue(mapping=mapping, user=request.user)
         modeladmin.message_user(
@@ -70,6 +88,10 @@ def run_match_based_coupling(modeladmin, request, queryset):
 
 @admin.action(description="Uncouple all records of the selected mappings", permissions=["run_sync"])
 def uncouple_all(modeladmin, request, queryset):
+    if not confirmed(request):
+        counts = {mapping: Coupling.objects.filter(table_mapping=mapping).count() for mapping in queryset}
+        hidden = action_hidden_fields(request, "uncouple_all", queryset)
+        return render_confirmation(modeladmin, request, uncouple_confirmation(counts), hidden)
     for mapping in queryset:
         job = uncoupling_job_enqueue(mapping=mapping, user=request.user)
         modeladmin.message_user(request, format_html("{}: uncoupling every record, {}.", mapping.name, job_link(job)))

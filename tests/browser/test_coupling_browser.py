@@ -150,6 +150,10 @@ def test_resolve_a_conflict_field_by_field_then_filter_the_errors_and_retry_by_c
     # Retry every conflict error of the mapping: the records synchronize cleanly now.
     page.goto(f"/admin/jobs/syncerror/?error_class=conflict&table_mapping={customer.pk}")
     page.click("#retry-class button")
+    # Retrying in bulk asks first, with how many records each mapping and direction synchronizes again.
+    expect(page.locator("p.bulk-question")).to_contain_text("record(s) again now")
+    page.shot("errors-3-confirm-retry")
+    page.click("form.bulk-confirm input[type=submit]")
     expect(page.locator("ul.messagelist")).to_contain_text("Synchronizing the records of these errors again")
     page.shot("errors-3-retried")
     retry_jobs = list(SyncJob.objects.filter(table_mapping=customer, kind=JobKind.RECORDS, status=JobStatus.QUEUED))
