@@ -13,7 +13,7 @@ from django.shortcuts import redirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from adminkit.admin import CappedCountPaginator
+from adminkit.admin import CappedCountAdminMixin
 from connectors.models import Connection
 from connectors.types import ConnectorError
 from coupling.models import Coupling
@@ -115,7 +115,7 @@ def _couplings_of(errors):
     return Coupling.objects.filter(condition)
 
 
-class SyncErrorAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
+class SyncErrorAdmin(CappedCountAdminMixin, RunSyncPermissionMixin, admin.ModelAdmin):
     list_display = ["created_at", "table_mapping", "direction", "error_class", "records", "short_message", "job_link"]
     list_display_links = ["created_at"]
     list_filter = [SyncErrorListFilter]
@@ -124,7 +124,6 @@ class SyncErrorAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
     show_full_result_count = False
     readonly_fields = [f.name for f in SyncError._meta.fields]
     list_per_page = 50
-    paginator = CappedCountPaginator
     actions = [
         retry_errors,
         retry_error_classes,

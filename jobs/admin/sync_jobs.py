@@ -8,6 +8,7 @@ from django.template.loader import render_to_string
 from django.urls import path
 from django.utils.html import format_html
 
+from adminkit.admin import CappedCountAdminMixin
 from jobs.choices import ACTIVE_STATUSES
 from jobs.models import SyncJob
 from jobs.permissions import RunSyncPermissionMixin
@@ -39,7 +40,7 @@ def _count_column(counter: str, preview_keys: tuple[str, ...]):
     return column
 
 
-class SyncJobAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
+class SyncJobAdmin(CappedCountAdminMixin, RunSyncPermissionMixin, admin.ModelAdmin):
     list_display = [
         "id",
         "table_mapping",

@@ -178,3 +178,14 @@ def test_a_running_job_shows_a_progress_bar_an_estimate_and_a_cancel_button_that
     sync_jobs_run(job_ids=[job.pk])
     job.refresh_from_db()
     assert job.status == JobStatus.CANCELLED and job.inserted == 0 and job.counts_reconcile
+
+
+def test_the_job_list_shows_what_a_preview_would_do_not_zeros(admin_client, customer):
+    job = run(customer, kind=JobKind.FULL, dry_run=True)
+    would_insert = job.preview["counts"]["insert"]
+    assert would_insert > 0
+
+    page = admin_client.get(reverse("admin:jobs_syncjob_changelist")).content.decode()
+
+    inserted = page.split('class="field-inserted_count">')[1].split("</td>")[0]
+    assert inserted == f'<span class="would" title="a preview: would be inserted">({would_insert})</span>'
