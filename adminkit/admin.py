@@ -86,10 +86,8 @@ class CappedCountPaginator(Paginator):
 
 class CappedCountAdminMixin:
     """For a ModelAdmin: the capped paginator, told which page is asked for; the list says "10,000+" past the cap
-    (the app's admin/<app>/pagination.html includes adminkit/capped_pagination.html)."""
-
-    paginator = CappedCountPaginator
-    show_full_result_count = False
+    (the app's admin/<app>/pagination.html includes adminkit/capped_pagination.html). Set show_full_result_count
+    to False beside it: a "full count" would COUNT(*) the whole table again."""
 
     def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
         try:
