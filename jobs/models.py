@@ -187,6 +187,8 @@ class SyncJob(models.Model):
 def seconds_text(seconds: float) -> str:
     """A duration as people say it: "20 seconds", "3 minutes 5 seconds", "2 hours 10 minutes"."""
     whole = int(round(seconds))
+    if whole < 1:
+        return "less than a second"
     if whole < 60:
         return f"{whole} second{'s' if whole != 1 else ''}"
     minutes, secs = divmod(whole, 60)

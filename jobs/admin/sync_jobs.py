@@ -56,13 +56,13 @@ class SyncJobAdmin(CappedCountAdminMixin, RunSyncPermissionMixin, admin.ModelAdm
     list_select_related = ["table_mapping"]
     show_full_result_count = False
     date_hierarchy = "queued_at"
-    readonly_fields = [f.name for f in SyncJob._meta.fields] + ["requested"]
+    readonly_fields = [f.name for f in SyncJob._meta.fields]
     change_form_template = "admin/jobs/syncjob/change_form.html"
     # Status, times, duration, HTTP requests, counts, errors link, message and a preview's sample live in the
     # progress box, which refreshes while the job runs (so it never contradicts itself); the fields below do not
     # change once the job is queued.
     fieldsets = [
-        ("Run", {"fields": ["kind", "table_mapping", "direction", "dry_run", "requested", "rq_job_id", "queued_at"]}),
+        ("Run", {"fields": ["kind", "table_mapping", "direction", "dry_run", "rq_job_id"]}),
     ]
     actions = ["cancel_jobs"]
 
@@ -75,10 +75,6 @@ class SyncJobAdmin(CappedCountAdminMixin, RunSyncPermissionMixin, admin.ModelAdm
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj):
         return obj.get_status_display() + (" (preview)" if obj.dry_run else "")
-
-    @admin.display(description="requested by")
-    def requested(self, obj):
-        return obj.requester
 
     @admin.action(description="Cancel selected jobs", permissions=["run_sync"])
     def cancel_jobs(self, request, queryset):
