@@ -27,6 +27,7 @@ from coupling.models import AmbiguousMatch, Coupling
 from coupling.remote_records import partner_suggestions, record_get, records_search, side_spec
 from coupling.services import CouplingRefused, coupling_create, coupling_reserve_new_partner
 from jobs.admin.confirm import (
+    CONFIRM_FIELD,
     action_hidden_fields,
     confirmed,
     match_coupling_confirmation,
@@ -290,6 +291,8 @@ class TableMappingCouplingMixin(RunSyncPermissionMixin):
             settings_form = MatchSettingsForm(request.POST, instance=mapping)
             formset = MatchCriteriaFormSet(request.POST, queryset=criteria_qs)
             if settings_form.is_valid() and formset.is_valid():
+                if not confirmed(request):
+                    return self._confirm_match(request, mapping, settings_form, formset)
                 with transaction.atomic():
                     settings_form.save()
                     formset.save()
@@ -328,6 +331,28 @@ class TableMappingCouplingMixin(RunSyncPermissionMixin):
             "can_run_sync": request.user.has_perm(RUN_SYNC_PERMISSION),
         }
         return TemplateResponse(request, "admin/jobs/coupling/match.html", context)
+
+    def _confirm_match(self, request, mapping, settings_form, formset):
+        """What match-based coupling with the posted criteria would couple now; the criteria are saved (and the run
+        queued) only when the page's Yes posts them again, confirmed."""
+        try:
+            with transaction.atomic():
+                settings_form.save()
+                formset.save()
+                with connected_clients() as (bc, dataverse):
+                    confirmation = match_coupling_confirmation([mapping], bc, dataverse)
+                transaction.set_rollback(True)  # a preview: the criteria stay as they were until confirmed
+        except (ConnectorError, Connection.DoesNotExist, Connection.MultipleObjectsReturned) as exc:
+            messages.error(request, f"The records could not be read to preview the matches: {exc}")
+            return redirect("admin:mappings_tablemapping_match_coupling", mapping.pk)
+        mapping.refresh_from_db()
+        posted = [
+            (name, value)
+            for name, values in request.POST.lists()
+            if name not in ("csrfmiddlewaretoken", CONFIRM_FIELD)
+            for value in values
+        ]
+        return render_confirmation(self, request, confirmation, posted)
 
 
 class AmbiguousMatchCouplingMixin:

@@ -90,6 +90,10 @@ def test_match_based_coupling_then_couple_an_ambiguous_match_from_its_candidates
     page.locator("#criteria tr[data-field=displayName] input[name$=use_for_matching]").check()
     page.shot("match-1-criteria")
     page.click("#criteria input[type=submit]")
+    # It asks first, with the pairs it would couple now (read live; the criteria are saved only on Yes).
+    expect(page.locator("table.bulk-rows tbody tr td").nth(1)).to_have_text(str(len(shared) - 1))
+    page.shot("match-1b-confirm")
+    page.click("form.bulk-confirm input[type=submit]")
     expect(page.locator("ul.messagelist")).to_contain_text("Match-based coupling of CUSTOMER queued")
     rq_worker()
 

@@ -179,3 +179,57 @@ def test_the_confirmation_keeps_csrf_and_the_actions_permission(client, django_u
     csrf_client.force_login(django_user_model.objects.create_superuser("root", password="x"))
     assert csrf_client.post(reverse(MAPPINGS), confirmed).status_code == 403  # no token: refused
     assert not SyncJob.objects.exists()
+
+
+def test_the_match_page_previews_with_the_posted_criteria_and_saves_them_only_when_confirmed(
+    admin_client, sandbox_connections
+):
+    salespeople = TableMapping.objects.get(name="SALESPEOPLE")
+    criteria = list(
+        salespeople.field_mappings.filter(enabled=True)
+        .exclude(bc_field="")
+        .exclude(dataverse_field="")
+        .order_by("position", "id")
+    )
+    salespeople.field_mappings.update(use_for_matching=False)
+    by_email = next(i for i, fm in enumerate(criteria) if fm.bc_field == "email")
+    data = {"form-TOTAL_FORMS": len(criteria), "form-INITIAL_FORMS": len(criteria)}
+    for index, field_mapping in enumerate(criteria):
+        data |= {f"form-{index}-id": field_mapping.pk, f"form-{index}-match_priority": 1}
+    data[f"form-{by_email}-use_for_matching"] = "on"
+    url = reverse("admin:mappings_tablemapping_match_coupling", args=[salespeople.pk])
+
+    html = admin_client.post(url, data).content.decode()
+
+    ((name, pairs, *_),) = table(html)
+    assert name == "SALESPEOPLE" and int(pairs) > 0  # matched by e-mail, as posted
+    assert not salespeople.field_mappings.filter(use_for_matching=True).exists()  # not saved yet
+    assert not SyncJob.objects.exists()
+    admin_client.post(url, as_data(hidden_fields(html, "bulk-confirm")))
+    assert list(salespeople.field_mappings.filter(use_for_matching=True)) == [criteria[by_email]]
+    run_queued()
+    assert Coupling.objects.filter(table_mapping=salespeople).count() == int(pairs)
+
+
+def test_retry_by_class_asks_first_keeping_the_lists_filters(admin_client, customer):
+    import uuid
+
+    job = SyncJob.objects.create(table_mapping=customer, direction="to_dataverse")
+    for error_class in ("conflict", "conflict", "validation"):
+        SyncError.objects.create(
+            job=job,
+            table_mapping=customer,
+            direction="to_dataverse",
+            bc_id=uuid.uuid4(),
+            error_class=error_class,
+            message="x",
+        )
+    url = reverse("admin:jobs_syncerror_retry_class") + f"?table_mapping={customer.pk}"
+
+    html = admin_client.post(url, {"error_class": "conflict"}).content.decode()
+
+    assert table(html) == [["CUSTOMER", "To Dataverse", "2"]] and not SyncJob.objects.filter(kind="records").exists()
+    assert f'action="{url}"' in html  # the confirmed post keeps the list's filters
+    admin_client.post(url, as_data(hidden_fields(html, "bulk-confirm")))
+    (retry,) = SyncJob.objects.filter(kind=JobKind.RECORDS)
+    assert len(retry.record_ids) == 2
