@@ -172,7 +172,11 @@ class DirectionRun:
         if self.job.dry_run:
             tally_preview(self.preview, self.source, plans)
             self._plan_couplings(plans, matches.coupled)
-            SyncJob.objects.filter(pk=self.job.pk).update(progress_done=F("progress_done") + len(rows))
+            # Counts with the records read, page by page: the page shows them while it runs, and a preview that
+            # is cancelled or stops still adds up.
+            SyncJob.objects.filter(pk=self.job.pk).update(
+                progress_done=F("progress_done") + len(rows), preview=self.preview
+            )
         else:
             # Counted with the page's counters, in one transaction: records read always equal their outcomes.
             self.saver.save(self.writer.write(plans), read=len(rows))

@@ -107,3 +107,19 @@ def test_a_run_where_every_record_failed_is_failed_not_partly_failed(customer):
     (job,) = ran(sync_jobs_create(mapping=customer, kind=JobKind.MODIFIED, direction="to_dataverse"))
     assert job.failed == job.records_read > 0
     assert job.status == JobStatus.FAILED
+
+
+def test_a_cancelled_preview_still_adds_up_with_what_it_planned_so_far(customer):
+    (job,) = sync_jobs_create(mapping=customer, kind=JobKind.FULL, direction="to_dataverse", dry_run=True)
+    pages = []
+
+    def cancel_after_one_page(job):
+        pages.append(1)
+        if len(pages) == 2:
+            SyncJob.objects.filter(pk=job.pk).update(cancel_requested=True)
+
+    sync_jobs_run(job_ids=[job.pk], on_progress=cancel_after_one_page)
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELLED
+    assert job.records_read == 5  # the first page of five
+    assert_reconciles(job)
