@@ -115,7 +115,7 @@ class SyncJob(models.Model):
     def requester(self) -> str:
         """Who or what asked for the job: the schedule, a change notification, or the user (by name)."""
         if self.requested_via == RequestedVia.USER:
-            return str(self.requested_by) if self.requested_by_id else "A user (no longer known)"
+            return str(self.requested_by) if self.requested_by_id else "not recorded"
         by = f" (asked by {self.requested_by})" if self.requested_by_id else ""
         return self.get_requested_via_display() + by
 

@@ -3,6 +3,8 @@
 coupling's pairs, ambiguous records and records without a match), checked against the couplings and errors the job
 left; and the job page says so, or shows the equation when it does not hold."""
 
+import uuid
+
 import pytest
 from django.urls import reverse
 
@@ -122,4 +124,15 @@ def test_a_cancelled_preview_still_adds_up_with_what_it_planned_so_far(customer)
     job.refresh_from_db()
     assert job.status == JobStatus.CANCELLED
     assert job.records_read == 5  # the first page of five
+    assert_reconciles(job)
+
+
+def test_an_uncoupling_job_counts_what_it_removed(customer):
+    from jobs.services import uncoupling_job_enqueue
+
+    Coupling.objects.bulk_create(
+        [Coupling(table_mapping=customer, bc_id=uuid.uuid4(), dataverse_id=uuid.uuid4()) for _ in range(3)]
+    )
+    (job,) = ran([uncoupling_job_enqueue(mapping=customer)])
+    assert job.uncoupled == job.records_read == 3 and not Coupling.objects.filter(table_mapping=customer).exists()
     assert_reconciles(job)
