@@ -26,7 +26,7 @@ from coupling.matching import NoMatchCriteria
 from coupling.models import Coupling
 from coupling.services import match_based_coupling_run
 from jobs import recovery, shared_sync
-from jobs.choices import ACTIVE_STATUSES, JobKind, JobStatus
+from jobs.choices import ACTIVE_STATUSES, ErrorState, JobKind, JobStatus
 from jobs.engine.pipeline import DirectionRun, RunCancelled
 from jobs.engine.reader import SourceUnreadable
 from jobs.engine.sides import run_directions
@@ -416,6 +416,8 @@ def _run_one_alive(job: SyncJob, bc_client, dataverse_client, lock, on_progress=
     except Exception as exc:
         logger.exception("Sync job %s crashed", job.pk)
         status, message = JobStatus.FAILED, f"The run stopped on an internal error: {exc}"
+        # The run's earlier stop (an error naming no record) is replaced by this one: one open error per cause.
+        SyncError.objects.of_run(job.table_mapping_id, job.direction).close(ErrorState.SUPERSEDED, job_id=job.pk)
         SyncError.objects.create(
             job=job,
             table_mapping=job.table_mapping,
@@ -427,6 +429,10 @@ def _run_one_alive(job: SyncJob, bc_client, dataverse_client, lock, on_progress=
     job.refresh_from_db(fields=["failed", "message"])
     if status == JobStatus.SUCCEEDED and job.failed:
         status = JobStatus.PARTLY_FAILED
+    finished_whole = job.kind in (JobKind.MODIFIED, JobKind.FULL) and not job.dry_run
+    if status in (JobStatus.SUCCEEDED, JobStatus.PARTLY_FAILED) and finished_whole:
+        # A whole run that went through ends the stop of an earlier run (errors of records close record by record).
+        SyncError.objects.of_run(job.table_mapping_id, job.direction).close(ErrorState.RESOLVED_BY_SYNC, job_id=job.pk)
     used = (bc_client.request_counts + dataverse_client.request_counts) - before
     # Counters were added page by page (also by helper workers): touch only what this function owns. A job that
     # recovery took as stopped (its heartbeat lapsed, e.g. the process was frozen) keeps what recovery said.

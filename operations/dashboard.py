@@ -58,8 +58,8 @@ SOURCE_SIDE: dict[str, ConnectionKind] = {
 
 
 def open_errors():
-    """The errors counted as open: every error the error list holds (errors have no resolved state yet)."""
-    return SyncError.objects.all()
+    """The errors counted on the dashboard: the open ones, what the error list shows by default."""
+    return SyncError.objects.open()
 
 
 # -- mappings -------------------------------------------------------------------------------------------------------

@@ -175,7 +175,11 @@ class CouplingSyncMixin(RunSyncPermissionMixin):
             try:
                 with connected_clients() as (bc, dataverse):
                     written = conflict_resolve(
-                        coupling=coupling, winners=winners, bc_client=bc, dataverse_client=dataverse
+                        coupling=coupling,
+                        winners=winners,
+                        bc_client=bc,
+                        dataverse_client=dataverse,
+                        user=request.user,
                     )
             except (ResolutionFailed, ConnectorError) as exc:
                 messages.error(request, str(exc))
