@@ -238,7 +238,9 @@ class Schedule(models.Model):
         help_text="Failed runs in a row before the schedule shows as failing.",
     )
     wake_on_change = models.BooleanField(
-        default=True, help_text="A change notification from either system ends the inactivity hold."
+        default=True,
+        help_text="A change in either system ends the inactivity hold: notified, or found by the check made at each "
+        "interval while on hold (one small request per system).",
     )
     webhook_debounce_seconds = models.PositiveIntegerField(
         "change notification delay (seconds)",
@@ -251,6 +253,9 @@ class Schedule(models.Model):
     run_started_at = models.DateTimeField(null=True, blank=True, editable=False)
     run_job_ids = models.JSONField(default=list, blank=True, editable=False, help_text="Jobs of the current run.")
     woken_at = models.DateTimeField(null=True, blank=True, editable=False)
+    checked_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When the hold last checked both systems for changes."
+    )
     last_finished_at = models.DateTimeField(null=True, blank=True, editable=False)
     failed_attempts = models.PositiveIntegerField(default=0, editable=False)
     last_message = models.TextField(blank=True, editable=False)
@@ -278,8 +283,24 @@ class Schedule(models.Model):
         if self.state == ScheduleState.RUNNING:
             return "Running"
         if self.state == ScheduleState.ON_HOLD:
-            return f"On hold until {timezone.localtime(self.next_run_at):%Y-%m-%d %H:%M}"
+            until = f"{timezone.localtime(self.next_run_at):%Y-%m-%d %H:%M}"
+            if not self.wake_on_change:
+                return f"On hold until {until}"
+            since = self.quiet_since
+            checked = f" (last checked {timezone.localtime(self.checked_at):%H:%M})" if self.checked_at else ""
+            return (
+                f"Idle: checking every {self.minutes_between_runs} min, no changes since "
+                f"{timezone.localtime(since):%Y-%m-%d %H:%M}{checked}; runs at once on a change, else at {until}"
+                if since
+                else f"Idle: checking every {self.minutes_between_runs} min; runs at once on a change, else at {until}"
+            )
         return "Ready"
+
+    @property
+    def quiet_since(self):
+        """The last change the runs read (the later of the two watermarks): nothing changed after it since."""
+        marks = [m for m in (self.table_mapping.bc_watermark, self.table_mapping.dataverse_watermark) if m]
+        return max(marks) if marks else self.last_finished_at
 
 
 class SubscriptionStatus(models.TextChoices):

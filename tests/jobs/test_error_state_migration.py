@@ -7,7 +7,7 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 BEFORE = [("jobs", "0009_sync_job_crash_recovery"), ("coupling", "0006_coupling_reserved_at_and_side_kinds")]
-AFTER = [("jobs", "0010_h13errs_error_states")]
+AFTER = [("jobs", "0010_h13errs_error_states_and_hold_checks")]
 
 
 def migrate(targets):

@@ -146,5 +146,21 @@ class Migration(migrations.Migration):
                 name="syncerror_open_mapping_class",
             ),
         ),
+        migrations.AddField(
+            model_name="schedule",
+            name="checked_at",
+            field=models.DateTimeField(
+                blank=True, editable=False, help_text="When the hold last checked both systems for changes.", null=True
+            ),
+        ),
+        migrations.AlterField(
+            model_name="schedule",
+            name="wake_on_change",
+            field=models.BooleanField(
+                default=True,
+                help_text="A change in either system ends the inactivity hold: notified, or found by the check made "
+                "at each interval while on hold (one small request per system).",
+            ),
+        ),
         migrations.RunPython(existing_errors_get_a_state, migrations.RunPython.noop),
     ]
