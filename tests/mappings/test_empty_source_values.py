@@ -12,7 +12,6 @@ from jobs.models import SyncJob
 from jobs.services import sync_enqueue
 from mappings.models import FieldMapping, TableMapping
 from sandbox import testing as sandbox
-from tests.jobs.conftest import sandbox_connections  # noqa: F401  (the seeded sandbox and its two connections)
 
 pytestmark = pytest.mark.django_db(databases=["default", "sandbox"])
 
