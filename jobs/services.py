@@ -63,6 +63,13 @@ def sync_jobs_create(
         raise SyncNotStarted(f"{mapping.name} is bidirectional: choose the direction to synchronize the records in.")
     if not mapping.field_mappings.filter(enabled=True).exists():
         raise SyncNotStarted(f"{mapping.name} has no enabled field mappings: there is nothing to synchronize.")
+    if kind == JobKind.RECORDS and not dry_run:
+        # "Synchronize now" in one direction on pairs never synchronized: that direction holds until it succeeds,
+        # even if this run fails (e.g. on a lookup not coupled yet) and a scheduled run comes first.
+        source_attr = "bc_id" if directions[0] == Direction.TO_DATAVERSE else "dataverse_id"
+        Coupling.objects.filter(
+            table_mapping=mapping, **{f"{source_attr}__in": [i for i in (record_ids or []) if i]}
+        ).choose_first_direction(directions[0])
     return [
         SyncJob.objects.create(
             kind=kind,

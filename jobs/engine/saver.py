@@ -60,6 +60,7 @@ COUPLING_FIELDS = [
     "skipped",
     "pending",
     "reserved_at",
+    "first_sync_direction",
 ]
 
 
@@ -103,8 +104,10 @@ class PageSaver:
                 # Both records already hold the same values: whatever failed before is no longer wrong.
                 synced_ids.append(self.source.row_id(plan.source_row))
                 self._remember(self.source, coupling, plan.source_row)
-                if coupling.pending and plan.target_row is not None:
-                    # An interrupted run wrote this record before it could say so: confirm the coupling now.
+                first_sync = coupling.first_sync_direction == self.direction
+                if (coupling.pending or first_sync) and plan.target_row is not None:
+                    # An interrupted run wrote this record before it could say so, or the chosen first sync finds
+                    # both records equal already: confirm the coupling now, with both versions.
                     self._remember(self.target, coupling, plan.target_row)
                     coupling.succeed(self.direction, self.job.pk)
                 to_update.append(coupling)
