@@ -16,7 +16,7 @@ from django.db.models import Q
 
 from connectors.types import ConnectorError, ErrorKind, RemoteClient, WriteOperation
 from coupling.models import Coupling
-from jobs.choices import ErrorState, JobKind
+from jobs.choices import ErrorClass, ErrorState, JobKind
 from jobs.engine.sides import run_directions
 from jobs.engine.values import LookupResolver, RecordFailure, current_value, desired_value, values_equal
 from jobs.models import SyncError
@@ -139,15 +139,21 @@ def sync_errors_resolve(*, errors, user) -> int:
 def sync_errors_retry(*, errors, user=None) -> list:
     """Synchronize the records of these errors again, now: one records job per mapping and direction.
 
-    Their couplings are un-skipped first. Errors that name no source record (a run that stopped) are left out.
+    Their couplings are un-skipped first. Errors that name no source record (a run that stopped) are left out. Where
+    a record failed on a missing dependency (a lookup not coupled yet), the mappings it depends on synchronize their
+    modified records first, in the same job, as "synchronize modified records" does: retrying it alone would fail
+    the same way.
     """
     groups: dict[tuple[int, str], set] = defaultdict(set)
-    for mapping_id, direction, bc_id, dataverse_id in errors.values_list(
-        "table_mapping_id", "direction", "bc_id", "dataverse_id"
+    need_dependencies: set[tuple[int, str]] = set()
+    for mapping_id, direction, bc_id, dataverse_id, error_class in errors.values_list(
+        "table_mapping_id", "direction", "bc_id", "dataverse_id", "error_class"
     ).order_by():
         source_id = bc_id if direction == Direction.TO_DATAVERSE else dataverse_id
         if source_id and direction in (Direction.TO_DATAVERSE, Direction.FROM_DATAVERSE):
             groups[(mapping_id, direction)].add(source_id)
+            if error_class == ErrorClass.MISSING_DEPENDENCY:
+                need_dependencies.add((mapping_id, direction))
     jobs = []
     mappings = TableMapping.objects.in_bulk({mapping_id for mapping_id, _ in groups})
     for (mapping_id, direction), ids in sorted(groups.items()):
@@ -160,6 +166,7 @@ def sync_errors_retry(*, errors, user=None) -> list:
                 direction=direction,
                 record_ids=sorted(ids),
                 user=user,
+                with_dependencies=(mapping_id, direction) in need_dependencies,
             )
         except SyncNotStarted:
             continue
