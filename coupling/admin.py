@@ -28,16 +28,11 @@ class CouplingAdmin(CappedCountAdminMixin, admin.ModelAdmin):
         text = f"to Dataverse: {to_dv} · from Dataverse: {from_dv}"
         return text + (" · being created" if obj.pending else "")
 
-    readonly_fields = [
-        "bc_modified_on",
-        "dataverse_modified_on",
-        "bc_etag",
-        "dataverse_etag",
-        "last_job_to_dataverse",
-        "last_job_from_dataverse",
-        "created_at",
-        "updated_at",
-    ]
+    def get_readonly_fields(self, request, obj=None):
+        # Every field: ids, names, versions (ETags, modified-on), results and flags are the engine's record of the
+        # two systems. An edited ETag or id silently makes the next run overwrite a change or write to the wrong
+        # record; the actions (synchronize, retry skipped, uncouple, resolve a conflict) change them safely.
+        return [field.name for field in self.model._meta.fields]
 
 
 class AmbiguousMatchAdmin(admin.ModelAdmin):

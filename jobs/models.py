@@ -1,3 +1,5 @@
+from __future__ import annotations
+
 import uuid
 
 from django.conf import settings
@@ -7,7 +9,7 @@ from django.utils import timezone
 
 from connectors.choices import ConnectionKind
 from connectors.secrets import decrypt_secret, encrypt_secret
-from jobs.choices import ErrorClass, JobKind, JobStatus, RequestedVia
+from jobs.choices import ErrorClass, ErrorState, JobKind, JobStatus, RequestedVia
 from mappings.choices import Direction
 from mappings.models import TableMapping
 
@@ -202,8 +204,38 @@ def seconds_text(seconds: float) -> str:
     )
 
 
+class SyncErrorQuerySet(models.QuerySet["SyncError"]):
+    """The error states' transitions (jobs.choices.ErrorState), each one UPDATE for any number of errors."""
+
+    def open(self) -> SyncErrorQuerySet:
+        """What is wrong now: the errors every count and the error list show by default."""
+        return self.filter(state=ErrorState.OPEN)
+
+    def of_records(self, mapping_id: int, direction: str, source_ids) -> SyncErrorQuerySet:
+        """The errors of these source records of a mapping in one direction (the record an error is about is its
+        source record: a failed insert has no target id yet)."""
+        source_attr = "bc_id" if direction == Direction.TO_DATAVERSE else "dataverse_id"
+        return self.filter(table_mapping_id=mapping_id, direction=direction, **{f"{source_attr}__in": source_ids})
+
+    def of_run(self, mapping_id: int, direction: str) -> SyncErrorQuerySet:
+        """The errors of a whole run of a mapping in one direction (a run that stopped), which name no record."""
+        return self.filter(table_mapping_id=mapping_id, direction=direction, bc_id=None, dataverse_id=None)
+
+    def close(self, state: str, *, job_id: int | None = None, user=None, now=None) -> int:
+        """Move the open ones among these errors to `state`; returns how many moved. Errors not open stay as they
+        are: an error leaves OPEN once and its history is kept."""
+        assert state != ErrorState.OPEN
+        return self.open().update(
+            state=state, resolved_at=now or timezone.now(), resolved_by_job_id=job_id, resolved_by=user
+        )
+
+
 class SyncError(models.Model):
-    """A record that failed in a sync job, with both records' ids and names and a classified reason."""
+    """A record that failed in a sync job, with both records' ids and names and a classified reason.
+
+    `state` says whether it is still wrong now (see jobs.choices.ErrorState); `resolved_at`, `resolved_by_job` and
+    `resolved_by` say when and by what it left OPEN.
+    """
 
     job = models.ForeignKey(SyncJob, on_delete=models.CASCADE, related_name="errors")
     table_mapping = models.ForeignKey(TableMapping, on_delete=models.CASCADE, related_name="sync_errors")
@@ -216,11 +248,50 @@ class SyncError(models.Model):
     message = models.TextField()
     detail = models.TextField(blank=True, help_text="Remote code, response excerpt, trace.")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    state = models.CharField(max_length=20, choices=ErrorState.choices, default=ErrorState.OPEN, editable=False)
+    resolved_at = models.DateTimeField(null=True, blank=True, editable=False, help_text="When it stopped being open.")
+    resolved_by_job = models.ForeignKey(
+        SyncJob,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="resolved_errors",
+        editable=False,
+        help_text="The run that synchronized the record without error, or whose newer error superseded this one.",
+    )
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+        help_text="The person who resolved it by hand.",
+    )
+
+    objects = SyncErrorQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
             models.Index(fields=["table_mapping", "-created_at"]),
+            # Closing a page's records' open errors (the saver) and counting the open ones per mapping and class
+            # (dashboard, mapping list) read only open rows: partial indexes stay as small as what is wrong now.
+            models.Index(
+                fields=["table_mapping", "direction", "bc_id"],
+                condition=models.Q(state="open"),
+                name="syncerror_open_bc",
+            ),
+            models.Index(
+                fields=["table_mapping", "direction", "dataverse_id"],
+                condition=models.Q(state="open"),
+                name="syncerror_open_dataverse",
+            ),
+            models.Index(
+                fields=["table_mapping", "error_class"],
+                condition=models.Q(state="open"),
+                name="syncerror_open_mapping_class",
+            ),
             # The dashboard counts errors by mapping and class, and charts them by hour and class, from these alone.
             models.Index(fields=["table_mapping", "error_class"], name="syncerror_mapping_class"),
             models.Index(fields=["created_at", "error_class"], name="syncerror_created_class"),
@@ -263,7 +334,9 @@ class Schedule(models.Model):
         help_text="Failed runs in a row before the schedule shows as failing.",
     )
     wake_on_change = models.BooleanField(
-        default=True, help_text="A change notification from either system ends the inactivity hold."
+        default=True,
+        help_text="A change in either system ends the inactivity hold: notified, or found by the check made at each "
+        "interval while on hold (one small request per system).",
     )
     webhook_debounce_seconds = models.PositiveIntegerField(
         "change notification delay (seconds)",
@@ -276,6 +349,9 @@ class Schedule(models.Model):
     run_started_at = models.DateTimeField(null=True, blank=True, editable=False)
     run_job_ids = models.JSONField(default=list, blank=True, editable=False, help_text="Jobs of the current run.")
     woken_at = models.DateTimeField(null=True, blank=True, editable=False)
+    checked_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When the hold last checked both systems for changes."
+    )
     last_finished_at = models.DateTimeField(null=True, blank=True, editable=False)
     failed_attempts = models.PositiveIntegerField(default=0, editable=False)
     last_message = models.TextField(blank=True, editable=False)
@@ -303,8 +379,24 @@ class Schedule(models.Model):
         if self.state == ScheduleState.RUNNING:
             return "Running"
         if self.state == ScheduleState.ON_HOLD:
-            return f"On hold until {timezone.localtime(self.next_run_at):%Y-%m-%d %H:%M}"
+            until = f"{timezone.localtime(self.next_run_at):%Y-%m-%d %H:%M}"
+            if not self.wake_on_change:
+                return f"On hold until {until}"
+            since = self.quiet_since
+            checked = f" (last checked {timezone.localtime(self.checked_at):%H:%M})" if self.checked_at else ""
+            return (
+                f"Idle: checking every {self.minutes_between_runs} min, no changes since "
+                f"{timezone.localtime(since):%Y-%m-%d %H:%M}{checked}; runs at once on a change, else at {until}"
+                if since
+                else f"Idle: checking every {self.minutes_between_runs} min; runs at once on a change, else at {until}"
+            )
         return "Ready"
+
+    @property
+    def quiet_since(self):
+        """The last change the runs read (the later of the two watermarks): nothing changed after it since."""
+        marks = [m for m in (self.table_mapping.bc_watermark, self.table_mapping.dataverse_watermark) if m]
+        return max(marks) if marks else self.last_finished_at
 
 
 class SubscriptionStatus(models.TextChoices):

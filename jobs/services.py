@@ -26,7 +26,7 @@ from coupling.matching import NoMatchCriteria
 from coupling.models import Coupling
 from coupling.services import match_based_coupling_run
 from jobs import recovery, shared_sync
-from jobs.choices import ACTIVE_STATUSES, JobKind, JobStatus, RequestedVia
+from jobs.choices import ACTIVE_STATUSES, ErrorState, JobKind, JobStatus, RequestedVia
 from jobs.engine.pipeline import DirectionRun, RunCancelled
 from jobs.engine.planned import PlannedCouplings
 from jobs.engine.reader import SourceUnreadable
@@ -65,6 +65,13 @@ def sync_jobs_create(
         raise SyncNotStarted(f"{mapping.name} is bidirectional: choose the direction to synchronize the records in.")
     if not mapping.field_mappings.filter(enabled=True).exists():
         raise SyncNotStarted(f"{mapping.name} has no enabled field mappings: there is nothing to synchronize.")
+    if kind == JobKind.RECORDS and not dry_run:
+        # "Synchronize now" in one direction on pairs never synchronized: that direction holds until it succeeds,
+        # even if this run fails (e.g. on a lookup not coupled yet) and a scheduled run comes first.
+        source_attr = "bc_id" if directions[0] == Direction.TO_DATAVERSE else "dataverse_id"
+        Coupling.objects.filter(
+            table_mapping=mapping, **{f"{source_attr}__in": [i for i in (record_ids or []) if i]}
+        ).choose_first_direction(directions[0])
     return [
         SyncJob.objects.create(
             kind=kind,
@@ -441,6 +448,8 @@ def _run_one_alive(job: SyncJob, bc_client, dataverse_client, lock, on_progress=
     except Exception as exc:
         logger.exception("Sync job %s crashed", job.pk)
         status, message = JobStatus.FAILED, f"The run stopped on an internal error: {exc}"
+        # The run's earlier stop (an error naming no record) is replaced by this one: one open error per cause.
+        SyncError.objects.of_run(job.table_mapping_id, job.direction).close(ErrorState.SUPERSEDED, job_id=job.pk)
         SyncError.objects.create(
             job=job,
             table_mapping=job.table_mapping,
@@ -453,6 +462,10 @@ def _run_one_alive(job: SyncJob, bc_client, dataverse_client, lock, on_progress=
     if status == JobStatus.SUCCEEDED and job.failed:
         # Partly failed when some records went through; when none did, the run failed.
         status = JobStatus.FAILED if job.every_record_failed else JobStatus.PARTLY_FAILED
+    finished_whole = job.kind in (JobKind.MODIFIED, JobKind.FULL) and not job.dry_run
+    if status in (JobStatus.SUCCEEDED, JobStatus.PARTLY_FAILED) and finished_whole:
+        # A whole run that went through ends the stop of an earlier run (errors of records close record by record).
+        SyncError.objects.of_run(job.table_mapping_id, job.direction).close(ErrorState.RESOLVED_BY_SYNC, job_id=job.pk)
     used = (bc_client.request_counts + dataverse_client.request_counts) - before
     # Counters were added page by page (also by helper workers): touch only what this function owns. A job that
     # recovery took as stopped (its heartbeat lapsed, e.g. the process was frozen) keeps what recovery said.

@@ -11,6 +11,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.shortcuts import redirect
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from adminkit.admin import CappedCountAdminMixin
@@ -26,13 +27,13 @@ from jobs.admin.confirm import (
 )
 from jobs.admin.coupled_records import connected_clients, delete_surviving_records, restore_deleted_partners
 from jobs.admin.links import job_link, job_links
-from jobs.choices import ErrorClass
+from jobs.choices import ErrorClass, ErrorState
 from jobs.filters import SyncErrorListFilter, sync_error_list
 from jobs.models import SyncError
 from jobs.permissions import RunSyncPermissionMixin
 from jobs.resolution.comparison import records_compare
 from jobs.resolution.explanations import EXPLANATIONS
-from jobs.resolution.services import sync_errors_retry
+from jobs.resolution.services import sync_errors_resolve, sync_errors_retry
 from jobs.services import uncoupling_job_enqueue
 from mappings.choices import Direction
 from mappings.models import TableMapping
@@ -70,6 +71,14 @@ def retry_error_classes(modeladmin, request, queryset):
         return render_confirmation(modeladmin, request, retry_confirmation(errors), hidden)
     jobs = sync_errors_retry(errors=errors, user=request.user)
     _report_retry(modeladmin, request, jobs)
+
+
+@admin.action(description="Mark the selected errors as resolved (by hand)", permissions=["run_sync"])
+def resolve_errors(modeladmin, request, queryset):
+    count = sync_errors_resolve(errors=queryset, user=request.user)
+    modeladmin.message_user(
+        request, f"{count} error(s) resolved by hand; they stay in the history (State: All).", messages.SUCCESS
+    )
 
 
 @admin.action(description="Retry: clear 'skipped' on the couplings of the selected errors", permissions=["run_sync"])
@@ -116,7 +125,16 @@ def _couplings_of(errors):
 
 
 class SyncErrorAdmin(CappedCountAdminMixin, RunSyncPermissionMixin, admin.ModelAdmin):
-    list_display = ["created_at", "table_mapping", "direction", "error_class", "records", "short_message", "job_link"]
+    list_display = [
+        "created_at",
+        "table_mapping",
+        "direction",
+        "error_class",
+        "records",
+        "short_message",
+        "state_display",
+        "job_link",
+    ]
     list_display_links = ["created_at"]
     list_filter = [SyncErrorListFilter]
     list_select_related = ["table_mapping"]
@@ -127,6 +145,7 @@ class SyncErrorAdmin(CappedCountAdminMixin, RunSyncPermissionMixin, admin.ModelA
     actions = [
         retry_errors,
         retry_error_classes,
+        resolve_errors,
         unskip_error_couplings,
         uncouple_error_records,
         restore_error_partners,
@@ -153,6 +172,14 @@ class SyncErrorAdmin(CappedCountAdminMixin, RunSyncPermissionMixin, admin.ModelA
     @admin.display(description="message")
     def short_message(self, obj):
         return shorten(obj.message, 140, placeholder=" …")  # cut between words
+
+    @admin.display(description="state", ordering="state")
+    def state_display(self, obj):
+        if obj.state == ErrorState.OPEN:
+            return obj.get_state_display()
+        when = timezone.localtime(obj.resolved_at).strftime("%Y-%m-%d %H:%M") if obj.resolved_at else ""
+        by = f" (job #{obj.resolved_by_job_id})" if obj.resolved_by_job_id else ""
+        return f"{obj.get_state_display()} {when}{by}"
 
     @admin.display(description="job", ordering="job_id")
     def job_link(self, obj):

@@ -34,7 +34,7 @@ from jobs.admin.confirm import (
     render_confirmation,
     uncouple_confirmation,
 )
-from jobs.admin.coupled_records import connected_clients, enqueue_records_sync, sync_choices
+from jobs.admin.coupled_records import connected_clients, dependency_names, enqueue_records_sync, sync_choices
 from jobs.admin.links import job_link, mapping_couplings_url, mapping_errors_url, mapping_jobs_url
 from jobs.permissions import RUN_SYNC_PERMISSION, RunSyncPermissionMixin
 from jobs.services import coupling_job_enqueue, uncoupling_job_enqueue
@@ -194,6 +194,7 @@ class TableMappingCouplingMixin(RunSyncPermissionMixin):
             "suggestions": suggestions,
             "clear_bc_url": link(bc=""),
             "clear_dv_url": link(dv=""),
+            "mapping_dependencies": dependency_names(mapping),
         }
 
     def _couple_post(self, request, mapping: TableMapping):
@@ -245,7 +246,10 @@ class TableMappingCouplingMixin(RunSyncPermissionMixin):
             return redirect(back)
         text = f"Coupled {records[BC].name} with {records[DATAVERSE].name}."
         if job:
-            messages.success(request, format_html("{} Synchronizing now: {}.", text, job_link(job)))
+            after = (
+                " after the modified records of the mappings it depends on" if request.POST.get("dependencies") else ""
+            )
+            messages.success(request, format_html("{} Synchronizing now{}: {}.", text, after, job_link(job)))
             return redirect("admin:jobs_syncjob_change", job.pk)
         messages.success(request, text)
         return redirect(back)

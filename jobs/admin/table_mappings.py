@@ -118,7 +118,7 @@ class TableMappingSyncMixin(RunSyncPermissionMixin):
             .get_queryset(request)
             .annotate(
                 last_sync=Subquery(finished.order_by("-finished_at").values("finished_at")[:1]),
-                error_count=_count_per_mapping(SyncError.objects.all()),
+                error_count=_count_per_mapping(SyncError.objects.open()),
                 skipped_count=_count_per_mapping(Coupling.objects.filter(skipped=True)),
             )
         )
