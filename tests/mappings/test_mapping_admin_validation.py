@@ -115,3 +115,21 @@ def test_a_match_field_needs_both_sides(admin_client, change_form):
     url, data = change_form.data(admin_client, "CONTACT")
     data[change_form.field_key(data, "type", "", "use_for_matching")] = "on"
     _submit_refused(admin_client, url, data, "match-based coupling compares two fields")
+
+
+@pytest.mark.parametrize(
+    "expression, words",
+    [
+        ("statecode eq 0 and", "&#x27;and&#x27; at position 16 (near «statecode eq 0 ▸and») has nothing after it"),
+        ("statecode = 0", "&#x27;=&#x27; at position 11 (near «statecode ▸= 0») is not an OData operator: write"),
+        ("statecode eqq 0", "Did you mean &#x27;eq&#x27;?"),
+        ("name eq 'Garcia", "the text value opened with &#x27; at position 9 is not closed"),
+        ("(statecode eq 0", "a parenthesis opened in it is closed: add &#x27;)&#x27;."),
+    ],
+)
+def test_a_filter_syntax_error_says_in_words_what_is_wrong_and_where(admin_client, change_form, expression, words):
+    """Not the parser's internals (`Token(type='WS', ...)`): what is wrong, at which position, with an excerpt."""
+    url, data = change_form.data(admin_client, "CUSTOMER")
+    data["integration_table_filter"] = expression
+    response = _submit_refused(admin_client, url, data, words)
+    assert "Token(" not in response.content.decode()
