@@ -67,3 +67,10 @@ class CappedCountPaginator(Paginator):
     @cached_property
     def count(self):
         return self.object_list.order_by()[: self.CAP].count()
+
+
+class FitScreenMixin:
+    """For every product ModelAdmin: the stylesheet that fits its list and form to a 1,366 px screen."""
+
+    class Media:
+        css = {"all": ["adminkit/fit.css"]}

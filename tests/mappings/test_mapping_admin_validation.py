@@ -133,3 +133,45 @@ def test_a_filter_syntax_error_says_in_words_what_is_wrong_and_where(admin_clien
     data["integration_table_filter"] = expression
     response = _submit_refused(admin_client, url, data, words)
     assert "Token(" not in response.content.decode()
+
+
+def test_value_maps_and_transformations_are_edited_as_rows_and_saved_as_the_same_json(admin_client, change_form):
+    """The field grid shows small row forms instead of JSON boxes; what they post is stored as the JSON it always was
+    (the export format does not change), and a bad rule in a row is still refused with its message."""
+    from mappings.models import FieldMapping
+
+    url, data = change_form.data(admin_client, "CUSTOMER")
+    html = admin_client.get(url).content.decode()
+    key = change_form.field_key(data, "city", "address1_city", "transformation")
+    prefix = key[: -len("transformation")]
+    assert f'name="{prefix}transformation__0__rule"' in html and f'name="{prefix}value_map__0__key"' in html
+    assert f'<textarea name="{prefix}transformation"' not in html
+    del data[key], data[prefix + "value_map"]
+    data.update(
+        {
+            f"{prefix}transformation__rows": "3",
+            f"{prefix}transformation__0__rule": "trim",
+            f"{prefix}transformation__1__rule": "substring",
+            f"{prefix}transformation__1__start": "1",
+            f"{prefix}transformation__1__length": "10",
+            f"{prefix}transformation__1__find": "left over from another rule",
+            f"{prefix}transformation__2__rule": "",
+            f"{prefix}value_map__rows": "3",
+            f"{prefix}value_map__0__key": "Oslo",
+            f"{prefix}value_map__0__value": "OSLO",
+            f"{prefix}value_map__1__key": "1",
+            f"{prefix}value_map__1__value": '"1"',
+            f"{prefix}value_map__2__key": "",
+            f"{prefix}value_map__2__value": "ignored",
+        }
+    )
+    response = admin_client.post(url, data, follow=True)
+    assert response.redirect_chain, response.content.decode()[:2000]
+    saved = FieldMapping.objects.get(table_mapping__name="CUSTOMER", bc_field="city")
+    assert saved.transformation == [{"rule": "trim"}, {"rule": "substring", "start": 1, "length": 10}]
+    assert saved.value_map == {"Oslo": "OSLO", "1": "1"}
+
+    url, data = change_form.data(admin_client, "CUSTOMER")
+    del data[key]
+    data.update({f"{prefix}transformation__rows": "1", f"{prefix}transformation__0__rule": "upercase"})
+    _submit_refused(admin_client, url, data, "unknown rule &quot;upercase&quot;. Did you mean &quot;uppercase&quot;?")
