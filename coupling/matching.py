@@ -181,7 +181,7 @@ def identifying_fields(mapping: TableMapping, side: str) -> list[str]:
     return [name for name in dict.fromkeys(fields) if name != name_field]
 
 
-def details_text(row: dict, fields: list[str]) -> str:
+def details_text(row: Mapping[str, Any], fields: list[str]) -> str:
     """`C00010 · Oslo · garcia@example.com`: the identifying values a row has."""
     return " · ".join(str(row[name]) for name in fields if row.get(name) not in (None, ""))
 

@@ -96,6 +96,7 @@ class EmulatedRowAdmin(admin.ModelAdmin):
     """One emulated table, read-only: its list (name, number, last change) and each row's values."""
 
     table: schema.Table
+    actions = None  # not even "delete selected": only the services' APIs write these rows
     list_per_page = 50
     show_full_result_count = False
 

@@ -252,3 +252,31 @@ class Notification(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["due_at"], name="notification_due")]
+
+
+class DvServiceEndpoint(models.Model):
+    """A Dataverse `serviceendpoint` registered over the Web API (as the Plug-in Registration Tool does).
+
+    Only webhooks (contract 8) are emulated; `authvalue` is kept as sent (for HttpHeader: the settings XML)."""
+
+    rid = models.CharField(max_length=36, primary_key=True)
+    name = models.CharField(max_length=256)
+    url = models.CharField(max_length=2000)
+    contract = models.IntegerField()
+    authtype = models.IntegerField()
+    authvalue = models.TextField(default="", blank=True)
+    created_at = models.CharField(max_length=24)
+
+
+class DvStep(models.Model):
+    """A Dataverse `sdkmessageprocessingstep`: one message (Create, Update, Delete) on one table, handled by an
+    endpoint. Each change of that kind to a row of that table is posted to the endpoint's URL."""
+
+    rid = models.CharField(max_length=36, primary_key=True)
+    name = models.CharField(max_length=256)
+    endpoint = models.ForeignKey(DvServiceEndpoint, on_delete=models.PROTECT, related_name="steps")
+    message = models.CharField(max_length=20)
+    entity_set = models.CharField(max_length=50)
+    mode = models.IntegerField()
+    stage = models.IntegerField()
+    rank = models.IntegerField(default=1)
