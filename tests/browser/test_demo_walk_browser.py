@@ -5,6 +5,8 @@ list), and the columns that carry the news are on screen.
 Screenshots go to BROWSER_SCREENSHOTS (named h13pages-<step>.png) when it is set, e.g. BROWSER_SCREENSHOTS=/tmp.
 """
 
+import re
+
 import pytest
 
 from jobs.models import SyncJob
@@ -56,10 +58,10 @@ def run_action(page, mapping_name: str, action_label: str, rq_worker):
     page.get_by_role("checkbox", name=f"Select this object for an action - {mapping_name}", exact=True).check()
     page.select_option("select[name=action]", label=action_label)
     page.click("button[name=index]")
-    confirm = page.locator("form input[type=submit][name=confirm], form button[name=confirm]")
-    if confirm.count():  # a bulk write shows what it will do first
+    page.wait_for_load_state("networkidle")
+    if page.locator("#changelist").count() == 0:  # a bulk write shows what it will do first, then asks
         check(page, f"confirm-{mapping_name.lower()}")
-        confirm.first.click()
+        page.get_by_role("button", name=re.compile("confirm|yes|run|synchroni|start", re.I)).first.click()
     rq_worker()
 
 
