@@ -139,6 +139,15 @@ class KeyValueWidget(RowsWidget):
     def value_of(self, rows):
         return {row.get("key", "").strip(): scalar_from_text(row.get("value", "")) for row in rows if row.get("key")}
 
+    def duplicate_keys(self, data, name) -> list[str]:
+        """Keys posted in more than one row (a JSON object keeps only one of them), for the form to refuse."""
+        try:
+            count = min(int(data.get(name + ROWS_SUFFIX, 0)), 500)
+        except ValueError:
+            return []
+        keys = [self.posted_row(data, name, index).get("key", "").strip() for index in range(count)]
+        return sorted({key for key in keys if key and keys.count(key) > 1})
+
     def summary(self, rows):
         text = ", ".join(f"{row['key']} → {row['value']}" for row in rows)
         return text if len(text) <= 28 else text[:26] + "…"

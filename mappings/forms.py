@@ -209,6 +209,12 @@ class FieldMappingForm(forms.ModelForm):
         return self.cleaned_data.get("transformation") or []
 
     def clean_value_map(self):
+        twice = self.fields["value_map"].widget.duplicate_keys(self.data, self.add_prefix("value_map"))
+        if twice:
+            raise ValidationError(
+                f"value map: {', '.join(repr(key) for key in twice)} is in more than one row; keep one row per "
+                "Business Central value."
+            )
         return self.cleaned_data.get("value_map") or {}
 
 

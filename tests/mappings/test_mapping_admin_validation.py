@@ -175,3 +175,19 @@ def test_value_maps_and_transformations_are_edited_as_rows_and_saved_as_the_same
     del data[key]
     data.update({f"{prefix}transformation__rows": "1", f"{prefix}transformation__0__rule": "upercase"})
     _submit_refused(admin_client, url, data, "unknown rule &quot;upercase&quot;. Did you mean &quot;uppercase&quot;?")
+
+
+def test_a_value_map_with_the_same_value_in_two_rows_is_refused(admin_client, change_form):
+    url, data = change_form.data(admin_client, "CUSTOMER")
+    prefix = change_form.field_key(data, "city", "address1_city", "value_map")
+    del data[prefix]
+    data.update(
+        {
+            f"{prefix}__rows": "2",
+            f"{prefix}__0__key": "Oslo",
+            f"{prefix}__0__value": "OSLO",
+            f"{prefix}__1__key": "Oslo",
+            f"{prefix}__1__value": "Kristiania",
+        }
+    )
+    _submit_refused(admin_client, url, data, "value map: &#x27;Oslo&#x27; is in more than one row")
