@@ -259,3 +259,22 @@ def test_a_failed_dataverse_registration_is_not_active_and_the_page_shows_what_t
     assert f'<code class="secret">{subscription.secret}</code>' in page  # shown this once ...
     listed = admin_client.get(f"/admin/jobs/webhooksubscription/{subscription.pk}/change/").content.decode()
     assert subscription.secret not in listed and "Failed" in listed  # ... never again
+
+    # The administrator registers it by hand with what the page showed; Dataverse's first call makes it active.
+    from sandbox import webhooks
+    from sandbox.testing import edit_as_another_user, register_dataverse_webhook
+
+    register_dataverse_webhook(
+        url=subscription.notification_url,
+        entity_set="accounts",
+        header_name=subscriptions.DATAVERSE_SECRET_HEADER,
+        header_value=subscription.secret,
+    )
+    edit_as_another_user("dataverse", "accounts", Coupling.objects.filter(table_mapping=customer).first().dataverse_id)
+    webhooks.deliver_due()
+    subscription.refresh_from_db()
+    assert (subscription.status, subscription.last_error, subscription.notifications_received) == (
+        SubscriptionStatus.ACTIVE,
+        "",
+        1,
+    )
