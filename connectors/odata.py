@@ -6,6 +6,8 @@ quoting is done once and right: a name such as `O'Brien` can never end a string 
 
 from __future__ import annotations
 
+import difflib
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -119,3 +121,94 @@ T = TypeVar("T")
 def chunked(items: list[T], size: int) -> Iterator[list[T]]:
     for start in range(0, len(items), max(1, size)):
         yield items[start : start + size]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Syntax errors in words
+# --------------------------------------------------------------------------------------------------------------
+
+COMPARISON_OPERATORS = ("eq", "ne", "gt", "ge", "lt", "le", "has", "in")
+LOGICAL_OPERATORS = ("and", "or")
+# What people type from other languages, and the OData word for it.
+OPERATOR_SPELLINGS = {"=": "eq", "==": "eq", "!=": "ne", "<>": "ne", ">": "gt", ">=": "ge", "<": "lt", "<=": "le"}
+OPERATOR_SPELLINGS |= {"&&": "and", "||": "or", "&": "and", "|": "or"}
+_WORD = re.compile(r"[^\s()]+|[()]")
+
+
+def describe_syntax_error(expression: str, exc: Exception) -> str:
+    """Say in words what is wrong in a `$filter` the odata-query parser refused, and where.
+
+    The parser reports the token it stopped at (often the blank before the real culprit, because the grammar reads
+    ` eq ` with its spaces as one token); this looks at the words from there on and names the usual mistakes:
+    an unclosed quote or parenthesis, an operator spelled as in another language, a condition cut short, two
+    conditions without `and`/`or` between them. The answer gives the 1-based position and an excerpt.
+    """
+    token = getattr(exc, "token", None)
+    if getattr(exc, "eof", False) or (token is None and hasattr(exc, "eof")):
+        return _at_end(expression)
+    if token is None:  # not a syntax error of the grammar (e.g. an unknown function): the library's text is plain
+        return str(exc)
+    index = int(getattr(token, "index", 0) or 0)
+    if getattr(token, "type", "") == "ERROR":
+        text = str(token.value)
+        if text.startswith("'"):
+            return f"the text value opened with ' at position {index + 1} is not closed {_excerpt(expression, index)}."
+        word = _WORD.match(text)
+        shown = word.group(0) if word else text[:1]
+        return f"cannot read {shown!r} at position {index + 1} {_excerpt(expression, index)}."
+    if getattr(token, "type", "") == ")" and _open_parentheses(expression[:index]) <= 0:
+        return f"')' at position {index + 1} closes a parenthesis that was never opened {_excerpt(expression, index)}."
+    # Skip blanks to the first word the parser could not take.
+    start = index
+    while start < len(expression) and expression[start].isspace():
+        start += 1
+    if start >= len(expression):
+        return _at_end(expression)
+    word = _WORD.match(expression, start)
+    assert word is not None  # a non-blank character always starts a word
+    text, after = word.group(0), expression[word.end() :].strip()
+    where = f"at position {start + 1} {_excerpt(expression, start)}"
+    lowered = text.lower()
+    if lowered in COMPARISON_OPERATORS and not after:
+        return f"{text!r} {where} has nothing after it: expected a value such as 'text', 42, true or null."
+    if lowered in LOGICAL_OPERATORS and not after:
+        return f"{text!r} {where} has nothing after it: expected another condition."
+    if text in OPERATOR_SPELLINGS:
+        return f"{text!r} {where} is not an OData operator: write {OPERATOR_SPELLINGS[text]!r}."
+    if lowered not in COMPARISON_OPERATORS + LOGICAL_OPERATORS:
+        near = difflib.get_close_matches(lowered, COMPARISON_OPERATORS + LOGICAL_OPERATORS, n=1, cutoff=0.6)
+        hint = f" Did you mean {near[0]!r}?" if near else ""
+        return (
+            f"unexpected {text!r} {where}: expected an operator (eq, ne, gt, ge, lt, le) after a field, "
+            f"or 'and' / 'or' between two conditions.{hint}"
+        )
+    return f"{text!r} {where} cannot stand here: expected a field, a value or a condition."
+
+
+def _at_end(expression: str) -> str:
+    if _open_parentheses(expression) > 0:
+        return "the filter ends before a parenthesis opened in it is closed: add ')'."
+    tail = expression.strip()[-30:]
+    return f"the filter ends too early, after {tail!r}: a value or a condition is missing."
+
+
+def _open_parentheses(text: str) -> int:
+    """Parentheses opened and not closed, outside quoted text."""
+    depth, quoted = 0, False
+    for char in text:
+        if char == "'":
+            quoted = not quoted
+        elif not quoted and char == "(":
+            depth += 1
+        elif not quoted and char == ")":
+            depth -= 1
+    return depth
+
+
+def _excerpt(expression: str, index: int) -> str:
+    """`(near «name ▸eqq 1»)`: up to 20 characters on each side, with a mark where the problem starts."""
+    before = expression[max(0, index - 20) : index]
+    after = expression[index : index + 20]
+    lead = "…" if index > 20 else ""
+    tail = "…" if index + 20 < len(expression) else ""
+    return f"(near «{lead}{before}▸{after}{tail}»)"

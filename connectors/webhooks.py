@@ -6,6 +6,7 @@ expiry after 3 days, renewal by PATCH with If-Match (handshake again), DELETE wi
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -137,6 +138,17 @@ class DataverseWebhooks(ODataClient):
             headers={"Prefer": "return=representation"},
         ).json()
         webhook = DataverseWebhook(str(endpoint["serviceendpointid"]), name, url)
+        try:
+            self._register_steps(webhook, logical_name, messages)
+        except ConnectorError:
+            # Half a registration would deliver some messages and not others: remove what was made, then say why.
+            with contextlib.suppress(ConnectorError):  # the registration's own error is the one to report
+                self.webhook_delete(webhook)
+            raise
+        return webhook
+
+    def _register_steps(self, webhook: DataverseWebhook, logical_name: str, messages: tuple[str, ...]) -> None:
+        name = webhook.name
         for message in messages:
             message_id = self._single_id("sdkmessages", "sdkmessageid", f"name eq {string_literal(message)}")
             filter_id = self._single_id(
@@ -162,7 +174,6 @@ class DataverseWebhooks(ODataClient):
                 headers={"Prefer": "return=representation"},
             ).json()
             webhook.step_ids[message] = str(step["sdkmessageprocessingstepid"])
-        return webhook
 
     def webhooks(self) -> list[DataverseWebhook]:
         """The registered webhook endpoints, each with its steps."""

@@ -56,4 +56,7 @@ class AmbiguousMatchAdmin(admin.ModelAdmin):
 
     @staticmethod
     def candidate_names(obj) -> str:
-        return ", ".join(c.get("name") or c.get("id", "") for c in obj.candidates[:5])
+        return ", ".join(
+            (c.get("name") or c.get("id", "")) + (f" ({c['details']})" if c.get("details") else "")
+            for c in obj.candidates[:5]
+        )

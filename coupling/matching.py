@@ -144,6 +144,46 @@ def pair_uniquely(
 class Candidate:
     id: str
     name: str
+    details: str = ""  # number, city, e-mail: what tells apart two candidates of the same name
+
+
+# Business Central's number of a record, by API entity set (the `No.`/`Code` key of its table), always read: two
+# customers named "Garcia LLC" differ by it. The other identifying fields are read when the mapping maps them.
+BC_NUMBER_FIELD = {
+    "customers": "number",
+    "vendors": "number",
+    "contacts": "number",
+    "items": "number",
+    "employees": "number",
+    "salespeoplePurchasers": "code",
+    "currencies": "code",
+    "paymentTerms": "code",
+    "shipmentMethods": "code",
+}
+IDENTIFYING_FIELDS = {
+    "bc": ("city", "email"),
+    "dataverse": ("accountnumber", "address1_city", "emailaddress1", "internalemailaddress"),
+}
+
+
+def identifying_fields(mapping: TableMapping, side: str) -> list[str]:
+    """The fields read to tell records of the same name apart on one side ("bc" or "dataverse"), name excluded."""
+    if side == "bc":
+        mapped = set(mapping.field_mappings.values_list("bc_field", flat=True))
+        number = BC_NUMBER_FIELD.get(mapping.bc_entity_set)
+        fields = [number] if number else []
+        name_field = mapping.bc_name_field
+    else:
+        mapped = set(mapping.field_mappings.values_list("dataverse_field", flat=True))
+        fields = []
+        name_field = mapping.dataverse_name_field
+    fields += [name for name in IDENTIFYING_FIELDS[side] if name in mapped]
+    return [name for name in dict.fromkeys(fields) if name != name_field]
+
+
+def details_text(row: Mapping[str, Any], fields: list[str]) -> str:
+    """`C00010 · Oslo · garcia@example.com`: the identifying values a row has."""
+    return " · ".join(str(row[name]) for name in fields if row.get(name) not in (None, ""))
 
 
 @dataclass
@@ -183,8 +223,15 @@ def match_records(*, mapping: TableMapping, bc_client: RemoteClient, dataverse_c
     coupled_dv = {str(i) for i in couplings.values_list("dataverse_id", flat=True) if i}
     bc_fields = {fm.bc_field for group in groups for fm in group}
     dv_fields = {fm.dataverse_field for group in groups for fm in group}
+    bc_details, dv_details = identifying_fields(mapping, "bc"), identifying_fields(mapping, "dataverse")
     bc_rows = _uncoupled_rows(
-        bc_client, mapping.bc_entity_set, "id", mapping.bc_name_field, mapping.table_filter, bc_fields, coupled_bc
+        bc_client,
+        mapping.bc_entity_set,
+        "id",
+        mapping.bc_name_field,
+        mapping.table_filter,
+        bc_fields | set(bc_details),
+        coupled_bc,
     )
     dv_rows = _uncoupled_rows(
         dataverse_client,
@@ -192,15 +239,17 @@ def match_records(*, mapping: TableMapping, bc_client: RemoteClient, dataverse_c
         mapping.dataverse_primary_key,
         mapping.dataverse_name_field,
         mapping.integration_table_filter,
-        dv_fields,
+        dv_fields | set(dv_details),
         coupled_dv,
     )
 
     def bc_candidate(row_id: str) -> Candidate:
-        return Candidate(row_id, str(bc_rows[row_id].get(mapping.bc_name_field) or ""))
+        row = bc_rows[row_id]
+        return Candidate(row_id, str(row.get(mapping.bc_name_field) or ""), details_text(row, bc_details))
 
     def dv_candidate(row_id: str) -> Candidate:
-        return Candidate(row_id, str(dv_rows[row_id].get(mapping.dataverse_name_field) or ""))
+        row = dv_rows[row_id]
+        return Candidate(row_id, str(row.get(mapping.dataverse_name_field) or ""), details_text(row, dv_details))
 
     pairing = pair_uniquely(groups, bc_rows, ConnectionKind.BUSINESS_CENTRAL, dv_rows, ConnectionKind.DATAVERSE)
     outcome = MatchOutcome(records_read=len(bc_rows) + len(dv_rows))

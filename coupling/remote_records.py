@@ -10,7 +10,7 @@ from uuid import UUID
 
 from connectors.odata import and_filters, as_uuid, contains, eq, eq_any
 from connectors.types import RemoteClient
-from coupling.matching import NoMatchCriteria, match_groups
+from coupling.matching import NoMatchCriteria, details_text, identifying_fields, match_groups
 from coupling.models import Coupling
 from mappings.choices import BC, DATAVERSE
 from mappings.models import TableMapping
@@ -28,6 +28,7 @@ class Record:
     coupled_to: str = ""  # the partner's name (or id) when the record is coupled in this mapping
     coupling_id: int | None = None
     reason: str = ""  # why it is suggested
+    details: str = ""  # number, city, e-mail: what tells it apart from a record of the same name
 
 
 @dataclass(frozen=True)
@@ -38,12 +39,19 @@ class SideSpec:
     id_field: str
     name_field: str
     table_filter: str
+    detail_fields: tuple[str, ...] = ()  # read with the name, shown under it (coupling.matching.identifying_fields)
 
 
 def side_spec(mapping: TableMapping, system: str) -> SideSpec:
     if system == BC:
         return SideSpec(
-            BC, "Business Central", mapping.bc_entity_set, "id", mapping.bc_name_field, mapping.table_filter
+            BC,
+            "Business Central",
+            mapping.bc_entity_set,
+            "id",
+            mapping.bc_name_field,
+            mapping.table_filter,
+            tuple(identifying_fields(mapping, "bc")),
         )
     return SideSpec(
         DATAVERSE,
@@ -52,6 +60,7 @@ def side_spec(mapping: TableMapping, system: str) -> SideSpec:
         mapping.dataverse_primary_key,
         mapping.dataverse_name_field,
         mapping.integration_table_filter,
+        tuple(identifying_fields(mapping, "dataverse")),
     )
 
 
@@ -77,7 +86,13 @@ def _search_filter(spec: SideSpec, text: str) -> str:
 
 
 def _to_record(spec: SideSpec, row: dict) -> Record:
-    return Record(spec.system, UUID(str(row[spec.id_field])), str(row.get(spec.name_field) or ""), values=row)
+    return Record(
+        spec.system,
+        UUID(str(row[spec.id_field])),
+        str(row.get(spec.name_field) or ""),
+        values=row,
+        details=details_text(row, list(spec.detail_fields)),
+    )
 
 
 def ids_within_filter(client: RemoteClient, spec: SideSpec, ids: list[UUID]) -> set[UUID]:
@@ -115,7 +130,7 @@ def records_search(
     """Records of one side matching `text` (name contains, or an id): within the table filter, or all of them with
     the ones outside marked."""
     spec = side_spec(mapping, system)
-    select = sorted({spec.id_field, spec.name_field})
+    select = sorted({spec.id_field, spec.name_field, *spec.detail_fields})
     search = _search_filter(spec, text)
     if include_outside and spec.table_filter:
         records = [_to_record(spec, row) for row in _first_page(client, spec, search, select)]
@@ -151,7 +166,7 @@ def partner_suggestions(client: RemoteClient, mapping: TableMapping, record: Rec
         groups = [[(fm.bc_field, fm.dataverse_field) for fm in group] for group in match_groups(mapping)]
     except NoMatchCriteria:
         groups = [[(mapping.bc_name_field, mapping.dataverse_name_field)]]
-    select = sorted({other.id_field, other.name_field})
+    select = sorted({other.id_field, other.name_field, *other.detail_fields})
     found: dict[UUID, Record] = {}
     for group in groups:
         conditions: list[str] = []

@@ -99,7 +99,7 @@ def match_based_coupling_run(
                     side=side,
                     record_id=UUID(record.id),
                     record_name=record.name[:250],
-                    candidates=[{"id": c.id, "name": c.name} for c in candidates],
+                    candidates=[{"id": c.id, "name": c.name, "details": c.details} for c in candidates],
                     job_id=job_id,
                 )
                 for side, record, candidates in outcome.ambiguous

@@ -21,7 +21,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from connectors.choices import ConnectionKind
-from jobs.models import WebhookSubscription
+from jobs.models import SubscriptionStatus, WebhookSubscription
 from jobs.scheduling.notifications import changes_notified
 from jobs.scheduling.subscriptions import DATAVERSE_SECRET_HEADER
 from mappings.choices import Direction
@@ -98,6 +98,9 @@ def dataverse_receiver(request: HttpRequest, token) -> HttpResponse:
     if message not in DATAVERSE_MESSAGES or not re.fullmatch(r"[0-9a-fA-F-]{36}", record_id):
         return _error(400, "Expected a RemoteExecutionContext of a Create, Update or Delete.")
     _received(subscription)
+    if subscription.status != SubscriptionStatus.ACTIVE:
+        # Registered by hand after a failed registration: Dataverse calling with the secret is the proof it works.
+        WebhookSubscription.objects.filter(pk=subscription.pk).update(status=SubscriptionStatus.ACTIVE, last_error="")
     # A deletion only wakes the schedule (changes_notified with no ids): the engine does not propagate deletions.
     changed = [] if message == "Delete" else [record_id.lower()]
     changes_notified(mapping=subscription.table_mapping, direction=Direction.FROM_DATAVERSE, record_ids=changed)

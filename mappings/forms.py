@@ -4,14 +4,19 @@ mappings.validation to it, attaching each problem to the field it is about. Noth
 from __future__ import annotations
 
 import dataclasses
+import json
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 
+from adminkit.widgets import KeyValueWidget, RowsWidget, scalar_from_text, scalar_text
 from mappings.importing import ImportRefused, import_document_parse, import_size_check
 from mappings.metadata import MetadataCache
 from mappings.models import FieldMapping, TableMapping
 from mappings.serialization import FIELD_DEFAULTS, TABLE_DEFAULTS
+from mappings.transformations import RULES
 from mappings.validation import Problem, validate_field_mappings, validate_table
 
 
@@ -93,24 +98,123 @@ class JSONTextarea(forms.Textarea):
         super().__init__(attrs={"rows": 1, "cols": 22, "class": "mapping-json", "style": "width: auto"})
 
 
+# Options whose value is a number (the others are texts): substring's start and length, round's precision.
+NUMERIC_OPTIONS = {"start", "length", "precision"}
+OPTION_NAMES = list(dict.fromkeys(name for required, optional in RULES.values() for name in (*required, *optional)))
+
+
+class RuleListWidget(RowsWidget):
+    """A transformation (a JSON list of rules) edited as rows: the rule, then the inputs of its options."""
+
+    headings = ("rule", "options")
+    try_url = ""  # set per field mapping by the form: the page that applies the saved rules to a typed value
+    help_text = (
+        "Applied in order, top to bottom. Choose an empty rule to remove a row. "
+        "substring: start is 1-based; round: precision such as 0.01, mode nearest, up or down; "
+        "date_format: e.g. %d-%m-%Y."
+    )
+
+    def rows_of(self, value):
+        loaded = _loaded_list(value)
+        if loaded is None or not all(isinstance(rule, dict) for rule in loaded):
+            return None
+        return [
+            {key: scalar_text(item) if key != "rule" else str(item) for key, item in rule.items()} for rule in loaded
+        ]
+
+    def value_of(self, rows):
+        rules = []
+        for row in rows:
+            name = row.get("rule", "").strip()
+            if not name:
+                continue
+            required, optional = RULES.get(name, ((), ()))
+            rule: dict = {"rule": name}
+            for option in (*required, *optional):
+                text = row.get(option, "")
+                if text.strip() == "" and option in optional:
+                    continue
+                rule[option] = scalar_from_text(text) if option in NUMERIC_OPTIONS else text
+            rules.append(rule)
+        return rules
+
+    def summary(self, rows):
+        text = " → ".join(row.get("rule", "") for row in rows)
+        return text if len(text) <= 28 else text[:26] + "…"
+
+    def cells(self, name, index, row):
+        chosen = row.get("rule", "")
+        used = set(RULES.get(chosen, ((), ()))[0] + RULES.get(chosen, ((), ()))[1])
+        options = format_html_join(
+            "",
+            '<option value="{}" data-shows="{}"{}>{}</option>',
+            [("", "", " selected" if not chosen else "", "---------")]
+            + [
+                (rule, " ".join((*required, *optional)), " selected" if rule == chosen else "", rule)
+                for rule, (required, optional) in RULES.items()
+            ],
+        )
+        inputs = format_html_join(
+            "",
+            '<input name="{}__{}__{}" value="{}" placeholder="{}" data-option="{}" size="7"{}> ',
+            [
+                (name, index, option, row.get(option, ""), option, option, "" if option in used else " hidden")
+                for option in OPTION_NAMES
+            ],
+        )
+        return format_html(
+            '<td><select name="{}__{}__rule" data-shows-options>{}</select></td><td class="nowrap">{}</td>',
+            name,
+            index,
+            options,
+            inputs,
+        )
+
+
+def _loaded_list(value):
+    if value in (None, ""):
+        return []
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    return value if isinstance(value, list) else None
+
+
 class FieldMappingForm(forms.ModelForm):
     class Meta:
         model = FieldMapping
         fields = ["position", *FIELD_DEFAULTS]
         widgets = {
-            "bc_field": forms.TextInput(attrs={"list": "bc-fields", "size": 18}),
-            "dataverse_field": forms.TextInput(attrs={"list": "dataverse-fields", "size": 18}),
-            "constant_value": forms.TextInput(attrs={"size": 10}),
-            "transformation": JSONTextarea(),
-            "value_map": JSONTextarea(),
-            "position": forms.NumberInput(attrs={"style": "width: 4em"}),
-            "match_priority": forms.NumberInput(attrs={"style": "width: 4em"}),
+            # Sized so that the whole grid fits a 1,366 px screen; a select shows its full label when opened.
+            "bc_field": forms.TextInput(attrs={"list": "bc-fields", "size": 11}),
+            "dataverse_field": forms.TextInput(attrs={"list": "dataverse-fields", "size": 11}),
+            "constant_value": forms.TextInput(attrs={"size": 6}),
+            "direction": forms.Select(attrs={"style": "max-width: 8.5em"}),
+            "update_conflict_resolution": forms.Select(attrs={"style": "max-width: 8.5em"}),
+            "transformation": RuleListWidget(),
+            "value_map": KeyValueWidget("Business Central value", "Dataverse value"),
+            "position": forms.NumberInput(attrs={"style": "width: 3.5em"}),
+            "match_priority": forms.NumberInput(attrs={"style": "width: 3em"}),
         }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:  # "try" opens the preview page with this field mapping's saved rules
+            url = reverse("admin:mappings_tablemapping_transformation_preview")
+            self.fields["transformation"].widget.try_url = f"{url}?field_mapping={self.instance.pk}"
 
     def clean_transformation(self):
         return self.cleaned_data.get("transformation") or []
 
     def clean_value_map(self):
+        twice = self.fields["value_map"].widget.duplicate_keys(self.data, self.add_prefix("value_map"))
+        if twice:
+            raise ValidationError(
+                f"value map: {', '.join(repr(key) for key in twice)} is in more than one row; keep one row per "
+                "Business Central value."
+            )
         return self.cleaned_data.get("value_map") or {}
 
 

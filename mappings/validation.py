@@ -16,6 +16,7 @@ from odata_query import ast as odata_ast
 from odata_query.exceptions import ODataException
 from odata_query.grammar import ODataLexer, ODataParser
 
+from connectors.odata import describe_syntax_error
 from connectors.types import ColumnInfo, TableInfo
 from mappings.choices import SIDE_LABEL, DeletionConflictResolution, Direction, Side, UpdateConflictResolution
 from mappings.metadata import MetadataCache, MetadataUnavailable, did_you_mean
@@ -232,7 +233,7 @@ def check_filter(expression: str, table: TableInfo | None, *, side: str, field: 
     try:
         tree = parse_filter(expression)
     except ODataException as exc:
-        return [Problem(f"{label} is not a valid OData filter: {exc}", field=field)]
+        return [Problem(f"{label} is not a valid OData filter: {describe_syntax_error(expression, exc)}", field=field)]
     except RecursionError:
         return [Problem(f"{label} nests too deeply to be read: use fewer parentheses.", field=field)]
     problems = [Problem(f"{label}: {message}", field=field) for message in _unsupported_functions(tree, side)]

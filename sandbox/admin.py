@@ -1,8 +1,10 @@
-"""Admin for the sandbox: injected faults, service settings, and a page to change or delete emulated rows as
-another user would (to demo conflicts and deletions).
+"""Admin for the sandbox: injected faults, service settings, a page to change or delete emulated rows as another
+user would (to demo conflicts and deletions), and the emulated tables of both services to browse.
 
-For superusers only, and registered only when settings.SANDBOX_ENABLED: these pages change what the emulated services
-answer, and their data, for everyone; no permission of the product grants them.
+Registered only when settings.SANDBOX_ENABLED. Faults, settings and changing rows are for superusers only: they change
+what the emulated services answer, and their data, for everyone; no permission of the product grants them. The
+emulated tables are read-only for everybody (the services' own APIs are the only writers), and seeing one needs its
+view permission, so a new user sees what a sync did on either side without an API token.
 """
 
 from django.conf import settings
@@ -12,9 +14,9 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from sandbox import testing
+from sandbox import schema, testing
 from sandbox.forms import OutOfBandEditForm
-from sandbox.models import Fault, Setting
+from sandbox.models import ROW_MODELS, Fault, Setting
 from sandbox.wire import ApiError
 
 
@@ -43,7 +45,7 @@ class SandboxAdmin(admin.ModelAdmin):
 class FaultAdmin(SandboxAdmin):
     """Adding a fault makes the next `remaining` requests to the service fail that way."""
 
-    list_display = ("kind", "service", "remaining", "retry_after", "seconds", "created")
+    list_display = ("__str__", "kind", "service", "remaining", "retry_after", "seconds", "created")
     list_filter = ("kind", "service")
     change_list_template = "admin/sandbox/fault_changelist.html"
 
@@ -90,6 +92,54 @@ class SettingAdmin(SandboxAdmin):
     search_fields = ("key",)
 
 
+class EmulatedRowAdmin(admin.ModelAdmin):
+    """One emulated table, read-only: its list (name, number, last change) and each row's values."""
+
+    table: schema.Table
+    actions = None  # not even "delete selected": only the services' APIs write these rows
+    list_per_page = 50
+    show_full_result_count = False
+
+    def get_list_display(self, request):
+        return ["rid", *self._shown_fields(), "modified_at"]
+
+    def get_search_fields(self, request):
+        return self._shown_fields()
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    def get_ordering(self, request):
+        return ["-modified_at"]
+
+    def _shown_fields(self) -> list[str]:
+        """The record's name and number, if it has them (e.g. displayName and number of a customer)."""
+        names = [self.table.primary_name, self.table.number_field, "accountnumber", "email", "emailaddress1"]
+        fields = {f.name for f in self.model._meta.fields}
+        shown = []
+        for name in names:
+            column = self.table.column(name) if name else None
+            storage = self.table.storage(column) if column else ""
+            if storage in fields and storage not in shown and storage != "rid":
+                shown.append(storage)
+        return shown
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+def _row_admin(table: schema.Table) -> type[EmulatedRowAdmin]:
+    return type(f"{table.model_name}Admin", (EmulatedRowAdmin,), {"table": table, "__module__": __name__})
+
+
 if settings.SANDBOX_ENABLED:  # absent, not only hidden, when the sandbox is off
     admin.site.register(Fault, FaultAdmin)
     admin.site.register(Setting, SettingAdmin)
+    for _table in schema.BC_TABLES + schema.DATAVERSE_TABLES:
+        admin.site.register(ROW_MODELS[(_table.service, _table.entity_set)], _row_admin(_table))

@@ -14,7 +14,18 @@ from urllib.parse import quote, unquote
 
 from django.db import transaction
 
-from sandbox import dataverse_query, events, metadata, multipart, odata, rows, schema, tracking, webhooks
+from sandbox import (
+    dataverse_query,
+    events,
+    metadata,
+    multipart,
+    odata,
+    plugin_registration,
+    rows,
+    schema,
+    tracking,
+    webhooks,
+)
 from sandbox.models import AppClient, Tombstone, row_model
 from sandbox.wire import ApiError, Req, Resp, dataverse_error_response, json_resp
 
@@ -63,6 +74,8 @@ def _dispatch(req: Req) -> Resp:
             },
         )
     m = ENTITY_PATH.match(path)
+    if m and m.group("set") in plugin_registration.ENTITY_SETS and m.group("rest") is None:
+        return plugin_registration.handle(req, m.group("set"), m.group("key"))
     table = schema.table("dataverse", m.group("set")) if m else None
     if table is None:
         segment = path.split("(")[0].split("/")[0]

@@ -8,7 +8,7 @@ import time
 from django.db import transaction
 
 from sandbox import rows, schema, webhooks
-from sandbox.models import BcSubscription, DvWebhook, Notification
+from sandbox.models import BcSubscription, DvStep, DvWebhook, Notification
 
 
 def bc_changed(table: schema.Table, company: str, record_id: str, change: str, stamp: str) -> None:
@@ -36,17 +36,23 @@ def bc_changed(table: schema.Table, company: str, record_id: str, change: str, s
 
 
 def has_dataverse_hooks(table: schema.Table) -> bool:
-    return DvWebhook.objects.using(rows.DB).filter(entity_set=table.entity_set).exists()
+    return (
+        DvWebhook.objects.using(rows.DB).filter(entity_set=table.entity_set).exists()
+        or DvStep.objects.using(rows.DB).filter(entity_set=table.entity_set).exists()
+    )
 
 
 def dataverse_changed(table: schema.Table, message: str, record_id: str, context: dict) -> None:
     hooks = list(DvWebhook.objects.using(rows.DB).filter(entity_set=table.entity_set).values_list("id", "messages"))
-    hooks = [h for h, messages in hooks if message in messages]
+    hooks = [str(h) for h, messages in hooks if message in messages]
+    # Steps registered over the Web API (sandbox/plugin_registration.py): one delivery per step of this message.
+    steps = DvStep.objects.using(rows.DB).filter(entity_set=table.entity_set, message=message)
+    hooks += [f"step:{rid}" for rid in steps.values_list("rid", flat=True)]
     if not hooks:
         return
     due = time.time() + float(rows.get_setting("dataverse_webhook_delay"))
     Notification.objects.using(rows.DB).bulk_create(
-        Notification(service="dataverse", target=str(hook), payload=context, due_at=due) for hook in hooks
+        Notification(service="dataverse", target=hook, payload=context, due_at=due) for hook in hooks
     )
     _deliver_after_commit()
 

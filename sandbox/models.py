@@ -77,8 +77,18 @@ def _build_model(table: schema.Table) -> type[models.Model]:
         constraints = []
         if table.entity_set == "accounts":
             indexes.append(models.Index(fields=["accountnumber"], name="dvaccount_number"))
+    system = "Business Central" if table.service == "bc" else "Dataverse"
     attrs["Meta"] = type(
-        "Meta", (), {"indexes": indexes, "constraints": constraints, "db_table": f"sandbox_{table.model_name.lower()}"}
+        "Meta",
+        (),
+        {
+            "indexes": indexes,
+            "constraints": constraints,
+            "db_table": f"sandbox_{table.model_name.lower()}",
+            # How the admin lists them: "Dataverse accounts", "Business Central customers".
+            "verbose_name": f"{system} {table.logical_name}",
+            "verbose_name_plural": f"{system} {table.entity_set}",
+        },
     )
     return type(table.model_name, (EmulatedRow,), attrs)
 
@@ -145,12 +155,39 @@ class Setting(models.Model):
 class Fault(models.Model):
     """The next `remaining` requests to `service` ("" = any) fail as `kind` (429, 503, timeout, drop, latency)."""
 
-    kind = models.CharField(max_length=20)
-    service = models.CharField(max_length=20, default="", blank=True)
-    remaining = models.IntegerField()
-    retry_after = models.IntegerField(default=1)
-    seconds = models.FloatField(default=0)  # timeout / latency duration
+    class Kind(models.TextChoices):
+        THROTTLED = "429", "429 Too Many Requests (throttled; the client waits Retry-After)"
+        UNAVAILABLE = "503", "503 Service Unavailable (the service is down for a moment)"
+        TIMEOUT = "timeout", "Timeout (the answer comes after the client gave up)"
+        DROP = "drop", "Dropped connection (closed without an answer)"
+        LATENCY = "latency", "Latency (answered correctly, but slowly)"
+
+    class Service(models.TextChoices):
+        ANY = "", "Both services"
+        BC = "bc", "Business Central"
+        DATAVERSE = "dataverse", "Dataverse"
+
+    kind = models.CharField(
+        max_length=20, choices=Kind.choices, help_text="How the requests fail; each is a failure the services have."
+    )
+    service = models.CharField(
+        max_length=20, default="", blank=True, choices=Service.choices, help_text="Which emulated service fails."
+    )
+    remaining = models.IntegerField(
+        "requests to fail", help_text="How many of the next requests fail this way; the fault ends after them."
+    )
+    retry_after = models.IntegerField(
+        "Retry-After (s)", default=1, help_text="429 and 503: the seconds the answer tells the client to wait."
+    )
+    seconds = models.FloatField(
+        default=0, help_text="Timeout and latency: how long the answer is held back, in seconds."
+    )
     created = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        service = self.get_service_display().lower() if self.service else "both services"
+        short = self.get_kind_display().split(" (")[0]
+        return f"{short} on {service}, next {self.remaining} request{'s' if self.remaining != 1 else ''}"
 
 
 class Tombstone(models.Model):
@@ -215,3 +252,31 @@ class Notification(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["due_at"], name="notification_due")]
+
+
+class DvServiceEndpoint(models.Model):
+    """A Dataverse `serviceendpoint` registered over the Web API (as the Plug-in Registration Tool does).
+
+    Only webhooks (contract 8) are emulated; `authvalue` is kept as sent (for HttpHeader: the settings XML)."""
+
+    rid = models.CharField(max_length=36, primary_key=True)
+    name = models.CharField(max_length=256)
+    url = models.CharField(max_length=2000)
+    contract = models.IntegerField()
+    authtype = models.IntegerField()
+    authvalue = models.TextField(default="", blank=True)
+    created_at = models.CharField(max_length=24)
+
+
+class DvStep(models.Model):
+    """A Dataverse `sdkmessageprocessingstep`: one message (Create, Update, Delete) on one table, handled by an
+    endpoint. Each change of that kind to a row of that table is posted to the endpoint's URL."""
+
+    rid = models.CharField(max_length=36, primary_key=True)
+    name = models.CharField(max_length=256)
+    endpoint = models.ForeignKey(DvServiceEndpoint, on_delete=models.PROTECT, related_name="steps")
+    message = models.CharField(max_length=20)
+    entity_set = models.CharField(max_length=50)
+    mode = models.IntegerField()
+    stage = models.IntegerField()
+    rank = models.IntegerField(default=1)

@@ -21,8 +21,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from django.db import close_old_connections, transaction
 
-from sandbox import companies, odata, rows, schema
-from sandbox.models import BcSubscription, DvWebhook, Notification
+from sandbox import companies, odata, plugin_registration, rows, schema
+from sandbox.models import BcSubscription, DvStep, DvWebhook, Notification
 from sandbox.wire import ApiError, Req, Resp, bc_method_not_allowed, json_resp
 
 EXPIRY = timedelta(days=3)
@@ -372,9 +372,6 @@ def _deliver_bc(notes: list[Notification]) -> None:
 
 
 def _deliver_dataverse(note: Notification) -> None:
-    hook = DvWebhook.objects.using(rows.DB).filter(id=int(note.target)).first()
-    if hook is None:
-        return
     context = note.payload
     headers = {
         "x-ms-dynamics-organization": "sandbox",
@@ -382,20 +379,37 @@ def _deliver_dataverse(note: Notification) -> None:
         "x-ms-dynamics-request-name": context["MessageName"],
         "x-ms-correlation-request-id": context["CorrelationId"],
     }
-    if hook.header_name:
-        headers[hook.header_name] = hook.header_value
-    status = _post(hook.url, context, headers)
+    params: dict[str, str] = {}
+    if note.target.startswith("step:"):
+        step = DvStep.objects.using(rows.DB).select_related("endpoint").filter(rid=note.target[5:]).first()
+        if step is None:
+            return
+        url = step.endpoint.url
+        auth_headers, params = plugin_registration.auth_of(step.endpoint)
+        headers.update(auth_headers)
+        context = {**context, "OwningExtension": {**context["OwningExtension"], "Id": step.rid, "Name": step.name}}
+    else:
+        hook = DvWebhook.objects.using(rows.DB).filter(id=int(note.target)).first()
+        if hook is None:
+            return
+        url = hook.url
+        if hook.header_name:
+            headers[hook.header_name] = hook.header_value
+    status = _post(url, context, headers, params)
     if status in (502, 503, 504) and note.attempts == 0:
         Notification.objects.using(rows.DB).create(
             service="dataverse", target=note.target, payload=context, due_at=time.time() + 1, attempts=1
         )
 
 
-def _post(url: str, payload: dict, headers: dict) -> int:
+def _post(url: str, payload: dict, headers: dict, params: dict | None = None) -> int:
     try:
         with _client() as client:
             response = client.post(
-                url, content=json.dumps(payload).encode(), headers={"Content-Type": "application/json", **headers}
+                url,
+                content=json.dumps(payload).encode(),
+                headers={"Content-Type": "application/json", **headers},
+                params=params or None,
             )
         return response.status_code
     except httpx.HTTPError:

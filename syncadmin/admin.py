@@ -9,6 +9,7 @@ list is the extension point, so no app replaces another's registration. (The san
 
 from django.contrib import admin
 
+from adminkit.admin import FitScreenMixin
 from connectors import admin as connectors_admin
 from connectors.models import Connection
 from coupling import admin as coupling_admin
@@ -25,23 +26,22 @@ from operations.models import AlertChannel, AlertRule, Incident
 
 
 @admin.register(Connection)
-class ConnectionAdmin(connectors_admin.ConnectionAdmin):
+class ConnectionAdmin(FitScreenMixin, connectors_admin.ConnectionAdmin):
     pass
 
 
 @admin.register(TableMapping)
-class TableMappingAdmin(TableMappingCouplingMixin, TableMappingSyncMixin, mappings_admin.TableMappingAdmin):
+class TableMappingAdmin(
+    FitScreenMixin, TableMappingCouplingMixin, TableMappingSyncMixin, mappings_admin.TableMappingAdmin
+):
     """Mapping editing, with the mapping's sync and coupling columns, actions and pages."""
 
     # The links right after the name: the list is wide, and these are what an admin looks for next.
     list_display = [
         "name",
         "related_links",
-        "bc_entity_set",
-        "dataverse_entity_set",
-        "direction",
-        "table_filter",
-        "integration_table_filter",
+        "tables_display",
+        "filters_display",
         "sync_only_coupled",
         "dependency_names",
         "last_sync_display",
@@ -57,12 +57,12 @@ class TableMappingAdmin(TableMappingCouplingMixin, TableMappingSyncMixin, mappin
 
 
 @admin.register(MappingChange)
-class MappingChangeAdmin(mappings_admin.MappingChangeAdmin):
+class MappingChangeAdmin(FitScreenMixin, mappings_admin.MappingChangeAdmin):
     pass
 
 
 @admin.register(Coupling)
-class CouplingAdmin(CouplingSyncMixin, coupling_admin.CouplingAdmin):
+class CouplingAdmin(FitScreenMixin, CouplingSyncMixin, coupling_admin.CouplingAdmin):
     """Coupling browsing, with the sync actions and each pair's compare page (the record columns link to it)."""
 
     list_display = ["id", "table_mapping", "bc_record", "dataverse_record", "last_results", "skipped"]
@@ -70,40 +70,40 @@ class CouplingAdmin(CouplingSyncMixin, coupling_admin.CouplingAdmin):
 
 
 @admin.register(AmbiguousMatch)
-class AmbiguousMatchAdmin(AmbiguousMatchCouplingMixin, coupling_admin.AmbiguousMatchAdmin):
+class AmbiguousMatchAdmin(FitScreenMixin, AmbiguousMatchCouplingMixin, coupling_admin.AmbiguousMatchAdmin):
     pass
 
 
 @admin.register(SyncJob)
-class SyncJobAdmin(sync_jobs.SyncJobAdmin):
+class SyncJobAdmin(FitScreenMixin, sync_jobs.SyncJobAdmin):
     pass
 
 
 @admin.register(SyncError)
-class SyncErrorAdmin(errors.SyncErrorAdmin):
+class SyncErrorAdmin(FitScreenMixin, errors.SyncErrorAdmin):
     pass
 
 
 @admin.register(Schedule)
-class ScheduleAdmin(schedules.ScheduleAdmin):
+class ScheduleAdmin(FitScreenMixin, schedules.ScheduleAdmin):
     pass
 
 
 @admin.register(WebhookSubscription)
-class WebhookSubscriptionAdmin(schedules.WebhookSubscriptionAdmin):
+class WebhookSubscriptionAdmin(FitScreenMixin, schedules.WebhookSubscriptionAdmin):
     pass
 
 
 @admin.register(AlertChannel)
-class AlertChannelAdmin(operations_admin.AlertChannelAdmin):
+class AlertChannelAdmin(FitScreenMixin, operations_admin.AlertChannelAdmin):
     pass
 
 
 @admin.register(AlertRule)
-class AlertRuleAdmin(operations_admin.AlertRuleAdmin):
+class AlertRuleAdmin(FitScreenMixin, operations_admin.AlertRuleAdmin):
     pass
 
 
 @admin.register(Incident)
-class IncidentAdmin(operations_admin.IncidentAdmin):
+class IncidentAdmin(FitScreenMixin, operations_admin.IncidentAdmin):
     pass

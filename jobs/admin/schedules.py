@@ -8,10 +8,11 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 
 from connectors.choices import ConnectionKind
 from connectors.types import ConnectorError
-from jobs.models import Schedule, WebhookSubscription
+from jobs.models import Schedule, SubscriptionStatus, WebhookSubscription
 from jobs.permissions import RunSyncPermissionMixin
 from jobs.scheduling import schedules as schedule_services
 from jobs.scheduling import subscriptions as subscription_services
@@ -99,23 +100,46 @@ class ScheduleAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
         self.message_user(request, f"{count} run(s) started (paused and running schedules are left alone).")
 
     @admin.action(description="Subscribe to change notifications of both systems", permissions=["change"])
-    def subscribe_to_changes(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
+    def subscribe_to_changes(self, request: HttpRequest, queryset: QuerySet[Schedule]):
+        """Subscribe in Business Central and register the Dataverse webhook; say for each side what happened.
+
+        A Dataverse registration that failed is left to be done by hand: the page then shows the endpoint URL, the
+        header and the secret to enter in the Plug-in Registration Tool, this once (the secret is never shown again).
+        """
         base_url = request.build_absolute_uri("/")
+        by_hand = []
         for schedule in queryset.select_related("table_mapping"):
             mapping = schedule.table_mapping
             for side in (ConnectionKind.BUSINESS_CENTRAL, ConnectionKind.DATAVERSE):
                 try:
-                    subscription_services.subscription_create(
+                    subscription = subscription_services.subscription_create(
                         mapping=mapping, side=side, notification_base_url=base_url
                     )
                 except subscription_services.SubscriptionNotCreated as exc:
                     self.message_user(request, f"{mapping.name}: {exc}", messages.ERROR)
                     continue
-            self.message_user(
-                request,
-                f"{mapping.name}: subscribed in Business Central; Dataverse webhook receiver created. Register it in "
-                f"Dataverse and set the same secret under Webhook subscriptions.",
-            )
+                if side == ConnectionKind.BUSINESS_CENTRAL:
+                    self.message_user(request, f"{mapping.name}: subscribed in Business Central.", messages.SUCCESS)
+                elif subscription.status == SubscriptionStatus.ACTIVE:
+                    self.message_user(
+                        request,
+                        f"{mapping.name}: registered in Dataverse (a webhook service endpoint with steps for Create, "
+                        f"Update and Delete of {subscription.resource}).",
+                        messages.SUCCESS,
+                    )
+                else:
+                    self.message_user(request, f"{mapping.name}: {subscription.last_error}", messages.ERROR)
+                    by_hand.append(subscription)
+        if by_hand:
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Register the Dataverse webhook by hand",
+                "opts": self.opts,
+                "subscriptions": by_hand,
+                "header": subscription_services.DATAVERSE_SECRET_HEADER,
+            }
+            return TemplateResponse(request, "admin/jobs/schedule/register_by_hand.html", context)
+        return None
 
 
 class WebhookSubscriptionForm(forms.ModelForm):

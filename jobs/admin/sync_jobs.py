@@ -6,6 +6,7 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.loader import render_to_string
 from django.urls import path
+from django.utils import timezone
 from django.utils.html import format_html
 
 from adminkit.admin import CappedCountAdminMixin
@@ -47,8 +48,7 @@ class SyncJobAdmin(CappedCountAdminMixin, RunSyncPermissionMixin, admin.ModelAdm
         "kind",
         "direction",
         "status_badge",
-        "queued_at",
-        "finished_at",
+        "when_display",
         *(f"{counter}_count" for counter, _ in COUNT_COLUMNS),
         "http_requests",
     ]
@@ -56,13 +56,13 @@ class SyncJobAdmin(CappedCountAdminMixin, RunSyncPermissionMixin, admin.ModelAdm
     list_select_related = ["table_mapping"]
     show_full_result_count = False
     date_hierarchy = "queued_at"
-    readonly_fields = [f.name for f in SyncJob._meta.fields]
+    readonly_fields = [f.name for f in SyncJob._meta.fields] + ["run_or_preview"]
     change_form_template = "admin/jobs/syncjob/change_form.html"
     # Status, times, duration, HTTP requests, counts, errors link, message and a preview's sample live in the
     # progress box, which refreshes while the job runs (so it never contradicts itself); the fields below do not
     # change once the job is queued.
     fieldsets = [
-        ("Run", {"fields": ["kind", "table_mapping", "direction", "dry_run", "rq_job_id"]}),
+        ("Run", {"fields": ["kind", "table_mapping", "direction", "run_or_preview", "rq_job_id"]}),
     ]
     actions = ["cancel_jobs"]
 
@@ -75,6 +75,21 @@ class SyncJobAdmin(CappedCountAdminMixin, RunSyncPermissionMixin, admin.ModelAdm
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj):
         return obj.get_status_display() + (" (preview)" if obj.dry_run else "")
+
+    @admin.display(description="run or preview")
+    def run_or_preview(self, obj):
+        # The dry_run field's help text ("a preview: planned, nothing written") read as a claim on a real run's page.
+        return "A preview: planned, nothing written" if obj.dry_run else "A run: written to the systems"
+
+    @admin.display(description="queued / took", ordering="queued_at")
+    def when_display(self, obj):
+        """When it was asked for and how long it ran, in one cell: two full date columns pushed the counts off a
+        1,366 px screen."""
+        queued = timezone.localtime(obj.queued_at)
+        took = obj.duration if obj.finished_at else ("running" if obj.started_at else "")
+        return format_html(
+            '<span class="nowrap">{}</span><br><small>{}</small>', queued.strftime("%Y-%m-%d %H:%M %Z"), took or "-"
+        )
 
     @admin.action(description="Cancel selected jobs", permissions=["run_sync"])
     def cancel_jobs(self, request, queryset):

@@ -17,7 +17,7 @@ from django.db.models import F
 
 from connectors.odata import and_filters, eq_any
 from connectors.types import ConnectorError, RemoteClient
-from coupling.matching import MatchGroup, match_key, pair_uniquely
+from coupling.matching import MatchGroup, details_text, identifying_fields, match_key, pair_uniquely
 from coupling.models import AmbiguousMatch, Coupling
 from coupling.services import ambiguous_matches_settle
 from jobs.choices import ErrorClass
@@ -58,6 +58,12 @@ class SyncMatcher:
         self.source, self.target = source, target
         self.groups = groups
         self.source_client, self.target_client = source_client, target_client
+        # Read with the match fields: the number, city and e-mail that tell candidates of the same name apart.
+        self._details = {side.system: identifying_fields(self.mapping, side.system) for side in (source, target)}
+        if source_select is not None:
+            source_select = list(dict.fromkeys([*source_select, *self._details[source.system]]))
+        if target_select is not None:
+            target_select = list(dict.fromkeys([*target_select, *self._details[target.system]]))
         self.source_select, self.target_select = source_select, target_select
         # Ambiguous matches of records this run couples are settled: known once, so pages without any cost nothing.
         self._ambiguous_listed = AmbiguousMatch.objects.filter(table_mapping=self.mapping).exists()
@@ -188,7 +194,12 @@ class SyncMatcher:
                 record_id=source_id,
                 record_name=self.source.row_name(sources[source_id]),
                 candidates=[
-                    {"id": str(self.target.row_id(target)), "name": self.target.row_name(target)} for target in targets
+                    {
+                        "id": str(self.target.row_id(target)),
+                        "name": self.target.row_name(target),
+                        "details": details_text(target, self._details[self.target.system]),
+                    }
+                    for target in targets
                 ],
                 job_id=self.job.pk,
             )

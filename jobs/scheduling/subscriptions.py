@@ -63,7 +63,9 @@ def subscription_create(
     )
     if side == ConnectionKind.DATAVERSE:
         subscription.resource = mapping.dataverse_entity_set
-        subscription.status = SubscriptionStatus.ACTIVE  # the receiver accepts calls that carry the secret
+        # Active once Dataverse has the endpoint and its steps; registered by hand, once the receiver exists (the
+        # administrator enters the same secret in the Plug-in Registration Tool). Never active after a failure.
+        subscription.status = SubscriptionStatus.PENDING if register else SubscriptionStatus.ACTIVE
         subscription.save()
         if register:
             _register_in_dataverse(subscription)
@@ -180,14 +182,18 @@ def _register_in_dataverse(subscription: WebhookSubscription) -> None:
                 header_value=subscription.secret,
             )
     except (ConnectorError, Connection.DoesNotExist, Connection.MultipleObjectsReturned) as exc:
+        reason = exc.message if isinstance(exc, ConnectorError) else "no single enabled Dataverse connection"
+        subscription.status = SubscriptionStatus.FAILED
         subscription.last_error = (
-            f"Not registered in Dataverse ({exc}). Register the endpoint URL there with the header "
-            f"{DATAVERSE_SECRET_HEADER}, and enter the same secret here."
+            f"Not registered in Dataverse: {reason}. Register the endpoint URL there with the Plug-in Registration "
+            f"Tool (HttpHeader authentication, header {DATAVERSE_SECRET_HEADER}), then set the same secret here."
         )[:2000]
-        subscription.save(update_fields=["last_error"])
+        subscription.save(update_fields=["status", "last_error"])
         return
     subscription.remote_id = webhook.endpoint_id
-    subscription.save(update_fields=["remote_id"])
+    subscription.status = SubscriptionStatus.ACTIVE
+    subscription.last_error = ""
+    subscription.save(update_fields=["remote_id", "status", "last_error"])
 
 
 def _unregister_in_dataverse(subscription: WebhookSubscription) -> None:

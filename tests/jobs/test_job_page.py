@@ -191,3 +191,16 @@ def test_the_job_list_shows_what_a_preview_would_do_not_zeros(admin_client, cust
 
     inserted = page.split('class="field-inserted_count">')[1].split("</td>")[0]
     assert inserted == f'<span class="would" title="a preview: would be inserted">({would_insert})</span>'
+
+
+def test_a_real_run_is_not_described_as_a_preview_on_its_page(admin_client, customer):
+    """The page said "A preview: planned, nothing written" (the field's help text) on a run that wrote records."""
+    real = run(customer, kind=JobKind.FULL)
+    preview = run(customer, kind=JobKind.FULL, dry_run=True)
+    assert real.inserted > 0
+
+    def page(job):
+        return admin_client.get(reverse("admin:jobs_syncjob_change", args=[job.pk])).content.decode()
+
+    assert "nothing written" not in page(real) and "A run: written to the systems" in page(real)
+    assert "A preview: planned, nothing written" in page(preview)

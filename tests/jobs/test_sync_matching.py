@@ -171,3 +171,46 @@ def test_without_the_run_sync_permission_the_candidates_are_listed_but_not_offer
     assert page.status_code == 200
     html = page.content.decode()
     assert "Twin Trading" in html and "Couple with" not in html
+
+
+def test_candidates_of_the_same_name_show_what_tells_them_apart_and_the_couple_page_the_bc_number(
+    customer_matched_by_name, sandbox_connections, django_capture_on_commit_callbacks, rq_worker, admin_client
+):
+    """Two accounts "Garcia LLC" were offered as two identical buttons: each now shows its city and e-mail, and the
+    Business Central record picked on the couple page shows its number."""
+    from django.urls import reverse
+
+    from coupling.models import AmbiguousMatch
+    from sandbox import testing as sandbox
+
+    customer = sandbox.create_as_another_user("bc", "customers", displayName="Garcia LLC", city="Oslo")
+    from connectors.clients import open_client
+
+    with open_client(sandbox_connections[0]) as client:
+        number = client.read_by_ids("customers", [customer])[customer]["number"]
+    sandbox.create_as_another_user(
+        "dataverse", "accounts", name="Garcia LLC", customertypecode=3, address1_city="Bergen",
+        emailaddress1="bergen@garcia.example",
+    )  # fmt: skip
+    sandbox.create_as_another_user(
+        "dataverse", "accounts", name="Garcia LLC", customertypecode=3, address1_city="Tromsø",
+        emailaddress1="tromso@garcia.example",
+    )  # fmt: skip
+    run("CUSTOMER", django_capture_on_commit_callbacks, rq_worker, direction="to_dataverse")
+
+    listed = AmbiguousMatch.objects.get(table_mapping=customer_matched_by_name, record_id=customer)
+    assert sorted(c["details"] for c in listed.candidates) == [
+        "Bergen · bergen@garcia.example",
+        "Tromsø · tromso@garcia.example",
+    ]
+    page = admin_client.get(
+        reverse("admin:mappings_tablemapping_match_coupling", args=[customer_matched_by_name.pk])
+    ).content.decode()
+    row = page[page.index(f'id="record-{customer}"') :].split("</tr>")[0]
+    assert "Couple with Garcia LLC <small>(Bergen · bergen@garcia.example)</small>" in row
+    assert "Couple with Garcia LLC <small>(Tromsø · tromso@garcia.example)</small>" in row
+
+    couple = admin_client.get(
+        reverse("admin:mappings_tablemapping_couple", args=[customer_matched_by_name.pk]), {"bc": str(customer)}
+    ).content.decode()
+    assert f'<strong>Garcia LLC</strong> <span class="details">({number} · Oslo)</span>' in couple

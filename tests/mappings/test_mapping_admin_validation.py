@@ -115,3 +115,79 @@ def test_a_match_field_needs_both_sides(admin_client, change_form):
     url, data = change_form.data(admin_client, "CONTACT")
     data[change_form.field_key(data, "type", "", "use_for_matching")] = "on"
     _submit_refused(admin_client, url, data, "match-based coupling compares two fields")
+
+
+@pytest.mark.parametrize(
+    "expression, words",
+    [
+        ("statecode eq 0 and", "&#x27;and&#x27; at position 16 (near «statecode eq 0 ▸and») has nothing after it"),
+        ("statecode = 0", "&#x27;=&#x27; at position 11 (near «statecode ▸= 0») is not an OData operator: write"),
+        ("statecode eqq 0", "Did you mean &#x27;eq&#x27;?"),
+        ("name eq 'Garcia", "the text value opened with &#x27; at position 9 is not closed"),
+        ("(statecode eq 0", "a parenthesis opened in it is closed: add &#x27;)&#x27;."),
+    ],
+)
+def test_a_filter_syntax_error_says_in_words_what_is_wrong_and_where(admin_client, change_form, expression, words):
+    """Not the parser's internals (`Token(type='WS', ...)`): what is wrong, at which position, with an excerpt."""
+    url, data = change_form.data(admin_client, "CUSTOMER")
+    data["integration_table_filter"] = expression
+    response = _submit_refused(admin_client, url, data, words)
+    assert "Token(" not in response.content.decode()
+
+
+def test_value_maps_and_transformations_are_edited_as_rows_and_saved_as_the_same_json(admin_client, change_form):
+    """The field grid shows small row forms instead of JSON boxes; what they post is stored as the JSON it always was
+    (the export format does not change), and a bad rule in a row is still refused with its message."""
+    from mappings.models import FieldMapping
+
+    url, data = change_form.data(admin_client, "CUSTOMER")
+    html = admin_client.get(url).content.decode()
+    key = change_form.field_key(data, "city", "address1_city", "transformation")
+    prefix = key[: -len("transformation")]
+    assert f'name="{prefix}transformation__0__rule"' in html and f'name="{prefix}value_map__0__key"' in html
+    assert f'<textarea name="{prefix}transformation"' not in html
+    del data[key], data[prefix + "value_map"]
+    data.update(
+        {
+            f"{prefix}transformation__rows": "3",
+            f"{prefix}transformation__0__rule": "trim",
+            f"{prefix}transformation__1__rule": "substring",
+            f"{prefix}transformation__1__start": "1",
+            f"{prefix}transformation__1__length": "10",
+            f"{prefix}transformation__1__find": "left over from another rule",
+            f"{prefix}transformation__2__rule": "",
+            f"{prefix}value_map__rows": "3",
+            f"{prefix}value_map__0__key": "Oslo",
+            f"{prefix}value_map__0__value": "OSLO",
+            f"{prefix}value_map__1__key": "1",
+            f"{prefix}value_map__1__value": '"1"',
+            f"{prefix}value_map__2__key": "",
+            f"{prefix}value_map__2__value": "ignored",
+        }
+    )
+    response = admin_client.post(url, data, follow=True)
+    assert response.redirect_chain, response.content.decode()[:2000]
+    saved = FieldMapping.objects.get(table_mapping__name="CUSTOMER", bc_field="city")
+    assert saved.transformation == [{"rule": "trim"}, {"rule": "substring", "start": 1, "length": 10}]
+    assert saved.value_map == {"Oslo": "OSLO", "1": "1"}
+
+    url, data = change_form.data(admin_client, "CUSTOMER")
+    del data[key]
+    data.update({f"{prefix}transformation__rows": "1", f"{prefix}transformation__0__rule": "upercase"})
+    _submit_refused(admin_client, url, data, "unknown rule &quot;upercase&quot;. Did you mean &quot;uppercase&quot;?")
+
+
+def test_a_value_map_with_the_same_value_in_two_rows_is_refused(admin_client, change_form):
+    url, data = change_form.data(admin_client, "CUSTOMER")
+    prefix = change_form.field_key(data, "city", "address1_city", "value_map")
+    del data[prefix]
+    data.update(
+        {
+            f"{prefix}__rows": "2",
+            f"{prefix}__0__key": "Oslo",
+            f"{prefix}__0__value": "OSLO",
+            f"{prefix}__1__key": "Oslo",
+            f"{prefix}__1__value": "Kristiania",
+        }
+    )
+    _submit_refused(admin_client, url, data, "value map: &#x27;Oslo&#x27; is in more than one row")

@@ -16,6 +16,7 @@ from django.contrib.messages import get_messages
 from django.db import router
 from django.urls import reverse
 
+from sandbox.models import ROW_MODELS
 from tests.permissions.conftest import KINDS, NOBODY, RUN_SYNC, SUPERUSER, changes, csrf_client, perms, rolled_back
 
 pytestmark = pytest.mark.django_db(databases=["default", "sandbox"])
@@ -37,6 +38,11 @@ ACTIONS = {
     ("auth.User", "delete_selected"): delete("auth.User"),
     ("sandbox.Fault", "delete_selected"): (SUPERUSER, "deletes the sandbox's faults"),
     ("sandbox.Setting", "delete_selected"): (SUPERUSER, "deletes the sandbox's settings"),
+    # The emulated tables are read-only for everybody: only the services' APIs write them.
+    **{
+        (model._meta.label, "delete_selected"): (NOBODY, "nothing: the emulated tables are read-only")
+        for model in ROW_MODELS.values()
+    },
     ("connectors.Connection", "delete_selected"): delete("connectors.Connection"),
     ("connectors.Connection", "test_connections"): (
         perms("connectors.change_connection"),

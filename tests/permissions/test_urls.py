@@ -19,6 +19,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.urls.resolvers import RoutePattern
 from django_rq.queues import get_queues_list
 
+from sandbox.models import ROW_MODELS
 from tests.permissions.conftest import (
     KINDS,
     NOBODY,
@@ -143,6 +144,14 @@ URLS: dict[str, Rule] = {
     **model_pages("sandbox.fault", view=SUPERUSER, add=SUPERUSER, change=SUPERUSER, delete=SUPERUSER),
     **model_pages("sandbox.setting", view=SUPERUSER, add=SUPERUSER, change=SUPERUSER, delete=SUPERUSER),
     "admin:sandbox_out_of_band_edit": Rule(SUPERUSER, SUPERUSER, "changes or deletes emulated records"),
+    # The emulated tables: read-only for everybody (even a superuser), seen with their view permission.
+    **{
+        name: rule
+        for model in ROW_MODELS.values()
+        for name, rule in model_pages(
+            f"sandbox.{model._meta.model_name}", add=NOBODY, change=NOBODY, delete=NOBODY
+        ).items()
+    },
     # The RQ dashboard
     "django_rq:home": rq("nothing (it cleans RQ's registries)"),
     "django_rq:home_json": rq("nothing"),

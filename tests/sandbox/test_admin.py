@@ -39,3 +39,59 @@ def test_fault_list_links_to_the_page(admin_client):
     response = admin_client.get(reverse("admin:sandbox_fault_changelist"))
     assert response.status_code == 200
     assert reverse("admin:sandbox_out_of_band_edit") in response.content.decode()
+
+
+def _staff_with(*codenames):
+    from django.contrib.auth.models import Permission, User
+
+    user = User.objects.create_user(f"sandbox-viewer-{User.objects.count()}", password="x", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(content_type__app_label="sandbox", codename__in=codenames))
+    return user
+
+
+def test_the_emulated_tables_are_browsed_read_only_with_their_view_permission(client, bc, company_id):
+    """A change made through Business Central's API shows in the admin's list of the emulated table (no API token
+    needed to see what a sync did); nobody may add, change or delete there, and seeing a table needs its view
+    permission."""
+    from sandbox.models import ROW_MODELS
+
+    model = ROW_MODELS[("bc", "customers")]
+    opts = model._meta
+    row = bc.get(f"companies({company_id})/customers", params={"$top": 1}).json()["value"][0]
+    bc.patch(
+        f"companies({company_id})/customers({row['id']})",
+        json={"displayName": "Seen In The Admin"},
+        headers={"If-Match": row["@odata.etag"]},
+    )
+    changelist = reverse(f"admin:sandbox_{opts.model_name}_changelist")
+    change = reverse(f"admin:sandbox_{opts.model_name}_change", args=[row["id"]])
+
+    client.force_login(_staff_with())
+    assert client.get(changelist).status_code == 403
+    client.force_login(_staff_with(f"view_{opts.model_name}", f"change_{opts.model_name}", "delete_" + opts.model_name))
+    page = client.get(changelist, {"q": "Seen In"})
+    assert page.status_code == 200 and "Business Central customers" in page.content.decode()
+    assert "Seen In The Admin" in page.content.decode()
+    detail = client.get(change).content.decode()
+    assert "Seen In The Admin" in detail and 'name="_save"' not in detail
+    # Read-only whatever the permissions held: no add, no change, no delete.
+    assert client.get(reverse(f"admin:sandbox_{opts.model_name}_add")).status_code == 403
+    assert client.post(change, {"displayName": "Changed"}).status_code == 403
+    assert (
+        client.post(reverse(f"admin:sandbox_{opts.model_name}_delete", args=[row["id"]]), {"post": "yes"}).status_code
+        == 403
+    )
+    assert bc.get(f"companies({company_id})/customers({row['id']})").json()["displayName"] == "Seen In The Admin"
+
+
+def test_a_fault_has_a_name_and_help(admin_client):
+    from sandbox.models import Fault
+
+    fault = Fault.objects.create(kind="503", service="bc", remaining=3)
+    assert str(fault) == "503 Service Unavailable on business central, next 3 requests"
+    form = admin_client.get(reverse("admin:sandbox_fault_add")).content.decode()
+    assert "How many of the next requests fail this way" in form and "Dropped connection" in form
+    assert (
+        "503 Service Unavailable on business central"
+        in admin_client.get(reverse("admin:sandbox_fault_changelist")).content.decode()
+    )

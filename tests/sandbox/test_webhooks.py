@@ -233,3 +233,124 @@ def test_dataverse_retries_once_on_503_only(dv, seeded, receiver):
     webhooks.deliver_due(now=time.time() + 20)
     webhooks.deliver_due(now=time.time() + 30)
     assert len(receiver.notifications()) == 3
+
+
+def _register_over_the_web_api(dv, url, *, table="account", messages=("Create", "Update", "Delete"), **endpoint):
+    """What the Plug-in Registration Tool does: a webhook service endpoint, then one step per message."""
+    body = {
+        "name": "receiver",
+        "url": url,
+        "contract": 8,
+        "authtype": 5,
+        "authvalue": '<settings><setting name="x-sandbox-secret" value="hush" /></settings>',
+        **endpoint,
+    }
+    created = dv.post("serviceendpoints", json=body)
+    assert created.status_code == 201, created.text
+    endpoint_id = created.json()["serviceendpointid"]
+    steps = []
+    for message in messages:
+        message_id = dv.get("sdkmessages", params={"$filter": f"name eq '{message}'"}).json()["value"][0]
+        filter_row = dv.get(
+            "sdkmessagefilters",
+            params={
+                "$filter": f"_sdkmessageid_value eq {message_id['sdkmessageid']} and primaryobjecttypecode eq '{table}'"
+            },
+        ).json()["value"][0]
+        step = dv.post(
+            "sdkmessageprocessingsteps",
+            json={
+                "name": f"receiver: {message}",
+                "mode": 1,
+                "stage": 40,
+                "rank": 1,
+                "sdkmessageid@odata.bind": f"/sdkmessages({message_id['sdkmessageid']})",
+                "sdkmessagefilterid@odata.bind": f"/sdkmessagefilters({filter_row['sdkmessagefilterid']})",
+                "eventhandler_serviceendpoint@odata.bind": f"/serviceendpoints({endpoint_id})",
+            },
+        )
+        assert step.status_code == 201, step.text
+        steps.append(step.json()["sdkmessageprocessingstepid"])
+    return endpoint_id, steps
+
+
+def test_a_webhook_registered_over_the_web_api_is_called_with_its_auth_header_for_each_registered_message(
+    dv, seeded, receiver
+):
+    """Registering a webhook as Microsoft documents it (serviceendpoint with contract Webhook, authtype HttpHeader
+    and authvalue settings; sdkmessageprocessingsteps per message of the table), then changing rows: each change of a
+    registered message is posted to the URL with the header; a message without a step is not.
+    https://learn.microsoft.com/power-apps/developer/data-platform/register-web-hooks
+    https://learn.microsoft.com/power-apps/developer/data-platform/use-webhooks"""
+    endpoint_id, steps = _register_over_the_web_api(dv, receiver.url, messages=("Create", "Update"))
+    listed = dv.get("serviceendpoints", params={"$filter": "contract eq 8"}).json()["value"]
+    assert [(e["serviceendpointid"], e["url"], e["authtype"]) for e in listed] == [(endpoint_id, receiver.url, 5)]
+    assert "authvalue" not in listed[0]  # write-only: the secret is not read back
+    by_endpoint = dv.get("sdkmessageprocessingsteps", params={"$filter": f"_eventhandler_value eq {endpoint_id}"})
+    assert sorted(s["sdkmessageprocessingstepid"] for s in by_endpoint.json()["value"]) == sorted(steps)
+
+    created = dv.post("accounts", json={"name": "Registered account", "customertypecode": 3})
+    account_id = created.headers["OData-EntityId"].rsplit("(", 1)[1].rstrip(")")
+    dv.patch(f"accounts({account_id})", json={"telephone1": "555"})
+    dv.delete(f"accounts({account_id})")  # no Delete step: not posted
+    webhooks.deliver_due()
+
+    calls = receiver.calls
+    assert [c["headers"]["x-ms-dynamics-request-name"] for c in calls] == ["Create", "Update"]
+    assert all(c["headers"]["x-sandbox-secret"] == "hush" for c in calls)
+    bodies = [json.loads(c["body"]) for c in calls]
+    assert [b["PrimaryEntityId"] for b in bodies] == [account_id, account_id]
+    assert {b["OwningExtension"]["Id"] for b in bodies} <= set(steps)
+
+    # Unregistering: the endpoint is refused while steps use it; steps first, then the endpoint.
+    assert dv.delete(f"serviceendpoints({endpoint_id})").status_code == 400
+    for step in steps:
+        assert dv.delete(f"sdkmessageprocessingsteps({step})").status_code == 204
+    assert dv.delete(f"serviceendpoints({endpoint_id})").status_code == 204
+    dv.post("accounts", json={"name": "After unregistering", "customertypecode": 3})
+    webhooks.deliver_due()
+    assert len(receiver.calls) == 2
+
+
+@pytest.mark.parametrize(
+    "endpoint, step, refusal",
+    [
+        ({"authvalue": ""}, {}, "authentication value"),
+        ({"authvalue": "hush"}, {}, "<settings>"),
+        ({"authtype": 9}, {}, "authtype"),
+        ({"url": "not a url"}, {}, "absolute URL"),
+        ({}, {"mode": 1, "stage": 20}, "PostOperation"),
+    ],
+)
+def test_a_webhook_registration_dataverse_refuses_is_refused(dv, seeded, receiver, endpoint, step, refusal):
+    """An HttpHeader webhook needs its settings as authvalue; an asynchronous step only runs PostOperation.
+    https://learn.microsoft.com/power-apps/developer/data-platform/register-web-hooks
+    https://learn.microsoft.com/power-apps/developer/data-platform/use-webhooks"""
+    body = {
+        "name": "receiver",
+        "url": receiver.url,
+        "contract": 8,
+        "authtype": 5,
+        "authvalue": '<settings><setting name="x" value="y" /></settings>',
+        **endpoint,
+    }
+    created = dv.post("serviceendpoints", json=body)
+    if not step:
+        assert created.status_code == 400 and refusal in created.json()["error"]["message"]
+        assert dv.get("serviceendpoints").json()["value"] == []
+        return
+    message_id = dv.get("sdkmessages", params={"$filter": "name eq 'Update'"}).json()["value"][0]["sdkmessageid"]
+    filter_id = dv.get(
+        "sdkmessagefilters",
+        params={"$filter": f"_sdkmessageid_value eq {message_id} and primaryobjecttypecode eq 'account'"},
+    ).json()["value"][0]["sdkmessagefilterid"]
+    refused = dv.post(
+        "sdkmessageprocessingsteps",
+        json={
+            **step,
+            "sdkmessageid@odata.bind": f"/sdkmessages({message_id})",
+            "sdkmessagefilterid@odata.bind": f"/sdkmessagefilters({filter_id})",
+            "eventhandler_serviceendpoint@odata.bind": f"/serviceendpoints({created.json()['serviceendpointid']})",
+        },
+    )
+    assert refused.status_code == 400 and refusal in refused.json()["error"]["message"]

@@ -177,3 +177,104 @@ def test_a_subscription_business_central_dropped_is_created_again_at_renewal(cus
     subscription.refresh_from_db()
     assert subscription.remote_id != old_remote_id
     assert BcSubscription.objects.using("sandbox").filter(subscription_id=subscription.remote_id).exists()
+
+
+def _subscribe_from_the_admin(admin_client, mapping):
+    from django.urls import reverse
+
+    schedule = Schedule.objects.get(table_mapping=mapping)
+    return admin_client.post(
+        reverse("admin:jobs_schedule_changelist"),
+        {"action": "subscribe_to_changes", "_selected_action": [schedule.pk]},
+        follow=True,
+    )
+
+
+def test_subscribing_from_the_admin_registers_the_dataverse_webhook_and_a_change_reaches_business_central(
+    customer, sandbox_connections, admin_client, django_capture_on_commit_callbacks, rq_worker_with_scheduler
+):
+    """The admin action registers the webhook as Dataverse documents it (a serviceendpoint with contract Webhook and
+    HttpHeader authentication carrying the secret, one asynchronous PostOperation step per message of the table);
+    Dataverse then posts the RemoteExecutionContext with the header, and the change is synchronized.
+    https://learn.microsoft.com/power-apps/developer/data-platform/register-web-hooks
+    https://learn.microsoft.com/power-apps/developer/data-platform/use-webhooks"""
+    from sandbox.models import DvServiceEndpoint, DvStep
+    from sandbox.testing import edit_as_another_user
+
+    bc, _dataverse = sandbox_connections
+    page = _subscribe_from_the_admin(admin_client, customer).content.decode()
+    assert "registered in Dataverse" in page and "subscribed in Business Central" in page
+
+    subscription = WebhookSubscription.objects.get(table_mapping=customer, side=ConnectionKind.DATAVERSE)
+    assert subscription.status == SubscriptionStatus.ACTIVE and subscription.last_error == ""
+    endpoint = DvServiceEndpoint.objects.using("sandbox").get()
+    assert (endpoint.rid, endpoint.url, endpoint.contract, endpoint.authtype) == (
+        subscription.remote_id,
+        subscription.notification_url,
+        8,
+        5,
+    )
+    assert f'value="{subscription.secret}"' in endpoint.authvalue
+    steps = DvStep.objects.using("sandbox").filter(endpoint=endpoint)
+    assert sorted((s.message, s.entity_set, s.mode, s.stage) for s in steps) == [
+        ("Create", "accounts", 1, 40),
+        ("Delete", "accounts", 1, 40),
+        ("Update", "accounts", 1, 40),
+    ]
+
+    coupling = Coupling.objects.filter(table_mapping=customer).last()
+    edit_as_another_user("dataverse", "accounts", coupling.dataverse_id, telephone1="555-0142")
+    jobs = deliver_and_sync(django_capture_on_commit_callbacks, rq_worker_with_scheduler)
+
+    assert [(job.kind, job.direction, job.status, job.modified) for job in jobs] == [
+        (JobKind.RECORDS, "from_dataverse", JobStatus.SUCCEEDED, 1)
+    ]
+    assert read(bc, "customers", coupling.bc_id)["phoneNumber"] == "555-0142"
+    subscription.refresh_from_db()
+    assert subscription.notifications_received == 1
+
+    # Deleting the subscription removes the steps and the endpoint from Dataverse.
+    subscriptions.subscription_delete(subscription=subscription)
+    assert not DvServiceEndpoint.objects.using("sandbox").exists() and not DvStep.objects.using("sandbox").exists()
+
+
+def test_a_failed_dataverse_registration_is_not_active_and_the_page_shows_what_to_register_by_hand_once(
+    customer, sandbox_connections, admin_client
+):
+    from sandbox.models import DvServiceEndpoint
+
+    _bc, dataverse = sandbox_connections
+    dataverse.set_client_secret("not-the-app-registrations-secret")
+    dataverse.save()
+
+    response = _subscribe_from_the_admin(admin_client, customer)
+    page = response.content.decode()
+
+    subscription = WebhookSubscription.objects.get(table_mapping=customer, side=ConnectionKind.DATAVERSE)
+    assert subscription.status == SubscriptionStatus.FAILED
+    assert subscription.last_error.startswith("Not registered in Dataverse:")
+    assert not DvServiceEndpoint.objects.using("sandbox").exists()
+    assert "Register the Dataverse webhook by hand" in page and "not active" in page
+    assert subscription.notification_url in page and subscriptions.DATAVERSE_SECRET_HEADER in page
+    assert f'<code class="secret">{subscription.secret}</code>' in page  # shown this once ...
+    listed = admin_client.get(f"/admin/jobs/webhooksubscription/{subscription.pk}/change/").content.decode()
+    assert subscription.secret not in listed and "Failed" in listed  # ... never again
+
+    # The administrator registers it by hand with what the page showed; Dataverse's first call makes it active.
+    from sandbox import webhooks
+    from sandbox.testing import edit_as_another_user, register_dataverse_webhook
+
+    register_dataverse_webhook(
+        url=subscription.notification_url,
+        entity_set="accounts",
+        header_name=subscriptions.DATAVERSE_SECRET_HEADER,
+        header_value=subscription.secret,
+    )
+    edit_as_another_user("dataverse", "accounts", Coupling.objects.filter(table_mapping=customer).first().dataverse_id)
+    webhooks.deliver_due()
+    subscription.refresh_from_db()
+    assert (subscription.status, subscription.last_error, subscription.notifications_received) == (
+        SubscriptionStatus.ACTIVE,
+        "",
+        1,
+    )
