@@ -8,6 +8,8 @@ import dataclasses
 from django import forms
 from django.core.exceptions import ValidationError
 
+from connectors.choices import ConnectionKind
+from connectors.models import Connection
 from mappings.importing import ImportRefused, import_document_parse, import_size_check
 from mappings.metadata import MetadataCache
 from mappings.models import FieldMapping, TableMapping
@@ -164,6 +166,11 @@ class FieldMappingFormSet(forms.BaseInlineFormSet):
 class ImportForm(forms.Form):
     file = forms.FileField(required=False, help_text="A JSON file made by Export (format syncadmin.mappings).")
     content = forms.CharField(required=False, widget=forms.HiddenInput)
+    company = forms.ModelChoiceField(
+        queryset=Connection.objects.filter(kind=ConnectionKind.BUSINESS_CENTRAL),
+        required=False,
+        help_text="The company whose mappings the file replaces. Blank: the one company that has mappings.",
+    )
     delete_missing = forms.BooleanField(
         required=False,
         initial=True,

@@ -36,6 +36,7 @@ class TableMappingAdmin(TableMappingCouplingMixin, TableMappingSyncMixin, mappin
     # The links right after the name: the list is wide, and these are what an admin looks for next.
     list_display = [
         "name",
+        "company",
         "related_links",
         "bc_entity_set",
         "dataverse_entity_set",
