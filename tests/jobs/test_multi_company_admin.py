@@ -1,0 +1,87 @@
+"""The admin with several companies: mapping, job and error lists show each row's company and filter by it; a reset
+and an export work on one company's mappings; existing mappings migrate to the existing company."""
+
+import json
+
+import pytest
+from django.urls import reverse
+
+from connectors.choices import ConnectionKind
+from connectors.models import Connection
+from jobs.models import SyncError, SyncJob
+from mappings.defaults import create_default_mappings
+from mappings.models import TableMapping
+
+
+def _connection(name: str, company_id: str) -> Connection:
+    connection = Connection(
+        kind=ConnectionKind.BUSINESS_CENTRAL,
+        name=name,
+        environment_url="https://api.businesscentral.dynamics.com",
+        tenant="contoso.onmicrosoft.com",
+        bc_environment="production",
+        bc_company_id=company_id,
+        client_id="app",
+    )
+    connection.save()
+    return connection
+
+
+@pytest.fixture
+def companies(db):
+    usa = _connection("CRONUS USA", "70c0c603-f4f9-ef11-9344-6045bdc8c234")
+    canada = _connection("CRONUS Canada", "70c0c603-f4f9-ef11-9344-6045bdc8c235")
+    TableMapping.objects.filter(company__isnull=True).update(company=usa)
+    create_default_mappings(company=canada)
+    return usa, canada
+
+
+def test_mapping_list_shows_and_filters_by_company(admin_client, companies):
+    usa, canada = companies
+    page = admin_client.get("/admin/mappings/tablemapping/").content.decode()
+    assert "CRONUS USA" in page and "CRONUS Canada" in page
+    filtered = admin_client.get(f"/admin/mappings/tablemapping/?company__id__exact={canada.pk}")
+    shown = list(filtered.context["cl"].result_list)
+    assert len(shown) == 5 and {m.company_id for m in shown} == {canada.pk}
+
+
+def test_job_and_error_lists_show_and_filter_by_company(admin_client, companies):
+    usa, canada = companies
+    job_usa = SyncJob.objects.create(table_mapping=TableMapping.objects.get(company=usa, name="CUSTOMER"))
+    job_canada = SyncJob.objects.create(table_mapping=TableMapping.objects.get(company=canada, name="CUSTOMER"))
+    for job in (job_usa, job_canada):
+        SyncError.objects.create(job=job, table_mapping=job.table_mapping, direction="to_dataverse", message="x")
+
+    response = admin_client.get(f"/admin/jobs/syncjob/?table_mapping__company__id__exact={canada.pk}")
+    assert [j.pk for j in response.context["cl"].result_list] == [job_canada.pk]
+    assert "CRONUS Canada" in response.content.decode()
+    response = admin_client.get(f"/admin/jobs/syncerror/?company={usa.pk}")
+    assert [e.job_id for e in response.context["cl"].result_list] == [job_usa.pk]
+
+
+def test_reset_and_export_work_on_one_companys_mappings(admin_client, companies):
+    usa, canada = companies
+    TableMapping.objects.filter(name="CUSTOMER").update(table_filter="")
+    response = admin_client.post(
+        reverse("admin:mappings_tablemapping_reset"), {"names": "CUSTOMER", "company": canada.pk, "confirm": "yes"}
+    )
+    assert response.status_code == 302
+    filters = dict(TableMapping.objects.filter(name="CUSTOMER").values_list("company__name", "table_filter"))
+    assert filters == {"CRONUS Canada": "blocked eq ' '", "CRONUS USA": ""}
+
+    # Without a company the export cannot tell whose CUSTOMER it is: it says so, and exports nothing.
+    response = admin_client.get(reverse("admin:mappings_tablemapping_export"), follow=True)
+    assert "choose the company" in response.content.decode()
+    document = json.loads(admin_client.get(reverse("admin:mappings_tablemapping_export") + f"?company={usa.pk}").content)
+    assert sorted(m["name"] for m in document["table_mappings"]) == sorted(
+        TableMapping.objects.filter(company=usa).values_list("name", flat=True)
+    )
+
+
+def test_a_mapping_name_is_unique_within_its_company_only(companies):
+    from django.db import IntegrityError, transaction
+
+    usa, canada = companies
+    assert TableMapping.objects.filter(name="CUSTOMER").count() == 2
+    with pytest.raises(IntegrityError), transaction.atomic():
+        TableMapping.objects.create(name="CUSTOMER", company=usa, bc_entity_set="customers")
