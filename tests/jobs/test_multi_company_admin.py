@@ -72,7 +72,9 @@ def test_reset_and_export_work_on_one_companys_mappings(admin_client, companies)
     # Without a company the export cannot tell whose CUSTOMER it is: it says so, and exports nothing.
     response = admin_client.get(reverse("admin:mappings_tablemapping_export"), follow=True)
     assert "choose the company" in response.content.decode()
-    document = json.loads(admin_client.get(reverse("admin:mappings_tablemapping_export") + f"?company={usa.pk}").content)
+    document = json.loads(
+        admin_client.get(reverse("admin:mappings_tablemapping_export") + f"?company={usa.pk}").content
+    )
     assert sorted(m["name"] for m in document["table_mappings"]) == sorted(
         TableMapping.objects.filter(company=usa).values_list("name", flat=True)
     )
