@@ -31,6 +31,7 @@ from mappings.forms import (
     TableMappingForm,
     TestFilterForm,
     TransformationPreviewForm,
+    mapping_label,
     validation_run,
 )
 from mappings.importing import ImportRefused
@@ -71,7 +72,9 @@ class FieldMappingInline(admin.TabularInline):
     def formfield_for_dbfield(self, db_field, request, **kwargs):
         if db_field.name == "lookup_mapping":
             # A plain select: the add/change/delete icons around it would open another mapping mid-edit.
-            return db_field.formfield(queryset=TableMapping.objects.order_by("name"))
+            field = db_field.formfield(queryset=TableMapping.objects.select_related("company").order_by("name"))
+            field.label_from_instance = mapping_label
+            return field
         return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     def get_formset(self, request, obj=None, **kwargs):
@@ -170,6 +173,14 @@ class TableMappingAdmin(admin.ModelAdmin):
             return response
         finally:
             run.metadata.close()
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        if db_field.name == "dependencies":
+            kwargs["queryset"] = TableMapping.objects.select_related("company").order_by("name", "company__name")
+            field = super().formfield_for_manytomany(db_field, request, **kwargs)
+            field.label_from_instance = mapping_label
+            return field
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
 
     def _suggestions(self, request, object_id) -> dict:
         """Field and table names from both systems' metadata, for the form's datalists."""
