@@ -22,6 +22,7 @@ from redis.exceptions import LockError, LockNotOwnedError
 from connectors.choices import ConnectionKind
 from connectors.clients import open_client
 from connectors.models import Connection
+from connectors.types import ConnectorError
 from coupling.matching import NoMatchCriteria
 from coupling.models import Coupling
 from coupling.services import couplings_uncouple, match_based_coupling_run
@@ -283,9 +284,7 @@ def sync_jobs_run(*, job_ids: list[int], on_progress=None, lock_wait: float = 5)
             try:
                 bc_client = companies.client_for(mapping)
             except Exception as exc:  # this company's connection only: the other companies' runs go on
-                _finish_all(
-                    mapping_jobs, JobStatus.FAILED, f"Could not connect to the company of {mapping.name}: {exc}"
-                )
+                _finish_all(mapping_jobs, JobStatus.FAILED, f"{mapping.name} did not start: {exc}")
                 continue
             for job in mapping_jobs:
                 job.table_mapping = mapping  # one instance, which knows its company's row in Dataverse
@@ -318,7 +317,16 @@ class CompanyClients:
     def client_for(self, mapping: TableMapping):
         company = company_of(mapping)
         if mapping.stamps_company:
-            dataverse_company_row(company, self.dataverse_client)
+            try:
+                dataverse_company_row(company, self.dataverse_client)
+            except ConnectorError as exc:
+                raise ConnectorError(
+                    exc.kind,
+                    f"the row of {company.name} in Dataverse's company table (cdm_companies) could not be read or "
+                    f"created: {exc.message}. Is Business Central's integration solution installed? Without it, clear "
+                    f"the Dataverse company column of {mapping.name}.",
+                    status=exc.status,
+                ) from exc
         if company.pk not in self._clients:
             self._clients[company.pk] = open_client(company)
         return self._clients[company.pk]

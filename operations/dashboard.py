@@ -305,11 +305,9 @@ def charts(*, range_key: str = DEFAULT_RANGE, now: datetime | None = None) -> Ch
         ],
     }
     # With several companies a name is theirs all: the company tells the lines apart.
-    several = TableMapping.objects.values("company").distinct().count() > 1
-    names = {
-        pk: f"{name} ({company})" if several and company else name
-        for pk, name, company in TableMapping.objects.values_list("pk", "name", "company__name")
-    }
+    mappings = list(TableMapping.objects.values_list("pk", "name", "company__name"))
+    several = len({company for _, _, company in mappings}) > 1
+    names = {pk: f"{name} ({company})" if several and company else name for pk, name, company in mappings}
     mapping_ids = sorted({int(pk) for hour in per_hour for pk in hour["jobs"]}, key=lambda pk: names.get(pk, ""))
     durations = {
         "labels": hour_labels,
