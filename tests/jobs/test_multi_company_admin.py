@@ -2,12 +2,14 @@
 and an export work on one company's mappings; existing mappings migrate to the existing company."""
 
 import json
+import uuid
 
 import pytest
 from django.urls import reverse
 
 from connectors.choices import ConnectionKind
 from connectors.models import Connection
+from coupling.models import Coupling
 from jobs.models import SyncError, SyncJob
 from mappings.defaults import create_default_mappings
 from mappings.models import TableMapping
@@ -45,7 +47,7 @@ def test_mapping_list_shows_and_filters_by_company(admin_client, companies):
     assert len(shown) == 5 and {m.company_id for m in shown} == {canada.pk}
 
 
-def test_job_and_error_lists_show_and_filter_by_company(admin_client, companies):
+def test_job_error_schedule_and_coupling_lists_filter_by_company(admin_client, companies):
     usa, canada = companies
     job_usa = SyncJob.objects.create(table_mapping=TableMapping.objects.get(company=usa, name="CUSTOMER"))
     job_canada = SyncJob.objects.create(table_mapping=TableMapping.objects.get(company=canada, name="CUSTOMER"))
@@ -57,6 +59,13 @@ def test_job_and_error_lists_show_and_filter_by_company(admin_client, companies)
     assert "CRONUS Canada" in response.content.decode()
     response = admin_client.get(f"/admin/jobs/syncerror/?company={usa.pk}")
     assert [e.job_id for e in response.context["cl"].result_list] == [job_usa.pk]
+    response = admin_client.get(f"/admin/jobs/schedule/?table_mapping__company__id__exact={canada.pk}")
+    schedules = list(response.context["cl"].result_list)
+    assert len(schedules) == 5 and {s.table_mapping.company_id for s in schedules} == {canada.pk}
+    Coupling.objects.create(table_mapping=job_canada.table_mapping, bc_id=uuid.uuid4(), dataverse_id=uuid.uuid4())
+    Coupling.objects.create(table_mapping=job_usa.table_mapping, bc_id=uuid.uuid4(), dataverse_id=uuid.uuid4())
+    response = admin_client.get(f"/admin/coupling/coupling/?company={canada.pk}")
+    assert [c.table_mapping_id for c in response.context["cl"].result_list] == [job_canada.table_mapping_id]
 
 
 def test_reset_and_export_work_on_one_companys_mappings(admin_client, companies):
