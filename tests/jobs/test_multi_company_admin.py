@@ -96,3 +96,41 @@ def test_a_mapping_name_is_unique_within_its_company_only(companies):
     assert TableMapping.objects.filter(name="CUSTOMER").count() == 2
     with pytest.raises(IntegrityError), transaction.atomic():
         TableMapping.objects.create(name="CUSTOMER", company=usa, bc_entity_set="customers")
+
+
+@pytest.mark.django_db(databases=["default", "sandbox"])
+def test_the_full_synchronization_review_is_per_company(
+    admin_client, sandbox_connections, django_capture_on_commit_callbacks
+):
+    from sandbox import services as sandbox
+
+    usa, _ = sandbox_connections
+    sandbox.seed_second_company(customers=7, shared=2)
+    canada = Connection.objects.get(pk=usa.pk)
+    canada.pk, canada.name, canada.bc_company_id = None, "CRONUS Canada", sandbox.second_company_id()
+    canada.save()
+    TableMapping.objects.filter(company__isnull=True).update(company=usa)
+    create_default_mappings(company=canada)
+    url = reverse("admin:mappings_tablemapping_full_sync_review")
+
+    page = admin_client.get(url + f"?company={canada.pk}")
+    lines = {line.mapping.name: line for line in page.context["lines"]}
+    assert {line.mapping.company_id for line in page.context["lines"]} == {canada.pk}
+    assert lines["CUSTOMER"].bc_count == _unblocked_customers(canada)  # counted in the company's own company
+    assert "CRONUS Canada" in page.content.decode() and f'name="company" value="{canada.pk}"' in page.content.decode()
+    usa_page = admin_client.get(url + f"?company={usa.pk}")
+    usa_customer = {line.mapping.name: line for line in usa_page.context["lines"]}["CUSTOMER"]
+    assert usa_customer.bc_count == _unblocked_customers(usa) != _unblocked_customers(canada)
+
+    with django_capture_on_commit_callbacks():
+        admin_client.post(url, {"mapping": ["CUSTOMER"], "company": canada.pk, "preview": "1"})
+    jobs = SyncJob.objects.all()
+    assert jobs and {j.table_mapping_id for j in jobs} == {TableMapping.objects.get(company=canada, name="CUSTOMER").pk}
+
+
+def _unblocked_customers(company) -> int:
+    from sandbox import rows, schema
+    from sandbox.models import row_model
+
+    customers = row_model(schema.table("bc", "customers")).objects.using(rows.DB)
+    return customers.filter(company=str(company.bc_company_id), blocked=" ").count()
