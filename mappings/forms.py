@@ -100,7 +100,7 @@ class TableMappingForm(forms.ModelForm):
 
 def mapping_label(mapping: TableMapping) -> str:
     """A mapping's name in a choice list, with its company: each company has its own CUSTOMER."""
-    return f"{mapping.name} ({mapping.company.name})" if mapping.company_id and mapping.company else mapping.name
+    return mapping.label
 
 
 class JSONTextarea(forms.Textarea):

@@ -116,6 +116,11 @@ class TableMapping(models.Model):
         return self.name
 
     @property
+    def label(self) -> str:
+        """The name with the company, where there is one: each company has its own CUSTOMER."""
+        return f"{self.name} ({self.company.name})" if self.company_id and self.company else self.name
+
+    @property
     def stamps_company(self) -> bool:
         """The Dataverse table has a company column and the mapping belongs to a company."""
         return bool(self.company_id and self.dataverse_company_field)
