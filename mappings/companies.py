@@ -88,3 +88,15 @@ def dataverse_company_row(company: Connection, dataverse_client: RemoteClient) -
     Connection.objects.filter(pk=company.pk).update(dataverse_company_id=found)
     company.dataverse_company_id = found
     return found
+
+
+def company_named(name: str | None) -> Connection | None:
+    """The company (Business Central connection) a command names, or None when it names none; CompanyRequired
+    listing the known ones when no Business Central connection has that name."""
+    if not name:
+        return None
+    company = Connection.objects.filter(kind=ConnectionKind.BUSINESS_CENTRAL, name=name).first()
+    if company is None:
+        known = Connection.objects.filter(kind=ConnectionKind.BUSINESS_CENTRAL).values_list("name", flat=True)
+        raise CompanyRequired(f"No Business Central connection named {name!r}. Known: {', '.join(known) or 'none'}.")
+    return company

@@ -134,3 +134,20 @@ def _unblocked_customers(company) -> int:
 
     customers = row_model(schema.table("bc", "customers")).objects.using(rows.DB)
     return customers.filter(company=str(company.bc_company_id), blocked=" ").count()
+
+
+def test_export_and_import_commands_take_the_company(companies, tmp_path):
+    from django.core.management import CommandError, call_command
+
+    usa, canada = companies
+    with pytest.raises(CommandError, match="choose the company. Give it with --company"):
+        call_command("export_mappings", "--output", str(tmp_path / "all.json"))
+    call_command("export_mappings", "--company", "CRONUS Canada", "--output", str(tmp_path / "canada.json"))
+    document = json.loads((tmp_path / "canada.json").read_text())
+    document["table_mappings"] = [m for m in document["table_mappings"] if m["name"] != "CONTACT"]
+    (tmp_path / "canada.json").write_text(json.dumps(document))
+    with pytest.raises(CommandError, match="No Business Central connection named 'Nowhere'"):
+        call_command("import_mappings", str(tmp_path / "canada.json"), "--company", "Nowhere")
+    call_command("import_mappings", str(tmp_path / "canada.json"), "--company", "CRONUS Canada")
+    assert not TableMapping.objects.filter(company=canada, name="CONTACT").exists()  # the file is that company's now
+    assert TableMapping.objects.filter(company=usa, name="CONTACT").exists()  # the other company's are untouched

@@ -2,8 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from connectors.choices import ConnectionKind
-from connectors.models import Connection
+from mappings.companies import CompanyRequired, company_named
 from mappings.defaults import DEFAULT_NAMES, create_default_mappings
 from mappings.services import table_mapping_reset_to_defaults
 
@@ -22,14 +21,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        company = Connection.objects.filter(kind=ConnectionKind.BUSINESS_CENTRAL, name=options["company"]).first()
-        if company is None:
-            known = ", ".join(
-                Connection.objects.filter(kind=ConnectionKind.BUSINESS_CENTRAL).values_list("name", flat=True)
-            )
-            raise CommandError(
-                f"No Business Central connection named {options['company']!r}. Known: {known or 'none'}."
-            )
+        try:
+            company = company_named(options["company"])
+        except CompanyRequired as exc:
+            raise CommandError(str(exc)) from None
         if not options["reset"]:
             if options["names"]:
                 raise CommandError("Names select the mappings to reset: add --reset.")
