@@ -69,6 +69,10 @@ class TableMappingForm(forms.ModelForm):
             data[key] = cleaned.get(key, getattr(self.instance, key, default))
         data["dependencies"] = [dep.name for dep in cleaned.get("dependencies") or []]
         company = cleaned.get("company", self.instance.company if self.instance.company_id else None)
+        if company is None and "company" in self.fields:
+            several = Connection.objects.filter(kind=ConnectionKind.BUSINESS_CENTRAL, enabled=True).count() > 1
+            if several:
+                self.add_error("company", "Several Business Central companies are enabled: choose this mapping's.")
         others = [d for d in cleaned.get("dependencies") or [] if d.company_id != (company.pk if company else None)]
         if others:
             self.add_error(

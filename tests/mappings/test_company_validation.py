@@ -82,3 +82,18 @@ def test_the_company_column_is_a_lookup_to_the_company_table(admin_client, sandb
     data["dataverse_company_field"] = "bcbi_companyid"
     response = admin_client.post(url, data)
     assert response.status_code == 302, re.findall(r"errorlist[^>]*>(.*?)</ul>", response.content.decode(), re.S)
+
+
+def test_with_several_companies_a_mapping_names_its_company(admin_client, canada):
+    canada.enabled = True
+    canada.save()
+    Connection.objects.create(
+        kind=ConnectionKind.BUSINESS_CENTRAL,
+        name="CRONUS USA",
+        environment_url="https://api.businesscentral.dynamics.com",
+        tenant="contoso.onmicrosoft.com",
+        client_id="app",
+    )
+    customer = TableMapping.objects.get(company__isnull=True, name="CUSTOMER")
+    url, data = _form_data(admin_client, customer)
+    _refused(admin_client, url, data, "Several Business Central companies are enabled: choose this mapping&#x27;s.")
