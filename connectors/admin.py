@@ -19,11 +19,11 @@ class ConnectionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ["name", "kind", "environment_url", "enabled", "secret_status", "updated_at"]
     list_filter = ["kind", "enabled"]
     search_fields = ["name", "environment_url", "client_id"]
-    readonly_fields = ["secret_status", "created_at", "updated_at"]
+    readonly_fields = ["secret_status", "dataverse_company_id", "created_at", "updated_at"]
     actions = ["test_connections"]
     fieldsets = [
         (None, {"fields": ["kind", "name", "enabled"]}),
-        ("Where", {"fields": ["environment_url", "tenant", "bc_environment", "bc_company_id"]}),
+        ("Where", {"fields": ["environment_url", "tenant", "bc_environment", "bc_company_id", "dataverse_company_id"]}),
         (
             "Credentials",
             {

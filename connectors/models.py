@@ -50,6 +50,13 @@ class Connection(models.Model):
     tenant = models.CharField(max_length=100, help_text="Entra tenant id (GUID) or verified domain.")
     bc_environment = models.CharField("Business Central environment", max_length=100, blank=True)
     bc_company_id = models.UUIDField("Business Central company id", null=True, blank=True)
+    dataverse_company_id = models.UUIDField(
+        "company row in Dataverse",
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Business Central connections: the company's cdm_companies row, found or created at the first run.",
+    )
     client_id = models.CharField(max_length=100)
     client_secret_encrypted = models.TextField(blank=True, editable=False)
     client_secret_reference = models.CharField(

@@ -7,6 +7,8 @@ import django_filters
 from django.db.models import Q
 
 from adminkit.admin import FilterSetListFilter
+from connectors.choices import ConnectionKind
+from connectors.models import Connection
 from connectors.odata import as_uuid
 from coupling.choices import SyncResult
 from coupling.models import Coupling
@@ -17,6 +19,12 @@ RESULT_CHOICES = [(SyncResult.SUCCESS, "Success"), (SyncResult.FAILURE, "Failure
 
 class CouplingFilterSet(django_filters.FilterSet):
     text = django_filters.CharFilter(method="search", label="Name or id")
+    company = django_filters.ModelChoiceFilter(
+        field_name="table_mapping__company",
+        queryset=Connection.objects.filter(kind=ConnectionKind.BUSINESS_CENTRAL),
+        label="Company",
+        empty_label="Any",
+    )
     table_mapping = django_filters.ModelChoiceFilter(
         queryset=TableMapping.objects.all(), label="Mapping", empty_label="Any"
     )
@@ -32,7 +40,7 @@ class CouplingFilterSet(django_filters.FilterSet):
 
     class Meta:
         model = Coupling
-        fields = ["text", "table_mapping", "skipped", "to_dataverse", "from_dataverse"]
+        fields = ["text", "company", "table_mapping", "skipped", "to_dataverse", "from_dataverse"]
 
     def search(self, queryset, name, value):
         value = value.strip()

@@ -238,7 +238,7 @@ def match_records(*, mapping: TableMapping, bc_client: RemoteClient, dataverse_c
         mapping.dataverse_entity_set,
         mapping.dataverse_primary_key,
         mapping.dataverse_name_field,
-        mapping.integration_table_filter,
+        mapping.dataverse_filter,
         dv_fields | set(dv_details),
         coupled_dv,
     )

@@ -59,7 +59,7 @@ def side_spec(mapping: TableMapping, system: str) -> SideSpec:
         mapping.dataverse_entity_set,
         mapping.dataverse_primary_key,
         mapping.dataverse_name_field,
-        mapping.integration_table_filter,
+        mapping.dataverse_filter,
         tuple(identifying_fields(mapping, "dataverse")),
     )
 

@@ -208,3 +208,41 @@ def coupling_delete_surviving_record(*, coupling: Coupling, surviving_side: str,
         reason = result.error.message if result.error else "no reason given"
         raise CouplingRefused(f"Could not delete {coupling}: {reason}")
     coupling.delete()
+
+
+def couplings_uncouple(*, mapping: TableMapping, couplings, dataverse_client: RemoteClient | None) -> tuple[int, int]:
+    """Remove couplings of a mapping; the records stay in both systems. Returns (uncoupled, company cleared).
+
+    As Business Central does (domain.md 3.10, CDS Int. Table Uncouple), a Dataverse row stamped with this mapping's
+    company loses the stamp: it belongs to no company again, so any company may couple it. A row another company
+    stamped keeps its company. A row that cannot be cleared (deleted since) is uncoupled all the same.
+    """
+    pairs = list(couplings.values_list("pk", "dataverse_id"))
+    cleared = 0
+    reference = mapping.company_reference()
+    if reference is not None and dataverse_client is not None and pairs:
+        column = mapping.dataverse_company_field
+        row_id = str(mapping.company.dataverse_company_id) if mapping.company else ""
+        ids = [dataverse_id for _, dataverse_id in pairs if dataverse_id is not None]
+        rows = {}
+        for start in range(0, len(ids), 100):
+            rows.update(
+                dataverse_client.read_by_ids(
+                    mapping.dataverse_entity_set, ids[start : start + 100], select=[f"_{column}_value"]
+                )
+            )
+        operations = [
+            WriteOperation(
+                kind="update",
+                entity_set=mapping.dataverse_entity_set,
+                ref=str(dataverse_id),
+                record_id=dataverse_id,
+                values={f"{column}@odata.bind": None},
+            )
+            for dataverse_id, row in rows.items()
+            if str(row.get(f"_{column}_value") or "").lower() == row_id.lower()
+        ]
+        if operations:
+            cleared = sum(1 for result in dataverse_client.write_many(operations) if result.ok)
+    Coupling.objects.filter(pk__in=[pk for pk, _ in pairs]).delete()
+    return len(pairs), cleared

@@ -10,6 +10,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from adminkit.admin import FilterSetListFilter
+from connectors.choices import ConnectionKind
+from connectors.models import Connection
 from connectors.odata import as_uuid
 from jobs.choices import ErrorClass, ErrorState
 from jobs.models import SyncError
@@ -29,6 +31,12 @@ class SyncErrorFilterSet(django_filters.FilterSet):
     table_mapping = django_filters.ModelChoiceFilter(
         queryset=TableMapping.objects.all(), label="Mapping", empty_label="Any"
     )
+    company = django_filters.ModelChoiceFilter(
+        field_name="table_mapping__company",
+        queryset=Connection.objects.filter(kind=ConnectionKind.BUSINESS_CENTRAL),
+        label="Company",
+        empty_label="Any",
+    )
     job = django_filters.NumberFilter(field_name="job_id", label="Job number")
     direction = django_filters.ChoiceFilter(choices=DIRECTIONS, empty_label="Any")
     error_class = django_filters.ChoiceFilter(choices=ErrorClass.choices, label="Error class", empty_label="Any")
@@ -40,7 +48,7 @@ class SyncErrorFilterSet(django_filters.FilterSet):
 
     class Meta:
         model = SyncError
-        fields = ["state", "text", "table_mapping", "job", "direction", "error_class", "since", "until"]
+        fields = ["state", "text", "company", "table_mapping", "job", "direction", "error_class", "since", "until"]
 
     def filter_queryset(self, queryset):
         queryset = super().filter_queryset(queryset)

@@ -104,15 +104,20 @@ def recommend(state: MappingState) -> tuple[str, str]:
     )
 
 
-def full_sync_review(*, bc_client: RemoteClient, dataverse_client: RemoteClient) -> list[ReviewLine]:
+def full_sync_review(
+    *, bc_client: RemoteClient, dataverse_client: RemoteClient, company_id: int | None = None
+) -> list[ReviewLine]:
+    """One line per mapping of one company (`company_id`; every mapping when None), counted on its company."""
     lines = []
     for mapping in mappings_in_dependency_order():
+        if company_id is not None and mapping.company_id != company_id:
+            continue
         coupled = Coupling.objects.filter(table_mapping=mapping, pending=False).count()
         fields = match_fields(mapping)
         try:
             bc_count = bc_client.count(mapping.bc_entity_set, filter=mapping.table_filter or None)
             dataverse_count = dataverse_client.count(
-                mapping.dataverse_entity_set, filter=mapping.integration_table_filter or None
+                mapping.dataverse_entity_set, filter=mapping.dataverse_filter or None
             )
         except ConnectorError as exc:
             lines.append(ReviewLine(mapping, None, None, "", f"Could not count the records: {exc}", coupled, fields))

@@ -22,9 +22,10 @@ from redis.exceptions import LockError, LockNotOwnedError
 from connectors.choices import ConnectionKind
 from connectors.clients import open_client
 from connectors.models import Connection
+from connectors.types import ConnectorError
 from coupling.matching import NoMatchCriteria
 from coupling.models import Coupling
-from coupling.services import match_based_coupling_run
+from coupling.services import couplings_uncouple, match_based_coupling_run
 from jobs import recovery, shared_sync
 from jobs.choices import ACTIVE_STATUSES, ErrorState, JobKind, JobStatus, RequestedVia
 from jobs.engine.pipeline import DirectionRun, RunCancelled
@@ -34,6 +35,7 @@ from jobs.engine.sides import run_directions
 from jobs.models import COUNTER_FIELDS, SyncError, SyncJob
 from jobs.signals import sync_jobs_finished
 from mappings.choices import Direction, UpdateConflictResolution
+from mappings.companies import company_of, dataverse_company_row
 from mappings.models import TableMapping
 
 logger = logging.getLogger(__name__)
@@ -182,10 +184,16 @@ def latest_preview(*, mapping: TableMapping, direction: str, kind: str) -> SyncJ
 
 
 def sync_jobs_enqueue(jobs: list[SyncJob]) -> None:
-    """Run these jobs in turn, in one RQ job queued when the current transaction commits (nothing if empty)."""
-    job_ids = [job.pk for job in jobs]
-    if job_ids:
-        transaction.on_commit(lambda: _enqueue(job_ids))
+    """Run these jobs in turn, one RQ job per company, queued when the current transaction commits (nothing if empty).
+
+    Each company's jobs keep their order (dependencies are within a company); companies run side by side on as many
+    workers as there are, so one company's long or failing run does not hold up another's.
+    """
+    by_company: dict[int | None, list[int]] = {}
+    for job in jobs:
+        by_company.setdefault(job.table_mapping.company_id, []).append(job.pk)
+    for job_ids in by_company.values():
+        transaction.on_commit(lambda job_ids=job_ids: _enqueue(job_ids))
 
 
 def sync_enqueue_many(
@@ -209,10 +217,20 @@ def sync_enqueue_many(
 
 
 def sync_enqueue_all(
-    *, kind: str = JobKind.MODIFIED, user=None, dry_run: bool = False, names: list[str] | None = None
+    *,
+    kind: str = JobKind.MODIFIED,
+    user=None,
+    dry_run: bool = False,
+    names: list[str] | None = None,
+    company: Connection | None = None,
 ) -> list[SyncJob]:
-    """Queue every mapping (or the named ones), in dependency order, as one RQ job that runs them in turn."""
-    mappings = [m for m in mappings_in_dependency_order() if names is None or m.name in names]
+    """Queue every mapping (or the named ones; of one company, or of every company), in dependency order, as one RQ
+    job per company that runs its mappings in turn."""
+    mappings = [
+        m
+        for m in mappings_in_dependency_order()
+        if (names is None or m.name in names) and (company is None or m.company_id == company.pk)
+    ]
     jobs, refused = sync_enqueue_many(mappings=mappings, kind=kind, user=user, dry_run=dry_run)
     for name, reason in refused.items():
         logger.info("Not synchronizing %s: %s", name, reason)
@@ -279,11 +297,10 @@ def mapping_lock_key(mapping_id: int) -> str:
 
 def sync_jobs_run(*, job_ids: list[int], on_progress=None, lock_wait: float = 5) -> None:
     """Run the given SyncJobs in order: per mapping, its directions one after the other under the mapping's lock."""
-    jobs = list(SyncJob.objects.filter(pk__in=job_ids).select_related("table_mapping").order_by("pk"))
+    jobs = list(SyncJob.objects.filter(pk__in=job_ids).select_related("table_mapping__company").order_by("pk"))
     if not jobs:
         return
     try:
-        bc_client = open_client(Connection.objects.active(ConnectionKind.BUSINESS_CENTRAL))
         dataverse_client = open_client(Connection.objects.active(ConnectionKind.DATAVERSE))
     except Exception as exc:  # a missing or broken connection fails the run with its reason
         _finish_all(jobs, JobStatus.FAILED, f"Could not connect: {exc}")
@@ -291,9 +308,17 @@ def sync_jobs_run(*, job_ids: list[int], on_progress=None, lock_wait: float = 5)
         return
     # Previews in this chain plan each mapping as if the earlier ones had run: their couplings count for the later.
     planned = PlannedCouplings()
+    companies = CompanyClients(dataverse_client)
     try:
         for mapping_jobs in _grouped_by_mapping(jobs):
             mapping = mapping_jobs[0].table_mapping
+            try:
+                bc_client = companies.client_for(mapping)
+            except Exception as exc:  # this company's connection only: the other companies' runs go on
+                _finish_all(mapping_jobs, JobStatus.FAILED, f"{mapping.name} did not start: {exc}")
+                continue
+            for job in mapping_jobs:
+                job.table_mapping = mapping  # one instance, which knows its company's row in Dataverse
             with mapping_lock(mapping, wait=lock_wait) as lock:
                 if lock is not None:
                     _fail_abandoned_runs(mapping, job_ids)
@@ -307,9 +332,39 @@ def sync_jobs_run(*, job_ids: list[int], on_progress=None, lock_wait: float = 5)
                     if job.status == JobStatus.QUEUED:
                         _run_one(job, bc_client, dataverse_client, lock, on_progress, planned)
     finally:
-        bc_client.close()
+        companies.close()
         dataverse_client.close()
         _announce_finished(jobs)
+
+
+class CompanyClients:
+    """One Business Central client per company a run list touches, opened on first use; and each company's row in
+    Dataverse, found or created before a mapping that stamps it runs."""
+
+    def __init__(self, dataverse_client) -> None:
+        self.dataverse_client = dataverse_client
+        self._clients: dict[int, object] = {}
+
+    def client_for(self, mapping: TableMapping):
+        company = company_of(mapping)
+        if mapping.stamps_company:
+            try:
+                dataverse_company_row(company, self.dataverse_client)
+            except ConnectorError as exc:
+                raise ConnectorError(
+                    exc.kind,
+                    f"the row of {company.name} in Dataverse's company table (cdm_companies) could not be read or "
+                    f"created: {exc.message}. Is Business Central's integration solution installed? Without it, clear "
+                    f"the Dataverse company column of {mapping.name}.",
+                    status=exc.status,
+                ) from exc
+        if company.pk not in self._clients:
+            self._clients[company.pk] = open_client(company)
+        return self._clients[company.pk]
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()  # type: ignore[attr-defined]
 
 
 def _announce_finished(jobs: list[SyncJob]) -> None:
@@ -438,7 +493,7 @@ def _run_one_alive(job: SyncJob, bc_client, dataverse_client, lock, on_progress=
         if job.kind == JobKind.COUPLING:
             message = _run_match_coupling(job, bc_client, dataverse_client)
         elif job.kind == JobKind.UNCOUPLING:
-            message = _run_uncoupling(job)
+            message = _run_uncoupling(job, dataverse_client)
         else:
             _run_sync(job, bc_client, dataverse_client, lock, on_progress, planned)
     except RunCancelled as exc:
@@ -508,10 +563,9 @@ def shared_sync_help(*, job_id: int) -> int:
     job = SyncJob.objects.select_related("table_mapping").filter(pk=job_id, status=JobStatus.RUNNING).first()
     if job is None:
         return 0
-    with (
-        open_client(Connection.objects.active(ConnectionKind.BUSINESS_CENTRAL)) as bc_client,
-        open_client(Connection.objects.active(ConnectionKind.DATAVERSE)) as dataverse_client,
-    ):
+    with open_client(Connection.objects.active(ConnectionKind.DATAVERSE)) as dataverse_client:
+        companies = CompanyClients(dataverse_client)
+        bc_client = companies.client_for(job.table_mapping)
         run = DirectionRun(job, bc_client=bc_client, dataverse_client=dataverse_client)
         try:
             return shared_sync.help_with(run, job_id)
@@ -519,6 +573,7 @@ def shared_sync_help(*, job_id: int) -> int:
             return 0
         finally:
             used = bc_client.request_counts + dataverse_client.request_counts
+            companies.close()
             SyncJob.objects.filter(pk=job_id).update(http_requests=F("http_requests") + sum(used.values()))
 
 
@@ -577,14 +632,18 @@ def _directions_after_coupling(mapping: TableMapping) -> list[str]:
     return [Direction.TO_DATAVERSE]
 
 
-def _run_uncoupling(job: SyncJob) -> str:
+def _run_uncoupling(job: SyncJob, dataverse_client) -> str:
     couplings = Coupling.objects.filter(table_mapping=job.table_mapping)
     if job.record_ids:
         couplings = couplings.filter(pk__in=job.record_ids)
-    count = len(couplings.values_list("pk", flat=True))
-    couplings.delete()
+    count, cleared = couplings_uncouple(
+        mapping=job.table_mapping, couplings=couplings, dataverse_client=dataverse_client
+    )
     SyncJob.objects.filter(pk=job.pk).update(uncoupled=count, progress_done=count)
-    return f"Removed {count} coupling(s); the records stay in both systems."
+    message = f"Removed {count} coupling(s); the records stay in both systems."
+    if cleared:
+        message += f" Cleared the company on {cleared} Dataverse row(s)."
+    return message
 
 
 def coupling_job_enqueue(*, mapping: TableMapping, user=None) -> SyncJob:

@@ -20,7 +20,10 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from connectors.choices import ConnectionKind
+from connectors.models import Connection
 from mappings.choices import SIDE_LABEL
+from mappings.companies import CompanyRequired
 from mappings.defaults import DEFAULT_NAMES
 from mappings.forms import (
     FieldMappingForm,
@@ -29,6 +32,7 @@ from mappings.forms import (
     TableMappingForm,
     TestFilterForm,
     TransformationPreviewForm,
+    mapping_label,
     validation_run,
 )
 from mappings.importing import ImportRefused
@@ -67,9 +71,12 @@ class FieldMappingInline(admin.TabularInline):
     def formfield_for_dbfield(self, db_field, request, **kwargs):
         if db_field.name == "lookup_mapping":
             # A plain select: the add/change/delete icons around it would open another mapping mid-edit.
-            return db_field.formfield(
-                queryset=TableMapping.objects.order_by("name"), widget=forms.Select(attrs={"style": "max-width: 8em"})
+            field = db_field.formfield(
+                queryset=TableMapping.objects.select_related("company").order_by("name"),
+                widget=forms.Select(attrs={"style": "max-width: 8em"}),
             )
+            field.label_from_instance = mapping_label
+            return field
         return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     def get_formset(self, request, obj=None, **kwargs):
@@ -82,13 +89,15 @@ class TableMappingAdmin(admin.ModelAdmin):
     inlines = [FieldMappingInline]
     list_display = [
         "name",
+        "company",
         "tables_display",
         "filters_display",
         "sync_only_coupled",
         "dependency_names",
         "is_default",
     ]
-    list_filter = ["direction", "is_default", "sync_only_coupled"]
+    list_filter = ["company", "direction", "is_default", "sync_only_coupled", "multi_company"]
+    list_select_related = ["company"]
     search_fields = ["name", "bc_entity_set", "dataverse_entity_set"]
     filter_horizontal = ["dependencies"]
     readonly_fields = ["bc_watermark", "dataverse_watermark", "is_default", "created_at", "updated_at"]
@@ -100,7 +109,7 @@ class TableMappingAdmin(admin.ModelAdmin):
             None,
             {
                 "fields": [
-                    "name",
+                    ("name", "company"),
                     ("bc_entity_set", "dataverse_entity_set"),
                     "direction",
                     "table_filter",
@@ -110,6 +119,7 @@ class TableMappingAdmin(admin.ModelAdmin):
                 ]
             },
         ),
+        ("Companies", {"fields": ["dataverse_company_field", "multi_company"]}),
         ("Conflicts", {"fields": ["update_conflict_resolution", "deletion_conflict_resolution"]}),
         (
             "Records and names",
@@ -174,6 +184,14 @@ class TableMappingAdmin(admin.ModelAdmin):
             return response
         finally:
             run.metadata.close()
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        if db_field.name == "dependencies":
+            kwargs["queryset"] = TableMapping.objects.select_related("company").order_by("name", "company__name")
+            field = super().formfield_for_manytomany(db_field, request, **kwargs)
+            field.label_from_instance = mapping_label
+            return field
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
 
     def _suggestions(self, request, object_id) -> dict:
         """Field and table names from both systems' metadata, for the form's datalists."""
@@ -243,8 +261,13 @@ class TableMappingAdmin(admin.ModelAdmin):
                 request, f"Only default mappings can be reset; not: {', '.join(others)}.", level=messages.ERROR
             )
             return None
+        companies = set(queryset.values_list("company", flat=True))
+        if len(companies) > 1:
+            self.message_user(request, "Reset the mappings of one company at a time.", level=messages.ERROR)
+            return None
         url = reverse("admin:mappings_tablemapping_reset")
-        return HttpResponseRedirect(f"{url}?names={','.join(names)}")
+        company = companies.pop() if companies else None
+        return HttpResponseRedirect(f"{url}?names={','.join(names)}" + (f"&company={company}" if company else ""))
 
     def reset_view(self, request):
         """Show what resetting would change; apply it when confirmed (POST)."""
@@ -252,14 +275,20 @@ class TableMappingAdmin(admin.ModelAdmin):
             raise PermissionDenied
         raw = request.POST.get("names") if request.method == "POST" else request.GET.get("names")
         names = [n for n in (raw or "").split(",") if n] or None
+        company_pk = (request.POST if request.method == "POST" else request.GET).get("company", "")
+        company = (
+            Connection.objects.filter(pk=company_pk, kind=ConnectionKind.BUSINESS_CENTRAL).first()
+            if company_pk.isdigit()
+            else None
+        )
         try:
             if request.method == "POST" and request.POST.get("confirm") == "yes":
-                diffs = table_mapping_reset_to_defaults(names=names, user=request.user)
+                diffs = table_mapping_reset_to_defaults(names=names, user=request.user, company=company)
                 changed = [d.name for d in diffs if d.changed]
                 text = f"Reset to the defaults: {', '.join(changed)}." if changed else "Already the defaults."
                 self.message_user(request, text + " Couplings were kept.", messages.SUCCESS)
                 return HttpResponseRedirect(reverse("admin:mappings_tablemapping_changelist"))
-            diffs = table_mapping_reset_to_defaults(names=names, dry_run=True)
+            diffs = table_mapping_reset_to_defaults(names=names, dry_run=True, company=company)
         except ValueError as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return HttpResponseRedirect(reverse("admin:mappings_tablemapping_changelist"))
@@ -269,13 +298,20 @@ class TableMappingAdmin(admin.ModelAdmin):
             "Use default synchronization settings",
             diffs=diffs,
             names=",".join(names or []),
+            company=company,
             has_changes=any(d.changed for d in diffs),
         )
 
     def export_view(self, request):
         if not self.has_view_permission(request):
             raise PermissionDenied
-        document = configuration_export()
+        company_pk = request.GET.get("company", "")
+        company = Connection.objects.filter(pk=company_pk).first() if company_pk.isdigit() else None
+        try:
+            document = configuration_export(company)
+        except CompanyRequired as exc:
+            self.message_user(request, f"{exc} (Filter the list by company, then export.)", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:mappings_tablemapping_changelist"))
         response = HttpResponse(json.dumps(document, indent=2, ensure_ascii=False), content_type="application/json")
         stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
         response["Content-Disposition"] = f'attachment; filename="syncadmin-mappings-{stamp}.json"'
@@ -294,6 +330,7 @@ class TableMappingAdmin(admin.ModelAdmin):
                 "data": form.cleaned_data["data"],
                 "delete_missing": form.cleaned_data["delete_missing"],
                 "warnings": warnings,
+                "company": form.cleaned_data["company"],
             }
             try:
                 if request.POST.get("confirm") == "yes":
@@ -308,6 +345,8 @@ class TableMappingAdmin(admin.ModelAdmin):
                 )
             except ImportRefused as exc:
                 context["problems"] = exc.problems
+            except CompanyRequired as exc:
+                context["problems"] = [str(exc)]
             finally:
                 run.metadata.close()
             for warning in warnings:

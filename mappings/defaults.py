@@ -2,7 +2,9 @@
 
 Source: shared/docs/domain.md 2.1 and 2.2 (codeunit 7204 "CDS Setup Defaults") and the seed's table; API names
 from protocols.md 1.18 (Dataverse) and 2.2 (Business Central API v2.0). Common to all five, as in BC:
-synchronize only coupled records, no update- or deletion-conflict resolution.
+synchronize only coupled records, no update- or deletion-conflict resolution. CUSTOMER, VENDOR and CONTACT carry
+the company column `bcbi_companyid` (domain.md 3.10): their filter adds "this company or none" and their writes
+stamp the company, once the mapping belongs to a company.
 
 Business Central fields that API v2.0 does not expose, so their default field mappings are left out:
 - customers/vendors: Contact (-> address1_primarycontactname), Fax No. (-> fax), Shipping Agent Code
@@ -113,6 +115,7 @@ CUSTOMER = {
     "direction": BI,
     "table_filter": "blocked eq ' '",
     "integration_table_filter": "statecode eq 0 and customertypecode eq 3",
+    "dataverse_company_field": "bcbi_companyid",
     "dependencies": ["CURRENCY", "SALESPEOPLE"],
     "dataverse_new_record_values": {"customertypecode": 3},
     "field_mappings": [
@@ -134,6 +137,7 @@ VENDOR = {
     "direction": BI,
     "table_filter": "blocked eq ' '",
     "integration_table_filter": "statecode eq 0 and customertypecode eq 11",
+    "dataverse_company_field": "bcbi_companyid",
     "dependencies": ["CURRENCY", "SALESPEOPLE"],
     "dataverse_new_record_values": {"customertypecode": 11},
     "field_mappings": [
@@ -155,6 +159,7 @@ CONTACT = {
     "integration_table_filter": (
         "statecode eq 0 and _parentcustomerid_value ne null and parentcustomeridtype eq 'account'"
     ),
+    "dataverse_company_field": "bcbi_companyid",
     "dependencies": ["CUSTOMER", "VENDOR"],
     "field_mappings": [
         _field("addressLine1", "address1_line1"),
@@ -191,17 +196,20 @@ def default_mapping(name: str) -> dict[str, Any]:
 
 
 def create_default_mappings(
-    *, table_model: type[TableMapping] | None = None, field_model: type[FieldMapping] | None = None
+    *, table_model: type[TableMapping] | None = None, field_model: type[FieldMapping] | None = None, company=None
 ) -> list[TableMapping]:
-    """Create the default mappings that are missing, with their fields and dependencies; leave existing ones alone.
+    """Create the default mappings of `company` that are missing, with their fields and dependencies; leave existing
+    ones alone. Each company has its own defaults (as in Business Central, where mappings are per company).
 
     Returns the five default mappings (new or existing), in DEFAULT_NAMES order. Idempotent.
     """
     table_model = table_model or TableMapping
     field_model = field_model or FieldMapping
+    # The data migration's historical model predates companies.
+    scope = {"company": company} if any(f.name == "company" for f in table_model._meta.concrete_fields) else {}
     with transaction.atomic():
-        existing = set(table_model.objects.filter(name__in=DEFAULT_NAMES).values_list("name", flat=True))
+        existing = set(table_model.objects.filter(name__in=DEFAULT_NAMES, **scope).values_list("name", flat=True))
         missing = [spec for spec in DEFAULT_MAPPINGS if spec["name"] not in existing]
-        save_table_dicts(missing, table_model=table_model, field_model=field_model)
-        by_name = {tm.name: tm for tm in table_model.objects.filter(name__in=DEFAULT_NAMES)}
+        save_table_dicts(missing, table_model=table_model, field_model=field_model, **scope)
+        by_name = {tm.name: tm for tm in table_model.objects.filter(name__in=DEFAULT_NAMES, **scope)}
     return [by_name[name] for name in DEFAULT_NAMES]

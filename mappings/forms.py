@@ -12,6 +12,8 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from adminkit.widgets import KeyValueWidget, RowsWidget, scalar_from_text, scalar_text
+from connectors.choices import ConnectionKind
+from connectors.models import Connection
 from mappings.importing import ImportRefused, import_document_parse, import_size_check
 from mappings.metadata import MetadataCache
 from mappings.models import FieldMapping, TableMapping
@@ -71,6 +73,18 @@ class TableMappingForm(forms.ModelForm):
         for key, default in TABLE_DEFAULTS.items():
             data[key] = cleaned.get(key, getattr(self.instance, key, default))
         data["dependencies"] = [dep.name for dep in cleaned.get("dependencies") or []]
+        company = cleaned.get("company", self.instance.company if self.instance.company_id else None)
+        if company is None and "company" in self.fields:
+            several = Connection.objects.filter(kind=ConnectionKind.BUSINESS_CENTRAL, enabled=True).count() > 1
+            if several:
+                self.add_error("company", "Several Business Central companies are enabled: choose this mapping's.")
+        others = [d for d in cleaned.get("dependencies") or [] if d.company_id != (company.pk if company else None)]
+        if others:
+            self.add_error(
+                "dependencies" if "dependencies" in self.fields else None,
+                f"{', '.join(mapping_label(d) for d in others)}: a mapping depends only on mappings of its own company "
+                f"({company or 'no company'}).",
+            )
         for problem in validate_table(data, metadata=run.metadata, dependency_graph=self._dependency_graph(data)):
             if problem.warning:
                 run.warn(problem)
@@ -80,15 +94,22 @@ class TableMappingForm(forms.ModelForm):
 
     def _dependency_graph(self, data) -> dict[str, set[str]]:
         """Every other mapping's dependencies by name, with this mapping under its new name."""
-        names = dict(TableMapping.objects.values_list("pk", "name"))
+        # Names are unique within a company, and dependencies stay within it.
+        company = self.cleaned_data.get("company", self.instance.company if self.instance.company_id else None)
+        names = dict(TableMapping.objects.filter(company=company).values_list("pk", "name"))
         if self.instance.pk:
             names[self.instance.pk] = data["name"]
         graph: dict[str, set[str]] = {name: set() for name in names.values()}
         through = TableMapping.dependencies.through.objects.values_list("from_tablemapping_id", "to_tablemapping_id")
         for source, target in through:
-            if source != self.instance.pk:
+            if source != self.instance.pk and source in names and target in names:
                 graph[names[source]].add(names[target])
         return graph
+
+
+def mapping_label(mapping: TableMapping) -> str:
+    """A mapping's name in a choice list, with its company: each company has its own CUSTOMER."""
+    return mapping.label
 
 
 class JSONTextarea(forms.Textarea):
@@ -235,11 +256,21 @@ class FieldMappingFormSet(forms.BaseInlineFormSet):
                 continue  # an empty extra row
             if not form.is_valid():
                 continue  # its own errors are already shown
+            lookup = form.cleaned_data.get("lookup_mapping")
+            if lookup is not None and lookup.company_id != parent.company_id:
+                form.add_error(
+                    "lookup_mapping",
+                    f"{mapping_label(lookup)} is another company's mapping: a lookup goes through the couplings of a "
+                    f"mapping of {parent.company or 'no company'}, like this one.",
+                )
+                continue
             rows.append(self._as_dict(form.cleaned_data))
             forms_by_row.append(form)
         data = {"name": parent.name, "field_mappings": rows}
         data.update({key: getattr(parent, key) for key in TABLE_DEFAULTS})
-        lookup_tables = dict(TableMapping.objects.values_list("name", "dataverse_entity_set"))
+        lookup_tables = dict(
+            TableMapping.objects.filter(company_id=parent.company_id).values_list("name", "dataverse_entity_set")
+        )
         if parent.name:
             lookup_tables[parent.name] = parent.dataverse_entity_set
         table_errors = []
@@ -268,6 +299,11 @@ class FieldMappingFormSet(forms.BaseInlineFormSet):
 class ImportForm(forms.Form):
     file = forms.FileField(required=False, help_text="A JSON file made by Export (format syncadmin.mappings).")
     content = forms.CharField(required=False, widget=forms.HiddenInput)
+    company = forms.ModelChoiceField(
+        queryset=Connection.objects.filter(kind=ConnectionKind.BUSINESS_CENTRAL),
+        required=False,
+        help_text="The company whose mappings the file replaces. Blank: the one company that has mappings.",
+    )
     delete_missing = forms.BooleanField(
         required=False,
         initial=True,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 
+from connectors.choices import ConnectionKind
 from connectors.clients import open_client
 from connectors.models import Connection
 from connectors.types import ConnectorError, ErrorKind, RemoteClient, TableInfo
@@ -107,7 +108,7 @@ class MetadataCache:
 def _open_client(side: Side) -> RemoteClient:
     label = SIDE_LABEL[side]
     try:
-        connection = Connection.objects.active(SIDE_KIND[side])
+        connection = _metadata_connection(side)
     except (Connection.DoesNotExist, Connection.MultipleObjectsReturned) as exc:
         raise MetadataUnavailable(f"{label} names were not checked: {exc}", reason=str(exc)) from None
     try:
@@ -115,6 +116,16 @@ def _open_client(side: Side) -> RemoteClient:
     except ConnectorError as exc:
         reason = f"{label} cannot be reached: {exc.message}"
         raise MetadataUnavailable(f"{label} names were not checked: {exc.message}", reason=reason) from None
+
+
+def _metadata_connection(side: Side) -> Connection:
+    """The connection to read a side's metadata with. Several Business Central connections (one per company of an
+    environment) share the environment's API and its metadata: any enabled one answers."""
+    if SIDE_KIND[side] == ConnectionKind.BUSINESS_CENTRAL:
+        first = Connection.objects.filter(kind=ConnectionKind.BUSINESS_CENTRAL, enabled=True).order_by("pk").first()
+        if first is not None:
+            return first
+    return Connection.objects.active(SIDE_KIND[side])
 
 
 def _close_tables(client: RemoteClient, entity_set: str) -> str:

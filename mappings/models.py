@@ -7,13 +7,32 @@ Dataverse Web API entity sets and column logical names (`accounts`, `name`).
 from django.conf import settings
 from django.db import models
 
+from connectors.choices import ConnectionKind
+from connectors.odata import and_filters, eq
 from mappings.choices import DeletionConflictResolution, Direction, UpdateConflictResolution
+
+# Business Central's integration solution keeps one row per Business Central company in this Dataverse table, and
+# points the company lookup of accounts and contacts (bcbi_companyid) at it (domain.md 3.10).
+COMPANY_ENTITY_SET = "cdm_companies"
 
 
 class TableMapping(models.Model):
     """One Business Central table synchronized with one Dataverse table (BC's Integration Table Mapping)."""
 
-    name = models.CharField(max_length=20, unique=True, help_text="Short upper-case name, for example CUSTOMER.")
+    name = models.CharField(
+        max_length=20, help_text="Short upper-case name, for example CUSTOMER; unique within its company."
+    )
+    company = models.ForeignKey(
+        "connectors.Connection",
+        verbose_name="Business Central company",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="table_mappings",
+        limit_choices_to={"kind": ConnectionKind.BUSINESS_CENTRAL},
+        help_text="The Business Central connection (one company) this mapping synchronizes. Blank: the only "
+        "enabled Business Central connection.",
+    )
     bc_entity_set = models.CharField("Business Central table", max_length=100, help_text="API v2.0 entity set.")
     dataverse_entity_set = models.CharField("Dataverse table", max_length=100, help_text="Web API entity set.")
     dataverse_primary_key = models.CharField(max_length=100, help_text="Primary id column, for example accountid.")
@@ -49,6 +68,20 @@ class TableMapping(models.Model):
     dataverse_new_record_values = models.JSONField(
         "values for new Dataverse rows", default=dict, blank=True, help_text='JSON object, e.g. {"customertypecode": 3}'
     )
+    dataverse_company_field = models.CharField(
+        "Dataverse company column",
+        max_length=100,
+        blank=True,
+        help_text="Lookup to the row's Business Central company, for example bcbi_companyid. The company's rows are "
+        "read as 'its company or none', and the rows it writes are stamped with it. Blank: the table has none.",
+    )
+    multi_company = models.BooleanField(
+        "multi-company synchronization",
+        default=False,
+        help_text="Shared table (currencies, salespeople, customers of several companies): read every company's rows, "
+        "and stamp the company on the rows this company creates only. Use match-based coupling so that a record "
+        "two companies share is coupled, not created twice.",
+    )
     sync_after_match_coupling = models.BooleanField("synchronize after match-based coupling", default=False)
     create_new_if_no_match = models.BooleanField("create new in case of no match", default=False)
     bc_watermark = models.DateTimeField(
@@ -70,10 +103,45 @@ class TableMapping(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        ordering = ["name"]
+        ordering = ["name", "company"]
+        constraints = [
+            models.UniqueConstraint(fields=["company", "name"], name="tablemapping_company_name_uniq"),
+            # NULL companies are all distinct to the constraint above: names without a company are unique by this.
+            models.UniqueConstraint(
+                fields=["name"], condition=models.Q(company__isnull=True), name="tablemapping_name_without_company_uniq"
+            ),
+        ]
 
     def __str__(self):
         return self.name
+
+    @property
+    def label(self) -> str:
+        """The name with the company, where there is one: each company has its own CUSTOMER."""
+        return f"{self.name} ({self.company.name})" if self.company_id and self.company else self.name
+
+    @property
+    def stamps_company(self) -> bool:
+        """The Dataverse table has a company column and the mapping belongs to a company."""
+        return bool(self.company_id and self.dataverse_company_field)
+
+    def company_reference(self) -> str | None:
+        """The `@odata.bind` value naming this mapping's company row in Dataverse, once the row is known."""
+        row_id = self.company.dataverse_company_id if self.stamps_company and self.company else None
+        return f"/{COMPANY_ENTITY_SET}({row_id})" if row_id else None
+
+    @property
+    def dataverse_filter(self) -> str:
+        """The Dataverse rows this mapping synchronizes: its integration table filter and, as Business Central
+        does (domain.md 3.10), its company's rows or rows of no company, unless the mapping is multi-company."""
+        if not self.stamps_company or self.multi_company or self.company is None:
+            return self.integration_table_filter
+        column = f"_{self.dataverse_company_field}_value"
+        row_id = self.company.dataverse_company_id
+        # Before the company's row exists in Dataverse no row can name it: "none" is all its company's rows.
+        none = f"{column} eq null"
+        term = none if row_id is None else f"{eq(column, row_id)} or {none}"
+        return and_filters(self.integration_table_filter or None, term) or ""
 
     @property
     def syncs_to_dataverse(self) -> bool:

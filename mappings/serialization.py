@@ -30,6 +30,8 @@ TABLE_DEFAULTS: dict[str, Any] = {
     "dataverse_new_record_values": {},
     "sync_after_match_coupling": False,
     "create_new_if_no_match": False,
+    "dataverse_company_field": "",
+    "multi_company": False,
     "is_default": False,
 }
 
@@ -90,8 +92,10 @@ def save_table_dicts(
     *,
     table_model: type[TableMapping] = TableMapping,
     field_model: type[FieldMapping] = FieldMapping,
+    company=None,
 ) -> list:
-    """Create or update, by name, the table mappings described by `items`, with their dependencies and fields.
+    """Create or update, by name within `company`, the table mappings described by `items`, with their dependencies
+    and fields (names are unique per company; dependencies and lookups stay within it).
 
     An existing row is updated in place (couplings point at it, so it is never deleted and recreated); its field
     mappings are replaced by the ones given. Dependencies and lookups name other mappings, which must exist in the
@@ -100,19 +104,21 @@ def save_table_dicts(
     """
     table_columns = {f.name for f in table_model._meta.concrete_fields}
     field_columns = {f.name for f in field_model._meta.concrete_fields}
+    # A historical model (the data migration creating the defaults) may predate companies.
+    scope = {"company": company} if "company" in table_columns else {}
     rows = []
     for data in items:
         # Deep copies: the JSON values must not share objects with the caller's data (e.g. the defaults' spec).
         data = copy.deepcopy(data)
         values = {k: v for k, v in data.items() if k in TABLE_DEFAULTS and k in table_columns}
-        row = table_model.objects.filter(name=data["name"]).first()
+        row = table_model.objects.filter(name=data["name"], **scope).first()
         if row is None:
-            row = table_model(name=data["name"])
+            row = table_model(name=data["name"], **scope)
         for key, value in values.items():
             setattr(row, key, value)
         row.save()
         rows.append(row)
-    by_name = {row.name: row for row in table_model.objects.all()}
+    by_name = {row.name: row for row in table_model.objects.filter(**scope)}
     for row, data in zip(rows, items, strict=True):
         row.dependencies.set([by_name[name] for name in data.get("dependencies", [])])
         row.field_mappings.all().delete()

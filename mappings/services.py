@@ -13,6 +13,7 @@ from typing import Any
 from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
 from django.db import transaction
 
+from mappings.companies import company_scope
 from mappings.defaults import DEFAULT_MAPPINGS, DEFAULT_NAMES
 from mappings.diff import MappingDiff, mapping_diff
 from mappings.importing import FORMAT, SUPPORTED_VERSIONS, ImportRefused, check_import_file
@@ -33,20 +34,23 @@ __all__ = [
 ]
 
 
-def configuration_snapshot() -> dict[str, dict[str, Any]]:
-    """Return every table mapping's configuration in plain-data form, by name."""
-    mappings = TableMapping.objects.prefetch_related("dependencies").order_by("name")
+def configuration_snapshot(company=None) -> dict[str, dict[str, Any]]:
+    """Return the configuration of a company's table mappings in plain-data form, by name (see company_scope)."""
+    scope, _ = company_scope(company)
+    mappings = scope.prefetch_related("dependencies").order_by("name")
     return {tm.name: table_mapping_to_dict(tm) for tm in mappings}
 
 
 def table_mapping_reset_to_defaults(
-    *, names: list[str] | None = None, user=None, actor: str = "", dry_run: bool = False
+    *, names: list[str] | None = None, user=None, actor: str = "", dry_run: bool = False, company=None
 ) -> list[MappingDiff]:
-    """Reset the named default mappings (all five when `names` is None) to their default configuration.
+    """Reset the named default mappings of a company (all five when `names` is None) to their default configuration.
 
-    A mapping is reset in place, so its couplings, watermarks and sync history stay; a default that was deleted is
-    created again. Returns the differences per mapping; with `dry_run` nothing is changed.
+    A mapping is reset in place, so its couplings, watermarks and sync history stay; a default that was deleted (or
+    that the company never had) is created, for that company. Returns the differences per mapping; with `dry_run`
+    nothing is changed. `company` is the Business Central connection; without it, the one company with mappings.
     """
+    _, company = company_scope(company)
     names = list(DEFAULT_NAMES) if names is None else list(names)
     unknown = [name for name in names if name not in DEFAULT_NAMES]
     if unknown:
@@ -56,7 +60,7 @@ def table_mapping_reset_to_defaults(
         )
     targets = [spec for spec in DEFAULT_MAPPINGS if spec["name"] in names]
     with transaction.atomic():
-        current = configuration_snapshot()
+        current = configuration_snapshot(company)
         diffs = [mapping_diff(current.get(spec["name"]), spec) for spec in targets]
         # A default's dependencies or lookups may name another default the user deleted: bring that one back too.
         needed = {dep for spec in targets for dep in spec["dependencies"]} | {
@@ -68,18 +72,18 @@ def table_mapping_reset_to_defaults(
             diffs.append(mapping_diff(None, spec))
         if dry_run or not any(d.changed for d in diffs):
             return diffs
-        save_table_dicts([spec for spec, d in zip(targets, diffs, strict=True) if d.changed])
-        _record(MappingChange.Action.RESET, diffs, user=user, actor=actor)
+        save_table_dicts([spec for spec, d in zip(targets, diffs, strict=True) if d.changed], company=company)
+        _record(MappingChange.Action.RESET, diffs, user=user, actor=actor, company=company)
     return diffs
 
 
-def configuration_export() -> dict[str, Any]:
-    """Return the whole mapping configuration as a JSON-ready document (format: mappings/EXPORT_FORMAT.md)."""
+def configuration_export(company=None) -> dict[str, Any]:
+    """Return a company's mapping configuration as a JSON-ready document (format: mappings/EXPORT_FORMAT.md)."""
     return {
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,
         "exported_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "table_mappings": list(configuration_snapshot().values()),
+        "table_mappings": list(configuration_snapshot(company).values()),
     }
 
 
@@ -92,6 +96,7 @@ def configuration_import(
     delete_missing: bool = True,
     metadata: MetadataCache | None = None,
     warnings: list[str] | None = None,
+    company=None,
 ) -> list[MappingDiff]:
     """Make the configuration equal to an export document: validate it all first, then apply it all or nothing.
 
@@ -99,8 +104,9 @@ def configuration_import(
     not in the file are deleted (with their couplings). Raises ImportRefused, listing every reason, when the file is
     malformed or inconsistent; then nothing changes. Returns the differences; with `dry_run` nothing is changed.
     """
+    scope, company = company_scope(company)
     with transaction.atomic():
-        current = configuration_snapshot()
+        current = configuration_snapshot(company)
         targets = check_import_file(
             data, current=current, delete_missing=delete_missing, metadata=metadata, warnings=warnings
         )
@@ -111,16 +117,16 @@ def configuration_import(
             return diffs
         changed = [t for t, d in zip(targets, diffs, strict=False) if d.changed]
         if user is not None:
-            _log_deletions(user, doomed)
-        save_table_dicts(changed)
+            _log_deletions(user, scope.filter(name__in=doomed))
+        save_table_dicts(changed, company=company)
         # Their field mappings first: a lookup protects the mapping it goes through, which may be doomed too.
-        FieldMapping.objects.filter(table_mapping__name__in=doomed).delete()
-        TableMapping.objects.filter(name__in=doomed).delete()
-        _record(MappingChange.Action.IMPORT, diffs, user=user, actor=actor)
+        FieldMapping.objects.filter(table_mapping__in=scope.filter(name__in=doomed)).delete()
+        scope.filter(name__in=doomed).delete()
+        _record(MappingChange.Action.IMPORT, diffs, user=user, actor=actor, company=company)
     return diffs
 
 
-def _record(action: str, diffs: list[MappingDiff], *, user=None, actor: str = "") -> MappingChange:
+def _record(action: str, diffs: list[MappingDiff], *, user=None, actor: str = "", company=None) -> MappingChange:
     changed = [d for d in diffs if d.changed]
     change = MappingChange.objects.create(
         action=action,
@@ -135,14 +141,14 @@ def _record(action: str, diffs: list[MappingDiff], *, user=None, actor: str = ""
         for diff in changed:
             if diff.action == "delete":
                 continue
-            mapping = TableMapping.objects.get(name=diff.name)
+            mapping = TableMapping.objects.get(name=diff.name, company=company)
             flag = ADDITION if diff.action == "create" else CHANGE
             message = f"{label}: " + "; ".join(diff.changes)
             LogEntry.objects.log_actions(user.pk, [mapping], flag, change_message=message[:4000], single_object=True)
     return change
 
 
-def _log_deletions(user, names: list[str]) -> None:
-    if names:
-        mappings = list(TableMapping.objects.filter(name__in=names))
+def _log_deletions(user, doomed) -> None:
+    mappings = list(doomed)
+    if mappings:
         LogEntry.objects.log_actions(user.pk, mappings, DELETION, change_message="Import: not in the file")

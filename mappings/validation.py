@@ -20,6 +20,7 @@ from connectors.odata import describe_syntax_error
 from connectors.types import ColumnInfo, TableInfo
 from mappings.choices import SIDE_LABEL, DeletionConflictResolution, Direction, Side, UpdateConflictResolution
 from mappings.metadata import MetadataCache, MetadataUnavailable, did_you_mean
+from mappings.models import COMPANY_ENTITY_SET
 from mappings.transformations import validate_rules
 
 TEXT_TYPES = {"string", "memo"}
@@ -118,9 +119,32 @@ def validate_table(
         ("dataverse", "dataverse_primary_key"),
     ):
         problems += _check_column_name(data.get(key) or "", tables[side], side, key)
+    problems += _check_company_column(data.get("dataverse_company_field") or "", tables["dataverse"])
     if dependency_graph is not None:
         problems += check_dependency_cycle(data["name"], set(data.get("dependencies") or []), dependency_graph)
     return problems
+
+
+def _check_company_column(name: str, table: TableInfo | None) -> list[Problem]:
+    """The company column is a lookup to Business Central's company table, which the runs stamp and filter on."""
+    key = "dataverse_company_field"
+    if table is None or not name:
+        return []
+    column = _column(table, name)
+    if column is None:
+        return [Problem(_unknown_column(name, table, "dataverse"), field=key)]
+    # Metadata names a lookup's targets by logical name (cdm_company); the Web API's entity set is cdm_companies.
+    company_table = {COMPANY_ENTITY_SET, "cdm_company"}
+    if column.type != "lookup" or (column.lookup_targets and not company_table & set(column.lookup_targets)):
+        targets = f" to {', '.join(column.lookup_targets)}" if column.lookup_targets else ""
+        return [
+            Problem(
+                f"{name} is a {column.type}{targets}, not a lookup to the company table {COMPANY_ENTITY_SET} "
+                "(Business Central's bcbi_companyid).",
+                field=key,
+            )
+        ]
+    return []
 
 
 def _check_choice(data, key, choices) -> list[Problem]:

@@ -170,7 +170,7 @@ def _mappings(rule: AlertRule):
 
 
 def _mapping_finding(mapping: TableMapping, summary: str) -> Finding:
-    return Finding(subject=f"mapping:{mapping.pk}", subject_name=mapping.name, summary=summary, table_mapping=mapping)
+    return Finding(subject=f"mapping:{mapping.pk}", subject_name=mapping.label, summary=summary, table_mapping=mapping)
 
 
 def _latest_outcome(direction: str, field: str) -> Subquery:

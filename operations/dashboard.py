@@ -158,9 +158,11 @@ def mapping_rows(*, now: datetime | None = None) -> list[MappingRow]:
     """One row per table mapping; six queries whatever the number of jobs and errors."""
     now = now or timezone.now()
     mappings = list(
-        TableMapping.objects.annotate(
+        TableMapping.objects.select_related("company")
+        .annotate(
             last_to_id=_last_finished(Direction.TO_DATAVERSE), last_from_id=_last_finished(Direction.FROM_DATAVERSE)
-        ).order_by("name")
+        )
+        .order_by("company__name", "name")
     )
     schedules = {s.table_mapping_id: s for s in Schedule.objects.all()}
     last_ids = [pk for m in mappings for pk in (m.last_to_id, m.last_from_id) if pk]
@@ -304,7 +306,10 @@ def charts(*, range_key: str = DEFAULT_RANGE, now: datetime | None = None) -> Ch
             for position, name in enumerate(dashboard_hours.RECORD_COUNTS)
         ],
     }
-    names = dict(TableMapping.objects.values_list("pk", "name"))
+    # With several companies a name is theirs all: the company tells the lines apart.
+    mappings = list(TableMapping.objects.values_list("pk", "name", "company__name"))
+    several = len({company for _, _, company in mappings}) > 1
+    names = {pk: f"{name} ({company})" if several and company else name for pk, name, company in mappings}
     mapping_ids = sorted({int(pk) for hour in per_hour for pk in hour["jobs"]}, key=lambda pk: names.get(pk, ""))
     durations = {
         "labels": hour_labels,

@@ -30,6 +30,11 @@ from operations.alerts import SUCCESSFUL
 logger = logging.getLogger(__name__)
 
 
+# A mapping's name is unique within its company: the company label (its Business Central connection; empty for a
+# mapping of no company) tells apart the CUSTOMER of each company.
+COMPANY = "table_mapping__company__name"
+
+
 class SyncCollector:
     """What the platform team graphs and alerts on: runs, records, errors, requests, queues, lag, freshness."""
 
@@ -50,16 +55,18 @@ def runs_by_outcome() -> GaugeMetricFamily:
     family = GaugeMetricFamily(
         "syncadmin_sync_runs",
         "Sync jobs in the job log, by mapping, direction and outcome (status; previews excluded).",
-        labels=["mapping", "direction", "outcome"],
+        labels=["mapping", "company", "direction", "outcome"],
     )
     rows = (
         SyncJob.objects.filter(dry_run=False)
-        .values("table_mapping__name", "direction", "status")
+        .values("table_mapping__name", COMPANY, "direction", "status")
         .annotate(count=Count("id"))
-        .order_by("table_mapping__name", "direction", "status")
+        .order_by("table_mapping__name", COMPANY, "direction", "status")
     )
     for row in rows:
-        family.add_metric([row["table_mapping__name"], row["direction"], row["status"]], row["count"])
+        family.add_metric(
+            [row["table_mapping__name"], row[COMPANY] or "", row["direction"], row["status"]], row["count"]
+        )
     return family
 
 
@@ -68,18 +75,19 @@ def records_by_outcome() -> GaugeMetricFamily:
         "syncadmin_sync_records",
         "Records processed by the sync jobs in the job log, by mapping, direction and outcome "
         "(inserted, modified, deleted, unchanged, skipped, failed, coupled, uncoupled).",
-        labels=["mapping", "direction", "outcome"],
+        labels=["mapping", "company", "direction", "outcome"],
     )
     rows = (
         SyncJob.objects.filter(dry_run=False)
-        .values("table_mapping__name", "direction")
+        .values("table_mapping__name", COMPANY, "direction")
         .annotate(**{name: Sum(name) for name in COUNTER_FIELDS})
-        .order_by("table_mapping__name", "direction")
+        .order_by("table_mapping__name", COMPANY, "direction")
     )
     for row in rows:
         counts: dict[str, Any] = dict(row)  # annotated by name, which the typed values() row does not know
         for name in COUNTER_FIELDS:
-            family.add_metric([counts["table_mapping__name"], counts["direction"], name], counts[name] or 0)
+            labels = [counts["table_mapping__name"], counts[COMPANY] or "", counts["direction"], name]
+            family.add_metric(labels, counts[name] or 0)
     return family
 
 
@@ -165,12 +173,15 @@ def lag_by_mapping() -> GaugeMetricFamily:
     family = GaugeMetricFamily(
         "syncadmin_mapping_lag_seconds",
         "Seconds since the watermark of the side a mapping reads (its changes after it are not synchronized yet).",
-        labels=["mapping", "side"],
+        labels=["mapping", "company", "side"],
     )
     now = timezone.now()
-    for mapping in TableMapping.objects.order_by("name").only(
-        "name", "direction", "bc_watermark", "dataverse_watermark"
+    for mapping in (
+        TableMapping.objects.select_related("company")
+        .order_by("name", "company__name")
+        .only("name", "direction", "bc_watermark", "dataverse_watermark", "company__name")
     ):
+        company = mapping.company.name if mapping.company else ""
         sides = []
         if mapping.syncs_to_dataverse:
             sides.append(("business_central", mapping.bc_watermark))
@@ -178,7 +189,7 @@ def lag_by_mapping() -> GaugeMetricFamily:
             sides.append(("dataverse", mapping.dataverse_watermark))
         for side, watermark in sides:
             if watermark is not None:
-                family.add_metric([mapping.name, side], max(0.0, (now - watermark).total_seconds()))
+                family.add_metric([mapping.name, company, side], max(0.0, (now - watermark).total_seconds()))
     return family
 
 
@@ -186,17 +197,18 @@ def seconds_since_last_success() -> GaugeMetricFamily:
     family = GaugeMetricFamily(
         "syncadmin_seconds_since_last_success",
         "Seconds since the last sync job of a mapping that finished succeeded or partly failed (absent: never).",
-        labels=["mapping"],
+        labels=["mapping", "company"],
     )
     now = timezone.now()
     rows = (
         SyncJob.objects.filter(dry_run=False, status__in=SUCCESSFUL, finished_at__isnull=False)
-        .values("table_mapping__name")
+        .values("table_mapping__name", COMPANY)
         .annotate(last=Max("finished_at"))
-        .order_by("table_mapping__name")
+        .order_by("table_mapping__name", COMPANY)
     )
     for row in rows:
-        family.add_metric([row["table_mapping__name"]], max(0.0, (now - row["last"]).total_seconds()))
+        labels = [row["table_mapping__name"], row[COMPANY] or ""]
+        family.add_metric(labels, max(0.0, (now - row["last"]).total_seconds()))
     return family
 
 

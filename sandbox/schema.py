@@ -342,6 +342,9 @@ def _dv_address(prefix="address1") -> tuple[Column, ...]:
 
 
 MONEY = {"minimum": 0, "maximum": 100_000_000_000_000}
+# The Business Central company a row belongs to (domain.md 3.10): Business Central's base integration solution adds
+# this lookup to accounts and contacts, pointing at the Common Data Model's company table (cdm_company).
+BCBI_COMPANY = Column("bcbi_companyid", "lookup", targets=("cdm_companies",), label="Company")
 
 DATAVERSE_TABLES = (
     Table(
@@ -412,6 +415,7 @@ DATAVERSE_TABLES = (
             Column("parentaccountid", "lookup", targets=("accounts",)),
             Column("primarycontactid", "lookup", targets=("contacts",)),
             Column("transactioncurrencyid", "lookup", targets=("transactioncurrencies",)),
+            BCBI_COMPANY,
             *DV_OWNED,
             *DV_SYSTEM,
         ),
@@ -454,6 +458,7 @@ DATAVERSE_TABLES = (
             STATECODE,
             STATUSCODE,
             Column("transactioncurrencyid", "lookup", targets=("transactioncurrencies",)),
+            BCBI_COMPANY,
             *DV_OWNED,
             *DV_SYSTEM,
         ),
@@ -520,6 +525,27 @@ DATAVERSE_TABLES = (
         ),
         unique=("isocurrencycode",),
         object_type_code=9105,
+    ),
+    # The company table of Business Central's integration solution: one row per Business Central company, found by
+    # the company's id in bcbi_externalid (Business Central creates it when a company connects).
+    Table(
+        "dataverse",
+        "cdm_companies",
+        "cdm_company",
+        "DvCdmCompany",
+        "cdm_companyid",
+        "cdm_name",
+        "modifiedon",
+        (
+            Column("cdm_companyid", "guid"),
+            Column("cdm_name", "string", 100, required=True),
+            Column("cdm_companycode", "string", 10),
+            Column("bcbi_externalid", "string", 100),
+            STATECODE,
+            STATUSCODE,
+            *DV_SYSTEM,
+        ),
+        object_type_code=10001,
     ),
 )
 

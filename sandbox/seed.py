@@ -166,13 +166,29 @@ def reset() -> None:
         model.objects.using(rows.DB).all().delete()
 
 
-def seed(*, company_id: str, customers: int, accounts: int, shared: int, seed: int) -> dict:
+def seed(
+    *,
+    company_id: str,
+    customers: int,
+    accounts: int,
+    shared: int,
+    seed: int,
+    company_name: str = DEMO_COMPANY_NAME,
+    same_customers: list[dict] | None = None,
+    dataverse: bool = True,
+) -> dict:
+    """Seed one Business Central company and, with `accounts`, the Dataverse environment.
+
+    A second company of the same environment passes `dataverse=False` (Dataverse is seeded once, with the first) and
+    `same_customers`: customers of the first company it also has, with the same name, address, phone and email (as
+    two companies of one group share customers), under numbers and ids of its own.
+    """
     gen = _Generator(seed)
     counts = {}
     stamp = rows.now_ms()
     if not Company.objects.using(rows.DB).filter(rid=company_id).exists():
         Company.objects.using(rows.DB).create(
-            rid=company_id, name=DEMO_COMPANY_NAME, display_name=DEMO_COMPANY_NAME, modified_at=stamp
+            rid=company_id, name=company_name[:30], display_name=company_name, modified_at=stamp
         )
     cid = company_id
 
@@ -222,6 +238,9 @@ def seed(*, company_id: str, customers: int, accounts: int, shared: int, seed: i
     ]
     counts["bc_salespeoplePurchasers"] = _bulk(row_model(schema.table("bc", "salespeoplePurchasers")), people)
 
+    if not dataverse:
+        companies = list(same_customers or []) + [gen.company() for _ in range(customers)]
+        return _seed_bc_parties(gen, cid, customers, companies, terms, counts)
     # Dataverse reference data: currencies (USD is the base currency) and users (salespeople among them).
     version = rows.next_versions(len(CURRENCIES) + len(SALESPEOPLE) + 4 + accounts * 2 + 10)
     tx = [
@@ -288,6 +307,12 @@ def seed(*, company_id: str, customers: int, accounts: int, shared: int, seed: i
 
     # Companies: the first `shared` are on both sides with the same name, phone and email.
     companies = [gen.company() for _ in range(max(customers, accounts))]
+    _seed_bc_parties(gen, cid, customers, companies, terms, counts)
+    return _seed_dataverse_parties(gen, version, accounts, shared, companies, owners, usd, counts)
+
+
+def _seed_bc_parties(gen, cid: str, customers: int, companies: list[dict], terms: list[dict], counts: dict) -> dict:
+    """Customers, vendors and contacts of one Business Central company; the i-th customer is `companies[i]`."""
     customer_model = row_model(schema.table("bc", "customers"))
     first_no = Counter.objects.using(rows.DB).filter(name=f"bc:{cid}:customers").values_list("value", flat=True).first()
     customer_rows = []
@@ -400,6 +425,13 @@ def seed(*, company_id: str, customers: int, accounts: int, shared: int, seed: i
     counts["bc_contacts"] = _bulk(row_model(schema.table("bc", "contacts")), contact_rows)
     if n:
         Counter.objects.using(rows.DB).update_or_create(name=f"bc:{cid}:contacts", defaults={"value": n})
+    return counts
+
+
+def _seed_dataverse_parties(
+    gen, version: int, accounts: int, shared: int, companies: list[dict], owners: list[str], usd, counts: dict
+) -> dict:
+    """Accounts, each with a contact; the first `shared` are the first companies' customers."""
 
     account_rows, dv_contacts = [], []
     for i in range(accounts):

@@ -13,6 +13,9 @@ from sandbox.models import AppClient, row_model
 DEMO_TENANT = "5c1f9a3e-2b7d-4e8a-9f10-c70a05000001"
 DEMO_ENVIRONMENT = "production"
 DEMO_COMPANY_ID = uuid.UUID("70c0c603-f4f9-ef11-9344-6045bdc8c234")
+# A second company of the same environment, sharing some customers with the first (as companies of one group do).
+SECOND_COMPANY_ID = uuid.UUID("70c0c603-f4f9-ef11-9344-6045bdc8c235")
+SECOND_COMPANY_NAME = "CRONUS Canada, Inc."
 
 
 def demo_company_id() -> uuid.UUID:
@@ -66,4 +69,42 @@ def seed_demo(
             seeding.reset()
         return seeding.seed(
             company_id=str(DEMO_COMPANY_ID), customers=customers, accounts=accounts, shared=shared, seed=seed
+        )
+
+
+def second_company_id() -> uuid.UUID:
+    """The id of "CRONUS Canada, Inc.", the company `seed_second_company` creates."""
+    return SECOND_COMPANY_ID
+
+
+def seed_second_company(*, customers: int = 120, shared: int = 30, seed: int = 2) -> dict:
+    """A second Business Central company in the environment `seed_demo` filled (run that first), whose first `shared`
+    customers are the first company's first customers: same number, name, address, phone and email, ids of their own.
+    Dataverse is not seeded again: both companies synchronize with the one environment. Running it again adds nothing.
+    """
+    customer_model = row_model(schema.table("bc", "customers")).objects.using(rows.DB)
+    first = customer_model.filter(company=str(DEMO_COMPANY_ID)).order_by("number")[: min(shared, customers)]
+    same = [
+        {
+            "name": c.displayName,
+            "street": c.addressLine1,
+            "city": c.city,
+            "state": c.state,
+            "zip": c.postalCode,
+            "phone": c.phoneNumber,
+            "email": c.email,
+            "website": c.website,
+        }
+        for c in first
+    ]
+    with transaction.atomic(using=rows.DB):
+        return seeding.seed(
+            company_id=str(SECOND_COMPANY_ID),
+            company_name=SECOND_COMPANY_NAME,
+            customers=customers,
+            accounts=0,
+            shared=0,
+            seed=seed,
+            same_customers=same,
+            dataverse=False,
         )

@@ -39,6 +39,7 @@ class TableMappingAdmin(
     # The links right after the name: the list is wide, and these are what an admin looks for next.
     list_display = [
         "name",
+        "company",
         "related_links",
         "tables_display",
         "filters_display",

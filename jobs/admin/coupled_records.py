@@ -24,6 +24,7 @@ from jobs.choices import JobKind
 from jobs.models import SyncJob
 from jobs.services import SyncNotStarted, sync_enqueue
 from mappings.choices import BC, DATAVERSE, Direction
+from mappings.companies import company_of
 from mappings.models import TableMapping
 
 SYNC_CHOICES = [
@@ -34,9 +35,10 @@ SYNC_CHOICES = [
 
 
 @contextmanager
-def connected_clients():
-    """One client per system for one page; raises with a readable message when a connection is missing."""
-    bc = open_client(Connection.objects.active(ConnectionKind.BUSINESS_CENTRAL))
+def connected_clients(mapping: TableMapping | None = None):
+    """One client per system for one page, Business Central's for the mapping's company; raises with a readable
+    message when a connection is missing."""
+    bc = open_client(company_of(mapping) if mapping else Connection.objects.active(ConnectionKind.BUSINESS_CENTRAL))
     try:
         dataverse = open_client(Connection.objects.active(ConnectionKind.DATAVERSE))
     except Exception:
@@ -94,7 +96,7 @@ def enqueue_records_sync(
 def missing_partners(modeladmin, request, queryset):
     couplings = list(queryset.select_related("table_mapping"))
     try:
-        with connected_clients() as (bc, dataverse):
+        with connected_clients(couplings[0].table_mapping if couplings else None) as (bc, dataverse):
             return couplings, couplings_missing_partners(couplings=couplings, bc_client=bc, dataverse_client=dataverse)
     except (ConnectorError, Connection.DoesNotExist, Connection.MultipleObjectsReturned) as exc:
         modeladmin.message_user(request, f"Could not check the records: {exc}", messages.ERROR)
@@ -133,7 +135,7 @@ def delete_surviving_records(modeladmin, request, queryset):
     if missing is None:
         return
     deleted = 0
-    with connected_clients() as (bc, dataverse):
+    with connected_clients(couplings[0].table_mapping if couplings else None) as (bc, dataverse):
         for coupling in couplings:
             side = missing.get(coupling.pk)
             if side not in (BC, DATAVERSE):

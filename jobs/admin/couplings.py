@@ -163,7 +163,7 @@ class CouplingSyncMixin(RunSyncPermissionMixin):
             return self._compare_post(request, coupling)
         comparison, error = None, ""
         try:
-            with connected_clients() as (bc, dataverse):
+            with connected_clients(mapping) as (bc, dataverse):
                 comparison = records_compare(
                     mapping=mapping,
                     bc_id=coupling.bc_id,
@@ -202,7 +202,7 @@ class CouplingSyncMixin(RunSyncPermissionMixin):
                 messages.warning(request, "Choose the winning side of at least one field.")
                 return redirect(here)
             try:
-                with connected_clients() as (bc, dataverse):
+                with connected_clients(coupling.table_mapping) as (bc, dataverse):
                     written = conflict_resolve(
                         coupling=coupling,
                         winners=winners,

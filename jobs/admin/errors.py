@@ -233,7 +233,7 @@ class SyncErrorAdmin(CappedCountAdminMixin, RunSyncPermissionMixin, admin.ModelA
                 # It has no partner to compare with yet; its candidates are on the mapping's match page.
                 return super().change_view(request, object_id, form_url, extra)
             try:
-                with connected_clients() as (bc, dataverse):
+                with connected_clients(error.table_mapping) as (bc, dataverse):
                     extra["comparison"] = records_compare(
                         mapping=error.table_mapping,
                         bc_id=error.bc_id,

@@ -159,7 +159,7 @@ class TableMappingCouplingMixin(RunSyncPermissionMixin):
             "can_run_sync": request.user.has_perm(RUN_SYNC_PERMISSION),
         }
         try:
-            with connected_clients() as (bc, dataverse):
+            with connected_clients(mapping) as (bc, dataverse):
                 context.update(self._couple_context(mapping, params, bc, dataverse))
         except (ConnectorError, Connection.DoesNotExist, Connection.MultipleObjectsReturned) as exc:
             context["error"] = f"The records could not be read: {exc}"
@@ -203,7 +203,7 @@ class TableMappingCouplingMixin(RunSyncPermissionMixin):
         direction = request.POST.get("sync", "")
         create_new = "create_new" in request.POST
         try:
-            with connected_clients() as (bc, dataverse):
+            with connected_clients(mapping) as (bc, dataverse):
                 records = {}
                 for system, client, record_id in ((BC, bc, bc_id), (DATAVERSE, dataverse, dv_id)):
                     if record_id is None:

@@ -25,6 +25,7 @@ class ScheduleAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
 
     list_display = (
         "table_mapping",
+        "company",
         "status",
         "next_run_at",
         "minutes_between_runs",
@@ -34,8 +35,13 @@ class ScheduleAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
         "last_finished_at",
         "last_message",
     )
-    list_filter = ("enabled", "state")
-    list_select_related = ("table_mapping",)
+    list_filter = ("table_mapping__company", "enabled", "state")
+    list_select_related = ("table_mapping__company",)
+
+    @admin.display(description="Company", ordering="table_mapping__company__name")
+    def company(self, obj):
+        return obj.table_mapping.company or "-"
+
     fields = (
         "table_mapping",
         "status",

@@ -45,6 +45,7 @@ class SyncJobAdmin(CappedCountAdminMixin, RunSyncPermissionMixin, admin.ModelAdm
     list_display = [
         "id",
         "table_mapping",
+        "company",
         "kind",
         "direction",
         "status_badge",
@@ -52,8 +53,8 @@ class SyncJobAdmin(CappedCountAdminMixin, RunSyncPermissionMixin, admin.ModelAdm
         *(f"{counter}_count" for counter, _ in COUNT_COLUMNS),
         "http_requests",
     ]
-    list_filter = ["status", "kind", "direction", "table_mapping", "dry_run"]
-    list_select_related = ["table_mapping"]
+    list_filter = ["status", "kind", "direction", "table_mapping__company", "table_mapping", "dry_run"]
+    list_select_related = ["table_mapping__company"]
     show_full_result_count = False
     date_hierarchy = "queued_at"
     readonly_fields = [f.name for f in SyncJob._meta.fields] + ["run_or_preview"]
@@ -73,6 +74,10 @@ class SyncJobAdmin(CappedCountAdminMixin, RunSyncPermissionMixin, admin.ModelAdm
         return False
 
     @admin.display(description="status", ordering="status")
+    @admin.display(description="Company", ordering="table_mapping__company__name")
+    def company(self, obj):
+        return obj.table_mapping.company or "-"
+
     def status_badge(self, obj):
         return obj.get_status_display() + (" (preview)" if obj.dry_run else "")
 

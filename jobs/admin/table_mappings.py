@@ -183,35 +183,48 @@ class TableMappingSyncMixin(RunSyncPermissionMixin):
             if not can_run_sync:
                 raise PermissionDenied
             names = request.POST.getlist("mapping")
+            company = review_company(request.POST.get("company"))
             if not names:
                 self.message_user(request, "Check the mappings to synchronize.", messages.WARNING)
                 return redirect("admin:mappings_tablemapping_full_sync_review")
             preview = "preview" in request.POST
             if not preview and not confirmed(request):
-                chosen = [m for m in mappings_in_dependency_order() if m.name in names]
+                chosen = [
+                    m
+                    for m in mappings_in_dependency_order()
+                    if m.name in names and (company is None or m.company_id == company.pk)
+                ]
                 confirmation = sync_confirmation(
                     chosen, kind=JobKind.FULL, with_dependencies=False, label="Full synchronization"
                 )
-                hidden = [("mapping", name) for name in names]
+                hidden = [("mapping", name) for name in names] + ([("company", str(company.pk))] if company else [])
                 return render_confirmation(self, request, confirmation, hidden, [*hidden, ("preview", "1")])
-            jobs = sync_enqueue_all(kind=JobKind.FULL, user=request.user, names=names, dry_run=preview)
+            jobs = sync_enqueue_all(kind=JobKind.FULL, user=request.user, names=names, dry_run=preview, company=company)
             what = "Preview of a full synchronization" if preview else "Full synchronization"
             self.message_user(request, f"{what} queued: {len(jobs)} sync job(s), in dependency order.")
             return redirect("admin:jobs_syncjob_changelist")
         if not self.has_view_permission(request):
             raise PermissionDenied
+        companies = list(Connection.objects.filter(table_mappings__isnull=False).distinct().order_by("name"))
+        company = review_company(request.GET.get("company")) or (companies[0] if companies else None)
         try:
             with (
-                open_client(Connection.objects.active(ConnectionKind.BUSINESS_CENTRAL)) as bc_client,
+                open_client(company or Connection.objects.active(ConnectionKind.BUSINESS_CENTRAL)) as bc_client,
                 open_client(Connection.objects.active(ConnectionKind.DATAVERSE)) as dataverse_client,
             ):
-                lines = full_sync_review(bc_client=bc_client, dataverse_client=dataverse_client)
+                lines = full_sync_review(
+                    bc_client=bc_client,
+                    dataverse_client=dataverse_client,
+                    company_id=company.pk if company else None,
+                )
             error = ""
         except Exception as exc:  # no connection, or it cannot be reached: say so on the page
             lines, error = [], str(exc)
         context = {
             **self.admin_site.each_context(request),
-            "title": "Full synchronization review",
+            "title": "Full synchronization review" + (f": {company.name}" if company else ""),
+            "company": company,
+            "companies": companies if len(companies) > 1 else [],
             "lines": lines,
             "error": error,
             "can_run_sync": can_run_sync,
@@ -220,3 +233,10 @@ class TableMappingSyncMixin(RunSyncPermissionMixin):
             "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/jobs/full_sync_review.html", context)
+
+
+def review_company(value: str | None) -> Connection | None:
+    """The company (Business Central connection) a review page or form names, if any."""
+    if not value or not value.isdigit():
+        return None
+    return Connection.objects.filter(pk=int(value), kind=ConnectionKind.BUSINESS_CENTRAL).first()

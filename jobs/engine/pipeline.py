@@ -28,7 +28,14 @@ from jobs.engine.preview import empty_preview, tally_preview
 from jobs.engine.reader import SourceReader
 from jobs.engine.saver import PageSaver
 from jobs.engine.sides import Row, Side, sides_for
-from jobs.engine.values import FieldRule, LookupResolver, compile_initial_rules, compile_rules, source_fields
+from jobs.engine.values import (
+    FieldRule,
+    LookupResolver,
+    company_stamp_on_insert,
+    compile_initial_rules,
+    compile_rules,
+    source_fields,
+)
 from jobs.engine.writer import PageWriter
 from jobs.models import SyncJob
 from mappings.choices import Direction
@@ -241,8 +248,10 @@ def _plan_context(job: SyncJob, source: Side, target: Side, rules: list[FieldRul
         force=job.kind in (JobKind.RECORDS, JobKind.FULL),
         update_policy=mapping.update_conflict_resolution,
         deletion_policy=mapping.deletion_conflict_resolution,
-        new_record_values=dict(
-            mapping.dataverse_new_record_values if target.is_dataverse else mapping.bc_new_record_values
+        new_record_values=(
+            {**mapping.dataverse_new_record_values, **company_stamp_on_insert(mapping)}
+            if target.is_dataverse
+            else dict(mapping.bc_new_record_values)
         ),
     )
 

@@ -83,7 +83,7 @@ def sides_for(mapping: TableMapping, direction: str) -> tuple[Side, Side]:
         id_field=mapping.dataverse_primary_key,
         modified_field="modifiedon",
         name_field=mapping.dataverse_name_field,
-        table_filter=mapping.integration_table_filter,
+        table_filter=mapping.dataverse_filter,  # with "its company or none" for a company's mapping
     )
     if direction == Direction.TO_DATAVERSE:
         return bc, dataverse

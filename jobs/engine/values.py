@@ -19,7 +19,7 @@ from jobs.choices import ErrorClass
 from jobs.engine.planned import PlannedCouplings
 from jobs.engine.sides import ZERO_GUID, Row, Side
 from mappings.choices import Direction
-from mappings.models import FieldMapping, TableMapping
+from mappings.models import COMPANY_ENTITY_SET, FieldMapping, TableMapping
 from mappings.transformations import apply_transformation
 
 
@@ -56,16 +56,21 @@ class FieldRule:
     bidirectional: bool = False
     conflict_policy: str = ""
     label: str = ""
+    binds: str = ""  # a constant naming a Dataverse row: the entity set it is in (the company stamp)
+
+    @property
+    def is_reference(self) -> bool:
+        return self.lookup is not None or bool(self.binds)
 
     def write_key(self, target: Side) -> str:
         """The property to send: Dataverse lookups are written through `nav@odata.bind`."""
-        if self.lookup and target.is_dataverse:
+        if self.is_reference and target.is_dataverse:
             return f"{self.target_field}@odata.bind"
         return self.target_field
 
     def current_key(self, target: Side) -> str:
         """The property to read on the target row to compare with."""
-        return target.read_field_name(self.target_field, is_lookup=self.lookup is not None)
+        return target.read_field_name(self.target_field, is_lookup=self.is_reference)
 
 
 def compile_initial_rules(mapping: TableMapping, direction: str, source: Side, target: Side) -> list[FieldRule]:
@@ -136,7 +141,35 @@ def compile_rules(
                 label=str(fm),
             )
         )
+    if not given and target.is_dataverse:
+        rules += company_stamp_rules(mapping)
     return rules
+
+
+def company_stamp_rules(mapping: TableMapping) -> list[FieldRule]:
+    """Stamp the mapping's company on the Dataverse rows it inserts or modifies, as Business Central does
+    (domain.md 3.10), like a constant field mapping. A multi-company mapping stamps the rows it creates only
+    (`company_stamp_on_insert`): a row several companies share keeps the company that made it."""
+    reference = mapping.company_reference()
+    if reference is None or mapping.multi_company:
+        return []
+    return [
+        FieldRule(
+            source_field=None,
+            target_field=mapping.dataverse_company_field,
+            constant=reference,
+            binds=COMPANY_ENTITY_SET,
+            label=f"company -> {mapping.dataverse_company_field}",
+        )
+    ]
+
+
+def company_stamp_on_insert(mapping: TableMapping) -> dict[str, str]:
+    """The company a multi-company mapping stamps on the Dataverse rows it creates, as a new-record value."""
+    reference = mapping.company_reference()
+    if reference is None or not mapping.multi_company:
+        return {}
+    return {f"{mapping.dataverse_company_field}@odata.bind": reference}
 
 
 def source_fields(rules: list[FieldRule]) -> list[str]:
@@ -341,8 +374,8 @@ def desired_value(rule: FieldRule, row: Row, lookups: LookupResolver, target: Si
 
 def current_value(rule: FieldRule, target_row: Row, target: Side) -> Any:
     value = target_row.get(rule.current_key(target))
-    if rule.lookup and target.is_dataverse and value:
-        return f"/{rule.lookup.dataverse_entity_set}({value})"
+    if rule.is_reference and target.is_dataverse and value:
+        return f"/{rule.lookup.dataverse_entity_set if rule.lookup else rule.binds}({value})"
     return value
 
 

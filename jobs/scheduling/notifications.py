@@ -113,7 +113,7 @@ def _records_run_keeps_the_filter(mapping: TableMapping, direction: str) -> bool
     when only coupled records are synchronized (they were in scope when coupled) or when there is no filter; else an
     incremental run, which applies the filter, synchronizes the changes (e.g. a vendor account must not become a
     customer through the CUSTOMER mapping)."""
-    source_filter = mapping.table_filter if direction == Direction.TO_DATAVERSE else mapping.integration_table_filter
+    source_filter = mapping.table_filter if direction == Direction.TO_DATAVERSE else mapping.dataverse_filter
     return mapping.sync_only_coupled or not source_filter.strip()
 
 

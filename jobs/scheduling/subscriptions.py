@@ -23,6 +23,7 @@ from connectors.types import ConnectorError, ErrorKind
 from connectors.webhooks import Subscription
 from jobs.models import SubscriptionStatus, WebhookSubscription
 from jobs.services import QUEUE
+from mappings.companies import company_of
 from mappings.models import TableMapping
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def subscription_create(
     subscription.resource = mapping.bc_entity_set
     subscription.save()  # committed before the handshake reaches the receiver (another request, maybe another process)
     try:
-        with open_client(Connection.objects.active(ConnectionKind.BUSINESS_CENTRAL)) as client:
+        with open_client(company_of(mapping)) as client:
             remote = client.subscription_create(
                 entity_set=mapping.bc_entity_set,
                 notification_url=subscription.notification_url,
@@ -98,7 +99,7 @@ def subscription_renew(*, subscription: WebhookSubscription) -> WebhookSubscript
         client_state=subscription.secret,
     )
     try:
-        with open_client(Connection.objects.active(ConnectionKind.BUSINESS_CENTRAL)) as client:
+        with open_client(company_of(subscription.table_mapping)) as client:
             remote.resource = client.subscription_resource(subscription.resource)
             try:
                 renewed = client.subscription_renew(remote)
@@ -154,7 +155,7 @@ def subscription_delete(*, subscription: WebhookSubscription) -> None:
             id=subscription.remote_id, resource="", notification_url="", etag=subscription.etag or None
         )
         try:
-            with open_client(Connection.objects.active(ConnectionKind.BUSINESS_CENTRAL)) as client:
+            with open_client(company_of(subscription.table_mapping)) as client:
                 client.subscription_delete(remote)
         except ConnectorError as exc:
             if exc.kind != ErrorKind.NOT_FOUND:

@@ -13,6 +13,7 @@ from django.db import transaction
 from connectors.choices import ConnectionKind
 from connectors.models import Connection
 from connectors.secrets import SecretUnreadable
+from mappings.choices import Direction
 from mappings.defaults import create_default_mappings
 from mappings.models import FieldMapping, TableMapping
 from sandbox import services as sandbox
@@ -22,19 +23,60 @@ DEMO_CONNECTION_NAMES = {
     ConnectionKind.BUSINESS_CENTRAL: "Sandbox Business Central",
     ConnectionKind.DATAVERSE: "Sandbox Dataverse",
 }
+# The sandbox environment's second company: a second Business Central connection, synchronizing with the same Dataverse.
+SECOND_COMPANY_CONNECTION = "Sandbox Business Central Canada"
+DEMO_NAMES = [*DEMO_CONNECTION_NAMES.values(), SECOND_COMPANY_CONNECTION]
 SANDBOX_PATHS = {ConnectionKind.BUSINESS_CENTRAL: "bc", ConnectionKind.DATAVERSE: "dataverse"}
 
 
 def demo_mappings_create() -> list[str]:
-    mappings = create_default_mappings()
-    return [f"Default table mappings: {', '.join(mapping.name for mapping in mappings)}."]
+    """The default mappings of each demo company (before the connections exist: of no company, which the first
+    company then takes over)."""
+    companies = list(Connection.objects.filter(name__in=DEMO_NAMES, kind=ConnectionKind.BUSINESS_CENTRAL))
+    if not companies:
+        mappings = create_default_mappings()
+        return [f"Default table mappings: {', '.join(mapping.name for mapping in mappings)}."]
+    messages = []
+    for company in sorted(companies, key=lambda c: c.pk):
+        mappings = create_default_mappings(company=company)
+        messages.append(f"Default table mappings of {company.name}: {', '.join(m.name for m in mappings)}.")
+    return messages
+
+
+def demo_companies_share_customers() -> list[str]:
+    """The mappings made before the demo companies existed belong to the first; the second company's CUSTOMER is
+    multi-company, matched by name, so that the customers both companies have are coupled to one account."""
+    first = Connection.objects.filter(name=DEMO_CONNECTION_NAMES[ConnectionKind.BUSINESS_CENTRAL]).first()
+    second = Connection.objects.filter(name=SECOND_COMPANY_CONNECTION).first()
+    if first is None or second is None:
+        return []
+    TableMapping.objects.filter(company__isnull=True).exclude(
+        name__in=TableMapping.objects.filter(company=first).values("name")
+    ).update(company=first)
+    create_default_mappings(company=second)
+    customer = TableMapping.objects.get(company=second, name="CUSTOMER")
+    if customer.multi_company:
+        return []
+    customer.multi_company = True
+    # It publishes its customers to Dataverse: read both ways, a multi-company mapping would copy the first
+    # company's accounts into it (Business Central warns of the same).
+    customer.direction = Direction.TO_DATAVERSE
+    customer.save(update_fields=["multi_company", "direction"])
+    customer.field_mappings.filter(bc_field="displayName", dataverse_field="name").update(use_for_matching=True)
+    return [
+        f"Two companies share the sandbox's Dataverse: {first.name} and {second.name}; the second's CUSTOMER is "
+        "multi-company (to Dataverse), so the customers both have are coupled (by name) to one account, not "
+        "created twice."
+    ]
 
 
 def demo_sandbox_seed() -> list[str]:
-    # Hundreds of customers and accounts, some of them the same companies, so match-based coupling has work.
-    added = {
-        table: count for table, count in sandbox.seed_demo(customers=300, accounts=250, shared=60).items() if count
-    }
+    # Hundreds of customers and accounts, some of them the same companies, so match-based coupling has work; and a
+    # second company, some of whose customers are the first's.
+    counts = sandbox.seed_demo(customers=300, accounts=250, shared=60)
+    second = sandbox.seed_second_company(customers=120, shared=30)
+    added = {table: count for table, count in counts.items() if count}
+    added |= {f"{table} (second company)": count for table, count in second.items() if count}
     if not added:
         return ["Sandbox data: already seeded, nothing added."]
     return ["Sandbox data added: " + ", ".join(f"{count} {table}" for table, count in added.items()) + "."]
@@ -45,7 +87,7 @@ def _demo_app_registration() -> tuple[str, str]:
 
     The secret lives only encrypted in the connections and hashed in the sandbox; it is never printed.
     """
-    for connection in Connection.objects.filter(name__in=DEMO_CONNECTION_NAMES.values()).order_by("pk"):
+    for connection in Connection.objects.filter(name__in=DEMO_NAMES).order_by("pk"):
         try:
             secret = connection.client_secret
         except SecretUnreadable:  # the encryption key changed: start over with a new secret
@@ -66,8 +108,17 @@ def demo_connections_create(*, port: int) -> tuple[list[str], bool]:
     base_url = f"http://127.0.0.1:{port}/sandbox"
     tenant = sandbox.DEMO_TENANT
     messages, first_setup = [], False
-    for kind, name in DEMO_CONNECTION_NAMES.items():
-        other = Connection.objects.filter(kind=kind, enabled=True).exclude(name=name).first()
+    wanted = [
+        (
+            ConnectionKind.BUSINESS_CENTRAL,
+            DEMO_CONNECTION_NAMES[ConnectionKind.BUSINESS_CENTRAL],
+            sandbox.demo_company_id(),
+        ),
+        (ConnectionKind.BUSINESS_CENTRAL, SECOND_COMPANY_CONNECTION, sandbox.second_company_id()),
+        (ConnectionKind.DATAVERSE, DEMO_CONNECTION_NAMES[ConnectionKind.DATAVERSE], None),
+    ]
+    for kind, name, company_id in wanted:
+        other = Connection.objects.filter(kind=kind, enabled=True).exclude(name__in=DEMO_NAMES).first()
         if other and not Connection.objects.filter(name=name).exists():
             messages.append(f"Left the enabled {kind.label} connection {other.name!r} as it is: no sandbox connection.")
             continue
@@ -83,7 +134,7 @@ def demo_connections_create(*, port: int) -> tuple[list[str], bool]:
             connection.set_client_secret(client_secret)
             if kind == ConnectionKind.BUSINESS_CENTRAL:
                 connection.bc_environment = sandbox.DEMO_ENVIRONMENT
-                connection.bc_company_id = sandbox.demo_company_id()
+                connection.bc_company_id = company_id
             connection.save()
         messages.append(f"{'Created' if created else 'Updated'} connection {name!r} -> {connection.environment_url}.")
         first_setup = first_setup or (created and kind == ConnectionKind.BUSINESS_CENTRAL)
@@ -126,6 +177,7 @@ def demo_setup(*, port: int) -> list[str]:
     messages += demo_sandbox_seed()
     connection_messages, first_setup = demo_connections_create(port=port)
     messages += connection_messages
+    messages += demo_companies_share_customers()
     if first_setup:
         messages += demo_customer_mapping_open()
     messages += demo_admin_create()

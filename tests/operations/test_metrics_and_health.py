@@ -81,7 +81,7 @@ def test_metrics_give_the_numbers_of_the_job_log(client, settings):
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/plain; version=")
     values = samples(response.content.decode())
-    to_dv = (("direction", "to_dataverse"), ("mapping", "CUSTOMER"))
+    to_dv = (("company", ""), ("direction", "to_dataverse"), ("mapping", "CUSTOMER"))
 
     def labelled(*pairs):
         return tuple(sorted((*to_dv, *pairs)))
@@ -98,11 +98,15 @@ def test_metrics_give_the_numbers_of_the_job_log(client, settings):
     assert values[("syncadmin_queue_jobs", (("queue", "high"),))] == 0
     assert values[("syncadmin_redis_up", ())] == 1
     # CUSTOMER is bidirectional: it reads both sides, each behind its own watermark.
-    bc_lag = values[("syncadmin_mapping_lag_seconds", (("mapping", "CUSTOMER"), ("side", "business_central")))]
+    bc_lag = values[
+        ("syncadmin_mapping_lag_seconds", (("company", ""), ("mapping", "CUSTOMER"), ("side", "business_central")))
+    ]
     assert 30 * 60 <= bc_lag < 31 * 60
-    dv_lag = values[("syncadmin_mapping_lag_seconds", (("mapping", "CUSTOMER"), ("side", "dataverse")))]
+    dv_lag = values[
+        ("syncadmin_mapping_lag_seconds", (("company", ""), ("mapping", "CUSTOMER"), ("side", "dataverse")))
+    ]
     assert 3 * 60 <= dv_lag < 4 * 60
-    since = values[("syncadmin_seconds_since_last_success", (("mapping", "CUSTOMER"),))]
+    since = values[("syncadmin_seconds_since_last_success", (("company", ""), ("mapping", "CUSTOMER")))]
     assert (now - ok.finished_at).total_seconds() <= since < 11 * 60
     assert not any(
         name == "syncadmin_seconds_since_last_success" and ("mapping", "VENDOR") in labels for name, labels in values

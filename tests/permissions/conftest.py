@@ -170,6 +170,7 @@ def world(sandbox_connections, redis_connection):
     from jobs.choices import ErrorClass, JobStatus
     from jobs.models import Schedule, SyncError, SyncJob, WebhookSubscription
     from mappings.choices import Direction
+    from mappings.companies import dataverse_company_row
     from mappings.models import MappingChange, TableMapping
     from operations.models import AlertChannel, AlertRule, ChannelKind, Incident, RuleKind
     from sandbox.models import Fault, Setting
@@ -212,6 +213,9 @@ def world(sandbox_connections, redis_connection):
     rq_job = queue.enqueue("os.getcwd")  # never run: no worker in these tests
     with open_client(sandbox_connections[0]) as client:
         bc_customer_id = next(iter(client.read_pages("customers", page_size=1))).rows[0]["id"]
+    with open_client(sandbox_connections[1]) as dataverse_client:
+        # A row in every emulated table the admin lists: the company's row in Dataverse, as a first run creates it.
+        dataverse_company_row(sandbox_connections[0], dataverse_client)
     return {
         "mapping": mapping,
         "bc_customer_id": bc_customer_id,

@@ -122,7 +122,7 @@ def resolutions(monkeypatch):
     asked = []
 
     @contextmanager
-    def no_clients():
+    def no_clients(mapping=None):
         yield None, None
 
     def conflict_resolve(**kwargs):

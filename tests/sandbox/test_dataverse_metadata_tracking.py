@@ -41,7 +41,7 @@ def test_entity_definitions_names(dv, seeded):
         "name",
     )
     tracked = dv.get("EntityDefinitions", params={"$select": "SchemaName", "$filter": "ChangeTrackingEnabled eq true"})
-    assert len(tracked.json()["value"]) == 4
+    assert len(tracked.json()["value"]) == 5  # accounts, contacts, systemusers, transactioncurrencies, cdm_companies
     one = dv.get("EntityDefinitions(LogicalName='contact')").json()
     assert one["EntitySetName"] == "contacts" and one["PrimaryNameAttribute"] == "fullname"
 

@@ -9,6 +9,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from tqdm import tqdm
 
+from connectors.choices import ConnectionKind
+from connectors.models import Connection
 from connectors.odata import as_uuid
 from jobs.choices import JobKind, RequestedVia
 from jobs.models import SyncJob
@@ -29,6 +31,9 @@ class Command(BaseCommand):
         parser.add_argument("--record", action="append", default=[], help="Source record id (with --kind records).")
         parser.add_argument("--preview", action="store_true", help="Plan only: show what would change, write nothing.")
         parser.add_argument("--enqueue", action="store_true", help="Queue for the RQ workers instead of running here.")
+        parser.add_argument(
+            "--company", help="Only this company's mappings (the Business Central connection's name). Default: all."
+        )
 
     def handle(self, *args, **options):
         try:
@@ -42,6 +47,14 @@ class Command(BaseCommand):
 
     def _handle(self, **options):
         mappings = self._mappings(options["mappings"])
+        if options["company"]:
+            company = Connection.objects.filter(kind=ConnectionKind.BUSINESS_CENTRAL, name=options["company"]).first()
+            if company is None:
+                known = ", ".join(
+                    Connection.objects.filter(kind=ConnectionKind.BUSINESS_CENTRAL).values_list("name", flat=True)
+                )
+                raise CommandError(f"No Business Central connection named {options['company']!r}. Known: {known}.")
+            mappings = [m for m in mappings if m.company_id == company.pk]
         self._check_records(options["kind"], options["record"])
         django_rq.get_connection("default").ping()  # before any job row exists, so none is left queued for ever
         # As the admin action does: modified records of named mappings run after the mappings they depend on.

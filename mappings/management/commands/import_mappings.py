@@ -6,6 +6,7 @@ import sys
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from mappings.companies import CompanyRequired, company_named
 from mappings.importing import MAX_IMPORT_BYTES, import_document_parse, import_size_check
 from mappings.metadata import MetadataCache
 from mappings.services import ImportRefused, configuration_import
@@ -25,8 +26,9 @@ class Command(BaseCommand):
             "--keep-missing", action="store_true", help="Keep mappings that are not in the file (default: delete them)."
         )
         parser.add_argument("--user", help="Username to record as the one who imported.")
+        parser.add_argument("--company", help="Whose mappings the file replaces (Business Central connection name).")
 
-    def handle(self, *args, file, dry_run=False, keep_missing=False, user=None, **options):
+    def handle(self, *args, file, dry_run=False, keep_missing=False, user=None, company=None, **options):
         data = self._read(file)
         account = None
         if user:
@@ -43,9 +45,12 @@ class Command(BaseCommand):
                 delete_missing=not keep_missing,
                 metadata=metadata,
                 warnings=warnings,
+                company=company_named(company),
             )
         except ImportRefused as exc:
             raise CommandError(str(exc)) from None
+        except CompanyRequired as exc:
+            raise CommandError(f"{exc} Give it with --company.") from None
         finally:
             metadata.close()
         for warning in warnings:
