@@ -7,6 +7,8 @@ Real RQ worker, real HTTP into the sandbox, real database; the pages are read th
 import re
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from connectors.clients import open_client
@@ -74,7 +76,11 @@ def test_errors_of_records_that_then_synchronize_leave_the_list_and_every_count(
     assert f"{len(failed_ids)} still open" in progress
 
     run(TableMapping.objects.get(name="SALESPEOPLE"))  # couples the salespeople
-    (second,) = run(customer, direction="to_dataverse")
+    with CaptureQueriesContext(connection) as queries:
+        (second,) = run(customer, direction="to_dataverse")
+    # Closed in bulk by the saver: one UPDATE per page of records (pages of 5 here), not one per record.
+    closing = [q["sql"] for q in queries.captured_queries if q["sql"].startswith('UPDATE "jobs_syncerror"')]
+    assert 0 < len(closing) <= -(-len(failed_ids) // 5) < len(failed_ids)
 
     assert second.failed == 0 and second.inserted == len(failed_ids)
     # What the pages say ...
