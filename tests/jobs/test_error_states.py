@@ -165,3 +165,25 @@ def test_marking_errors_as_resolved_by_hand_keeps_them_in_the_history(admin_clie
 def test_an_unknown_state_in_the_filter_is_refused_and_lists_nothing(admin_client):
     response = admin_client.get(f"{ERRORS}?state=gone")
     assert response.status_code == 302 and "e=1" in response["Location"]  # the admin's "invalid filter" answer
+
+
+def test_uncoupling_the_record_of_an_error_closes_it_and_both_records_stay(
+    admin_client, run, phone_from_dataverse, sandbox_connections, django_capture_on_commit_callbacks, rq_worker
+):
+    customer, coupling = phone_from_dataverse
+    too_long = "+31 20 555 0100 extension 12345678"
+    sandbox.edit_as_another_user("dataverse", "accounts", coupling.dataverse_id, telephone1=too_long)
+    error = SyncError.objects.get(job=run(customer, direction="from_dataverse")[0])
+
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(ERRORS, {"action": "uncouple_error_records", "_selected_action": [error.pk]})
+    rq_worker()
+
+    assert not Coupling.objects.filter(pk=coupling.pk).exists()
+    error.refresh_from_db()
+    assert error.state == ErrorState.RESOLVED_BY_HAND and error.resolved_by.username == "admin"
+    assert listed_error_ids(admin_client) == set()
+    with open_client(sandbox_connections[0]) as bc, open_client(sandbox_connections[1]) as dataverse:
+        assert bc.read_by_ids("customers", [coupling.bc_id]) and dataverse.read_by_ids(
+            "accounts", [coupling.dataverse_id]
+        )
