@@ -95,6 +95,8 @@ def test_errors_of_records_that_then_synchronize_leave_the_list_and_every_count(
     assert listed_error_ids(admin_client, f"state=all&job={first.pk}") == failed_ids
     assert listed_error_ids(admin_client, "state=resolved_by_sync") == failed_ids
     assert set(failed.values_list("state", "resolved_by_job")) == {(ErrorState.RESOLVED_BY_SYNC, second.pk)}
+    detail = admin_client.get(reverse("admin:jobs_syncerror_change", args=[failed.first().pk])).content.decode()
+    assert "Resolved by a later sync" in detail
     # ... and what the two systems hold: each record whose error closed now exists in Dataverse.
     bc_ids = set(failed.values_list("bc_id", flat=True))
     couplings = Coupling.objects.filter(table_mapping=customer, bc_id__in=bc_ids, pending=False)
