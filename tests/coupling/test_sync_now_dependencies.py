@@ -1,4 +1,4 @@
-""""Synchronize now" on a record whose lookups are not coupled yet: the mappings it depends on synchronize first, in
+""" "Synchronize now" on a record whose lookups are not coupled yet: the mappings it depends on synchronize first, in
 the same job, instead of the record failing as a missing dependency (as "synchronize modified records" does).
 
 Real RQ worker, real HTTP into the sandbox; the pages are driven through the admin.
