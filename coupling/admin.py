@@ -6,11 +6,11 @@ actions and the compare and match pages of `jobs` through its mixins.
 
 from django.contrib import admin
 
-from adminkit.admin import CappedCountPaginator
+from adminkit.admin import CappedCountAdminMixin
 from coupling.filters import CouplingListFilter
 
 
-class CouplingAdmin(admin.ModelAdmin):
+class CouplingAdmin(CappedCountAdminMixin, admin.ModelAdmin):
     list_display = ["id", "table_mapping", "bc_name", "dataverse_name", "last_results", "skipped", "updated_at"]
     list_display_links = ["id"]
     # One django-filter FilterSet (mapping, skipped, last result per direction, name or id) instead of the admin's
@@ -18,7 +18,6 @@ class CouplingAdmin(admin.ModelAdmin):
     list_filter = [CouplingListFilter]
     list_select_related = ["table_mapping"]
     list_per_page = 50
-    paginator = CappedCountPaginator
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER  # facet counts would COUNT the whole table per choice
 

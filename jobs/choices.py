@@ -18,6 +18,17 @@ class JobStatus(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
 
 
+class RequestedVia(models.TextChoices):
+    """What started a job, shown as "Requested by" beside the user (if any)."""
+
+    USER = "user", "A user"
+    SCHEDULE = "schedule", "The schedule"
+    CHANGE_NOTIFICATION = "change_notification", "A change notification"
+    COMMAND = "command", "The sync command"
+    RECOVERY = "recovery", "Crash recovery (resuming a stopped run)"
+    FOLLOW_UP = "follow_up", "Match-based coupling (its follow-up)"
+
+
 ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
 FINISHED_STATUSES = (JobStatus.SUCCEEDED, JobStatus.PARTLY_FAILED, JobStatus.FAILED, JobStatus.CANCELLED)
 

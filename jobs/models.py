@@ -9,11 +9,14 @@ from django.utils import timezone
 
 from connectors.choices import ConnectionKind
 from connectors.secrets import decrypt_secret, encrypt_secret
-from jobs.choices import ErrorClass, ErrorState, JobKind, JobStatus
+from jobs.choices import ErrorClass, ErrorState, JobKind, JobStatus, RequestedVia
 from mappings.choices import Direction
 from mappings.models import TableMapping
 
 COUNTER_FIELDS = ("inserted", "modified", "deleted", "unchanged", "skipped", "failed", "coupled", "uncoupled")
+# The outcomes of a synchronization that add up to the records it read, each record counted once (a record coupled by
+# matching during the run has an outcome of its own besides). A new outcome (a counter) joins this list.
+OUTCOME_FIELDS = ("inserted", "modified", "deleted", "unchanged", "skipped", "failed", "uncoupled")
 
 
 class SyncJob(models.Model):
@@ -25,6 +28,9 @@ class SyncJob(models.Model):
     status = models.CharField(max_length=20, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True)
     dry_run = models.BooleanField(default=False, help_text="A preview: planned, nothing written.")
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    requested_via = models.CharField(
+        max_length=30, choices=RequestedVia.choices, default=RequestedVia.USER, help_text="What started the job."
+    )
     rq_job_id = models.CharField(max_length=64, blank=True)
     queued_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -106,6 +112,96 @@ class SyncJob(models.Model):
     @property
     def counts(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in COUNTER_FIELDS}
+
+    @property
+    def requester(self) -> str:
+        """Who or what asked for the job: the schedule, a change notification, or the user (by name)."""
+        if self.requested_via == RequestedVia.USER:
+            return str(self.requested_by) if self.requested_by_id else "not recorded"
+        by = f" (asked by {self.requested_by})" if self.requested_by_id else ""
+        return self.get_requested_via_display() + by
+
+    @property
+    def seconds_run(self) -> float | None:
+        """Seconds from start to finish (to now while it runs); None before it starts."""
+        if self.started_at is None:
+            return None
+        return max(((self.finished_at or timezone.now()) - self.started_at).total_seconds(), 0.0)
+
+    @property
+    def duration(self) -> str:
+        seconds = self.seconds_run
+        return "" if seconds is None else seconds_text(seconds)
+
+    @property
+    def progress_percent(self) -> int | None:
+        if not self.progress_total:
+            return None
+        return min(100, round(100 * self.progress_done / self.progress_total))
+
+    @property
+    def time_left(self) -> str:
+        """An estimate of the time left of a running job, from its pace so far ("" when it cannot be told)."""
+        seconds = self.seconds_run
+        if self.finished_at or not seconds or not self.progress_total or not self.progress_done:
+            return ""
+        left = max(self.progress_total - self.progress_done, 0) * seconds / self.progress_done
+        return f"about {seconds_text(left)} left"
+
+    @property
+    def records_read(self) -> int:
+        return self.progress_done
+
+    @property
+    def outcomes(self) -> list[tuple[str, int]]:
+        """What became of the records the job read, as (outcome, records): they add up to the records read.
+
+        A preview: what each would do. Match-based coupling: each pair coupled is two records, one per system; an
+        ambiguous record counts as failed and a record without a match as skipped.
+        """
+        if self.dry_run:
+            counts = (self.preview or {}).get("counts", {})
+            return [(label.lower(), counts.get(key, 0)) for key, label in self.PREVIEW_COUNTS]
+        if self.kind == JobKind.COUPLING:
+            return [
+                ("coupled (two records a pair)", 2 * self.coupled),
+                ("ambiguous", self.failed),
+                ("without a match", self.skipped),
+            ]
+        return [(name, getattr(self, name)) for name in OUTCOME_FIELDS]
+
+    @property
+    def outcomes_total(self) -> int:
+        return sum(count for _, count in self.outcomes)
+
+    @property
+    def counts_reconcile(self) -> bool:
+        return self.records_read == self.outcomes_total
+
+    @property
+    def every_record_failed(self) -> bool:
+        """Records failed and none had another outcome (a coupling job's pairs are its other outcome)."""
+        others = [name for name in OUTCOME_FIELDS if name != "failed"]
+        succeeded = sum(getattr(self, name) for name in others) + (self.coupled if self.kind == JobKind.COUPLING else 0)
+        return self.failed > 0 and succeeded == 0
+
+
+def seconds_text(seconds: float) -> str:
+    """A duration as people say it: "20 seconds", "3 minutes 5 seconds", "2 hours 10 minutes"."""
+    whole = int(round(seconds))
+    if whole < 1:
+        return "less than a second"
+    if whole < 60:
+        return f"{whole} second{'s' if whole != 1 else ''}"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes} minute{'s' if minutes != 1 else ''}" + (
+            f" {secs} second{'s' if secs != 1 else ''}" if secs else ""
+        )
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} hour{'s' if hours != 1 else ''}" + (
+        f" {minutes} minute{'s' if minutes != 1 else ''}" if minutes else ""
+    )
 
 
 class SyncErrorQuerySet(models.QuerySet["SyncError"]):

@@ -19,6 +19,7 @@ from django.utils.html import format_html
 from connectors.models import Connection
 from connectors.types import ConnectorError
 from coupling.models import Coupling
+from jobs.admin.confirm import action_hidden_fields, confirmed, render_confirmation, uncouple_confirmation
 from jobs.admin.coupled_records import (
     connected_clients,
     delete_surviving_records,
@@ -100,11 +101,16 @@ def uncouple_selected(modeladmin, request, queryset):
     by_mapping = {}
     for pk, mapping_id in queryset.values_list("pk", "table_mapping_id"):
         by_mapping.setdefault(mapping_id, []).append(pk)
+    if not confirmed(request):
+        counts = {m: len(by_mapping[m.pk]) for m in TableMapping.objects.filter(pk__in=by_mapping)}
+        hidden = action_hidden_fields(request, "uncouple_selected", queryset)
+        return render_confirmation(modeladmin, request, uncouple_confirmation(counts), hidden)
     for mapping in TableMapping.objects.filter(pk__in=by_mapping):
         job = uncoupling_job_enqueue(mapping=mapping, coupling_ids=by_mapping[mapping.pk], user=request.user)
         modeladmin.message_user(
             request, format_html("{}: uncoupling {}, {}.", mapping.name, len(by_mapping[mapping.pk]), job_link(job))
         )
+    return None
 
 
 class CouplingSyncMixin(RunSyncPermissionMixin):

@@ -14,10 +14,17 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from adminkit.admin import CappedCountPaginator
+from adminkit.admin import CappedCountAdminMixin
 from connectors.models import Connection
 from connectors.types import ConnectorError
 from coupling.models import Coupling
+from jobs.admin.confirm import (
+    action_hidden_fields,
+    confirmed,
+    render_confirmation,
+    retry_confirmation,
+    uncouple_confirmation,
+)
 from jobs.admin.coupled_records import connected_clients, delete_surviving_records, restore_deleted_partners
 from jobs.admin.links import job_link, job_links
 from jobs.choices import ErrorClass, ErrorState
@@ -45,6 +52,9 @@ def _report_retry(modeladmin, request, jobs):
 
 @admin.action(description="Synchronize now / retry the records of the selected errors", permissions=["run_sync"])
 def retry_errors(modeladmin, request, queryset):
+    if not confirmed(request):
+        hidden = action_hidden_fields(request, "retry_errors", queryset)
+        return render_confirmation(modeladmin, request, retry_confirmation(queryset), hidden)
     jobs = sync_errors_retry(errors=queryset, user=request.user)
     _report_retry(modeladmin, request, jobs)
 
@@ -56,6 +66,9 @@ def retry_error_classes(modeladmin, request, queryset):
     classes = set(queryset.values_list("error_class", flat=True).distinct()[:20])
     filters = {k: v for k, v in request.GET.items() if k not in ("error_class", "p", "o", "_changelist_filters")}
     errors = sync_error_list(filters=filters).filter(error_class__in=classes)
+    if not confirmed(request):
+        hidden = action_hidden_fields(request, "retry_error_classes", queryset)
+        return render_confirmation(modeladmin, request, retry_confirmation(errors), hidden)
     jobs = sync_errors_retry(errors=errors, user=request.user)
     _report_retry(modeladmin, request, jobs)
 
@@ -79,6 +92,10 @@ def uncouple_error_records(modeladmin, request, queryset):
     by_mapping: dict[int, list[int]] = {}
     for pk, mapping_id in _couplings_of(queryset).values_list("pk", "table_mapping_id"):
         by_mapping.setdefault(mapping_id, []).append(pk)
+    if not confirmed(request):
+        counts = {m: len(by_mapping[m.pk]) for m in TableMapping.objects.filter(pk__in=by_mapping)}
+        hidden = action_hidden_fields(request, "uncouple_error_records", queryset)
+        return render_confirmation(modeladmin, request, uncouple_confirmation(counts), hidden)
     for mapping in TableMapping.objects.filter(pk__in=by_mapping):
         job = uncoupling_job_enqueue(mapping=mapping, coupling_ids=by_mapping[mapping.pk], user=request.user)
         modeladmin.message_user(
@@ -107,7 +124,7 @@ def _couplings_of(errors):
     return Coupling.objects.filter(condition)
 
 
-class SyncErrorAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
+class SyncErrorAdmin(CappedCountAdminMixin, RunSyncPermissionMixin, admin.ModelAdmin):
     list_display = [
         "created_at",
         "table_mapping",
@@ -125,7 +142,6 @@ class SyncErrorAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
     show_full_result_count = False
     readonly_fields = [f.name for f in SyncError._meta.fields]
     list_per_page = 50
-    paginator = CappedCountPaginator
     actions = [
         retry_errors,
         retry_error_classes,
@@ -194,6 +210,9 @@ class SyncErrorAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
         filters["error_class"] = request.POST.get("error_class", "")
         if filters["error_class"] not in ErrorClass.values:
             messages.error(request, "Choose an error class to retry.")
+        elif not confirmed(request):
+            confirmation = retry_confirmation(sync_error_list(filters=filters))
+            return render_confirmation(self, request, confirmation, [("error_class", filters["error_class"])])
         else:
             jobs = sync_errors_retry(errors=sync_error_list(filters=filters), user=request.user)
             _report_retry(self, request, jobs)

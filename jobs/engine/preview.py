@@ -19,7 +19,13 @@ def empty_preview() -> dict[str, Any]:
 def tally_preview(preview: dict[str, Any], source: Side, plans: list[Plan]) -> None:
     """Add a page's plans to `preview`: counts by action (conflicts apart), and the first changes in detail."""
     for plan in plans:
-        key = "conflicts" if plan.error_class == ErrorClass.CONFLICT else plan.action.value
+        # As the real run counts them: conflicts apart from other failures, uncoupled records ignored as skipped.
+        if plan.error_class == ErrorClass.CONFLICT:
+            key = "conflicts"
+        elif plan.action == Action.IGNORE:
+            key = Action.SKIP.value
+        else:
+            key = plan.action.value
         preview["counts"][key] = preview["counts"].get(key, 0) + 1
         if plan.action in (Action.INSERT, Action.UPDATE, Action.FAIL) and len(preview["sample"]) < PREVIEW_SAMPLE_SIZE:
             preview["sample"].append(

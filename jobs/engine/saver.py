@@ -36,7 +36,9 @@ COUNTER_FOR = {
     Action.UPDATE: "modified",
     Action.UNCHANGED: "unchanged",
     Action.SKIP: "skipped",
-    Action.IGNORE: "",
+    # Uncoupled while the mapping synchronizes only coupled records: read, not synchronized. BC does not count these;
+    # here they are skipped, so that the records a run read always add up to its outcomes.
+    Action.IGNORE: "skipped",
     Action.UNCOUPLE: "uncoupled",
     Action.FAIL: "failed",
 }
@@ -73,7 +75,8 @@ class PageSaver:
         self.source, self.target = source, target
         self.settle_ambiguous = settle_ambiguous  # in the same transaction as the couplings it settles
 
-    def save(self, written: Iterable[tuple[Plan, WriteResult | None]]) -> None:
+    def save(self, written: Iterable[tuple[Plan, WriteResult | None]], *, read: int = 0) -> None:
+        """Save a written page; `read` (its records read) is added to the job's progress with its counters."""
         counts: Counter[str] = Counter()
         errors, to_update, to_reserve = [], [], []
         to_delete: list[int] = []
@@ -137,6 +140,8 @@ class PageSaver:
                 self._close_errors(synced_ids, [self.source.row_id(p) for p in failed_rows], now)
             if errors:
                 SyncError.objects.bulk_create(errors, batch_size=BULK_BATCH)
+            if read:
+                counts["progress_done"] += read
             if counts:
                 SyncJob.objects.filter(pk=self.job.pk).update(**{k: F(k) + v for k, v in counts.items()})
 

@@ -89,7 +89,7 @@ def _resolve_batch(batch, SyncError, SyncJob, Coupling):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("jobs", "0009_sync_job_crash_recovery"),
+        ("jobs", "0010_h13jobs_requested_via"),
         ("mappings", "0003_mapping_change"),
         ("coupling", "0006_coupling_reserved_at_and_side_kinds"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),

@@ -29,7 +29,7 @@ from connectors.choices import ConnectionKind
 from connectors.clients import open_client
 from connectors.models import Connection
 from connectors.types import ConnectorError
-from jobs.choices import ACTIVE_STATUSES, JobKind, JobStatus
+from jobs.choices import ACTIVE_STATUSES, JobKind, JobStatus, RequestedVia
 from jobs.engine.reader import changes_waiting
 from jobs.engine.sides import run_directions
 from jobs.models import Schedule, ScheduleState, SyncJob
@@ -157,7 +157,7 @@ def schedule_start_run(*, schedule: Schedule, now: datetime | None = None) -> bo
             _set(schedule, state=ScheduleState.READY, last_message="Skipped: a run of this mapping was in progress.")
             return False
         try:
-            jobs = sync_enqueue(mapping=mapping, kind=JobKind.MODIFIED)
+            jobs = sync_enqueue(mapping=mapping, kind=JobKind.MODIFIED, via=RequestedVia.SCHEDULE)
         except SyncNotStarted as exc:
             _set(
                 schedule,

@@ -92,7 +92,8 @@ def test_retrying_a_missing_dependency_error_synchronizes_the_dependencies_first
 
     run_jobs(
         lambda: admin_client.post(
-            reverse("admin:jobs_syncerror_changelist"), {"action": "retry_errors", "_selected_action": [error.pk]}
+            reverse("admin:jobs_syncerror_changelist"),
+            {"action": "retry_errors", "_selected_action": [error.pk], "confirm": "yes"},
         )
     )
 

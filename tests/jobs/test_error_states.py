@@ -139,7 +139,7 @@ def test_a_repeated_error_supersedes_the_earlier_one_and_a_retry_that_succeeds_r
 
     sandbox.edit_as_another_user("dataverse", "accounts", coupling.dataverse_id, telephone1="+31 20 555 0101")
     with django_capture_on_commit_callbacks(execute=True):
-        admin_client.post(ERRORS, {"action": "retry_errors", "_selected_action": [second_error.pk]})
+        admin_client.post(ERRORS, {"action": "retry_errors", "_selected_action": [second_error.pk], "confirm": "yes"})
     rq_worker()
 
     second_error.refresh_from_db()
