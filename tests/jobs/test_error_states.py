@@ -178,7 +178,9 @@ def test_uncoupling_the_record_of_an_error_closes_it_and_both_records_stay(
     error = SyncError.objects.get(job=run(customer, direction="from_dataverse")[0])
 
     with django_capture_on_commit_callbacks(execute=True):
-        admin_client.post(ERRORS, {"action": "uncouple_error_records", "_selected_action": [error.pk]})
+        admin_client.post(
+            ERRORS, {"action": "uncouple_error_records", "_selected_action": [error.pk], "confirm": "yes"}
+        )
     rq_worker()
 
     assert not Coupling.objects.filter(pk=coupling.pk).exists()
