@@ -26,6 +26,8 @@ class CouplingAdmin(CappedCountAdminMixin, admin.ModelAdmin):
         to_dv = obj.get_last_result_to_dataverse_display() if obj.last_result_to_dataverse else "not yet"
         from_dv = obj.get_last_result_from_dataverse_display() if obj.last_result_from_dataverse else "not yet"
         text = f"to Dataverse: {to_dv} · from Dataverse: {from_dv}"
+        if obj.first_sync_direction:
+            text += f" · first sync {obj.get_first_sync_direction_display().lower()} pending"
         return text + (" · being created" if obj.pending else "")
 
     def get_readonly_fields(self, request, obj=None):

@@ -117,6 +117,7 @@ class PageSaver:
             elif outcome == Action.UNCOUPLE:
                 assert coupling is not None
                 to_delete.append(coupling.pk)
+                synced_ids.append(self.source.row_id(plan.source_row))  # its deletion conflict is settled
             elif outcome == Action.FAIL:
                 if coupling is not None:
                     self._failed(coupling, plan)

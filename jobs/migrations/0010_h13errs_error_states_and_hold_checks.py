@@ -10,61 +10,81 @@ BATCH = 1000
 def existing_errors_get_a_state(apps, schema_editor):
     """Errors saved before errors had a state: the newest of each record and direction stays open unless the
     record's coupling synchronized since (a later job: resolved by that sync; no later job: resolved by hand, as
-    a conflict resolved field by field leaves it); every older one is superseded by it."""
+    a conflict resolved field by field leaves it); every older one is superseded by it.
+
+    Read as plain values first (no writes while a cursor is open on the table), then written in batches: one query
+    per batch of couplings looked up, one UPDATE per batch of errors."""
     SyncError = apps.get_model("jobs", "SyncError")
     SyncJob = apps.get_model("jobs", "SyncJob")
     Coupling = apps.get_model("coupling", "Coupling")
-    newest_seen = set()
-    changed = []
-
-    def flush():
-        SyncError.objects.bulk_update(changed, ["state", "resolved_at", "resolved_by_job"], batch_size=BATCH)
-        changed.clear()
-
-    for error in SyncError.objects.order_by("-created_at", "-id").iterator(chunk_size=BATCH):
-        to_dataverse = error.direction == "to_dataverse"
-        source_id = error.bc_id if to_dataverse else error.dataverse_id
-        key = (error.table_mapping_id, error.direction, source_id)
+    rows = SyncError.objects.order_by("-created_at", "-id").values_list(
+        "pk", "table_mapping_id", "direction", "bc_id", "dataverse_id", "job_id"
+    )
+    newest_seen, superseded, newest = set(), [], []
+    for pk, mapping_id, direction, bc_id, dataverse_id, job_id in rows:
+        source_id = bc_id if direction == "to_dataverse" else dataverse_id
+        key = (mapping_id, direction, source_id)
         if key in newest_seen:
-            error.state, error.resolved_at = "superseded", error.created_at
-            changed.append(error)
+            superseded.append(pk)
         else:
             newest_seen.add(key)
-            state, job_id, when = _resolution(error, source_id, to_dataverse, Coupling, SyncJob)
-            if state:
-                error.state, error.resolved_by_job_id, error.resolved_at = state, job_id, when or error.created_at
-                changed.append(error)
-        if len(changed) >= BATCH:
-            flush()
-    flush()
-
-
-def _resolution(error, source_id, to_dataverse, Coupling, SyncJob):
-    suffix = "to_dataverse" if to_dataverse else "from_dataverse"
-    if source_id is None:
-        # A run that stopped: resolved when a later whole run of the mapping in that direction went through.
-        later = (
-            SyncJob.objects.filter(
-                table_mapping_id=error.table_mapping_id,
-                direction=error.direction,
-                kind__in=["modified", "full"],
-                dry_run=False,
-                status__in=["succeeded", "partly_failed"],
-                pk__gt=error.job_id,
-            )
-            .order_by("pk")
-            .first()
+            newest.append((pk, mapping_id, direction, source_id, job_id))
+    for start in range(0, len(superseded), BATCH):
+        SyncError.objects.filter(pk__in=superseded[start : start + BATCH]).update(
+            state="superseded", resolved_at=models.F("created_at")
         )
-        return ("resolved_by_sync", later.pk, later.finished_at) if later else ("", None, None)
-    source_attr = "bc_id" if to_dataverse else "dataverse_id"
-    coupling = Coupling.objects.filter(table_mapping_id=error.table_mapping_id, **{source_attr: source_id}).first()
-    if coupling is None or getattr(coupling, f"last_result_{suffix}") != "success":
-        return "", None, None
-    last_job = getattr(coupling, f"last_job_{suffix}")
-    if last_job and last_job > error.job_id:
-        job = SyncJob.objects.filter(pk=last_job).first()
-        return "resolved_by_sync", job.pk if job else None, job.finished_at if job else None
-    return "resolved_by_hand", None, None
+    for start in range(0, len(newest), BATCH):
+        _resolve_batch(newest[start : start + BATCH], SyncError, SyncJob, Coupling)
+
+
+def _resolve_batch(batch, SyncError, SyncJob, Coupling):
+    wanted = {}  # (mapping, source attribute) -> source ids
+    for _pk, mapping_id, direction, source_id, _job_id in batch:
+        if source_id is not None:
+            attr = "bc_id" if direction == "to_dataverse" else "dataverse_id"
+            wanted.setdefault((mapping_id, attr), set()).add(source_id)
+    couplings = {}
+    for (mapping_id, attr), ids in wanted.items():
+        for coupling in Coupling.objects.filter(table_mapping_id=mapping_id, **{f"{attr}__in": ids}):
+            couplings[(mapping_id, attr, getattr(coupling, attr))] = coupling
+    resolved = []  # (pk, state, job id)
+    for pk, mapping_id, direction, source_id, job_id in batch:
+        suffix = "to_dataverse" if direction == "to_dataverse" else "from_dataverse"
+        if source_id is None:
+            # A run that stopped: resolved when a later whole run of the mapping in that direction went through.
+            later = (
+                SyncJob.objects.filter(
+                    table_mapping_id=mapping_id,
+                    direction=direction,
+                    kind__in=["modified", "full"],
+                    dry_run=False,
+                    status__in=["succeeded", "partly_failed"],
+                    pk__gt=job_id,
+                )
+                .order_by("pk")
+                .values_list("pk", flat=True)
+                .first()
+            )
+            if later:
+                resolved.append((pk, "resolved_by_sync", later))
+            continue
+        attr = "bc_id" if direction == "to_dataverse" else "dataverse_id"
+        coupling = couplings.get((mapping_id, attr, source_id))
+        if coupling is None or getattr(coupling, f"last_result_{suffix}") != "success":
+            continue
+        last_job = getattr(coupling, f"last_job_{suffix}")
+        if last_job and last_job > job_id:
+            resolved.append((pk, "resolved_by_sync", last_job))
+        else:
+            resolved.append((pk, "resolved_by_hand", None))
+    jobs = dict(SyncJob.objects.filter(pk__in={j for _, _, j in resolved if j}).values_list("pk", "finished_at"))
+    errors = SyncError.objects.in_bulk([pk for pk, _, _ in resolved])
+    for pk, state, job_id in resolved:
+        error = errors[pk]
+        error.state = state
+        error.resolved_by_job_id = job_id if job_id in jobs else None
+        error.resolved_at = jobs.get(job_id) or error.created_at
+    SyncError.objects.bulk_update(errors.values(), ["state", "resolved_at", "resolved_by_job"], batch_size=BATCH)
 
 
 class Migration(migrations.Migration):

@@ -52,6 +52,8 @@ def test_the_direction_chosen_when_coupling_holds_after_its_first_sync_failed(
     first = SyncJob.objects.get(table_mapping=customer, kind=JobKind.RECORDS)
     assert first.failed == 1
     assert SyncError.objects.get(job=first).error_class == "missing_dependency"
+    couplings_page = admin_client.get(reverse("admin:coupling_coupling_changelist")).content.decode()
+    assert "first sync to dataverse pending" in couplings_page
 
     # The salespeople get coupled; the next scheduled-style run synchronizes modified records both ways.
     run_jobs(lambda: sync_enqueue(mapping=TableMapping.objects.get(name="SALESPEOPLE")))

@@ -54,6 +54,10 @@ def test_the_newest_error_of_a_record_stays_open_unless_its_coupling_synchronize
         last_job_to_dataverse=jobs[1].pk,
     )
 
+    run_stopped = SyncError.objects.create(
+        job=jobs[0], table_mapping=mapping, direction="to_dataverse", error_class="internal", message="stopped"
+    ).pk
+
     new = migrate(AFTER)
     states = dict(new.get_model("jobs", "SyncError").objects.values_list("pk", "state"))
 
@@ -62,5 +66,7 @@ def test_the_newest_error_of_a_record_stays_open_unless_its_coupling_synchronize
         newest: "open",
         fixed: "resolved_by_sync",
         by_hand: "resolved_by_hand",
+        run_stopped: "resolved_by_sync",  # a later whole run went through
     }
-    assert new.get_model("jobs", "SyncError").objects.get(pk=fixed).resolved_by_job_id == jobs[2].pk
+    resolved_by = dict(new.get_model("jobs", "SyncError").objects.values_list("pk", "resolved_by_job_id"))
+    assert (resolved_by[fixed], resolved_by[run_stopped], resolved_by[newest]) == (jobs[2].pk, jobs[1].pk, None)

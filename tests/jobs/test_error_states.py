@@ -7,6 +7,8 @@ Real RQ worker, real HTTP into the sandbox, real database; the pages are read th
 import re
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from connectors.clients import open_client
@@ -74,7 +76,11 @@ def test_errors_of_records_that_then_synchronize_leave_the_list_and_every_count(
     assert f"{len(failed_ids)} still open" in progress
 
     run(TableMapping.objects.get(name="SALESPEOPLE"))  # couples the salespeople
-    (second,) = run(customer, direction="to_dataverse")
+    with CaptureQueriesContext(connection) as queries:
+        (second,) = run(customer, direction="to_dataverse")
+    # Closed in bulk by the saver: one UPDATE per page of records (pages of 5 here), not one per record.
+    closing = [q["sql"] for q in queries.captured_queries if q["sql"].startswith('UPDATE "jobs_syncerror"')]
+    assert 0 < len(closing) <= -(-len(failed_ids) // 5) < len(failed_ids)
 
     assert second.failed == 0 and second.inserted == len(failed_ids)
     # What the pages say ...
@@ -89,6 +95,8 @@ def test_errors_of_records_that_then_synchronize_leave_the_list_and_every_count(
     assert listed_error_ids(admin_client, f"state=all&job={first.pk}") == failed_ids
     assert listed_error_ids(admin_client, "state=resolved_by_sync") == failed_ids
     assert set(failed.values_list("state", "resolved_by_job")) == {(ErrorState.RESOLVED_BY_SYNC, second.pk)}
+    detail = admin_client.get(reverse("admin:jobs_syncerror_change", args=[failed.first().pk])).content.decode()
+    assert "Resolved by a later sync" in detail
     # ... and what the two systems hold: each record whose error closed now exists in Dataverse.
     bc_ids = set(failed.values_list("bc_id", flat=True))
     couplings = Coupling.objects.filter(table_mapping=customer, bc_id__in=bc_ids, pending=False)
@@ -159,3 +167,27 @@ def test_marking_errors_as_resolved_by_hand_keeps_them_in_the_history(admin_clie
 def test_an_unknown_state_in_the_filter_is_refused_and_lists_nothing(admin_client):
     response = admin_client.get(f"{ERRORS}?state=gone")
     assert response.status_code == 302 and "e=1" in response["Location"]  # the admin's "invalid filter" answer
+
+
+def test_uncoupling_the_record_of_an_error_closes_it_and_both_records_stay(
+    admin_client, run, phone_from_dataverse, sandbox_connections, django_capture_on_commit_callbacks, rq_worker
+):
+    customer, coupling = phone_from_dataverse
+    too_long = "+31 20 555 0100 extension 12345678"
+    sandbox.edit_as_another_user("dataverse", "accounts", coupling.dataverse_id, telephone1=too_long)
+    error = SyncError.objects.get(job=run(customer, direction="from_dataverse")[0])
+
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(
+            ERRORS, {"action": "uncouple_error_records", "_selected_action": [error.pk], "confirm": "yes"}
+        )
+    rq_worker()
+
+    assert not Coupling.objects.filter(pk=coupling.pk).exists()
+    error.refresh_from_db()
+    assert error.state == ErrorState.RESOLVED_BY_HAND and error.resolved_by.username == "admin"
+    assert listed_error_ids(admin_client) == set()
+    with open_client(sandbox_connections[0]) as bc, open_client(sandbox_connections[1]) as dataverse:
+        assert bc.read_by_ids("customers", [coupling.bc_id]) and dataverse.read_by_ids(
+            "accounts", [coupling.dataverse_id]
+        )

@@ -8,7 +8,7 @@ from django.core import mail
 from django.urls import reverse
 from django.utils import timezone
 
-from jobs.choices import ErrorClass, JobStatus
+from jobs.choices import ErrorClass, ErrorState, JobStatus
 from jobs.models import Schedule, SyncError, SyncJob
 from jobs.scheduling.schedules import schedules_resume
 from mappings.choices import Direction
@@ -124,6 +124,18 @@ def test_n_errors_within_m_minutes_fire_and_resolve_when_they_age_out(customer, 
     alerts_evaluate(now=timezone.now() + timedelta(minutes=11))
     assert len(mail.outbox) == 2
     assert "Resolved" in mail.outbox[1].subject
+
+
+def test_errors_already_resolved_or_superseded_raise_no_alert(customer, channels):
+    """An alert on errors is about what is wrong now: errors the next sync resolved do not count."""
+    make_rule(channels, kind=RuleKind.ERRORS, threshold=3, window_minutes=10)
+    job = finished_job(customer, JobStatus.PARTLY_FAILED)
+    for state in (ErrorState.RESOLVED_BY_SYNC, ErrorState.SUPERSEDED, ErrorState.RESOLVED_BY_HAND, ErrorState.OPEN):
+        SyncError.objects.create(
+            job=job, table_mapping=customer, direction=job.direction, error_class="validation", message="x", state=state
+        )
+    alerts_evaluate()
+    assert mail.outbox == [] and not Incident.objects.exists()
 
 
 def test_a_firing_rule_pauses_the_schedule_and_the_schedule_says_why(customer, channels):
