@@ -41,7 +41,9 @@ def test_entity_definitions_names(dv, seeded):
         "name",
     )
     tracked = dv.get("EntityDefinitions", params={"$select": "SchemaName", "$filter": "ChangeTrackingEnabled eq true"})
-    assert len(tracked.json()["value"]) == 4
+    assert (
+        len(tracked.json()["value"]) == 6
+    )  # accounts, contacts, systemusers, transactioncurrencies, products, cr123_projects
     one = dv.get("EntityDefinitions(LogicalName='contact')").json()
     assert one["EntitySetName"] == "contacts" and one["PrimaryNameAttribute"] == "fullname"
 
