@@ -10,10 +10,15 @@ from __future__ import annotations
 import contextlib
 import difflib
 
+from django.conf import settings
+
+from connectors.bc_routes import STANDARD_ROUTE, split_route
+from connectors.business_central import BusinessCentralClient
 from connectors.clients import open_client
 from connectors.models import Connection
 from connectors.types import ConnectorError, ErrorKind, RemoteClient, TableInfo
 from mappings.choices import SIDE_KIND, SIDE_LABEL, Side
+from mappings.models import TableMapping
 
 
 class MetadataUnavailable(Exception):
@@ -60,7 +65,12 @@ class MetadataCache:
         """Entity sets the system offers (for suggestions); raises MetadataUnavailable."""
         if side not in self._table_lists:
             try:
-                self._table_lists[side] = sorted(self.client(side).tables())
+                client = self.client(side)
+                names = list(client.tables())
+                if isinstance(client, BusinessCentralClient):
+                    for route in bc_api_routes():
+                        names += client.tables(route)
+                self._table_lists[side] = sorted(names)
             except MetadataUnavailable as exc:
                 self._table_lists[side] = exc
             except ConnectorError as exc:
@@ -102,6 +112,17 @@ class MetadataCache:
             return MetadataUnavailable(
                 f"{label} has no table {entity_set!r}.{_close_tables(client, entity_set)}", unknown_table=True
             )
+
+
+def bc_api_routes() -> list[str]:
+    """Custom API routes to offer: the configured ones and those the mappings already use, in that order."""
+    routes = list(settings.SYNC_BC_API_ROUTES)
+    for entity_set in TableMapping.objects.filter(bc_entity_set__contains="/").values_list("bc_entity_set", flat=True):
+        try:
+            routes.append(split_route(entity_set)[0])
+        except ConnectorError:
+            continue  # validation reports the malformed name on its own mapping
+    return [route for route in dict.fromkeys(routes) if route != STANDARD_ROUTE]
 
 
 def _open_client(side: Side) -> RemoteClient:
