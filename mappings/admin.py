@@ -114,6 +114,7 @@ class TableMappingAdmin(admin.ModelAdmin):
                     "direction",
                     "table_filter",
                     "integration_table_filter",
+                    "record_priority",
                     "sync_only_coupled",
                     "dependencies",
                 ]

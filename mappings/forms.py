@@ -12,7 +12,8 @@ from mappings.importing import ImportRefused, import_document_parse, import_size
 from mappings.metadata import MetadataCache
 from mappings.models import FieldMapping, TableMapping
 from mappings.serialization import FIELD_DEFAULTS, TABLE_DEFAULTS
-from mappings.validation import Problem, validate_field_mappings, validate_table
+from mappings.services import mappings_sharing_tables
+from mappings.validation import Problem, check_shared_tables, validate_field_mappings, validate_table
 
 
 @dataclasses.dataclass
@@ -59,6 +60,9 @@ class TableMappingForm(forms.ModelForm):
     def clean_dataverse_new_record_values(self):
         return self.cleaned_data.get("dataverse_new_record_values") or {}
 
+    def clean_record_priority(self):
+        return self.cleaned_data.get("record_priority") or 0  # left blank: the first, as when only one mapping
+
     def clean(self):
         cleaned = super().clean()
         run = self.validation_run or ValidationRun()
@@ -66,7 +70,9 @@ class TableMappingForm(forms.ModelForm):
         for key, default in TABLE_DEFAULTS.items():
             data[key] = cleaned.get(key, getattr(self.instance, key, default))
         data["dependencies"] = [dep.name for dep in cleaned.get("dependencies") or []]
-        for problem in validate_table(data, metadata=run.metadata, dependency_graph=self._dependency_graph(data)):
+        problems = validate_table(data, metadata=run.metadata, dependency_graph=self._dependency_graph(data))
+        problems += check_shared_tables(data, mappings_sharing_tables(data, exclude_pk=self.instance.pk))
+        for problem in problems:
             if problem.warning:
                 run.warn(problem)
             else:

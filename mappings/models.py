@@ -26,6 +26,12 @@ class TableMapping(models.Model):
     integration_table_filter = models.TextField(
         blank=True, help_text="OData $filter on Dataverse rows, for example: statecode eq 0"
     )
+    record_priority = models.PositiveIntegerField(
+        default=0,
+        blank=True,
+        help_text="When several mappings synchronize the same table, each record belongs to the first of them (lowest "
+        "number) whose filter it matches; the others leave it alone.",
+    )
     sync_only_coupled = models.BooleanField(
         "synchronize only coupled records",
         default=True,

@@ -23,6 +23,7 @@ TABLE_DEFAULTS: dict[str, Any] = {
     "direction": "bidirectional",
     "table_filter": "",
     "integration_table_filter": "",
+    "record_priority": 0,
     "sync_only_coupled": True,
     "update_conflict_resolution": "",
     "deletion_conflict_resolution": "",

@@ -356,6 +356,62 @@ def _example(column: ColumnInfo) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Several mappings on one table
+# --------------------------------------------------------------------------------------------------------------
+
+# The rule holds for the Business Central table, where Business Central's own engine silently takes "the first"
+# mapping. Several mappings on one Dataverse table are told apart by their integration table filters, as the defaults
+# CUSTOMER and VENDOR are on accounts (customertypecode 3 and 11).
+SHARED_SIDES = (("bc", "bc_entity_set", "table_filter", "table filter"),)
+
+
+def check_shared_tables(data: dict[str, Any], others: list[dict[str, Any]]) -> list[Problem]:
+    """The rule that says which mapping a record belongs to when several mappings synchronize one BC table.
+
+    A record belongs to the first mapping, by record priority (lowest first), whose filter it matches; the later
+    mappings leave it alone. Refused, because a record's mapping would be unclear or a mapping would get nothing:
+    two mappings of one table with the same priority, and an earlier mapping that takes every record a later one
+    could (no filter, or the same filter). Business Central's own engine silently takes "the first" instead.
+    """
+    problems = []
+    priority = data.get("record_priority") or 0
+    for side, table_key, filter_key, filter_label in SHARED_SIDES:
+        table = data.get(table_key) or ""
+        sharing = [o for o in others if o.get(table_key) == table and o.get("name") != data.get("name")]
+        for other in sorted(sharing, key=lambda o: (o.get("record_priority") or 0, o.get("name") or "")):
+            where = f"{SIDE_LABEL[side]} {table}"
+            other_priority = other.get("record_priority") or 0
+            if other_priority == priority:
+                problems.append(
+                    Problem(
+                        f"{other['name']} also synchronizes {where} with record priority {priority}: give the two "
+                        "mappings different record priorities, so that each record belongs to one of them (the "
+                        "lowest number whose filter the record matches).",
+                        field="record_priority",
+                    )
+                )
+                continue
+            earlier, later = (other, data) if other_priority < priority else (data, other)
+            earlier_filter = _normalized(earlier.get(filter_key))
+            if not earlier_filter or earlier_filter == _normalized(later.get(filter_key)):
+                reason = "has no " + filter_label if not earlier_filter else f"has the same {filter_label}"
+                problems.append(
+                    Problem(
+                        f"{earlier['name']} comes first on {where} (record priority "
+                        f"{earlier.get('record_priority') or 0}) and {reason}, so it takes every record "
+                        f"{later['name']} could synchronize: give "
+                        f"{earlier['name']} a narrower {filter_label}, or {later['name']} a lower record priority.",
+                        field=filter_key if earlier is data else "record_priority",
+                    )
+                )
+    return problems
+
+
+def _normalized(expression: Any) -> str:
+    return " ".join(str(expression or "").split())
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Dependencies
 # --------------------------------------------------------------------------------------------------------------
 

@@ -603,6 +603,7 @@ DATAVERSE_TABLES = (
                 "Product Type",
             ),
             Column("quantitydecimal", "integer", minimum=0, maximum=5),
+            _choice("productstructure", [(1, "Product"), (2, "Product Family"), (3, "Product Bundle")], "Structure"),
             STATECODE,
             STATUSCODE,
             Column("transactioncurrencyid", "lookup", targets=("transactioncurrencies",)),
