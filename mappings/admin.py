@@ -31,7 +31,7 @@ from mappings.forms import (
     validation_run,
 )
 from mappings.importing import ImportRefused
-from mappings.metadata import MetadataUnavailable
+from mappings.metadata import MetadataUnavailable, column_hint
 from mappings.models import FieldMapping, TableMapping
 from mappings.services import configuration_export, configuration_import, table_mapping_reset_to_defaults
 from mappings.transformations import TransformationError, apply_transformation
@@ -178,7 +178,10 @@ class TableMappingAdmin(admin.ModelAdmin):
                 except MetadataUnavailable as exc:
                     messages.warning(request, exc.message)
                     lists[f"{side}-tables"] = []
-                entity_set = getattr(mapping, f"{side}_entity_set", "") if mapping else ""
+                # The tables typed in the form (the "Show their fields" link sends them), else the saved ones.
+                entity_set = request.GET.get(f"{side}_entity_set") or (
+                    getattr(mapping, f"{side}_entity_set", "") if mapping else ""
+                )
                 lists[f"{side}-fields"] = []
                 if entity_set:
                     try:
@@ -187,9 +190,7 @@ class TableMappingAdmin(admin.ModelAdmin):
                         if exc.unknown_table:
                             messages.warning(request, exc.message)
                         continue
-                    lists[f"{side}-fields"] = [
-                        (c.name, c.type + (f"({c.max_length})" if c.max_length else "")) for c in table.columns.values()
-                    ]
+                    lists[f"{side}-fields"] = [(c.name, column_hint(c)) for c in table.columns.values()]
         return {"mapping_datalists": lists}
 
     # ----------------------------------------------------------------------------------------------------------

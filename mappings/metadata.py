@@ -16,7 +16,7 @@ from connectors.bc_routes import STANDARD_ROUTE, split_route
 from connectors.business_central import BusinessCentralClient
 from connectors.clients import open_client
 from connectors.models import Connection
-from connectors.types import ConnectorError, ErrorKind, RemoteClient, TableInfo
+from connectors.types import ColumnInfo, ConnectorError, ErrorKind, RemoteClient, TableInfo
 from mappings.choices import SIDE_KIND, SIDE_LABEL, Side
 from mappings.models import TableMapping
 
@@ -144,6 +144,22 @@ def _close_tables(client: RemoteClient, entity_set: str) -> str:
     except ConnectorError:
         return ""
     return did_you_mean(entity_set, tables)
+
+
+def column_hint(column: ColumnInfo, options_shown: int = 8) -> str:
+    """What the field lists show next to a name: type, length, required, read-only, lookup target, option values."""
+    parts = [column.type + (f"({column.max_length})" if column.max_length else "")]
+    if column.required:
+        parts.append("required")
+    if column.read_only:
+        parts.append("read-only")
+    if column.lookup_targets:
+        parts.append("lookup to " + ", ".join(column.lookup_targets))
+    if column.options:
+        items = list(column.options.items())
+        shown = ", ".join(str(v) if str(v) == str(label) else f"{v} {label}" for v, label in items[:options_shown])
+        parts.append("options: " + shown + (", ..." if len(items) > options_shown else ""))
+    return "; ".join(parts)
 
 
 def did_you_mean(name: str, candidates) -> str:
