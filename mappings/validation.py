@@ -662,6 +662,10 @@ def _check_types(field: dict, tables, value_map: dict, lookup_tables: dict[str, 
                 f"{source.name} ({source.type}) cannot be written to the {target.type} {target.name} without a value "
                 f"map; add one, e.g. {json.dumps(_value_map_example(target, concrete))}.",
             )
+        if not value_map and not lookup:
+            mismatch = _incompatible(source, target)
+            if mismatch:
+                yield target_key, mismatch
         both_texts = target.type in TEXT_TYPES and source.type in TEXT_TYPES
         longer = both_texts and (source.max_length or 0) > (target.max_length or source.max_length or 0)
         if (
@@ -671,6 +675,28 @@ def _check_types(field: dict, tables, value_map: dict, lookup_tables: dict[str, 
         ):
             # A warning, not an error: BC truncates too, and most values are shorter than the column.
             yield target_key, f"{source.name} ({source.max_length}) -> {target.name} ({target.max_length})", "length"
+
+
+GROUP_WORDS = {"text": "text", "number": "a number", "boolean": "a yes/no value", "datetime": "a date and time",
+               "guid": "an id"}  # fmt: skip
+
+
+def _incompatible(source: ColumnInfo, target: ColumnInfo) -> str:
+    """Why a source field's values cannot be written to the target field, when their types do not fit.
+
+    Anything can be written as text; otherwise both must be of one kind (numbers, yes/no, dates, ids). Choices and
+    enums have their own rule (a value map), and so do lookups (a lookup mapping).
+    """
+    source_group, target_group = TYPE_GROUPS.get(source.type), TYPE_GROUPS.get(target.type)
+    if source_group is None or target_group is None or target.type in CHOICE_TYPES:
+        return ""
+    if target_group == "text" or source_group == target_group:
+        return ""
+    return (
+        f"{source.name} ({source.type}) cannot be written to the {target.type} {target.name}: it holds "
+        f"{GROUP_WORDS[source_group]}, not {GROUP_WORDS[target_group]}. Map fields of compatible types, or add a "
+        "value map."
+    )
 
 
 def _truncates_to(rules: list, max_length: int) -> bool:
