@@ -57,6 +57,7 @@ class FieldMappingInline(admin.TabularInline):
         "value_map",
         "lookup_mapping",
         "clear_value_on_failed_lookup",
+        "add_missing_options",
         "not_null",
         "update_conflict_resolution",
         "use_for_matching",

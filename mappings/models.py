@@ -129,6 +129,11 @@ class FieldMapping(models.Model):
         help_text="Resolve the value through this mapping's couplings (for example CURRENCY).",
     )
     clear_value_on_failed_lookup = models.BooleanField(default=False)
+    add_missing_options = models.BooleanField(
+        default=False,
+        help_text="To Dataverse: a Business Central value the value map lacks is appended as a new option of the "
+        "Dataverse choice (InsertOptionValue), labelled with the value, and added to the value map.",
+    )
     not_null = models.BooleanField(default=False, help_text="Skip the transfer when the new value would be empty.")
     update_conflict_resolution = models.CharField(
         max_length=30,

@@ -44,6 +44,7 @@ FIELD_DEFAULTS: dict[str, Any] = {
     "value_map": {},
     "lookup_mapping": None,
     "clear_value_on_failed_lookup": False,
+    "add_missing_options": False,
     "not_null": False,
     "update_conflict_resolution": "",
     "use_for_matching": False,

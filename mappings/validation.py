@@ -576,6 +576,13 @@ def _check_field(
             "use_for_matching",
             "match-based coupling compares two fields: name both a Business Central field and a Dataverse column.",
         )
+    if field.get("add_missing_options") and (
+        direction not in (Direction.TO_DATAVERSE, Direction.BIDIRECTIONAL) or not field.get("bc_field")
+    ):
+        yield (
+            "add_missing_options",
+            "adding missing options needs a Business Central field sent To Dataverse into a Dataverse choice.",
+        )
     if field.get("clear_value_on_failed_lookup") and not field.get("lookup_mapping"):
         yield "clear_value_on_failed_lookup", "clear value on failed lookup needs a lookup mapping."
     bc_name, dv_name = field.get("bc_field") or "", field.get("dataverse_field") or ""
@@ -628,6 +635,11 @@ def _check_types(field: dict, tables, value_map: dict, lookup_tables: dict[str, 
                 f"{dv_col.name} points to {', '.join(dv_col.lookup_targets)}, but {lookup} couples "
                 f"{lookup_tables[lookup]}.",
             )
+    if field.get("add_missing_options") and dv_col is not None and dv_col.type != "choice":
+        yield (
+            "add_missing_options",
+            f"adding missing options needs a Dataverse choice column; {dv_col.name} is a {dv_col.type} column.",
+        )
     for concrete in _field_directions(field["direction"]):
         source, target = (bc_col, dv_col) if concrete == Direction.TO_DATAVERSE else (dv_col, bc_col)
         source_key, target_key = ("bc_field", "dataverse_field")
@@ -656,7 +668,8 @@ def _check_types(field: dict, tables, value_map: dict, lookup_tables: dict[str, 
                     f"{'is not an option' if len(wrong) == 1 else 'are not options'} of {target.name} "
                     f"({_options_text(target)}).",
                 )
-        if target.type in CHOICE_TYPES and source.type != target.type and not value_map and not lookup:
+        appends = field.get("add_missing_options") and concrete == Direction.TO_DATAVERSE
+        if target.type in CHOICE_TYPES and source.type != target.type and not value_map and not lookup and not appends:
             yield (
                 "value_map",
                 f"{source.name} ({source.type}) cannot be written to the {target.type} {target.name} without a value "

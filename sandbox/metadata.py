@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import uuid
 
-from sandbox import schema
+from sandbox import option_sets, schema
 from sandbox.wire import ApiError, Req, Resp, json_resp
 
 CSDL_HEAD = (
@@ -309,7 +309,9 @@ def attribute_definition(table: schema.Table, column: schema.Column, *, with_opt
             "MetadataId": _metadata_id(table.logical_name, column.name, "optionset"),
             "Name": f"{table.logical_name}_{column.name}",
             "OptionSetType": attribute_type,
-            "Options": [{"Value": value, "Label": _label(text)} for value, text in column.options],
+            "Options": [
+                {"Value": value, "Label": _label(text)} for value, text in option_sets.options(table, column).items()
+            ],
         }
     return definition
 

@@ -215,3 +215,17 @@ class Notification(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["due_at"], name="notification_due")]
+
+
+class DvOptionValue(models.Model):
+    """An option appended to a Dataverse choice column with InsertOptionValue, beyond those of sandbox/schema.py."""
+
+    entity = models.CharField(max_length=100)  # the table's logical name
+    attribute = models.CharField(max_length=100)
+    value = models.IntegerField()
+    label = models.CharField(max_length=250)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["entity", "attribute", "value"], name="dvoptionvalue_uniq"),
+        ]

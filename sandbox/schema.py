@@ -354,7 +354,7 @@ BC_TABLES = (
             Column("number", "code", 20),
             Column("description", "text", 100, required=True),
             Column("customerNumber", "code", 20),
-            Column("status", "enum", options=("Planning", "Open", "Completed")),
+            Column("status", "enum", options=("Planning", "Open", "On Hold", "Completed")),
             Column("budgetAmount", "decimal", minimum=0),
             BC_MODIFIED,
         ),

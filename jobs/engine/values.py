@@ -55,6 +55,8 @@ class FieldRule:
     bidirectional: bool = False
     conflict_policy: str = ""
     label: str = ""
+    field_mapping_id: int | None = None
+    add_missing_options: bool = False  # to Dataverse: append an option for a value the map lacks (engine/options.py)
 
     def write_key(self, target: Side) -> str:
         """The property to send: Dataverse lookups are written through `nav@odata.bind`."""
@@ -133,6 +135,8 @@ def compile_rules(
                 bidirectional=fm.direction == Direction.BIDIRECTIONAL,
                 conflict_policy=fm.update_conflict_resolution,
                 label=str(fm),
+                field_mapping_id=fm.pk,
+                add_missing_options=fm.add_missing_options and target.is_dataverse and bool(source_field),
             )
         )
     return rules
