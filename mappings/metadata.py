@@ -103,6 +103,8 @@ class MetadataCache:
         try:
             return client.table_info(entity_set)
         except ConnectorError as exc:
+            if exc.kind == ErrorKind.VALIDATION:  # not a well-formed name (bc_routes.split_route says why)
+                return MetadataUnavailable(f"{label}: {exc.message}", unknown_table=True)
             if exc.kind == ErrorKind.NOT_FOUND:
                 return MetadataUnavailable(
                     f"{label} has no table {entity_set!r}.{_close_tables(client, entity_set)}", unknown_table=True

@@ -54,3 +54,23 @@ def test_anything_may_be_written_as_text(admin_client, change_form):
     change_form.add_row(data, bc_field="creditLimit", dataverse_field="description", direction="to_dataverse")
     response = admin_client.post(url, data)
     assert response.status_code == 302, _errors(response)
+
+
+def test_adding_missing_options_needs_a_dataverse_choice(admin_client, change_form):
+    url, data = change_form.data(admin_client, "CUSTOMER")
+    change_form.add_row(
+        data, bc_field="city", dataverse_field="address1_city", direction="to_dataverse", add_missing_options="on"
+    )
+    before = configuration_snapshot()
+    response = admin_client.post(url, data)
+    assert "adding missing options needs a Dataverse choice column; address1_city is a string column." in _errors(
+        response
+    )
+    assert configuration_snapshot() == before
+
+
+def test_a_malformed_api_route_is_refused_as_an_unknown_table(admin_client, change_form):
+    url, data = change_form.data(admin_client, "CUSTOMER")
+    data["bc_entity_set"] = "contoso/customers"
+    response = admin_client.post(url, data)
+    assert "is not an entity set: name a standard one (customers) or a custom API page" in _errors(response)
