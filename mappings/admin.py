@@ -58,6 +58,7 @@ class FieldMappingInline(admin.TabularInline):
         "lookup_mapping",
         "clear_value_on_failed_lookup",
         "add_missing_options",
+        "bc_code_table",
         "not_null",
         "update_conflict_resolution",
         "use_for_matching",

@@ -132,7 +132,14 @@ class FieldMapping(models.Model):
     add_missing_options = models.BooleanField(
         default=False,
         help_text="To Dataverse: a Business Central value the value map lacks is appended as a new option of the "
-        "Dataverse choice (InsertOptionValue), labelled with the value, and added to the value map.",
+        "Dataverse choice (InsertOptionValue), labelled with the value, and added to the value map. From Dataverse: an "
+        "option the value map lacks becomes a record of the Business Central code table, and an entry of the map.",
+    )
+    bc_code_table = models.CharField(
+        "Business Central code table",
+        max_length=100,
+        blank=True,
+        help_text="From Dataverse with add missing options: the entity set of the codes (e.g. paymentTerms).",
     )
     not_null = models.BooleanField(default=False, help_text="Skip the transfer when the new value would be empty.")
     update_conflict_resolution = models.CharField(

@@ -45,6 +45,7 @@ FIELD_DEFAULTS: dict[str, Any] = {
     "lookup_mapping": None,
     "clear_value_on_failed_lookup": False,
     "add_missing_options": False,
+    "bc_code_table": "",
     "not_null": False,
     "update_conflict_resolution": "",
     "use_for_matching": False,

@@ -489,6 +489,12 @@ def validate_field_mappings(
     shorter_targets = []
     for index, field in enumerate(fields):
         label = field_label(index + 1, field)
+        code_table = field.get("bc_code_table") or ""
+        if code_table and metadata is not None and tables["bc"] is not None:
+            codes = _quiet_table(metadata, "bc", code_table)
+            if codes is None or "code" not in codes.columns:
+                message = f"Business Central has no code table {code_table!r} with a code field."
+                problems.append(Problem(f"{label}: {message}", field="bc_code_table", row=index))
         for key, message, *kind in _check_field(field, table_direction, tables, lookup_tables):
             if kind:
                 shorter_targets.append(message)
@@ -576,12 +582,17 @@ def _check_field(
             "use_for_matching",
             "match-based coupling compares two fields: name both a Business Central field and a Dataverse column.",
         )
-    if field.get("add_missing_options") and (
-        direction not in (Direction.TO_DATAVERSE, Direction.BIDIRECTIONAL) or not field.get("bc_field")
+    if field.get("add_missing_options") and not (field.get("bc_field") and field.get("dataverse_field")):
+        yield "add_missing_options", "adding missing options needs a Business Central field and a Dataverse choice."
+    if (
+        field.get("add_missing_options")
+        and direction in (Direction.FROM_DATAVERSE, Direction.BIDIRECTIONAL)
+        and not field.get("bc_code_table")
     ):
         yield (
-            "add_missing_options",
-            "adding missing options needs a Business Central field sent To Dataverse into a Dataverse choice.",
+            "bc_code_table",
+            "From Dataverse, adding missing options needs the Business Central code table to add the codes to "
+            "(for example paymentTerms).",
         )
     if field.get("clear_value_on_failed_lookup") and not field.get("lookup_mapping"):
         yield "clear_value_on_failed_lookup", "clear value on failed lookup needs a lookup mapping."
@@ -668,7 +679,9 @@ def _check_types(field: dict, tables, value_map: dict, lookup_tables: dict[str, 
                     f"{'is not an option' if len(wrong) == 1 else 'are not options'} of {target.name} "
                     f"({_options_text(target)}).",
                 )
-        appends = field.get("add_missing_options") and concrete == Direction.TO_DATAVERSE
+        appends = field.get("add_missing_options") and (
+            concrete == Direction.TO_DATAVERSE or field.get("bc_code_table")
+        )
         if target.type in CHOICE_TYPES and source.type != target.type and not value_map and not lookup and not appends:
             yield (
                 "value_map",

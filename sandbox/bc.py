@@ -390,6 +390,10 @@ def apply_values(table: schema.Table, company: str, body: dict, current: dict | 
             raise _record_not_found(caption, "SystemId", values[field])
     if values.get("salespersonCode") and not _related("salespeoplePurchasers", company, code=values["salespersonCode"]):
         raise _record_not_found("Salesperson/Purchaser", "Code", values["salespersonCode"])
+    for column in table.columns:
+        code = values.get(column.name) if column.code_table else None
+        if code and not _related(column.code_table, company, code=code):
+            raise _record_not_found(schema.table("bc", column.code_table).caption, "Code", code)
     if table.entity_set == "contacts" and "companyNumber" in values:
         values["companyName"] = _contact_company_name(company, values["companyNumber"])
     if table.entity_set == "contacts" and ("displayName" in values or current is None):

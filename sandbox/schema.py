@@ -49,6 +49,7 @@ class Column:
     minimum: float | None = None
     maximum: float | None = None
     label: str = ""
+    code_table: str = ""  # BC: a Code field that must name a record of this entity set (by its `code`)
 
     @property
     def storage(self) -> str:
@@ -355,6 +356,7 @@ BC_TABLES = (
             Column("description", "text", 100, required=True),
             Column("customerNumber", "code", 20),
             Column("status", "enum", options=("Planning", "Open", "On Hold", "Completed")),
+            Column("projectTypeCode", "code", 10, code_table="projectTypes"),
             Column("budgetAmount", "decimal", minimum=0),
             BC_MODIFIED,
         ),
@@ -363,6 +365,20 @@ BC_TABLES = (
         number_series=("PRJ00010", 10),
         webhooks=True,
         unique=("number",),
+        api_route=BC_CUSTOM_ROUTE,
+    ),
+    # The extension's code table of project types, as Payment Terms or Shipment Methods are for customers.
+    Table(
+        "bc",
+        "projectTypes",
+        "projectType",
+        "BcProjectType",
+        "id",
+        "description",
+        "lastModifiedDateTime",
+        (BC_ID, Column("code", "code", 10, required=True), Column("description", "text", 50), BC_MODIFIED),
+        caption="Project Type",
+        unique=("code",),
         api_route=BC_CUSTOM_ROUTE,
     ),
 )
@@ -631,6 +647,7 @@ DATAVERSE_TABLES = (
                 "Project Status",
             ),
             Column("cr123_budget", "money", **MONEY),
+            _choice("cr123_projecttype", [(100000000, "Fit-out")], "Project Type"),
             Column("cr123_accountid", "lookup", targets=("accounts",), label="Customer Account"),
             STATECODE,
             STATUSCODE,

@@ -97,7 +97,7 @@ class DirectionRun:
         self.writer = PageWriter(mapping, source, target, target_client=target_client, target_select=target_select)
         self.saver = PageSaver(job, source, target, settle_ambiguous=self.matcher.settle_ambiguous)
         self.lookups = LookupResolver(rules, source, bc_client, dataverse_client)
-        self.options = OptionAppender(rules, target, target_client)
+        self.options = OptionAppender(rules, source, target, source_client, target_client)
         self.preview = empty_preview()
 
     def run(self) -> RunOutcome:

@@ -56,7 +56,8 @@ class FieldRule:
     conflict_policy: str = ""
     label: str = ""
     field_mapping_id: int | None = None
-    add_missing_options: bool = False  # to Dataverse: append an option for a value the map lacks (engine/options.py)
+    add_missing_options: bool = False  # append an option or code for a value the map lacks (engine/options.py)
+    code_table: str = ""  # from Dataverse: the Business Central entity set the new codes go to
 
     def write_key(self, target: Side) -> str:
         """The property to send: Dataverse lookups are written through `nav@odata.bind`."""
@@ -136,7 +137,10 @@ def compile_rules(
                 conflict_policy=fm.update_conflict_resolution,
                 label=str(fm),
                 field_mapping_id=fm.pk,
-                add_missing_options=fm.add_missing_options and target.is_dataverse and bool(source_field),
+                add_missing_options=fm.add_missing_options
+                and bool(source_field)
+                and (target.is_dataverse or bool(fm.bc_code_table)),
+                code_table=fm.bc_code_table,
             )
         )
     return rules

@@ -35,8 +35,9 @@ def test_a_custom_api_page_is_read_written_counted_and_described_at_its_route(bc
         assert list(again) == [created.record_id] and again[created.record_id]["status"] == "Open"
         info = client.table_info(PROJECTS)
         assert info.entity_set == PROJECTS and info.columns["description"].max_length == 100
-        assert set(info.columns["status"].options) == {"Planning", "Open", "Completed"}
-        assert client.tables("contoso/projects/v1.0") == [PROJECTS] and PROJECTS not in client.tables()
+        assert set(info.columns["status"].options) == {"Planning", "Open", "On Hold", "Completed"}
+        assert client.tables("contoso/projects/v1.0") == ["contoso/projects/v1.0/projectTypes", PROJECTS]
+        assert PROJECTS not in client.tables()
         assert [r["displayName"] for p in client.read_pages("items") for r in p.rows] == ["Shelf"]
 
 

@@ -101,3 +101,58 @@ def test_insert_option_value_refuses_a_label_already_used(projects):
             dataverse.insert_option_value("cr123_projects", "cr123_status", "Open")
         with pytest.raises(Exception, match="not a picklist"):
             dataverse.insert_option_value("cr123_projects", "cr123_name", "x")
+
+
+def test_a_missing_option_becomes_a_code_of_the_business_central_code_table(
+    sandbox_connections, django_capture_on_commit_callbacks, rq_worker
+):
+    """From Dataverse, an option the value map lacks becomes a record of the Business Central code table (as Business
+    Central's option mappings insert payment terms), and the record gets that code. The API page publishes the code
+    table at its route. https://learn.microsoft.com/dynamics365/business-central/dev-itpro/developer/devenv-develop-custom-api
+    https://learn.microsoft.com/power-apps/developer/data-platform/webapi/reference/insertoptionvalue
+    """
+    with open_client(sandbox_connections[1]) as dataverse:
+        new_type = dataverse.insert_option_value("cr123_projects", "cr123_projecttype", "Roof repair")
+        [row] = dataverse.write_many(
+            [
+                WriteOperation(
+                    "create",
+                    "cr123_projects",
+                    "r",
+                    {"cr123_name": "Depot roof", "cr123_status": 100000000, "cr123_projecttype": new_type},
+                )
+            ]
+        )
+        assert row.ok, row.error
+    mapping = TableMapping.objects.create(
+        name="PROJECT_IN",
+        bc_entity_set=PROJECTS,
+        dataverse_entity_set="cr123_projects",
+        dataverse_primary_key="cr123_projectid",
+        bc_name_field="description",
+        dataverse_name_field="cr123_name",
+        direction="from_dataverse",
+        sync_only_coupled=False,
+    )
+    mapping.field_mappings.create(bc_field="description", dataverse_field="cr123_name", direction="from_dataverse")
+    mapping.field_mappings.create(
+        bc_field="projectTypeCode",
+        dataverse_field="cr123_projecttype",
+        direction="from_dataverse",
+        value_map={"FIT-OUT": 100000000},
+        add_missing_options=True,
+        bc_code_table="contoso/projects/v1.0/projectTypes",
+    )
+
+    job = _run(mapping, django_capture_on_commit_callbacks, rq_worker)
+
+    assert (job.status, job.inserted) == ("succeeded", 1), [e.message for e in job.errors.all()]
+    assert mapping.field_mappings.get(bc_field="projectTypeCode").value_map == {
+        "FIT-OUT": 100000000,
+        "ROOF REPAI": new_type,  # Code[10]: the label cut to the code field's length
+    }
+    with open_client(sandbox_connections[0]) as bc:
+        codes = [r for p in bc.read_pages("contoso/projects/v1.0/projectTypes") for r in p.rows]
+        projects = [r for p in bc.read_pages(PROJECTS) for r in p.rows]
+    assert [(c["code"], c["description"]) for c in codes] == [("ROOF REPAI", "Roof repair")]
+    assert [(p["description"], p["projectTypeCode"]) for p in projects] == [("Depot roof", "ROOF REPAI")]

@@ -126,7 +126,7 @@ def test_a_custom_api_page_answers_under_its_own_route(bc, bc_custom, company_id
     https://learn.microsoft.com/dynamics365/business-central/dev-itpro/developer/devenv-develop-custom-api
     """
     root = ET.fromstring(bc_custom.get("$metadata").text)  # noqa: S314
-    assert {e.get("Name") for e in root.iter(f"{EDM}EntitySet")} == {"companies", "projects"}
+    assert {e.get("Name") for e in root.iter(f"{EDM}EntitySet")} == {"companies", "projects", "projectTypes"}
     created = bc_custom.post(f"companies({company_id})/projects", json={"description": "Fit-out", "status": "Open"})
     assert created.status_code == 201, created.text
     assert created.json()["number"] == "PRJ00010"
