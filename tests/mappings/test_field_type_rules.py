@@ -74,3 +74,25 @@ def test_a_malformed_api_route_is_refused_as_an_unknown_table(admin_client, chan
     data["bc_entity_set"] = "contoso/customers"
     response = admin_client.post(url, data)
     assert "is not an entity set: name a standard one (customers) or a custom API page" in _errors(response)
+
+
+def test_adding_codes_from_dataverse_needs_an_existing_code_table(admin_client, change_form):
+    url, data = change_form.data(admin_client, "CUSTOMER")
+    change_form.add_row(
+        data,
+        bc_field="state",
+        dataverse_field="address1_shippingmethodcode",
+        direction="from_dataverse",
+        value_map='{"CA": 1}',
+        add_missing_options="on",
+    )
+    before = configuration_snapshot()
+    response = admin_client.post(url, data)
+    assert "From Dataverse, adding missing options needs the Business Central code table" in _errors(response)
+    data[next(k for k in data if k.endswith("-add_missing_options"))] = "on"
+    data[
+        next(k for k in data if k.endswith("-add_missing_options")).replace("add_missing_options", "bc_code_table")
+    ] = "shippingAgents"
+    response = admin_client.post(url, data)
+    assert "Business Central has no code table &#x27;shippingAgents&#x27; with a code field." in _errors(response)
+    assert configuration_snapshot() == before
