@@ -46,7 +46,7 @@ class TableMappingForm(forms.ModelForm):
         widgets = {
             "table_filter": forms.Textarea(attrs={"rows": 2, "cols": 80}),
             "integration_table_filter": forms.Textarea(attrs={"rows": 2, "cols": 80}),
-            "bc_entity_set": forms.TextInput(attrs={"list": "bc-tables"}),
+            "bc_entity_set": forms.TextInput(attrs={"list": "bc-tables", "size": 40}),  # custom API routes are long
             "dataverse_entity_set": forms.TextInput(attrs={"list": "dataverse-tables"}),
             "bc_name_field": forms.TextInput(attrs={"list": "bc-fields"}),
             "dataverse_name_field": forms.TextInput(attrs={"list": "dataverse-fields"}),

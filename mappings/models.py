@@ -14,7 +14,11 @@ class TableMapping(models.Model):
     """One Business Central table synchronized with one Dataverse table (BC's Integration Table Mapping)."""
 
     name = models.CharField(max_length=20, unique=True, help_text="Short upper-case name, for example CUSTOMER.")
-    bc_entity_set = models.CharField("Business Central table", max_length=100, help_text="API v2.0 entity set.")
+    bc_entity_set = models.CharField(
+        "Business Central table",
+        max_length=100,
+        help_text="API v2.0 entity set (customers), or a custom API page's as publisher/group/version/entitySet.",
+    )
     dataverse_entity_set = models.CharField("Dataverse table", max_length=100, help_text="Web API entity set.")
     dataverse_primary_key = models.CharField(max_length=100, help_text="Primary id column, for example accountid.")
     bc_name_field = models.CharField(max_length=100, default="displayName", help_text="Shown as the record's name.")
@@ -29,8 +33,8 @@ class TableMapping(models.Model):
     record_priority = models.PositiveIntegerField(
         default=0,
         blank=True,
-        help_text="When several mappings synchronize the same table, each record belongs to the first of them (lowest "
-        "number) whose filter it matches; the others leave it alone.",
+        help_text="When several mappings synchronize the same Business Central table, each record belongs to the first "
+        "of them (lowest number) whose table filter it matches; the others leave it alone.",
     )
     sync_only_coupled = models.BooleanField(
         "synchronize only coupled records",

@@ -56,7 +56,7 @@ def _run(mapping, direction, rq_worker):
 
 
 def test_a_custom_table_mapping_made_from_metadata_in_the_browser_syncs_both_ways(
-    small_page, live_connections, rq_worker, settings
+    small_page, live_connections, rq_worker, settings, screenshot_dir
 ):
     settings.SYNC_BC_API_ROUTES = ["contoso/projects/v1.0"]
     bc_connection, dataverse_connection = live_connections
@@ -89,6 +89,7 @@ def test_a_custom_table_mapping_made_from_metadata_in_the_browser_syncs_both_way
     expect(page.locator("datalist#dataverse-fields option[value=cr123_status]")).to_contain_text(
         "options: 100000000 Planning"
     )
+    page.screenshot(path=str(screenshot_dir / "custom-table-mapping-add.png"))
     page.fill("#id_dataverse_primary_key", "cr123_projectid")
     page.fill("#id_bc_name_field", "description")
     page.fill("#id_dataverse_name_field", "cr123_name")
@@ -103,6 +104,7 @@ def test_a_custom_table_mapping_made_from_metadata_in_the_browser_syncs_both_way
     expect(page.locator(".errorlist")).to_contain_text(
         "status (enum) cannot be written to the choice cr123_status without a value map"
     )
+    page.screenshot(path=str(screenshot_dir / "custom-table-mapping-refused.png"))
     assert not TableMapping.objects.filter(name="PROJECT").exists()
     page.fill("#id_field_mappings-3-value_map", json.dumps(STATUS_MAP))
     page.click("input[name=_save]")
