@@ -11,6 +11,7 @@ import httpx
 
 from connectors import answers as answer_shapes
 from connectors import resilience
+from connectors.bc_routes import STANDARD_ROUTE, split_route
 from connectors.errors import error_from_parts, infer_field
 from connectors.metadata import parse_bc_metadata
 from connectors.models import Connection
@@ -41,20 +42,32 @@ class BusinessCentralClient(BusinessCentralSubscriptions):
     def __init__(self, connection: Connection, *, retry_policy: RetryPolicy | None = None) -> None:
         super().__init__(connection, retry_policy=retry_policy)
         self.company_id = connection.bc_company_id
-        self._metadata_xml: str | None = None
+        self._metadata_xml: dict[str, str] = {}  # API route -> its CSDL
 
     # -- URLs -------------------------------------------------------------------------------------------------------
+    #
+    # An entity set is named as the mapping names it: `customers` for the standard API v2.0, or
+    # `{publisher}/{group}/{version}/{entitySet}` for a custom API page an extension publishes under its own route
+    # (`.../api/contoso/projects/v1.0/companies(<id>)/projects`), with its own `$metadata` and `$batch`.
+
+    def api_root(self, route: str) -> str:
+        """The absolute root of one API route on this connection's environment."""
+        if route == STANDARD_ROUTE:
+            return self.base_url
+        return f"{self.base_url.removesuffix('/' + STANDARD_ROUTE)}/{route}"
 
     def company_path(self, entity_set: str) -> str:
-        """Path relative to the API root, as `$batch` requests want it."""
-        if entity_set == "companies":
+        """Path relative to the entity set's API root, as `$batch` requests want it."""
+        _, name = split_route(entity_set)
+        if name == "companies":
             return "companies"
         if not self.company_id:
             raise ConnectorError(ErrorKind.VALIDATION, "The connection has no Business Central company id.")
-        return f"companies({self.company_id})/{entity_set}"
+        return f"companies({self.company_id})/{name}"
 
     def collection_url(self, entity_set: str) -> str:
-        return self.url(self.company_path(entity_set))
+        route, _ = split_route(entity_set)
+        return self.url(f"{self.api_root(route)}/{self.company_path(entity_set)}")
 
     def companies(self) -> list[dict[str, Any]]:
         companies: list[dict[str, Any]] = self.collection_answer(self.request("GET", "companies", kind="read"))["value"]
@@ -75,7 +88,7 @@ class BusinessCentralClient(BusinessCentralSubscriptions):
             if not pending:
                 break
             retry: list[tuple[int, WriteOperation]] = []
-            for chunk in chunked(pending, self.throttle.batch_size):
+            for chunk in _route_chunks(pending, self.throttle.batch_size):
                 if stop:  # throttled past the retry budget, or refused: do not queue up more waits
                     for index, operation in chunk:
                         results[index] = WriteResult(
@@ -99,10 +112,11 @@ class BusinessCentralClient(BusinessCentralSubscriptions):
     ) -> Chunk:
         """Send one batch; store final results; return the (index, operation) pairs to send again."""
         requests = [self._batch_request(str(index), operation) for index, operation in chunk]
+        route, _ = split_route(chunk[0][1].entity_set)  # _route_chunks keeps one route per batch
         try:
             response = self.request(
                 "POST",
-                "$batch",
+                f"{self.api_root(route)}/$batch",
                 kind="batch",
                 json={"requests": requests},
                 headers={"Content-Type": "application/json"},
@@ -251,7 +265,10 @@ class BusinessCentralClient(BusinessCentralSubscriptions):
             {"id": str(i), "method": "GET", "url": f"{path}?{httpx.QueryParams(query)}"}
             for i, query in enumerate(queries)
         ]
-        response = self.request("POST", "$batch", kind="read", json={"requests": requests}, idempotent=True)
+        route, _ = split_route(entity_set)
+        response = self.request(
+            "POST", f"{self.api_root(route)}/$batch", kind="read", json={"requests": requests}, idempotent=True
+        )
         body = answer_shapes.json_object(response, service=self.service, expected="a JSON batch answer")
         if not isinstance(body.get("responses"), list):
             raise answer_shapes.malformed(self.service, "a batch answer without 'responses'", response)
@@ -270,22 +287,35 @@ class BusinessCentralClient(BusinessCentralSubscriptions):
 
     # -- metadata ---------------------------------------------------------------------------------------------------
 
-    def metadata_xml(self) -> str:
-        if self._metadata_xml is None:
-            response = self.request("GET", "$metadata", kind="metadata", headers={"Accept": "application/xml"})
-            self._metadata_xml = response.text
-        return self._metadata_xml
+    def metadata_xml(self, route: str = STANDARD_ROUTE) -> str:
+        if route not in self._metadata_xml:
+            response = self.request(
+                "GET", f"{self.api_root(route)}/$metadata", kind="metadata", headers={"Accept": "application/xml"}
+            )
+            self._metadata_xml[route] = response.text
+        return self._metadata_xml[route]
 
     def load_table_info(self, entity_set: str) -> TableInfo:
-        tables = parse_bc_metadata(self.metadata_xml())
-        if entity_set not in tables:
+        route, name = split_route(entity_set)
+        tables = parse_bc_metadata(self.metadata_xml(route))
+        if name not in tables or name == "companies":
             raise ConnectorError(
                 ErrorKind.NOT_FOUND, f"Business Central does not offer the entity set {entity_set!r} ($metadata)."
             )
-        return tables[entity_set]
+        return replace(tables[name], entity_set=entity_set)
 
-    def tables(self) -> list[str]:
-        return sorted(parse_bc_metadata(self.metadata_xml()))
+    def tables(self, route: str = STANDARD_ROUTE) -> list[str]:
+        """The company-scoped entity sets of one API route, named as a mapping names them."""
+        names = sorted(name for name in parse_bc_metadata(self.metadata_xml(route)) if name != "companies")
+        return names if route == STANDARD_ROUTE else [f"{route}/{name}" for name in names]
+
+
+def _route_chunks(pending: Chunk, size: int) -> list[Chunk]:
+    """Batches of at most `size`, each of one API route: a `$batch` is sent to one route's endpoint."""
+    by_route: dict[str, Chunk] = {}
+    for item in pending:
+        by_route.setdefault(split_route(item[1].entity_set)[0], []).append(item)
+    return [chunk for items in by_route.values() for chunk in chunked(items, size)]
 
 
 def _values_applied(values: dict[str, Any], row: dict[str, Any]) -> bool:

@@ -421,6 +421,23 @@ class DataverseClient(DataverseWebhooks):
 
     # -- metadata ---------------------------------------------------------------------------------------------------
 
+    def insert_option_value(self, entity_set: str, attribute: str, label: str) -> int:
+        """Append an option to a choice column (the InsertOptionValue action); return its new value.
+
+        The table's metadata is read again afterwards, so the new option is known to later checks.
+        """
+        body = {
+            "EntityLogicalName": self.names(entity_set).logical_name,
+            "AttributeLogicalName": attribute,
+            "Label": {"LocalizedLabels": [{"Label": label, "LanguageCode": 1033}]},
+        }
+        answer = self.request("POST", "InsertOptionValue", kind="metadata", json=body).json()
+        value = answer.get("NewOptionValue") if isinstance(answer, dict) else None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConnectorError(ErrorKind.MALFORMED_ANSWER, "InsertOptionValue answered without a NewOptionValue.")
+        self._table_info.pop(entity_set, None)
+        return value
+
     def tables(self) -> list[str]:
         body = self.collection_answer(self.request("GET", "", kind="metadata"))
         return sorted(e["name"] for e in body["value"] if e.get("kind", "EntitySet") == "EntitySet")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from connectors.base import ODataClient
+from connectors.bc_routes import split_route
 from connectors.odata import parse_datetime, string_literal
 from connectors.types import ConnectorError, EntityNames, ErrorKind
 
@@ -46,7 +47,8 @@ class BusinessCentralSubscriptions(ODataClient):
     company_id: UUID | None
 
     def subscription_resource(self, entity_set: str) -> str:
-        return f"/api/v2.0/companies({self.company_id})/{entity_set}"
+        route, name = split_route(entity_set)
+        return f"/api/{route}/companies({self.company_id})/{name}"
 
     def subscriptions(self) -> list[Subscription]:
         body = self.request("GET", "subscriptions", kind="webhook").json()

@@ -36,7 +36,7 @@ from mappings.forms import (
     validation_run,
 )
 from mappings.importing import ImportRefused
-from mappings.metadata import MetadataUnavailable
+from mappings.metadata import MetadataUnavailable, column_hint
 from mappings.models import FieldMapping, TableMapping
 from mappings.services import configuration_export, configuration_import, table_mapping_reset_to_defaults
 from mappings.transformations import TransformationError, apply_transformation
@@ -61,6 +61,8 @@ class FieldMappingInline(admin.TabularInline):
         "value_map",
         "lookup_mapping",
         "clear_value_on_failed_lookup",
+        "add_missing_options",
+        "bc_code_table",
         "not_null",
         "update_conflict_resolution",
         "use_for_matching",
@@ -114,6 +116,7 @@ class TableMappingAdmin(admin.ModelAdmin):
                     "direction",
                     "table_filter",
                     "integration_table_filter",
+                    "record_priority",
                     "sync_only_coupled",
                     "dependencies",
                 ]
@@ -205,7 +208,10 @@ class TableMappingAdmin(admin.ModelAdmin):
                 except MetadataUnavailable as exc:
                     messages.warning(request, exc.message)
                     lists[f"{side}-tables"] = []
-                entity_set = getattr(mapping, f"{side}_entity_set", "") if mapping else ""
+                # The tables typed in the form (the "Show their fields" link sends them), else the saved ones.
+                entity_set = request.GET.get(f"{side}_entity_set") or (
+                    getattr(mapping, f"{side}_entity_set", "") if mapping else ""
+                )
                 lists[f"{side}-fields"] = []
                 if entity_set:
                     try:
@@ -214,9 +220,7 @@ class TableMappingAdmin(admin.ModelAdmin):
                         if exc.unknown_table:
                             messages.warning(request, exc.message)
                         continue
-                    lists[f"{side}-fields"] = [
-                        (c.name, c.type + (f"({c.max_length})" if c.max_length else "")) for c in table.columns.values()
-                    ]
+                    lists[f"{side}-fields"] = [(c.name, column_hint(c)) for c in table.columns.values()]
         return {"mapping_datalists": lists}
 
     # ----------------------------------------------------------------------------------------------------------

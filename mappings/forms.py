@@ -18,8 +18,9 @@ from mappings.importing import ImportRefused, import_document_parse, import_size
 from mappings.metadata import MetadataCache
 from mappings.models import FieldMapping, TableMapping
 from mappings.serialization import FIELD_DEFAULTS, TABLE_DEFAULTS
+from mappings.services import mappings_sharing_tables
 from mappings.transformations import RULES
-from mappings.validation import Problem, validate_field_mappings, validate_table
+from mappings.validation import Problem, check_shared_tables, validate_field_mappings, validate_table
 
 
 @dataclasses.dataclass
@@ -52,7 +53,7 @@ class TableMappingForm(forms.ModelForm):
         widgets = {
             "table_filter": forms.Textarea(attrs={"rows": 2, "cols": 80}),
             "integration_table_filter": forms.Textarea(attrs={"rows": 2, "cols": 80}),
-            "bc_entity_set": forms.TextInput(attrs={"list": "bc-tables"}),
+            "bc_entity_set": forms.TextInput(attrs={"list": "bc-tables", "size": 40}),  # custom API routes are long
             "dataverse_entity_set": forms.TextInput(attrs={"list": "dataverse-tables"}),
             "bc_name_field": forms.TextInput(attrs={"list": "bc-fields"}),
             "dataverse_name_field": forms.TextInput(attrs={"list": "dataverse-fields"}),
@@ -65,6 +66,9 @@ class TableMappingForm(forms.ModelForm):
 
     def clean_dataverse_new_record_values(self):
         return self.cleaned_data.get("dataverse_new_record_values") or {}
+
+    def clean_record_priority(self):
+        return self.cleaned_data.get("record_priority") or 0  # left blank: the first, as when only one mapping
 
     def clean(self):
         cleaned = super().clean()
@@ -85,7 +89,11 @@ class TableMappingForm(forms.ModelForm):
                 f"{', '.join(mapping_label(d) for d in others)}: a mapping depends only on mappings of its own company "
                 f"({company or 'no company'}).",
             )
-        for problem in validate_table(data, metadata=run.metadata, dependency_graph=self._dependency_graph(data)):
+        problems = validate_table(data, metadata=run.metadata, dependency_graph=self._dependency_graph(data))
+        problems += check_shared_tables(
+            data, mappings_sharing_tables(data, company=company, exclude_pk=self.instance.pk)
+        )
+        for problem in problems:
             if problem.warning:
                 run.warn(problem)
             else:

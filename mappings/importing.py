@@ -14,7 +14,7 @@ from django.core.exceptions import FieldDoesNotExist
 from mappings.metadata import MetadataCache
 from mappings.models import FieldMapping, TableMapping
 from mappings.serialization import FIELD_DEFAULTS, TABLE_DEFAULTS, normalize_table_dict
-from mappings.validation import errors, find_cycles, validate_mapping
+from mappings.validation import check_shared_tables, errors, find_cycles, validate_mapping
 
 FORMAT = "syncadmin.mappings"
 SUPPORTED_VERSIONS = (1,)
@@ -132,8 +132,10 @@ def check_import_file(
 
     lookup_tables = {name: current[name]["dataverse_entity_set"] for name in current}
     lookup_tables.update({t["name"]: t["dataverse_entity_set"] for t in targets})
+    final = {**({} if delete_missing else current), **{t["name"]: t for t in targets}}
     for target in targets:
         found = validate_mapping(target, metadata=metadata, lookup_tables=lookup_tables)
+        found += check_shared_tables(target, [m for name, m in final.items() if name != target["name"]])
         problems += [f"{target['name']}: {p}" for p in errors(found)]
         if warnings is not None:
             warnings += [

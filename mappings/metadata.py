@@ -10,11 +10,16 @@ from __future__ import annotations
 import contextlib
 import difflib
 
+from django.conf import settings
+
+from connectors.bc_routes import STANDARD_ROUTE, split_route
+from connectors.business_central import BusinessCentralClient
 from connectors.choices import ConnectionKind
 from connectors.clients import open_client
 from connectors.models import Connection
-from connectors.types import ConnectorError, ErrorKind, RemoteClient, TableInfo
+from connectors.types import ColumnInfo, ConnectorError, ErrorKind, RemoteClient, TableInfo
 from mappings.choices import SIDE_KIND, SIDE_LABEL, Side
+from mappings.models import TableMapping
 
 
 class MetadataUnavailable(Exception):
@@ -61,7 +66,12 @@ class MetadataCache:
         """Entity sets the system offers (for suggestions); raises MetadataUnavailable."""
         if side not in self._table_lists:
             try:
-                self._table_lists[side] = sorted(self.client(side).tables())
+                client = self.client(side)
+                names = list(client.tables())
+                if isinstance(client, BusinessCentralClient):
+                    for route in bc_api_routes():
+                        names += client.tables(route)
+                self._table_lists[side] = sorted(names)
             except MetadataUnavailable as exc:
                 self._table_lists[side] = exc
             except ConnectorError as exc:
@@ -94,6 +104,8 @@ class MetadataCache:
         try:
             return client.table_info(entity_set)
         except ConnectorError as exc:
+            if exc.kind == ErrorKind.VALIDATION:  # not a well-formed name (bc_routes.split_route says why)
+                return MetadataUnavailable(f"{label}: {exc.message}", unknown_table=True)
             if exc.kind == ErrorKind.NOT_FOUND:
                 return MetadataUnavailable(
                     f"{label} has no table {entity_set!r}.{_close_tables(client, entity_set)}", unknown_table=True
@@ -103,6 +115,17 @@ class MetadataCache:
             return MetadataUnavailable(
                 f"{label} has no table {entity_set!r}.{_close_tables(client, entity_set)}", unknown_table=True
             )
+
+
+def bc_api_routes() -> list[str]:
+    """Custom API routes to offer: the configured ones and those the mappings already use, in that order."""
+    routes = list(settings.SYNC_BC_API_ROUTES)
+    for entity_set in TableMapping.objects.filter(bc_entity_set__contains="/").values_list("bc_entity_set", flat=True):
+        try:
+            routes.append(split_route(entity_set)[0])
+        except ConnectorError:
+            continue  # validation reports the malformed name on its own mapping
+    return [route for route in dict.fromkeys(routes) if route != STANDARD_ROUTE]
 
 
 def _open_client(side: Side) -> RemoteClient:
@@ -134,6 +157,22 @@ def _close_tables(client: RemoteClient, entity_set: str) -> str:
     except ConnectorError:
         return ""
     return did_you_mean(entity_set, tables)
+
+
+def column_hint(column: ColumnInfo, options_shown: int = 8) -> str:
+    """What the field lists show next to a name: type, length, required, read-only, lookup target, option values."""
+    parts = [column.type + (f"({column.max_length})" if column.max_length else "")]
+    if column.required:
+        parts.append("required")
+    if column.read_only:
+        parts.append("read-only")
+    if column.lookup_targets:
+        parts.append("lookup to " + ", ".join(column.lookup_targets))
+    if column.options:
+        items = list(column.options.items())
+        shown = ", ".join(str(v) if str(v) == str(label) else f"{v} {label}" for v, label in items[:options_shown])
+        parts.append("options: " + shown + (", ..." if len(items) > options_shown else ""))
+    return "; ".join(parts)
 
 
 def did_you_mean(name: str, candidates) -> str:

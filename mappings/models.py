@@ -33,7 +33,11 @@ class TableMapping(models.Model):
         help_text="The Business Central connection (one company) this mapping synchronizes. Blank: the only "
         "enabled Business Central connection.",
     )
-    bc_entity_set = models.CharField("Business Central table", max_length=100, help_text="API v2.0 entity set.")
+    bc_entity_set = models.CharField(
+        "Business Central table",
+        max_length=100,
+        help_text="API v2.0 entity set (customers), or a custom API page's as publisher/group/version/entitySet.",
+    )
     dataverse_entity_set = models.CharField("Dataverse table", max_length=100, help_text="Web API entity set.")
     dataverse_primary_key = models.CharField(max_length=100, help_text="Primary id column, for example accountid.")
     bc_name_field = models.CharField(max_length=100, default="displayName", help_text="Shown as the record's name.")
@@ -44,6 +48,12 @@ class TableMapping(models.Model):
     )
     integration_table_filter = models.TextField(
         blank=True, help_text="OData $filter on Dataverse rows, for example: statecode eq 0"
+    )
+    record_priority = models.PositiveIntegerField(
+        default=0,
+        blank=True,
+        help_text="When several mappings synchronize the same Business Central table, each record belongs to the first "
+        "of them (lowest number) whose table filter it matches; the others leave it alone.",
     )
     sync_only_coupled = models.BooleanField(
         "synchronize only coupled records",
@@ -191,6 +201,18 @@ class FieldMapping(models.Model):
         help_text="Resolve the value through this mapping's couplings (for example CURRENCY).",
     )
     clear_value_on_failed_lookup = models.BooleanField(default=False)
+    add_missing_options = models.BooleanField(
+        default=False,
+        help_text="To Dataverse: a Business Central value the value map lacks is appended as a new option of the "
+        "Dataverse choice (InsertOptionValue), labelled with the value, and added to the value map. From Dataverse: an "
+        "option the value map lacks becomes a record of the Business Central code table, and an entry of the map.",
+    )
+    bc_code_table = models.CharField(
+        "Business Central code table",
+        max_length=100,
+        blank=True,
+        help_text="From Dataverse with add missing options: the entity set of the codes (e.g. paymentTerms).",
+    )
     # BC's "Not Null". Named for what it does to the user's data: see EMPTY_SOURCE_HELP.
     not_null = models.BooleanField(
         "empty source value keeps the target's",

@@ -12,6 +12,7 @@ from typing import Any
 
 from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
 from django.db import transaction
+from django.db.models import Q
 
 from mappings.companies import company_scope
 from mappings.defaults import DEFAULT_MAPPINGS, DEFAULT_NAMES
@@ -32,6 +33,22 @@ __all__ = [
     "configuration_import",
     "table_mapping_reset_to_defaults",
 ]
+
+
+def mappings_sharing_tables(
+    data: dict[str, Any], *, company=None, exclude_pk: int | None = None
+) -> list[dict[str, Any]]:
+    """The other mappings of the company that synchronize the same Business Central or Dataverse table as `data`, as
+    plain data (each company shares out its own records)."""
+    found = TableMapping.objects.filter(
+        Q(bc_entity_set=data.get("bc_entity_set") or "")
+        | Q(dataverse_entity_set=data.get("dataverse_entity_set") or ""),
+        company=company,
+    )
+    if exclude_pk is not None:
+        found = found.exclude(pk=exclude_pk)
+    keys = ("name", "bc_entity_set", "dataverse_entity_set", "table_filter", "integration_table_filter")
+    return list(found.values(*keys, "record_priority"))
 
 
 def configuration_snapshot(company=None) -> dict[str, dict[str, Any]]:

@@ -381,6 +381,62 @@ def _example(column: ColumnInfo) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Several mappings on one table
+# --------------------------------------------------------------------------------------------------------------
+
+# The rule holds for the Business Central table, where Business Central's own engine silently takes "the first"
+# mapping. Several mappings on one Dataverse table are told apart by their integration table filters, as the defaults
+# CUSTOMER and VENDOR are on accounts (customertypecode 3 and 11).
+SHARED_SIDES = (("bc", "bc_entity_set", "table_filter", "table filter"),)
+
+
+def check_shared_tables(data: dict[str, Any], others: list[dict[str, Any]]) -> list[Problem]:
+    """The rule that says which mapping a record belongs to when several mappings synchronize one BC table.
+
+    A record belongs to the first mapping, by record priority (lowest first), whose filter it matches; the later
+    mappings leave it alone. Refused, because a record's mapping would be unclear or a mapping would get nothing:
+    two mappings of one table with the same priority, and an earlier mapping that takes every record a later one
+    could (no filter, or the same filter). Business Central's own engine silently takes "the first" instead.
+    """
+    problems = []
+    priority = data.get("record_priority") or 0
+    for side, table_key, filter_key, filter_label in SHARED_SIDES:
+        table = data.get(table_key) or ""
+        sharing = [o for o in others if o.get(table_key) == table and o.get("name") != data.get("name")]
+        for other in sorted(sharing, key=lambda o: (o.get("record_priority") or 0, o.get("name") or "")):
+            where = f"{SIDE_LABEL[side]} {table}"
+            other_priority = other.get("record_priority") or 0
+            if other_priority == priority:
+                problems.append(
+                    Problem(
+                        f"{other['name']} also synchronizes {where} with record priority {priority}: give the two "
+                        "mappings different record priorities, so that each record belongs to one of them (the "
+                        "lowest number whose filter the record matches).",
+                        field="record_priority",
+                    )
+                )
+                continue
+            earlier, later = (other, data) if other_priority < priority else (data, other)
+            earlier_filter = _normalized(earlier.get(filter_key))
+            if not earlier_filter or earlier_filter == _normalized(later.get(filter_key)):
+                reason = "has no " + filter_label if not earlier_filter else f"has the same {filter_label}"
+                problems.append(
+                    Problem(
+                        f"{earlier['name']} comes first on {where} (record priority "
+                        f"{earlier.get('record_priority') or 0}) and {reason}, so it takes every record "
+                        f"{later['name']} could synchronize: give "
+                        f"{earlier['name']} a narrower {filter_label}, or {later['name']} a lower record priority.",
+                        field=filter_key if earlier is data else "record_priority",
+                    )
+                )
+    return problems
+
+
+def _normalized(expression: Any) -> str:
+    return " ".join(str(expression or "").split())
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Dependencies
 # --------------------------------------------------------------------------------------------------------------
 
@@ -458,6 +514,12 @@ def validate_field_mappings(
     shorter_targets = []
     for index, field in enumerate(fields):
         label = field_label(index + 1, field)
+        code_table = field.get("bc_code_table") or ""
+        if code_table and metadata is not None and tables["bc"] is not None:
+            codes = _quiet_table(metadata, "bc", code_table)
+            if codes is None or "code" not in codes.columns:
+                message = f"Business Central has no code table {code_table!r} with a code field."
+                problems.append(Problem(f"{label}: {message}", field="bc_code_table", row=index))
         for key, message, *kind in _check_field(field, table_direction, tables, lookup_tables):
             if kind:
                 shorter_targets.append(message)
@@ -545,6 +607,18 @@ def _check_field(
             "use_for_matching",
             "match-based coupling compares two fields: name both a Business Central field and a Dataverse column.",
         )
+    if field.get("add_missing_options") and not (field.get("bc_field") and field.get("dataverse_field")):
+        yield "add_missing_options", "adding missing options needs a Business Central field and a Dataverse choice."
+    if (
+        field.get("add_missing_options")
+        and direction in (Direction.FROM_DATAVERSE, Direction.BIDIRECTIONAL)
+        and not field.get("bc_code_table")
+    ):
+        yield (
+            "bc_code_table",
+            "From Dataverse, adding missing options needs the Business Central code table to add the codes to "
+            "(for example paymentTerms).",
+        )
     if field.get("clear_value_on_failed_lookup") and not field.get("lookup_mapping"):
         yield "clear_value_on_failed_lookup", "clear value on failed lookup needs a lookup mapping."
     bc_name, dv_name = field.get("bc_field") or "", field.get("dataverse_field") or ""
@@ -597,6 +671,11 @@ def _check_types(field: dict, tables, value_map: dict, lookup_tables: dict[str, 
                 f"{dv_col.name} points to {', '.join(dv_col.lookup_targets)}, but {lookup} couples "
                 f"{lookup_tables[lookup]}.",
             )
+    if field.get("add_missing_options") and dv_col is not None and dv_col.type != "choice":
+        yield (
+            "add_missing_options",
+            f"adding missing options needs a Dataverse choice column; {dv_col.name} is a {dv_col.type} column.",
+        )
     for concrete in _field_directions(field["direction"]):
         source, target = (bc_col, dv_col) if concrete == Direction.TO_DATAVERSE else (dv_col, bc_col)
         source_key, target_key = ("bc_field", "dataverse_field")
@@ -625,12 +704,19 @@ def _check_types(field: dict, tables, value_map: dict, lookup_tables: dict[str, 
                     f"{'is not an option' if len(wrong) == 1 else 'are not options'} of {target.name} "
                     f"({_options_text(target)}).",
                 )
-        if target.type in CHOICE_TYPES and source.type != target.type and not value_map and not lookup:
+        appends = field.get("add_missing_options") and (
+            concrete == Direction.TO_DATAVERSE or field.get("bc_code_table")
+        )
+        if target.type in CHOICE_TYPES and source.type != target.type and not value_map and not lookup and not appends:
             yield (
                 "value_map",
                 f"{source.name} ({source.type}) cannot be written to the {target.type} {target.name} without a value "
                 f"map; add one, e.g. {json.dumps(_value_map_example(target, concrete))}.",
             )
+        if not value_map and not lookup:
+            mismatch = _incompatible(source, target)
+            if mismatch:
+                yield target_key, mismatch
         both_texts = target.type in TEXT_TYPES and source.type in TEXT_TYPES
         longer = both_texts and (source.max_length or 0) > (target.max_length or source.max_length or 0)
         if (
@@ -640,6 +726,28 @@ def _check_types(field: dict, tables, value_map: dict, lookup_tables: dict[str, 
         ):
             # A warning, not an error: BC truncates too, and most values are shorter than the column.
             yield target_key, f"{source.name} ({source.max_length}) -> {target.name} ({target.max_length})", "length"
+
+
+GROUP_WORDS = {"text": "text", "number": "a number", "boolean": "a yes/no value", "datetime": "a date and time",
+               "guid": "an id"}  # fmt: skip
+
+
+def _incompatible(source: ColumnInfo, target: ColumnInfo) -> str:
+    """Why a source field's values cannot be written to the target field, when their types do not fit.
+
+    Anything can be written as text; otherwise both must be of one kind (numbers, yes/no, dates, ids). Choices and
+    enums have their own rule (a value map), and so do lookups (a lookup mapping).
+    """
+    source_group, target_group = TYPE_GROUPS.get(source.type), TYPE_GROUPS.get(target.type)
+    if source_group is None or target_group is None or target.type in CHOICE_TYPES:
+        return ""
+    if target_group == "text" or source_group == target_group:
+        return ""
+    return (
+        f"{source.name} ({source.type}) cannot be written to the {target.type} {target.name}: it holds "
+        f"{GROUP_WORDS[source_group]}, not {GROUP_WORDS[target_group]}. Map fields of compatible types, or add a "
+        "value map."
+    )
 
 
 def _truncates_to(rules: list, max_length: int) -> bool:

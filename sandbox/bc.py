@@ -69,7 +69,7 @@ def _dispatch(req: Req) -> Resp:
     if path == "":
         return _service_document(req)
     if path == "$metadata":
-        return metadata.bc_metadata()
+        return metadata.bc_metadata(req.api_route)
     if path == "$batch":
         if req.in_batch:
             raise ApiError(400, "BadRequest", "Batches cannot be nested.")
@@ -86,6 +86,11 @@ def _dispatch(req: Req) -> Resp:
     if (m := TOP_LEVEL_SET.match(path)) and "company" in req.query:
         company = companies.company(req.query["company"])
         return _entity(req, company, m.group("set"), m.group("id"), bool(m.group("count")))
+    if (m := TOP_LEVEL_SET.match(path)) and req.in_batch and req.header("company"):
+        # Inside a JSON $batch a request may name its company in a `Company` header (by name or id) instead of the
+        # URL, as in Microsoft's batch example (`"url": "items(<id>)"` with `"Company": "CRONUS USA, Inc."`).
+        company = companies.named(req.header("company"))
+        return _entity(req, company, m.group("set"), m.group("id"), bool(m.group("count")))
     if TOP_LEVEL_SET.match(path) and schema.table("bc", path.split("(")[0]):
         raise ApiError(
             400,
@@ -97,7 +102,7 @@ def _dispatch(req: Req) -> Resp:
 
 
 def _service_document(req: Req) -> Resp:
-    sets = ["companies", "subscriptions"] + [t.entity_set for t in schema.BC_TABLES]
+    sets = ["companies", "subscriptions"] + [t.entity_set for t in schema.BC_TABLES if t.api_route == req.api_route]
     value = [{"name": s, "kind": "EntitySet", "url": s} for s in sets]
     return json_resp(200, {"@odata.context": f"{req.base_url}$metadata", "value": value})
 
@@ -134,15 +139,15 @@ def _companies(req: Req, cid: str | None) -> Resp:
     return json_resp(200, {"@odata.context": f"{req.base_url}$metadata#companies", "value": value})
 
 
-def _table(entity_set: str) -> schema.Table:
+def _table(req: Req, entity_set: str) -> schema.Table:
     table = schema.table("bc", entity_set)
-    if table is None:
+    if table is None or table.api_route != req.api_route:  # an API page answers under its own route only
         raise ApiError(404, "BadRequest_ResourceNotFound", f"Resource not found for the segment '{entity_set}'.")
     return table
 
 
 def _entity(req: Req, company: Company, entity_set: str, record_id: str | None, count: bool) -> Resp:
-    table = _table(entity_set)
+    table = _table(req, entity_set)
     if record_id is not None:
         record_id = companies.guid(record_id, "id")
     if req.method == "GET":
@@ -385,6 +390,10 @@ def apply_values(table: schema.Table, company: str, body: dict, current: dict | 
             raise _record_not_found(caption, "SystemId", values[field])
     if values.get("salespersonCode") and not _related("salespeoplePurchasers", company, code=values["salespersonCode"]):
         raise _record_not_found("Salesperson/Purchaser", "Code", values["salespersonCode"])
+    for column in table.columns:
+        code = values.get(column.name) if column.code_table else None
+        if code and not _related(column.code_table, company, code=code):
+            raise _record_not_found(schema.table("bc", column.code_table).caption, "Code", code)
     if table.entity_set == "contacts" and "companyNumber" in values:
         values["companyName"] = _contact_company_name(company, values["companyNumber"])
     if table.entity_set == "contacts" and ("displayName" in values or current is None):
@@ -597,11 +606,12 @@ def _inner_request(outer: Req, item) -> Req | Resp:
     if not isinstance(item, dict) or "method" not in item or "url" not in item:
         return bc_error_response(ApiError(400, "BadRequest", "Each batch request needs 'method' and 'url'."))
     url = str(item["url"])
+    route_prefix = f"/api/{outer.api_route}/"
     if url.startswith(("http://", "https://")):
-        url = url[len(outer.base_url) :] if url.startswith(outer.base_url) else url.split("/api/v2.0/", 1)[-1]
+        url = url[len(outer.base_url) :] if url.startswith(outer.base_url) else url.split(route_prefix, 1)[-1]
     url = url.lstrip("/")
-    if url.startswith("api/v2.0/"):
-        url = url[len("api/v2.0/") :]
+    if url.startswith(route_prefix[1:]):
+        url = url[len(route_prefix) - 1 :]
     path, _, raw_query = url.partition("?")
     headers = {k.lower(): str(v) for k, v in (item.get("headers") or {}).items()}
     body = item.get("body")
@@ -615,6 +625,7 @@ def _inner_request(outer: Req, item) -> Req | Resp:
         base_url=outer.base_url,
         client_id=outer.client_id,
         in_batch=True,
+        api_route=outer.api_route,
     )
 
 

@@ -26,3 +26,13 @@ def company(cid: str) -> Company:
     if found is None:
         raise ApiError(404, "Internal_CompanyNotFound", f"The company with id '{cid}' does not exist.")
     return found
+
+
+def named(name_or_id: str) -> Company:
+    """The company a `Company` header names: by name, as Microsoft's examples do, or by id."""
+    if re.fullmatch(GUID, name_or_id.strip()):
+        return company(name_or_id.strip())
+    found = Company.objects.using(rows.DB).filter(name=name_or_id).first()
+    if found is None:
+        raise ApiError(404, "Internal_CompanyNotFound", f"The company '{name_or_id}' does not exist.")
+    return found

@@ -20,6 +20,7 @@ from sandbox import (
     metadata,
     multipart,
     odata,
+    option_sets,
     plugin_registration,
     rows,
     schema,
@@ -63,6 +64,8 @@ def _dispatch(req: Req) -> Resp:
         if req.method != "POST":
             raise _method_not_allowed()
         return multipart.batch(req, _dispatch)
+    if path == "InsertOptionValue":
+        return option_sets.insert_option_value(req)
     if path == "WhoAmI" or path == "WhoAmI()":
         return json_resp(
             200,
@@ -335,7 +338,7 @@ def _coerce(table: schema.Table, column: schema.Column, value):
     if kind in ("integer", "choice"):
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad_request(f"Cannot convert the literal '{value}' to the expected type 'Edm.Int32'.")
-        if kind == "choice" and value not in dict(column.options):
+        if kind == "choice" and value not in option_sets.options(table, column):
             raise _validation(
                 f"A validation error occurred. The value {value} of '{name}' on record of type "
                 f"'{table.logical_name}' is outside the valid range.",

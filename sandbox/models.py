@@ -280,3 +280,17 @@ class DvStep(models.Model):
     mode = models.IntegerField()
     stage = models.IntegerField()
     rank = models.IntegerField(default=1)
+
+
+class DvOptionValue(models.Model):
+    """An option appended to a Dataverse choice column with InsertOptionValue, beyond those of sandbox/schema.py."""
+
+    entity = models.CharField(max_length=100)  # the table's logical name
+    attribute = models.CharField(max_length=100)
+    value = models.IntegerField()
+    label = models.CharField(max_length=250)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["entity", "attribute", "value"], name="dvoptionvalue_uniq"),
+        ]

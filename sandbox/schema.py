@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 ZERO_GUID = "00000000-0000-0000-0000-000000000000"
+BC_STANDARD_ROUTE = "v2.0"
+# The custom API page the emulated extension publishes (APIPublisher contoso, APIGroup projects, APIVersion v1.0).
+BC_CUSTOM_ROUTE = "contoso/projects/v1.0"
 # The emulated Dataverse organization, as WhoAmI and webhook execution contexts name it.
 ORGANIZATION_ID = "8d4b0b2e-5f1a-4c3e-9a77-2f0b5c1d9e01"
 BUSINESS_UNIT_ID = "3f1c2a9b-7d4e-4b8a-a1c5-6e2d9f0b7a13"
@@ -46,6 +49,7 @@ class Column:
     minimum: float | None = None
     maximum: float | None = None
     label: str = ""
+    code_table: str = ""  # BC: a Code field that must name a record of this entity set (by its `code`)
 
     @property
     def storage(self) -> str:
@@ -73,6 +77,9 @@ class Table:
     webhooks: bool = False  # BC: webhook-capable resource
     unique: tuple[str, ...] = ()  # fields unique per company (BC) or per table (Dataverse)
     object_type_code: int = 0
+    # BC: the API route the entity set is published under: the standard `v2.0`, or an extension's API page at
+    # `{publisher}/{group}/{version}` (developing a custom API, Microsoft Learn devenv-develop-custom-api).
+    api_route: str = "v2.0"
     _by_name: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
@@ -303,6 +310,76 @@ BC_TABLES = (
         caption="Shipment Method",
         webhooks=True,
         unique=("code",),
+    ),
+    Table(
+        "bc",
+        "items",
+        "item",
+        "BcItem",
+        "id",
+        "displayName",
+        "lastModifiedDateTime",
+        (
+            BC_ID,
+            Column("number", "code", 20),
+            Column("displayName", "text", 100, required=True),
+            Column("displayName2", "text", 50),
+            Column("type", "enum", options=("Inventory", "Service", "Non-Inventory")),
+            Column("itemCategoryCode", "code", 20),
+            Column("blocked", "boolean"),
+            Column("gtin", "code", 14),
+            Column("inventory", "decimal", read_only=True),
+            Column("unitPrice", "decimal", minimum=0),
+            Column("priceIncludesTax", "boolean"),
+            Column("unitCost", "decimal", minimum=0),
+            Column("baseUnitOfMeasureCode", "code", 10),
+            BC_MODIFIED,
+        ),
+        caption="Item",
+        number_field="number",
+        number_series=("1000", 10),
+        webhooks=True,
+        unique=("number",),
+    ),
+    # A custom API page published by an extension: its own route, its own `$metadata` and `$batch`.
+    Table(
+        "bc",
+        "projects",
+        "project",
+        "BcProject",
+        "id",
+        "description",
+        "lastModifiedDateTime",
+        (
+            BC_ID,
+            Column("number", "code", 20),
+            Column("description", "text", 100, required=True),
+            Column("customerNumber", "code", 20),
+            Column("status", "enum", options=("Planning", "Open", "On Hold", "Completed")),
+            Column("projectTypeCode", "code", 10, code_table="projectTypes"),
+            Column("budgetAmount", "decimal", minimum=0),
+            BC_MODIFIED,
+        ),
+        caption="Project",
+        number_field="number",
+        number_series=("PRJ00010", 10),
+        webhooks=True,
+        unique=("number",),
+        api_route=BC_CUSTOM_ROUTE,
+    ),
+    # The extension's code table of project types, as Payment Terms or Shipment Methods are for customers.
+    Table(
+        "bc",
+        "projectTypes",
+        "projectType",
+        "BcProjectType",
+        "id",
+        "description",
+        "lastModifiedDateTime",
+        (BC_ID, Column("code", "code", 10, required=True), Column("description", "text", 50), BC_MODIFIED),
+        caption="Project Type",
+        unique=("code",),
+        api_route=BC_CUSTOM_ROUTE,
     ),
 )
 
@@ -545,6 +622,66 @@ DATAVERSE_TABLES = (
             STATUSCODE,
             *DV_SYSTEM,
         ),
+        # Custom tables number from 10000 (Dataverse's first custom entity type code).
+        object_type_code=10002,
+    ),
+    Table(
+        "dataverse",
+        "products",
+        "product",
+        "DvProduct",
+        "productid",
+        "name",
+        "modifiedon",
+        (
+            Column("productid", "guid"),
+            Column("name", "string", 100, required=True),
+            Column("productnumber", "string", 100, required=True),
+            Column("description", "memo", 2000),
+            Column("price", "money", **MONEY),
+            Column("standardcost", "money", **MONEY),
+            _choice(
+                "producttypecode",
+                [(1, "Sales Inventory"), (2, "Miscellaneous Charges"), (3, "Services"), (4, "Flat Fees")],
+                "Product Type",
+            ),
+            Column("quantitydecimal", "integer", minimum=0, maximum=5),
+            _choice("productstructure", [(1, "Product"), (2, "Product Family"), (3, "Product Bundle")], "Structure"),
+            STATECODE,
+            STATUSCODE,
+            Column("transactioncurrencyid", "lookup", targets=("transactioncurrencies",)),
+            *DV_SYSTEM,
+        ),
+        object_type_code=1024,
+    ),
+    # A custom table of the emulated solution (publisher prefix cr123_), with a custom lookup to accounts.
+    Table(
+        "dataverse",
+        "cr123_projects",
+        "cr123_project",
+        "DvCr123Project",
+        "cr123_projectid",
+        "cr123_name",
+        "modifiedon",
+        (
+            Column("cr123_projectid", "guid"),
+            Column("cr123_name", "string", 100, required=True),
+            Column("cr123_number", "string", 20),
+            Column("cr123_description", "memo", 2000),
+            _choice(
+                "cr123_status",
+                [(100000000, "Planning"), (100000001, "Open"), (100000002, "Completed")],
+                "Project Status",
+            ),
+            Column("cr123_budget", "money", **MONEY),
+            _choice("cr123_projecttype", [(100000000, "Fit-out")], "Project Type"),
+            Column("cr123_accountid", "lookup", targets=("accounts",), label="Customer Account"),
+            STATECODE,
+            STATUSCODE,
+            *DV_OWNED,
+            *DV_SYSTEM,
+        ),
+        unique=("cr123_number",),
         object_type_code=10001,
     ),
 )

@@ -84,9 +84,10 @@ def _disrupt(request: HttpRequest, disruption: faults.Disruption) -> HttpRespons
     return StreamingHttpResponse(broken_body())
 
 
-def _serve(request: HttpRequest, service: str, rest: str, tenant: str = "") -> HttpResponse:
+def _serve(request: HttpRequest, service: str, rest: str, tenant: str = "", api_route: str = "v2.0") -> HttpResponse:
     handler, render_error = SERVICES[service]
     req = _request(request, rest)
+    req.api_route = api_route
     with rows.server_clock():
         try:
             return _serve_request(request, req, service, handler, tenant)
@@ -126,8 +127,10 @@ def token(request: HttpRequest, tenant: str) -> HttpResponse:
 
 
 @csrf_exempt
-def business_central(request: HttpRequest, tenant: str, environment: str, rest: str = "") -> HttpResponse:
-    return _serve(request, "bc", rest, tenant=tenant)
+def business_central(
+    request: HttpRequest, tenant: str, environment: str, rest: str = "", route: str = "v2.0"
+) -> HttpResponse:
+    return _serve(request, "bc", rest, tenant=tenant, api_route=route)
 
 
 @csrf_exempt

@@ -24,6 +24,7 @@ class Req:
     raw_query: str = ""
     client_id: str = ""
     in_batch: bool = False
+    api_route: str = "v2.0"  # Business Central: `v2.0` or a custom API page's `{publisher}/{group}/{version}`
     content_ids: dict[str, str] = field(default_factory=dict)  # Dataverse change-set `$n` -> entity URL
     cache: dict = field(default_factory=dict)  # lookups done once per request (caller's user, defaults, settings)
 

@@ -6,7 +6,7 @@ SANDBOX_ENABLED, SYNC_JOB_RETENTION_DAYS, SYNC_SKIP_REPEATED_FAILURES, SYNC_LOCK
 SYNC_WORKER_LOST_AFTER_SECONDS, SYNC_SHARED_FULL_SYNC_HELPERS, SESSION_COOKIE_SECURE, SECURE_SSL_REDIRECT,
 SECURE_HSTS_SECONDS, SECURE_HSTS_INCLUDE_SUBDOMAINS, SECURE_HSTS_PRELOAD, BEHIND_HTTPS_PROXY, EMAIL_HOST, EMAIL_PORT,
 EMAIL_HOST_USER, EMAIL_HOST_PASSWORD(_FILE), EMAIL_USE_TLS, EMAIL_USE_SSL, DEFAULT_FROM_EMAIL, METRICS_TOKEN(_FILE),
-LOG_FORMAT.
+SYNC_BC_API_ROUTES, LOG_FORMAT.
 
 A bad value stops the process at start with one line naming the variable and the expected form.
 """
@@ -77,6 +77,9 @@ try:
     # stopped: the scheduler tick (every 30 s) fails the run, frees its lock and resumes it (within a minute in all).
     SYNC_WORKER_LOST_AFTER_SECONDS = env.env_int("SYNC_WORKER_LOST_AFTER_SECONDS", default=30, minimum=3)
     # Extra RQ jobs that help a full synchronization (each takes pages while the first one reads).
+    # Custom API pages of Business Central extensions to offer as tables (`publisher/group/version`, comma-separated):
+    # Business Central has no call that lists the routes extensions publish, so they are named here.
+    SYNC_BC_API_ROUTES = env.env_list("SYNC_BC_API_ROUTES", default=[])
     SYNC_SHARED_FULL_SYNC_HELPERS = env.env_int("SYNC_SHARED_FULL_SYNC_HELPERS", default=3, minimum=0)
     SESSION_COOKIE_SECURE = env.env_bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 

@@ -22,10 +22,11 @@ from connectors.types import ConnectorError, RemoteClient
 from coupling.matching import MatchGroup, match_criteria
 from jobs.choices import JobKind
 from jobs.engine.matcher import SyncMatcher
+from jobs.engine.options import OptionAppender
 from jobs.engine.planned import PlannedCouplings, PlannedPair
 from jobs.engine.planner import Action, Plan, PlanContext, plan_record
 from jobs.engine.preview import empty_preview, tally_preview
-from jobs.engine.reader import SourceReader
+from jobs.engine.reader import SourceReader, SourceUnreadable
 from jobs.engine.saver import PageSaver
 from jobs.engine.sides import Row, Side, sides_for
 from jobs.engine.values import (
@@ -109,6 +110,7 @@ class DirectionRun:
         self.lookups = LookupResolver(
             rules, source, bc_client, dataverse_client, planned=self.planned if job.dry_run else None
         )
+        self.options = OptionAppender(rules, source, target, source_client, target_client)
         self.preview = empty_preview()
         self._seen: set[str] = set()  # a preview's source records read so far (lower-case ids)
 
@@ -157,6 +159,11 @@ class DirectionRun:
         for source_id, (coupling, target_row) in matches.coupled.items():
             couplings[source_id] = coupling
             target_rows[getattr(coupling, target_attr)] = target_row
+        if not self.job.dry_run:  # a preview changes nothing, not even a choice's options
+            try:
+                self.options.prepare(rows)
+            except ConnectorError as exc:
+                raise SourceUnreadable(f"{self.ctx.target.label}: a missing option could not be added: {exc}") from exc
         self.lookups.prepare(rows)
         # A record coupled by matching just now takes the source's values, as after match-based coupling.
         forced_ctx = dataclasses.replace(self.ctx, force=True)

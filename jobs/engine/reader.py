@@ -17,6 +17,7 @@ from connectors.types import ConnectorError, RemoteClient
 from coupling.choices import SyncResult
 from coupling.models import Coupling
 from jobs.choices import JobKind
+from jobs.engine.ownership import EarlierMappings
 from jobs.engine.sides import Row, Side, sides_for
 from jobs.models import SyncJob
 from mappings.models import TableMapping
@@ -81,7 +82,21 @@ class SourceReader:
         self._retried: set[UUID] = set()
 
     def pages(self) -> Iterator[list[Row]]:
-        """Yield the source rows to process, a page at a time; failed-not-skipped records come first."""
+        """Yield the source rows to process, a page at a time; failed-not-skipped records come first. Records an
+        earlier mapping of the same source table takes are left out (jobs/engine/ownership.py)."""
+        earlier = EarlierMappings(self.mapping, self.source, self.source_client)
+        for rows in self._pages():
+            if earlier.filters:
+                try:
+                    rows = earlier.keep(rows)
+                except ConnectorError as exc:
+                    raise SourceUnreadable(
+                        f"{self.source.label} {self.source.entity_set}: could not tell which records the mappings "
+                        f"before {self.mapping.name} take: {exc}"
+                    ) from exc
+            yield rows
+
+    def _pages(self) -> Iterator[list[Row]]:
         self.run_start = timezone.now()
         self._estimate_total()
         if self.job.kind == JobKind.RECORDS:

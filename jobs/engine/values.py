@@ -56,6 +56,9 @@ class FieldRule:
     bidirectional: bool = False
     conflict_policy: str = ""
     label: str = ""
+    field_mapping_id: int | None = None
+    add_missing_options: bool = False  # append an option or code for a value the map lacks (engine/options.py)
+    code_table: str = ""  # from Dataverse: the Business Central entity set the new codes go to
     binds: str = ""  # a constant naming a Dataverse row: the entity set it is in (the company stamp)
 
     @property
@@ -139,6 +142,11 @@ def compile_rules(
                 bidirectional=fm.direction == Direction.BIDIRECTIONAL,
                 conflict_policy=fm.update_conflict_resolution,
                 label=str(fm),
+                field_mapping_id=fm.pk,
+                add_missing_options=fm.add_missing_options
+                and bool(source_field)
+                and (target.is_dataverse or bool(fm.bc_code_table)),
+                code_table=fm.bc_code_table,
             )
         )
     if not given and target.is_dataverse:

@@ -20,6 +20,7 @@ SAMPLE_VALUES = {
     "job_id": "00000000-0000-0000-0000-000000000000",
     "key": "x",
     "token": "x",
+    "route": "contoso/projects/v1.0",  # the sandbox's custom API page route (not under /admin/, but reversed)
 }
 
 

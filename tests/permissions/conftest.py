@@ -166,6 +166,7 @@ def world(sandbox_connections, redis_connection):
     queue: something for every page to show, change or delete."""
     from connectors.choices import ConnectionKind
     from connectors.clients import open_client
+    from connectors.types import WriteOperation
     from coupling.models import AmbiguousMatch, Coupling
     from jobs.choices import ErrorClass, JobStatus
     from jobs.models import Schedule, SyncError, SyncJob, WebhookSubscription
@@ -213,9 +214,23 @@ def world(sandbox_connections, redis_connection):
     rq_job = queue.enqueue("os.getcwd")  # never run: no worker in these tests
     with open_client(sandbox_connections[0]) as client:
         bc_customer_id = next(iter(client.read_pages("customers", page_size=1))).rows[0]["id"]
+        # A row in every emulated table the admin lists (the seed fills the default tables), written through the APIs.
+        projects = "contoso/projects/v1.0/"
+        for operation in [
+            WriteOperation("create", "items", "i", {"displayName": "Bicycle"}),
+            WriteOperation("create", projects + "projectTypes", "t", {"code": "FIT", "description": "Fit-out"}),
+            WriteOperation("create", projects + "projects", "p", {"description": "Fit-out", "status": "Open"}),
+        ]:
+            assert all(result.ok for result in client.write_many([operation])), operation
     with open_client(sandbox_connections[1]) as dataverse_client:
-        # A row in every emulated table the admin lists: the company's row in Dataverse, as a first run creates it.
-        dataverse_company_row(sandbox_connections[0], dataverse_client)
+        dataverse_company_row(sandbox_connections[0], dataverse_client)  # as a first run of a stamping mapping does
+        written = dataverse_client.write_many(
+            [
+                WriteOperation("create", "products", "p", {"name": "Bicycle", "productnumber": "1000"}),
+                WriteOperation("create", "cr123_projects", "c", {"cr123_name": "Fit-out"}),
+            ]
+        )
+        assert all(result.ok for result in written)
     return {
         "mapping": mapping,
         "bc_customer_id": bc_customer_id,

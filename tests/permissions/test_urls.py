@@ -185,6 +185,7 @@ URLS: dict[str, Rule] = {
     "sandbox:token": OWN_CREDENTIALS,
     "sandbox:bc-root": OWN_CREDENTIALS,
     "sandbox:bc": OWN_CREDENTIALS,
+    "sandbox:bc-custom": OWN_CREDENTIALS,
     "sandbox:dataverse-root": OWN_CREDENTIALS,
     "sandbox:dataverse": OWN_CREDENTIALS,
 }
@@ -233,6 +234,7 @@ def _sample(name: str, parameter: str, world: dict):
         "tenant": "demo",
         "environment": "production",
         "rest": "companies",
+        "route": "contoso/projects/v1.0",
     }.get(parameter, "x")
 
 

@@ -41,7 +41,8 @@ def test_entity_definitions_names(dv, seeded):
         "name",
     )
     tracked = dv.get("EntityDefinitions", params={"$select": "SchemaName", "$filter": "ChangeTrackingEnabled eq true"})
-    assert len(tracked.json()["value"]) == 5  # accounts, contacts, systemusers, transactioncurrencies, cdm_companies
+    # accounts, contacts, systemusers, transactioncurrencies, cdm_companies, products, cr123_projects
+    assert len(tracked.json()["value"]) == 7
     one = dv.get("EntityDefinitions(LogicalName='contact')").json()
     assert one["EntitySetName"] == "contacts" and one["PrimaryNameAttribute"] == "fullname"
 
