@@ -40,6 +40,7 @@ class CouplingQuerySet(models.QuerySet["Coupling"]):
             "skipped": False,
             "last_error_to_dataverse": "",
             "last_error_from_dataverse": "",
+            "synced_fields": {},  # the new partner is written whole: nothing of the old one is known to agree
         }
         if missing_side == BC:
             changes.update(bc_id=None, bc_etag="", bc_modified_on=None)
@@ -81,6 +82,10 @@ class Coupling(models.Model):
     last_error_to_dataverse = models.TextField(blank=True)
     last_error_from_dataverse = models.TextField(blank=True)
     skipped = models.BooleanField(default=False)
+    # What was last synchronized, per side and field: {"bc": {"city": "<fingerprint>"}, "dataverse": {...}}, so a
+    # run tells which fields each side changed since and merges them (jobs/engine/values.py `fingerprint`). Empty
+    # for a coupling not synchronized since this was added: it is compared record by record, as before.
+    synced_fields = models.JSONField(default=dict, blank=True, editable=False)
     pending = models.BooleanField(default=False)
     reserved_at = models.DateTimeField(
         null=True, blank=True, help_text="Since when a write creating the partner may have happened (pending only)."
@@ -148,6 +153,13 @@ class Coupling(models.Model):
         self.reserved_at = None
         setattr(self, self.error_field(direction), "")
         self._set_result(direction, SyncResult.SUCCESS, job_id)
+
+    def remember_synced(self, fingerprints: dict[str, dict[str, str]]) -> None:
+        """Record the fields a write settled (both sides now agree on them); the others keep what they had."""
+        merged = {side: dict(fields) for side, fields in (self.synced_fields or {}).items()}
+        for side, fields in fingerprints.items():
+            merged.setdefault(side, {}).update(fields)
+        self.synced_fields = merged
 
     def fail(self, direction: str, job_id: int, message: str, *, may_have_landed: bool) -> None:
         """The write in `direction` failed. One that may have landed (outcome unknown) keeps its reservation and

@@ -25,8 +25,9 @@ from coupling.choices import SyncResult
 from coupling.models import Coupling
 from jobs.choices import ErrorClass
 from jobs.engine.coupling_rows import insert_couplings, update_couplings
-from jobs.engine.planner import Action, Plan
+from jobs.engine.planner import Action, Fingerprints, Plan
 from jobs.engine.sides import Row, Side
+from jobs.engine.values import fingerprint
 from jobs.models import COUNTER_FIELDS, SyncError, SyncJob
 
 BULK_BATCH = 500
@@ -60,6 +61,7 @@ COUPLING_FIELDS = [
     "skipped",
     "pending",
     "reserved_at",
+    "synced_fields",
 ]
 
 
@@ -98,6 +100,8 @@ class PageSaver:
                 to_update.append(coupling)
             elif outcome == Action.UNCHANGED and coupling is not None:
                 self._remember(self.source, coupling, plan.source_row)
+                if plan.synced:
+                    coupling.remember_synced(plan.synced)
                 if coupling.pending and plan.target_row is not None:
                     # An interrupted run wrote this record before it could say so: confirm the coupling now.
                     self._remember(self.target, coupling, plan.target_row)
@@ -154,7 +158,19 @@ class PageSaver:
         name = target_row.get(self.target.name_field) or plan.values.get(self.target.name_field)
         if name:
             setattr(coupling, self.target.coupling_attr("name"), str(name)[:250])
+        coupling.remember_synced(self._as_stored(plan, target_row))
         coupling.succeed(self.direction, self.job.pk)
+
+    def _as_stored(self, plan: Plan, target_row: Row) -> Fingerprints:
+        """The plan's settled fields, the target's as it stored them where the write answered with the record (a
+        Code upper-cased by Business Central reads back so next time, and is no change of the target's)."""
+        if not plan.synced or not target_row:
+            return plan.synced
+        target_prints = {
+            key: fingerprint(target_row[key]) if key in target_row else value
+            for key, value in plan.synced.get(self.target.system, {}).items()
+        }
+        return {**plan.synced, self.target.system: target_prints}
 
     def _failed(self, coupling: Coupling, plan: Plan) -> None:
         repeated = coupling.last_result(self.direction) == SyncResult.FAILURE and same_error(
