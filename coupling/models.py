@@ -19,8 +19,15 @@ class CouplingQuerySet(models.QuerySet["Coupling"]):
         """
         directions = [direction] if direction else [Direction.TO_DATAVERSE, Direction.FROM_DATAVERSE]
         fields = [Coupling.error_field(d) for d in directions]
+        counts = [Coupling.failures_field(d) for d in directions]
         # Errors first: `self` may be filtered on skipped=True, which the second update makes match nothing.
-        self.update(**dict.fromkeys(fields, ""))
+        self.update(
+            **dict.fromkeys(fields, ""),
+            **dict.fromkeys(counts, 0),
+            skipped_at=None,
+            skipped_error_class="",
+            skipped_target_etag="",
+        )
         return self.update(skipped=False)
 
     def failed_reservations(self) -> CouplingQuerySet:
@@ -82,6 +89,14 @@ class Coupling(models.Model):
     last_error_to_dataverse = models.TextField(blank=True)
     last_error_from_dataverse = models.TextField(blank=True)
     skipped = models.BooleanField(default=False)
+    # The skip policy (TableMapping.skip_after_failures): identical failures in a row per direction, and, once
+    # skipped, since when and for which error class, so a run can un-skip the record when that cause is fixed.
+    failures_to_dataverse = models.PositiveSmallIntegerField(default=0, editable=False)
+    failures_from_dataverse = models.PositiveSmallIntegerField(default=0, editable=False)
+    skipped_at = models.DateTimeField(null=True, blank=True, editable=False)
+    skipped_error_class = models.CharField(max_length=30, blank=True, editable=False)
+    # The target record's version when the record was skipped: a later version means someone changed it.
+    skipped_target_etag = models.CharField(max_length=200, blank=True, editable=False)
     # What was last synchronized, per side and field: {"bc": {"city": "<fingerprint>"}, "dataverse": {...}}, so a
     # run tells which fields each side changed since and merges them (jobs/engine/values.py `fingerprint`). Empty
     # for a coupling not synchronized since this was added: it is compared record by record, as before.
@@ -123,6 +138,11 @@ class Coupling(models.Model):
         return "last_result_to_dataverse" if direction == Direction.TO_DATAVERSE else "last_result_from_dataverse"
 
     @staticmethod
+    def failures_field(direction: str) -> str:
+        """The field counting the identical failures in a row in `direction` (0 after a success)."""
+        return "failures_to_dataverse" if direction == Direction.TO_DATAVERSE else "failures_from_dataverse"
+
+    @staticmethod
     def error_field(direction: str) -> str:
         """The field holding the error of the last failed write in `direction` (empty after a success)."""
         return "last_error_to_dataverse" if direction == Direction.TO_DATAVERSE else "last_error_from_dataverse"
@@ -152,6 +172,7 @@ class Coupling(models.Model):
         self.pending = False
         self.reserved_at = None
         setattr(self, self.error_field(direction), "")
+        setattr(self, self.failures_field(direction), 0)
         self._set_result(direction, SyncResult.SUCCESS, job_id)
 
     def remember_synced(self, fingerprints: dict[str, dict[str, str]]) -> None:
@@ -160,6 +181,13 @@ class Coupling(models.Model):
         for side, fields in fingerprints.items():
             merged.setdefault(side, {}).update(fields)
         self.synced_fields = merged
+
+    def skip(self, error_class: str, now: datetime, target_etag: str) -> None:
+        """Leave this record out of runs until its cause is fixed or someone retries it."""
+        self.skipped = True
+        self.skipped_at = now
+        self.skipped_error_class = error_class
+        self.skipped_target_etag = target_etag
 
     def fail(self, direction: str, job_id: int, message: str, *, may_have_landed: bool) -> None:
         """The write in `direction` failed. One that may have landed (outcome unknown) keeps its reservation and

@@ -119,7 +119,10 @@ class TableMappingAdmin(admin.ModelAdmin):
                 ]
             },
         ),
-        ("Conflicts", {"fields": ["update_conflict_resolution", "deletion_conflict_resolution"]}),
+        (
+            "Conflicts and failures",
+            {"fields": ["update_conflict_resolution", "deletion_conflict_resolution", "skip_after_failures"]},
+        ),
         (
             "Records and names",
             {"fields": ["dataverse_primary_key", ("bc_name_field", "dataverse_name_field")]},

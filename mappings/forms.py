@@ -59,6 +59,9 @@ class TableMappingForm(forms.ModelForm):
     def clean_dataverse_new_record_values(self):
         return self.cleaned_data.get("dataverse_new_record_values") or {}
 
+    def clean_skip_after_failures(self):
+        return self.cleaned_data.get("skip_after_failures") or {}
+
     def clean(self):
         cleaned = super().clean()
         run = self.validation_run or ValidationRun()

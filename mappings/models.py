@@ -6,8 +6,15 @@ Dataverse Web API entity sets and column logical names (`accounts`, `name`).
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
-from mappings.choices import DeletionConflictResolution, Direction, UpdateConflictResolution
+from mappings.choices import (
+    DEFAULT_SKIP_AFTER,
+    TRANSIENT_ERROR_CLASSES,
+    DeletionConflictResolution,
+    Direction,
+    UpdateConflictResolution,
+)
 
 
 class TableMapping(models.Model):
@@ -49,6 +56,16 @@ class TableMapping(models.Model):
     dataverse_new_record_values = models.JSONField(
         "values for new Dataverse rows", default=dict, blank=True, help_text='JSON object, e.g. {"customertypecode": 3}'
     )
+    skip_after_failures = models.JSONField(
+        "skip after identical failures",
+        default=dict,
+        blank=True,
+        help_text=(
+            "Per error class, how many failures in a row with the same error skip a record; 0 never skips. "
+            f"Classes left out: {DEFAULT_SKIP_AFTER}, as Business Central. Transient errors (throttling, timeouts, "
+            'server errors) are never skipped. E.g. {"validation": 3, "conflict": 0}'
+        ),
+    )
     sync_after_match_coupling = models.BooleanField("synchronize after match-based coupling", default=False)
     create_new_if_no_match = models.BooleanField("create new in case of no match", default=False)
     bc_watermark = models.DateTimeField(
@@ -74,6 +91,12 @@ class TableMapping(models.Model):
 
     def __str__(self):
         return self.name
+
+    def skip_after(self, error_class: str) -> int:
+        """Identical failures in a row after which a record failing with `error_class` is skipped; 0: never."""
+        if error_class in TRANSIENT_ERROR_CLASSES:
+            return 0
+        return int((self.skip_after_failures or {}).get(error_class, DEFAULT_SKIP_AFTER))
 
     @property
     def syncs_to_dataverse(self) -> bool:
@@ -145,6 +168,11 @@ class FieldMapping(models.Model):
         left = self.bc_field or repr(self.constant_value)
         right = self.dataverse_field or repr(self.constant_value)
         return f"{left} {arrow[self.direction]} {right}"
+
+
+def touch_table_mapping(sender: type, instance: FieldMapping, **kwargs: object) -> None:
+    """Move the table mapping's `updated_at` when one of its field mappings is saved or deleted."""
+    TableMapping.objects.filter(pk=instance.table_mapping_id).update(updated_at=timezone.now())
 
 
 class MappingChange(models.Model):

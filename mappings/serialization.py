@@ -28,6 +28,7 @@ TABLE_DEFAULTS: dict[str, Any] = {
     "deletion_conflict_resolution": "",
     "bc_new_record_values": {},
     "dataverse_new_record_values": {},
+    "skip_after_failures": {},
     "sync_after_match_coupling": False,
     "create_new_if_no_match": False,
     "is_default": False,

@@ -17,7 +17,15 @@ from odata_query.exceptions import ODataException
 from odata_query.grammar import ODataLexer, ODataParser
 
 from connectors.types import ColumnInfo, TableInfo
-from mappings.choices import SIDE_LABEL, DeletionConflictResolution, Direction, Side, UpdateConflictResolution
+from mappings.choices import (
+    PERMANENT_ERROR_CLASSES,
+    SIDE_LABEL,
+    TRANSIENT_ERROR_CLASSES,
+    DeletionConflictResolution,
+    Direction,
+    Side,
+    UpdateConflictResolution,
+)
 from mappings.metadata import MetadataCache, MetadataUnavailable, did_you_mean
 from mappings.transformations import validate_rules
 
@@ -111,6 +119,7 @@ def validate_table(
     )
     for side, key in (("bc", "bc_new_record_values"), ("dataverse", "dataverse_new_record_values")):
         problems += _check_new_record_values(data.get(key), tables[side], side, key)
+    problems += check_skip_policy(data.get("skip_after_failures", {}))
     for side, key in (
         ("bc", "bc_name_field"),
         ("dataverse", "dataverse_name_field"),
@@ -161,6 +170,34 @@ def _column(table: TableInfo, name: str) -> ColumnInfo | None:
         if column is not None and column.type == "lookup":
             return column
     return None
+
+
+def check_skip_policy(policy: Any) -> list[Problem]:
+    """The skip policy: {permanent error class: identical failures before skipping (0 = never), 0 to 100}."""
+    key = "skip_after_failures"
+    if not isinstance(policy, dict):
+        return [Problem('The skip policy must be a JSON object, e.g. {"validation": 3, "conflict": 0}.', field=key)]
+    problems = []
+    for name, count in policy.items():
+        if name in TRANSIENT_ERROR_CLASSES:
+            problems.append(
+                Problem(
+                    f"{name!r} errors are transient: they are never skipped but retried, so they take no skip count.",
+                    field=key,
+                )
+            )
+        elif name not in PERMANENT_ERROR_CLASSES:
+            problems.append(
+                Problem(
+                    f"{name!r} is no error class; use one of {', '.join(PERMANENT_ERROR_CLASSES)}.",
+                    field=key,
+                )
+            )
+        elif isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= 100:
+            problems.append(
+                Problem(f"{name}: the number of failures must be a whole number from 0 (never skip) to 100.", field=key)
+            )
+    return problems
 
 
 def _check_new_record_values(values: Any, table: TableInfo | None, side: str, key: str) -> list[Problem]:

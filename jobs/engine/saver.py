@@ -59,6 +59,11 @@ COUPLING_FIELDS = [
     "last_error_to_dataverse",
     "last_error_from_dataverse",
     "skipped",
+    "skipped_at",
+    "skipped_error_class",
+    "skipped_target_etag",
+    "failures_to_dataverse",
+    "failures_from_dataverse",
     "pending",
     "reserved_at",
     "synced_fields",
@@ -112,7 +117,7 @@ class PageSaver:
                 to_delete.append(coupling.pk)
             elif outcome == Action.FAIL:
                 if coupling is not None:
-                    self._failed(coupling, plan)
+                    detail = "\n".join(part for part in (detail, self._failed(coupling, plan, now)) if part)
                     to_update.append(coupling)
                 elif plan.error_class != ErrorClass.AMBIGUOUS_MATCH:
                     # An uncoupled record that could not be created (e.g. its currency is not coupled yet): keep a
@@ -172,14 +177,29 @@ class PageSaver:
         }
         return {**plan.synced, self.target.system: target_prints}
 
-    def _failed(self, coupling: Coupling, plan: Plan) -> None:
+    def _failed(self, coupling: Coupling, plan: Plan, now: datetime) -> str:
+        """Record the failure on the coupling, and skip the record per the mapping's skip policy for its error
+        class. Transient errors (and writes whose outcome is unknown) are never skipped: every run retries them, the
+        connectors backing off as the service asks. Returns a line for the error's log when the record is skipped."""
         repeated = coupling.last_result(self.direction) == SyncResult.FAILURE and same_error(
             coupling.last_error(self.direction), plan.message
         )
+        count_field = Coupling.failures_field(self.direction)
+        count = (getattr(coupling, count_field) + 1) if repeated else 1
+        setattr(coupling, count_field, min(count, 32767))
         retryable = plan.error_class in (ErrorClass.TRANSIENT, ErrorClass.THROTTLED) or plan.outcome_unknown
-        if repeated and not retryable and settings.SYNC_SKIP_REPEATED_FAILURES:
-            coupling.skipped = True
+        limit = 0 if retryable else self.job.table_mapping.skip_after(plan.error_class or ErrorClass.INTERNAL)
+        note = ""
+        if limit and count >= limit and settings.SYNC_SKIP_REPEATED_FAILURES:
+            target_etag = self.target.row_etag(plan.target_row) if plan.target_row else ""
+            coupling.skip(plan.error_class or ErrorClass.INTERNAL, now, target_etag)
+            note = (
+                f"{now:%Y-%m-%d %H:%M:%S} UTC: skipped after {count} identical failure(s) in a row (the mapping "
+                f"skips {plan.error_class or ErrorClass.INTERNAL} errors after {limit}). It is un-skipped by itself "
+                f"when the cause is fixed, or by a retry."
+            )
         coupling.fail(self.direction, self.job.pk, plan.message, may_have_landed=plan.outcome_unknown)
+        return note
 
     def _failed_reservation(self, plan: Plan) -> Coupling:
         coupling = Coupling(
@@ -192,6 +212,7 @@ class PageSaver:
         )
         if self.target.is_dataverse:
             coupling.dataverse_id = uuid.uuid4()
+        setattr(coupling, Coupling.failures_field(self.direction), 1)  # its first failure, for the skip policy
         coupling.fail(self.direction, self.job.pk, plan.message, may_have_landed=False)
         return coupling
 
