@@ -25,6 +25,8 @@ from mappings.forms import (
     FieldMappingForm,
     FieldMappingFormSet,
     ImportForm,
+    NewRecordTemplateForm,
+    NewRecordTemplateFormSet,
     TableMappingForm,
     TestFilterForm,
     TransformationPreviewForm,
@@ -32,7 +34,7 @@ from mappings.forms import (
 )
 from mappings.importing import ImportRefused
 from mappings.metadata import MetadataUnavailable
-from mappings.models import FieldMapping, TableMapping
+from mappings.models import FieldMapping, NewRecordTemplate, TableMapping
 from mappings.services import configuration_export, configuration_import, table_mapping_reset_to_defaults
 from mappings.transformations import TransformationError, apply_transformation
 from mappings.validation import check_filter
@@ -83,9 +85,24 @@ class FieldMappingInline(admin.TabularInline):
         return format_html('<a href="{}?field_mapping={}" title="Type a value and see the result">try</a>', url, obj.pk)
 
 
+class NewRecordTemplateInline(admin.TabularInline):
+    """Values for new records chosen by a filter on the source record: the first match, in position order."""
+
+    model = NewRecordTemplate
+    form = NewRecordTemplateForm
+    formset = NewRecordTemplateFormSet
+    fk_name = "table_mapping"
+    extra = 0
+    fields = ["position", "name", "target", "source_filter", "values"]
+
+    def get_formset(self, request, obj=None, **kwargs):
+        formset = super().get_formset(request, obj, **kwargs)
+        return type(formset.__name__, (formset,), {"validation_run": validation_run(request)})
+
+
 class TableMappingAdmin(admin.ModelAdmin):
     form = TableMappingForm
-    inlines = [FieldMappingInline]
+    inlines = [FieldMappingInline, NewRecordTemplateInline]
     list_display = [
         "name",
         "bc_entity_set",

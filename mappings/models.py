@@ -170,6 +170,39 @@ class FieldMapping(models.Model):
         return f"{left} {arrow[self.direction]} {right}"
 
 
+class NewRecordTemplate(models.Model):
+    """One set of values for records a mapping creates in one system, chosen by a filter on the source record.
+
+    Business Central 2024 wave 2 lets a mapping choose among configuration templates by a filter on the source
+    record. A mapping's templates for a system are tried in position order; the first whose filter the source record
+    matches (no filter: every record) applies, on top of the mapping's own values for new records in that system.
+    """
+
+    table_mapping = models.ForeignKey(TableMapping, on_delete=models.CASCADE, related_name="new_record_templates")
+    position = models.PositiveIntegerField(default=0)
+    name = models.CharField(max_length=60, blank=True, help_text="For people, e.g. Domestic customers.")
+    target = models.CharField(
+        "records created in",
+        max_length=20,
+        choices=[("bc", "Business Central"), ("dataverse", "Dataverse")],
+        help_text="The system the new records are created in; the filter is on the other system's record.",
+    )
+    source_filter = models.TextField(
+        "filter on the source record",
+        blank=True,
+        help_text="OData $filter on the record being copied, e.g. country eq 'NL'. Empty: every record.",
+    )
+    values = models.JSONField(default=dict, blank=True, help_text='JSON object, e.g. {"paymenttermscode": 2}')
+
+    class Meta:
+        ordering = ["table_mapping", "target", "position", "id"]
+        verbose_name = "values for new records, by filter"
+        verbose_name_plural = "values for new records, by filter"
+
+    def __str__(self) -> str:
+        return self.name or f"{self.get_target_display()} template {self.position}"
+
+
 def touch_table_mapping(sender: type, instance: FieldMapping, **kwargs: object) -> None:
     """Move the table mapping's `updated_at` when one of its field mappings is saved or deleted."""
     TableMapping.objects.filter(pk=instance.table_mapping_id).update(updated_at=timezone.now())

@@ -90,9 +90,31 @@ def validate_mapping(
     lookup_tables: dict[str, str] | None = None,
 ) -> list[Problem]:
     """Check a whole mapping (table settings and field mappings); see validate_table and validate_field_mappings."""
-    return validate_table(data, metadata=metadata, dependency_graph=dependency_graph) + validate_field_mappings(
-        data, metadata=metadata, lookup_tables=lookup_tables
+    return (
+        validate_table(data, metadata=metadata, dependency_graph=dependency_graph)
+        + validate_field_mappings(data, metadata=metadata, lookup_tables=lookup_tables)
+        + validate_new_record_templates(data, metadata=metadata)
     )
+
+
+def validate_new_record_templates(data: dict[str, Any], *, metadata: MetadataCache | None = None) -> list[Problem]:
+    """Check each template's filter as the mapping's filters are checked (on the source record's table) and its
+    values as the mapping's values for new records (on the target's table). `row` is the template's index."""
+    problems: list[Problem] = []
+    tables: dict[str, TableInfo | None] = {}
+    table_keys: tuple[tuple[Side, str], ...] = (("bc", "bc_entity_set"), ("dataverse", "dataverse_entity_set"))
+    for side, key in table_keys:
+        tables[side], _ = _table(metadata, side, data.get(key) or "", key)  # an unknown table is the table's error
+    for row, template in enumerate(data.get("new_record_templates") or []):
+        target = template.get("target")
+        if target not in ("bc", "dataverse"):
+            problems.append(Problem("Choose the system the new records are created in.", field="target", row=row))
+            continue
+        source = "dataverse" if target == "bc" else "bc"
+        found = check_filter(template.get("source_filter") or "", tables[source], side=source, field="source_filter")
+        found += _check_new_record_values(template.get("values"), tables[target], target, "values")
+        problems += [dataclasses.replace(problem, row=row) for problem in found]
+    return problems
 
 
 def validate_table(
