@@ -9,6 +9,7 @@ to different values is a conflict.
 import json
 
 import pytest
+from django.urls import reverse
 
 from coupling.models import Coupling
 from jobs.models import SyncError, SyncJob
@@ -127,7 +128,7 @@ def test_a_coupling_from_before_the_merge_behaves_as_business_central_until_it_s
     assert (record["city"], record["phoneNumber"]) == ("Gouda", "+31 3")
 
 
-def test_a_preview_shows_merged_fields_and_conflicts_apart(customer, run, sandbox_connections):  # noqa: F811
+def test_a_preview_shows_merged_fields_and_conflicts_apart(customer, run, sandbox_connections, admin_client):  # noqa: F811
     couplings = list(Coupling.objects.filter(table_mapping=customer).order_by("pk")[:2])
     merging, conflicting = couplings
     sandbox.edit_as_another_user("bc", "customers", merging.bc_id, city="Utrecht")
@@ -146,6 +147,12 @@ def test_a_preview_shows_merged_fields_and_conflicts_apart(customer, run, sandbo
     conflict = by_record[str(conflicting.bc_id)]
     assert conflict["conflicts"] == [{"field": "address1_city", "source": "Delft", "target": "Breda"}]
     assert account(sandbox_connections, merging.dataverse_id)["address1_city"] != "Utrecht"
+
+    page = admin_client.get(reverse("admin:jobs_syncjob_progress", args=[preview.pk])).content.decode()
+    merged_table = page.split('class="preview-merged"')[1].split("</table>")[0]
+    assert "telephone1" in merged_table and "address1_city" not in merged_table
+    conflicts_table = page.split('class="preview-conflicts"')[1].split("</table>")[0]
+    assert "address1_city" in conflicts_table and "Delft" in conflicts_table and "Breda" in conflicts_table
 
 
 def test_the_stored_size_per_coupling_is_small(customer):  # noqa: F811
