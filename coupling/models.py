@@ -201,8 +201,14 @@ class Coupling(models.Model):
 
     def resolved_by_hand(self, directions: list[str]) -> None:
         """A person chose each differing field's value and both records now hold it: no error, nothing skipped, and
-        a success in each of `directions` (those the mapping syncs), as if a sync had just written them."""
+        a success in each of `directions` (those the mapping syncs), as if a sync had just written them.
+
+        The field fingerprints are forgotten: the chosen values are both sides' now, and until the next successful
+        write records them the record is compared record by record (its versions were just stored)."""
         self.skipped = False
+        self.skipped_at, self.skipped_error_class, self.skipped_target_etag = None, "", ""
+        self.failures_to_dataverse = self.failures_from_dataverse = 0
+        self.synced_fields = {}
         for direction in (Direction.TO_DATAVERSE, Direction.FROM_DATAVERSE):
             setattr(self, self.error_field(direction), "")
             setattr(self, self.result_field(direction), SyncResult.SUCCESS if direction in directions else "")

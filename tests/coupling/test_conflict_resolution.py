@@ -105,3 +105,28 @@ def test_a_record_changed_again_after_reading_is_not_overwritten(conflict):
     assert record["city"] == "Elsewhere"  # the other user's change survived
     coupling.refresh_from_db()
     assert coupling.bc_etag == stored_bc_etag  # still seen as changed: the conflict is not hidden
+
+
+def test_after_a_resolution_by_hand_an_edit_on_one_side_flows_without_a_conflict(
+    conflict, django_capture_on_commit_callbacks, rq_worker
+):
+    """The field fingerprints of the last sync predate the chosen values: they are forgotten, not compared."""
+    coupling, bc, dataverse = conflict
+    with open_client(bc) as bc_client, open_client(dataverse) as dv_client:
+        conflict_resolve(
+            coupling=coupling,
+            winners={field_id("city"): "dataverse", field_id("phoneNumber"): "bc"},
+            bc_client=bc_client,
+            dataverse_client=dv_client,
+        )
+    sandbox_testing.edit_as_another_user("bc", "customers", coupling.bc_id, city="Later")
+    errors_before = SyncError.objects.count()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        sync_enqueue(mapping=coupling.table_mapping, kind=JobKind.MODIFIED)
+    rq_worker()
+
+    assert SyncError.objects.count() == errors_before
+    with open_client(dataverse) as dv_client:
+        row = dv_client.read_by_ids("accounts", [coupling.dataverse_id])[coupling.dataverse_id]
+    assert (row["address1_city"], row["telephone1"]) == ("Later", "0111")
