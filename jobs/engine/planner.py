@@ -54,6 +54,7 @@ class FieldConflict:
 
 
 Fingerprints = dict[str, dict[str, str]]  # system -> {field as read on that system: fingerprint}
+Settled = dict[str, dict[str, Any]]  # system -> {field as read on that system: its value once the plan is written}
 
 
 @dataclass(frozen=True)
@@ -73,10 +74,10 @@ class Plan:
     # so the coupling keeps the target's earlier version instead of the one our write produced.
     target_had_changes: bool = False
     outcome_unknown: bool = False  # the write failed in a way that may have landed (dropped connection)
-    # Field-level merge: the fields this plan settles (both sides agree once it is written), as fingerprints the
-    # saver stores on the coupling; the target fields left to the reverse pass (changed on the target side only);
-    # and the fields changed on both sides to different values.
-    synced: Fingerprints = field(default_factory=dict)
+    # Field-level merge: the fields this plan settles (both sides agree once it is written), with each side's value,
+    # which the saver fingerprints on the coupling; the target fields left to the reverse pass (changed on the
+    # target side only); and the fields changed on both sides to different values.
+    synced: Settled = field(default_factory=dict)
     merged: list[str] = field(default_factory=list)
     conflicts: list[FieldConflict] = field(default_factory=list)
 
@@ -118,9 +119,9 @@ def target_changed(ctx: PlanContext, target_row: Row, coupling: Coupling) -> boo
     return stored_modified is None or modified is None or modified > stored_modified
 
 
-def _all_values(ctx: PlanContext, row: Row, lookups: LookupResolver) -> tuple[dict[str, Any], Fingerprints]:
+def _all_values(ctx: PlanContext, row: Row, lookups: LookupResolver) -> tuple[dict[str, Any], Settled]:
     values: dict[str, Any] = {}
-    synced: Fingerprints = {ctx.source.system: {}, ctx.target.system: {}}
+    synced: Settled = {ctx.source.system: {}, ctx.target.system: {}}
     for rule in ctx.rules:
         write, value = desired_value(rule, row, lookups, ctx.target)
         if write:
@@ -129,11 +130,13 @@ def _all_values(ctx: PlanContext, row: Row, lookups: LookupResolver) -> tuple[di
     return values, synced
 
 
-def _settle(ctx: PlanContext, synced: Fingerprints, rule: FieldRule, row: Row, target_value: Any) -> None:
-    """Both sides hold this field's value once the plan is written: remember each side's fingerprint of it."""
-    if rule.source_field:
-        synced[ctx.source.system][rule.source_field] = fingerprint(row.get(rule.source_field))
-        synced[ctx.target.system][rule.current_key(ctx.target)] = fingerprint(target_value)
+def _settle(ctx: PlanContext, synced: Settled, rule: FieldRule, row: Row, target_value: Any) -> None:
+    """Both sides hold this field's value once the plan is written: note each side's value of it.
+
+    Only bidirectional fields of a bidirectional mapping are merged field by field, so only they are noted."""
+    if rule.source_field and rule.bidirectional and ctx.bidirectional_mapping:
+        synced[ctx.source.system][rule.source_field] = row.get(rule.source_field)
+        synced[ctx.target.system][rule.current_key(ctx.target)] = target_value
 
 
 def _changes_known(ctx: PlanContext, coupling: Coupling, rule: FieldRule) -> tuple[str, str] | None:
@@ -194,7 +197,7 @@ def _plan(
     diffs, values = [], {}
     conflicting = []
     merged: list[str] = []
-    synced: Fingerprints = {ctx.source.system: {}, ctx.target.system: {}}
+    synced: Settled = {ctx.source.system: {}, ctx.target.system: {}}
     target_had_changes = not coupling.pending and target_changed(ctx, target_row, coupling)
     check_conflicts = not ctx.force and ctx.bidirectional_mapping and target_had_changes
     # Field by field where the coupling recorded what was last synchronized (not for a forced run, which overwrites,
@@ -264,7 +267,7 @@ def _resolve_conflict(
     conflicting: list[tuple[FieldRule, Any, Any]],
     diffs: list[FieldDiff],
     values: dict[str, Any],
-    synced: Fingerprints,
+    synced: Settled,
 ) -> Plan | None:
     """Apply the field's (or else the mapping's) update-conflict policy; report the conflict when there is none."""
     unresolved = []

@@ -106,7 +106,7 @@ class PageSaver:
             elif outcome == Action.UNCHANGED and coupling is not None:
                 self._remember(self.source, coupling, plan.source_row)
                 if plan.synced:
-                    coupling.remember_synced(plan.synced)
+                    coupling.remember_synced(self._as_stored(plan, {}))
                 if coupling.pending and plan.target_row is not None:
                     # An interrupted run wrote this record before it could say so: confirm the coupling now.
                     self._remember(self.target, coupling, plan.target_row)
@@ -167,15 +167,17 @@ class PageSaver:
         coupling.succeed(self.direction, self.job.pk)
 
     def _as_stored(self, plan: Plan, target_row: Row) -> Fingerprints:
-        """The plan's settled fields, the target's as it stored them where the write answered with the record (a
-        Code upper-cased by Business Central reads back so next time, and is no change of the target's)."""
-        if not plan.synced or not target_row:
-            return plan.synced
-        target_prints = {
-            key: fingerprint(target_row[key]) if key in target_row else value
-            for key, value in plan.synced.get(self.target.system, {}).items()
+        """Fingerprints of the fields the plan settled: the target's as it stored them where the write answered with
+        the record (a Code upper-cased by Business Central reads back so next time, and is no change of the
+        target's), else as written."""
+        if not plan.synced:
+            return {}
+        source_values = plan.synced.get(self.source.system, {})
+        target_values = plan.synced.get(self.target.system, {})
+        return {
+            self.source.system: {key: fingerprint(value) for key, value in source_values.items()},
+            self.target.system: {key: fingerprint(target_row.get(key, value)) for key, value in target_values.items()},
         }
-        return {**plan.synced, self.target.system: target_prints}
 
     def _failed(self, coupling: Coupling, plan: Plan, now: datetime) -> str:
         """Record the failure on the coupling, and skip the record per the mapping's skip policy for its error
