@@ -36,6 +36,11 @@ class CouplingAdmin(admin.ModelAdmin):
         "dataverse_etag",
         "last_job_to_dataverse",
         "last_job_from_dataverse",
+        # Why and since when it is skipped (the skip policy); a run un-skips it once that cause is fixed.
+        "skipped_at",
+        "skipped_error_class",
+        "failures_to_dataverse",
+        "failures_from_dataverse",
         "created_at",
         "updated_at",
     ]

@@ -8,6 +8,7 @@ Transient failures are never skipped: tests/jobs/test_sync_rules.py
 """
 
 import pytest
+from django.urls import reverse
 
 from connectors.clients import open_client
 from coupling.models import Coupling
@@ -46,13 +47,20 @@ def runs_until_skipped(mapping, run, coupling, attempts):  # noqa: F811
     return skipped_at
 
 
-def test_the_mappings_count_for_an_error_class_decides_when_a_record_is_skipped(customer, failing_phone, run):  # noqa: F811
+def test_the_mappings_count_for_an_error_class_decides_when_a_record_is_skipped(
+    customer,  # noqa: F811
+    failing_phone,
+    run,  # noqa: F811
+    admin_client,
+):
     TableMapping.objects.filter(pk=customer.pk).update(skip_after_failures={"validation": 3})
     customer.refresh_from_db()
 
     assert runs_until_skipped(customer, run, failing_phone, 3) == [3]
     error = SyncError.objects.filter(table_mapping=customer).order_by("-created_at", "-id").first()
     assert "skipped after 3 identical failure(s)" in error.detail
+    page = admin_client.get(reverse("admin:coupling_coupling_change", args=[failing_phone.pk])).content.decode()
+    assert "Skipped error class" in page and "validation" in page
 
     (job,) = run(customer, direction="from_dataverse")
     assert job.failed == 0  # skipped: left out
