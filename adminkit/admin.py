@@ -12,6 +12,7 @@ from functools import cached_property
 import django_filters
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import PAGE_VAR
 from django.core.paginator import Paginator
 
 
@@ -57,13 +58,40 @@ class FilterSetListFilter(admin.ListFilter):
 
 
 class CappedCountPaginator(Paginator):
-    """Count at most CAP rows: a list of 100,000 rows must not pay for COUNT(*) of the whole table on every page.
+    """Count at most about CAP rows: a list of 100,000 rows must not pay for COUNT(*) of the whole table on every page.
 
-    Past the cap the list shows "CAP results" and pages up to there; narrowing the filters finds the rest.
+    Past the cap the count is shown as "10,000+" (`count_label`), and the pages past it stay reachable: the count goes
+    on a few pages beyond the page asked for (`page_number`), so the last page link always leads further.
     """
 
     CAP = 10_000
+    PAGES_AHEAD = 10
+
+    def __init__(self, *args, page_number: int = 1, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.page_number = max(page_number, 1)
+        self.capped = False
 
     @cached_property
     def count(self):
-        return self.object_list.order_by()[: self.CAP].count()
+        limit = max(self.CAP, (self.page_number + self.PAGES_AHEAD) * self.per_page)
+        counted = self.object_list.order_by()[: limit + 1].count()
+        self.capped = counted > limit
+        return min(counted, limit)
+
+    @property
+    def count_label(self) -> str:
+        return f"{self.count:,}+" if self.capped else str(self.count)
+
+
+class CappedCountAdminMixin:
+    """For a ModelAdmin: the capped paginator, told which page is asked for; the list says "10,000+" past the cap
+    (the app's admin/<app>/pagination.html includes adminkit/capped_pagination.html). Set show_full_result_count
+    to False beside it: a "full count" would COUNT(*) the whole table again."""
+
+    def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
+        try:
+            page_number = int(request.GET.get(PAGE_VAR, 1))
+        except ValueError:
+            page_number = 1
+        return CappedCountPaginator(queryset, per_page, orphans, allow_empty_first_page, page_number=page_number)

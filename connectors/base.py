@@ -275,6 +275,22 @@ class ODataClient:
             yield Page(rows=body["value"], next_link=next_link)
             url, query = next_link, None
 
+    def changed_after(self, entity_set: str, moment: datetime | None, *, filter: str | None = None) -> bool:
+        """Whether a row matching `filter` was modified after `moment` (any row, without `moment`): one GET with
+        `$top=1`, selecting the key only. Strictly after: the rows at `moment` itself are the ones already read.
+
+        No `odata.maxpagesize` preference: Dataverse ignores `$top` when it is present."""
+        key = self.primary_key(entity_set)
+        after = None
+        if moment is not None:
+            after = f"{self.modified_field} gt {datetime_literal(moment, milliseconds=self.modified_with_milliseconds)}"
+        params = {"$select": key, "$top": "1"}
+        combined = and_filters(filter, after)
+        if combined:
+            params["$filter"] = combined
+        body = self.collection_answer(self.request("GET", self.collection_url(entity_set), kind="read", params=params))
+        return bool(body["value"])
+
     def read_by_ids(
         self, entity_set: str, ids: list[UUID], *, select: list[str] | None = None, filter: str | None = None
     ) -> dict[UUID, dict[str, Any]]:

@@ -167,6 +167,9 @@ class RemoteClient(Protocol):
     def count(self, entity_set: str, *, filter: str | None = None) -> int:
         """Return how many rows match `filter`."""
 
+    def changed_after(self, entity_set: str, moment: datetime | None, *, filter: str | None = None) -> bool:
+        """Whether a row matching `filter` was modified after `moment`: one request with `$top=1`."""
+
     def write_many(self, operations: list[WriteOperation]) -> list[WriteResult]:
         """Write in bulk; return one result per operation, in order. Retries transient faults itself."""
 

@@ -6,11 +6,11 @@ actions and the compare and match pages of `jobs` through its mixins.
 
 from django.contrib import admin
 
-from adminkit.admin import CappedCountPaginator
+from adminkit.admin import CappedCountAdminMixin
 from coupling.filters import CouplingListFilter
 
 
-class CouplingAdmin(admin.ModelAdmin):
+class CouplingAdmin(CappedCountAdminMixin, admin.ModelAdmin):
     list_display = ["id", "table_mapping", "bc_name", "dataverse_name", "last_results", "skipped", "updated_at"]
     list_display_links = ["id"]
     # One django-filter FilterSet (mapping, skipped, last result per direction, name or id) instead of the admin's
@@ -18,7 +18,6 @@ class CouplingAdmin(admin.ModelAdmin):
     list_filter = [CouplingListFilter]
     list_select_related = ["table_mapping"]
     list_per_page = 50
-    paginator = CappedCountPaginator
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER  # facet counts would COUNT the whole table per choice
 
@@ -29,21 +28,11 @@ class CouplingAdmin(admin.ModelAdmin):
         text = f"to Dataverse: {to_dv} · from Dataverse: {from_dv}"
         return text + (" · being created" if obj.pending else "")
 
-    readonly_fields = [
-        "bc_modified_on",
-        "dataverse_modified_on",
-        "bc_etag",
-        "dataverse_etag",
-        "last_job_to_dataverse",
-        "last_job_from_dataverse",
-        # Why and since when it is skipped (the skip policy); a run un-skips it once that cause is fixed.
-        "skipped_at",
-        "skipped_error_class",
-        "failures_to_dataverse",
-        "failures_from_dataverse",
-        "created_at",
-        "updated_at",
-    ]
+    def get_readonly_fields(self, request, obj=None):
+        # Every field: ids, names, versions (ETags, modified-on), results and flags are the engine's record of the
+        # two systems. An edited ETag or id silently makes the next run overwrite a change or write to the wrong
+        # record; the actions (synchronize, retry skipped, uncouple, resolve a conflict) change them safely.
+        return [field.name for field in self.model._meta.fields]
 
 
 class AmbiguousMatchAdmin(admin.ModelAdmin):

@@ -153,6 +153,7 @@ class MatchOutcome:
     ambiguous: list[tuple[ConnectionKind, Candidate, list[Candidate]]] = field(default_factory=list)
     unmatched_bc: list[Candidate] = field(default_factory=list)
     unmatched_dataverse: list[Candidate] = field(default_factory=list)
+    records_read: int = 0  # uncoupled records read in both systems: each is paired, ambiguous or unmatched
 
 
 def _uncoupled_rows(
@@ -202,7 +203,7 @@ def match_records(*, mapping: TableMapping, bc_client: RemoteClient, dataverse_c
         return Candidate(row_id, str(dv_rows[row_id].get(mapping.dataverse_name_field) or ""))
 
     pairing = pair_uniquely(groups, bc_rows, ConnectionKind.BUSINESS_CENTRAL, dv_rows, ConnectionKind.DATAVERSE)
-    outcome = MatchOutcome()
+    outcome = MatchOutcome(records_read=len(bc_rows) + len(dv_rows))
     outcome.pairs = [(bc_candidate(bc), dv_candidate(dv)) for bc, dv in pairing.pairs.items()]
     outcome.ambiguous = [
         (ConnectionKind.BUSINESS_CENTRAL, bc_candidate(bc), [dv_candidate(i) for i in dvs])

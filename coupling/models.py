@@ -30,6 +30,14 @@ class CouplingQuerySet(models.QuerySet["Coupling"]):
         )
         return self.update(skipped=False)
 
+    def choose_first_direction(self, direction: str) -> int:
+        """A person asked to synchronize these records in `direction`: for the pairs never synchronized yet, that
+        direction holds until it has succeeded once (see `first_sync_direction`)."""
+        never_synced = self.exclude(last_result_to_dataverse=SyncResult.SUCCESS).exclude(
+            last_result_from_dataverse=SyncResult.SUCCESS
+        )
+        return never_synced.filter(pending=False).update(first_sync_direction=direction)
+
     def failed_reservations(self) -> CouplingQuerySet:
         """Pending couplings whose partner could not be created: no write of theirs can have landed."""
         return self.filter(pending=True, reserved_at__isnull=True)
@@ -102,6 +110,16 @@ class Coupling(models.Model):
     # for a coupling not synchronized since this was added: it is compared record by record, as before.
     synced_fields = models.JSONField(default=dict, blank=True, editable=False)
     pending = models.BooleanField(default=False)
+    # The direction a person chose for the pair's first synchronization ("couple, then synchronize to Dataverse"),
+    # kept until a sync in that direction has succeeded: before that, neither record's version is known, so both
+    # would look changed and the next run would report an update conflict instead of carrying out the choice.
+    first_sync_direction = models.CharField(
+        max_length=20,
+        choices=[(Direction.TO_DATAVERSE, "To Dataverse"), (Direction.FROM_DATAVERSE, "From Dataverse")],
+        blank=True,
+        default="",
+        help_text="Chosen for the first synchronization; cleared once it has succeeded.",
+    )
     reserved_at = models.DateTimeField(
         null=True, blank=True, help_text="Since when a write creating the partner may have happened (pending only)."
     )
@@ -171,6 +189,8 @@ class Coupling(models.Model):
         """The write in `direction` landed: coupled, without error."""
         self.pending = False
         self.reserved_at = None
+        if self.first_sync_direction == direction:
+            self.first_sync_direction = ""  # the chosen first synchronization is done
         setattr(self, self.error_field(direction), "")
         setattr(self, self.failures_field(direction), 0)
         self._set_result(direction, SyncResult.SUCCESS, job_id)

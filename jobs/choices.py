@@ -18,6 +18,17 @@ class JobStatus(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
 
 
+class RequestedVia(models.TextChoices):
+    """What started a job, shown as "Requested by" beside the user (if any)."""
+
+    USER = "user", "A user"
+    SCHEDULE = "schedule", "The schedule"
+    CHANGE_NOTIFICATION = "change_notification", "A change notification"
+    COMMAND = "command", "The sync command"
+    RECOVERY = "recovery", "Crash recovery (resuming a stopped run)"
+    FOLLOW_UP = "follow_up", "Match-based coupling (its follow-up)"
+
+
 ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
 FINISHED_STATUSES = (JobStatus.SUCCEEDED, JobStatus.PARTLY_FAILED, JobStatus.FAILED, JobStatus.CANCELLED)
 
@@ -34,3 +45,21 @@ class ErrorClass(models.TextChoices):
     MISSING_DEPENDENCY = "missing_dependency", "Missing dependency"
     AMBIGUOUS_MATCH = "ambiguous_match", "Ambiguous match"
     INTERNAL = "internal", "Internal"
+
+
+class ErrorState(models.TextChoices):
+    """Where a sync error stands now (BC's "Coupled Data Synchronization Errors" lists what is wrong now).
+
+    An error is OPEN when saved. It leaves OPEN exactly once, to one of the other states, and never returns:
+    - RESOLVED_BY_SYNC: a later run synchronized the same record in the same direction without error (written, or
+      found already equal), closed by the engine's saver in the transaction that saves that run's page;
+    - RESOLVED_BY_HAND: a person resolved it (a conflict resolved field by field, or "mark as resolved");
+    - SUPERSEDED: a newer error of the same record and direction replaced it (the newer one is the open one).
+    A new state (e.g. for a skip policy) is one more choice here plus the code that moves errors into it; every
+    count of "errors" counts OPEN only (`SyncError.objects.open()`), and the history filter shows the rest.
+    """
+
+    OPEN = "open", "Open"
+    RESOLVED_BY_SYNC = "resolved_by_sync", "Resolved by a later sync"
+    RESOLVED_BY_HAND = "resolved_by_hand", "Resolved by hand"
+    SUPERSEDED = "superseded", "Superseded by a newer error"

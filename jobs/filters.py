@@ -11,15 +11,20 @@ from django.utils import timezone
 
 from adminkit.admin import FilterSetListFilter
 from connectors.odata import as_uuid
-from jobs.choices import ErrorClass
+from jobs.choices import ErrorClass, ErrorState
 from jobs.models import SyncError
 from mappings.choices import Direction
 from mappings.models import TableMapping
+
+ALL_STATES = "all"
+# "Open" first: with no choice the list shows what is wrong now; "All" is the history, one click away.
+STATES = [*ErrorState.choices, (ALL_STATES, "All, with the resolved (history)")]
 
 DIRECTIONS = [(Direction.TO_DATAVERSE, "To Dataverse"), (Direction.FROM_DATAVERSE, "From Dataverse")]
 
 
 class SyncErrorFilterSet(django_filters.FilterSet):
+    state = django_filters.ChoiceFilter(choices=STATES, method="in_state", label="State", empty_label=None)
     text = django_filters.CharFilter(method="search", label="Text, name or id")
     table_mapping = django_filters.ModelChoiceFilter(
         queryset=TableMapping.objects.all(), label="Mapping", empty_label="Any"
@@ -35,7 +40,16 @@ class SyncErrorFilterSet(django_filters.FilterSet):
 
     class Meta:
         model = SyncError
-        fields = ["text", "table_mapping", "job", "direction", "error_class", "since", "until"]
+        fields = ["state", "text", "table_mapping", "job", "direction", "error_class", "since", "until"]
+
+    def filter_queryset(self, queryset):
+        queryset = super().filter_queryset(queryset)
+        if not self.form.cleaned_data.get("state"):
+            queryset = queryset.open()  # no state chosen: what is wrong now
+        return queryset
+
+    def in_state(self, queryset, name, value):
+        return queryset if value == ALL_STATES else queryset.filter(state=value)
 
     def date_range(self, queryset, name, value):
         start = timezone.make_aware(datetime.combine(value, time.min))
@@ -56,9 +70,15 @@ class SyncErrorFilterSet(django_filters.FilterSet):
 
 
 def sync_error_list(*, filters: dict | None = None):
-    """Sync errors matching the filters (a dict of the FilterSet's fields), newest first."""
+    """Sync errors matching the filters (a dict of the FilterSet's fields), newest first; the open ones unless the
+    filters choose a state ("all" for every state)."""
     return SyncErrorFilterSet(filters or {}, queryset=SyncError.objects.select_related("table_mapping")).qs
 
 
 class SyncErrorListFilter(FilterSetListFilter):
     filterset_class = SyncErrorFilterSet
+
+    def queryset(self, request, queryset):
+        if not self.data:
+            return queryset.open()  # the list without filters: what is wrong now
+        return super().queryset(request, queryset)

@@ -1,3 +1,5 @@
+from __future__ import annotations
+
 import uuid
 
 from django.conf import settings
@@ -7,11 +9,14 @@ from django.utils import timezone
 
 from connectors.choices import ConnectionKind
 from connectors.secrets import decrypt_secret, encrypt_secret
-from jobs.choices import ErrorClass, JobKind, JobStatus
+from jobs.choices import ErrorClass, ErrorState, JobKind, JobStatus, RequestedVia
 from mappings.choices import Direction
 from mappings.models import TableMapping
 
 COUNTER_FIELDS = ("inserted", "modified", "deleted", "unchanged", "skipped", "failed", "coupled", "uncoupled")
+# The outcomes of a synchronization that add up to the records it read, each record counted once (a record coupled by
+# matching during the run has an outcome of its own besides). A new outcome (a counter) joins this list.
+OUTCOME_FIELDS = ("inserted", "modified", "deleted", "unchanged", "skipped", "failed", "uncoupled")
 
 
 class SyncJob(models.Model):
@@ -23,6 +28,9 @@ class SyncJob(models.Model):
     status = models.CharField(max_length=20, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True)
     dry_run = models.BooleanField(default=False, help_text="A preview: planned, nothing written.")
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    requested_via = models.CharField(
+        max_length=30, choices=RequestedVia.choices, default=RequestedVia.USER, help_text="What started the job."
+    )
     rq_job_id = models.CharField(max_length=64, blank=True)
     queued_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -106,9 +114,129 @@ class SyncJob(models.Model):
     def counts(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in COUNTER_FIELDS}
 
+    @property
+    def requester(self) -> str:
+        """Who or what asked for the job: the schedule, a change notification, or the user (by name)."""
+        if self.requested_via == RequestedVia.USER:
+            return str(self.requested_by) if self.requested_by_id else "not recorded"
+        by = f" (asked by {self.requested_by})" if self.requested_by_id else ""
+        return self.get_requested_via_display() + by
+
+    @property
+    def seconds_run(self) -> float | None:
+        """Seconds from start to finish (to now while it runs); None before it starts."""
+        if self.started_at is None:
+            return None
+        return max(((self.finished_at or timezone.now()) - self.started_at).total_seconds(), 0.0)
+
+    @property
+    def duration(self) -> str:
+        seconds = self.seconds_run
+        return "" if seconds is None else seconds_text(seconds)
+
+    @property
+    def progress_percent(self) -> int | None:
+        if not self.progress_total:
+            return None
+        return min(100, round(100 * self.progress_done / self.progress_total))
+
+    @property
+    def time_left(self) -> str:
+        """An estimate of the time left of a running job, from its pace so far ("" when it cannot be told)."""
+        seconds = self.seconds_run
+        if self.finished_at or not seconds or not self.progress_total or not self.progress_done:
+            return ""
+        left = max(self.progress_total - self.progress_done, 0) * seconds / self.progress_done
+        return f"about {seconds_text(left)} left"
+
+    @property
+    def records_read(self) -> int:
+        return self.progress_done
+
+    @property
+    def outcomes(self) -> list[tuple[str, int]]:
+        """What became of the records the job read, as (outcome, records): they add up to the records read.
+
+        A preview: what each would do. Match-based coupling: each pair coupled is two records, one per system; an
+        ambiguous record counts as failed and a record without a match as skipped.
+        """
+        if self.dry_run:
+            counts = (self.preview or {}).get("counts", {})
+            return [(label.lower(), counts.get(key, 0)) for key, label in self.PREVIEW_COUNTS]
+        if self.kind == JobKind.COUPLING:
+            return [
+                ("coupled (two records a pair)", 2 * self.coupled),
+                ("ambiguous", self.failed),
+                ("without a match", self.skipped),
+            ]
+        return [(name, getattr(self, name)) for name in OUTCOME_FIELDS]
+
+    @property
+    def outcomes_total(self) -> int:
+        return sum(count for _, count in self.outcomes)
+
+    @property
+    def counts_reconcile(self) -> bool:
+        return self.records_read == self.outcomes_total
+
+    @property
+    def every_record_failed(self) -> bool:
+        """Records failed and none had another outcome (a coupling job's pairs are its other outcome)."""
+        others = [name for name in OUTCOME_FIELDS if name != "failed"]
+        succeeded = sum(getattr(self, name) for name in others) + (self.coupled if self.kind == JobKind.COUPLING else 0)
+        return self.failed > 0 and succeeded == 0
+
+
+def seconds_text(seconds: float) -> str:
+    """A duration as people say it: "20 seconds", "3 minutes 5 seconds", "2 hours 10 minutes"."""
+    whole = int(round(seconds))
+    if whole < 1:
+        return "less than a second"
+    if whole < 60:
+        return f"{whole} second{'s' if whole != 1 else ''}"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes} minute{'s' if minutes != 1 else ''}" + (
+            f" {secs} second{'s' if secs != 1 else ''}" if secs else ""
+        )
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} hour{'s' if hours != 1 else ''}" + (
+        f" {minutes} minute{'s' if minutes != 1 else ''}" if minutes else ""
+    )
+
+
+class SyncErrorQuerySet(models.QuerySet["SyncError"]):
+    """The error states' transitions (jobs.choices.ErrorState), each one UPDATE for any number of errors."""
+
+    def open(self) -> SyncErrorQuerySet:
+        """What is wrong now: the errors every count and the error list show by default."""
+        return self.filter(state=ErrorState.OPEN)
+
+    def of_records(self, mapping_id: int, direction: str, source_ids) -> SyncErrorQuerySet:
+        """The errors of these source records of a mapping in one direction (the record an error is about is its
+        source record: a failed insert has no target id yet)."""
+        source_attr = "bc_id" if direction == Direction.TO_DATAVERSE else "dataverse_id"
+        return self.filter(table_mapping_id=mapping_id, direction=direction, **{f"{source_attr}__in": source_ids})
+
+    def of_run(self, mapping_id: int, direction: str) -> SyncErrorQuerySet:
+        """The errors of a whole run of a mapping in one direction (a run that stopped), which name no record."""
+        return self.filter(table_mapping_id=mapping_id, direction=direction, bc_id=None, dataverse_id=None)
+
+    def close(self, state: str, *, job_id: int | None = None, user=None, now=None) -> int:
+        """Move the open ones among these errors to `state`; returns how many moved. Errors not open stay as they
+        are: an error leaves OPEN once and its history is kept."""
+        assert state != ErrorState.OPEN
+        return self.open().update(
+            state=state, resolved_at=now or timezone.now(), resolved_by_job_id=job_id, resolved_by=user
+        )
+
 
 class SyncError(models.Model):
-    """A record that failed in a sync job, with both records' ids and names and a classified reason."""
+    """A record that failed in a sync job, with both records' ids and names and a classified reason.
+
+    `state` says whether it is still wrong now (see jobs.choices.ErrorState); `resolved_at`, `resolved_by_job` and
+    `resolved_by` say when and by what it left OPEN.
+    """
 
     job = models.ForeignKey(SyncJob, on_delete=models.CASCADE, related_name="errors")
     table_mapping = models.ForeignKey(TableMapping, on_delete=models.CASCADE, related_name="sync_errors")
@@ -121,11 +249,50 @@ class SyncError(models.Model):
     message = models.TextField()
     detail = models.TextField(blank=True, help_text="Remote code, response excerpt, trace.")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    state = models.CharField(max_length=20, choices=ErrorState.choices, default=ErrorState.OPEN, editable=False)
+    resolved_at = models.DateTimeField(null=True, blank=True, editable=False, help_text="When it stopped being open.")
+    resolved_by_job = models.ForeignKey(
+        SyncJob,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="resolved_errors",
+        editable=False,
+        help_text="The run that synchronized the record without error, or whose newer error superseded this one.",
+    )
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+        help_text="The person who resolved it by hand.",
+    )
+
+    objects = SyncErrorQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
             models.Index(fields=["table_mapping", "-created_at"]),
+            # Closing a page's records' open errors (the saver) and counting the open ones per mapping and class
+            # (dashboard, mapping list) read only open rows: partial indexes stay as small as what is wrong now.
+            models.Index(
+                fields=["table_mapping", "direction", "bc_id"],
+                condition=models.Q(state="open"),
+                name="syncerror_open_bc",
+            ),
+            models.Index(
+                fields=["table_mapping", "direction", "dataverse_id"],
+                condition=models.Q(state="open"),
+                name="syncerror_open_dataverse",
+            ),
+            models.Index(
+                fields=["table_mapping", "error_class"],
+                condition=models.Q(state="open"),
+                name="syncerror_open_mapping_class",
+            ),
             # The dashboard counts errors by mapping and class, and charts them by hour and class, from these alone.
             models.Index(fields=["table_mapping", "error_class"], name="syncerror_mapping_class"),
             models.Index(fields=["created_at", "error_class"], name="syncerror_created_class"),
@@ -168,7 +335,9 @@ class Schedule(models.Model):
         help_text="Failed runs in a row before the schedule shows as failing.",
     )
     wake_on_change = models.BooleanField(
-        default=True, help_text="A change notification from either system ends the inactivity hold."
+        default=True,
+        help_text="A change in either system ends the inactivity hold: notified, or found by the check made at each "
+        "interval while on hold (one small request per system).",
     )
     webhook_debounce_seconds = models.PositiveIntegerField(
         "change notification delay (seconds)",
@@ -181,6 +350,9 @@ class Schedule(models.Model):
     run_started_at = models.DateTimeField(null=True, blank=True, editable=False)
     run_job_ids = models.JSONField(default=list, blank=True, editable=False, help_text="Jobs of the current run.")
     woken_at = models.DateTimeField(null=True, blank=True, editable=False)
+    checked_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When the hold last checked both systems for changes."
+    )
     last_finished_at = models.DateTimeField(null=True, blank=True, editable=False)
     failed_attempts = models.PositiveIntegerField(default=0, editable=False)
     last_message = models.TextField(blank=True, editable=False)
@@ -208,8 +380,24 @@ class Schedule(models.Model):
         if self.state == ScheduleState.RUNNING:
             return "Running"
         if self.state == ScheduleState.ON_HOLD:
-            return f"On hold until {timezone.localtime(self.next_run_at):%Y-%m-%d %H:%M}"
+            until = f"{timezone.localtime(self.next_run_at):%Y-%m-%d %H:%M}"
+            if not self.wake_on_change:
+                return f"On hold until {until}"
+            since = self.quiet_since
+            checked = f" (last checked {timezone.localtime(self.checked_at):%H:%M})" if self.checked_at else ""
+            return (
+                f"Idle: checking every {self.minutes_between_runs} min, no changes since "
+                f"{timezone.localtime(since):%Y-%m-%d %H:%M}{checked}; runs at once on a change, else at {until}"
+                if since
+                else f"Idle: checking every {self.minutes_between_runs} min; runs at once on a change, else at {until}"
+            )
         return "Ready"
+
+    @property
+    def quiet_since(self):
+        """The last change the runs read (the later of the two watermarks): nothing changed after it since."""
+        marks = [m for m in (self.table_mapping.bc_watermark, self.table_mapping.dataverse_watermark) if m]
+        return max(marks) if marks else self.last_finished_at
 
 
 class SubscriptionStatus(models.TextChoices):

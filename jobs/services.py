@@ -26,11 +26,12 @@ from coupling.matching import NoMatchCriteria
 from coupling.models import Coupling
 from coupling.services import match_based_coupling_run
 from jobs import recovery, shared_sync
-from jobs.choices import ACTIVE_STATUSES, JobKind, JobStatus
+from jobs.choices import ACTIVE_STATUSES, ErrorState, JobKind, JobStatus, RequestedVia
 from jobs.engine.pipeline import DirectionRun, RunCancelled
+from jobs.engine.planned import PlannedCouplings
 from jobs.engine.reader import SourceUnreadable
 from jobs.engine.sides import run_directions
-from jobs.models import SyncError, SyncJob
+from jobs.models import COUNTER_FIELDS, SyncError, SyncJob
 from jobs.signals import sync_jobs_finished
 from mappings.choices import Direction, UpdateConflictResolution
 from mappings.models import TableMapping
@@ -54,6 +55,7 @@ def sync_jobs_create(
     direction: str | None = None,
     record_ids: list | None = None,
     dry_run: bool = False,
+    via: str = RequestedVia.USER,
 ) -> list[SyncJob]:
     """Create one queued SyncJob per direction the run covers (To Dataverse first, as Business Central)."""
     directions = [direction] if direction else run_directions(mapping)
@@ -63,12 +65,20 @@ def sync_jobs_create(
         raise SyncNotStarted(f"{mapping.name} is bidirectional: choose the direction to synchronize the records in.")
     if not mapping.field_mappings.filter(enabled=True).exists():
         raise SyncNotStarted(f"{mapping.name} has no enabled field mappings: there is nothing to synchronize.")
+    if kind == JobKind.RECORDS and not dry_run:
+        # "Synchronize now" in one direction on pairs never synchronized: that direction holds until it succeeds,
+        # even if this run fails (e.g. on a lookup not coupled yet) and a scheduled run comes first.
+        source_attr = "bc_id" if directions[0] == Direction.TO_DATAVERSE else "dataverse_id"
+        Coupling.objects.filter(
+            table_mapping=mapping, **{f"{source_attr}__in": [i for i in (record_ids or []) if i]}
+        ).choose_first_direction(directions[0])
     return [
         SyncJob.objects.create(
             kind=kind,
             table_mapping=mapping,
             direction=d,
             requested_by=_user(user),
+            requested_via=via,
             record_ids=[str(i) for i in (record_ids or [])],
             dry_run=dry_run,
         )
@@ -85,6 +95,7 @@ def sync_enqueue(
     record_ids: list | None = None,
     dry_run: bool = False,
     with_dependencies: bool = False,
+    via: str = RequestedVia.USER,
 ) -> list[SyncJob]:
     """Create the SyncJobs of one mapping run and enqueue it after the transaction commits.
 
@@ -101,6 +112,7 @@ def sync_enqueue(
             record_ids=record_ids,
             dry_run=dry_run,
             with_dependencies=with_dependencies,
+            via=via,
         )
         if mapping.name in refused:
             raise SyncNotStarted(refused[mapping.name])
@@ -117,12 +129,33 @@ def sync_jobs_create_in_order(
     record_ids: list | None = None,
     dry_run: bool = False,
     with_dependencies: bool = False,
+    via: str = RequestedVia.USER,
 ) -> tuple[list[SyncJob], dict[str, str]]:
     """The SyncJobs of several mappings, in dependency order, each dependency once; and why any was not started.
 
     With `with_dependencies`, a mapping the chosen ones depend on runs first (modified records), unless it was chosen
     itself: the chosen options (kind, direction, records) apply to the chosen mappings only.
     """
+    ordered = sync_chain(mappings=mappings, with_dependencies=with_dependencies)
+    jobs, refused = [], {}
+    for mapping, is_dependency in ordered:
+        options = (
+            {"kind": JobKind.MODIFIED}
+            if is_dependency
+            else {"kind": kind, "direction": direction, "record_ids": record_ids}
+        )
+        try:
+            jobs += sync_jobs_create(mapping=mapping, user=user, dry_run=dry_run, via=via, **options)
+        except SyncNotStarted as exc:
+            if is_dependency:  # as in sync_enqueue: a dependency with nothing to run is no reason to stop
+                logger.info("Not synchronizing dependency %s: %s", mapping.name, exc)
+            else:
+                refused[mapping.name] = str(exc)
+    return jobs, refused
+
+
+def sync_chain(*, mappings: list[TableMapping], with_dependencies: bool = False) -> list[tuple[TableMapping, bool]]:
+    """The mappings a run of `mappings` covers, in dependency order, each once: (mapping, is a dependency only)."""
     chosen = {m.pk for m in mappings}
     in_order = mappings_in_dependency_order()  # one query, dependencies prefetched
     needed = set(chosen)
@@ -134,22 +167,18 @@ def sync_jobs_create_in_order(
                 if dependency.pk not in needed:
                     needed.add(dependency.pk)
                     todo.append(dependency.pk)
-    ordered = [(m, m.pk not in chosen) for m in in_order if m.pk in needed]
-    jobs, refused = [], {}
-    for mapping, is_dependency in ordered:
-        options = (
-            {"kind": JobKind.MODIFIED}
-            if is_dependency
-            else {"kind": kind, "direction": direction, "record_ids": record_ids}
+    return [(m, m.pk not in chosen) for m in in_order if m.pk in needed]
+
+
+def latest_preview(*, mapping: TableMapping, direction: str, kind: str) -> SyncJob | None:
+    """The last finished preview of this mapping, direction and kind (what the confirmation of a run shows)."""
+    return (
+        SyncJob.objects.filter(
+            table_mapping=mapping, direction=direction, kind=kind, dry_run=True, status=JobStatus.SUCCEEDED
         )
-        try:
-            jobs += sync_jobs_create(mapping=mapping, user=user, dry_run=dry_run, **options)
-        except SyncNotStarted as exc:
-            if is_dependency:  # as in sync_enqueue: a dependency with nothing to run is no reason to stop
-                logger.info("Not synchronizing dependency %s: %s", mapping.name, exc)
-            else:
-                refused[mapping.name] = str(exc)
-    return jobs, refused
+        .order_by("-finished_at")
+        .first()
+    )
 
 
 def sync_jobs_enqueue(jobs: list[SyncJob]) -> None:
@@ -260,6 +289,8 @@ def sync_jobs_run(*, job_ids: list[int], on_progress=None, lock_wait: float = 5)
         _finish_all(jobs, JobStatus.FAILED, f"Could not connect: {exc}")
         _announce_finished(jobs)
         return
+    # Previews in this chain plan each mapping as if the earlier ones had run: their couplings count for the later.
+    planned = PlannedCouplings()
     try:
         for mapping_jobs in _grouped_by_mapping(jobs):
             mapping = mapping_jobs[0].table_mapping
@@ -274,7 +305,7 @@ def sync_jobs_run(*, job_ids: list[int], on_progress=None, lock_wait: float = 5)
                 for job in mapping_jobs:
                     job.refresh_from_db()
                     if job.status == JobStatus.QUEUED:
-                        _run_one(job, bc_client, dataverse_client, lock, on_progress)
+                        _run_one(job, bc_client, dataverse_client, lock, on_progress, planned)
     finally:
         bc_client.close()
         dataverse_client.close()
@@ -352,6 +383,7 @@ def _resume(job: SyncJob) -> SyncJob | None:
         table_mapping_id=job.table_mapping_id,
         direction=job.direction,
         requested_by_id=job.requested_by_id,
+        requested_via=RequestedVia.RECOVERY,
         record_ids=job.record_ids,
         dry_run=job.dry_run,
         resumed_from=job,
@@ -370,13 +402,13 @@ def _grouped_by_mapping(jobs: list[SyncJob]) -> list[list[SyncJob]]:
     return groups
 
 
-def _run_one(job: SyncJob, bc_client, dataverse_client, lock, on_progress=None) -> None:
+def _run_one(job: SyncJob, bc_client, dataverse_client, lock, on_progress=None, planned=None) -> None:
     # The heartbeat beats from before the job shows as running until after it shows as finished.
     with recovery.RunHeartbeat(job.pk):
-        _run_one_alive(job, bc_client, dataverse_client, lock, on_progress)
+        _run_one_alive(job, bc_client, dataverse_client, lock, on_progress, planned)
 
 
-def _run_one_alive(job: SyncJob, bc_client, dataverse_client, lock, on_progress=None) -> None:
+def _run_one_alive(job: SyncJob, bc_client, dataverse_client, lock, on_progress=None, planned=None) -> None:
     token = lock.local.token
     started = SyncJob.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(
         status=JobStatus.RUNNING,
@@ -408,7 +440,7 @@ def _run_one_alive(job: SyncJob, bc_client, dataverse_client, lock, on_progress=
         elif job.kind == JobKind.UNCOUPLING:
             message = _run_uncoupling(job)
         else:
-            _run_sync(job, bc_client, dataverse_client, lock, on_progress)
+            _run_sync(job, bc_client, dataverse_client, lock, on_progress, planned)
     except RunCancelled as exc:
         status, message = JobStatus.CANCELLED, str(exc) or "Cancelled by a user."
     except (SourceUnreadable, NoMatchCriteria) as exc:
@@ -416,6 +448,8 @@ def _run_one_alive(job: SyncJob, bc_client, dataverse_client, lock, on_progress=
     except Exception as exc:
         logger.exception("Sync job %s crashed", job.pk)
         status, message = JobStatus.FAILED, f"The run stopped on an internal error: {exc}"
+        # The run's earlier stop (an error naming no record) is replaced by this one: one open error per cause.
+        SyncError.objects.of_run(job.table_mapping_id, job.direction).close(ErrorState.SUPERSEDED, job_id=job.pk)
         SyncError.objects.create(
             job=job,
             table_mapping=job.table_mapping,
@@ -424,9 +458,14 @@ def _run_one_alive(job: SyncJob, bc_client, dataverse_client, lock, on_progress=
             message=message,
             detail=traceback.format_exc()[-4000:],
         )
-    job.refresh_from_db(fields=["failed", "message"])
+    job.refresh_from_db(fields=[*COUNTER_FIELDS, "message"])
     if status == JobStatus.SUCCEEDED and job.failed:
-        status = JobStatus.PARTLY_FAILED
+        # Partly failed when some records went through; when none did, the run failed.
+        status = JobStatus.FAILED if job.every_record_failed else JobStatus.PARTLY_FAILED
+    finished_whole = job.kind in (JobKind.MODIFIED, JobKind.FULL) and not job.dry_run
+    if status in (JobStatus.SUCCEEDED, JobStatus.PARTLY_FAILED) and finished_whole:
+        # A whole run that went through ends the stop of an earlier run (errors of records close record by record).
+        SyncError.objects.of_run(job.table_mapping_id, job.direction).close(ErrorState.RESOLVED_BY_SYNC, job_id=job.pk)
     used = (bc_client.request_counts + dataverse_client.request_counts) - before
     # Counters were added page by page (also by helper workers): touch only what this function owns. A job that
     # recovery took as stopped (its heartbeat lapsed, e.g. the process was frozen) keeps what recovery said.
@@ -439,12 +478,13 @@ def _run_one_alive(job: SyncJob, bc_client, dataverse_client, lock, on_progress=
     )
 
 
-def _run_sync(job: SyncJob, bc_client, dataverse_client, lock, on_progress) -> None:
+def _run_sync(job: SyncJob, bc_client, dataverse_client, lock, on_progress, planned=None) -> None:
     run = DirectionRun(
         job,
         bc_client=bc_client,
         dataverse_client=dataverse_client,
         on_page=lambda: _on_page(job, lock, on_progress),
+        planned=planned,
     )
     if job.kind == JobKind.FULL and not job.dry_run:
         shared_sync.coordinate(run, job.pk, enqueue_helpers=lambda count: _enqueue_helpers(job.pk, count))
@@ -487,7 +527,15 @@ def _run_match_coupling(job: SyncJob, bc_client, dataverse_client) -> str:
     outcome, created = match_based_coupling_run(
         mapping=mapping, bc_client=bc_client, dataverse_client=dataverse_client, job_id=job.pk
     )
-    SyncJob.objects.filter(pk=job.pk).update(coupled=len(created), failed=len(outcome.ambiguous))
+    unmatched = len(outcome.unmatched_bc) + len(outcome.unmatched_dataverse)
+    # Records read on both sides = two per pair coupled + the ambiguous + those without a match (job page's equation).
+    SyncJob.objects.filter(pk=job.pk).update(
+        coupled=len(created),
+        failed=len(outcome.ambiguous),
+        skipped=unmatched,
+        progress_done=outcome.records_read,
+        progress_total=outcome.records_read,
+    )
     message = (
         f"Coupled {len(created)} pair(s). {len(outcome.ambiguous)} record(s) match several records: couple them "
         f"from the ambiguous matches list. Without a match: {len(outcome.unmatched_bc)} in Business Central, "
@@ -501,6 +549,7 @@ def _run_match_coupling(job: SyncJob, bc_client, dataverse_client) -> str:
             direction=Direction.TO_DATAVERSE,
             record_ids=[c.id for c in outcome.unmatched_bc],
             user=job.requested_by,
+            via=RequestedVia.FOLLOW_UP,
         )
     if mapping.sync_after_match_coupling and created:
         for direction in _directions_after_coupling(mapping):
@@ -511,6 +560,7 @@ def _run_match_coupling(job: SyncJob, bc_client, dataverse_client) -> str:
                 direction=direction,
                 record_ids=[getattr(c, source_attr) for c in created],
                 user=job.requested_by,
+                via=RequestedVia.FOLLOW_UP,
             )
     if follow_ups:
         sync_jobs_enqueue(follow_ups)

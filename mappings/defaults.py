@@ -14,6 +14,12 @@ Business Central fields that API v2.0 does not expose, so their default field ma
 `@odata.bind` of ownerid / parentcustomerid), so the constant mappings BC writes to them are left out too. The
 contact's parent account is not a field mapping in BC either: the engine derives it (domain.md 2.2, CONTACT).
 
+An empty source value (field mapping option "empty source value keeps the target's", BC's Not Null): one-way fields
+keep the target's value, since the source system may simply not hold it (a Dataverse user without a mobile phone
+must not blank the salesperson's phone number in Business Central); bidirectional fields carry an empty value over
+like any other, since clearing a value in one system is a change. (The credit limit is one-way too, but a number:
+0 is a value, never an empty one.)
+
 Payment terms and shipment method: the API exposes only their ids (paymentTermsId, shipmentMethodId), which differ
 per company, so those mappings are created disabled with an empty value map; fill the map with your company's ids
 (id -> Dataverse option value, e.g. NET30's id -> 1) and enable them.
@@ -70,9 +76,10 @@ SALESPEOPLE = {
     "integration_table_filter": "isdisabled eq false and islicensed eq true and isintegrationuser eq false",
     "field_mappings": [
         # The e-mail identifies a user on both sides, so it is the match-based coupling criterion.
-        _field("email", "internalemailaddress", FROM, use_for_matching=True),
-        _field("displayName", "fullname", FROM),
-        _field("phoneNo", "mobilephone", FROM),
+        _field("email", "internalemailaddress", FROM, use_for_matching=True, not_null=True),
+        _field("displayName", "fullname", FROM, not_null=True),
+        # Users often have no mobile phone in Dataverse: their empty value must not blank the salesperson's number.
+        _field("phoneNo", "mobilephone", FROM, not_null=True),
     ],
 }
 
@@ -90,9 +97,9 @@ CURRENCY = {
     # table, which API v2.0 does not expose, so new currencies start at 1 until someone sets the real rate.
     "dataverse_new_record_values": {"currencyprecision": 2, "exchangerate": 1},
     "field_mappings": [
-        _field("code", "isocurrencycode", TO, use_for_matching=True),
-        _field("symbol", "currencysymbol", TO),
-        _field("displayName", "currencyname", TO),
+        _field("code", "isocurrencycode", TO, use_for_matching=True, not_null=True),
+        _field("symbol", "currencysymbol", TO, not_null=True),
+        _field("displayName", "currencyname", TO, not_null=True),
     ],
 }
 
@@ -158,8 +165,8 @@ CONTACT = {
         _field("state", "address1_stateorprovince"),
         _field("email", "emailaddress1"),
         # API v2.0 has only displayName: it fills the required lastname, and the composed fullname comes back.
-        _field("displayName", "lastname", TO),
-        _field("displayName", "fullname", FROM),
+        _field("displayName", "lastname", TO, not_null=True),
+        _field("displayName", "fullname", FROM, not_null=True),
         _field("website", "websiteurl"),
         _field("mobilePhoneNumber", "mobilephone"),
         _field("phoneNumber", "telephone1"),

@@ -146,7 +146,16 @@ class FieldMapping(models.Model):
         help_text="Resolve the value through this mapping's couplings (for example CURRENCY).",
     )
     clear_value_on_failed_lookup = models.BooleanField(default=False)
-    not_null = models.BooleanField(default=False, help_text="Skip the transfer when the new value would be empty.")
+    # BC's "Not Null". Named for what it does to the user's data: see EMPTY_SOURCE_HELP.
+    not_null = models.BooleanField(
+        "empty source value keeps the target's",
+        default=False,
+        help_text="What an empty source value does. On (keep target): the target's value stays as it is; nothing is "
+        "written to this field. Off (clear target): the empty value is written like any other, clearing the "
+        "target's value. The default mappings keep the target's value on one-way fields, where the source system "
+        "may simply not hold the value (Dataverse users without a phone number must not blank the salespeople's), "
+        "and clear it on bidirectional fields, where clearing a value in one system is a change to carry over.",
+    )
     update_conflict_resolution = models.CharField(
         max_length=30,
         choices=UpdateConflictResolution.choices,

@@ -199,7 +199,8 @@ def find_failed_runs(rule: AlertRule, now: datetime) -> list[Finding]:
 
 
 def find_errors(rule: AlertRule, now: datetime) -> list[Finding]:
-    errors = SyncError.objects.filter(created_at__gte=now - timedelta(minutes=rule.window_minutes))
+    # Errors of the window that are still wrong: a record that failed and then synchronized raises no alert.
+    errors = SyncError.objects.open().filter(created_at__gte=now - timedelta(minutes=rule.window_minutes))
     if rule.error_class:
         errors = errors.filter(error_class=rule.error_class)
     if rule.table_mapping_id:

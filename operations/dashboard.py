@@ -58,8 +58,8 @@ SOURCE_SIDE: dict[str, ConnectionKind] = {
 
 
 def open_errors():
-    """The errors counted as open: every error the error list holds (errors have no resolved state yet)."""
-    return SyncError.objects.all()
+    """The errors counted on the dashboard: the open ones, what the error list shows by default."""
+    return SyncError.objects.open()
 
 
 # -- mappings -------------------------------------------------------------------------------------------------------
@@ -126,8 +126,10 @@ def _next_run(schedule: Schedule | None, now: datetime) -> str:
         return "running now"
     when = timezone.localtime(schedule.next_run_at).strftime("%Y-%m-%d %H:%M")
     if schedule.state == ScheduleState.ON_HOLD:
-        wake = ", sooner on a change notification" if schedule.wake_on_change else ""
-        return f"on hold until {when}{wake}"
+        if schedule.wake_on_change:
+            # It checks both systems at each interval and runs at once on a change (jobs.scheduling.schedules).
+            return f"idle: checking every {schedule.minutes_between_runs} min for changes; at the latest {when}"
+        return f"on hold until {when}"
     if schedule.next_run_at <= now:
         return "due now"
     return when

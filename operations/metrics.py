@@ -85,9 +85,9 @@ def records_by_outcome() -> GaugeMetricFamily:
 
 def open_errors_by_class() -> GaugeMetricFamily:
     family = GaugeMetricFamily(
-        "syncadmin_open_errors", "Sync errors in the error log, by error class.", labels=["error_class"]
+        "syncadmin_open_errors", "Open sync errors (what is wrong now), by error class.", labels=["error_class"]
     )
-    for row in SyncError.objects.values("error_class").annotate(count=Count("id")).order_by("error_class"):
+    for row in SyncError.objects.open().values("error_class").annotate(count=Count("id")).order_by("error_class"):
         family.add_metric([row["error_class"]], row["count"])
     return family
 

@@ -60,15 +60,34 @@ def sync_choices(mapping: TableMapping) -> list[tuple[str, str]]:
     return [choice for choice in SYNC_CHOICES if choice[0] in allowed]
 
 
-def enqueue_records_sync(request, mapping: TableMapping, direction: str, coupling: Coupling) -> SyncJob | None:
+def dependency_names(mapping: TableMapping) -> str:
+    """The mappings whose couplings this mapping's lookups need ("CURRENCY, SALESPEOPLE"), or ""."""
+    return ", ".join(sorted(mapping.dependencies.values_list("name", flat=True)))
+
+
+def enqueue_records_sync(
+    request, mapping: TableMapping, direction: str, coupling: Coupling, *, with_dependencies: bool | None = None
+) -> SyncJob | None:
+    """Synchronize one coupled record now; the mapping's own job is returned.
+
+    With `with_dependencies` (by default, what the form's "dependencies" box says), the mappings it depends on
+    synchronize their modified records first, in the same job, so a lookup not coupled yet gets coupled first."""
     source_id = coupling.bc_id if direction == Direction.TO_DATAVERSE else coupling.dataverse_id
+    if with_dependencies is None:
+        with_dependencies = bool(request.POST.get("dependencies"))
     try:
-        (job,) = sync_enqueue(
-            mapping=mapping, kind=JobKind.RECORDS, direction=direction, record_ids=[source_id], user=request.user
+        jobs = sync_enqueue(
+            mapping=mapping,
+            kind=JobKind.RECORDS,
+            direction=direction,
+            record_ids=[source_id],
+            user=request.user,
+            with_dependencies=with_dependencies,
         )
     except SyncNotStarted as exc:
         messages.error(request, str(exc))
         return None
+    (job,) = [job for job in jobs if job.table_mapping_id == mapping.pk]
     return job
 
 

@@ -19,9 +19,11 @@ from django.utils.html import format_html
 from connectors.models import Connection
 from connectors.types import ConnectorError
 from coupling.models import Coupling
+from jobs.admin.confirm import action_hidden_fields, confirmed, render_confirmation, uncouple_confirmation
 from jobs.admin.coupled_records import (
     connected_clients,
     delete_surviving_records,
+    dependency_names,
     enqueue_records_sync,
     restore_deleted_partners,
     sync_choices,
@@ -36,6 +38,11 @@ from mappings.choices import BC, DATAVERSE, Direction
 from mappings.models import TableMapping
 
 
+def _after(request) -> str:
+    """What the message says when the mappings a record depends on synchronize first."""
+    return " after the modified records of the mappings it depends on" if request.POST.get("dependencies") else ""
+
+
 def _sync_selected(modeladmin, request, queryset, direction):
     by_mapping = {}
     for coupling in queryset.select_related("table_mapping"):
@@ -46,14 +53,30 @@ def _sync_selected(modeladmin, request, queryset, direction):
         try:
             with transaction.atomic():  # un-skip before the worker can pick the job up
                 Coupling.objects.filter(pk__in=[c.pk for c in couplings]).unskip(direction)
+                # The mappings it depends on first, in the same job (as "synchronize modified records"): a record
+                # whose salesperson or currency is not coupled yet would fail on that missing dependency.
                 jobs = sync_enqueue(
-                    mapping=mapping, kind=JobKind.RECORDS, direction=direction, record_ids=ids, user=request.user
+                    mapping=mapping,
+                    kind=JobKind.RECORDS,
+                    direction=direction,
+                    record_ids=ids,
+                    user=request.user,
+                    with_dependencies=True,
                 )
         except SyncNotStarted as exc:
             modeladmin.message_user(request, f"{mapping.name}: {exc}", messages.ERROR)
             continue
+        (job,) = [job for job in jobs if job.table_mapping_id == mapping.pk]
+        first = dependency_names(mapping)
         modeladmin.message_user(
-            request, format_html("{}: synchronizing {} record(s), {}.", mapping.name, len(ids), job_link(jobs[0]))
+            request,
+            format_html(
+                "{}: synchronizing {} record(s){}, {}.",
+                mapping.name,
+                len(ids),
+                f" after the modified records of {first}, which its lookups need" if first else "",
+                job_link(job),
+            ),
         )
 
 
@@ -78,11 +101,16 @@ def uncouple_selected(modeladmin, request, queryset):
     by_mapping = {}
     for pk, mapping_id in queryset.values_list("pk", "table_mapping_id"):
         by_mapping.setdefault(mapping_id, []).append(pk)
+    if not confirmed(request):
+        counts = {m: len(by_mapping[m.pk]) for m in TableMapping.objects.filter(pk__in=by_mapping)}
+        hidden = action_hidden_fields(request, "uncouple_selected", queryset)
+        return render_confirmation(modeladmin, request, uncouple_confirmation(counts), hidden)
     for mapping in TableMapping.objects.filter(pk__in=by_mapping):
         job = uncoupling_job_enqueue(mapping=mapping, coupling_ids=by_mapping[mapping.pk], user=request.user)
         modeladmin.message_user(
             request, format_html("{}: uncoupling {}, {}.", mapping.name, len(by_mapping[mapping.pk]), job_link(job))
         )
+    return None
 
 
 class CouplingSyncMixin(RunSyncPermissionMixin):
@@ -155,6 +183,7 @@ class CouplingSyncMixin(RunSyncPermissionMixin):
             "comparison": comparison,
             "error": error,
             "sync_choices": [c for c in sync_choices(mapping) if c[0]],
+            "mapping_dependencies": dependency_names(mapping),
             "errors_url": reverse("admin:jobs_syncerror_changelist")
             + "?"
             + urlencode({"text": str(coupling.bc_id or coupling.dataverse_id)}),
@@ -175,7 +204,11 @@ class CouplingSyncMixin(RunSyncPermissionMixin):
             try:
                 with connected_clients() as (bc, dataverse):
                     written = conflict_resolve(
-                        coupling=coupling, winners=winners, bc_client=bc, dataverse_client=dataverse
+                        coupling=coupling,
+                        winners=winners,
+                        bc_client=bc,
+                        dataverse_client=dataverse,
+                        user=request.user,
                     )
             except (ResolutionFailed, ConnectorError) as exc:
                 messages.error(request, str(exc))
@@ -191,6 +224,8 @@ class CouplingSyncMixin(RunSyncPermissionMixin):
             Coupling.objects.filter(pk=coupling.pk).unskip(direction)
             job = enqueue_records_sync(request, coupling.table_mapping, direction, coupling)
             if job:
-                messages.success(request, format_html("Synchronizing the record: {}.", job_link(job)))
+                messages.success(
+                    request, format_html("Synchronizing the record{}: {}.", _after(request), job_link(job))
+                )
                 return redirect("admin:jobs_syncjob_change", job.pk)
         return redirect(here)

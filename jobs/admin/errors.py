@@ -11,21 +11,29 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.shortcuts import redirect
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
-from adminkit.admin import CappedCountPaginator
+from adminkit.admin import CappedCountAdminMixin
 from connectors.models import Connection
 from connectors.types import ConnectorError
 from coupling.models import Coupling
+from jobs.admin.confirm import (
+    action_hidden_fields,
+    confirmed,
+    render_confirmation,
+    retry_confirmation,
+    uncouple_confirmation,
+)
 from jobs.admin.coupled_records import connected_clients, delete_surviving_records, restore_deleted_partners
 from jobs.admin.links import job_link, job_links
-from jobs.choices import ErrorClass
+from jobs.choices import ErrorClass, ErrorState
 from jobs.filters import SyncErrorListFilter, sync_error_list
 from jobs.models import SyncError
 from jobs.permissions import RunSyncPermissionMixin
 from jobs.resolution.comparison import records_compare
 from jobs.resolution.explanations import EXPLANATIONS
-from jobs.resolution.services import sync_errors_retry
+from jobs.resolution.services import sync_errors_resolve, sync_errors_retry
 from jobs.services import uncoupling_job_enqueue
 from mappings.choices import Direction
 from mappings.models import TableMapping
@@ -44,6 +52,9 @@ def _report_retry(modeladmin, request, jobs):
 
 @admin.action(description="Synchronize now / retry the records of the selected errors", permissions=["run_sync"])
 def retry_errors(modeladmin, request, queryset):
+    if not confirmed(request):
+        hidden = action_hidden_fields(request, "retry_errors", queryset)
+        return render_confirmation(modeladmin, request, retry_confirmation(queryset), hidden)
     jobs = sync_errors_retry(errors=queryset, user=request.user)
     _report_retry(modeladmin, request, jobs)
 
@@ -55,8 +66,19 @@ def retry_error_classes(modeladmin, request, queryset):
     classes = set(queryset.values_list("error_class", flat=True).distinct()[:20])
     filters = {k: v for k, v in request.GET.items() if k not in ("error_class", "p", "o", "_changelist_filters")}
     errors = sync_error_list(filters=filters).filter(error_class__in=classes)
+    if not confirmed(request):
+        hidden = action_hidden_fields(request, "retry_error_classes", queryset)
+        return render_confirmation(modeladmin, request, retry_confirmation(errors), hidden)
     jobs = sync_errors_retry(errors=errors, user=request.user)
     _report_retry(modeladmin, request, jobs)
+
+
+@admin.action(description="Mark the selected errors as resolved (by hand)", permissions=["run_sync"])
+def resolve_errors(modeladmin, request, queryset):
+    count = sync_errors_resolve(errors=queryset, user=request.user)
+    modeladmin.message_user(
+        request, f"{count} error(s) resolved by hand; they stay in the history (State: All).", messages.SUCCESS
+    )
 
 
 @admin.action(description="Retry: clear 'skipped' on the couplings of the selected errors", permissions=["run_sync"])
@@ -70,6 +92,10 @@ def uncouple_error_records(modeladmin, request, queryset):
     by_mapping: dict[int, list[int]] = {}
     for pk, mapping_id in _couplings_of(queryset).values_list("pk", "table_mapping_id"):
         by_mapping.setdefault(mapping_id, []).append(pk)
+    if not confirmed(request):
+        counts = {m: len(by_mapping[m.pk]) for m in TableMapping.objects.filter(pk__in=by_mapping)}
+        hidden = action_hidden_fields(request, "uncouple_error_records", queryset)
+        return render_confirmation(modeladmin, request, uncouple_confirmation(counts), hidden)
     for mapping in TableMapping.objects.filter(pk__in=by_mapping):
         job = uncoupling_job_enqueue(mapping=mapping, coupling_ids=by_mapping[mapping.pk], user=request.user)
         modeladmin.message_user(
@@ -98,8 +124,17 @@ def _couplings_of(errors):
     return Coupling.objects.filter(condition)
 
 
-class SyncErrorAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
-    list_display = ["created_at", "table_mapping", "direction", "error_class", "records", "short_message", "job_link"]
+class SyncErrorAdmin(CappedCountAdminMixin, RunSyncPermissionMixin, admin.ModelAdmin):
+    list_display = [
+        "created_at",
+        "table_mapping",
+        "direction",
+        "error_class",
+        "records",
+        "short_message",
+        "state_display",
+        "job_link",
+    ]
     list_display_links = ["created_at"]
     list_filter = [SyncErrorListFilter]
     list_select_related = ["table_mapping"]
@@ -107,10 +142,10 @@ class SyncErrorAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
     show_full_result_count = False
     readonly_fields = [f.name for f in SyncError._meta.fields]
     list_per_page = 50
-    paginator = CappedCountPaginator
     actions = [
         retry_errors,
         retry_error_classes,
+        resolve_errors,
         unskip_error_couplings,
         uncouple_error_records,
         restore_error_partners,
@@ -137,6 +172,14 @@ class SyncErrorAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
     @admin.display(description="message")
     def short_message(self, obj):
         return shorten(obj.message, 140, placeholder=" …")  # cut between words
+
+    @admin.display(description="state", ordering="state")
+    def state_display(self, obj):
+        if obj.state == ErrorState.OPEN:
+            return obj.get_state_display()
+        when = timezone.localtime(obj.resolved_at).strftime("%Y-%m-%d %H:%M") if obj.resolved_at else ""
+        by = f" (job #{obj.resolved_by_job_id})" if obj.resolved_by_job_id else ""
+        return f"{obj.get_state_display()} {when}{by}"
 
     @admin.display(description="job", ordering="job_id")
     def job_link(self, obj):
@@ -167,6 +210,9 @@ class SyncErrorAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
         filters["error_class"] = request.POST.get("error_class", "")
         if filters["error_class"] not in ErrorClass.values:
             messages.error(request, "Choose an error class to retry.")
+        elif not confirmed(request):
+            confirmation = retry_confirmation(sync_error_list(filters=filters))
+            return render_confirmation(self, request, confirmation, [("error_class", filters["error_class"])])
         else:
             jobs = sync_errors_retry(errors=sync_error_list(filters=filters), user=request.user)
             _report_retry(self, request, jobs)

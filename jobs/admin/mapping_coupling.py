@@ -26,7 +26,15 @@ from connectors.types import ConnectorError
 from coupling.models import AmbiguousMatch, Coupling
 from coupling.remote_records import partner_suggestions, record_get, records_search, side_spec
 from coupling.services import CouplingRefused, coupling_create, coupling_reserve_new_partner
-from jobs.admin.coupled_records import connected_clients, enqueue_records_sync, sync_choices
+from jobs.admin.confirm import (
+    CONFIRM_FIELD,
+    action_hidden_fields,
+    confirmed,
+    match_coupling_confirmation,
+    render_confirmation,
+    uncouple_confirmation,
+)
+from jobs.admin.coupled_records import connected_clients, dependency_names, enqueue_records_sync, sync_choices
 from jobs.admin.links import job_link, mapping_couplings_url, mapping_errors_url, mapping_jobs_url
 from jobs.permissions import RUN_SYNC_PERMISSION, RunSyncPermissionMixin
 from jobs.services import coupling_job_enqueue, uncoupling_job_enqueue
@@ -61,6 +69,17 @@ MatchCriteriaFormSet = modelformset_factory(
 
 @admin.action(description="Run match-based coupling (with the saved criteria)", permissions=["run_sync"])
 def run_match_based_coupling(modeladmin, request, queryset):
+    if not confirmed(request):
+        try:
+            with connected_clients() as (bc, dataverse):
+                confirmation = match_coupling_confirmation(list(queryset), bc, dataverse)
+        except (ConnectorError, Connection.DoesNotExist, Connection.MultipleObjectsReturned) as exc:
+            modeladmin.message_user(
+                request, f"The records could not be read to preview the matches: {exc}", messages.ERROR
+            )
+            return None
+        hidden = action_hidden_fields(request, "run_match_based_coupling", queryset)
+        return render_confirmation(modeladmin, request, confirmation, hidden)
     for mapping in queryset:
         job = coupling_job_enqueue(mapping=mapping, user=request.user)
         modeladmin.message_user(
@@ -70,6 +89,10 @@ def run_match_based_coupling(modeladmin, request, queryset):
 
 @admin.action(description="Uncouple all records of the selected mappings", permissions=["run_sync"])
 def uncouple_all(modeladmin, request, queryset):
+    if not confirmed(request):
+        counts = {mapping: Coupling.objects.filter(table_mapping=mapping).count() for mapping in queryset}
+        hidden = action_hidden_fields(request, "uncouple_all", queryset)
+        return render_confirmation(modeladmin, request, uncouple_confirmation(counts), hidden)
     for mapping in queryset:
         job = uncoupling_job_enqueue(mapping=mapping, user=request.user)
         modeladmin.message_user(request, format_html("{}: uncoupling every record, {}.", mapping.name, job_link(job)))
@@ -171,6 +194,7 @@ class TableMappingCouplingMixin(RunSyncPermissionMixin):
             "suggestions": suggestions,
             "clear_bc_url": link(bc=""),
             "clear_dv_url": link(dv=""),
+            "mapping_dependencies": dependency_names(mapping),
         }
 
     def _couple_post(self, request, mapping: TableMapping):
@@ -222,7 +246,10 @@ class TableMappingCouplingMixin(RunSyncPermissionMixin):
             return redirect(back)
         text = f"Coupled {records[BC].name} with {records[DATAVERSE].name}."
         if job:
-            messages.success(request, format_html("{} Synchronizing now: {}.", text, job_link(job)))
+            after = (
+                " after the modified records of the mappings it depends on" if request.POST.get("dependencies") else ""
+            )
+            messages.success(request, format_html("{} Synchronizing now{}: {}.", text, after, job_link(job)))
             return redirect("admin:jobs_syncjob_change", job.pk)
         messages.success(request, text)
         return redirect(back)
@@ -268,6 +295,8 @@ class TableMappingCouplingMixin(RunSyncPermissionMixin):
             settings_form = MatchSettingsForm(request.POST, instance=mapping)
             formset = MatchCriteriaFormSet(request.POST, queryset=criteria_qs)
             if settings_form.is_valid() and formset.is_valid():
+                if not confirmed(request):
+                    return self._confirm_match(request, mapping, settings_form, formset)
                 with transaction.atomic():
                     settings_form.save()
                     formset.save()
@@ -306,6 +335,28 @@ class TableMappingCouplingMixin(RunSyncPermissionMixin):
             "can_run_sync": request.user.has_perm(RUN_SYNC_PERMISSION),
         }
         return TemplateResponse(request, "admin/jobs/coupling/match.html", context)
+
+    def _confirm_match(self, request, mapping, settings_form, formset):
+        """What match-based coupling with the posted criteria would couple now; the criteria are saved (and the run
+        queued) only when the page's Yes posts them again, confirmed."""
+        try:
+            with transaction.atomic():
+                settings_form.save()
+                formset.save()
+                with connected_clients() as (bc, dataverse):
+                    confirmation = match_coupling_confirmation([mapping], bc, dataverse)
+                transaction.set_rollback(True)  # a preview: the criteria stay as they were until confirmed
+        except (ConnectorError, Connection.DoesNotExist, Connection.MultipleObjectsReturned) as exc:
+            messages.error(request, f"The records could not be read to preview the matches: {exc}")
+            return redirect("admin:mappings_tablemapping_match_coupling", mapping.pk)
+        mapping.refresh_from_db()
+        posted = [
+            (name, value)
+            for name, values in request.POST.lists()
+            if name not in ("csrfmiddlewaretoken", CONFIRM_FIELD)
+            for value in values
+        ]
+        return render_confirmation(self, request, confirmation, posted)
 
 
 class AmbiguousMatchCouplingMixin:

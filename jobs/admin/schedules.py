@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -62,6 +64,16 @@ class ScheduleAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
 
     def has_pause_permission(self, request) -> bool:
         return super().has_change_permission(request)
+
+    def save_model(self, request, obj, form, change):
+        # The form shows the next run to the second (the stored one has microseconds): only a different minute is
+        # an edit of it.
+        planned = form.initial.get("next_run_at")
+        next_run_edited = planned is None or abs(obj.next_run_at - planned) >= timedelta(minutes=1)
+        if change and "minutes_between_runs" in form.changed_data and not next_run_edited:
+            # The next run follows the new interval (not the one it was planned with), unless it was edited too.
+            obj.next_run_at = schedule_services.schedule_next_run_for_interval(schedule=obj)
+        super().save_model(request, obj, form, change)
 
     @admin.display(description="State")
     def status(self, obj: Schedule) -> str:

@@ -1,18 +1,46 @@
 """The sync job list and page: counts, the live progress box the page polls while the job runs, cancelling."""
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse
-from django.shortcuts import get_object_or_404
+from django.shortcuts import get_object_or_404, redirect
 from django.template.loader import render_to_string
 from django.urls import path
+from django.utils.html import format_html
 
+from adminkit.admin import CappedCountAdminMixin
 from jobs.choices import ACTIVE_STATUSES
 from jobs.models import SyncJob
 from jobs.permissions import RunSyncPermissionMixin
 from jobs.services import sync_job_cancel
 
+# The list's count columns: the real counter, and for a preview the count of what it would do (its preview keys).
+COUNT_COLUMNS = [
+    ("inserted", ("insert",)),
+    ("modified", ("update",)),
+    ("unchanged", ("unchanged",)),
+    ("skipped", ("skip",)),
+    ("failed", ("fail", "conflicts")),
+    ("coupled", ()),
+    ("uncoupled", ("uncouple",)),
+]
 
-class SyncJobAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
+
+def _count_column(counter: str, preview_keys: tuple[str, ...]):
+    @admin.display(description=counter, ordering=counter)
+    def column(self, obj):
+        if not obj.dry_run:
+            return getattr(obj, counter)
+        counts = (obj.preview or {}).get("counts", {})
+        would = sum(counts.get(key, 0) for key in preview_keys)
+        # A preview writes nothing: its columns say what it would do, marked so.
+        return format_html('<span class="would" title="a preview: would be {}">({})</span>', counter, would)
+
+    column.__name__ = f"{counter}_count"
+    return column
+
+
+class SyncJobAdmin(CappedCountAdminMixin, RunSyncPermissionMixin, admin.ModelAdmin):
     list_display = [
         "id",
         "table_mapping",
@@ -21,26 +49,20 @@ class SyncJobAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
         "status_badge",
         "queued_at",
         "finished_at",
-        "inserted",
-        "modified",
-        "unchanged",
-        "skipped",
-        "failed",
-        "coupled",
-        "uncoupled",
+        *(f"{counter}_count" for counter, _ in COUNT_COLUMNS),
         "http_requests",
     ]
     list_filter = ["status", "kind", "direction", "table_mapping", "dry_run"]
     list_select_related = ["table_mapping"]
     show_full_result_count = False
     date_hierarchy = "queued_at"
-    readonly_fields = [f.name for f in SyncJob._meta.fields] + ["live_progress", "requests_by_kind"]
-    # Status, counts, errors link, message and a preview's sample live in the progress box, which refreshes while
-    # the job runs; the fields below do not change once the job has started.
+    readonly_fields = [f.name for f in SyncJob._meta.fields]
+    change_form_template = "admin/jobs/syncjob/change_form.html"
+    # Status, times, duration, HTTP requests, counts, errors link, message and a preview's sample live in the
+    # progress box, which refreshes while the job runs (so it never contradicts itself); the fields below do not
+    # change once the job is queued.
     fieldsets = [
-        (None, {"fields": ["live_progress"]}),
-        ("Run", {"fields": ["kind", "table_mapping", "direction", "dry_run", "requested_by", "rq_job_id"]}),
-        ("Details", {"fields": ["queued_at", "started_at", "finished_at", "requests_by_kind"]}),
+        ("Run", {"fields": ["kind", "table_mapping", "direction", "dry_run", "rq_job_id"]}),
     ]
     actions = ["cancel_jobs"]
 
@@ -53,15 +75,6 @@ class SyncJobAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj):
         return obj.get_status_display() + (" (preview)" if obj.dry_run else "")
-
-    @admin.display(description="HTTP requests")
-    def requests_by_kind(self, obj):
-        kinds = ", ".join(f"{count} {kind}" for kind, count in sorted((obj.http_requests_by_kind or {}).items()))
-        return f"{obj.http_requests}" + (f" ({kinds})" if kinds else "")
-
-    @admin.display(description="progress")
-    def live_progress(self, obj):
-        return render_to_string("admin/jobs/syncjob/progress.html", {"job": obj})
 
     @admin.action(description="Cancel selected jobs", permissions=["run_sync"])
     def cancel_jobs(self, request, queryset):
@@ -77,12 +90,41 @@ class SyncJobAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
                 self.admin_site.admin_view(self.progress_view),
                 name="jobs_syncjob_progress",
             ),
+            path("<int:pk>/cancel/", self.admin_site.admin_view(self.cancel_view), name="jobs_syncjob_cancel"),
             *super().get_urls(),
         ]
+
+    def progress_html(self, request, job: SyncJob) -> str:
+        context = {"job": job, "can_cancel": self.has_run_sync_permission(request)}
+        return render_to_string("admin/jobs/syncjob/progress.html", context, request=request)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        job = SyncJob.objects.select_related("table_mapping").filter(pk=object_id).first()
+        if job is not None and self.has_view_permission(request, job):
+            extra_context = {**(extra_context or {}), "progress_html": self.progress_html(request, job)}
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def progress_view(self, request, pk):
         """The small fragment the job page polls while the job runs."""
         if not self.has_view_permission(request):
             return HttpResponse(status=403)
         job = get_object_or_404(SyncJob, pk=pk)
-        return HttpResponse(render_to_string("admin/jobs/syncjob/progress.html", {"job": job}))
+        return HttpResponse(self.progress_html(request, job))
+
+    def cancel_view(self, request, pk):
+        """The job page's Cancel button (POST only): the run stops before it writes its next page."""
+        if request.method != "POST" or not (
+            self.has_view_permission(request) and self.has_run_sync_permission(request)
+        ):
+            raise PermissionDenied
+        job = get_object_or_404(SyncJob, pk=pk)
+        if job.status in ACTIVE_STATUSES:
+            sync_job_cancel(job=job)
+            self.message_user(request, f"Asked job #{job.pk} to stop: it stops before it writes its next page.")
+        else:
+            self.message_user(request, f"Job #{job.pk} has already finished.", messages.WARNING)
+        return redirect("admin:jobs_syncjob_change", job.pk)
+
+
+for _counter, _keys in COUNT_COLUMNS:
+    setattr(SyncJobAdmin, f"{_counter}_count", _count_column(_counter, _keys))

@@ -18,23 +18,36 @@ from connectors.choices import ConnectionKind
 from connectors.clients import open_client
 from connectors.models import Connection
 from coupling.models import Coupling
+from jobs.admin.confirm import (
+    action_hidden_fields,
+    as_action,
+    confirmed,
+    render_confirmation,
+    sync_confirmation,
+)
 from jobs.admin.links import job_links, mapping_couplings_url, mapping_errors_url, mapping_jobs_url
 from jobs.choices import JobKind
 from jobs.models import SyncError, SyncJob
 from jobs.permissions import RunSyncPermissionMixin
 from jobs.review import COUPLE_FIRST, FULL_SYNC, full_sync_review
-from jobs.services import sync_enqueue_all, sync_enqueue_many
+from jobs.services import mappings_in_dependency_order, sync_enqueue_all, sync_enqueue_many
 
 
-def _enqueue_for_each(modeladmin, request, queryset, *, kind, dry_run=False, label):
+def _enqueue_for_each(modeladmin, request, queryset, *, kind, dry_run=False, label, action="", preview_action=""):
     # Modified records run after the mappings they depend on, as Business Central's full synchronization orders
     # them; all selected mappings go in one RQ job, each dependency once.
+    with_dependencies = kind == JobKind.MODIFIED
+    if not dry_run and not confirmed(request):
+        # A run writes in bulk: first say what it will do, with the last previews' counts, and run after a confirm.
+        confirmation = sync_confirmation(list(queryset), kind=kind, with_dependencies=with_dependencies, label=label)
+        hidden = action_hidden_fields(request, action, queryset)
+        return render_confirmation(modeladmin, request, confirmation, hidden, as_action(hidden, preview_action))
     started, refused = sync_enqueue_many(
         mappings=list(queryset),
         kind=kind,
         user=request.user,
         dry_run=dry_run,
-        with_dependencies=kind == JobKind.MODIFIED,
+        with_dependencies=with_dependencies,
     )
     for reason in refused.values():
         modeladmin.message_user(request, reason, messages.ERROR)
@@ -42,11 +55,20 @@ def _enqueue_for_each(modeladmin, request, queryset, *, kind, dry_run=False, lab
         modeladmin.message_user(
             request, format_html("{} queued: sync jobs {}.", label, job_links(started)), messages.SUCCESS
         )
+    return None
 
 
 @admin.action(description="Synchronize modified records", permissions=["run_sync"])
 def synchronize_modified_records(modeladmin, request, queryset):
-    _enqueue_for_each(modeladmin, request, queryset, kind=JobKind.MODIFIED, label="Synchronization")
+    return _enqueue_for_each(
+        modeladmin,
+        request,
+        queryset,
+        kind=JobKind.MODIFIED,
+        label="Synchronization",
+        action="synchronize_modified_records",
+        preview_action="preview_modified_records",
+    )
 
 
 @admin.action(description="Preview: what would synchronizing modified records change", permissions=["run_sync"])
@@ -56,7 +78,15 @@ def preview_modified_records(modeladmin, request, queryset):
 
 @admin.action(description="Run full synchronization", permissions=["run_sync"])
 def run_full_synchronization(modeladmin, request, queryset):
-    _enqueue_for_each(modeladmin, request, queryset, kind=JobKind.FULL, label="Full synchronization")
+    return _enqueue_for_each(
+        modeladmin,
+        request,
+        queryset,
+        kind=JobKind.FULL,
+        label="Full synchronization",
+        action="run_full_synchronization",
+        preview_action="preview_full_synchronization",
+    )
 
 
 @admin.action(description="Preview: what would a full synchronization change", permissions=["run_sync"])
@@ -88,7 +118,7 @@ class TableMappingSyncMixin(RunSyncPermissionMixin):
             .get_queryset(request)
             .annotate(
                 last_sync=Subquery(finished.order_by("-finished_at").values("finished_at")[:1]),
-                error_count=_count_per_mapping(SyncError.objects.all()),
+                error_count=_count_per_mapping(SyncError.objects.open()),
                 skipped_count=_count_per_mapping(Coupling.objects.filter(skipped=True)),
             )
         )
@@ -127,7 +157,13 @@ class TableMappingSyncMixin(RunSyncPermissionMixin):
         """Synchronize modified records of all mappings, in dependency order (POST only)."""
         if request.method != "POST" or not self.has_run_sync_permission(request):
             raise PermissionDenied
-        jobs = sync_enqueue_all(kind=JobKind.MODIFIED, user=request.user, dry_run="preview" in request.POST)
+        preview = "preview" in request.POST
+        if not preview and not confirmed(request):
+            confirmation = sync_confirmation(
+                mappings_in_dependency_order(), kind=JobKind.MODIFIED, with_dependencies=False, label="Synchronize all"
+            )
+            return render_confirmation(self, request, confirmation, [], [("preview", "1")])
+        jobs = sync_enqueue_all(kind=JobKind.MODIFIED, user=request.user, dry_run=preview)
         self.message_user(
             request, format_html("Queued for all mappings, in dependency order: {}.", job_links(jobs)), messages.SUCCESS
         )
@@ -151,6 +187,13 @@ class TableMappingSyncMixin(RunSyncPermissionMixin):
                 self.message_user(request, "Check the mappings to synchronize.", messages.WARNING)
                 return redirect("admin:mappings_tablemapping_full_sync_review")
             preview = "preview" in request.POST
+            if not preview and not confirmed(request):
+                chosen = [m for m in mappings_in_dependency_order() if m.name in names]
+                confirmation = sync_confirmation(
+                    chosen, kind=JobKind.FULL, with_dependencies=False, label="Full synchronization"
+                )
+                hidden = [("mapping", name) for name in names]
+                return render_confirmation(self, request, confirmation, hidden, [*hidden, ("preview", "1")])
             jobs = sync_enqueue_all(kind=JobKind.FULL, user=request.user, names=names, dry_run=preview)
             what = "Preview of a full synchronization" if preview else "Full synchronization"
             self.message_user(request, f"{what} queued: {len(jobs)} sync job(s), in dependency order.")

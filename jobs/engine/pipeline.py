@@ -23,7 +23,8 @@ from connectors.types import ConnectorError, RemoteClient
 from coupling.matching import MatchGroup, match_criteria
 from jobs.choices import JobKind
 from jobs.engine.matcher import SyncMatcher
-from jobs.engine.planner import Plan, PlanContext, plan_record
+from jobs.engine.planned import PlannedCouplings, PlannedPair
+from jobs.engine.planner import Action, Plan, PlanContext, plan_record
 from jobs.engine.preview import empty_preview, tally_preview
 from jobs.engine.reader import SourceReader, SourceUnreadable
 from jobs.engine.saver import PageSaver
@@ -57,8 +58,11 @@ class DirectionRun:
         bc_client: RemoteClient,
         dataverse_client: RemoteClient,
         on_page: Callable[[], None] | None = None,
+        planned: PlannedCouplings | None = None,
     ) -> None:
         self.job = job
+        # A preview in a chain: what the earlier previews would couple counts as coupled, and this one adds its own.
+        self.planned = planned if planned is not None else PlannedCouplings()
         self.on_page = on_page or (lambda: None)  # e.g. renew the mapping's run lock
         mapping: TableMapping = job.table_mapping
         direction = job.direction
@@ -102,8 +106,11 @@ class DirectionRun:
         )
         self.writer = PageWriter(mapping, source, target, target_client=target_client, target_select=target_select)
         self.saver = PageSaver(job, source, target, settle_ambiguous=self.matcher.settle_ambiguous)
-        self.lookups = LookupResolver(rules, source, bc_client, dataverse_client)
+        self.lookups = LookupResolver(
+            rules, source, bc_client, dataverse_client, planned=self.planned if job.dry_run else None
+        )
         self.preview = empty_preview()
+        self._seen: set[str] = set()  # a preview's source records read so far (lower-case ids)
 
     def run(self) -> RunOutcome:
         for rows in self.source_pages():
@@ -115,7 +122,22 @@ class DirectionRun:
         return self.reader.pages()
 
     def finish(self) -> RunOutcome:
+        if self.job.dry_run:
+            self._count_read_back()
         return RunOutcome(latest_modified=self.reader.watermark_limit(), preview=self.preview)
+
+    def _count_read_back(self) -> None:
+        """The records the other direction's preview would write here, which the real run reads back unchanged.
+
+        In the real run the first direction writes them (to Dataverse, say), and the second reads them among its
+        changes and finds nothing to do: a preview counts them so, once, unless it read them itself.
+        """
+        written = self.planned.written(self.job.table_mapping_id, self.source.kind) - self._seen
+        if written:
+            counts = self.preview["counts"]
+            counts["unchanged"] = counts.get("unchanged", 0) + len(written)
+            self.preview["read_back"] = len(written)
+            SyncJob.objects.filter(pk=self.job.pk).update(progress_done=F("progress_done") + len(written))
 
     def process_page(self, rows: list[Row]) -> None:
         self.on_page()
@@ -149,7 +171,14 @@ class DirectionRun:
             )
         ]
         templates = self._templates_for(may_create)
+        # A preview: records the other direction's preview would write here the real run finds written already.
+        read_back = self.planned.written(self.job.table_mapping_id, self.source.kind) if self.job.dry_run else set()
         for row, source_id in zip(rows, ids, strict=True):
+            if self.job.dry_run:
+                self._seen.add(str(source_id).lower())
+                if source_id in matches.coupled and str(source_id).lower() in read_back:
+                    plans.append(Plan(Action.UNCHANGED, row, message="Written by the other direction first."))
+                    continue
             if source_id in matches.ambiguous:
                 plans.append(self.matcher.ambiguous_plan(row, matches.ambiguous[source_id]))
                 continue
@@ -161,9 +190,39 @@ class DirectionRun:
             plans.append(plan_record(ctx, row, known, counterpart, self.lookups))
         if self.job.dry_run:
             tally_preview(self.preview, self.source, plans)
+            self._plan_couplings(plans, matches.coupled)
+            # Counts with the records read, page by page: the page shows them while it runs, and a preview that
+            # is cancelled or stops still adds up.
+            SyncJob.objects.filter(pk=self.job.pk).update(
+                progress_done=F("progress_done") + len(rows), preview=self.preview
+            )
         else:
-            self.saver.save(self.writer.write(plans))
-        SyncJob.objects.filter(pk=self.job.pk).update(progress_done=F("progress_done") + len(rows))
+            # Counted with the page's counters, in one transaction: records read always equal their outcomes.
+            self.saver.save(self.writer.write(plans), read=len(rows))
+
+    def _plan_couplings(self, plans: list[Plan], matched: dict[Any, tuple[Any, Row]]) -> None:
+        """Note what this preview would couple (matches and inserts), for the later previews of the chain."""
+        source, target = self.ctx.source, self.ctx.target
+        mapping_id = self.job.table_mapping_id
+        for plan in plans:
+            source_id = source.row_id(plan.source_row)
+            if source_id in matched:
+                coupling, target_row = matched[source_id]
+                target_id = getattr(coupling, target.coupling_attr("id"))
+                bc_values = target_row if source.is_dataverse else plan.source_row
+            elif plan.action == Action.INSERT:
+                reserved = getattr(plan.coupling, target.coupling_attr("id"), None) if plan.coupling else None
+                target_id = reserved or f"new {target.label} record for {source.row_name(plan.source_row)!r}"
+                bc_values = plan.values if source.is_dataverse else plan.source_row
+            elif plan.action == Action.UPDATE and plan.coupling is not None:
+                self.planned.wrote(mapping_id, target.kind, getattr(plan.coupling, target.coupling_attr("id")))
+                continue
+            else:
+                continue
+            bc_id, dataverse_id = (target_id, source_id) if source.is_dataverse else (source_id, target_id)
+            self.planned.add(mapping_id, PlannedPair(bc_id, dataverse_id, dict(bc_values)))
+            if plan.action in (Action.INSERT, Action.UPDATE):
+                self.planned.wrote(mapping_id, target.kind, target_id)
 
     def _templates_for(self, source_ids: list[UUID]) -> dict[UUID, dict[str, Any]]:
         """The values of the first template whose filter each record matches, for the records a page may create.

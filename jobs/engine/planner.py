@@ -191,6 +191,18 @@ def _plan(
             return _insert(ctx, row, coupling, lookups)
         return _deletion_conflict(ctx, row, coupling, lookups)
 
+    chosen = coupling.first_sync_direction
+    if chosen and chosen != ctx.direction and not coupling.pending:
+        # A person chose the other direction for this pair's first synchronization: that one goes first, or the
+        # values they chose to keep would be overwritten (or reported as a conflict) from this side.
+        return Plan(
+            Action.SKIP,
+            row,
+            coupling,
+            target_row,
+            message="Waits for its first synchronization in the direction chosen when it was coupled.",
+        )
+
     if not ctx.force and not coupling.pending and not source_changed(ctx, row, coupling):
         return Plan(Action.UNCHANGED, row, coupling, target_row)
 
@@ -198,12 +210,20 @@ def _plan(
     conflicting = []
     merged: list[str] = []
     synced: Settled = {ctx.source.system: {}, ctx.target.system: {}}
-    target_had_changes = not coupling.pending and target_changed(ctx, target_row, coupling)
+    # In the chosen first direction the target's values are not changes of its own: this side wins, as chosen.
+    target_had_changes = not coupling.pending and chosen != ctx.direction and target_changed(ctx, target_row, coupling)
     check_conflicts = not ctx.force and ctx.bidirectional_mapping and target_had_changes
     # Field by field where the coupling recorded what was last synchronized (not for a forced run, which overwrites,
-    # nor for a pending coupling, whose partner is new): a field changed on the target side only is left for the
-    # reverse pass, and only a field changed on both sides is a conflict. Otherwise record by record, as BC.
-    by_field = not ctx.force and not coupling.pending and ctx.bidirectional_mapping and bool(coupling.synced_fields)
+    # nor for a pending coupling, whose partner is new, nor in a pair's chosen first direction, where this side wins):
+    # a field changed on the target side only is left for the reverse pass, and only a field changed on both sides
+    # is a conflict. Otherwise record by record, as BC.
+    by_field = (
+        not ctx.force
+        and not coupling.pending
+        and chosen != ctx.direction
+        and ctx.bidirectional_mapping
+        and bool(coupling.synced_fields)
+    )
     for rule in ctx.rules:
         write, desired = desired_value(rule, row, lookups, ctx.target)
         if not write:

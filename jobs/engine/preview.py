@@ -23,7 +23,13 @@ def tally_preview(preview: dict[str, Any], source: Side, plans: list[Plan]) -> N
     from the fields written, and a conflict lists each field with both sides' values.
     """
     for plan in plans:
-        key = "conflicts" if plan.error_class == ErrorClass.CONFLICT else plan.action.value
+        # As the real run counts them: conflicts apart from other failures, uncoupled records ignored as skipped.
+        if plan.error_class == ErrorClass.CONFLICT:
+            key = "conflicts"
+        elif plan.action == Action.IGNORE:
+            key = Action.SKIP.value
+        else:
+            key = plan.action.value
         preview["counts"][key] = preview["counts"].get(key, 0) + 1
         if plan.merged:
             preview["counts"]["merged"] = preview["counts"].get("merged", 0) + 1

@@ -17,7 +17,7 @@ from connectors.types import ConnectorError, RemoteClient
 from coupling.choices import SyncResult
 from coupling.models import Coupling
 from jobs.choices import JobKind
-from jobs.engine.sides import Row, Side
+from jobs.engine.sides import Row, Side, sides_for
 from jobs.engine.unskip import unskip_fixed
 from jobs.models import SyncJob
 from mappings.models import TableMapping
@@ -31,6 +31,25 @@ ID_CHUNK = 500
 # a page that repeats) would hold the mapping's lock for ever. Small tables get at least RUNAWAY_FLOOR records.
 RUNAWAY_FACTOR = 3
 RUNAWAY_FLOOR = 1000
+
+
+def source_watermark(mapping: TableMapping, source: Side) -> datetime | None:
+    """The modified-on up to which the source's changes have been read (None: never read)."""
+    return mapping.dataverse_watermark if source.is_dataverse else mapping.bc_watermark
+
+
+def changes_waiting(mapping: TableMapping, direction: str, source_client: RemoteClient) -> bool:
+    """Whether the source of `direction` holds a record a modified-records run would read and has not read yet:
+    one request (`$top=1`) through the run's own table filter, for a record modified after the watermark.
+
+    Strictly after the watermark (the run re-reads from just before it, finding the records it read already): a
+    record changed within the same instant as the last one read is found by the next run anyway, at the latest when
+    the inactivity timeout ends. Raises ConnectorError when the source cannot be read.
+    """
+    source, _ = sides_for(mapping, direction)
+    return source_client.changed_after(
+        source.entity_set, source_watermark(mapping, source), filter=source.table_filter or None
+    )
 
 
 class SourceUnreadable(Exception):
@@ -130,7 +149,7 @@ class SourceReader:
     def _watermark(self) -> datetime | None:
         if self.job.kind == JobKind.FULL:
             return None
-        mark = self.mapping.dataverse_watermark if self.source.is_dataverse else self.mapping.bc_watermark
+        mark = source_watermark(self.mapping, self.source)
         return mark - WATERMARK_OVERLAP if mark else None
 
     def _read_changed(self) -> Iterator[list[Row]]:

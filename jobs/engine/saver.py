@@ -23,7 +23,7 @@ from connectors.errors import same_error
 from connectors.types import ConnectorError, WriteResult
 from coupling.choices import SyncResult
 from coupling.models import Coupling
-from jobs.choices import ErrorClass
+from jobs.choices import ErrorClass, ErrorState
 from jobs.engine.coupling_rows import insert_couplings, update_couplings
 from jobs.engine.planner import Action, Fingerprints, Plan
 from jobs.engine.sides import Row, Side
@@ -37,7 +37,9 @@ COUNTER_FOR = {
     Action.UPDATE: "modified",
     Action.UNCHANGED: "unchanged",
     Action.SKIP: "skipped",
-    Action.IGNORE: "",
+    # Uncoupled while the mapping synchronizes only coupled records: read, not synchronized. BC does not count these;
+    # here they are skipped, so that the records a run read always add up to its outcomes.
+    Action.IGNORE: "skipped",
     Action.UNCOUPLE: "uncoupled",
     Action.FAIL: "failed",
 }
@@ -67,6 +69,7 @@ COUPLING_FIELDS = [
     "pending",
     "reserved_at",
     "synced_fields",
+    "first_sync_direction",
 ]
 
 
@@ -79,10 +82,13 @@ class PageSaver:
         self.source, self.target = source, target
         self.settle_ambiguous = settle_ambiguous  # in the same transaction as the couplings it settles
 
-    def save(self, written: Iterable[tuple[Plan, WriteResult | None]]) -> None:
+    def save(self, written: Iterable[tuple[Plan, WriteResult | None]], *, read: int = 0) -> None:
+        """Save a written page; `read` (its records read) is added to the job's progress with its counters."""
         counts: Counter[str] = Counter()
         errors, to_update, to_reserve = [], [], []
         to_delete: list[int] = []
+        failed_rows: list[Row] = []
+        synced_ids: list[Any] = []  # source records synchronized without error: their open errors are resolved
         now = timezone.now()
         for plan, result in written:
             # A reserved coupling whose record exists: an interrupted run's insert landed before that run could
@@ -103,12 +109,17 @@ class PageSaver:
                 assert coupling is not None and result is not None
                 self._succeeded(coupling, plan, result)
                 to_update.append(coupling)
+                synced_ids.append(self.source.row_id(plan.source_row))
             elif outcome == Action.UNCHANGED and coupling is not None:
+                # Both records already hold the same values: whatever failed before is no longer wrong.
+                synced_ids.append(self.source.row_id(plan.source_row))
                 self._remember(self.source, coupling, plan.source_row)
                 if plan.synced:
                     coupling.remember_synced(self._as_stored(plan, {}))
-                if coupling.pending and plan.target_row is not None:
-                    # An interrupted run wrote this record before it could say so: confirm the coupling now.
+                first_sync = coupling.first_sync_direction == self.direction
+                if (coupling.pending or first_sync) and plan.target_row is not None:
+                    # An interrupted run wrote this record before it could say so, or the chosen first sync finds
+                    # both records equal already: confirm the coupling now, with both versions.
                     self._remember(self.target, coupling, plan.target_row)
                     coupling.succeed(self.direction, self.job.pk)
                 to_update.append(coupling)
@@ -125,6 +136,7 @@ class PageSaver:
                     # (An ambiguous match waits in the ambiguous matches instead: a reservation would insert it.)
                     to_reserve.append(self._failed_reservation(plan))
                 errors.append(self._error_row(plan, detail, now))
+                failed_rows.append(plan.source_row)
         with transaction.atomic():
             insert_couplings(to_reserve)
             if to_update:
@@ -132,10 +144,26 @@ class PageSaver:
                 self.settle_ambiguous([c for c in to_update if not c.pending])
             if to_delete:
                 Coupling.objects.filter(pk__in=to_delete).delete()
+            if errors or synced_ids:
+                self._close_errors(synced_ids, [self.source.row_id(p) for p in failed_rows], now)
             if errors:
                 SyncError.objects.bulk_create(errors, batch_size=BULK_BATCH)
+            if read:
+                counts["progress_done"] += read
             if counts:
                 SyncJob.objects.filter(pk=self.job.pk).update(**{k: F(k) + v for k, v in counts.items()})
+
+    def _close_errors(self, synced_ids: list[Any], failed_ids: list[Any], now: datetime) -> None:
+        """The records' open errors in this direction: resolved where the record synchronized, superseded where it
+        failed again (its new error, saved next, is the open one). One UPDATE per batch of records."""
+        mapping_id = self.job.table_mapping_id
+        for state, ids in ((ErrorState.RESOLVED_BY_SYNC, synced_ids), (ErrorState.SUPERSEDED, failed_ids)):
+            ids = [record_id for record_id in ids if record_id]
+            for start in range(0, len(ids), BULK_BATCH):
+                batch = ids[start : start + BULK_BATCH]
+                SyncError.objects.of_records(mapping_id, self.direction, batch).close(
+                    state, job_id=self.job.pk, now=now
+                )
 
     def _failed_write(self, plan: Plan, error: ConnectorError | None) -> Plan:
         verb = "Creating" if plan.action == Action.INSERT else "Updating"

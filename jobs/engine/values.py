@@ -19,6 +19,7 @@ from uuid import UUID
 from connectors.types import RemoteClient
 from coupling.models import Coupling
 from jobs.choices import ErrorClass
+from jobs.engine.planned import PlannedCouplings
 from jobs.engine.sides import ZERO_GUID, Row, Side
 from mappings.choices import Direction
 from mappings.models import FieldMapping, TableMapping
@@ -189,6 +190,9 @@ class LookupResolver:
     A code that is no row of the lookup table is Business Central's way of naming its local currency (a blank
     currency code reads back as the LCY code); likewise a Dataverse row whose code Business Central does not list
     (the organization's base currency). Neither is coupled, and neither is an error: the field is not written.
+
+    In a preview of a chain, `planned` holds the couplings the earlier mappings' previews would make: a lookup
+    coupled only there resolves as the real run, which runs those mappings first, would resolve it.
     """
 
     def __init__(
@@ -197,8 +201,10 @@ class LookupResolver:
         source: Side,
         bc_client: RemoteClient,
         dataverse_client: RemoteClient | None = None,
+        planned: PlannedCouplings | None = None,
     ) -> None:
         self.rules = [rule for rule in rules if rule.lookup and rule.source_field]
+        self.planned = planned
         self.source = source
         self.bc_client = bc_client
         self.dataverse_client = dataverse_client
@@ -241,6 +247,14 @@ class LookupResolver:
                 target_value = str(bc_id) if table is None else table["by_id"].get(str(bc_id))
                 if target_value is not None:
                     self._resolved[(id(rule), str(dataverse_id))] = target_value
+            for value in ids:
+                pair = self.planned.by_dataverse_id(lookup.mapping_id, value) if self.planned is not None else None
+                if pair is None or (id(rule), value) in self._resolved:
+                    continue
+                if table is None:
+                    self._resolved[(id(rule), value)] = str(pair.bc_id)
+                elif (code := table["by_id"].get(str(pair.bc_id), pair.bc_values.get(key_field))) is not None:
+                    self._resolved[(id(rule), value)] = code
             if table is not None and lookup.dataverse_entity_set == "transactioncurrencies":
                 uncoupled = [v for v in ids if (id(rule), v) not in self._resolved]
                 for value in self._codes_not_in_business_central(rule, key_field, uncoupled, table["by_key"]):
@@ -257,7 +271,10 @@ class LookupResolver:
                         self._resolved[(id(rule), value)] = LOCAL
             partners = dict(couplings.filter(bc_id__in=list(bc_ids.values())).values_list("bc_id", "dataverse_id"))
             for value, bc_text in bc_ids.items():
-                partner = partners.get(UUID(bc_text))
+                partner: UUID | str | None = partners.get(UUID(bc_text))
+                if partner is None and self.planned is not None:
+                    pair = self.planned.by_bc_id(lookup.mapping_id, bc_text)
+                    partner = pair.dataverse_id if pair is not None else None
                 if partner is not None:
                     self._resolved[(id(rule), value)] = partner
         for value in values:

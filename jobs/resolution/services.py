@@ -12,12 +12,14 @@ from __future__ import annotations
 from collections import defaultdict
 
 from django.db import transaction
+from django.db.models import Q
 
 from connectors.types import ConnectorError, ErrorKind, RemoteClient, WriteOperation
 from coupling.models import Coupling
-from jobs.choices import JobKind
+from jobs.choices import ErrorClass, ErrorState, JobKind
 from jobs.engine.sides import run_directions
 from jobs.engine.values import LookupResolver, RecordFailure, current_value, desired_value, values_equal
+from jobs.models import SyncError
 from jobs.resolution.comparison import compared_field_mappings, rules_by_target
 from jobs.services import SyncNotStarted, sync_enqueue
 from mappings.choices import BC, DATAVERSE, Direction
@@ -29,7 +31,12 @@ class ResolutionFailed(Exception):
 
 
 def conflict_resolve(
-    *, coupling: Coupling, winners: dict[int, str], bc_client: RemoteClient, dataverse_client: RemoteClient
+    *,
+    coupling: Coupling,
+    winners: dict[int, str],
+    bc_client: RemoteClient,
+    dataverse_client: RemoteClient,
+    user=None,
 ) -> dict[str, int]:
     """Give both records the winning value of each field (`winners`: field mapping id -> "bc" | "dataverse").
 
@@ -105,6 +112,7 @@ def conflict_resolve(
             coupling.dataverse_modified_on = stored[DATAVERSE][1]
         if failure is None:
             coupling.resolved_by_hand(run_directions(mapping))
+            coupling_errors(coupling).close(ErrorState.RESOLVED_BY_HAND, user=user)
         coupling.save()
     if failure is not None:
         raise ResolutionFailed(
@@ -114,18 +122,38 @@ def conflict_resolve(
     return written
 
 
+def coupling_errors(coupling: Coupling):
+    """The errors of a coupling's records, in both directions."""
+    by_record = Q(bc_id=coupling.bc_id) if coupling.bc_id else Q(pk__in=[])
+    if coupling.dataverse_id:
+        by_record |= Q(dataverse_id=coupling.dataverse_id)
+    return SyncError.objects.filter(by_record, table_mapping_id=coupling.table_mapping_id)
+
+
+def sync_errors_resolve(*, errors, user) -> int:
+    """A person says these errors are no longer wrong (fixed outside, or not worth fixing): resolved by hand.
+    Returns how many were open."""
+    return errors.close(ErrorState.RESOLVED_BY_HAND, user=user)
+
+
 def sync_errors_retry(*, errors, user=None) -> list:
     """Synchronize the records of these errors again, now: one records job per mapping and direction.
 
-    Their couplings are un-skipped first. Errors that name no source record (a run that stopped) are left out.
+    Their couplings are un-skipped first. Errors that name no source record (a run that stopped) are left out. Where
+    a record failed on a missing dependency (a lookup not coupled yet), the mappings it depends on synchronize their
+    modified records first, in the same job, as "synchronize modified records" does: retrying it alone would fail
+    the same way.
     """
     groups: dict[tuple[int, str], set] = defaultdict(set)
-    for mapping_id, direction, bc_id, dataverse_id in errors.values_list(
-        "table_mapping_id", "direction", "bc_id", "dataverse_id"
+    need_dependencies: set[tuple[int, str]] = set()
+    for mapping_id, direction, bc_id, dataverse_id, error_class in errors.values_list(
+        "table_mapping_id", "direction", "bc_id", "dataverse_id", "error_class"
     ).order_by():
         source_id = bc_id if direction == Direction.TO_DATAVERSE else dataverse_id
         if source_id and direction in (Direction.TO_DATAVERSE, Direction.FROM_DATAVERSE):
             groups[(mapping_id, direction)].add(source_id)
+            if error_class == ErrorClass.MISSING_DEPENDENCY:
+                need_dependencies.add((mapping_id, direction))
     jobs = []
     mappings = TableMapping.objects.in_bulk({mapping_id for mapping_id, _ in groups})
     for (mapping_id, direction), ids in sorted(groups.items()):
@@ -138,6 +166,7 @@ def sync_errors_retry(*, errors, user=None) -> list:
                 direction=direction,
                 record_ids=sorted(ids),
                 user=user,
+                with_dependencies=(mapping_id, direction) in need_dependencies,
             )
         except SyncNotStarted:
             continue

@@ -16,7 +16,7 @@ from datetime import timedelta
 
 import django_rq
 
-from jobs.choices import JobKind
+from jobs.choices import JobKind, RequestedVia
 from jobs.models import Schedule, SyncJob
 from jobs.scheduling.schedules import schedule_wake
 from jobs.services import QUEUE, SyncNotStarted, mapping_lock_key, sync_enqueue
@@ -96,7 +96,13 @@ def changes_flush(*, mapping_id: int, direction: str) -> list[SyncJob]:
     else:
         return []
     try:
-        return sync_enqueue(mapping=mapping, direction=direction, kind=kind, record_ids=record_ids)
+        return sync_enqueue(
+            mapping=mapping,
+            direction=direction,
+            kind=kind,
+            record_ids=record_ids,
+            via=RequestedVia.CHANGE_NOTIFICATION,
+        )
     except SyncNotStarted as exc:
         logger.warning("Notified changes of %s not synchronized: %s", mapping.name, exc)
         return []

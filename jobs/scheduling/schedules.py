@@ -8,17 +8,30 @@ After max_attempts failed runs in a row a schedule shows "failing" and keeps ret
 not stop, unlike Business Central's job queue): the usual causes (an expired secret, an outage) get fixed outside
 syncadmin, and synchronization should resume by itself when they are, without someone remembering to restart it.
 Until then failed runs are retried after RERUN_DELAY, as Business Central's "Rerun Delay".
+
+A run that changed nothing puts its schedule on hold for the inactivity timeout, as Business Central does, to save
+work while nothing changes. But a change made meanwhile must not wait the whole timeout: a change notification ends
+the hold (`schedule_wake`), and without one the hold checks both systems at each interval (`schedules_check_on_hold`:
+one `$top=1` request per system through the run's own filters, for a record modified after the watermark), and
+runs at once when one has changed.
 """
 
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
 from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.utils import timezone
 
-from jobs.choices import ACTIVE_STATUSES, JobKind, JobStatus
+from connectors.choices import ConnectionKind
+from connectors.clients import open_client
+from connectors.models import Connection
+from connectors.types import ConnectorError
+from jobs.choices import ACTIVE_STATUSES, JobKind, JobStatus, RequestedVia
+from jobs.engine.reader import changes_waiting
+from jobs.engine.sides import run_directions
 from jobs.models import Schedule, ScheduleState, SyncJob
 from jobs.scheduling.defaults import default_schedule_values
 from jobs.services import SyncNotStarted, mappings_in_dependency_order, sync_enqueue
@@ -51,6 +64,76 @@ def schedules_run_due(*, now: datetime | None = None) -> int:
     return started
 
 
+def schedules_check_on_hold(*, now: datetime | None = None) -> int:
+    """Check the schedules on hold whose interval has passed since their last check (or their quiet run) for
+    changes in either system since the watermark; make those with a change due now. Return how many woke.
+
+    Each check is claimed with one conditional UPDATE of `checked_at`, so two schedulers do not check twice."""
+    now = now or timezone.now()
+    on_hold = Schedule.objects.filter(
+        enabled=True, wake_on_change=True, state=ScheduleState.ON_HOLD, next_run_at__gt=now
+    ).select_related("table_mapping")
+    due = [
+        schedule
+        for schedule in on_hold
+        if (schedule.checked_at or schedule.last_finished_at or now) + timedelta(minutes=schedule.minutes_between_runs)
+        <= now
+    ]
+    if not due:
+        return 0
+    woken = 0
+    with ExitStack() as stack:
+        clients: dict[str, object] = {}
+
+        def client(kind: ConnectionKind):
+            if kind not in clients:
+                clients[kind] = stack.enter_context(open_client(Connection.objects.active(kind)))
+            return clients[kind]
+
+        for schedule in due:
+            claimed = Schedule.objects.filter(
+                pk=schedule.pk, state=ScheduleState.ON_HOLD, checked_at=schedule.checked_at
+            ).update(checked_at=now)
+            if claimed:
+                woken += _check_one(schedule, client, now)
+    return woken
+
+
+def _check_one(schedule: Schedule, client, now: datetime) -> bool:
+    mapping = schedule.table_mapping
+    changed = []
+    try:
+        for direction in run_directions(mapping):
+            source = ConnectionKind.BUSINESS_CENTRAL if direction == "to_dataverse" else ConnectionKind.DATAVERSE
+            if changes_waiting(mapping, direction, client(source)):
+                changed.append(source.label)
+    except (ConnectorError, Connection.DoesNotExist, Connection.MultipleObjectsReturned) as exc:
+        # The run would fail the same way; the hold goes on, and the page says why it could not look.
+        _set(schedule, last_message=f"On hold; could not check for changes: {exc}"[:2000])
+        return False
+    if not changed:
+        return False
+    woke = Schedule.objects.filter(pk=schedule.pk, state=ScheduleState.ON_HOLD).update(
+        state=ScheduleState.READY,
+        next_run_at=now,
+        woken_at=now,
+        last_message=f"A change in {' and '.join(changed)} ended the hold: running now.",
+    )
+    logger.info("Schedule of %s woken: changes in %s", mapping.name, changed)
+    return bool(woke)
+
+
+def schedule_next_run_for_interval(*, schedule: Schedule, now: datetime | None = None) -> datetime:
+    """The next run once the interval is edited: a ready schedule's next run comes no later than the interval after
+    its last run (a shorter interval moves it earlier; a longer one waits for this run). A hold checks at the new
+    interval by itself; a running schedule takes it when the run ends."""
+    now = now or timezone.now()
+    if schedule.state != ScheduleState.READY:
+        return schedule.next_run_at
+    base = schedule.last_finished_at or now
+    return min(schedule.next_run_at, max(now, base + timedelta(minutes=schedule.minutes_between_runs)))
+
+
 def schedule_start_run(*, schedule: Schedule, now: datetime | None = None) -> bool:
     """Claim `schedule` (as read, possibly a moment ago by this or another scheduler) and enqueue its run.
 
@@ -74,7 +157,7 @@ def schedule_start_run(*, schedule: Schedule, now: datetime | None = None) -> bo
             _set(schedule, state=ScheduleState.READY, last_message="Skipped: a run of this mapping was in progress.")
             return False
         try:
-            jobs = sync_enqueue(mapping=mapping, kind=JobKind.MODIFIED)
+            jobs = sync_enqueue(mapping=mapping, kind=JobKind.MODIFIED, via=RequestedVia.SCHEDULE)
         except SyncNotStarted as exc:
             _set(
                 schedule,
@@ -119,8 +202,9 @@ def schedule_record_outcome(*, mapping: TableMapping, jobs: list[SyncJob]) -> No
         values |= {
             "state": ScheduleState.ON_HOLD,
             "next_run_at": now + timeout,
+            "checked_at": None,  # the first check comes one interval after this run
             "failed_attempts": 0,
-            "last_message": "No changes: on hold until the inactivity timeout ends or a change is notified.",
+            "last_message": "No changes: on hold, checking for changes at each interval.",
         }
     else:
         values |= {"next_run_at": now + interval, "failed_attempts": 0, "last_message": f"{changes} changes."}

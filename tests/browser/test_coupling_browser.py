@@ -90,6 +90,10 @@ def test_match_based_coupling_then_couple_an_ambiguous_match_from_its_candidates
     page.locator("#criteria tr[data-field=displayName] input[name$=use_for_matching]").check()
     page.shot("match-1-criteria")
     page.click("#criteria input[type=submit]")
+    # It asks first, with the pairs it would couple now (read live; the criteria are saved only on Yes).
+    expect(page.locator("table.bulk-rows tbody tr td").nth(1)).to_have_text(str(len(shared) - 1))
+    page.shot("match-1b-confirm")
+    page.click("form.bulk-confirm input[type=submit]")
     expect(page.locator("ul.messagelist")).to_contain_text("Match-based coupling of CUSTOMER queued")
     rq_worker()
 
@@ -147,9 +151,17 @@ def test_resolve_a_conflict_field_by_field_then_filter_the_errors_and_retry_by_c
     assert (account["telephone1"], account["address1_city"]) == ("0111 111", "Dvtown")
     assert (bc_customer["phoneNumber"], bc_customer["city"]) == ("0111 111", "Dvtown")
 
-    # Retry every conflict error of the mapping: the records synchronize cleanly now.
+    # The conflict's errors left the list of what is wrong now; the history shows them resolved by hand.
     page.goto(f"/admin/jobs/syncerror/?error_class=conflict&table_mapping={customer.pk}")
+    expect(page.locator("#result_list")).to_have_count(0)
+    page.goto(f"/admin/jobs/syncerror/?error_class=conflict&table_mapping={customer.pk}&state=all")
+    expect(page.locator("#result_list tbody tr").first).to_contain_text("Resolved by hand")
+    # Retry every conflict error of the mapping (from the history): the records synchronize cleanly now.
     page.click("#retry-class button")
+    # Retrying in bulk asks first, with how many records each mapping and direction synchronizes again.
+    expect(page.locator("p.bulk-question")).to_contain_text("record(s) again now")
+    page.shot("errors-3-confirm-retry")
+    page.click("form.bulk-confirm input[type=submit]")
     expect(page.locator("ul.messagelist")).to_contain_text("Synchronizing the records of these errors again")
     page.shot("errors-3-retried")
     retry_jobs = list(SyncJob.objects.filter(table_mapping=customer, kind=JobKind.RECORDS, status=JobStatus.QUEUED))

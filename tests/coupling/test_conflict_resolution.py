@@ -3,6 +3,7 @@
 import uuid
 
 import pytest
+from django.urls import reverse
 
 from connectors.clients import open_client
 from coupling.models import Coupling
@@ -105,6 +106,35 @@ def test_a_record_changed_again_after_reading_is_not_overwritten(conflict):
     assert record["city"] == "Elsewhere"  # the other user's change survived
     coupling.refresh_from_db()
     assert coupling.bc_etag == stored_bc_etag  # still seen as changed: the conflict is not hidden
+
+
+def test_resolving_the_conflict_on_its_page_closes_its_errors_and_both_records_hold_the_chosen_values(
+    conflict, admin_client
+):
+    """The issue's case: after "Resolved: wrote N fields" the record's errors must leave the error list."""
+    coupling, bc, dataverse = conflict
+    errors = SyncError.objects.filter(
+        table_mapping=coupling.table_mapping, bc_id=coupling.bc_id
+    ) | SyncError.objects.filter(table_mapping=coupling.table_mapping, dataverse_id=coupling.dataverse_id)
+    assert errors.open().exists()
+    errors_list = reverse("admin:jobs_syncerror_changelist")
+    assert f'value="{errors.open().first().pk}"' in admin_client.get(errors_list).content.decode()
+
+    response = admin_client.post(
+        reverse("admin:coupling_coupling_compare", args=[coupling.pk]),
+        {"resolve": "1", f"winner_{field_id('phoneNumber')}": "bc", f"winner_{field_id('city')}": "dataverse"},
+        follow=True,
+    )
+
+    assert "Resolved: wrote" in response.content.decode()
+    assert not errors.open().exists()
+    assert set(errors.values_list("state", flat=True)) == {"resolved_by_hand"}
+    assert 'name="_selected_action"' not in admin_client.get(errors_list).content.decode()
+    with open_client(bc) as bc_client, open_client(dataverse) as dv_client:
+        bc_row = bc_client.read_by_ids("customers", [coupling.bc_id])[coupling.bc_id]
+        dv_row = dv_client.read_by_ids("accounts", [coupling.dataverse_id])[coupling.dataverse_id]
+    assert (bc_row["phoneNumber"], bc_row["city"]) == ("0111", "Dvtown")
+    assert (dv_row["telephone1"], dv_row["address1_city"]) == ("0111", "Dvtown")
 
 
 def test_after_a_resolution_by_hand_an_edit_on_one_side_flows_without_a_conflict(

@@ -129,14 +129,14 @@ def test_uncouple_one_or_all_couplings_of_a_mapping_as_a_job(admin_client, sandb
     run_jobs(
         lambda: admin_client.post(
             reverse("admin:coupling_coupling_changelist"),
-            {"action": "uncouple_selected", "_selected_action": [couplings[0].pk]},
+            {"action": "uncouple_selected", "_selected_action": [couplings[0].pk], "confirm": "yes"},
         )
     )
     assert Coupling.objects.filter(table_mapping=customer).count() == 2
     run_jobs(
         lambda: admin_client.post(
             reverse("admin:mappings_tablemapping_changelist"),
-            {"action": "uncouple_all", "_selected_action": [customer.pk]},
+            {"action": "uncouple_all", "_selected_action": [customer.pk], "confirm": "yes"},
         )
     )
     assert not Coupling.objects.filter(table_mapping=customer).exists()

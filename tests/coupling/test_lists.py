@@ -118,7 +118,9 @@ def test_retry_by_class_synchronizes_again_every_record_with_an_error_of_that_cl
     skipped = Coupling.objects.create(table_mapping=customer, bc_id=conflicts[0].bc_id, skipped=True)
     url = reverse("admin:jobs_syncerror_changelist") + f"?table_mapping={customer.pk}"
 
-    response = admin_client.post(url, {"action": "retry_error_classes", "_selected_action": [conflicts[0].pk]})
+    response = admin_client.post(
+        url, {"action": "retry_error_classes", "_selected_action": [conflicts[0].pk], "confirm": "yes"}
+    )
 
     assert response.status_code == 302
     (job,) = SyncJob.objects.filter(kind="records")

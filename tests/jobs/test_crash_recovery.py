@@ -189,11 +189,11 @@ def test_inserts_a_crashed_run_wrote_but_never_saved_are_counted_by_the_run_that
     original_save = PageSaver.save
     saves = []
 
-    def crash_after_writing_the_second_page(self, written):
+    def crash_after_writing_the_second_page(self, written, **counts):
         saves.append(1)
         if len(saves) == 2:
             raise SystemExit("the worker dies between writing a page and saving it")  # not caught by the run
-        return original_save(self, written)
+        return original_save(self, written, **counts)
 
     monkeypatch.setattr(PageSaver, "save", crash_after_writing_the_second_page)
     crashed = sync_jobs_create(mapping=customer, kind=JobKind.FULL, direction="to_dataverse")[0]
@@ -223,11 +223,11 @@ def test_inserts_into_business_central_that_a_crashed_run_wrote_are_counted_by_t
     original_save = PageSaver.save
     saves = []
 
-    def crash_after_writing_the_first_page(self, written):
+    def crash_after_writing_the_first_page(self, written, **counts):
         saves.append(1)
         if len(saves) == 1:
             raise SystemExit("the worker dies between writing a page and saving it")
-        return original_save(self, written)
+        return original_save(self, written, **counts)
 
     monkeypatch.setattr(PageSaver, "save", crash_after_writing_the_first_page)
     crashed = sync_jobs_create(mapping=customer, kind=JobKind.FULL, direction="from_dataverse")[0]

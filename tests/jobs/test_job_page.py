@@ -63,8 +63,9 @@ def test_the_errors_link_refreshes_with_the_progress_and_counts_the_jobs_errors(
 
     fragment = progress(admin_client, job)
 
-    errors_url = reverse("admin:jobs_syncerror_changelist") + f"?job={job.pk}"
-    assert f'href="{errors_url}">{job.failed} errors of this job</a>' in fragment
+    # Every error of the job, the resolved included (the history), since the count is the job's.
+    errors_url = reverse("admin:jobs_syncerror_changelist") + f"?job={job.pk}&state=all"
+    assert f'href="{errors_url.replace("&", "&amp;")}">{job.failed} errors of this job</a>' in fragment
     errors_page = admin_client.get(errors_url).content.decode()
     assert f'name="job" value="{job.pk}"' in errors_page  # the filter form shows which job the list is narrowed to
     assert errors_page.count('class="field-job_link"') == job.failed
@@ -86,3 +87,107 @@ def test_the_error_list_cuts_long_messages_between_words_and_presets_no_class_to
     assert (
         '<option value="">Choose a class…</option>' in page and "selected" not in page.split("Choose a class")[1][:300]
     )
+
+
+def test_after_a_run_the_page_says_one_thing_in_one_place(admin_client, admin_user, customer):
+    """It said "Succeeded … 7 HTTP requests" in the live box and "Finished at: -", "HTTP requests: 0" below."""
+    (job,) = sync_jobs_create(mapping=customer, kind=JobKind.MODIFIED, direction="to_dataverse", user=admin_user)
+    sync_jobs_run(job_ids=[job.pk])
+    job.refresh_from_db()
+    assert job.http_requests > 0 and job.finished_at
+
+    page = admin_client.get(reverse("admin:jobs_syncjob_change", args=[job.pk])).content.decode()
+
+    assert page.count("Finished at") == 1 and page.count("HTTP requests") == 1
+    finished = page.split('class="syncjob-finished">')[1].split("</td>")[0]
+    assert finished.startswith(f"{job.finished_at:%Y-%m-%d}") and finished.endswith(" UTC")  # with its time zone
+    requests = page.split('class="syncjob-requests">')[1].split("</td>")[0]
+    assert requests.startswith(f"{job.http_requests} (")
+    took = page.split('class="syncjob-duration">')[1].split("</td>")[0]
+    assert re.fullmatch(r"\d+ seconds?|less than a second", took), took  # a short run in seconds, not "0 minutes"
+    assert page.split('class="syncjob-requester">')[1].split("</td>")[0] == admin_user.username
+
+
+def test_requested_by_says_schedule_or_change_notification(admin_client, customer):
+    from jobs.choices import RequestedVia
+    from jobs.scheduling.schedules import schedule_start_run
+    from jobs.services import sync_enqueue
+
+    schedule = customer.schedule
+    schedule.enabled = True
+    schedule.save()
+    assert schedule_start_run(schedule=schedule, now=schedule.next_run_at)
+    scheduled = SyncJob.objects.filter(pk__in=type(schedule).objects.get(pk=schedule.pk).run_job_ids).first()
+    notified = sync_enqueue(mapping=customer, direction="to_dataverse", via=RequestedVia.CHANGE_NOTIFICATION)[0]
+
+    assert "The schedule" in progress(admin_client, scheduled)
+    assert "A change notification" in progress(admin_client, notified)
+
+
+def test_durations_read_as_people_say_them():
+    from jobs.models import seconds_text
+
+    assert [seconds_text(s) for s in (0.3, 1, 20, 60, 185, 7260)] == [
+        "less than a second",
+        "1 second",
+        "20 seconds",
+        "1 minute",
+        "3 minutes 5 seconds",
+        "2 hours 1 minute",
+    ]
+
+
+def test_a_running_job_shows_a_progress_bar_an_estimate_and_a_cancel_button_that_stops_it(
+    admin_client, client, django_user_model, customer
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    (job,) = sync_jobs_create(mapping=customer, kind=JobKind.FULL, direction="to_dataverse")
+    SyncJob.objects.filter(pk=job.pk).update(
+        status=JobStatus.RUNNING,
+        started_at=timezone.now() - timedelta(seconds=30),
+        progress_done=25,
+        progress_total=100,
+    )
+    page = admin_client.get(reverse("admin:jobs_syncjob_change", args=[job.pk])).content.decode()
+    assert '<progress max="100" value="25">' in page
+    assert re.search(r"about 1 minute 3\d seconds left", page)  # 25 in 30 s: 75 more take about 90 s
+    cancel_url = reverse("admin:jobs_syncjob_cancel", args=[job.pk])
+    form = page.split(f'action="{cancel_url}"')[1].split("</form>")[0]
+    assert "csrfmiddlewaretoken" in form and 'value="Cancel this job"' in form
+    # The Cancel form is not inside the admin's own form (forms do not nest: the browser would drop it).
+    assert page.index(cancel_url) < page.index('id="syncjob_form"')
+
+    # Without the run-sync permission: no button, and the POST is refused with nothing changed.
+    viewer = django_user_model.objects.create_user("viewer", password="x", is_staff=True)
+    from django.contrib.auth.models import Permission
+
+    viewer.user_permissions.add(Permission.objects.get(codename="view_syncjob"))
+    client.force_login(viewer)
+    assert cancel_url not in client.get(reverse("admin:jobs_syncjob_change", args=[job.pk])).content.decode()
+    assert client.post(cancel_url).status_code == 403
+    assert admin_client.get(cancel_url).status_code == 403  # GET never acts
+    job.refresh_from_db()
+    assert not job.cancel_requested
+
+    admin_client.post(cancel_url)
+    job.refresh_from_db()
+    assert job.cancel_requested
+    # The run stops before it writes its next page: nothing of this full synchronization is written.
+    SyncJob.objects.filter(pk=job.pk).update(status=JobStatus.QUEUED, progress_done=0, progress_total=None)
+    sync_jobs_run(job_ids=[job.pk])
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELLED and job.inserted == 0 and job.counts_reconcile
+
+
+def test_the_job_list_shows_what_a_preview_would_do_not_zeros(admin_client, customer):
+    job = run(customer, kind=JobKind.FULL, dry_run=True)
+    would_insert = job.preview["counts"]["insert"]
+    assert would_insert > 0
+
+    page = admin_client.get(reverse("admin:jobs_syncjob_changelist")).content.decode()
+
+    inserted = page.split('class="field-inserted_count">')[1].split("</td>")[0]
+    assert inserted == f'<span class="would" title="a preview: would be inserted">({would_insert})</span>'

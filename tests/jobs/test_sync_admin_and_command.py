@@ -118,7 +118,7 @@ def test_a_sync_action_queues_a_job_per_direction_for_the_user_and_the_worker_ru
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(
             reverse("admin:mappings_tablemapping_changelist"),
-            {"action": action, "_selected_action": [customer.pk]},
+            {"action": action, "_selected_action": [customer.pk], "confirm": "yes"},
             follow=True,
         )
 
@@ -159,7 +159,7 @@ def test_synchronizing_several_mappings_runs_each_shared_dependency_once_before_
     with django_capture_on_commit_callbacks(execute=True):
         admin_client.post(
             reverse("admin:mappings_tablemapping_changelist"),
-            {"action": "synchronize_modified_records", "_selected_action": [vendor.pk, customer.pk]},
+            {"action": "synchronize_modified_records", "_selected_action": [vendor.pk, customer.pk], "confirm": "yes"},
         )
 
     jobs = list(SyncJob.objects.order_by("pk"))
@@ -199,7 +199,7 @@ def test_without_the_run_sync_permission_a_mapping_editor_can_neither_start_nor_
     assert action_choices(client) >= SYNC_ACTIONS
     assert client.get(review_url).status_code == 200
     with django_capture_on_commit_callbacks(execute=True):
-        assert client.post(sync_all_url).status_code == 302
+        assert client.post(sync_all_url, {"confirm": "yes"}).status_code == 302
     started = SyncJob.objects.exclude(pk=queued.pk)
     assert started.exists() and {job.requested_by for job in started} == {user}
     response = client.post(reverse("admin:jobs_syncjob_changelist"), cancel, follow=True)
@@ -307,7 +307,7 @@ def test_running_the_reviewed_mappings_queues_full_synchronizations_in_dependenc
 
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(
-            reverse("admin:mappings_tablemapping_full_sync_review"), {"mapping": chosen}, follow=True
+            reverse("admin:mappings_tablemapping_full_sync_review"), {"mapping": chosen, "confirm": "yes"}, follow=True
         )
 
     assert response.redirect_chain[-1][0] == reverse("admin:jobs_syncjob_changelist")
@@ -428,7 +428,7 @@ def test_synchronize_all_refuses_a_get_and_queues_modified_records_of_every_mapp
     assert not SyncJob.objects.exists()
 
     with django_capture_on_commit_callbacks(execute=True):
-        response = admin_client.post(url, follow=True)
+        response = admin_client.post(url, {"confirm": "yes"}, follow=True)
 
     assert response.redirect_chain[-1][0] == reverse("admin:jobs_syncjob_changelist")
     page = response.content.decode()
@@ -568,8 +568,10 @@ def test_the_errors_link_of_a_job_lists_only_that_jobs_errors(admin_client, sand
     assert first.failed > 0 and second.failed > 0
 
     page = admin_client.get(reverse("admin:jobs_syncjob_change", args=[second.pk])).content.decode()
-    errors_url = reverse("admin:jobs_syncerror_changelist") + f"?job={second.pk}"
-    assert f'href="{errors_url}">{second.failed} errors of this job</a>' in page
+    errors_url = reverse("admin:jobs_syncerror_changelist") + f"?job={second.pk}&state=all"
+    assert f'href="{errors_url.replace("&", "&amp;")}">{second.failed} errors of this job</a>' in page
+    # The first run's errors were superseded by the second's (the same records failed again): one open error each.
+    assert f"{second.failed} still open" in page
 
     response = admin_client.get(errors_url)
 

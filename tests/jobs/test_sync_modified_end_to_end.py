@@ -22,7 +22,7 @@ def run_modified_sync_from_admin(admin_client, mapping, django_capture_on_commit
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(
             reverse("admin:mappings_tablemapping_changelist"),
-            {"action": "synchronize_modified_records", "_selected_action": [mapping.pk]},
+            {"action": "synchronize_modified_records", "_selected_action": [mapping.pk], "confirm": "yes"},
             follow=True,
         )
     assert response.status_code == 200

@@ -68,6 +68,7 @@ ACTIONS = {
     ("jobs.SyncError", "retry_errors"): run_sync("jobs.SyncError", "queues records syncs"),
     ("jobs.SyncError", "retry_error_classes"): run_sync("jobs.SyncError", "queues records syncs"),
     ("jobs.SyncError", "unskip_error_couplings"): run_sync("jobs.SyncError", "clears 'skipped'"),
+    ("jobs.SyncError", "resolve_errors"): run_sync("jobs.SyncError", "closes errors (kept in the history)"),
     ("jobs.SyncError", "uncouple_error_records"): run_sync("jobs.SyncError", "queues uncoupling"),
     ("jobs.SyncError", "restore_error_partners"): run_sync("jobs.SyncError", "recreates deleted records"),
     ("jobs.SyncError", "delete_error_surviving_records"): run_sync("jobs.SyncError", "deletes remote records"),

@@ -59,7 +59,8 @@ def test_retry_by_class_needs_the_run_sync_permission(client_of, customer, kind,
     )
     client, token = client_of(kind)
 
-    response = client.post(reverse("admin:jobs_syncerror_retry_class"), {**token, "error_class": ErrorClass.CONFLICT})
+    data = {**token, "error_class": ErrorClass.CONFLICT, "confirm": "yes"}
+    response = client.post(reverse("admin:jobs_syncerror_retry_class"), data)
 
     records_jobs = SyncJob.objects.filter(kind=JobKind.RECORDS).count()
     if allowed:
@@ -101,7 +102,7 @@ def test_match_based_coupling_needs_the_run_sync_permission(client_of, customer,
     client, token = client_of(kind)
 
     url = reverse("admin:mappings_tablemapping_match_coupling", args=[customer.pk])
-    response = client.post(url, {**token, **_match_form(customer)})
+    response = client.post(url, {**token, **_match_form(customer), "confirm": "yes"})
 
     coupling_jobs = SyncJob.objects.filter(kind=JobKind.COUPLING).count()
     if allowed:

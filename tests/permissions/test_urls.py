@@ -124,6 +124,7 @@ URLS: dict[str, Rule] = {
     # Jobs, errors, schedules, subscriptions
     **model_pages("jobs.syncjob", add=NOBODY, change=NOBODY),
     "admin:jobs_syncjob_progress": Rule(perms("jobs.view_syncjob"), perms("jobs.view_syncjob"), "nothing"),
+    "admin:jobs_syncjob_cancel": Rule(NOBODY, perms("jobs.view_syncjob", RUN_SYNC), "asks the job to stop"),
     **model_pages("jobs.syncerror", add=NOBODY, change=NOBODY),
     "admin:jobs_syncerror_retry_class": Rule(NOBODY, perms(RUN_SYNC), "queues records syncs"),
     **model_pages("jobs.schedule", add=NOBODY, change=perms("jobs.change_schedule", RUN_SYNC), delete=NOBODY),

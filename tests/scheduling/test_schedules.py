@@ -181,7 +181,7 @@ def test_a_run_without_changes_puts_the_schedule_on_hold_and_a_change_wakes_it()
 
     schedule.refresh_from_db()
     assert schedule.state == ScheduleState.ON_HOLD
-    assert schedule.status.startswith("On hold until")
+    assert schedule.status.startswith("Idle: checking every 30 min")
     hold_ends = timezone.now() + timedelta(minutes=720)
     assert abs((schedule.next_run_at - hold_ends).total_seconds()) < 5
     assert scheduler_tick() == 0

@@ -10,7 +10,7 @@ from django.db import transaction
 from tqdm import tqdm
 
 from connectors.odata import as_uuid
-from jobs.choices import JobKind
+from jobs.choices import JobKind, RequestedVia
 from jobs.models import SyncJob
 from jobs.services import mappings_in_dependency_order, sync_jobs_create_in_order, sync_jobs_enqueue, sync_jobs_run
 from mappings.choices import Direction
@@ -53,6 +53,7 @@ class Command(BaseCommand):
                 record_ids=options["record"] or None,
                 dry_run=options["preview"],
                 with_dependencies=bool(options["mappings"]) and options["kind"] == JobKind.MODIFIED,
+                via=RequestedVia.COMMAND,
             )
             if options["enqueue"]:
                 sync_jobs_enqueue(jobs)

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('mappings', '0003_mapping_change'),
+        ('mappings', '0004_h13errs_empty_source_keeps_target'),
     ]
 
     operations = [

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('coupling', '0006_coupling_reserved_at_and_side_kinds'),
+        ('coupling', '0007_h13errs_first_sync_direction'),
     ]
 
     operations = [
