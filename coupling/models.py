@@ -15,7 +15,7 @@ class CouplingQuerySet(models.QuerySet["Coupling"]):
     def unskip(self, direction: str | None = None) -> int:
         """Let these records be synchronized again, with a fresh start for "skipped after failing twice".
 
-        The last error (in `direction`, or both) is forgotten, so only two new failures skip a record again.
+        The last error (in `direction`, or both) and the failure count are forgotten, so the skip policy counts anew.
         """
         directions = [direction] if direction else [Direction.TO_DATAVERSE, Direction.FROM_DATAVERSE]
         fields = [Coupling.error_field(d) for d in directions]
