@@ -15,12 +15,19 @@ class CouplingQuerySet(models.QuerySet["Coupling"]):
     def unskip(self, direction: str | None = None) -> int:
         """Let these records be synchronized again, with a fresh start for "skipped after failing twice".
 
-        The last error (in `direction`, or both) is forgotten, so only two new failures skip a record again.
+        The last error (in `direction`, or both) and the failure count are forgotten, so the skip policy counts anew.
         """
         directions = [direction] if direction else [Direction.TO_DATAVERSE, Direction.FROM_DATAVERSE]
         fields = [Coupling.error_field(d) for d in directions]
+        counts = [Coupling.failures_field(d) for d in directions]
         # Errors first: `self` may be filtered on skipped=True, which the second update makes match nothing.
-        self.update(**dict.fromkeys(fields, ""))
+        self.update(
+            **dict.fromkeys(fields, ""),
+            **dict.fromkeys(counts, 0),
+            skipped_at=None,
+            skipped_error_class="",
+            skipped_target_etag="",
+        )
         return self.update(skipped=False)
 
     def choose_first_direction(self, direction: str) -> int:
@@ -48,6 +55,7 @@ class CouplingQuerySet(models.QuerySet["Coupling"]):
             "skipped": False,
             "last_error_to_dataverse": "",
             "last_error_from_dataverse": "",
+            "synced_fields": {},  # the new partner is written whole: nothing of the old one is known to agree
         }
         if missing_side == BC:
             changes.update(bc_id=None, bc_etag="", bc_modified_on=None)
@@ -89,6 +97,18 @@ class Coupling(models.Model):
     last_error_to_dataverse = models.TextField(blank=True)
     last_error_from_dataverse = models.TextField(blank=True)
     skipped = models.BooleanField(default=False)
+    # The skip policy (TableMapping.skip_after_failures): identical failures in a row per direction, and, once
+    # skipped, since when and for which error class, so a run can un-skip the record when that cause is fixed.
+    failures_to_dataverse = models.PositiveSmallIntegerField(default=0, editable=False)
+    failures_from_dataverse = models.PositiveSmallIntegerField(default=0, editable=False)
+    skipped_at = models.DateTimeField(null=True, blank=True, editable=False)
+    skipped_error_class = models.CharField(max_length=30, blank=True, editable=False)
+    # The target record's version when the record was skipped: a later version means someone changed it.
+    skipped_target_etag = models.CharField(max_length=200, blank=True, editable=False)
+    # What was last synchronized, per side and field: {"bc": {"city": "<fingerprint>"}, "dataverse": {...}}, so a
+    # run tells which fields each side changed since and merges them (jobs/engine/values.py `fingerprint`). Empty
+    # for a coupling not synchronized since this was added: it is compared record by record, as before.
+    synced_fields = models.JSONField(default=dict, blank=True, editable=False)
     pending = models.BooleanField(default=False)
     # The direction a person chose for the pair's first synchronization ("couple, then synchronize to Dataverse"),
     # kept until a sync in that direction has succeeded: before that, neither record's version is known, so both
@@ -136,6 +156,11 @@ class Coupling(models.Model):
         return "last_result_to_dataverse" if direction == Direction.TO_DATAVERSE else "last_result_from_dataverse"
 
     @staticmethod
+    def failures_field(direction: str) -> str:
+        """The field counting the identical failures in a row in `direction` (0 after a success)."""
+        return "failures_to_dataverse" if direction == Direction.TO_DATAVERSE else "failures_from_dataverse"
+
+    @staticmethod
     def error_field(direction: str) -> str:
         """The field holding the error of the last failed write in `direction` (empty after a success)."""
         return "last_error_to_dataverse" if direction == Direction.TO_DATAVERSE else "last_error_from_dataverse"
@@ -167,7 +192,22 @@ class Coupling(models.Model):
         if self.first_sync_direction == direction:
             self.first_sync_direction = ""  # the chosen first synchronization is done
         setattr(self, self.error_field(direction), "")
+        setattr(self, self.failures_field(direction), 0)
         self._set_result(direction, SyncResult.SUCCESS, job_id)
+
+    def remember_synced(self, fingerprints: dict[str, dict[str, str]]) -> None:
+        """Record the fields a write settled (both sides now agree on them); the others keep what they had."""
+        merged = {side: dict(fields) for side, fields in (self.synced_fields or {}).items()}
+        for side, fields in fingerprints.items():
+            merged.setdefault(side, {}).update(fields)
+        self.synced_fields = merged
+
+    def skip(self, error_class: str, now: datetime, target_etag: str) -> None:
+        """Leave this record out of runs until its cause is fixed or someone retries it."""
+        self.skipped = True
+        self.skipped_at = now
+        self.skipped_error_class = error_class
+        self.skipped_target_etag = target_etag
 
     def fail(self, direction: str, job_id: int, message: str, *, may_have_landed: bool) -> None:
         """The write in `direction` failed. One that may have landed (outcome unknown) keeps its reservation and
@@ -181,8 +221,14 @@ class Coupling(models.Model):
 
     def resolved_by_hand(self, directions: list[str]) -> None:
         """A person chose each differing field's value and both records now hold it: no error, nothing skipped, and
-        a success in each of `directions` (those the mapping syncs), as if a sync had just written them."""
+        a success in each of `directions` (those the mapping syncs), as if a sync had just written them.
+
+        The field fingerprints are forgotten: the chosen values are both sides' now, and until the next successful
+        write records them the record is compared record by record (its versions were just stored)."""
         self.skipped = False
+        self.skipped_at, self.skipped_error_class, self.skipped_target_etag = None, "", ""
+        self.failures_to_dataverse = self.failures_from_dataverse = 0
+        self.synced_fields = {}
         for direction in (Direction.TO_DATAVERSE, Direction.FROM_DATAVERSE):
             setattr(self, self.error_field(direction), "")
             setattr(self, self.result_field(direction), SyncResult.SUCCESS if direction in directions else "")

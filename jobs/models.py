@@ -93,6 +93,7 @@ class SyncJob(models.Model):
         ("insert", "Would insert"),
         ("update", "Would update"),
         ("conflicts", "Conflicts"),
+        ("merged", "Merged (other side's changes kept)"),
         ("fail", "Would fail"),
         ("unchanged", "Unchanged"),
         ("skip", "Skipped"),

@@ -29,6 +29,8 @@ from mappings.forms import (
     FieldMappingForm,
     FieldMappingFormSet,
     ImportForm,
+    NewRecordTemplateForm,
+    NewRecordTemplateFormSet,
     TableMappingForm,
     TestFilterForm,
     TransformationPreviewForm,
@@ -37,7 +39,7 @@ from mappings.forms import (
 )
 from mappings.importing import ImportRefused
 from mappings.metadata import MetadataUnavailable, column_hint
-from mappings.models import FieldMapping, TableMapping
+from mappings.models import FieldMapping, NewRecordTemplate, TableMapping
 from mappings.services import configuration_export, configuration_import, table_mapping_reset_to_defaults
 from mappings.transformations import TransformationError, apply_transformation
 from mappings.validation import check_filter
@@ -86,9 +88,24 @@ class FieldMappingInline(admin.TabularInline):
         return type(formset.__name__, (formset,), {"validation_run": validation_run(request)})
 
 
+class NewRecordTemplateInline(admin.TabularInline):
+    """Values for new records chosen by a filter on the source record: the first match, in position order."""
+
+    model = NewRecordTemplate
+    form = NewRecordTemplateForm
+    formset = NewRecordTemplateFormSet
+    fk_name = "table_mapping"
+    extra = 0
+    fields = ["position", "name", "target", "source_filter", "values"]
+
+    def get_formset(self, request, obj=None, **kwargs):
+        formset = super().get_formset(request, obj, **kwargs)
+        return type(formset.__name__, (formset,), {"validation_run": validation_run(request)})
+
+
 class TableMappingAdmin(admin.ModelAdmin):
     form = TableMappingForm
-    inlines = [FieldMappingInline]
+    inlines = [FieldMappingInline, NewRecordTemplateInline]
     list_display = [
         "name",
         "company",
@@ -123,7 +140,10 @@ class TableMappingAdmin(admin.ModelAdmin):
             },
         ),
         ("Companies", {"fields": ["dataverse_company_field", "multi_company"]}),
-        ("Conflicts", {"fields": ["update_conflict_resolution", "deletion_conflict_resolution"]}),
+        (
+            "Conflicts and failures",
+            {"fields": ["update_conflict_resolution", "deletion_conflict_resolution", "skip_after_failures"]},
+        ),
         (
             "Records and names",
             {"fields": ["dataverse_primary_key", ("bc_name_field", "dataverse_name_field")]},

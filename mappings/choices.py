@@ -30,3 +30,21 @@ class DeletionConflictResolution(models.TextChoices):
     NONE = "", "None (report the conflict)"
     RESTORE_RECORDS = "restore_records", "Restore records"
     REMOVE_COUPLING = "remove_coupling", "Remove coupling"
+
+
+# The skip policy (TableMapping.skip_after_failures) names error classes by jobs.choices.ErrorClass's values; the
+# mappings layer sits below jobs, so the names are repeated here (tests/mappings/test_skip_policy.py keeps them equal).
+# Transient errors (throttling, timeouts, 5xx, unknown outcome) are never skipped: they are retried instead.
+TRANSIENT_ERROR_CLASSES = ("transient", "throttled")
+PERMANENT_ERROR_CLASSES = (
+    "authentication",
+    "permission",
+    "validation",
+    "not_found",
+    "conflict",
+    "deletion_conflict",
+    "missing_dependency",
+    "ambiguous_match",
+    "internal",
+)
+DEFAULT_SKIP_AFTER = 2  # identical failures in a row, as Business Central

@@ -47,6 +47,10 @@ def mapping_diff(current: dict[str, Any] | None, target: dict[str, Any] | None) 
         if current[key] != target[key]:
             changes.append(f"{key}: {_show(current[key])} -> {_show(target[key])}")
     changes += _field_changes(current["field_mappings"], target["field_mappings"])
+    if current["new_record_templates"] != target["new_record_templates"]:
+        changes.append(
+            f"new_record_templates: {_show(current['new_record_templates'])} -> {_show(target['new_record_templates'])}"
+        )
     return MappingDiff(target["name"], "update" if changes else "unchanged", changes)
 
 

@@ -16,11 +16,17 @@ from connectors.choices import ConnectionKind
 from connectors.models import Connection
 from mappings.importing import ImportRefused, import_document_parse, import_size_check
 from mappings.metadata import MetadataCache
-from mappings.models import FieldMapping, TableMapping
-from mappings.serialization import FIELD_DEFAULTS, TABLE_DEFAULTS
+from mappings.models import FieldMapping, NewRecordTemplate, TableMapping
+from mappings.serialization import FIELD_DEFAULTS, TABLE_DEFAULTS, TEMPLATE_DEFAULTS
 from mappings.services import mappings_sharing_tables
 from mappings.transformations import RULES
-from mappings.validation import Problem, check_shared_tables, validate_field_mappings, validate_table
+from mappings.validation import (
+    Problem,
+    check_shared_tables,
+    validate_field_mappings,
+    validate_new_record_templates,
+    validate_table,
+)
 
 
 @dataclasses.dataclass
@@ -69,6 +75,9 @@ class TableMappingForm(forms.ModelForm):
 
     def clean_record_priority(self):
         return self.cleaned_data.get("record_priority") or 0  # left blank: the first, as when only one mapping
+
+    def clean_skip_after_failures(self):
+        return self.cleaned_data.get("skip_after_failures") or {}
 
     def clean(self):
         cleaned = super().clean()
@@ -302,6 +311,47 @@ class FieldMappingFormSet(forms.BaseInlineFormSet):
             if data[key] is None:
                 data[key] = FIELD_DEFAULTS[key]
         return data
+
+
+class NewRecordTemplateForm(forms.ModelForm):
+    class Meta:
+        model = NewRecordTemplate
+        fields = ["position", *TEMPLATE_DEFAULTS]
+        widgets = {
+            "source_filter": forms.Textarea(attrs={"rows": 1, "cols": 50}),
+            "values": JSONTextarea(),
+            "position": forms.NumberInput(attrs={"style": "width: 4em"}),
+        }
+
+    def clean_values(self):
+        return self.cleaned_data.get("values") or {}
+
+
+class NewRecordTemplateFormSet(forms.BaseInlineFormSet):
+    """Checks each template's filter and values against the table mapping's two tables, as the import does."""
+
+    validation_run: ValidationRun | None = None
+
+    def clean(self):
+        super().clean()
+        run = self.validation_run or ValidationRun()
+        rows, forms_by_row = [], []
+        for form in self.forms:
+            if not hasattr(form, "cleaned_data") or (self.can_delete and self._should_delete_form(form)):
+                continue
+            if (not form.has_changed() and form.instance.pk is None) or not form.is_valid():
+                continue
+            rows.append({key: form.cleaned_data.get(key, default) for key, default in TEMPLATE_DEFAULTS.items()})
+            forms_by_row.append(form)
+        parent = self.instance
+        data = {key: getattr(parent, key) for key in ("bc_entity_set", "dataverse_entity_set")}
+        data["new_record_templates"] = rows
+        for problem in validate_new_record_templates(data, metadata=run.metadata):
+            if problem.warning:
+                run.warn(problem)
+            elif problem.row is not None:
+                form = forms_by_row[problem.row]
+                form.add_error(problem.field if problem.field in form.fields else None, problem.message)
 
 
 class ImportForm(forms.Form):

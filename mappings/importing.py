@@ -12,8 +12,8 @@ from typing import Any
 from django.core.exceptions import FieldDoesNotExist
 
 from mappings.metadata import MetadataCache
-from mappings.models import FieldMapping, TableMapping
-from mappings.serialization import FIELD_DEFAULTS, TABLE_DEFAULTS, normalize_table_dict
+from mappings.models import FieldMapping, NewRecordTemplate, TableMapping
+from mappings.serialization import FIELD_DEFAULTS, TABLE_DEFAULTS, TEMPLATE_DEFAULTS, normalize_table_dict
 from mappings.validation import check_shared_tables, errors, find_cycles, validate_mapping
 
 FORMAT = "syncadmin.mappings"
@@ -155,7 +155,9 @@ def _check_table_shape(number: int, item: Any) -> list[str]:
         value = item.get(key)
         if not isinstance(value, str) or not value.strip():
             problems.append(f"{where}: {key} is required (text).")
-    unknown = sorted(set(item) - set(TABLE_DEFAULTS) - {"name", "dependencies", "field_mappings"})
+    unknown = sorted(
+        set(item) - set(TABLE_DEFAULTS) - {"name", "dependencies", "field_mappings", "new_record_templates"}
+    )
     if unknown:
         problems.append(f"{where}: unknown keys {', '.join(unknown)}.")
     for key, default in TABLE_DEFAULTS.items():
@@ -166,6 +168,7 @@ def _check_table_shape(number: int, item: Any) -> list[str]:
     deps = item.get("dependencies", [])
     if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
         problems.append(f"{where}: dependencies must be a list of mapping names.")
+    problems += _check_templates_shape(where, item.get("new_record_templates", []))
     fields = item.get("field_mappings", [])
     if not isinstance(fields, list):
         return [*problems, f"{where}: field_mappings must be a list."]
@@ -184,6 +187,26 @@ def _check_table_shape(number: int, item: Any) -> list[str]:
         lookup = field.get("lookup_mapping")
         if lookup is not None and not isinstance(lookup, str):
             problems.append(f"{where}: field mapping {index}: lookup_mapping must be a mapping name or null.")
+    return problems
+
+
+def _check_templates_shape(where: str, templates: Any) -> list[str]:
+    if not isinstance(templates, list):
+        return [f"{where}: new_record_templates must be a list."]
+    problems = []
+    for index, template in enumerate(templates, start=1):
+        if not isinstance(template, dict):
+            problems.append(f"{where}: new record template {index} must be an object.")
+            continue
+        unknown = sorted(set(template) - set(TEMPLATE_DEFAULTS))
+        if unknown:
+            problems.append(f"{where}: new record template {index}: unknown keys {', '.join(unknown)}.")
+        for key, default in TEMPLATE_DEFAULTS.items():
+            if key in template:
+                problems += [
+                    f"{where}: new record template {index}: {p}"
+                    for p in _check_value(NewRecordTemplate, key, template[key], default)
+                ]
     return problems
 
 

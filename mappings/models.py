@@ -6,10 +6,17 @@ Dataverse Web API entity sets and column logical names (`accounts`, `name`).
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from connectors.choices import ConnectionKind
 from connectors.odata import and_filters, eq
-from mappings.choices import DeletionConflictResolution, Direction, UpdateConflictResolution
+from mappings.choices import (
+    DEFAULT_SKIP_AFTER,
+    TRANSIENT_ERROR_CLASSES,
+    DeletionConflictResolution,
+    Direction,
+    UpdateConflictResolution,
+)
 
 # Business Central's integration solution keeps one row per Business Central company in this Dataverse table, and
 # points the company lookup of accounts and contacts (bcbi_companyid) at it (domain.md 3.10).
@@ -92,6 +99,16 @@ class TableMapping(models.Model):
         "and stamp the company on the rows this company creates only. Use match-based coupling so that a record "
         "two companies share is coupled, not created twice.",
     )
+    skip_after_failures = models.JSONField(
+        "skip after identical failures",
+        default=dict,
+        blank=True,
+        help_text=(
+            "Per error class, how many failures in a row with the same error skip a record; 0 never skips. "
+            f"Classes left out: {DEFAULT_SKIP_AFTER}, as Business Central. Transient errors (throttling, timeouts, "
+            'server errors) are never skipped. E.g. {"validation": 3, "conflict": 0}'
+        ),
+    )
     sync_after_match_coupling = models.BooleanField("synchronize after match-based coupling", default=False)
     create_new_if_no_match = models.BooleanField("create new in case of no match", default=False)
     bc_watermark = models.DateTimeField(
@@ -124,6 +141,12 @@ class TableMapping(models.Model):
 
     def __str__(self):
         return self.name
+
+    def skip_after(self, error_class: str) -> int:
+        """Identical failures in a row after which a record failing with `error_class` is skipped; 0: never."""
+        if error_class in TRANSIENT_ERROR_CLASSES:
+            return 0
+        return int((self.skip_after_failures or {}).get(error_class, DEFAULT_SKIP_AFTER))
 
     @property
     def label(self) -> str:
@@ -244,6 +267,44 @@ class FieldMapping(models.Model):
         left = self.bc_field or repr(self.constant_value)
         right = self.dataverse_field or repr(self.constant_value)
         return f"{left} {arrow[self.direction]} {right}"
+
+
+class NewRecordTemplate(models.Model):
+    """One set of values for records a mapping creates in one system, chosen by a filter on the source record.
+
+    Business Central 2024 wave 2 lets a mapping choose among configuration templates by a filter on the source
+    record. A mapping's templates for a system are tried in position order; the first whose filter the source record
+    matches (no filter: every record) applies, on top of the mapping's own values for new records in that system.
+    """
+
+    table_mapping = models.ForeignKey(TableMapping, on_delete=models.CASCADE, related_name="new_record_templates")
+    position = models.PositiveIntegerField(default=0)
+    name = models.CharField(max_length=60, blank=True, help_text="For people, e.g. Domestic customers.")
+    target = models.CharField(
+        "records created in",
+        max_length=20,
+        choices=[("bc", "Business Central"), ("dataverse", "Dataverse")],
+        help_text="The system the new records are created in; the filter is on the other system's record.",
+    )
+    source_filter = models.TextField(
+        "filter on the source record",
+        blank=True,
+        help_text="OData $filter on the record being copied, e.g. country eq 'NL'. Empty: every record.",
+    )
+    values = models.JSONField(default=dict, blank=True, help_text='JSON object, e.g. {"paymenttermscode": 2}')
+
+    class Meta:
+        ordering = ["table_mapping", "target", "position", "id"]
+        verbose_name = "values for new records, by filter"
+        verbose_name_plural = "values for new records, by filter"
+
+    def __str__(self) -> str:
+        return self.name or f"{self.get_target_display()} template {self.position}"
+
+
+def touch_table_mapping(sender: type, instance: FieldMapping, **kwargs: object) -> None:
+    """Move the table mapping's `updated_at` when one of its field mappings is saved or deleted."""
+    TableMapping.objects.filter(pk=instance.table_mapping_id).update(updated_at=timezone.now())
 
 
 class MappingChange(models.Model):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from mappings.models import FieldMapping, TableMapping
+from mappings.models import FieldMapping, NewRecordTemplate, TableMapping
 
 # Table mapping configuration fields with their defaults when a dict leaves them out.
 TABLE_DEFAULTS: dict[str, Any] = {
@@ -29,6 +29,7 @@ TABLE_DEFAULTS: dict[str, Any] = {
     "deletion_conflict_resolution": "",
     "bc_new_record_values": {},
     "dataverse_new_record_values": {},
+    "skip_after_failures": {},
     "sync_after_match_coupling": False,
     "create_new_if_no_match": False,
     "dataverse_company_field": "",
@@ -55,8 +56,15 @@ FIELD_DEFAULTS: dict[str, Any] = {
     "match_priority": 0,
 }
 
-TABLE_KEYS = ("name", *TABLE_DEFAULTS, "dependencies", "field_mappings")
+# Values for new records chosen by a filter on the source record, in order (the first match applies).
+TEMPLATE_DEFAULTS: dict[str, Any] = {"name": "", "target": "dataverse", "source_filter": "", "values": {}}
+
+TABLE_KEYS = ("name", *TABLE_DEFAULTS, "dependencies", "field_mappings", "new_record_templates")
 FIELD_KEYS = tuple(FIELD_DEFAULTS)
+
+
+def template_to_dict(template: NewRecordTemplate) -> dict[str, Any]:
+    return {key: getattr(template, key) for key in TEMPLATE_DEFAULTS}
 
 
 def field_mapping_to_dict(field_mapping: FieldMapping) -> dict[str, Any]:
@@ -72,6 +80,8 @@ def table_mapping_to_dict(table_mapping: TableMapping) -> dict[str, Any]:
     data["dependencies"] = sorted(table_mapping.dependencies.values_list("name", flat=True))
     field_mappings = table_mapping.field_mappings.select_related("lookup_mapping").order_by("position", "id")
     data["field_mappings"] = [field_mapping_to_dict(fm) for fm in field_mappings]
+    templates = table_mapping.new_record_templates.order_by("target", "position", "id")
+    data["new_record_templates"] = [template_to_dict(t) for t in templates]
     return data
 
 
@@ -87,6 +97,10 @@ def normalize_table_dict(data: dict[str, Any]) -> dict[str, Any]:
         {key: field.get(key, default) for key, default in FIELD_DEFAULTS.items()}
         for field in data.get("field_mappings", [])
     ]
+    normalized["new_record_templates"] = [
+        {key: template.get(key, default) for key, default in TEMPLATE_DEFAULTS.items()}
+        for template in data.get("new_record_templates", [])
+    ]
     return normalized
 
 
@@ -96,6 +110,7 @@ def save_table_dicts(
     table_model: type[TableMapping] = TableMapping,
     field_model: type[FieldMapping] = FieldMapping,
     company=None,
+    template_model: type[NewRecordTemplate] | None = NewRecordTemplate,
 ) -> list:
     """Create or update, by name within `company`, the table mappings described by `items`, with their dependencies
     and fields (names are unique per company; dependencies and lookups stay within it).
@@ -103,8 +118,11 @@ def save_table_dicts(
     An existing row is updated in place (couplings point at it, so it is never deleted and recreated); its field
     mappings are replaced by the ones given. Dependencies and lookups name other mappings, which must exist in the
     database or among `items`. The model arguments let the data migration pass its historical models; keys the
-    model does not have (yet) are left out.
+    model does not have (yet) are left out; a data migration's
+    historical models leave the templates alone.
     """
+    if table_model is not TableMapping:
+        template_model = None  # historical models (a data migration): its table may not exist yet
     table_columns = {f.name for f in table_model._meta.concrete_fields}
     field_columns = {f.name for f in field_model._meta.concrete_fields}
     # A historical model (the data migration creating the defaults) may predate companies.
@@ -132,4 +150,14 @@ def save_table_dicts(
             values["lookup_mapping"] = by_name[lookup_name] if lookup_name else None
             new_fields.append(field_model(table_mapping=row, position=position * 10, **values))
         field_model.objects.bulk_create(new_fields)
+        if template_model is not None:
+            template_model.objects.filter(table_mapping=row).delete()
+            template_model.objects.bulk_create(
+                template_model(
+                    table_mapping=row,
+                    position=position * 10,
+                    **{k: copy.deepcopy(v) for k, v in template.items() if k in TEMPLATE_DEFAULTS},
+                )
+                for position, template in enumerate(data.get("new_record_templates", []), start=1)
+            )
     return rows

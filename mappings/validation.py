@@ -18,7 +18,15 @@ from odata_query.grammar import ODataLexer, ODataParser
 
 from connectors.odata import describe_syntax_error
 from connectors.types import ColumnInfo, TableInfo
-from mappings.choices import SIDE_LABEL, DeletionConflictResolution, Direction, Side, UpdateConflictResolution
+from mappings.choices import (
+    PERMANENT_ERROR_CLASSES,
+    SIDE_LABEL,
+    TRANSIENT_ERROR_CLASSES,
+    DeletionConflictResolution,
+    Direction,
+    Side,
+    UpdateConflictResolution,
+)
 from mappings.metadata import MetadataCache, MetadataUnavailable, did_you_mean
 from mappings.models import COMPANY_ENTITY_SET
 from mappings.transformations import validate_rules
@@ -84,9 +92,31 @@ def validate_mapping(
     lookup_tables: dict[str, str] | None = None,
 ) -> list[Problem]:
     """Check a whole mapping (table settings and field mappings); see validate_table and validate_field_mappings."""
-    return validate_table(data, metadata=metadata, dependency_graph=dependency_graph) + validate_field_mappings(
-        data, metadata=metadata, lookup_tables=lookup_tables
+    return (
+        validate_table(data, metadata=metadata, dependency_graph=dependency_graph)
+        + validate_field_mappings(data, metadata=metadata, lookup_tables=lookup_tables)
+        + validate_new_record_templates(data, metadata=metadata)
     )
+
+
+def validate_new_record_templates(data: dict[str, Any], *, metadata: MetadataCache | None = None) -> list[Problem]:
+    """Check each template's filter as the mapping's filters are checked (on the source record's table) and its
+    values as the mapping's values for new records (on the target's table). `row` is the template's index."""
+    problems: list[Problem] = []
+    tables: dict[str, TableInfo | None] = {}
+    table_keys: tuple[tuple[Side, str], ...] = (("bc", "bc_entity_set"), ("dataverse", "dataverse_entity_set"))
+    for side, key in table_keys:
+        tables[side], _ = _table(metadata, side, data.get(key) or "", key)  # an unknown table is the table's error
+    for row, template in enumerate(data.get("new_record_templates") or []):
+        target = template.get("target")
+        if target not in ("bc", "dataverse"):
+            problems.append(Problem("Choose the system the new records are created in.", field="target", row=row))
+            continue
+        source = "dataverse" if target == "bc" else "bc"
+        found = check_filter(template.get("source_filter") or "", tables[source], side=source, field="source_filter")
+        found += _check_new_record_values(template.get("values"), tables[target], target, "values")
+        problems += [dataclasses.replace(problem, row=row) for problem in found]
+    return problems
 
 
 def validate_table(
@@ -113,6 +143,7 @@ def validate_table(
     )
     for side, key in (("bc", "bc_new_record_values"), ("dataverse", "dataverse_new_record_values")):
         problems += _check_new_record_values(data.get(key), tables[side], side, key)
+    problems += check_skip_policy(data.get("skip_after_failures", {}))
     for side, key in (
         ("bc", "bc_name_field"),
         ("dataverse", "dataverse_name_field"),
@@ -186,6 +217,34 @@ def _column(table: TableInfo, name: str) -> ColumnInfo | None:
         if column is not None and column.type == "lookup":
             return column
     return None
+
+
+def check_skip_policy(policy: Any) -> list[Problem]:
+    """The skip policy: {permanent error class: identical failures before skipping (0 = never), 0 to 100}."""
+    key = "skip_after_failures"
+    if not isinstance(policy, dict):
+        return [Problem('The skip policy must be a JSON object, e.g. {"validation": 3, "conflict": 0}.', field=key)]
+    problems = []
+    for name, count in policy.items():
+        if name in TRANSIENT_ERROR_CLASSES:
+            problems.append(
+                Problem(
+                    f"{name!r} errors are transient: they are never skipped but retried, so they take no skip count.",
+                    field=key,
+                )
+            )
+        elif name not in PERMANENT_ERROR_CLASSES:
+            problems.append(
+                Problem(
+                    f"{name!r} is no error class; use one of {', '.join(PERMANENT_ERROR_CLASSES)}.",
+                    field=key,
+                )
+            )
+        elif isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= 100:
+            problems.append(
+                Problem(f"{name}: the number of failures must be a whole number from 0 (never skip) to 100.", field=key)
+            )
+    return problems
 
 
 def _check_new_record_values(values: Any, table: TableInfo | None, side: str, key: str) -> list[Problem]:

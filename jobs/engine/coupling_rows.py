@@ -14,7 +14,7 @@ from uuid import UUID
 
 from django.db import connections, router
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import DateTimeField, Field, UUIDField
+from django.db.models import DateTimeField, Field, JSONField, UUIDField
 from django.utils import timezone
 
 from coupling.models import Coupling
@@ -24,7 +24,7 @@ Converter = Callable[[Any], Any] | None
 
 def _converters(fields: Sequence[Field[Any, Any]], connection: BaseDatabaseWrapper) -> list[Converter]:
     def convert(field: Field[Any, Any]) -> Converter:
-        if isinstance(field, UUIDField | DateTimeField):
+        if isinstance(field, UUIDField | DateTimeField | JSONField):
             return lambda value: field.get_db_prep_save(value, connection)
         return None
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from django.db.models import F
 
@@ -78,6 +79,12 @@ class DirectionRun:
         source_client = dataverse_client if source.is_dataverse else bc_client
         target_client = dataverse_client if target.is_dataverse else bc_client
         self.target_client = target_client
+        self.source_client = source_client
+        # Values for new records chosen by a filter on the source record (first match, in order).
+        self.templates = [
+            (template.source_filter.strip(), dict(template.values or {}))
+            for template in mapping.new_record_templates.filter(target=target.system).order_by("position", "id")
+        ]
         rules = compile_rules(mapping, direction, source, target)
         self.ctx = _plan_context(job, source, target, rules)
         # Checked against the target's metadata only when a page may create records (see _prepare_initial_values):
@@ -168,6 +175,16 @@ class DirectionRun:
         # A record coupled by matching just now takes the source's values, as after match-based coupling.
         forced_ctx = dataclasses.replace(self.ctx, force=True)
         plans: list[Plan] = []
+        may_create = [
+            source_id
+            for source_id in (ids if self.templates else [])
+            if source_id not in matches.ambiguous
+            and (
+                (source_id not in couplings and not self.ctx.only_coupled)
+                or (source_id in couplings and target_rows.get(getattr(couplings[source_id], target_attr)) is None)
+            )
+        ]
+        templates = self._templates_for(may_create)
         # A preview: records the other direction's preview would write here the real run finds written already.
         read_back = self.planned.written(self.job.table_mapping_id, self.source.kind) if self.job.dry_run else set()
         for row, source_id in zip(rows, ids, strict=True):
@@ -182,6 +199,8 @@ class DirectionRun:
             known = couplings.get(source_id)
             counterpart = target_rows.get(getattr(known, target_attr)) if known else None
             ctx = forced_ctx if source_id in matches.coupled else self.ctx
+            if source_id in templates:
+                ctx = dataclasses.replace(ctx, new_record_values={**ctx.new_record_values, **templates[source_id]})
             plans.append(plan_record(ctx, row, known, counterpart, self.lookups))
         if self.job.dry_run:
             tally_preview(self.preview, self.source, plans)
@@ -218,6 +237,37 @@ class DirectionRun:
             self.planned.add(mapping_id, PlannedPair(bc_id, dataverse_id, dict(bc_values)))
             if plan.action in (Action.INSERT, Action.UPDATE):
                 self.planned.wrote(mapping_id, target.kind, target_id)
+
+    def _templates_for(self, source_ids: list[UUID]) -> dict[UUID, dict[str, Any]]:
+        """The values of the first template whose filter each record matches, for the records a page may create.
+
+        The source service evaluates each filter (OData, exactly as it reads), on the page's ids: one request per
+        template with a filter, and only for pages that may create records.
+        """
+        chosen: dict[UUID, dict[str, Any]] = {}
+        remaining = list(source_ids)
+        for source_filter, values in self.templates:
+            if not remaining:
+                break
+            if not source_filter:
+                matched = set(remaining)
+            else:
+                try:
+                    matched = set(
+                        self.source_client.read_by_ids(
+                            self.source.entity_set, remaining, select=[self.source.id_field], filter=source_filter
+                        )
+                    )
+                except ConnectorError as exc:
+                    raise SourceUnreadable(
+                        f"The filter {source_filter!r} of a template for new records could not be evaluated on "
+                        f"{self.source.label} {self.source.entity_set}: {exc}"
+                    ) from exc
+            for source_id in remaining:
+                if source_id in matched:
+                    chosen[source_id] = values
+            remaining = [source_id for source_id in remaining if source_id not in matched]
+        return chosen
 
     def _prepare_initial_values(self) -> None:
         """Keep the initial-value rules whose target column the target's metadata lets us write (once per run)."""

@@ -5,6 +5,7 @@ A preview (dry run) is the plan without the write. Nothing here reads or writes 
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +20,7 @@ from jobs.engine.values import (
     RecordFailure,
     current_value,
     desired_value,
+    fingerprint,
     is_blank,
     values_equal,
 )
@@ -43,6 +45,19 @@ class FieldDiff:
 
 
 @dataclass(frozen=True)
+class FieldConflict:
+    """A field both sides changed since the last synchronization, to different values."""
+
+    field: str  # the target's field
+    source_value: Any
+    target_value: Any
+
+
+Fingerprints = dict[str, dict[str, str]]  # system -> {field as read on that system: fingerprint}
+Settled = dict[str, dict[str, Any]]  # system -> {field as read on that system: its value once the plan is written}
+
+
+@dataclass(frozen=True)
 class Plan:
     """What to do with one source record; fixed once planned (the writer and saver derive new ones)."""
 
@@ -59,6 +74,12 @@ class Plan:
     # so the coupling keeps the target's earlier version instead of the one our write produced.
     target_had_changes: bool = False
     outcome_unknown: bool = False  # the write failed in a way that may have landed (dropped connection)
+    # Field-level merge: the fields this plan settles (both sides agree once it is written), with each side's value,
+    # which the saver fingerprints on the coupling; the target fields left to the reverse pass (changed on the
+    # target side only); and the fields changed on both sides to different values.
+    synced: Settled = field(default_factory=dict)
+    merged: list[str] = field(default_factory=list)
+    conflicts: list[FieldConflict] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -98,19 +119,40 @@ def target_changed(ctx: PlanContext, target_row: Row, coupling: Coupling) -> boo
     return stored_modified is None or modified is None or modified > stored_modified
 
 
-def _all_values(ctx: PlanContext, row: Row, lookups: LookupResolver) -> dict[str, Any]:
-    values = {}
+def _all_values(ctx: PlanContext, row: Row, lookups: LookupResolver) -> tuple[dict[str, Any], Settled]:
+    values: dict[str, Any] = {}
+    synced: Settled = {ctx.source.system: {}, ctx.target.system: {}}
     for rule in ctx.rules:
         write, value = desired_value(rule, row, lookups, ctx.target)
         if write:
             values[rule.write_key(ctx.target)] = value
-    return values
+            _settle(ctx, synced, rule, row, value)
+    return values, synced
+
+
+def _settle(ctx: PlanContext, synced: Settled, rule: FieldRule, row: Row, target_value: Any) -> None:
+    """Both sides hold this field's value once the plan is written: note each side's value of it.
+
+    Only bidirectional fields of a bidirectional mapping are merged field by field, so only they are noted."""
+    if rule.source_field and rule.bidirectional and ctx.bidirectional_mapping:
+        synced[ctx.source.system][rule.source_field] = row.get(rule.source_field)
+        synced[ctx.target.system][rule.current_key(ctx.target)] = target_value
+
+
+def _changes_known(ctx: PlanContext, coupling: Coupling, rule: FieldRule) -> tuple[str, str] | None:
+    """The fingerprints this field had on (source, target) at the last synchronization, if it was recorded."""
+    stored = coupling.synced_fields or {}
+    source_print = stored.get(ctx.source.system, {}).get(rule.source_field or "")
+    target_print = stored.get(ctx.target.system, {}).get(rule.current_key(ctx.target))
+    if source_print is None or target_print is None:
+        return None
+    return source_print, target_print
 
 
 def _insert(
     ctx: PlanContext, row: Row, coupling: Coupling | None, lookups: LookupResolver, *, restore: bool = False
 ) -> Plan:
-    values = _all_values(ctx, row, lookups)
+    values, synced = _all_values(ctx, row, lookups)
     for rule in ctx.initial_rules:
         try:
             write, value = desired_value(rule, row, lookups, ctx.target)
@@ -120,7 +162,7 @@ def _insert(
             values.setdefault(rule.write_key(ctx.target), value)
     # Values for new records (BC's config templates) apply on top, as BC applies its template after the transfer.
     values.update(ctx.new_record_values)
-    return Plan(Action.INSERT, row, coupling, values=values, restore=restore)
+    return Plan(Action.INSERT, row, coupling, values=values, restore=restore, synced=synced)
 
 
 def plan_record(
@@ -166,29 +208,55 @@ def _plan(
 
     diffs, values = [], {}
     conflicting = []
+    merged: list[str] = []
+    synced: Settled = {ctx.source.system: {}, ctx.target.system: {}}
     # In the chosen first direction the target's values are not changes of its own: this side wins, as chosen.
     target_had_changes = not coupling.pending and chosen != ctx.direction and target_changed(ctx, target_row, coupling)
     check_conflicts = not ctx.force and ctx.bidirectional_mapping and target_had_changes
+    # Field by field where the coupling recorded what was last synchronized (not for a forced run, which overwrites,
+    # nor for a pending coupling, whose partner is new, nor in a pair's chosen first direction, where this side wins):
+    # a field changed on the target side only is left for the reverse pass, and only a field changed on both sides
+    # is a conflict. Otherwise record by record, as BC.
+    by_field = (
+        not ctx.force
+        and not coupling.pending
+        and chosen != ctx.direction
+        and ctx.bidirectional_mapping
+        and bool(coupling.synced_fields)
+    )
     for rule in ctx.rules:
         write, desired = desired_value(rule, row, lookups, ctx.target)
         if not write:
             continue
         current = current_value(rule, target_row, ctx.target)
         if values_equal(desired, current, target=ctx.target):
+            _settle(ctx, synced, rule, row, target_row.get(rule.current_key(ctx.target)))
             continue
-        if check_conflicts and rule.bidirectional:
+        known = _changes_known(ctx, coupling, rule) if by_field and rule.bidirectional else None
+        if known is not None:
+            source_print, target_print = known
+            source_moved = fingerprint(row.get(rule.source_field or "")) != source_print
+            target_moved = fingerprint(target_row.get(rule.current_key(ctx.target))) != target_print
+            if target_moved and not source_moved:
+                merged.append(rule.target_field)  # the target's own change: it flows back in the reverse pass
+                continue
+            if target_moved and source_moved:
+                conflicting.append((rule, current, desired))
+                continue
+        elif check_conflicts and rule.bidirectional:
             conflicting.append((rule, current, desired))
             continue
         diffs.append(FieldDiff(rule.target_field, current, desired))
         values[rule.write_key(ctx.target)] = desired
+        _settle(ctx, synced, rule, row, desired)
 
     if conflicting:
-        plan = _resolve_conflict(ctx, row, coupling, target_row, conflicting, diffs, values)
+        plan = _resolve_conflict(ctx, row, coupling, target_row, conflicting, diffs, values, synced)
         if plan is not None:
-            return plan
+            return dataclasses.replace(plan, merged=merged)
 
     if not values:
-        return Plan(Action.UNCHANGED, row, coupling, target_row)
+        return Plan(Action.UNCHANGED, row, coupling, target_row, synced=synced, merged=merged)
     return Plan(
         Action.UPDATE,
         row,
@@ -197,6 +265,8 @@ def _plan(
         values=values,
         diffs=diffs,
         target_had_changes=target_had_changes and ctx.bidirectional_mapping,
+        synced=synced,
+        merged=merged,
     )
 
 
@@ -217,36 +287,59 @@ def _resolve_conflict(
     conflicting: list[tuple[FieldRule, Any, Any]],
     diffs: list[FieldDiff],
     values: dict[str, Any],
+    synced: Settled,
 ) -> Plan | None:
     """Apply the field's (or else the mapping's) update-conflict policy; report the conflict when there is none."""
     unresolved = []
     for rule, current, desired in conflicting:
         wins = _source_wins(ctx, rule.conflict_policy or ctx.update_policy)
         if wins is None:
-            unresolved.append(rule.target_field)
+            unresolved.append(FieldConflict(rule.target_field, desired, current))
         elif wins:
             diffs.append(FieldDiff(rule.target_field, current, desired))
             values[rule.write_key(ctx.target)] = desired
+            _settle(ctx, synced, rule, row, desired)
     if unresolved:
-        fields = ", ".join(unresolved)
         return Plan(
             Action.FAIL,
             row,
             coupling,
             target_row,
-            diffs=[FieldDiff(r.target_field, c, d) for r, c, d in conflicting],
+            diffs=[FieldDiff(c.field, c.target_value, c.source_value) for c in unresolved],
             error_class=ErrorClass.CONFLICT,
-            message=(
-                f"Update conflict: the record changed in both systems since the last synchronization, and the "
-                f"bidirectional field(s) {fields} differ. Nothing was overwritten. Choose the winning side per field "
-                f"(or set an update-conflict policy on the mapping), then retry."
-            ),
+            message=_conflict_message(ctx, row, target_row, unresolved),
+            conflicts=unresolved,
         )
     if not values:
         return Plan(
-            Action.SKIP, row, coupling, target_row, message="Update conflict resolved in favour of the other side."
+            Action.SKIP,
+            row,
+            coupling,
+            target_row,
+            message="Update conflict resolved in favour of the other side.",
+            synced=synced,
         )
     return None
+
+
+def _conflict_message(ctx: PlanContext, row: Row, target_row: Row, conflicts: list[FieldConflict]) -> str:
+    """Both values of each conflicting field, and when each side last changed the record (neither API says who)."""
+    source_when, target_when = ctx.source.row_modified(row), ctx.target.row_modified(target_row)
+    fields = "; ".join(
+        f"{c.field}: {ctx.source.label} has {c.source_value!r}, {ctx.target.label} has {c.target_value!r}"
+        for c in conflicts
+    )
+    when = (
+        f" ({ctx.source.label} record last changed {source_when:%Y-%m-%d %H:%M:%S} UTC, "
+        f"{ctx.target.label} record {target_when:%Y-%m-%d %H:%M:%S} UTC)"
+        if source_when and target_when
+        else ""
+    )
+    return (
+        f"Update conflict: both systems changed the same field(s) since the last synchronization, to different "
+        f"values{when}. {fields}. Nothing was overwritten. Choose the winning side per field (or set an "
+        f"update-conflict policy on the field or the mapping), then retry."
+    )
 
 
 def _deletion_conflict(ctx: PlanContext, row: Row, coupling: Coupling, lookups: LookupResolver) -> Plan:

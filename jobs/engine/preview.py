@@ -17,7 +17,11 @@ def empty_preview() -> dict[str, Any]:
 
 
 def tally_preview(preview: dict[str, Any], source: Side, plans: list[Plan]) -> None:
-    """Add a page's plans to `preview`: counts by action (conflicts apart), and the first changes in detail."""
+    """Add a page's plans to `preview`: counts by action (conflicts apart), and the first changes in detail.
+
+    Fields merged (changed on the target side only, so left for the reverse pass) are counted and listed apart
+    from the fields written, and a conflict lists each field with both sides' values.
+    """
     for plan in plans:
         # As the real run counts them: conflicts apart from other failures, uncoupled records ignored as skipped.
         if plan.error_class == ErrorClass.CONFLICT:
@@ -27,7 +31,10 @@ def tally_preview(preview: dict[str, Any], source: Side, plans: list[Plan]) -> N
         else:
             key = plan.action.value
         preview["counts"][key] = preview["counts"].get(key, 0) + 1
-        if plan.action in (Action.INSERT, Action.UPDATE, Action.FAIL) and len(preview["sample"]) < PREVIEW_SAMPLE_SIZE:
+        if plan.merged:
+            preview["counts"]["merged"] = preview["counts"].get("merged", 0) + 1
+        shown = plan.action in (Action.INSERT, Action.UPDATE, Action.FAIL) or plan.merged
+        if shown and len(preview["sample"]) < PREVIEW_SAMPLE_SIZE:
             preview["sample"].append(
                 {
                     "action": plan.action.value,
@@ -37,6 +44,12 @@ def tally_preview(preview: dict[str, Any], source: Side, plans: list[Plan]) -> N
                     "diffs": [
                         {"field": field, "old": _jsonable(old), "new": _jsonable(new)}
                         for field, old, new in plan_diffs(plan)
+                        if not plan.conflicts
+                    ],
+                    "merged": list(plan.merged),
+                    "conflicts": [
+                        {"field": c.field, "source": _jsonable(c.source_value), "target": _jsonable(c.target_value)}
+                        for c in plan.conflicts
                     ],
                 }
             )

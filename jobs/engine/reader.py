@@ -19,6 +19,7 @@ from coupling.models import Coupling
 from jobs.choices import JobKind
 from jobs.engine.ownership import EarlierMappings
 from jobs.engine.sides import Row, Side, sides_for
+from jobs.engine.unskip import unskip_fixed
 from jobs.models import SyncJob
 from mappings.models import TableMapping
 
@@ -107,6 +108,7 @@ class SourceReader:
                 yield self._noted(list(rows.values()))
             return
         if self.job.kind != JobKind.FULL:
+            unskip_fixed(self.mapping, self.job.direction, self.target, self.target_client)
             yield from (self._noted(rows) for rows in self._failed_not_skipped())
         yield from (self._noted(rows) for rows in self._read_changed())
 

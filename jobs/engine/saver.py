@@ -25,8 +25,9 @@ from coupling.choices import SyncResult
 from coupling.models import Coupling
 from jobs.choices import ErrorClass, ErrorState
 from jobs.engine.coupling_rows import insert_couplings, update_couplings
-from jobs.engine.planner import Action, Plan
+from jobs.engine.planner import Action, Fingerprints, Plan
 from jobs.engine.sides import Row, Side
+from jobs.engine.values import fingerprint
 from jobs.models import COUNTER_FIELDS, SyncError, SyncJob
 
 BULK_BATCH = 500
@@ -60,8 +61,14 @@ COUPLING_FIELDS = [
     "last_error_to_dataverse",
     "last_error_from_dataverse",
     "skipped",
+    "skipped_at",
+    "skipped_error_class",
+    "skipped_target_etag",
+    "failures_to_dataverse",
+    "failures_from_dataverse",
     "pending",
     "reserved_at",
+    "synced_fields",
     "first_sync_direction",
 ]
 
@@ -107,6 +114,8 @@ class PageSaver:
                 # Both records already hold the same values: whatever failed before is no longer wrong.
                 synced_ids.append(self.source.row_id(plan.source_row))
                 self._remember(self.source, coupling, plan.source_row)
+                if plan.synced:
+                    coupling.remember_synced(self._as_stored(plan, {}))
                 first_sync = coupling.first_sync_direction == self.direction
                 if (coupling.pending or first_sync) and plan.target_row is not None:
                     # An interrupted run wrote this record before it could say so, or the chosen first sync finds
@@ -120,7 +129,7 @@ class PageSaver:
                 synced_ids.append(self.source.row_id(plan.source_row))  # its deletion conflict is settled
             elif outcome == Action.FAIL:
                 if coupling is not None:
-                    self._failed(coupling, plan)
+                    detail = "\n".join(part for part in (detail, self._failed(coupling, plan, now)) if part)
                     to_update.append(coupling)
                 elif plan.error_class != ErrorClass.AMBIGUOUS_MATCH:
                     # An uncoupled record that could not be created (e.g. its currency is not coupled yet): keep a
@@ -183,16 +192,45 @@ class PageSaver:
         name = target_row.get(self.target.name_field) or plan.values.get(self.target.name_field)
         if name:
             setattr(coupling, self.target.coupling_attr("name"), str(name)[:250])
+        coupling.remember_synced(self._as_stored(plan, target_row))
         coupling.succeed(self.direction, self.job.pk)
 
-    def _failed(self, coupling: Coupling, plan: Plan) -> None:
+    def _as_stored(self, plan: Plan, target_row: Row) -> Fingerprints:
+        """Fingerprints of the fields the plan settled: the target's as it stored them where the write answered with
+        the record (a Code upper-cased by Business Central reads back so next time, and is no change of the
+        target's), else as written."""
+        if not plan.synced:
+            return {}
+        source_values = plan.synced.get(self.source.system, {})
+        target_values = plan.synced.get(self.target.system, {})
+        return {
+            self.source.system: {key: fingerprint(value) for key, value in source_values.items()},
+            self.target.system: {key: fingerprint(target_row.get(key, value)) for key, value in target_values.items()},
+        }
+
+    def _failed(self, coupling: Coupling, plan: Plan, now: datetime) -> str:
+        """Record the failure on the coupling, and skip the record per the mapping's skip policy for its error
+        class. Transient errors (and writes whose outcome is unknown) are never skipped: every run retries them, the
+        connectors backing off as the service asks. Returns a line for the error's log when the record is skipped."""
         repeated = coupling.last_result(self.direction) == SyncResult.FAILURE and same_error(
             coupling.last_error(self.direction), plan.message
         )
+        count_field = Coupling.failures_field(self.direction)
+        count = (getattr(coupling, count_field) + 1) if repeated else 1
+        setattr(coupling, count_field, min(count, 32767))
         retryable = plan.error_class in (ErrorClass.TRANSIENT, ErrorClass.THROTTLED) or plan.outcome_unknown
-        if repeated and not retryable and settings.SYNC_SKIP_REPEATED_FAILURES:
-            coupling.skipped = True
+        limit = 0 if retryable else self.job.table_mapping.skip_after(plan.error_class or ErrorClass.INTERNAL)
+        note = ""
+        if limit and count >= limit and settings.SYNC_SKIP_REPEATED_FAILURES:
+            target_etag = self.target.row_etag(plan.target_row) if plan.target_row else ""
+            coupling.skip(plan.error_class or ErrorClass.INTERNAL, now, target_etag)
+            note = (
+                f"{now:%Y-%m-%d %H:%M:%S} UTC: skipped after {count} identical failure(s) in a row (the mapping "
+                f"skips {plan.error_class or ErrorClass.INTERNAL} errors after {limit}). It is un-skipped by itself "
+                f"when the cause is fixed, or by a retry."
+            )
         coupling.fail(self.direction, self.job.pk, plan.message, may_have_landed=plan.outcome_unknown)
+        return note
 
     def _failed_reservation(self, plan: Plan) -> Coupling:
         coupling = Coupling(
@@ -205,6 +243,7 @@ class PageSaver:
         )
         if self.target.is_dataverse:
             coupling.dataverse_id = uuid.uuid4()
+        setattr(coupling, Coupling.failures_field(self.direction), 1)  # its first failure, for the skip policy
         coupling.fail(self.direction, self.job.pk, plan.message, may_have_landed=False)
         return coupling
 

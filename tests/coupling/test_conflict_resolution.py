@@ -135,3 +135,28 @@ def test_resolving_the_conflict_on_its_page_closes_its_errors_and_both_records_h
         dv_row = dv_client.read_by_ids("accounts", [coupling.dataverse_id])[coupling.dataverse_id]
     assert (bc_row["phoneNumber"], bc_row["city"]) == ("0111", "Dvtown")
     assert (dv_row["telephone1"], dv_row["address1_city"]) == ("0111", "Dvtown")
+
+
+def test_after_a_resolution_by_hand_an_edit_on_one_side_flows_without_a_conflict(
+    conflict, django_capture_on_commit_callbacks, rq_worker
+):
+    """The field fingerprints of the last sync predate the chosen values: they are forgotten, not compared."""
+    coupling, bc, dataverse = conflict
+    with open_client(bc) as bc_client, open_client(dataverse) as dv_client:
+        conflict_resolve(
+            coupling=coupling,
+            winners={field_id("city"): "dataverse", field_id("phoneNumber"): "bc"},
+            bc_client=bc_client,
+            dataverse_client=dv_client,
+        )
+    sandbox_testing.edit_as_another_user("bc", "customers", coupling.bc_id, city="Later")
+    errors_before = SyncError.objects.count()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        sync_enqueue(mapping=coupling.table_mapping, kind=JobKind.MODIFIED)
+    rq_worker()
+
+    assert SyncError.objects.count() == errors_before
+    with open_client(dataverse) as dv_client:
+        row = dv_client.read_by_ids("accounts", [coupling.dataverse_id])[coupling.dataverse_id]
+    assert (row["address1_city"], row["telephone1"]) == ("Later", "0111")

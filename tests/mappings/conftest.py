@@ -54,7 +54,9 @@ def sandbox_connections(sandbox_in_process, make_sandbox_connections):
 @pytest.fixture
 def change_form():
     """Helpers that build the table mapping change form's POST data from what the admin renders."""
-    return types.SimpleNamespace(data=change_form_data, field_key=field_key, add_row=add_field_row)
+    return types.SimpleNamespace(
+        data=change_form_data, field_key=field_key, add_row=add_field_row, add_template=add_template_row
+    )
 
 
 # Building the change form's POST data from what the admin itself renders.
@@ -78,19 +80,20 @@ def _bound_values(form) -> dict:
 
 
 def change_form_data(client, name: str) -> tuple[str, dict]:
-    """Return the change form's URL and the data it would submit unchanged (existing field mappings only)."""
+    """Return the change form's URL and the data it would submit unchanged (existing inline rows only)."""
     mapping = TableMapping.objects.get(name=name)
     url = reverse("admin:mappings_tablemapping_change", args=[mapping.pk])
     response = client.get(url)
     assert response.status_code == 200
     data = _bound_values(response.context["adminform"].form)
-    formset = response.context["inline_admin_formsets"][0].formset
-    for key, value in _bound_values(formset.management_form).items():
-        data[key] = value
-    initial = formset.initial_form_count()
-    data[formset.management_form.add_prefix("TOTAL_FORMS")] = str(initial)
-    for form in formset.forms[:initial]:
-        data.update(_bound_values(form))
+    for inline in response.context["inline_admin_formsets"]:  # field mappings first, then templates for new records
+        formset = inline.formset
+        for key, value in _bound_values(formset.management_form).items():
+            data[key] = value
+        initial = formset.initial_form_count()
+        data[formset.management_form.add_prefix("TOTAL_FORMS")] = str(initial)
+        for form in formset.forms[:initial]:
+            data.update(_bound_values(form))
     return url, data
 
 
@@ -115,6 +118,18 @@ def add_field_row(data: dict, **values) -> None:
     for name, value in row.items():
         if value is not None:
             data[f"{prefix}{index}-{name}"] = value
+    data[total_key] = str(index + 1)
+
+
+def add_template_row(data: dict, **values) -> None:
+    """Append a row to the submitted "values for new records, by filter" inline formset."""
+    total_key = next(k for k in data if k.endswith("-TOTAL_FORMS") and "template" in k)
+    prefix = total_key[: -len("TOTAL_FORMS")]
+    index = int(data[total_key])
+    row = {"position": "10", "name": "", "target": "dataverse", "source_filter": "", "values": "{}"}
+    row.update(values)
+    for name, value in row.items():
+        data[f"{prefix}{index}-{name}"] = value
     data[total_key] = str(index + 1)
 
 

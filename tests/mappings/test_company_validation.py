@@ -35,11 +35,12 @@ def _form_data(client, mapping):
     url = reverse("admin:mappings_tablemapping_change", args=[mapping.pk])
     response = client.get(url)
     data = _bound_values(response.context["adminform"].form)
-    formset = response.context["inline_admin_formsets"][0].formset
-    data.update(_bound_values(formset.management_form))
-    data[formset.management_form.add_prefix("TOTAL_FORMS")] = str(formset.initial_form_count())
-    for form in formset.forms[: formset.initial_form_count()]:
-        data.update(_bound_values(form))
+    for inline in response.context["inline_admin_formsets"]:  # field mappings, then templates for new records
+        formset = inline.formset
+        data.update(_bound_values(formset.management_form))
+        data[formset.management_form.add_prefix("TOTAL_FORMS")] = str(formset.initial_form_count())
+        for form in formset.forms[: formset.initial_form_count()]:
+            data.update(_bound_values(form))
     return url, data
 
 

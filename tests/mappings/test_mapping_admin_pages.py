@@ -272,6 +272,9 @@ def test_a_user_defined_mapping_is_added_through_the_admin_with_its_field_mappin
         f"{prefix}-INITIAL_FORMS": "0",
         f"{prefix}-MIN_NUM_FORMS": "0",
         f"{prefix}-MAX_NUM_FORMS": "1000",
+        # The "values for new records, by filter" inline, left empty.
+        "new_record_templates-TOTAL_FORMS": "0",
+        "new_record_templates-INITIAL_FORMS": "0",
     }
     rows = [
         {"bc_field": "number", "dataverse_field": "productnumber"},

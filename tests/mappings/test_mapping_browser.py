@@ -51,3 +51,34 @@ def test_edit_try_a_filter_get_refused_then_reset_to_the_defaults(mapping_page, 
     page.click("text=Yes, reset them")
     expect(page.locator("ul.messagelist")).to_contain_text("Reset to the defaults: CUSTOMER. Couplings were kept.")
     assert table_mapping_to_dict(TableMapping.objects.get(name="CUSTOMER")) == default_mapping("CUSTOMER")
+
+
+def test_templates_for_new_records_are_added_inline_and_a_bad_filter_is_refused_on_its_row(
+    mapping_page, live_sandbox_connections
+):
+    """With metadata: a template's filter names a field of the source table (Business Central's, for records
+    created in Dataverse), and its values a column of the target table."""
+    from mappings.models import NewRecordTemplate
+
+    page = mapping_page
+    customer = TableMapping.objects.get(name="CUSTOMER")
+    page.goto(f"/admin/mappings/tablemapping/{customer.pk}/change/")
+    group = page.locator("#new_record_templates-group")
+    group.locator(".add-row a").click()
+    page.fill("#id_new_record_templates-0-name", "Foreign")
+    page.select_option("#id_new_record_templates-0-target", "dataverse")
+    page.fill("#id_new_record_templates-0-source_filter", "contry ne 'US'")
+    page.fill("#id_new_record_templates-0-values", '{"description": "Foreign terms"}')
+    page.click("input[name=_save]")
+    expect(group.locator(".errorlist")).to_contain_text("'contry'")
+    assert not NewRecordTemplate.objects.exists()
+
+    page.fill("#id_new_record_templates-0-source_filter", "country ne 'US'")
+    page.click("input[name=_save]")
+    expect(page.locator("ul.messagelist")).to_contain_text("was changed successfully")
+    (template,) = NewRecordTemplate.objects.filter(table_mapping=customer)
+    assert (template.name, template.source_filter, template.values) == (
+        "Foreign",
+        "country ne 'US'",
+        {"description": "Foreign terms"},
+    )
