@@ -121,6 +121,10 @@ class TableMappingAdmin(admin.ModelAdmin):
         ),
         ("Conflicts", {"fields": ["update_conflict_resolution", "deletion_conflict_resolution"]}),
         (
+            "Deletions",
+            {"fields": [("deletions_to_dataverse", "deletions_from_dataverse"), "deletion_safety_percent"]},
+        ),
+        (
             "Records and names",
             {"fields": ["dataverse_primary_key", ("bc_name_field", "dataverse_name_field")]},
         ),

@@ -30,3 +30,12 @@ class DeletionConflictResolution(models.TextChoices):
     NONE = "", "None (report the conflict)"
     RESTORE_RECORDS = "restore_records", "Restore records"
     REMOVE_COUPLING = "remove_coupling", "Remove coupling"
+
+
+class DeletionPolicy(models.TextChoices):
+    """What a run does with the other record when a coupled record was deleted in its own system."""
+
+    REPORT = "", "Do nothing (report the deletion)"
+    PROPAGATE = "propagate", "Delete the other record too"
+    UNCOUPLE = "uncouple", "Uncouple and keep the other record"
+    RESTORE = "restore", "Restore the deleted record from the other one"

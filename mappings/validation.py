@@ -17,7 +17,14 @@ from odata_query.exceptions import ODataException
 from odata_query.grammar import ODataLexer, ODataParser
 
 from connectors.types import ColumnInfo, TableInfo
-from mappings.choices import SIDE_LABEL, DeletionConflictResolution, Direction, Side, UpdateConflictResolution
+from mappings.choices import (
+    SIDE_LABEL,
+    DeletionConflictResolution,
+    DeletionPolicy,
+    Direction,
+    Side,
+    UpdateConflictResolution,
+)
 from mappings.metadata import MetadataCache, MetadataUnavailable, did_you_mean
 from mappings.transformations import validate_rules
 
@@ -95,6 +102,16 @@ def validate_table(
     problems += _check_choice(data, "direction", Direction)
     problems += _check_choice(data, "update_conflict_resolution", UpdateConflictResolution)
     problems += _check_choice(data, "deletion_conflict_resolution", DeletionConflictResolution)
+    problems += _check_choice(data, "deletions_to_dataverse", DeletionPolicy)
+    problems += _check_choice(data, "deletions_from_dataverse", DeletionPolicy)
+    share = data.get("deletion_safety_percent", 5)
+    if not isinstance(share, int) or isinstance(share, bool) or not 0 <= share <= 100:
+        problems.append(
+            Problem(
+                f"Deletion safety percent {share!r} is not a whole number from 0 to 100.",
+                field="deletion_safety_percent",
+            )
+        )
     tables = {}
     table_keys: tuple[tuple[Side, str], ...] = (("bc", "bc_entity_set"), ("dataverse", "dataverse_entity_set"))
     for side, key in table_keys:

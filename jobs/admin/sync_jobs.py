@@ -9,7 +9,7 @@ from django.urls import path
 from jobs.choices import ACTIVE_STATUSES
 from jobs.models import SyncJob
 from jobs.permissions import RunSyncPermissionMixin
-from jobs.services import sync_job_cancel
+from jobs.services import SyncNotStarted, sync_deletions_confirm, sync_job_cancel
 
 
 class SyncJobAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
@@ -26,6 +26,7 @@ class SyncJobAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
         "unchanged",
         "skipped",
         "failed",
+        "deleted",
         "coupled",
         "uncoupled",
         "http_requests",
@@ -42,7 +43,7 @@ class SyncJobAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
         ("Run", {"fields": ["kind", "table_mapping", "direction", "dry_run", "requested_by", "rq_job_id"]}),
         ("Details", {"fields": ["queued_at", "started_at", "finished_at", "requests_by_kind"]}),
     ]
-    actions = ["cancel_jobs"]
+    actions = ["cancel_jobs", "confirm_held_deletions"]
 
     def has_add_permission(self, request):
         return False
@@ -69,6 +70,24 @@ class SyncJobAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
         for job in jobs:
             sync_job_cancel(job=job)
         self.message_user(request, f"Asked {len(jobs)} job(s) to stop.", messages.SUCCESS)
+
+    @admin.action(description="Confirm the held deletions (past the safety stop)", permissions=["run_sync"])
+    def confirm_held_deletions(self, request, queryset):
+        holding = [job for job in queryset.select_related("table_mapping") if job.held_deletions]
+        for job in holding:
+            try:
+                confirmed = sync_deletions_confirm(job=job, user=request.user)
+            except SyncNotStarted as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                continue
+            self.message_user(
+                request,
+                f"Confirmed {len(job.held_deletions)} deletion(s) of job #{job.pk}: job #{confirmed.pk} carries them "
+                f"out.",
+                messages.SUCCESS,
+            )
+        if not holding:
+            self.message_user(request, "None of the selected jobs holds deletions.", messages.WARNING)
 
     def get_urls(self):
         return [

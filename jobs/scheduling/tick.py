@@ -1,17 +1,19 @@
 """The scheduler's tick: what RQ cron runs every 30 seconds (syncadmin/cron.py → jobs.tasks.scheduler_tick)."""
 
+from jobs.reconciliation.services import reconciliations_run_due
 from jobs.scheduling.schedules import schedules_run_due
 from jobs.scheduling.subscriptions import subscriptions_queue_renewal
 from jobs.services import sync_runs_recover
 
 
 def scheduler_tick() -> int:
-    """Resume the runs whose worker stopped, start every due schedule and queue renewals of expiring webhook
-    subscriptions; return how many scheduled runs started.
+    """Resume the runs whose worker stopped, start every due schedule, queue renewals of expiring webhook
+    subscriptions and the daily reconciliations; return how many scheduled runs started.
 
     Recovery comes first: a resumed run is a run in progress, so its mapping's schedule does not start another.
     """
     sync_runs_recover()
     started = schedules_run_due()
     subscriptions_queue_renewal()
+    reconciliations_run_due()
     return started
