@@ -176,7 +176,7 @@ def _drift(
     directions = run_directions(mapping)
     if not directions or not present:
         return 0, []
-    couplings = {c.pk: c for c in Coupling.objects.filter(pk__in=present)}
+    # Planned as an unsaved full-synchronization preview would plan them: forced comparison, nothing written.
     runs = {
         d: DirectionRun(
             SyncJob(kind=JobKind.FULL, table_mapping=mapping, direction=d, dry_run=True),
@@ -186,14 +186,19 @@ def _drift(
         for d in directions
     }
     first = runs[directions[0]]
+    wanted = set(present)
     unchanged = []
-    for pk, coupling in couplings.items():
+    # One coupling at a time (not 100,000 model instances at once): only the unchanged ones' ids are kept.
+    for coupling in Coupling.objects.filter(table_mapping=mapping, pending=False).iterator(chunk_size=5000):
+        if coupling.pk not in wanted:
+            continue
         bc_row = bc_rows[coupling.bc_id]  # type: ignore[index]
         dv_row = dv_rows[coupling.dataverse_id]  # type: ignore[index]
         source_row, target_row = (bc_row, dv_row) if first.ctx.source.system == "bc" else (dv_row, bc_row)
         if not source_changed(first.ctx, source_row, coupling) and not target_changed(first.ctx, target_row, coupling):
-            unchanged.append(pk)
+            unchanged.append(coupling.pk)
     sample = sorted(random.sample(unchanged, min(sample_size, len(unchanged))))
+    couplings = {c.pk: c for c in Coupling.objects.filter(pk__in=sample)}
     drifted: dict[int, dict[str, Any]] = {}
     for direction, run in runs.items():
         picked = [couplings[pk] for pk in sample if pk not in drifted]
