@@ -43,6 +43,7 @@ from connectors.types import ConnectorError, ErrorKind, Page, RemoteClient, Writ
 from coupling.existence import chunked, missing_ids
 from coupling.models import Coupling
 from jobs.choices import ErrorClass, JobKind
+from jobs.engine.reader import SourceUnreadable
 from jobs.engine.sides import sides_for
 from jobs.models import SyncError, SyncJob
 from mappings.choices import DeletionPolicy, Direction
@@ -99,14 +100,17 @@ class DeletionPass:
                 gone = missing_ids(self.source_client, self.source.entity_set, self.source.id_field, confirmed)
                 return self.handle(gone, confirmed=True)
             gone, remember = self.detect()
+            follow_ups = self.handle(gone, confirmed=False) if gone else []
         except ConnectorError as exc:
+            if self.job.kind == JobKind.DELETIONS:
+                raise SourceUnreadable(f"The confirmed deletions could not be carried out: {exc}") from exc
             # Not knowing what was deleted is no reason to stop synchronizing changes: said in the job's message.
-            logger.warning("Deletions of %s not checked: %s", self.mapping.name, exc)
+            # Nothing is remembered, so the next run looks again.
+            logger.warning("Deletions of %s not handled: %s", self.mapping.name, exc)
             SyncJob.objects.filter(pk=self.job.pk).update(
-                message=f"Deletions in {self.source.label} were not checked: {exc}"
+                message=f"Deletions in {self.source.label} were not checked or handled: {exc}"
             )
             return []
-        follow_ups = self.handle(gone, confirmed=False) if gone else []
         remember()
         return follow_ups
 
