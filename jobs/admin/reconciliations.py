@@ -66,8 +66,15 @@ class ReconciliationAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
         "resynchronize_drift",
     ]
 
+    change_form_template = "admin/jobs/reconciliation/change_form.html"
+
     def has_add_permission(self, request):
         return False
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        # The result page's buttons post to the list's actions, which check `jobs.run_sync` again.
+        extra_context = {**(extra_context or {}), "can_act": self.has_run_sync_permission(request)}
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def has_change_permission(self, request, obj=None):
         return False

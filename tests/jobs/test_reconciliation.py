@@ -113,6 +113,7 @@ def test_reconciliation_counts_orphans_uncoupled_records_and_drift_and_each_bulk
     assert found.http_requests < 25
     page = admin_client.get(reverse("admin:jobs_reconciliation_change", args=[found.pk])).content.decode()
     assert "Orphan couplings (a partner no longer exists)" in page and "telephone1" in page
+    assert 'value="resynchronize_drift"' in page and "Synchronize the drifted pairs again (1)" in page
 
     # Restore or delete the survivors per the deletion policy: Business Central deletions propagate, Dataverse ones
     # restore the row; the pair gone on both sides is uncoupled.
