@@ -311,3 +311,27 @@ def test_a_deleted_notification_from_business_central_makes_the_next_run_check_t
     assert not exists(dataverse, "accounts", coupling.dataverse_id)
     coupled.refresh_from_db()
     assert not coupled.bc_deletion_check_due
+
+
+def test_an_expired_change_tracking_token_falls_back_to_checking_the_coupled_ids(
+    coupled, sandbox_connections, django_capture_on_commit_callbacks, rq_worker
+):
+    """Dataverse refuses a delta token older than its change-tracking retention ("Version stamp associated with the
+    client has expired", https://learn.microsoft.com/power-apps/developer/data-platform/use-change-tracking-synchronize-data-external-systems):
+    the run checks the coupled ids instead, finds the deletion, and takes a new delta link."""
+    from sandbox.testing import set_change_tracking_days
+
+    bc, dataverse = sandbox_connections
+    set_policy(coupled, DV_DELETED, DeletionPolicy.PROPAGATE)
+    old_link = coupled.dataverse_delta_link
+    coupling = a_coupling(coupled)
+    delete(DV_DELETED, coupling)
+    set_change_tracking_days(0)
+
+    job = job_of(run(coupled, django_capture_on_commit_callbacks, rq_worker), DV_DELETED)
+
+    assert job.status == JobStatus.SUCCEEDED, job.message
+    assert job.deleted == 1
+    assert not exists(bc, "customers", coupling.bc_id)
+    coupled.refresh_from_db()
+    assert coupled.dataverse_delta_link and coupled.dataverse_delta_link != old_link
