@@ -184,3 +184,20 @@ def test_the_command_reconciles_and_the_schedule_queues_one_a_day(coupled, rq_wo
     assert Reconciliation.objects.filter(table_mapping=coupled, status=JobStatus.QUEUED, scheduled=True).count() == 1
     reconciliations_run_due(now=tomorrow)
     assert Reconciliation.objects.filter(table_mapping=coupled, status=JobStatus.QUEUED).count() == 1
+
+
+def test_a_coupled_record_that_left_the_filter_is_no_orphan(
+    coupled, sandbox_connections, admin_client, django_capture_on_commit_callbacks, rq_worker
+):
+    """The id pages are read under the mapping's filter; a coupled record not among them is checked for existence
+    (a page of ids, no filter) before it is called gone."""
+    bc, _ = sandbox_connections
+    capture = django_capture_on_commit_callbacks
+    before = reconcile_from_admin(admin_client, coupled, capture, rq_worker)
+    pair = Coupling.objects.filter(table_mapping=coupled, pending=False).order_by("pk").first()
+    edit_as_another_user("bc", "customers", pair.bc_id, blocked="All")
+
+    after = reconcile_from_admin(admin_client, coupled, capture, rq_worker)
+
+    assert after.counts["bc_records"] == before.counts["bc_records"] - 1
+    assert after.counts["orphans"] == 0 and after.counts["coupled"] == before.counts["coupled"]
