@@ -94,6 +94,7 @@ class SyncJob(models.Model):
         ("unchanged", "Unchanged"),
         ("skip", "Skipped"),
         ("uncouple", "Would uncouple"),
+        ("delete", "Found deleted (deletion policy)"),
     ]
 
     def __str__(self):

@@ -474,7 +474,8 @@ def _run_one_alive(job: SyncJob, bc_client, dataverse_client, lock, on_progress=
 
 def _run_sync(job: SyncJob, bc_client, dataverse_client, lock, on_progress) -> list[SyncJob]:
     # Deletions first: a held deletion (the safety stop) fails the run before anything is written.
-    follow_ups = DeletionPass(job, bc_client=bc_client, dataverse_client=dataverse_client).run()
+    deletions = DeletionPass(job, bc_client=bc_client, dataverse_client=dataverse_client)
+    follow_ups = deletions.run()
     if job.kind == JobKind.DELETIONS:
         return follow_ups
     run = DirectionRun(
@@ -489,6 +490,8 @@ def _run_sync(job: SyncJob, bc_client, dataverse_client, lock, on_progress) -> l
     else:
         outcome = run.run()
     if job.dry_run:
+        if deletions.previewed:
+            outcome.preview["counts"]["delete"] = deletions.previewed
         SyncJob.objects.filter(pk=job.pk).update(preview=outcome.preview)
     elif job.kind in (JobKind.MODIFIED, JobKind.FULL):
         _advance_watermark(job, outcome.latest_modified)

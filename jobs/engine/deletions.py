@@ -87,12 +87,16 @@ class DeletionPass:
         self.policy = policy_for(self.mapping, job.direction)
         self.source_attr = self.source.coupling_attr("id")
         self.target_attr = self.target.coupling_attr("id")
+        self.previewed = 0  # a preview: the coupled source records found deleted (nothing handled, nothing kept)
 
     # -- entry point --------------------------------------------------------------------------------------------
 
     def run(self) -> list[SyncJob]:
         """Detect and handle; return the restore jobs to run next (reverse direction, selected records)."""
-        if self.job.dry_run or self.job.kind not in (JobKind.MODIFIED, JobKind.FULL, JobKind.DELETIONS):
+        if self.job.kind not in (JobKind.MODIFIED, JobKind.FULL, JobKind.DELETIONS):
+            return []
+        if self.job.dry_run:
+            self._preview()
             return []
         try:
             if self.job.kind == JobKind.DELETIONS:
@@ -113,6 +117,17 @@ class DeletionPass:
             return []
         remember()
         return follow_ups
+
+    def _preview(self) -> None:
+        """Count what a run would find deleted; the delta link and the check time stay where they are."""
+        try:
+            gone, _remember = self.detect()
+        except ConnectorError as exc:
+            logger.warning("Deletions of %s not previewed: %s", self.mapping.name, exc)
+            return
+        self.previewed = Coupling.objects.filter(
+            table_mapping=self.mapping, pending=False, **{f"{self.source_attr}__in": gone}
+        ).count()
 
     # -- detection ----------------------------------------------------------------------------------------------
 

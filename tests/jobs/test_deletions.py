@@ -335,3 +335,28 @@ def test_an_expired_change_tracking_token_falls_back_to_checking_the_coupled_ids
     assert not exists(bc, "customers", coupling.bc_id)
     coupled.refresh_from_db()
     assert coupled.dataverse_delta_link and coupled.dataverse_delta_link != old_link
+
+
+def test_a_preview_counts_the_deletions_and_handles_none(
+    coupled, sandbox_connections, admin_client, django_capture_on_commit_callbacks, rq_worker
+):
+    bc, _ = sandbox_connections
+    set_policy(coupled, DV_DELETED, DeletionPolicy.PROPAGATE)
+    link = coupled.dataverse_delta_link
+    coupling = a_coupling(coupled)
+    delete(DV_DELETED, coupling)
+    before = SyncJob.objects.order_by("-pk").values_list("pk", flat=True).first()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        sync_enqueue(mapping=coupled, kind=JobKind.MODIFIED, direction="from_dataverse", dry_run=True)
+    rq_worker()
+
+    (preview,) = SyncJob.objects.filter(pk__gt=before)
+    assert preview.status == JobStatus.SUCCEEDED and preview.preview["counts"]["delete"] == 1
+    assert preview.deleted == 0 and exists(bc, "customers", coupling.bc_id)
+    coupled.refresh_from_db()
+    assert coupled.dataverse_delta_link == link  # the real run still finds it
+    page = admin_client.get(reverse("admin:jobs_syncjob_change", args=[preview.pk])).content.decode()
+    assert "Found deleted (deletion policy)" in page
+    job = job_of(run(coupled, django_capture_on_commit_callbacks, rq_worker), DV_DELETED)
+    assert job.deleted == 1 and not exists(bc, "customers", coupling.bc_id)
