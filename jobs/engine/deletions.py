@@ -52,6 +52,7 @@ from mappings.models import TableMapping
 logger = logging.getLogger(__name__)
 
 WRITE_CHUNK = 100
+IDS_PER_QUERY = 5000
 
 
 class DeletionsHeld(Exception):
@@ -125,9 +126,7 @@ class DeletionPass:
         except ConnectorError as exc:
             logger.warning("Deletions of %s not previewed: %s", self.mapping.name, exc)
             return
-        self.previewed = Coupling.objects.filter(
-            table_mapping=self.mapping, pending=False, **{f"{self.source_attr}__in": gone}
-        ).count()
+        self.previewed = len(self.couplings_of(gone))
 
     # -- detection ----------------------------------------------------------------------------------------------
 
@@ -199,9 +198,7 @@ class DeletionPass:
     # -- handling -----------------------------------------------------------------------------------------------
 
     def handle(self, gone: set[UUID], *, confirmed: bool) -> list[SyncJob]:
-        couplings = list(
-            Coupling.objects.filter(table_mapping=self.mapping, pending=False, **{f"{self.source_attr}__in": gone})
-        )
+        couplings = self.couplings_of(gone)
         if not couplings:
             return []
         if self.policy != DeletionPolicy.REPORT and not confirmed:
@@ -219,6 +216,15 @@ class DeletionPass:
             follow_ups = []
         SyncJob.objects.filter(pk=self.job.pk).update(deleted=F("deleted") + done)
         return follow_ups
+
+    def couplings_of(self, source_ids: set[UUID]) -> list[Coupling]:
+        """The couplings of these source records, a chunk of ids per query (SQLite takes 32,766 parameters at most)."""
+        found: list[Coupling] = []
+        for chunk in chunked(sorted(source_ids), IDS_PER_QUERY):
+            found += Coupling.objects.filter(
+                table_mapping=self.mapping, pending=False, **{f"{self.source_attr}__in": chunk}
+            )
+        return found
 
     def _safety_stop(self, couplings: list[Coupling]) -> None:
         coupled = Coupling.objects.filter(table_mapping=self.mapping, pending=False).count()
@@ -286,7 +292,8 @@ class DeletionPass:
         return done
 
     def _uncouple(self, couplings: list[Coupling]) -> int:
-        Coupling.objects.filter(pk__in=[c.pk for c in couplings]).delete()
+        for chunk in chunked([c.pk for c in couplings], IDS_PER_QUERY):
+            Coupling.objects.filter(pk__in=chunk).delete()
         SyncJob.objects.filter(pk=self.job.pk).update(uncoupled=F("uncoupled") + len(couplings))
         return len(couplings)
 
@@ -308,7 +315,8 @@ class DeletionPass:
             SyncError.objects.bulk_create(errors)
             return len(couplings), []
         now = timezone.now()
-        Coupling.objects.filter(pk__in=[c.pk for c in couplings]).prepare_restore(self.source.system, now)
+        for chunk in chunked([c.pk for c in couplings], IDS_PER_QUERY):
+            Coupling.objects.filter(pk__in=chunk).prepare_restore(self.source.system, now)
         survivors = [str(getattr(c, self.target_attr)) for c in couplings]
         jobs = [
             SyncJob.objects.create(

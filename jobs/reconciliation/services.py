@@ -14,6 +14,7 @@ from django.utils import timezone
 from connectors.choices import ConnectionKind
 from connectors.clients import open_client
 from connectors.models import Connection
+from coupling.existence import chunked
 from coupling.models import Coupling
 from jobs.choices import ACTIVE_STATUSES, JobKind, JobStatus
 from jobs.models import Reconciliation, Schedule, SyncJob
@@ -31,6 +32,7 @@ from mappings.models import TableMapping
 logger = logging.getLogger(__name__)
 
 QUEUE = "low"
+IDS_PER_QUERY = 5000
 
 
 def reconciliation_enqueue(*, mapping: TableMapping, user=None, scheduled: bool = False) -> Reconciliation:
@@ -110,6 +112,11 @@ def reconciliations_run_due(now=None) -> int:
 # -- bulk actions on the findings ----------------------------------------------------------------------------------
 
 
+def _couplings(pks: list[int]) -> dict[int, Coupling]:
+    """The couplings still there among `pks`, a chunk per query (SQLite takes 32,766 parameters at most)."""
+    return {c.pk: c for chunk in chunked(pks, IDS_PER_QUERY) for c in Coupling.objects.filter(pk__in=chunk)}
+
+
 def _orphans(reconciliation: Reconciliation) -> list[tuple[int, str]]:
     return [(int(pk), str(side)) for pk, side in (reconciliation.findings or {}).get("orphans", [])]
 
@@ -117,7 +124,7 @@ def _orphans(reconciliation: Reconciliation) -> list[tuple[int, str]]:
 def reconciliation_uncouple_orphans(*, reconciliation: Reconciliation, user=None) -> SyncJob | None:
     """Remove the couplings whose partner no longer exists on one side or both (an uncoupling job)."""
     ids = [pk for pk, _ in _orphans(reconciliation)]
-    existing = list(Coupling.objects.filter(pk__in=ids).values_list("pk", flat=True))
+    existing = sorted(_couplings(ids))
     if not existing:
         return None
     return uncoupling_job_enqueue(mapping=reconciliation.table_mapping, coupling_ids=existing, user=user)
@@ -129,7 +136,7 @@ def reconciliation_apply_deletion_policy(*, reconciliation: Reconciliation, user
     gone. Couplings whose records are gone on both sides are uncoupled."""
     mapping = reconciliation.table_mapping
     orphans = _orphans(reconciliation)
-    couplings = {c.pk: c for c in Coupling.objects.filter(pk__in=[pk for pk, _ in orphans])}
+    couplings = _couplings([pk for pk, _ in orphans])
     gone_in = {"bc": [], "dataverse": []}  # type: dict[str, list[str]]
     both = []
     for pk, side in orphans:
@@ -163,7 +170,7 @@ def reconciliation_couple_by_match(*, reconciliation: Reconciliation, user=None)
 def reconciliation_resync_drift(*, reconciliation: Reconciliation, user=None) -> list[SyncJob]:
     """Synchronize the drifted pairs again (a selected-records run per direction the drift was found in)."""
     drift = (reconciliation.findings or {}).get("drift", [])
-    couplings = {c.pk: c for c in Coupling.objects.filter(pk__in=[d["coupling"] for d in drift])}
+    couplings = _couplings([d["coupling"] for d in drift])
     by_direction: dict[str, list[str]] = {}
     for item in drift:
         coupling = couplings.get(item["coupling"])
