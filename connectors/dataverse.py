@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -409,8 +410,14 @@ class DataverseClient(DataverseWebhooks):
                 raise
             rows, deleted = [], []
             for row in body["value"]:
-                if "$deletedEntity" in str(row.get("@odata.context", "")) or row.get("reason") == "deleted":
-                    record_id = as_uuid(row.get("id"))
+                # Dataverse documents `$deletedEntity` entries; OData 4.01's `@removed` form (the id in `@id`, e.g.
+                # "accounts(<guid>)") is read too, so either shape of a deleted row is never taken for a change.
+                if (
+                    "$deletedEntity" in str(row.get("@odata.context", ""))
+                    or row.get("reason") == "deleted"
+                    or "@removed" in row
+                ):
+                    record_id = as_uuid(row.get("id")) or _id_in(str(row.get("@id") or ""))
                     if record_id:
                         deleted.append(record_id)
                 else:
@@ -505,6 +512,12 @@ class DataverseClient(DataverseWebhooks):
         }[cast]
         typed = [a for a in attributes.values() if a.get("AttributeType") == wanted[0]]
         return not typed or all(wanted[1] in a for a in typed)
+
+
+def _id_in(entity_id: str) -> UUID | None:
+    """The GUID of an OData entity id such as "accounts(2e451703-c686-e711-80e5-00155db19e6d)"."""
+    match = re.search(r"\(([0-9a-fA-F-]{36})\)", entity_id)
+    return as_uuid(match.group(1)) if match else None
 
 
 def _looks_expired(error: ConnectorError) -> bool:

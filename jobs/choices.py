@@ -7,6 +7,7 @@ class JobKind(models.TextChoices):
     FULL = "full", "Full synchronization"
     COUPLING = "coupling", "Match-based coupling"
     UNCOUPLING = "uncoupling", "Uncoupling"
+    DELETIONS = "deletions", "Confirmed deletions"
 
 
 class JobStatus(models.TextChoices):

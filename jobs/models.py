@@ -37,7 +37,8 @@ class SyncJob(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     inserted = models.PositiveIntegerField(default=0)
     modified = models.PositiveIntegerField(default=0)
-    # Shown on the job's page and counted by schedules; stays 0 until the engine propagates deletions.
+    # Coupled records found deleted in the run's source system and handled by the mapping's deletion policy (counted
+    # apart from the records read: read = inserted + modified + unchanged + skipped + failed).
     deleted = models.PositiveIntegerField(default=0)
     unchanged = models.PositiveIntegerField(default=0)
     skipped = models.PositiveIntegerField(default=0)
@@ -50,6 +51,10 @@ class SyncJob(models.Model):
     http_requests_by_kind = models.JSONField(default=dict, blank=True)
     record_ids = models.JSONField(default=list, blank=True, help_text="Selected source records (selection runs).")
     cancel_requested = models.BooleanField(default=False)
+    # The deletion safety stop: the source ids of the deletions this run held back, until an administrator confirms
+    # them (a "confirmed deletions" job then carries them out).
+    held_deletions = models.JSONField(default=list, blank=True, editable=False)
+    deletions_confirmed_at = models.DateTimeField(null=True, blank=True, editable=False)
     message = models.TextField(blank=True)
     preview = models.JSONField(default=dict, blank=True, help_text="For a dry run: sample of field differences.")
     # Crash recovery (services.sync_runs_recover): the token of the mapping lock this run holds, so that the lock of
@@ -98,6 +103,7 @@ class SyncJob(models.Model):
         ("unchanged", "Unchanged"),
         ("skip", "Skipped"),
         ("uncouple", "Would uncouple"),
+        ("delete", "Found deleted (deletion policy)"),
     ]
 
     def __str__(self):
@@ -445,3 +451,31 @@ class WebhookSubscription(models.Model):
 
     def set_secret(self, plain: str) -> None:
         self.secret_encrypted = encrypt_secret(plain)
+
+
+class Reconciliation(models.Model):
+    """One comparison of a mapping's two tables with its couplings (jobs/reconciliation): counts and findings.
+
+    `counts` holds exact figures (records under each side's filter, coupled pairs, orphans by the side that is gone,
+    uncoupled records per side and how many of them have a match-field partner, drifted pairs in the sample);
+    `findings` the ids the bulk actions work on: orphan couplings, drifted couplings.
+    """
+
+    table_mapping = models.ForeignKey(TableMapping, on_delete=models.CASCADE, related_name="reconciliations")
+    status = models.CharField(max_length=20, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True)
+    scheduled = models.BooleanField(default=False, help_text="Started by the daily schedule, not by a person.")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    queued_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    counts = models.JSONField(default=dict, blank=True)
+    findings = models.JSONField(default=dict, blank=True)
+    http_requests = models.PositiveIntegerField(default=0)
+    message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-queued_at", "-id"]
+        indexes = [models.Index(fields=["table_mapping", "-queued_at"])]
+
+    def __str__(self):
+        return f"Reconciliation #{self.pk} of {self.table_mapping.name}"

@@ -28,6 +28,7 @@ from coupling.models import Coupling
 from coupling.services import couplings_uncouple, match_based_coupling_run
 from jobs import recovery, shared_sync
 from jobs.choices import ACTIVE_STATUSES, ErrorState, JobKind, JobStatus, RequestedVia
+from jobs.engine.deletions import DeletionPass, DeletionsHeld
 from jobs.engine.pipeline import DirectionRun, RunCancelled
 from jobs.engine.planned import PlannedCouplings
 from jobs.engine.reader import SourceUnreadable
@@ -258,6 +259,30 @@ def _enqueue(job_ids: list[int]) -> None:
     SyncJob.objects.filter(pk__in=job_ids).update(rq_job_id=rq_job.id)
 
 
+def sync_deletions_confirm(*, job: SyncJob, user=None) -> SyncJob:
+    """An administrator confirms the deletions a run held back (the safety stop, jobs/engine/deletions.py).
+
+    A "confirmed deletions" job carries them out, past the safety stop, for the records still gone when it runs.
+    Each held set is confirmed once.
+    """
+    if not job.held_deletions:
+        raise SyncNotStarted(f"Job #{job.pk} holds no deletions to confirm.")
+    with transaction.atomic():
+        claimed = SyncJob.objects.filter(pk=job.pk, deletions_confirmed_at__isnull=True).update(
+            deletions_confirmed_at=timezone.now()
+        )
+        if not claimed:
+            raise SyncNotStarted(f"The deletions held by job #{job.pk} were confirmed already.")
+        (confirmed,) = sync_enqueue(
+            mapping=job.table_mapping,
+            kind=JobKind.DELETIONS,
+            direction=job.direction,
+            record_ids=list(job.held_deletions),
+            user=user,
+        )
+    return confirmed
+
+
 def sync_job_cancel(*, job: SyncJob) -> None:
     """Ask a queued or running job to stop; the engine checks between pages."""
     SyncJob.objects.filter(pk=job.pk, status__in=ACTIVE_STATUSES).update(cancel_requested=True)
@@ -327,10 +352,17 @@ def sync_jobs_run(*, job_ids: list[int], on_progress=None, lock_wait: float = 5)
                         mapping_jobs, JobStatus.CANCELLED, f"Another run of {mapping.name} is in progress; not started."
                     )
                     continue
-                for job in mapping_jobs:
+                todo = list(mapping_jobs)
+                while todo:
+                    job = todo.pop(0)
                     job.refresh_from_db()
                     if job.status == JobStatus.QUEUED:
-                        _run_one(job, bc_client, dataverse_client, lock, on_progress, planned)
+                        # Restores of deleted records run next, under the same lock (jobs/engine/deletions.py).
+                        follow_ups = _run_one(job, bc_client, dataverse_client, lock, on_progress, planned)
+                        for follow_up in follow_ups:
+                            follow_up.table_mapping = mapping
+                        todo[:0] = follow_ups
+                        jobs.extend(follow_ups)
     finally:
         companies.close()
         dataverse_client.close()
@@ -457,13 +489,14 @@ def _grouped_by_mapping(jobs: list[SyncJob]) -> list[list[SyncJob]]:
     return groups
 
 
-def _run_one(job: SyncJob, bc_client, dataverse_client, lock, on_progress=None, planned=None) -> None:
+def _run_one(job: SyncJob, bc_client, dataverse_client, lock, on_progress=None, planned=None) -> list[SyncJob]:
+    """Run one job; return the jobs it asks to run right after it (restores of deleted records)."""
     # The heartbeat beats from before the job shows as running until after it shows as finished.
     with recovery.RunHeartbeat(job.pk):
-        _run_one_alive(job, bc_client, dataverse_client, lock, on_progress, planned)
+        return _run_one_alive(job, bc_client, dataverse_client, lock, on_progress, planned)
 
 
-def _run_one_alive(job: SyncJob, bc_client, dataverse_client, lock, on_progress=None, planned=None) -> None:
+def _run_one_alive(job: SyncJob, bc_client, dataverse_client, lock, on_progress=None, planned=None) -> list[SyncJob]:
     token = lock.local.token
     started = SyncJob.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(
         status=JobStatus.RUNNING,
@@ -471,7 +504,7 @@ def _run_one_alive(job: SyncJob, bc_client, dataverse_client, lock, on_progress=
         lock_token=token.decode() if isinstance(token, bytes) else token,
     )
     if not started:
-        return  # cancelled meanwhile
+        return []  # cancelled meanwhile
     logger.info(
         "Sync job %s started: %s %s (%s)",
         job.pk,
@@ -489,16 +522,17 @@ def _run_one_alive(job: SyncJob, bc_client, dataverse_client, lock, on_progress=
     )
     before = bc_client.request_counts + dataverse_client.request_counts
     status, message = JobStatus.SUCCEEDED, ""
+    follow_ups: list[SyncJob] = []
     try:
         if job.kind == JobKind.COUPLING:
             message = _run_match_coupling(job, bc_client, dataverse_client)
         elif job.kind == JobKind.UNCOUPLING:
             message = _run_uncoupling(job, dataverse_client)
         else:
-            _run_sync(job, bc_client, dataverse_client, lock, on_progress, planned)
+            follow_ups = _run_sync(job, bc_client, dataverse_client, lock, on_progress, planned)
     except RunCancelled as exc:
         status, message = JobStatus.CANCELLED, str(exc) or "Cancelled by a user."
-    except (SourceUnreadable, NoMatchCriteria) as exc:
+    except (SourceUnreadable, NoMatchCriteria, DeletionsHeld) as exc:
         status, message = JobStatus.FAILED, str(exc)
     except Exception as exc:
         logger.exception("Sync job %s crashed", job.pk)
@@ -531,9 +565,15 @@ def _run_one_alive(job: SyncJob, bc_client, dataverse_client, lock, on_progress=
         http_requests=F("http_requests") + sum(used.values()),
         http_requests_by_kind=dict(used),
     )
+    return follow_ups
 
 
-def _run_sync(job: SyncJob, bc_client, dataverse_client, lock, on_progress, planned=None) -> None:
+def _run_sync(job: SyncJob, bc_client, dataverse_client, lock, on_progress, planned=None) -> list[SyncJob]:
+    # Deletions first: a held deletion (the safety stop) fails the run before anything is written.
+    deletions = DeletionPass(job, bc_client=bc_client, dataverse_client=dataverse_client)
+    follow_ups = deletions.run()
+    if job.kind == JobKind.DELETIONS:
+        return follow_ups
     run = DirectionRun(
         job,
         bc_client=bc_client,
@@ -547,9 +587,12 @@ def _run_sync(job: SyncJob, bc_client, dataverse_client, lock, on_progress, plan
     else:
         outcome = run.run()
     if job.dry_run:
+        if deletions.previewed:
+            outcome.preview["counts"]["delete"] = deletions.previewed
         SyncJob.objects.filter(pk=job.pk).update(preview=outcome.preview)
     elif job.kind in (JobKind.MODIFIED, JobKind.FULL):
         _advance_watermark(job, outcome.latest_modified)
+    return follow_ups
 
 
 def _enqueue_helpers(job_id: int, count: int) -> None:

@@ -12,6 +12,12 @@ def help_shared_sync(job_id: int) -> int:
     return services.shared_sync_help(job_id=job_id)
 
 
+def run_reconciliation(reconciliation_id: int) -> None:
+    from jobs.reconciliation.services import reconciliation_run
+
+    reconciliation_run(reconciliation_id=reconciliation_id)
+
+
 def scheduler_tick() -> None:
     """Start the runs whose schedule is due (RQ cron calls this every 30 seconds)."""
     tick()

@@ -25,6 +25,7 @@ from jobs.models import SubscriptionStatus, WebhookSubscription
 from jobs.scheduling.notifications import changes_notified
 from jobs.scheduling.subscriptions import DATAVERSE_SECRET_HEADER
 from mappings.choices import Direction
+from mappings.models import TableMapping
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def business_central_receiver(request: HttpRequest, token) -> HttpResponse:
                 raise Rejected(401, "Wrong or missing clientState.")
     except Rejected as exc:
         return _error(exc.status, str(exc))
-    changed, collection = set(), False
+    changed, collection, deleted = set(), False, False
     for item in items:
         change = item.get("changeType")
         if change == "collection":
@@ -74,8 +75,13 @@ def business_central_receiver(request: HttpRequest, token) -> HttpResponse:
             match = RESOURCE_ID.search(str(item.get("resource") or ""))
             if match:
                 changed.add(match.group(1).lower())
-        # `deleted`: the engine does not propagate deletions; the notification still wakes the schedule.
+        elif change == "deleted":
+            deleted = True
     _received(subscription)
+    if deleted:
+        # Business Central has no delta of deletions: the next run checks the mapping's coupled ids for existence
+        # (jobs/engine/deletions.py) instead of waiting for the periodic check.
+        TableMapping.objects.filter(pk=subscription.table_mapping_id).update(bc_deletion_check_due=True)
     changes_notified(
         mapping=subscription.table_mapping, direction=Direction.TO_DATAVERSE, record_ids=changed, collection=collection
     )
@@ -101,7 +107,7 @@ def dataverse_receiver(request: HttpRequest, token) -> HttpResponse:
     if subscription.status != SubscriptionStatus.ACTIVE:
         # Registered by hand after a failed registration: Dataverse calling with the secret is the proof it works.
         WebhookSubscription.objects.filter(pk=subscription.pk).update(status=SubscriptionStatus.ACTIVE, last_error="")
-    # A deletion only wakes the schedule (changes_notified with no ids): the engine does not propagate deletions.
+    # A deletion only wakes the schedule (changes_notified with no ids): the run reads it from change tracking.
     changed = [] if message == "Delete" else [record_id.lower()]
     changes_notified(mapping=subscription.table_mapping, direction=Direction.FROM_DATAVERSE, record_ids=changed)
     return HttpResponse(status=202)

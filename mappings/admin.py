@@ -145,6 +145,10 @@ class TableMappingAdmin(admin.ModelAdmin):
             {"fields": ["update_conflict_resolution", "deletion_conflict_resolution", "skip_after_failures"]},
         ),
         (
+            "Deletions",
+            {"fields": [("deletions_to_dataverse", "deletions_from_dataverse"), "deletion_safety_percent"]},
+        ),
+        (
             "Records and names",
             {"fields": ["dataverse_primary_key", ("bc_name_field", "dataverse_name_field")]},
         ),

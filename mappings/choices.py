@@ -48,3 +48,12 @@ PERMANENT_ERROR_CLASSES = (
     "internal",
 )
 DEFAULT_SKIP_AFTER = 2  # identical failures in a row, as Business Central
+
+
+class DeletionPolicy(models.TextChoices):
+    """What a run does with the other record when a coupled record was deleted in its own system."""
+
+    REPORT = "", "Do nothing (report the deletion)"
+    PROPAGATE = "propagate", "Delete the other record too"
+    UNCOUPLE = "uncouple", "Uncouple and keep the other record"
+    RESTORE = "restore", "Restore the deleted record from the other one"

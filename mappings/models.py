@@ -5,6 +5,7 @@ Dataverse Web API entity sets and column logical names (`accounts`, `name`).
 """
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -14,6 +15,7 @@ from mappings.choices import (
     DEFAULT_SKIP_AFTER,
     TRANSIENT_ERROR_CLASSES,
     DeletionConflictResolution,
+    DeletionPolicy,
     Direction,
     UpdateConflictResolution,
 )
@@ -76,6 +78,33 @@ class TableMapping(models.Model):
     deletion_conflict_resolution = models.CharField(
         max_length=30, choices=DeletionConflictResolution.choices, default=DeletionConflictResolution.NONE, blank=True
     )
+    # Deletions (beyond Business Central, which never propagates them), per direction: the field named "to Dataverse"
+    # says what happens to the Dataverse row when its Business Central record was deleted, and the other way round.
+    deletions_to_dataverse = models.CharField(
+        "when a Business Central record is deleted",
+        max_length=20,
+        choices=DeletionPolicy.choices,
+        default=DeletionPolicy.REPORT,
+        blank=True,
+        help_text="What happens to its coupled Dataverse row.",
+    )
+    deletions_from_dataverse = models.CharField(
+        "when a Dataverse row is deleted",
+        max_length=20,
+        choices=DeletionPolicy.choices,
+        default=DeletionPolicy.REPORT,
+        blank=True,
+        help_text="What happens to its coupled Business Central record.",
+    )
+    deletion_safety_percent = models.PositiveSmallIntegerField(
+        "deletion safety stop (%)",
+        default=5,
+        validators=[MaxValueValidator(100)],
+        help_text=(
+            "A run that would delete more than this share of the mapping's coupled records deletes nothing and waits "
+            "for an administrator to confirm."
+        ),
+    )
     bc_new_record_values = models.JSONField(
         "values for new Business Central records",
         default=dict,
@@ -124,6 +153,16 @@ class TableMapping(models.Model):
         blank=True,
         editable=False,
         help_text="Latest modifiedon seen on Dataverse (capped at the run's start).",
+    )
+    # Deletion detection state (runtime, not configuration).
+    dataverse_delta_link = models.TextField(
+        blank=True, editable=False, help_text="Dataverse change tracking: where the next run reads deleted rows from."
+    )
+    bc_deletions_checked_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="Last existence check of the coupled Business Central ids."
+    )
+    bc_deletion_check_due = models.BooleanField(
+        default=False, editable=False, help_text="A deleted notification came: the next run checks the coupled ids."
     )
     is_default = models.BooleanField(default=False, editable=False, help_text="One of the default mappings.")
     created_at = models.DateTimeField(auto_now_add=True)

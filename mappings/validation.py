@@ -23,6 +23,7 @@ from mappings.choices import (
     SIDE_LABEL,
     TRANSIENT_ERROR_CLASSES,
     DeletionConflictResolution,
+    DeletionPolicy,
     Direction,
     Side,
     UpdateConflictResolution,
@@ -127,6 +128,16 @@ def validate_table(
     problems += _check_choice(data, "direction", Direction)
     problems += _check_choice(data, "update_conflict_resolution", UpdateConflictResolution)
     problems += _check_choice(data, "deletion_conflict_resolution", DeletionConflictResolution)
+    problems += _check_choice(data, "deletions_to_dataverse", DeletionPolicy)
+    problems += _check_choice(data, "deletions_from_dataverse", DeletionPolicy)
+    share = data.get("deletion_safety_percent", 5)
+    if not isinstance(share, int) or isinstance(share, bool) or not 0 <= share <= 100:
+        problems.append(
+            Problem(
+                f"Deletion safety percent {share!r} is not a whole number from 0 to 100.",
+                field="deletion_safety_percent",
+            )
+        )
     tables = {}
     table_keys: tuple[tuple[Side, str], ...] = (("bc", "bc_entity_set"), ("dataverse", "dataverse_entity_set"))
     for side, key in table_keys:

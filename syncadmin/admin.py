@@ -14,11 +14,11 @@ from connectors import admin as connectors_admin
 from connectors.models import Connection
 from coupling import admin as coupling_admin
 from coupling.models import AmbiguousMatch, Coupling
-from jobs.admin import errors, schedules, sync_jobs
+from jobs.admin import errors, reconciliations, schedules, sync_jobs
 from jobs.admin.couplings import CouplingSyncMixin
 from jobs.admin.mapping_coupling import AmbiguousMatchCouplingMixin, TableMappingCouplingMixin
 from jobs.admin.table_mappings import TableMappingSyncMixin
-from jobs.models import Schedule, SyncError, SyncJob, WebhookSubscription
+from jobs.models import Reconciliation, Schedule, SyncError, SyncJob, WebhookSubscription
 from mappings import admin as mappings_admin
 from mappings.models import MappingChange, TableMapping
 from operations import admin as operations_admin
@@ -54,6 +54,7 @@ class TableMappingAdmin(
         *mappings_admin.TableMappingAdmin.actions,
         *TableMappingSyncMixin.sync_actions,
         *TableMappingCouplingMixin.coupling_actions,
+        reconciliations.reconcile,
     ]
 
 
@@ -77,6 +78,11 @@ class AmbiguousMatchAdmin(FitScreenMixin, AmbiguousMatchCouplingMixin, coupling_
 
 @admin.register(SyncJob)
 class SyncJobAdmin(FitScreenMixin, sync_jobs.SyncJobAdmin):
+    pass
+
+
+@admin.register(Reconciliation)
+class ReconciliationAdmin(reconciliations.ReconciliationAdmin):
     pass
 
 

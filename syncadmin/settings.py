@@ -3,8 +3,9 @@
 Variables (see README "Configuration" and .env.example): DATABASE_URL, SANDBOX_DATABASE_URL, REDIS_URL,
 SECRET_KEY(_FILE), SYNCADMIN_ENCRYPTION_KEY(_FILE), DEBUG, ALLOWED_HOSTS, SYNCADMIN_DATA_DIR, PORT,
 SANDBOX_ENABLED, SYNC_JOB_RETENTION_DAYS, SYNC_SKIP_REPEATED_FAILURES, SYNC_LOCK_TIMEOUT_SECONDS,
-SYNC_WORKER_LOST_AFTER_SECONDS, SYNC_SHARED_FULL_SYNC_HELPERS, SESSION_COOKIE_SECURE, SECURE_SSL_REDIRECT,
-SECURE_HSTS_SECONDS, SECURE_HSTS_INCLUDE_SUBDOMAINS, SECURE_HSTS_PRELOAD, BEHIND_HTTPS_PROXY, EMAIL_HOST, EMAIL_PORT,
+SYNC_WORKER_LOST_AFTER_SECONDS, SYNC_SHARED_FULL_SYNC_HELPERS, SYNC_BC_DELETION_CHECK_MINUTES, SESSION_COOKIE_SECURE,
+SYNC_RECONCILE_EVERY_HOURS, SECURE_SSL_REDIRECT, SECURE_HSTS_SECONDS, SECURE_HSTS_INCLUDE_SUBDOMAINS,
+SECURE_HSTS_PRELOAD, BEHIND_HTTPS_PROXY, EMAIL_HOST, EMAIL_PORT,
 EMAIL_HOST_USER, EMAIL_HOST_PASSWORD(_FILE), EMAIL_USE_TLS, EMAIL_USE_SSL, DEFAULT_FROM_EMAIL, METRICS_TOKEN(_FILE),
 SYNC_BC_API_ROUTES, LOG_FORMAT.
 
@@ -81,6 +82,11 @@ try:
     # Business Central has no call that lists the routes extensions publish, so they are named here.
     SYNC_BC_API_ROUTES = env.env_list("SYNC_BC_API_ROUTES", default=[])
     SYNC_SHARED_FULL_SYNC_HELPERS = env.env_int("SYNC_SHARED_FULL_SYNC_HELPERS", default=3, minimum=0)
+    # Business Central has no change tracking of deletions: a run checks that its coupled ids still exist (pages of
+    # ids) at most this often, sooner when a "deleted" change notification came.
+    SYNC_BC_DELETION_CHECK_MINUTES = env.env_int("SYNC_BC_DELETION_CHECK_MINUTES", default=60, minimum=1)
+    # Each mapping with an enabled schedule is reconciled this long after its last reconciliation (daily by default).
+    SYNC_RECONCILE_EVERY_HOURS = env.env_int("SYNC_RECONCILE_EVERY_HOURS", default=24, minimum=1)
     SESSION_COOKIE_SECURE = env.env_bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 
     # HTTPS, when DEBUG is off: syncadmin runs behind an HTTPS proxy (README, Production).

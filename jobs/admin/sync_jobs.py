@@ -13,7 +13,7 @@ from adminkit.admin import CappedCountAdminMixin
 from jobs.choices import ACTIVE_STATUSES
 from jobs.models import SyncJob
 from jobs.permissions import RunSyncPermissionMixin
-from jobs.services import sync_job_cancel
+from jobs.services import SyncNotStarted, sync_deletions_confirm, sync_job_cancel
 
 # The list's count columns: the real counter, and for a preview the count of what it would do (its preview keys).
 COUNT_COLUMNS = [
@@ -22,6 +22,7 @@ COUNT_COLUMNS = [
     ("unchanged", ("unchanged",)),
     ("skipped", ("skip",)),
     ("failed", ("fail", "conflicts")),
+    ("deleted", ("delete",)),
     ("coupled", ()),
     ("uncoupled", ("uncouple",)),
 ]
@@ -65,7 +66,7 @@ class SyncJobAdmin(CappedCountAdminMixin, RunSyncPermissionMixin, admin.ModelAdm
     fieldsets = [
         ("Run", {"fields": ["kind", "table_mapping", "direction", "run_or_preview", "rq_job_id"]}),
     ]
-    actions = ["cancel_jobs"]
+    actions = ["cancel_jobs", "confirm_held_deletions"]
 
     def has_add_permission(self, request):
         return False
@@ -102,6 +103,24 @@ class SyncJobAdmin(CappedCountAdminMixin, RunSyncPermissionMixin, admin.ModelAdm
         for job in jobs:
             sync_job_cancel(job=job)
         self.message_user(request, f"Asked {len(jobs)} job(s) to stop.", messages.SUCCESS)
+
+    @admin.action(description="Confirm the held deletions (past the safety stop)", permissions=["run_sync"])
+    def confirm_held_deletions(self, request, queryset):
+        holding = [job for job in queryset.select_related("table_mapping") if job.held_deletions]
+        for job in holding:
+            try:
+                confirmed = sync_deletions_confirm(job=job, user=request.user)
+            except SyncNotStarted as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                continue
+            self.message_user(
+                request,
+                f"Confirmed {len(job.held_deletions)} deletion(s) of job #{job.pk}: job #{confirmed.pk} carries them "
+                f"out.",
+                messages.SUCCESS,
+            )
+        if not holding:
+            self.message_user(request, "None of the selected jobs holds deletions.", messages.WARNING)
 
     def get_urls(self):
         return [

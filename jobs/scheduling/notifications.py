@@ -50,7 +50,7 @@ def changes_notified(
     schedule_wake(mapping=mapping)
     record_ids = [str(record_id) for record_id in record_ids]
     if not record_ids and not collection:
-        return False  # only deletions: the engine does not propagate them; the woken schedule will run
+        return False  # only deletions: the woken schedule runs, and its run finds them (jobs/engine/deletions.py)
     connection = django_rq.get_connection(QUEUE)
     ids_key, incremental_key, flush_key = _keys(mapping.pk, direction)
     if collection or len(record_ids) > MAX_PENDING_IDS:

@@ -271,6 +271,24 @@ def test_a_dataverse_delta_response_separates_changed_rows_from_deleted_entities
     assert str(recorder.requests[-1].url) == link  # followed verbatim
 
 
+def test_a_delta_row_in_the_odata_4_01_removed_form_is_a_deletion_too():
+    """OData JSON 4.01 writes a deleted entity as `@removed` with its `@id`
+    (https://docs.oasis-open.org/odata/odata-json-format/v4.01/odata-json-format-v4.01.html#sec_DeletedEntity);
+    Dataverse documents `$deletedEntity` (https://learn.microsoft.com/power-apps/developer/data-platform/
+    use-change-tracking-synchronize-data-external-systems). Neither may be taken for a changed row."""
+    delta = {
+        "value": [{"@removed": {"reason": "deleted"}, "@id": "accounts(2e451703-c686-e711-80e5-00155db19e6d)"}],
+        "@odata.deltaLink": "https://contoso.api.crm.dynamics.com/api/data/v9.2/accounts?$deltatoken=2",
+    }
+    recorder, transport = serve(lambda request: httpx.Response(200, json=delta))
+    link = "https://contoso.api.crm.dynamics.com/api/data/v9.2/accounts?$deltatoken=1"
+    with transport, open_client(dataverse_connection()) as client:
+        [page] = list(client.read_changes("accounts", delta_link=link))
+
+    assert page.rows == []
+    assert page.deleted_ids == [UUID("2e451703-c686-e711-80e5-00155db19e6d")]
+
+
 def test_dataverse_batch_responses_are_read_part_by_part_in_order():
     """A multipart answer as the documentation shows it: a created row (204) and a stale update (412)."""
     first, second = UUID(int=1), UUID(int=2)

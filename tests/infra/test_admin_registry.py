@@ -27,6 +27,7 @@ def test_every_model_admin_of_ours_is_a_class_of_the_module_that_composes_the_ad
         "coupling.AmbiguousMatch": "syncadmin.admin",
         "jobs.SyncJob": "syncadmin.admin",
         "jobs.SyncError": "syncadmin.admin",
+        "jobs.Reconciliation": "syncadmin.admin",
         "jobs.Schedule": "syncadmin.admin",
         "jobs.WebhookSubscription": "syncadmin.admin",
         "operations.AlertChannel": "syncadmin.admin",

@@ -169,7 +169,7 @@ def world(sandbox_connections, redis_connection):
     from connectors.types import WriteOperation
     from coupling.models import AmbiguousMatch, Coupling
     from jobs.choices import ErrorClass, JobStatus
-    from jobs.models import Schedule, SyncError, SyncJob, WebhookSubscription
+    from jobs.models import Reconciliation, Schedule, SyncError, SyncJob, WebhookSubscription
     from mappings.choices import Direction
     from mappings.companies import dataverse_company_row
     from mappings.models import MappingChange, TableMapping
@@ -195,6 +195,15 @@ def world(sandbox_connections, redis_connection):
         bc_id=coupling.bc_id,
         error_class=ErrorClass.CONFLICT,
         message="Both records changed.",
+    )
+    Reconciliation.objects.create(
+        table_mapping=mapping,
+        status=JobStatus.SUCCEEDED,
+        counts={"coupled": 1, "orphans": 1, "drift": 1},
+        findings={
+            "orphans": [[coupling.pk, "bc"]],
+            "drift": [{"coupling": coupling.pk, "direction": Direction.TO_DATAVERSE, "fields": ["name"]}],
+        },
     )
     subscription = WebhookSubscription(table_mapping=mapping, side=ConnectionKind.DATAVERSE)
     subscription.set_secret("s" * 20)

@@ -59,6 +59,14 @@ ACTIONS = {
     ("mappings.TableMapping", "preview_full_synchronization"): run_sync("mappings.TableMapping", "queues dry runs"),
     ("mappings.TableMapping", "run_match_based_coupling"): run_sync("mappings.TableMapping", "queues coupling"),
     ("mappings.TableMapping", "uncouple_all"): run_sync("mappings.TableMapping", "queues uncoupling"),
+    ("mappings.TableMapping", "reconcile"): run_sync("mappings.TableMapping", "queues reconciliations"),
+    ("jobs.Reconciliation", "delete_selected"): delete("jobs.Reconciliation"),
+    ("jobs.Reconciliation", "uncouple_orphans"): run_sync("jobs.Reconciliation", "queues uncoupling"),
+    ("jobs.Reconciliation", "apply_deletion_policy_to_orphans"): run_sync(
+        "jobs.Reconciliation", "queues confirmed deletions"
+    ),
+    ("jobs.Reconciliation", "couple_uncoupled_by_match"): run_sync("jobs.Reconciliation", "queues coupling"),
+    ("jobs.Reconciliation", "resynchronize_drift"): run_sync("jobs.Reconciliation", "queues records syncs"),
     ("mappings.MappingChange", "delete_selected"): (NOBODY, "nothing: the log of mapping changes is kept"),
     ("coupling.Coupling", "delete_selected"): delete("coupling.Coupling"),
     ("coupling.Coupling", "synchronize_to_dataverse"): run_sync("coupling.Coupling", "queues a records sync"),
@@ -70,6 +78,7 @@ ACTIONS = {
     ("coupling.AmbiguousMatch", "delete_selected"): delete("coupling.AmbiguousMatch"),
     ("jobs.SyncJob", "delete_selected"): delete("jobs.SyncJob", "deletes jobs and their errors"),
     ("jobs.SyncJob", "cancel_jobs"): run_sync("jobs.SyncJob", "asks running jobs to stop"),
+    ("jobs.SyncJob", "confirm_held_deletions"): run_sync("jobs.SyncJob", "queues the held deletions"),
     ("jobs.SyncError", "delete_selected"): delete("jobs.SyncError"),
     ("jobs.SyncError", "retry_errors"): run_sync("jobs.SyncError", "queues records syncs"),
     ("jobs.SyncError", "retry_error_classes"): run_sync("jobs.SyncError", "queues records syncs"),

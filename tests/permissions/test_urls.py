@@ -127,6 +127,7 @@ URLS: dict[str, Rule] = {
     "admin:jobs_syncjob_progress": Rule(perms("jobs.view_syncjob"), perms("jobs.view_syncjob"), "nothing"),
     "admin:jobs_syncjob_cancel": Rule(NOBODY, perms("jobs.view_syncjob", RUN_SYNC), "asks the job to stop"),
     **model_pages("jobs.syncerror", add=NOBODY, change=NOBODY),
+    **model_pages("jobs.reconciliation", add=NOBODY, change=NOBODY),
     "admin:jobs_syncerror_retry_class": Rule(NOBODY, perms(RUN_SYNC), "queues records syncs"),
     **model_pages("jobs.schedule", add=NOBODY, change=perms("jobs.change_schedule", RUN_SYNC), delete=NOBODY),
     **model_pages("jobs.webhooksubscription", add=NOBODY),

@@ -31,6 +31,7 @@ def test_the_engine_benchmark_runs_every_scenario_on_a_tiny_table_and_prints_its
         "A full sync of 200",
         "A full sync of 300",
         "B incremental",
+        "R reconciliation of",
         "D floor",
         "C one record per request",
     ):

@@ -7,6 +7,8 @@ It runs in a throw-away data folder (its own SQLite databases), starts the sandb
   B  an incremental run with 100 changed records among N coupled ones
   C  the same work as A, written one record per request (as Business Central's own engine does)
   D  the floor: page through the same customers and bulk-write them with no engine at all
+  R  a reconciliation of the N coupled records A leaves (with some records deleted on each side, so orphans are
+     found): exact counts from pages of ids
 """
 
 import gc
@@ -137,6 +139,8 @@ class Bench:
                 results["A"] = self.scenario_full(self.records)
                 if "B" not in self.skip:
                     results["B"] = self.scenario_incremental()
+                if "R" not in self.skip:
+                    results["R"] = self.scenario_reconciliation()
             if "D" not in self.skip:
                 results["D"] = self.scenario_floor(self.records)
             if "C" not in self.skip:
@@ -312,6 +316,32 @@ class Bench:
 
         self.say("running B incremental (100 changed) ...")
         return self.measure("B incremental, 100 changed", work)
+
+    def scenario_reconciliation(self, deleted_per_side: int = 50):
+        """Reconcile the records A coupled, after deleting some on each side (jobs/reconciliation)."""
+        from coupling.models import Coupling
+        from jobs.models import Reconciliation
+        from jobs.reconciliation.services import reconciliation_run
+        from sandbox.testing import delete_as_another_user
+
+        mapping = self._customer_mapping()
+        deleted_per_side = min(deleted_per_side, Coupling.objects.filter(table_mapping=mapping).count() // 10)
+        pairs = list(Coupling.objects.filter(table_mapping=mapping).values_list("bc_id", "dataverse_id")[:200])
+        for bc_id, _ in pairs[:deleted_per_side]:
+            delete_as_another_user("bc", "customers", bc_id)
+        for _, dataverse_id in pairs[deleted_per_side : 2 * deleted_per_side]:
+            delete_as_another_user("dataverse", "accounts", dataverse_id)
+
+        def work():
+            reconciliation = Reconciliation.objects.create(table_mapping=mapping)
+            done = reconciliation_run(reconciliation_id=reconciliation.pk)
+            if done.status != "succeeded" or done.counts["orphans"] != 2 * deleted_per_side:
+                raise RuntimeError(f"The reconciliation did not find the orphans: {done.status} {done.counts}")
+            return {"records": done.counts["coupled"], "requests": done.http_requests, "pages": 1}
+
+        coupled = Coupling.objects.filter(table_mapping=mapping).count()
+        self.say(f"running R reconciliation of {coupled:,} coupled ...")
+        return self.measure(f"R reconciliation of {coupled:,} coupled", work)
 
     def scenario_floor(self, records):
         """Read every customer page by page and bulk-upsert them as accounts, with no engine around it."""

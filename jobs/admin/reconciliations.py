@@ -1,0 +1,146 @@
+"""Reconciliations: the list, the result page with the counts and the bulk actions, and the mapping list's
+"Reconcile" action. Each action calls one service of jobs/reconciliation/services.py."""
+
+from django.contrib import admin, messages
+from django.template.loader import render_to_string
+from django.utils.html import format_html, format_html_join
+
+from jobs.models import Reconciliation, SyncJob
+from jobs.permissions import RunSyncPermissionMixin
+from jobs.reconciliation.services import (
+    reconciliation_apply_deletion_policy,
+    reconciliation_couple_by_match,
+    reconciliation_enqueue,
+    reconciliation_resync_drift,
+    reconciliation_uncouple_orphans,
+)
+from jobs.services import SyncNotStarted
+
+# The result page's counts, in its order: (key, label).
+COUNT_LABELS = [
+    ("bc_records", "Business Central records under the filter"),
+    ("dataverse_records", "Dataverse rows under the filter"),
+    ("coupled", "Coupled pairs"),
+    ("orphans", "Orphan couplings (a partner no longer exists)"),
+    ("orphans_bc_gone", "… the Business Central record is gone"),
+    ("orphans_dataverse_gone", "… the Dataverse row is gone"),
+    ("orphans_both_gone", "… both are gone"),
+    ("uncoupled_bc", "Uncoupled Business Central records"),
+    ("uncoupled_bc_with_match", "… with a match-field partner"),
+    ("uncoupled_dataverse", "Uncoupled Dataverse rows"),
+    ("uncoupled_dataverse_with_match", "… with a match-field partner"),
+    ("drift_checked", "Unchanged coupled pairs compared (a sample)"),
+    ("drift", "… whose mapped fields differ (drift)"),
+]
+
+
+@admin.action(description="Reconcile (count orphans, uncoupled records and drift)", permissions=["run_sync"])
+def reconcile(modeladmin, request, queryset):
+    for mapping in queryset:
+        reconciliation = reconciliation_enqueue(mapping=mapping, user=request.user)
+        modeladmin.message_user(
+            request, format_html("{}: reconciliation queued, {}.", mapping.name, reconciliation_link(reconciliation))
+        )
+
+
+def reconciliation_link(reconciliation: Reconciliation) -> str:
+    return format_html(
+        '<a href="/admin/jobs/reconciliation/{}/change/">reconciliation #{}</a>', reconciliation.pk, reconciliation.pk
+    )
+
+
+def jobs_text(jobs: list[SyncJob]) -> str:
+    return ", ".join(f"#{job.pk}" for job in jobs)
+
+
+class ReconciliationAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
+    list_display = ["id", "table_mapping", "status", "scheduled", "queued_at", "finished_at", "summary"]
+    list_filter = ["status", "table_mapping", "scheduled"]
+    list_select_related = ["table_mapping"]
+    readonly_fields = ("result", "table_mapping", "status", "scheduled", "requested_by", "queued_at", "finished_at")
+    fields = readonly_fields
+    actions = [
+        "uncouple_orphans",
+        "apply_deletion_policy_to_orphans",
+        "couple_uncoupled_by_match",
+        "resynchronize_drift",
+    ]
+
+    change_form_template = "admin/jobs/reconciliation/change_form.html"
+
+    def has_add_permission(self, request):
+        return False
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        # The result page's buttons post to the list's actions, which check `jobs.run_sync` again.
+        extra_context = {**(extra_context or {}), "can_act": self.has_run_sync_permission(request)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="findings")
+    def summary(self, obj):
+        counts = obj.counts or {}
+        if not counts:
+            return obj.message or "-"
+        return (
+            f"{counts.get('coupled', 0)} coupled, {counts.get('orphans', 0)} orphans, "
+            f"{counts.get('uncoupled_bc', 0)} + {counts.get('uncoupled_dataverse', 0)} uncoupled, "
+            f"{counts.get('drift', 0)} drifted"
+        )
+
+    @admin.display(description="result")
+    def result(self, obj):
+        counts = obj.counts or {}
+        rows = format_html_join(
+            "", "<tr><th>{}</th><td>{}</td></tr>", ((lbl, counts.get(k, 0)) for k, lbl in COUNT_LABELS)
+        )
+        return render_to_string(
+            "admin/jobs/reconciliation/result.html",
+            {"reconciliation": obj, "rows": rows, "drift": (obj.findings or {}).get("drift", [])[:50]},
+        )
+
+    def _each(self, request, queryset, action, describe):
+        for reconciliation in queryset.select_related("table_mapping"):
+            try:
+                outcome = action(reconciliation=reconciliation, user=request.user)
+            except SyncNotStarted as exc:
+                self.message_user(request, f"Reconciliation #{reconciliation.pk}: {exc}", messages.ERROR)
+                continue
+            self.message_user(request, f"Reconciliation #{reconciliation.pk}: {describe(outcome)}", messages.SUCCESS)
+
+    @admin.action(description="Uncouple the orphan couplings", permissions=["run_sync"])
+    def uncouple_orphans(self, request, queryset):
+        self._each(
+            request,
+            queryset,
+            reconciliation_uncouple_orphans,
+            lambda job: f"uncoupling the orphans, job #{job.pk}." if job else "no orphan coupling is left.",
+        )
+
+    @admin.action(
+        description="Restore or delete the orphans' survivors (the deletion policy)", permissions=["run_sync"]
+    )
+    def apply_deletion_policy_to_orphans(self, request, queryset):
+        self._each(
+            request,
+            queryset,
+            reconciliation_apply_deletion_policy,
+            lambda jobs: f"the deletion policy is applied by job(s) {jobs_text(jobs)}." if jobs else "no orphan left.",
+        )
+
+    @admin.action(description="Couple the uncoupled records by their match fields", permissions=["run_sync"])
+    def couple_uncoupled_by_match(self, request, queryset):
+        self._each(
+            request, queryset, reconciliation_couple_by_match, lambda job: f"match-based coupling, job #{job.pk}."
+        )
+
+    @admin.action(description="Synchronize the drifted pairs again", permissions=["run_sync"])
+    def resynchronize_drift(self, request, queryset):
+        self._each(
+            request,
+            queryset,
+            reconciliation_resync_drift,
+            lambda jobs: f"the drifted pairs are synchronized by job(s) {jobs_text(jobs)}.",
+        )

@@ -1,0 +1,364 @@
+"""Deletions: coupled records deleted in a run's source system, handled by the mapping's deletion policy.
+
+Business Central's own engine never propagates a deletion (docs/architecture.md; ../shared/docs/domain.md 3.6). Here
+a run first finds the coupled source records that were deleted since the last run:
+- Dataverse: the deleted rows of the change-tracking delta (`$deletedEntity` entries behind the mapping's delta
+  link; https://learn.microsoft.com/power-apps/developer/data-platform/use-change-tracking-synchronize-data-external-systems).
+  Without a delta link yet (first run, or the token expired), the coupled ids are checked for existence once and a new
+  link is taken.
+- Business Central has no delta of deletions: the coupled ids are checked for existence (pages of ids, see
+  coupling/existence.py) at most every SYNC_BC_DELETION_CHECK_MINUTES, sooner after a "deleted" change notification,
+  and at every full synchronization.
+
+Then, per the direction's policy (mappings.choices.DeletionPolicy): delete the other record (with the ETag of our last
+sync: one changed since is not deleted blindly), uncouple and keep it, restore the deleted record from it (a
+selected-records run in the reverse direction, right after this one), or report the deletion.
+
+The safety stop: when the deletions found act on more than the mapping's `deletion_safety_percent` of its coupled
+records, nothing is done, the run fails with the count, and the ids are kept on the job until an administrator
+confirms (jobs.services.sync_deletions_confirm): a "confirmed deletions" job then checks once more that the records
+are still gone and carries them out. The delta link does not move on while deletions are held.
+
+The job's `deleted` counter counts the coupled source records found deleted and handled; it is apart from the records
+read (read = inserted + modified + unchanged + skipped + failed).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, Protocol, cast
+from uuid import UUID
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from connectors.dataverse import ChangeTrackingExpired
+from connectors.types import ConnectorError, ErrorKind, Page, RemoteClient, WriteOperation
+from coupling.existence import chunked, missing_ids
+from coupling.models import Coupling
+from jobs.choices import ErrorClass, JobKind
+from jobs.engine.reader import SourceUnreadable
+from jobs.engine.sides import sides_for
+from jobs.models import SyncError, SyncJob
+from mappings.choices import DeletionPolicy, Direction
+from mappings.models import TableMapping
+
+logger = logging.getLogger(__name__)
+
+WRITE_CHUNK = 100
+IDS_PER_QUERY = 5000
+
+
+class DeletionsHeld(Exception):
+    """The safety stop: the run would act on too many deletions; nothing was done."""
+
+
+class ChangeTracking(Protocol):
+    def read_changes(
+        self, entity_set: str, *, select: list[str] | None = None, delta_link: str | None = None
+    ) -> Any: ...
+
+
+def reverse(direction: str) -> str:
+    return Direction.FROM_DATAVERSE if direction == Direction.TO_DATAVERSE else Direction.TO_DATAVERSE
+
+
+def policy_for(mapping: TableMapping, direction: str) -> str:
+    """The policy for deletions in the source of a run in `direction` (to Dataverse: Business Central deletions)."""
+    if direction == Direction.TO_DATAVERSE:
+        return str(mapping.deletions_to_dataverse)
+    return str(mapping.deletions_from_dataverse)
+
+
+class DeletionPass:
+    """Find and handle the coupled source records deleted since the last run of one mapping in one direction."""
+
+    def __init__(self, job: SyncJob, *, bc_client: RemoteClient, dataverse_client: RemoteClient) -> None:
+        self.job = job
+        self.mapping: TableMapping = job.table_mapping
+        self.source, self.target = sides_for(self.mapping, job.direction)
+        self.source_client = dataverse_client if self.source.is_dataverse else bc_client
+        self.target_client = dataverse_client if self.target.is_dataverse else bc_client
+        self.policy = policy_for(self.mapping, job.direction)
+        self.source_attr = self.source.coupling_attr("id")
+        self.target_attr = self.target.coupling_attr("id")
+        self.previewed = 0  # a preview: the coupled source records found deleted (nothing handled, nothing kept)
+
+    # -- entry point --------------------------------------------------------------------------------------------
+
+    def run(self) -> list[SyncJob]:
+        """Detect and handle; return the restore jobs to run next (reverse direction, selected records)."""
+        if self.job.kind not in (JobKind.MODIFIED, JobKind.FULL, JobKind.DELETIONS):
+            return []
+        if self.job.dry_run:
+            self._preview()
+            return []
+        try:
+            if self.job.kind == JobKind.DELETIONS:
+                confirmed = [uuid.UUID(str(i)) for i in self.job.record_ids]
+                gone = missing_ids(self.source_client, self.source.entity_set, self.source.id_field, confirmed)
+                return self.handle(gone, confirmed=True)
+            gone, remember = self.detect()
+            follow_ups = self.handle(gone, confirmed=False) if gone else []
+        except ConnectorError as exc:
+            if self.job.kind == JobKind.DELETIONS:
+                raise SourceUnreadable(f"The confirmed deletions could not be carried out: {exc}") from exc
+            # Not knowing what was deleted is no reason to stop synchronizing changes: said in the job's message.
+            # Nothing is remembered, so the next run looks again.
+            logger.warning("Deletions of %s not handled: %s", self.mapping.name, exc)
+            SyncJob.objects.filter(pk=self.job.pk).update(
+                message=f"Deletions in {self.source.label} were not checked or handled: {exc}"
+            )
+            return []
+        remember()
+        return follow_ups
+
+    def _preview(self) -> None:
+        """Count what a run would find deleted; the delta link and the check time stay where they are."""
+        try:
+            gone, _remember = self.detect()
+        except ConnectorError as exc:
+            logger.warning("Deletions of %s not previewed: %s", self.mapping.name, exc)
+            return
+        self.previewed = len(self.couplings_of(gone))
+
+    # -- detection ----------------------------------------------------------------------------------------------
+
+    def coupled_ids(self) -> list[UUID]:
+        return list(
+            Coupling.objects.filter(
+                table_mapping=self.mapping, pending=False, **{f"{self.source_attr}__isnull": False}
+            ).values_list(self.source_attr, flat=True)
+        )
+
+    def detect(self) -> tuple[set[UUID], Callable[[], None]]:
+        """The coupled source ids deleted since the last check, and what to remember once they are handled."""
+        if self.source.is_dataverse:
+            return self._detect_dataverse()
+        return self._detect_business_central()
+
+    def _detect_business_central(self) -> tuple[set[UUID], Callable[[], None]]:
+        mapping = self.mapping
+        checked = mapping.bc_deletions_checked_at
+        period = timedelta(minutes=settings.SYNC_BC_DELETION_CHECK_MINUTES)
+        due = (
+            mapping.bc_deletion_check_due
+            or self.job.kind == JobKind.FULL
+            or checked is None
+            or timezone.now() - checked >= period
+        )
+        if not due:
+            return set(), lambda: None
+        started = timezone.now()
+        gone = missing_ids(self.source_client, self.source.entity_set, self.source.id_field, self.coupled_ids())
+
+        def remember() -> None:
+            TableMapping.objects.filter(pk=mapping.pk).update(
+                bc_deletions_checked_at=started, bc_deletion_check_due=False
+            )
+
+        return gone, remember
+
+    def _detect_dataverse(self) -> tuple[set[UUID], Callable[[], None]]:
+        tracking = cast(ChangeTracking, self.source_client)
+        link = self.mapping.dataverse_delta_link
+        gone: set[UUID] = set()
+        new_link: str | None = None
+        if link:
+            try:
+                pages: list[Page] = list(tracking.read_changes(self.source.entity_set, delta_link=link))
+            except ChangeTrackingExpired:
+                logger.warning("The change-tracking token of %s expired: checking coupled ids.", self.mapping.name)
+            else:
+                gone = {i for page in pages for i in page.deleted_ids}
+                new_link = pages[-1].delta_link if pages else None
+        if new_link is None:
+            coupled = self.coupled_ids()
+            if not coupled:
+                return set(), lambda: None  # nothing coupled, so no deletion can matter yet; no link needed either
+            # The link first, then the check: a row deleted in between is in one or the other.
+            for page in tracking.read_changes(self.source.entity_set, select=[self.source.id_field]):
+                new_link = page.delta_link or new_link
+            gone = missing_ids(self.source_client, self.source.entity_set, self.source.id_field, coupled)
+        else:
+            known = set(self.coupled_ids()) if gone else set()
+            gone &= known
+
+        def remember() -> None:
+            TableMapping.objects.filter(pk=self.mapping.pk).update(dataverse_delta_link=new_link or "")
+
+        return gone, remember
+
+    # -- handling -----------------------------------------------------------------------------------------------
+
+    def handle(self, gone: set[UUID], *, confirmed: bool) -> list[SyncJob]:
+        couplings = self.couplings_of(gone)
+        if not couplings:
+            return []
+        if self.policy != DeletionPolicy.REPORT and not confirmed:
+            self._safety_stop(couplings)
+        if self.policy == DeletionPolicy.PROPAGATE:
+            done = self._propagate(couplings)
+            follow_ups: list[SyncJob] = []
+        elif self.policy == DeletionPolicy.UNCOUPLE:
+            done = self._uncouple(couplings)
+            follow_ups = []
+        elif self.policy == DeletionPolicy.RESTORE:
+            done, follow_ups = self._restore(couplings)
+        else:
+            done = self._report(couplings)
+            follow_ups = []
+        SyncJob.objects.filter(pk=self.job.pk).update(deleted=F("deleted") + done)
+        return follow_ups
+
+    def couplings_of(self, source_ids: set[UUID]) -> list[Coupling]:
+        """The couplings of these source records, a chunk of ids per query (SQLite takes 32,766 parameters at most)."""
+        found: list[Coupling] = []
+        for chunk in chunked(sorted(source_ids), IDS_PER_QUERY):
+            found += Coupling.objects.filter(
+                table_mapping=self.mapping, pending=False, **{f"{self.source_attr}__in": chunk}
+            )
+        return found
+
+    def _safety_stop(self, couplings: list[Coupling]) -> None:
+        coupled = Coupling.objects.filter(table_mapping=self.mapping, pending=False).count()
+        share = self.mapping.deletion_safety_percent
+        allowed = math.floor(coupled * share / 100)
+        if len(couplings) <= allowed:
+            return
+        ids = sorted(str(getattr(c, self.source_attr)) for c in couplings)
+        SyncJob.objects.filter(pk=self.job.pk).update(held_deletions=ids)
+        percent = 100 * len(couplings) / coupled if coupled else 100
+        raise DeletionsHeld(
+            f"Safety stop: {len(couplings)} coupled {self.source.label} records were deleted ({percent:.1f}% of the "
+            f"{coupled} coupled records, more than the mapping's {share}%). Nothing was deleted, uncoupled or "
+            f'restored. Check the deletions, then confirm them on this job ("Confirm the held deletions").'
+        )
+
+    def _propagate(self, couplings: list[Coupling]) -> int:
+        """Delete each coupled target record (If-Match: our last sync's ETag), then the coupling."""
+        done = 0
+        for chunk in chunked_couplings(couplings):
+            operations = [
+                WriteOperation(
+                    kind="delete",
+                    entity_set=self.target.entity_set,
+                    ref=str(c.pk),
+                    record_id=getattr(c, self.target_attr),
+                    etag=getattr(c, self.target.coupling_attr("etag")) or None,
+                )
+                for c in chunk
+                if getattr(c, self.target_attr)
+            ]
+            results = {r.ref: r for r in self.target_client.write_many(operations)} if operations else {}
+            removed, errors = [], []
+            for coupling in chunk:
+                result = results.get(str(coupling.pk))
+                if (
+                    result is None
+                    or result.ok
+                    or (result.error is not None and result.error.kind == ErrorKind.NOT_FOUND)
+                ):
+                    removed.append(coupling.pk)  # deleted now, or already gone
+                    continue
+                reason = result.error.message if result.error else "no reason given"
+                # A stale ETag: 409 Request_EntityChanged on Business Central, 412 on Dataverse.
+                changed = result.error is not None and result.error.kind == ErrorKind.CONFLICT
+                errors.append(
+                    self._error(
+                        coupling,
+                        (
+                            f"The {self.source.label} record was deleted, but its coupled {self.target.label} record "
+                            f"changed since the last synchronization, so it was not deleted. Delete it or restore "
+                            f"the other one, or uncouple them."
+                        )
+                        if changed
+                        else f"The {self.source.label} record was deleted; deleting its coupled "
+                        f"{self.target.label} record failed: {reason}",
+                        detail=result.error.detail() if result.error else "",
+                    )
+                )
+            with transaction.atomic():
+                Coupling.objects.filter(pk__in=removed).delete()
+                SyncError.objects.bulk_create(errors)
+                SyncJob.objects.filter(pk=self.job.pk).update(failed=F("failed") + len(errors))
+            done += len(removed)
+        return done
+
+    def _uncouple(self, couplings: list[Coupling]) -> int:
+        for chunk in chunked([c.pk for c in couplings], IDS_PER_QUERY):
+            Coupling.objects.filter(pk__in=chunk).delete()
+        SyncJob.objects.filter(pk=self.job.pk).update(uncoupled=F("uncoupled") + len(couplings))
+        return len(couplings)
+
+    def _restore(self, couplings: list[Coupling]) -> tuple[int, list[SyncJob]]:
+        """Recreate each deleted record from its coupled partner: a selected-records run in the reverse direction."""
+        back = reverse(self.job.direction)
+        if back not in (
+            ([Direction.TO_DATAVERSE] if self.mapping.syncs_to_dataverse else [])
+            + ([Direction.FROM_DATAVERSE] if self.mapping.syncs_from_dataverse else [])
+        ):
+            errors = [
+                self._error(
+                    c,
+                    f"The {self.source.label} record was deleted and the policy is to restore it, but the mapping "
+                    f"does not synchronize {self.target.label} records to {self.source.label}: kept as it is.",
+                )
+                for c in couplings
+            ]
+            SyncError.objects.bulk_create(errors)
+            return len(couplings), []
+        now = timezone.now()
+        for chunk in chunked([c.pk for c in couplings], IDS_PER_QUERY):
+            Coupling.objects.filter(pk__in=chunk).prepare_restore(self.source.system, now)
+        survivors = [str(getattr(c, self.target_attr)) for c in couplings]
+        jobs = [
+            SyncJob.objects.create(
+                kind=JobKind.RECORDS,
+                table_mapping=self.mapping,
+                direction=back,
+                requested_by_id=self.job.requested_by_id,
+                record_ids=chunk,
+                message=f"Restores records deleted in {self.source.label} (found by job #{self.job.pk}).",
+            )
+            for chunk in chunked(survivors, 5000)
+        ]
+        return len(couplings), jobs
+
+    def _report(self, couplings: list[Coupling]) -> int:
+        SyncError.objects.bulk_create(
+            [
+                self._error(
+                    c,
+                    f"The {self.source.label} record was deleted; its coupled {self.target.label} record was kept "
+                    f"(the mapping's deletion policy is to report). Delete it, restore the other one, or uncouple "
+                    f"them.",
+                )
+                for c in couplings
+            ]
+        )
+        return len(couplings)
+
+    def _error(self, coupling: Coupling, message: str, *, detail: str = "") -> SyncError:
+        return SyncError(
+            job=self.job,
+            table_mapping=self.mapping,
+            direction=self.job.direction,
+            bc_id=coupling.bc_id,
+            dataverse_id=coupling.dataverse_id,
+            bc_name=coupling.bc_name,
+            dataverse_name=coupling.dataverse_name,
+            error_class=ErrorClass.DELETION_CONFLICT,
+            message=message,
+            detail=detail,
+        )
+
+
+def chunked_couplings(couplings: list[Coupling]) -> list[list[Coupling]]:
+    return [couplings[i : i + WRITE_CHUNK] for i in range(0, len(couplings), WRITE_CHUNK)]
