@@ -35,6 +35,7 @@ from jobs.engine.sides import run_directions
 from jobs.models import Schedule, ScheduleState, SyncJob
 from jobs.scheduling.defaults import default_schedule_values
 from jobs.services import SyncNotStarted, mappings_in_dependency_order, sync_enqueue
+from mappings.companies import company_of
 from mappings.models import TableMapping
 
 logger = logging.getLogger(__name__)
@@ -83,12 +84,16 @@ def schedules_check_on_hold(*, now: datetime | None = None) -> int:
         return 0
     woken = 0
     with ExitStack() as stack:
-        clients: dict[str, object] = {}
+        clients: dict[int, object] = {}
 
-        def client(kind: ConnectionKind):
-            if kind not in clients:
-                clients[kind] = stack.enter_context(open_client(Connection.objects.active(kind)))
-            return clients[kind]
+        def client(kind: ConnectionKind, mapping):
+            # Business Central: the mapping's company (several may be enabled); Dataverse: the one environment.
+            connection = (
+                company_of(mapping) if kind == ConnectionKind.BUSINESS_CENTRAL else Connection.objects.active(kind)
+            )
+            if connection.pk not in clients:
+                clients[connection.pk] = stack.enter_context(open_client(connection))
+            return clients[connection.pk]
 
         for schedule in due:
             claimed = Schedule.objects.filter(
@@ -105,7 +110,7 @@ def _check_one(schedule: Schedule, client, now: datetime) -> bool:
     try:
         for direction in run_directions(mapping):
             source = ConnectionKind.BUSINESS_CENTRAL if direction == "to_dataverse" else ConnectionKind.DATAVERSE
-            if changes_waiting(mapping, direction, client(source)):
+            if changes_waiting(mapping, direction, client(source, mapping)):
                 changed.append(source.label)
     except (ConnectorError, Connection.DoesNotExist, Connection.MultipleObjectsReturned) as exc:
         # The run would fail the same way; the hold goes on, and the page says why it could not look.

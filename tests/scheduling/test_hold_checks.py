@@ -11,9 +11,11 @@ from django.utils.formats import date_format
 
 from connectors.clients import open_client
 from connectors.http import override_transport
+from connectors.models import Connection
 from coupling.models import Coupling
 from jobs.choices import JobStatus
 from jobs.models import Schedule, ScheduleState, SyncJob
+from jobs.scheduling.schedules import schedules_check_on_hold
 from jobs.scheduling.tick import scheduler_tick
 from mappings.models import TableMapping
 from sandbox import testing as sandbox
@@ -166,3 +168,28 @@ def test_a_shorter_interval_saved_in_the_admin_moves_the_next_run(admin_client):
     assert abs((schedule.next_run_at - (now + timedelta(minutes=3))).total_seconds()) < 5
     shown = date_format(timezone.localtime(schedule.next_run_at), "DATETIME_FORMAT")
     assert shown in schedule_list(admin_client)
+
+
+def test_a_hold_is_checked_when_two_companies_are_enabled(sandbox_connections):
+    """The check opened "the" Business Central connection: with two companies enabled it raised, and every hold slept
+    through its changes. It asks the mapping's own company."""
+    bc_a, _dataverse = sandbox_connections
+    bc_b = Connection.objects.get(pk=bc_a.pk)
+    bc_b.pk, bc_b.name = None, "Second company"
+    bc_b.save()  # a second enabled Business Central connection: a second company (README "Several companies")
+    TableMapping.objects.filter(company__isnull=True).update(company=bc_a)
+    mapping = TableMapping.objects.get(name="CUSTOMER", company=bc_a)
+    now = timezone.now()
+    Schedule.objects.filter(table_mapping=mapping).update(
+        enabled=True,
+        wake_on_change=True,
+        state=ScheduleState.ON_HOLD,
+        next_run_at=now + timedelta(hours=12),
+        checked_at=now - timedelta(days=1),
+        last_finished_at=now - timedelta(days=1),
+    )
+    schedules_check_on_hold(now=now)
+    schedule = Schedule.objects.get(table_mapping=mapping)
+    # No watermark yet: every customer is a change waiting, so the hold must end.
+    assert "could not check" not in schedule.last_message, schedule.last_message
+    assert schedule.state == ScheduleState.READY
