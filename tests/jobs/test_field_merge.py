@@ -193,6 +193,9 @@ def test_a_conflict_on_one_field_holds_back_that_field_only_and_is_resolved_by_h
     assert "telephone1: Business Central has '+31 5', Dataverse has '+31 6'" in error.message
     assert "address1_city:" not in error.message and "written to Dataverse: address1_city" in error.message
     assert "telephone1: '+31 6' -> '+31 5' (conflict, not written)" in error.detail
+    # The coupling (its list and page) says the record is not synchronized, with the conflict, in that direction.
+    coupling.refresh_from_db()
+    assert coupling.last_result_to_dataverse == "failure" and "telephone1" in coupling.last_error_to_dataverse
     open_errors = SyncError.objects.filter(table_mapping=customer).open()
     assert {e.error_class for e in open_errors} == {"conflict"}
     assert all("phone" in e.message.lower() and "city:" not in e.message for e in open_errors)
