@@ -246,3 +246,10 @@ def test_a_preview_of_a_held_back_conflict_shows_the_fields_it_would_write_and_t
     assert [d["field"] for d in item["diffs"]] == ["address1_city"]
     assert item["conflicts"] == [{"field": "telephone1", "source": "+31 5", "target": "+31 6"}]
     assert account(sandbox_connections, coupling.dataverse_id)["address1_city"] != "Utrecht"
+
+    # A preview of both directions counts what the real run then counts: a conflict in each direction's pass.
+    previews = run(customer, dry_run=True)
+    real = run(customer)
+    assert [p.preview["counts"].get("conflicts") for p in previews] == [job.failed for job in real] == [1, 1]
+    assert [p.preview["counts"].get("update", 0) for p in previews] == [job.modified for job in real] == [0, 0]
+    assert account(sandbox_connections, coupling.dataverse_id)["address1_city"] == "Utrecht"
