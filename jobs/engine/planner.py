@@ -251,7 +251,9 @@ def _plan(
         _settle(ctx, synced, rule, row, desired)
 
     if conflicting:
-        plan = _resolve_conflict(ctx, row, coupling, target_row, conflicting, diffs, values, synced)
+        plan = _resolve_conflict(
+            ctx, row, coupling, target_row, conflicting, diffs, values, synced, partial=by_field, merged=merged
+        )
         if plan is not None:
             return dataclasses.replace(plan, merged=merged)
 
@@ -288,8 +290,16 @@ def _resolve_conflict(
     diffs: list[FieldDiff],
     values: dict[str, Any],
     synced: Settled,
+    *,
+    partial: bool,
+    merged: list[str],
 ) -> Plan | None:
-    """Apply the field's (or else the mapping's) update-conflict policy; report the conflict when there is none."""
+    """Apply the field's (or else the mapping's) update-conflict policy; report the conflict when there is none.
+
+    Merging field by field (`partial`), an unresolved conflict holds back its own fields only: the fields changed on
+    the source side only are still written (an UPDATE that carries the conflict, counted and reported as a failure
+    by the saver), and only the written fields are noted as synchronized, so the conflicting ones are still seen as
+    changed on both sides next time. Record by record (a coupling from before the merge), nothing is written."""
     unresolved = []
     for rule, current, desired in conflicting:
         wins = _source_wins(ctx, rule.conflict_policy or ctx.update_policy)
@@ -299,6 +309,21 @@ def _resolve_conflict(
             diffs.append(FieldDiff(rule.target_field, current, desired))
             values[rule.write_key(ctx.target)] = desired
             _settle(ctx, synced, rule, row, desired)
+    if unresolved and partial and values:
+        return Plan(
+            Action.UPDATE,
+            row,
+            coupling,
+            target_row,
+            values=values,
+            diffs=diffs,
+            error_class=ErrorClass.CONFLICT,
+            message=_conflict_message(ctx, row, target_row, unresolved, written=[d.field for d in diffs]),
+            target_had_changes=True,  # the target changed the conflicting fields: the reverse pass must still read it
+            synced=synced,
+            merged=merged,
+            conflicts=unresolved,
+        )
     if unresolved:
         return Plan(
             Action.FAIL,
@@ -322,8 +347,11 @@ def _resolve_conflict(
     return None
 
 
-def _conflict_message(ctx: PlanContext, row: Row, target_row: Row, conflicts: list[FieldConflict]) -> str:
-    """Both values of each conflicting field, and when each side last changed the record (neither API says who)."""
+def _conflict_message(
+    ctx: PlanContext, row: Row, target_row: Row, conflicts: list[FieldConflict], *, written: list[str] | None = None
+) -> str:
+    """Both values of each conflicting field, and when each side last changed the record (neither API says who);
+    `written`: the other fields the same run wrote all the same (changed on the source side only)."""
     source_when, target_when = ctx.source.row_modified(row), ctx.target.row_modified(target_row)
     fields = "; ".join(
         f"{c.field}: {ctx.source.label} has {c.source_value!r}, {ctx.target.label} has {c.target_value!r}"
@@ -335,9 +363,15 @@ def _conflict_message(ctx: PlanContext, row: Row, target_row: Row, conflicts: li
         if source_when and target_when
         else ""
     )
+    overwritten = (
+        f"Neither value was overwritten; the fields changed on {ctx.source.label}'s side only were written to "
+        f"{ctx.target.label}: {', '.join(written)}."
+        if written
+        else "Nothing was overwritten."
+    )
     return (
         f"Update conflict: both systems changed the same field(s) since the last synchronization, to different "
-        f"values{when}. {fields}. Nothing was overwritten. Choose the winning side per field (or set an "
+        f"values{when}. {fields}. {overwritten} Choose the winning side per field (or set an "
         f"update-conflict policy on the field or the mapping), then retry."
     )
 

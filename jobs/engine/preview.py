@@ -44,7 +44,9 @@ def tally_preview(preview: dict[str, Any], source: Side, plans: list[Plan]) -> N
                     "diffs": [
                         {"field": field, "old": _jsonable(old), "new": _jsonable(new)}
                         for field, old, new in plan_diffs(plan)
-                        if not plan.conflicts
+                        # A failed conflict's diffs are its conflicts, listed apart; an update that holds a
+                        # conflict back still writes its other fields.
+                        if not plan.conflicts or plan.action == Action.UPDATE
                     ],
                     "merged": list(plan.merged),
                     "conflicts": [

@@ -99,7 +99,11 @@ class PageSaver:
                 outcome = Action.FAIL
             else:
                 detail, outcome = "", plan.action
-            counter = COUNTER_FOR[outcome]
+            # Written, but with a conflict held back on other fields (field-level merge): its one-sided fields
+            # landed, yet the record still needs a person, so it counts as failed, with its open conflict error,
+            # and its failed count matches the job's errors.
+            conflict_held = outcome == Action.UPDATE and bool(plan.conflicts)
+            counter = COUNTER_FOR[Action.FAIL if conflict_held else outcome]
             if recovered and outcome in (Action.UPDATE, Action.UNCHANGED):
                 counter = "inserted"
             if counter:
@@ -109,7 +113,11 @@ class PageSaver:
                 assert coupling is not None and result is not None
                 self._succeeded(coupling, plan, result)
                 to_update.append(coupling)
-                synced_ids.append(self.source.row_id(plan.source_row))
+                if conflict_held:
+                    errors.append(self._error_row(plan, self._failed(coupling, plan, now), now))
+                    failed_rows.append(plan.source_row)
+                else:
+                    synced_ids.append(self.source.row_id(plan.source_row))
             elif outcome == Action.UNCHANGED and coupling is not None:
                 # Both records already hold the same values: whatever failed before is no longer wrong.
                 synced_ids.append(self.source.row_id(plan.source_row))
@@ -192,8 +200,13 @@ class PageSaver:
         name = target_row.get(self.target.name_field) or plan.values.get(self.target.name_field)
         if name:
             setattr(coupling, self.target.coupling_attr("name"), str(name)[:250])
+        # Only the fields written (or found equal) are remembered: a conflicting field keeps its earlier
+        # fingerprints on both sides, so it is still seen as changed on both until someone resolves it.
         coupling.remember_synced(self._as_stored(plan, target_row))
-        coupling.succeed(self.direction, self.job.pk)
+        if not plan.conflicts:
+            # With a conflict held back the record is not synchronized: the saver records the failure instead, so
+            # the next run plans it again (and the skip policy counts the identical conflicts in a row).
+            coupling.succeed(self.direction, self.job.pk)
 
     def _as_stored(self, plan: Plan, target_row: Row) -> Fingerprints:
         """Fingerprints of the fields the plan settled: the target's as it stored them where the write answered with
@@ -258,6 +271,16 @@ class PageSaver:
         source_id = self.source.row_id(plan.source_row)
         target_id = getattr(plan.coupling, self.target.coupling_attr("id")) if plan.coupling else None
         diffs = "\n".join(f"{f}: {old!r} -> {new!r}" for f, old, new in plan_diffs(plan))
+        if plan.action == Action.UPDATE and plan.conflicts:
+            # Written fields, then each conflicting field (the target's value -> the source's, as a failed conflict
+            # shows it), neither side of it written.
+            diffs = "\n".join(
+                [f"{line} (written)" for line in diffs.splitlines()]
+                + [
+                    f"{c.field}: {c.target_value!r} -> {c.source_value!r} (conflict, not written)"
+                    for c in plan.conflicts
+                ]
+            )
         names = {
             self.source.coupling_attr("name"): self.source.row_name(plan.source_row),
             self.target.coupling_attr("name"): getattr(plan.coupling, self.target.coupling_attr("name"), "")

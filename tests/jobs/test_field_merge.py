@@ -14,6 +14,7 @@ from django.urls import reverse
 from coupling.models import Coupling
 from jobs.models import SyncError, SyncJob
 from mappings.choices import UpdateConflictResolution
+from mappings.models import FieldMapping
 from sandbox import testing as sandbox
 from tests.jobs.test_sync_rules import account, bc_customer, customer, run  # noqa: F401 (fixtures)
 
@@ -60,8 +61,11 @@ def test_the_same_field_changed_on_both_sides_is_a_conflict_with_both_values_and
     error = SyncError.objects.get(job=to_dataverse)
     assert error.error_class == "conflict"
     assert "address1_city" in error.message and "'Utrecht'" in error.message and "'Leiden'" in error.message
-    assert "telephone1" not in error.message, "a field changed on one side only is no conflict"
+    assert "telephone1:" not in error.message, "a field changed on one side only is no conflict"
     assert account(sandbox_connections, coupling.dataverse_id)["address1_city"] == "Leiden"
+    assert account(sandbox_connections, coupling.dataverse_id)["telephone1"] == "+31 1", (
+        "the conflict held back city only"
+    )
     assert bc_customer(sandbox_connections, coupling.bc_id)["city"] == "Utrecht"
 
     # Still a conflict at the next run: nothing was recorded as synchronized.
@@ -161,3 +165,91 @@ def test_the_stored_size_per_coupling_is_small(customer):  # noqa: F811
     assert sizes and max(sizes) < 1000
     print(f"synced_fields per CUSTOMER coupling: {max(sizes)} bytes (JSON)")
     assert SyncJob.objects.exists()
+
+
+def test_a_conflict_on_one_field_holds_back_that_field_only_and_is_resolved_by_hand(
+    customer,  # noqa: F811
+    run,  # noqa: F811
+    sandbox_connections,
+    admin_client,
+):
+    """Business Central changes city and phone, Dataverse the phone to another value: the city flows, the phone is a
+    conflict with both values, untouched on both sides, until a person chooses on the conflict page."""
+    coupling = first_coupling(customer)
+    sandbox.edit_as_another_user("bc", "customers", coupling.bc_id, city="Utrecht", phoneNumber="+31 5")
+    sandbox.edit_as_another_user("dataverse", "accounts", coupling.dataverse_id, telephone1="+31 6")
+
+    to_dataverse, from_dataverse = run(customer)
+
+    row = account(sandbox_connections, coupling.dataverse_id)
+    assert (row["address1_city"], row["telephone1"]) == ("Utrecht", "+31 6")
+    record = bc_customer(sandbox_connections, coupling.bc_id)
+    assert (record["city"], record["phoneNumber"]) == ("Utrecht", "+31 5")
+    # Counted as failed (it still needs a person), and the failed count matches the job's error list.
+    assert (to_dataverse.failed, to_dataverse.modified) == (1, 0)
+    assert to_dataverse.counts_reconcile and from_dataverse.counts_reconcile
+    (error,) = SyncError.objects.filter(job=to_dataverse).open()
+    assert error.error_class == "conflict"
+    assert "telephone1: Business Central has '+31 5', Dataverse has '+31 6'" in error.message
+    assert "address1_city:" not in error.message and "written to Dataverse: address1_city" in error.message
+    assert "telephone1: '+31 6' -> '+31 5' (conflict, not written)" in error.detail
+    # The coupling (its list and page) says the record is not synchronized, with the conflict, in that direction.
+    coupling.refresh_from_db()
+    assert coupling.last_result_to_dataverse == "failure" and "telephone1" in coupling.last_error_to_dataverse
+    open_errors = SyncError.objects.filter(table_mapping=customer).open()
+    assert {e.error_class for e in open_errors} == {"conflict"}
+    assert all("phone" in e.message.lower() and "city:" not in e.message for e in open_errors)
+    # One open conflict per direction that met it (each pass reports the phone), as many as the jobs' failed.
+    assert open_errors.count() == to_dataverse.failed + from_dataverse.failed
+
+    # Written fields are remembered as synchronized, the conflicting one is not: the next run still sees the
+    # conflict on the phone, writes nothing, and the city is no change of either side.
+    again = run(customer)
+    assert [(job.modified, job.failed) for job in again] == [(0, 1), (0, 1)]
+    assert account(sandbox_connections, coupling.dataverse_id)["telephone1"] == "+31 6"
+    assert bc_customer(sandbox_connections, coupling.bc_id)["phoneNumber"] == "+31 5"
+
+    still_open = list(SyncError.objects.filter(table_mapping=customer).open().values_list("pk", flat=True))
+    assert len(still_open) == 2
+    phone = FieldMapping.objects.get(table_mapping=customer, bc_field="phoneNumber").pk
+    response = admin_client.post(
+        reverse("admin:coupling_coupling_compare", args=[coupling.pk]),
+        {"resolve": "1", f"winner_{phone}": "dataverse"},
+        follow=True,
+    )
+    assert "Resolved: wrote" in response.content.decode()
+    assert (
+        bc_customer(sandbox_connections, coupling.bc_id)["phoneNumber"],
+        account(sandbox_connections, coupling.dataverse_id)["telephone1"],
+    ) == ("+31 6", "+31 6")
+    assert not SyncError.objects.filter(table_mapping=customer).open().exists()
+    assert set(SyncError.objects.filter(pk__in=still_open).values_list("state", flat=True)) == {"resolved_by_hand"}
+
+    after = run(customer)
+    assert [(job.inserted, job.modified, job.failed) for job in after] == [(0, 0, 0), (0, 0, 0)]
+    assert not SyncError.objects.filter(table_mapping=customer).open().exists()
+
+
+def test_a_preview_of_a_held_back_conflict_shows_the_fields_it_would_write_and_the_conflict(
+    customer,  # noqa: F811
+    run,  # noqa: F811
+    sandbox_connections,
+):
+    coupling = first_coupling(customer)
+    sandbox.edit_as_another_user("bc", "customers", coupling.bc_id, city="Utrecht", phoneNumber="+31 5")
+    sandbox.edit_as_another_user("dataverse", "accounts", coupling.dataverse_id, telephone1="+31 6")
+
+    (preview,) = run(customer, direction="to_dataverse", dry_run=True)
+
+    assert preview.preview["counts"].get("conflicts") == 1 and "update" not in preview.preview["counts"]
+    (item,) = [i for i in preview.preview["sample"] if i["record_id"] == str(coupling.bc_id)]
+    assert [d["field"] for d in item["diffs"]] == ["address1_city"]
+    assert item["conflicts"] == [{"field": "telephone1", "source": "+31 5", "target": "+31 6"}]
+    assert account(sandbox_connections, coupling.dataverse_id)["address1_city"] != "Utrecht"
+
+    # A preview of both directions counts what the real run then counts: a conflict in each direction's pass.
+    previews = run(customer, dry_run=True)
+    real = run(customer)
+    assert [p.preview["counts"].get("conflicts") for p in previews] == [job.failed for job in real] == [1, 1]
+    assert [p.preview["counts"].get("update", 0) for p in previews] == [job.modified for job in real] == [0, 0]
+    assert account(sandbox_connections, coupling.dataverse_id)["address1_city"] == "Utrecht"
