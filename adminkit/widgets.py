@@ -50,7 +50,7 @@ class RowsWidget(forms.Widget):
     """Base: a summary that opens into rows of inputs; subclasses say which columns a row has and how to read it."""
 
     try_url = ""  # a page to try the value on, linked under the rows when set
-    spare_rows = 2  # empty rows offered for new entries (the form offers more each time it is saved)
+    spare_rows = 3  # empty rows offered for new entries (the form offers more each time it is saved)
     help_text = ""
 
     class Media:
