@@ -85,5 +85,8 @@ def _remember(rule: FieldRule, *, bc_value: str, dataverse_value: int, from_data
         return  # a rule not built from a stored field mapping: nothing to keep
     with transaction.atomic():
         field_mapping = FieldMapping.objects.select_for_update().get(pk=rule.field_mapping_id)
-        field_mapping.value_map = {**(field_mapping.value_map or {}), bc_value: dataverse_value}
-        field_mapping.save(update_fields=["value_map"])
+        # An UPDATE, not save(): saving a field mapping marks the mapping changed (a person's edit), which un-skips
+        # every skipped record of it; an entry the run appended itself is no such change.
+        FieldMapping.objects.filter(pk=field_mapping.pk).update(
+            value_map={**(field_mapping.value_map or {}), bc_value: dataverse_value}
+        )
