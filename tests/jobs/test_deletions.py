@@ -95,6 +95,19 @@ def delete_one(coupled):
     return delete_one
 
 
+def an_open_error(mapping, coupling: Coupling, direction: str) -> SyncError:
+    """An earlier run's error about this record, still open."""
+    return SyncError.objects.create(
+        job=SyncJob.objects.filter(table_mapping=mapping).earliest("pk"),
+        table_mapping=mapping,
+        direction=direction,
+        bc_id=coupling.bc_id,
+        dataverse_id=coupling.dataverse_id,
+        error_class="validation",
+        message="An earlier failure of this record.",
+    )
+
+
 def assert_counts_add_up(job: SyncJob) -> None:
     """The job page's equation (SyncJob.counts_reconcile): records read = the sum of their outcomes."""
     assert job.counts_reconcile, (job.records_read, job.outcomes)
@@ -104,7 +117,10 @@ def assert_counts_add_up(job: SyncJob) -> None:
 def test_propagate_deletes_the_other_record_and_the_coupling_and_counts_it(
     side, coupled, delete_one, sandbox_connections, django_capture_on_commit_callbacks, rq_worker
 ):
+    from jobs.choices import ErrorState
+
     bc, dataverse = sandbox_connections
+    earlier = an_open_error(coupled, a_coupling(coupled), "from_dataverse")
     coupling = delete_one(side, DeletionPolicy.PROPAGATE)
 
     jobs = run(coupled, django_capture_on_commit_callbacks, rq_worker)
@@ -112,6 +128,8 @@ def test_propagate_deletes_the_other_record_and_the_coupling_and_counts_it(
     job = job_of(jobs, side)
     assert job.status == JobStatus.SUCCEEDED, job.message
     assert job.deleted == 1
+    earlier.refresh_from_db()  # nothing is wrong any more with a pair that is gone
+    assert (earlier.state, earlier.resolved_by_job_id) == (ErrorState.RESOLVED_BY_SYNC, job.pk)
     assert not Coupling.objects.filter(pk=coupling.pk).exists()
     assert not exists(bc, "customers", coupling.bc_id)
     assert not exists(dataverse, "accounts", coupling.dataverse_id)
@@ -469,19 +487,7 @@ def test_deletion_policies_uncouple_as_uncoupling_does_clearing_the_company_and_
         .order_by("bc_name")
         .first()
     )
-    earlier = SyncJob.objects.filter(table_mapping=customer_a).first()
-    errors = [
-        SyncError.objects.create(
-            job=earlier,
-            table_mapping=customer_a,
-            direction=direction,
-            bc_id=c.bc_id,
-            dataverse_id=c.dataverse_id,
-            error_class="validation",
-            message="An earlier failure of this record.",
-        )
-        for c, direction in ((kept, "to_dataverse"), (alone, "from_dataverse"))
-    ]
+    errors = [an_open_error(customer_a, kept, "to_dataverse"), an_open_error(customer_a, alone, "from_dataverse")]
     accounts = row_model(schema.table("dataverse", "accounts")).objects.using(rows.DB)
     company_row = str(customer_a.company.dataverse_company_id)
     assert {accounts.get(rid=str(c.dataverse_id)).bcbi_companyid for c in (kept, alone)} == {company_row}
@@ -560,3 +566,50 @@ def test_confirmed_deletions_take_the_deletion_path_for_the_held_records_only(
     # Not among the confirmed: untouched.
     assert exists(dataverse, "accounts", later.dataverse_id)
     assert Coupling.objects.filter(pk=later.pk).exists()
+
+
+def test_a_failed_propagation_found_again_by_the_next_check_keeps_one_open_error(
+    coupled, delete_one, sandbox_connections, django_capture_on_commit_callbacks, rq_worker
+):
+    """The coupled account changed since our last sync, so it is not deleted; the coupling stays, so each periodic
+    check finds the deletion again and tries again: a failure each time, counted, the newer error replacing the
+    older."""
+    bc, dataverse = sandbox_connections
+    coupling = a_coupling(coupled)
+    edit_as_another_user("dataverse", "accounts", coupling.dataverse_id, telephone1="+1 555 0100")
+    delete_one(BC_DELETED, DeletionPolicy.PROPAGATE, coupling=coupling)
+    runs = []
+    for _ in range(2):
+        make_bc_check_due(coupled)
+        before = SyncJob.objects.order_by("-pk").values_list("pk", flat=True).first()
+        with django_capture_on_commit_callbacks(execute=True):
+            sync_enqueue(mapping=coupled, kind=JobKind.MODIFIED, direction="to_dataverse")
+        rq_worker()
+        (job,) = SyncJob.objects.filter(pk__gt=before)
+        runs.append(job)
+
+    assert exists(dataverse, "accounts", coupling.dataverse_id)
+    assert [(j.failed, j.deleted) for j in runs] == [(1, 0), (1, 0)]
+    for job in runs:
+        assert_counts_add_up(job)
+    (still_open,) = SyncError.objects.open().filter(table_mapping=coupled, bc_id=coupling.bc_id)
+    assert still_open.job_id == runs[1].pk and "changed since the last synchronization" in still_open.message
+
+
+def test_restore_without_the_reverse_direction_reports_the_deletion_once(
+    coupled, delete_one, sandbox_connections, django_capture_on_commit_callbacks, rq_worker
+):
+    _, dataverse = sandbox_connections
+    TableMapping.objects.filter(pk=coupled.pk).update(direction="to_dataverse")
+    coupling = delete_one(BC_DELETED, DeletionPolicy.RESTORE)
+    first = job_of(run(coupled, django_capture_on_commit_callbacks, rq_worker), BC_DELETED)
+    make_bc_check_due(coupled)
+    second = job_of(run(coupled, django_capture_on_commit_callbacks, rq_worker), BC_DELETED)
+
+    assert exists(dataverse, "accounts", coupling.dataverse_id) and Coupling.objects.filter(pk=coupling.pk).exists()
+    (error,) = SyncError.objects.open().filter(table_mapping=coupled, bc_id=coupling.bc_id)
+    assert "policy is to restore it, but the mapping does not synchronize" in error.message
+    assert (first.deleted, second.deleted) == (1, 0)
+    assert not SyncJob.objects.filter(kind=JobKind.RECORDS).exists()
+    assert_counts_add_up(first)
+    assert_counts_add_up(second)
