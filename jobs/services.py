@@ -339,7 +339,7 @@ def sync_jobs_run(*, job_ids: list[int], on_progress=None, lock_wait: float = 5)
         for mapping_jobs in _grouped_by_mapping(jobs):
             mapping = mapping_jobs[0].table_mapping
             try:
-                bc_client = companies.client_for(mapping)
+                bc_client = companies.client_for(mapping, preview=all(job.dry_run for job in mapping_jobs))
             except Exception as exc:  # this company's connection only: the other companies' runs go on
                 _finish_all(mapping_jobs, JobStatus.FAILED, f"{mapping.name} did not start: {exc}")
                 continue
@@ -378,11 +378,13 @@ class CompanyClients:
         self.dataverse_client = dataverse_client
         self._clients: dict[int, object] = {}
 
-    def client_for(self, mapping: TableMapping):
+    def client_for(self, mapping: TableMapping, *, preview: bool = False):
         company = company_of(mapping)
         if mapping.stamps_company:
             try:
-                dataverse_company_row(company, self.dataverse_client)
+                # A preview only looks: before the first run there is no row, and the preview plans as the
+                # run would see Dataverse until then (rows of no company).
+                dataverse_company_row(company, self.dataverse_client, create=not preview)
             except ConnectorError as exc:
                 raise ConnectorError(
                     exc.kind,

@@ -59,9 +59,10 @@ def company_of(mapping: TableMapping) -> Connection:
         ) from None
 
 
-def dataverse_company_row(company: Connection, dataverse_client: RemoteClient) -> UUID:
+def dataverse_company_row(company: Connection, dataverse_client: RemoteClient, *, create: bool = True) -> UUID | None:
     """The company's row in Dataverse: found by its Business Central id (bcbi_externalid), created when missing
-    (as Business Central does when a company connects), and remembered on the connection."""
+    (as Business Central does when a company connects), and remembered on the connection. With `create=False` (a
+    preview, which writes nothing) a missing row stays missing: None."""
     if company.dataverse_company_id is not None:
         return company.dataverse_company_id
     external_id = str(company.bc_company_id or company.pk)
@@ -71,6 +72,8 @@ def dataverse_company_row(company: Connection, dataverse_client: RemoteClient) -
     ):
         found = next((as_uuid(row.get("cdm_companyid")) for row in page.rows), None)
         break
+    if found is None and not create:
+        return None
     if found is None:
         [result] = dataverse_client.write_many(
             [

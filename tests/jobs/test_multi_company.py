@@ -244,3 +244,31 @@ def test_defaults_per_company_from_the_command(two_companies):
     assert set(TableMapping.objects.filter(company=bc_b).values_list("name", flat=True)) == set(
         TableMapping.objects.filter(company=bc_a).values_list("name", flat=True)
     )
+
+
+def test_a_preview_of_a_new_companys_mapping_writes_nothing_not_even_its_company_row(two_companies, rq_worker):
+    """A preview says "nothing is written": before the company's first run its row in Dataverse (cdm_companies) does
+    not exist, and the preview plans without it instead of creating it."""
+    from jobs.models import SyncJob
+    from jobs.services import sync_enqueue
+    from sandbox import rows, schema
+    from sandbox.models import row_model
+
+    _, bc_b, _ = two_companies
+    companies = row_model(schema.table("dataverse", "cdm_companies")).objects.using(rows.DB)
+    before = companies.count()
+    accounts_before = len(_accounts())
+    with transaction.atomic():
+        jobs = sync_enqueue(mapping=_customer(bc_b), dry_run=True)
+    rq_worker()
+
+    [preview] = SyncJob.objects.filter(pk__in=[j.pk for j in jobs])
+    assert preview.status == "succeeded", preview.message
+    assert preview.preview["counts"]["insert"] > 0  # it did plan B's customers
+    assert companies.count() == before and len(_accounts()) == accounts_before
+    bc_b.refresh_from_db()
+    assert bc_b.dataverse_company_id is None
+
+    [run] = _sync(rq_worker, _customer(bc_b))  # the run creates the row, as before
+    assert run.status == "succeeded", run.message
+    assert companies.count() == before + 1
