@@ -14,10 +14,11 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from jobs.engine.sides import run_directions
+from jobs.engine.preview import SYSTEM_LABEL, deletion_effect
 from jobs.models import SyncJob
 from jobs.reconciliation.services import OrphanSurvivors
 from jobs.services import latest_preview, sync_chain
-from mappings.choices import DeletionPolicy, Direction
+from mappings.choices import Direction
 from mappings.models import TableMapping
 
 CONFIRM_FIELD = "confirm"
@@ -108,6 +109,7 @@ def sync_confirmation(mappings: list[TableMapping], *, kind: str, with_dependenc
             "Would fail",
             "Unchanged",
             "Skipped",
+            "Deletions (policy)",
             "Previewed",
         ],
         rows=rows,
@@ -121,7 +123,7 @@ def _direction_label(direction: str) -> str:
 
 def _preview_cells(preview: SyncJob | None) -> list[object]:
     if preview is None:
-        return ["?", "?", "?", "?", "?", "no preview yet"]
+        return ["?", "?", "?", "?", "?", "?", "no preview yet"]
     counts = preview.preview.get("counts", {})
     when = timezone.localtime(preview.finished_at).strftime("%Y-%m-%d %H:%M %Z") if preview.finished_at else ""
     return [
@@ -130,8 +132,18 @@ def _preview_cells(preview: SyncJob | None) -> list[object]:
         counts.get("fail", 0) + counts.get("conflicts", 0),
         counts.get("unchanged", 0),
         counts.get("skip", 0),
+        _deletions_cell(preview.preview.get("deletions")),
         f"job #{preview.pk}, {when}",
     ]
+
+
+def _deletions_cell(deletions: dict | None) -> str:
+    """The deletions a previewed run would handle, and what its policy does to them (or that the safety stop holds)."""
+    if not deletions or not deletions.get("found"):
+        return "0"
+    if deletions.get("held"):
+        return f"{deletions['found']}: held by the safety stop, the run would stop"
+    return f"{deletions['found']}: {deletions['effect']}"
 
 
 def uncouple_confirmation(counts: dict[TableMapping, int]) -> Confirmation:
@@ -202,30 +214,6 @@ def match_coupling_confirmation(mappings: list[TableMapping], bc_client, dataver
 
 
 # -- deletions: a reconciliation's orphans, and the deletions held by the safety stop ------------------------------
-
-SYSTEM_LABEL = {"bc": "Business Central", "dataverse": "Dataverse"}
-OTHER_SYSTEM = {"bc": "dataverse", "dataverse": "bc"}
-
-
-def deletion_effect(mapping: TableMapping, gone_in: str, records: int) -> tuple[str, str]:
-    """The deletion policy for records deleted in `gone_in` ("bc" / "dataverse"), and what it does to `records` of
-    them, in words (jobs/engine/deletions.py carries it out)."""
-    policy = DeletionPolicy(mapping.deletions_to_dataverse if gone_in == "bc" else mapping.deletions_from_dataverse)
-    gone, other = SYSTEM_LABEL[gone_in], SYSTEM_LABEL[OTHER_SYSTEM[gone_in]]
-    if policy == DeletionPolicy.PROPAGATE:
-        effect = f"delete {records} {other} record(s)"
-    elif policy == DeletionPolicy.UNCOUPLE:
-        effect = f"uncouple {records} pair(s), keeping the {other} record(s)"
-    elif policy == DeletionPolicy.RESTORE:
-        restores_from_other = mapping.syncs_from_dataverse if gone_in == "bc" else mapping.syncs_to_dataverse
-        effect = (
-            f"restore {records} {gone} record(s) from {other}"
-            if restores_from_other
-            else f"nothing: the mapping does not synchronize {other} to {gone}, so {records} error(s) are reported"
-        )
-    else:
-        effect = f"nothing changed: {records} error(s) reported"
-    return str(policy.label), effect
 
 
 def orphan_survivors_confirmation(found: list[tuple[TableMapping, OrphanSurvivors]]) -> Confirmation:
