@@ -30,8 +30,8 @@ from jobs import recovery, shared_sync
 from jobs.choices import ACTIVE_STATUSES, ErrorState, JobKind, JobStatus, RequestedVia
 from jobs.engine.deletions import DeletionPass, DeletionsHeld
 from jobs.engine.pipeline import DirectionRun, RunCancelled
-from jobs.engine.preview import deletions_preview, empty_preview, preview_deletion_counts
 from jobs.engine.planned import PlannedCouplings
+from jobs.engine.preview import deletions_preview, empty_preview, preview_deletion_counts
 from jobs.engine.reader import SourceUnreadable
 from jobs.engine.sides import run_directions
 from jobs.models import COUNTER_FIELDS, SyncError, SyncJob

@@ -13,8 +13,8 @@ from django.contrib.admin import helpers
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from jobs.engine.sides import run_directions
 from jobs.engine.preview import SYSTEM_LABEL, deletion_effect
+from jobs.engine.sides import run_directions
 from jobs.models import SyncJob
 from jobs.reconciliation.services import OrphanSurvivors
 from jobs.services import latest_preview, sync_chain

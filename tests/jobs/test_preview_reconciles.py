@@ -11,10 +11,13 @@ from jobs.choices import JobStatus
 from mappings.choices import DeletionPolicy
 from mappings.models import TableMapping
 from sandbox import testing as sandbox
+from tests.jobs import test_sync_rules
 from tests.jobs.test_bulk_confirmations import table
-from tests.jobs.test_sync_rules import bc_customer, customer, run  # noqa: F401 (fixtures)
+from tests.jobs.test_sync_rules import bc_customer
 
 pytestmark = pytest.mark.django_db(databases=["default", "sandbox"])
+
+customer, run = test_sync_rules.customer, test_sync_rules.run  # the fixtures: CUSTOMER coupled, and running it
 
 # A preview's count key -> the real run's counter it predicts ("fail" and "conflicts" are both failed records).
 RUN_COUNTER = {
@@ -40,7 +43,7 @@ def counted(job) -> dict[str, int]:
 
 
 @pytest.fixture
-def edited(customer, sandbox_connections):  # noqa: F811
+def edited(customer, sandbox_connections):
     """Between two runs: a pair merged field by field, a pair in conflict, a one-sided change, a deleted row."""
     pairs = list(Coupling.objects.filter(table_mapping=customer, pending=False).order_by("pk"))
     merged, conflict, one_sided, deleted = pairs[:4]
@@ -58,7 +61,7 @@ def test_a_previews_counts_are_the_counts_of_the_run_that_follows(
     edited,
     run,
     sandbox_connections,
-    admin_client,  # noqa: F811
+    admin_client,
 ):
     TableMapping.objects.filter(pk=customer.pk).update(
         deletions_from_dataverse=DeletionPolicy.PROPAGATE, deletion_safety_percent=50
@@ -104,7 +107,7 @@ def test_a_previews_counts_are_the_counts_of_the_run_that_follows(
     assert bc_customer(sandbox_connections, edited["merged"].bc_id)["phoneNumber"] == "+31 30 123 4567"
 
 
-def test_a_preview_says_when_the_safety_stop_would_hold_the_run(customer, edited, run):  # noqa: F811
+def test_a_preview_says_when_the_safety_stop_would_hold_the_run(customer, edited, run):
     TableMapping.objects.filter(pk=customer.pk).update(deletions_from_dataverse=DeletionPolicy.UNCOUPLE)
 
     _, from_dataverse = run(customer, dry_run=True)
