@@ -93,12 +93,13 @@ class SyncJob(models.Model):
         ]
         permissions = [("run_sync", "Can run synchronizations and coupling jobs")]
 
-    # What a preview would do, by the planner's action (the preview's "counts"), in the order the job page shows.
+    # What a preview would do, by the planner's action (the preview's "counts"), in the order the job page shows: each
+    # record read in one of them, as the run's counters; "delete" (deletions found) is apart from the records read.
+    # Fields merged are no outcome of their own (the preview's "merged", shown apart).
     PREVIEW_COUNTS = [
         ("insert", "Would insert"),
         ("update", "Would update"),
         ("conflicts", "Conflicts"),
-        ("merged", "Merged (other side's changes kept)"),
         ("fail", "Would fail"),
         ("unchanged", "Unchanged"),
         ("skip", "Skipped"),
@@ -168,7 +169,8 @@ class SyncJob(models.Model):
         """
         if self.dry_run:
             counts = (self.preview or {}).get("counts", {})
-            return [(label.lower(), counts.get(key, 0)) for key, label in self.PREVIEW_COUNTS]
+            # Deletions found are apart from the records read (jobs/engine/deletions.py).
+            return [(label.lower(), counts.get(key, 0)) for key, label in self.PREVIEW_COUNTS if key != "delete"]
         if self.kind == JobKind.COUPLING:
             return [
                 ("coupled (two records a pair)", 2 * self.coupled),

@@ -31,6 +31,7 @@ from jobs.choices import ACTIVE_STATUSES, ErrorState, JobKind, JobStatus, Reques
 from jobs.engine.deletions import DeletionPass, DeletionsHeld
 from jobs.engine.pipeline import DirectionRun, RunCancelled
 from jobs.engine.planned import PlannedCouplings
+from jobs.engine.preview import deletions_preview, empty_preview, preview_deletion_counts
 from jobs.engine.reader import SourceUnreadable
 from jobs.engine.sides import run_directions
 from jobs.models import COUNTER_FIELDS, SyncError, SyncJob
@@ -577,6 +578,15 @@ def _run_sync(job: SyncJob, bc_client, dataverse_client, lock, on_progress, plan
     follow_ups = deletions.run()
     if job.kind == JobKind.DELETIONS:
         return follow_ups
+    deleted = deletions_preview(job.table_mapping, job.direction, deletions.previewed) if job.dry_run else None
+    if deleted is not None and deleted["held"]:
+        # As the run would: the safety stop holds the deletions and the run stops before its pages.
+        SyncJob.objects.filter(pk=job.pk).update(
+            preview={**empty_preview(), "deletions": deleted},
+            message=f"The safety stop would hold the {deleted['found']} deletion(s) found: the run would stop before "
+            "reading or writing anything, until an administrator confirms them.",
+        )
+        return follow_ups
     run = DirectionRun(
         job,
         bc_client=bc_client,
@@ -589,9 +599,10 @@ def _run_sync(job: SyncJob, bc_client, dataverse_client, lock, on_progress, plan
         outcome = run.finish()
     else:
         outcome = run.run()
-    if job.dry_run:
-        if deletions.previewed:
-            outcome.preview["counts"]["delete"] = deletions.previewed
+    if deleted is not None:
+        if deleted["found"]:
+            outcome.preview["deletions"] = deleted
+            preview_deletion_counts(outcome.preview, deleted)
         SyncJob.objects.filter(pk=job.pk).update(preview=outcome.preview)
     elif job.kind in (JobKind.MODIFIED, JobKind.FULL):
         _advance_watermark(job, outcome.latest_modified)

@@ -38,7 +38,7 @@ from mappings.forms import (
     validation_run,
 )
 from mappings.importing import ImportRefused
-from mappings.metadata import MetadataUnavailable, column_hint
+from mappings.metadata import MetadataCache, MetadataUnavailable, column_hint
 from mappings.models import FieldMapping, NewRecordTemplate, TableMapping
 from mappings.services import configuration_export, configuration_import, table_mapping_reset_to_defaults
 from mappings.transformations import TransformationError, apply_transformation
@@ -389,7 +389,9 @@ class TableMappingAdmin(admin.ModelAdmin):
         initial = {"table_filter": mapping.table_filter, "integration_table_filter": mapping.integration_table_filter}
         form = TestFilterForm(request.GET if "table_filter" in request.GET else None, initial=initial)
         filters = form.cleaned_data if form.is_valid() else initial
-        run = validation_run(request)
+        # Counted as the mapping's runs read: its company's Business Central, and on Dataverse its company's rows
+        # or no company's (a second company's page counted the first company's records).
+        metadata = MetadataCache(mapping)
         results = []
         try:
             for side, key, entity_set in (
@@ -397,27 +399,36 @@ class TableMappingAdmin(admin.ModelAdmin):
                 ("dataverse", "integration_table_filter", mapping.dataverse_entity_set),
             ):
                 expression = filters.get(key) or ""
-                results.append(self._count(run, side, key, entity_set, expression))
+                counted = mapping.dataverse_rows_filter(expression) if side == "dataverse" else expression
+                results.append(self._count(metadata, side, key, entity_set, expression, counted))
         finally:
-            run.metadata.close()
+            metadata.close()
         return self._page(
-            request, "test_filter.html", f"Test filter: {mapping.name}", mapping=mapping, form=form, results=results
+            request,
+            "test_filter.html",
+            f"Test filter: {mapping.name}" + (f" ({mapping.company})" if mapping.company_id else ""),
+            mapping=mapping,
+            form=form,
+            results=results,
         )
 
     @staticmethod
-    def _count(run, side, key, entity_set, expression) -> dict:
+    def _count(metadata, side, key, entity_set, expression, counted) -> dict:
+        """Check `expression` (the filter typed) and count the records of `counted` (it, narrowed to the company)."""
         result = {"system": SIDE_LABEL[side], "entity_set": entity_set, "filter": expression, "count": None}
+        if counted != expression:
+            result["counted"] = counted
         syntax = check_filter(expression, None, side=side, field=key)
         if syntax:
             result["error"] = syntax[0].message
             return result
         try:
-            table = run.metadata.table(side, entity_set)
+            table = metadata.table(side, entity_set)
             problems = check_filter(expression, table, side=side, field=key)
             if problems:
                 result["error"] = " ".join(p.message for p in problems)
                 return result
-            result["count"] = run.metadata.count(side, entity_set, expression)
+            result["count"] = metadata.count(side, entity_set, counted)
         except MetadataUnavailable as exc:
             result["error"] = f"Not counted. {exc.reason}"
         return result

@@ -19,6 +19,7 @@ from connectors.clients import open_client
 from connectors.models import Connection
 from connectors.types import ColumnInfo, ConnectorError, ErrorKind, RemoteClient, TableInfo
 from mappings.choices import SIDE_KIND, SIDE_LABEL, Side
+from mappings.companies import company_of
 from mappings.models import TableMapping
 
 
@@ -33,9 +34,14 @@ class MetadataUnavailable(Exception):
 
 
 class MetadataCache:
-    """Per-run cache of clients and table metadata for both systems."""
+    """Per-run cache of clients and table metadata for both systems.
 
-    def __init__(self) -> None:
+    With a `mapping`, Business Central is read through the mapping's own company (what its runs read): counting
+    records must not count another company's.
+    """
+
+    def __init__(self, mapping: TableMapping | None = None) -> None:
+        self._mapping = mapping
         self._clients: dict[str, RemoteClient] = {}
         self._client_errors: dict[str, MetadataUnavailable] = {}
         self._tables: dict[tuple[str, str], TableInfo | MetadataUnavailable] = {}  # (side, entity set) -> result
@@ -46,7 +52,7 @@ class MetadataCache:
             raise self._client_errors[side]
         if side not in self._clients:
             try:
-                self._clients[side] = _open_client(side)
+                self._clients[side] = _open_client(side, self._mapping)
             except MetadataUnavailable as exc:
                 self._client_errors[side] = exc
                 raise
@@ -128,10 +134,10 @@ def bc_api_routes() -> list[str]:
     return [route for route in dict.fromkeys(routes) if route != STANDARD_ROUTE]
 
 
-def _open_client(side: Side) -> RemoteClient:
+def _open_client(side: Side, mapping: TableMapping | None = None) -> RemoteClient:
     label = SIDE_LABEL[side]
     try:
-        connection = _metadata_connection(side)
+        connection = _metadata_connection(side, mapping)
     except (Connection.DoesNotExist, Connection.MultipleObjectsReturned) as exc:
         raise MetadataUnavailable(f"{label} names were not checked: {exc}", reason=str(exc)) from None
     try:
@@ -141,10 +147,13 @@ def _open_client(side: Side) -> RemoteClient:
         raise MetadataUnavailable(f"{label} names were not checked: {exc.message}", reason=reason) from None
 
 
-def _metadata_connection(side: Side) -> Connection:
-    """The connection to read a side's metadata with. Several Business Central connections (one per company of an
-    environment) share the environment's API and its metadata: any enabled one answers."""
+def _metadata_connection(side: Side, mapping: TableMapping | None = None) -> Connection:
+    """The connection to read a side's metadata with: a mapping's own company when there is a mapping (its records
+    are that company's). Otherwise several Business Central connections (one per company of an environment) share
+    the environment's API and its metadata: any enabled one answers."""
     if SIDE_KIND[side] == ConnectionKind.BUSINESS_CENTRAL:
+        if mapping is not None:
+            return company_of(mapping)
         first = Connection.objects.filter(kind=ConnectionKind.BUSINESS_CENTRAL, enabled=True).order_by("pk").first()
         if first is not None:
             return first

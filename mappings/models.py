@@ -206,14 +206,19 @@ class TableMapping(models.Model):
     def dataverse_filter(self) -> str:
         """The Dataverse rows this mapping synchronizes: its integration table filter and, as Business Central
         does (domain.md 3.10), its company's rows or rows of no company, unless the mapping is multi-company."""
+        return self.dataverse_rows_filter(self.integration_table_filter)
+
+    def dataverse_rows_filter(self, integration_table_filter: str) -> str:
+        """`integration_table_filter` narrowed to this mapping's company as `dataverse_filter` is (the "Test filter"
+        page counts a filter not saved yet this way)."""
         if not self.stamps_company or self.multi_company or self.company is None:
-            return self.integration_table_filter
+            return integration_table_filter
         column = f"_{self.dataverse_company_field}_value"
         row_id = self.company.dataverse_company_id
         # Before the company's row exists in Dataverse no row can name it: "none" is all its company's rows.
         none = f"{column} eq null"
         term = none if row_id is None else f"{eq(column, row_id)} or {none}"
-        return and_filters(self.integration_table_filter or None, term) or ""
+        return and_filters(integration_table_filter or None, term) or ""
 
     @property
     def syncs_to_dataverse(self) -> bool:

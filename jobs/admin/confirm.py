@@ -13,8 +13,10 @@ from django.contrib.admin import helpers
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
+from jobs.engine.preview import SYSTEM_LABEL, deletion_effect
 from jobs.engine.sides import run_directions
 from jobs.models import SyncJob
+from jobs.reconciliation.services import OrphanSurvivors
 from jobs.services import latest_preview, sync_chain
 from mappings.choices import Direction
 from mappings.models import TableMapping
@@ -107,6 +109,7 @@ def sync_confirmation(mappings: list[TableMapping], *, kind: str, with_dependenc
             "Would fail",
             "Unchanged",
             "Skipped",
+            "Deletions (policy)",
             "Previewed",
         ],
         rows=rows,
@@ -120,7 +123,7 @@ def _direction_label(direction: str) -> str:
 
 def _preview_cells(preview: SyncJob | None) -> list[object]:
     if preview is None:
-        return ["?", "?", "?", "?", "?", "no preview yet"]
+        return ["?", "?", "?", "?", "?", "?", "no preview yet"]
     counts = preview.preview.get("counts", {})
     when = timezone.localtime(preview.finished_at).strftime("%Y-%m-%d %H:%M %Z") if preview.finished_at else ""
     return [
@@ -129,8 +132,18 @@ def _preview_cells(preview: SyncJob | None) -> list[object]:
         counts.get("fail", 0) + counts.get("conflicts", 0),
         counts.get("unchanged", 0),
         counts.get("skip", 0),
+        _deletions_cell(preview.preview.get("deletions")),
         f"job #{preview.pk}, {when}",
     ]
+
+
+def _deletions_cell(deletions: dict | None) -> str:
+    """The deletions a previewed run would handle, and what its policy does to them (or that the safety stop holds)."""
+    if not deletions or not deletions.get("found"):
+        return "0"
+    if deletions.get("held"):
+        return f"{deletions['found']}: held by the safety stop, the run would stop"
+    return f"{deletions['found']}: {deletions['effect']}"
 
 
 def uncouple_confirmation(counts: dict[TableMapping, int]) -> Confirmation:
@@ -197,4 +210,76 @@ def match_coupling_confirmation(mappings: list[TableMapping], bc_client, dataver
         question="Couple the uncoupled records that match uniquely, as found now (nothing is written yet).",
         columns=["Mapping", "Would couple (pairs)", "Ambiguous", "No match in BC", "No match in Dataverse", "Then"],
         rows=rows,
+    )
+
+
+# -- deletions: a reconciliation's orphans, and the deletions held by the safety stop ------------------------------
+
+
+def orphan_survivors_confirmation(found: list[tuple[TableMapping, OrphanSurvivors]]) -> Confirmation:
+    """Applying the deletion policy to reconciliations' orphans: per mapping and system, how many records were
+    deleted there and what the policy does to their partners."""
+    rows: list[list[object]] = []
+    for mapping, survivors in found:
+        for gone_in, ids in survivors.gone_in.items():
+            if ids:
+                policy, effect = deletion_effect(mapping, gone_in, len(ids))
+                rows.append([mapping.name, f"{SYSTEM_LABEL[gone_in]} record deleted", policy, len(ids), effect])
+        if survivors.both_gone:
+            both = len(survivors.both_gone)
+            rows.append([mapping.name, "deleted in both systems", "-", both, f"uncouple {both} pair(s)"])
+    total = sum(int(row[3]) for row in rows)  # type: ignore[call-overload]
+    return Confirmation(
+        title="Apply the deletion policy: are you sure?",
+        question=f"Handle {total} orphan coupling(s) per the mapping's deletion policy, as below. The jobs check once "
+        "more that each record is still gone before they act.",
+        columns=["Mapping", "Found", "Deletion policy", "Records", "What happens"],
+        rows=rows,
+        confirm_label=f"Yes, handle {total}",
+    )
+
+
+def drift_confirmation(found: list[tuple[TableMapping, dict[str, list[str]]]]) -> Confirmation:
+    """Resynchronizing drifted pairs: how many per mapping and direction (one selected-records job each)."""
+    rows: list[list[object]] = [
+        [mapping.name, _direction_label(direction), len(ids)]
+        for mapping, by_direction in found
+        for direction, ids in sorted(by_direction.items())
+    ]
+    total = sum(int(row[2]) for row in rows)  # type: ignore[call-overload]
+    return Confirmation(
+        title="Synchronize the drifted pairs again: are you sure?",
+        question=f"Synchronize {total} drifted pair(s) again, overwriting the other side's differing fields with the "
+        "source's values (one job per mapping and direction).",
+        columns=["Mapping", "Direction", "Pairs synchronized again"],
+        rows=rows,
+        confirm_label=f"Yes, synchronize {total}",
+    )
+
+
+def held_deletions_confirmation(jobs: list[SyncJob]) -> Confirmation:
+    """Confirming the deletions the safety stop held: per job, how many records were deleted in its source and what
+    the deletion policy does to their partners, past the safety stop."""
+    rows: list[list[object]] = []
+    for job in jobs:
+        gone_in = "bc" if job.direction == Direction.TO_DATAVERSE else "dataverse"
+        policy, effect = deletion_effect(job.table_mapping, gone_in, len(job.held_deletions))
+        rows.append(
+            [
+                f"#{job.pk}",
+                job.table_mapping.name,
+                _direction_label(job.direction),
+                policy,
+                len(job.held_deletions),
+                effect,
+            ]
+        )
+    total = sum(len(job.held_deletions) for job in jobs)
+    return Confirmation(
+        title="Confirm the held deletions: are you sure?",
+        question=f"The safety stop held {total} record(s) deleted in their system. Confirming carries out the deletion "
+        "policy for them past the safety stop, as below; the job checks once more that each is still gone.",
+        columns=["Job", "Mapping", "Direction", "Deletion policy", "Records deleted", "What happens"],
+        rows=rows,
+        confirm_label=f"Yes, confirm {total}",
     )

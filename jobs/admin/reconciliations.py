@@ -1,16 +1,35 @@
 """Reconciliations: the list, the result page with the counts and the bulk actions, and the mapping list's
-"Reconcile" action. Each action calls one service of jobs/reconciliation/services.py."""
+"Reconcile" action. Each action calls one service of jobs/reconciliation/services.py, after a confirmation page that
+says how many records it will touch and how (jobs/admin/confirm.py)."""
+
+from dataclasses import replace
 
 from django.contrib import admin, messages
 from django.template.loader import render_to_string
 from django.utils.html import format_html, format_html_join
 
+from connectors.models import Connection
+from connectors.types import ConnectorError
+from jobs.admin.confirm import (
+    Confirmation,
+    action_hidden_fields,
+    confirmed,
+    drift_confirmation,
+    match_coupling_confirmation,
+    orphan_survivors_confirmation,
+    render_confirmation,
+    uncouple_confirmation,
+)
+from jobs.admin.coupled_records import connected_clients
 from jobs.models import Reconciliation, SyncJob
 from jobs.permissions import RunSyncPermissionMixin
 from jobs.reconciliation.services import (
     reconciliation_apply_deletion_policy,
     reconciliation_couple_by_match,
+    reconciliation_drifted_records,
     reconciliation_enqueue,
+    reconciliation_orphan_couplings,
+    reconciliation_orphan_survivors,
     reconciliation_resync_drift,
     reconciliation_uncouple_orphans,
 )
@@ -110,37 +129,88 @@ class ReconciliationAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
                 continue
             self.message_user(request, f"Reconciliation #{reconciliation.pk}: {describe(outcome)}", messages.SUCCESS)
 
+    def _ask(self, request, queryset, action: str, confirmation: Confirmation):
+        """The confirmation page of a bulk action: it posts the same action on the same selection, confirmed."""
+        return render_confirmation(self, request, confirmation, action_hidden_fields(request, action, queryset))
+
     @admin.action(description="Uncouple the orphan couplings", permissions=["run_sync"])
     def uncouple_orphans(self, request, queryset):
+        if not confirmed(request):
+            by_mapping: dict = {}
+            for reconciliation in queryset.select_related("table_mapping"):
+                ids = reconciliation_orphan_couplings(reconciliation)
+                by_mapping.setdefault(reconciliation.table_mapping, set()).update(ids)
+            counts = {mapping: len(ids) for mapping, ids in by_mapping.items() if ids}
+            if counts:
+                return self._ask(request, queryset, "uncouple_orphans", uncouple_confirmation(counts))
         self._each(
             request,
             queryset,
             reconciliation_uncouple_orphans,
             lambda job: f"uncoupling the orphans, job #{job.pk}." if job else "no orphan coupling is left.",
         )
+        return None
 
     @admin.action(
         description="Restore or delete the orphans' survivors (the deletion policy)", permissions=["run_sync"]
     )
     def apply_deletion_policy_to_orphans(self, request, queryset):
+        if not confirmed(request):
+            found = [
+                (reconciliation.table_mapping, reconciliation_orphan_survivors(reconciliation))
+                for reconciliation in queryset.select_related("table_mapping")
+            ]
+            confirmation = orphan_survivors_confirmation(found)
+            if confirmation.rows:
+                return self._ask(request, queryset, "apply_deletion_policy_to_orphans", confirmation)
         self._each(
             request,
             queryset,
             reconciliation_apply_deletion_policy,
             lambda jobs: f"the deletion policy is applied by job(s) {jobs_text(jobs)}." if jobs else "no orphan left.",
         )
+        return None
 
     @admin.action(description="Couple the uncoupled records by their match fields", permissions=["run_sync"])
     def couple_uncoupled_by_match(self, request, queryset):
+        if not confirmed(request):
+            try:
+                confirmation = self._match_confirmation(queryset)
+            except (ConnectorError, Connection.DoesNotExist, Connection.MultipleObjectsReturned) as exc:
+                self.message_user(
+                    request, f"The records could not be read to preview the matches: {exc}", messages.ERROR
+                )
+                return None
+            return self._ask(request, queryset, "couple_uncoupled_by_match", confirmation)
         self._each(
             request, queryset, reconciliation_couple_by_match, lambda job: f"match-based coupling, job #{job.pk}."
         )
+        return None
+
+    @staticmethod
+    def _match_confirmation(queryset) -> Confirmation:
+        """The pairs match-based coupling would make now, read from each mapping's company and Dataverse."""
+        mappings = list(dict.fromkeys(r.table_mapping for r in queryset.select_related("table_mapping")))
+        rows = []
+        for mapping in mappings:
+            with connected_clients(mapping) as (bc, dataverse):
+                rows += match_coupling_confirmation([mapping], bc, dataverse).rows
+        return replace(match_coupling_confirmation([], None, None), rows=rows)
 
     @admin.action(description="Synchronize the drifted pairs again", permissions=["run_sync"])
     def resynchronize_drift(self, request, queryset):
+        if not confirmed(request):
+            found = [
+                (reconciliation.table_mapping, reconciliation_drifted_records(reconciliation))
+                for reconciliation in queryset.select_related("table_mapping")
+            ]
+            confirmation = drift_confirmation(found)
+            if confirmation.rows:
+                return self._ask(request, queryset, "resynchronize_drift", confirmation)
         self._each(
             request,
             queryset,
             reconciliation_resync_drift,
             lambda jobs: f"the drifted pairs are synchronized by job(s) {jobs_text(jobs)}.",
         )
+        return None

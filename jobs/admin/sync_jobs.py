@@ -10,6 +10,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from adminkit.admin import CappedCountAdminMixin
+from jobs.admin.confirm import action_hidden_fields, confirmed, held_deletions_confirmation, render_confirmation
 from jobs.choices import ACTIVE_STATUSES
 from jobs.models import SyncJob
 from jobs.permissions import RunSyncPermissionMixin
@@ -115,20 +116,26 @@ class SyncJobAdmin(CappedCountAdminMixin, RunSyncPermissionMixin, admin.ModelAdm
     @admin.action(description="Confirm the held deletions (past the safety stop)", permissions=["run_sync"])
     def confirm_held_deletions(self, request, queryset):
         holding = [job for job in queryset.select_related("table_mapping") if job.held_deletions]
+        waiting = [job for job in holding if job.deletions_confirmed_at is None]
+        if waiting and not confirmed(request):
+            # Deleting in bulk past the safety stop: first say how many records, in which system, and how.
+            hidden = action_hidden_fields(request, "confirm_held_deletions", queryset)
+            return render_confirmation(self, request, held_deletions_confirmation(waiting), hidden)
         for job in holding:
             try:
-                confirmed = sync_deletions_confirm(job=job, user=request.user)
+                deletions_job = sync_deletions_confirm(job=job, user=request.user)
             except SyncNotStarted as exc:
                 self.message_user(request, str(exc), messages.ERROR)
                 continue
             self.message_user(
                 request,
-                f"Confirmed {len(job.held_deletions)} deletion(s) of job #{job.pk}: job #{confirmed.pk} carries them "
-                f"out.",
+                f"Confirmed {len(job.held_deletions)} deletion(s) of job #{job.pk}: job #{deletions_job.pk} carries "
+                "them out.",
                 messages.SUCCESS,
             )
         if not holding:
             self.message_user(request, "None of the selected jobs holds deletions.", messages.WARNING)
+        return None
 
     def get_urls(self):
         return [

@@ -2,26 +2,34 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from coupling.models import Coupling
 from jobs.choices import ErrorClass
+from jobs.engine.deletions import policy_for
 from jobs.engine.planner import Action, Plan
 from jobs.engine.saver import plan_diffs
 from jobs.engine.sides import Side
+from mappings.choices import DeletionPolicy, Direction
+from mappings.models import TableMapping
 
 PREVIEW_SAMPLE_SIZE = 50
 
 
 def empty_preview() -> dict[str, Any]:
-    return {"counts": {}, "sample": []}
+    return {"counts": {}, "sample": [], "merged": {"records": 0, "fields": 0}}
 
 
 def tally_preview(preview: dict[str, Any], source: Side, plans: list[Plan]) -> None:
     """Add a page's plans to `preview`: counts by action (conflicts apart), and the first changes in detail.
 
-    Fields merged (changed on the target side only, so left for the reverse pass) are counted and listed apart
-    from the fields written, and a conflict lists each field with both sides' values.
+    The counts partition the records read as the real run's counters do, each record once. Fields merged (changed
+    on the target side only, so left for the reverse pass) are not an outcome: the record is an update or unchanged
+    all the same, so they are tallied apart ("merged": records and fields) and listed apart from the fields written;
+    a conflict lists each field with both sides' values.
     """
+    merged = preview.setdefault("merged", {"records": 0, "fields": 0})
     for plan in plans:
         # As the real run counts them: conflicts apart from other failures, uncoupled records ignored as skipped.
         if plan.error_class == ErrorClass.CONFLICT:
@@ -32,7 +40,8 @@ def tally_preview(preview: dict[str, Any], source: Side, plans: list[Plan]) -> N
             key = plan.action.value
         preview["counts"][key] = preview["counts"].get(key, 0) + 1
         if plan.merged:
-            preview["counts"]["merged"] = preview["counts"].get("merged", 0) + 1
+            merged["records"] += 1
+            merged["fields"] += len(plan.merged)
         shown = plan.action in (Action.INSERT, Action.UPDATE, Action.FAIL) or plan.merged
         if shown and len(preview["sample"]) < PREVIEW_SAMPLE_SIZE:
             preview["sample"].append(
@@ -61,3 +70,57 @@ def _jsonable(value: Any) -> Any:
     if value is None or isinstance(value, str | int | float | bool):
         return value
     return str(value)
+
+
+def deletions_preview(mapping: TableMapping, direction: str, found: int) -> dict[str, Any]:
+    """What the run would do with the `found` coupled source records deleted since the last run: the direction's
+    policy, its effect in words, and whether the safety stop would hold them (then the run stops before its pages).
+
+    Read from the mapping as jobs/engine/deletions.py decides (`policy_for`, `DeletionPass._safety_stop`), without
+    its side effects: the real run keeps the held ids on its job, a preview must not."""
+    policy = policy_for(mapping, direction)
+    coupled = Coupling.objects.filter(table_mapping=mapping, pending=False).count()
+    allowed = math.floor(coupled * mapping.deletion_safety_percent / 100)
+    label, effect = deletion_effect(mapping, "bc" if direction == Direction.TO_DATAVERSE else "dataverse", found)
+    return {
+        "found": found,
+        "policy": label,
+        "effect": effect,
+        "held": policy != DeletionPolicy.REPORT and found > allowed,
+    }
+
+
+def preview_deletion_counts(preview: dict[str, Any], deletions: dict[str, Any]) -> None:
+    """The run's counters for the deletions it would handle: `deleted` for each, `uncoupled` too when the policy
+    uncouples (as DeletionPass counts them); they are apart from the records read."""
+    if not deletions["found"] or deletions["held"]:
+        return
+    counts = preview["counts"]
+    counts["delete"] = counts.get("delete", 0) + deletions["found"]
+    if deletions["policy"] == DeletionPolicy.UNCOUPLE.label:
+        counts["uncouple"] = counts.get("uncouple", 0) + deletions["found"]
+
+
+SYSTEM_LABEL = {"bc": "Business Central", "dataverse": "Dataverse"}
+OTHER_SYSTEM = {"bc": "dataverse", "dataverse": "bc"}
+
+
+def deletion_effect(mapping: TableMapping, gone_in: str, records: int) -> tuple[str, str]:
+    """The deletion policy for records deleted in `gone_in` ("bc" / "dataverse"), and what it does to `records` of
+    them, in words (jobs/engine/deletions.py carries it out). Previews and confirmation pages say it alike."""
+    policy = DeletionPolicy(mapping.deletions_to_dataverse if gone_in == "bc" else mapping.deletions_from_dataverse)
+    gone, other = SYSTEM_LABEL[gone_in], SYSTEM_LABEL[OTHER_SYSTEM[gone_in]]
+    if policy == DeletionPolicy.PROPAGATE:
+        effect = f"delete {records} {other} record(s)"
+    elif policy == DeletionPolicy.UNCOUPLE:
+        effect = f"uncouple {records} pair(s), keeping the {other} record(s)"
+    elif policy == DeletionPolicy.RESTORE:
+        restores_from_other = mapping.syncs_from_dataverse if gone_in == "bc" else mapping.syncs_to_dataverse
+        effect = (
+            f"restore {records} {gone} record(s) from {other}"
+            if restores_from_other
+            else f"nothing: the mapping does not synchronize {other} to {gone}, so {records} error(s) are reported"
+        )
+    else:
+        effect = f"nothing changed: {records} error(s) reported"
+    return str(policy.label), effect

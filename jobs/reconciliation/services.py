@@ -4,6 +4,7 @@ through, and the bulk actions on a reconciliation's findings (each queues the sy
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 
 import django_rq
@@ -122,13 +123,46 @@ def _orphans(reconciliation: Reconciliation) -> list[tuple[int, str]]:
     return [(int(pk), str(side)) for pk, side in (reconciliation.findings or {}).get("orphans", [])]
 
 
+def reconciliation_orphan_couplings(reconciliation: Reconciliation) -> list[int]:
+    """The orphan couplings still there: what uncoupling the orphans removes (its confirmation counts them)."""
+    return sorted(_couplings([pk for pk, _ in _orphans(reconciliation)]))
+
+
 def reconciliation_uncouple_orphans(*, reconciliation: Reconciliation, user=None) -> SyncJob | None:
     """Remove the couplings whose partner no longer exists on one side or both (an uncoupling job)."""
-    ids = [pk for pk, _ in _orphans(reconciliation)]
-    existing = sorted(_couplings(ids))
+    existing = reconciliation_orphan_couplings(reconciliation)
     if not existing:
         return None
     return uncoupling_job_enqueue(mapping=reconciliation.table_mapping, coupling_ids=existing, user=user)
+
+
+@dataclass
+class OrphanSurvivors:
+    """What applying the deletion policy to a reconciliation's orphans acts on (its confirmation counts these)."""
+
+    gone_in: dict[str, list[str]]  # "bc" / "dataverse": ids of the records gone there whose partner survives
+    both_gone: list[int]  # couplings whose records are gone on both sides: uncoupled
+
+
+def reconciliation_orphan_survivors(reconciliation: Reconciliation) -> OrphanSurvivors:
+    orphans = _orphans(reconciliation)
+    couplings = _couplings([pk for pk, _ in orphans])
+    survivors = OrphanSurvivors(gone_in={"bc": [], "dataverse": []}, both_gone=[])
+    for pk, side in orphans:
+        coupling = couplings.get(pk)
+        if coupling is None:
+            continue
+        if side == "both":
+            survivors.both_gone.append(pk)
+        elif side == "bc" and coupling.bc_id:
+            survivors.gone_in["bc"].append(str(coupling.bc_id))
+        elif side == "dataverse" and coupling.dataverse_id:
+            survivors.gone_in["dataverse"].append(str(coupling.dataverse_id))
+    return survivors
+
+
+# A record gone in one system is handled by the policy of the run reading that system.
+DELETION_DIRECTION = {"bc": Direction.TO_DATAVERSE, "dataverse": Direction.FROM_DATAVERSE}
 
 
 def reconciliation_apply_deletion_policy(*, reconciliation: Reconciliation, user=None) -> list[SyncJob]:
@@ -136,30 +170,21 @@ def reconciliation_apply_deletion_policy(*, reconciliation: Reconciliation, user
     or report): one "confirmed deletions" job per side where records are gone, which checks once more that they are
     gone. Couplings whose records are gone on both sides are uncoupled."""
     mapping = reconciliation.table_mapping
-    orphans = _orphans(reconciliation)
-    couplings = _couplings([pk for pk, _ in orphans])
-    gone_in = {"bc": [], "dataverse": []}  # type: dict[str, list[str]]
-    both = []
-    for pk, side in orphans:
-        coupling = couplings.get(pk)
-        if coupling is None:
-            continue
-        if side == "both":
-            both.append(pk)
-        elif side == "bc" and coupling.bc_id:
-            gone_in["bc"].append(str(coupling.bc_id))
-        elif side == "dataverse" and coupling.dataverse_id:
-            gone_in["dataverse"].append(str(coupling.dataverse_id))
+    survivors = reconciliation_orphan_survivors(reconciliation)
     jobs: list[SyncJob] = []
     with transaction.atomic():
-        for side, direction in (("bc", Direction.TO_DATAVERSE), ("dataverse", Direction.FROM_DATAVERSE)):
-            if gone_in[side]:
+        for side, direction in DELETION_DIRECTION.items():
+            if survivors.gone_in[side]:
                 jobs += sync_jobs_create(
-                    mapping=mapping, kind=JobKind.DELETIONS, direction=direction, record_ids=gone_in[side], user=user
+                    mapping=mapping,
+                    kind=JobKind.DELETIONS,
+                    direction=direction,
+                    record_ids=survivors.gone_in[side],
+                    user=user,
                 )
         sync_jobs_enqueue(jobs)
-        if both:
-            jobs.append(uncoupling_job_enqueue(mapping=mapping, coupling_ids=both, user=user))
+        if survivors.both_gone:
+            jobs.append(uncoupling_job_enqueue(mapping=mapping, coupling_ids=survivors.both_gone, user=user))
     return jobs
 
 
@@ -168,8 +193,9 @@ def reconciliation_couple_by_match(*, reconciliation: Reconciliation, user=None)
     return coupling_job_enqueue(mapping=reconciliation.table_mapping, user=user)
 
 
-def reconciliation_resync_drift(*, reconciliation: Reconciliation, user=None) -> list[SyncJob]:
-    """Synchronize the drifted pairs again (a selected-records run per direction the drift was found in)."""
+def reconciliation_drifted_records(reconciliation: Reconciliation) -> dict[str, list[str]]:
+    """The source ids of the drifted pairs still coupled, by the direction the drift was found in: what
+    resynchronizing the drift synchronizes (its confirmation counts them)."""
     drift = (reconciliation.findings or {}).get("drift", [])
     couplings = _couplings([d["coupling"] for d in drift])
     by_direction: dict[str, list[str]] = {}
@@ -179,6 +205,12 @@ def reconciliation_resync_drift(*, reconciliation: Reconciliation, user=None) ->
             continue
         source_id = coupling.bc_id if item["direction"] == Direction.TO_DATAVERSE else coupling.dataverse_id
         by_direction.setdefault(item["direction"], []).append(str(source_id))
+    return by_direction
+
+
+def reconciliation_resync_drift(*, reconciliation: Reconciliation, user=None) -> list[SyncJob]:
+    """Synchronize the drifted pairs again (a selected-records run per direction the drift was found in)."""
+    by_direction = reconciliation_drifted_records(reconciliation)
     if not by_direction:
         raise SyncNotStarted("No drifted pair of this reconciliation is still coupled.")
     with transaction.atomic():

@@ -72,7 +72,7 @@ def test_synchronize_modified_records_asks_first_with_the_previews_counts_then_d
     html = admin_client.post(reverse(MAPPINGS), action).content.decode()
     customer_row = table(html)[2]
     assert customer_row[2] == str(preview.preview["counts"]["insert"]) and customer_row[4] == "0"
-    assert f"job #{preview.pk}" in customer_row[7]
+    assert f"job #{preview.pk}" in customer_row[-1]
 
     confirm = as_data(hidden_fields(html, "bulk-confirm"))
     assert confirm["confirm"] == ["yes"]

@@ -262,7 +262,7 @@ def test_the_safety_stop_deletes_nothing_then_confirming_carries_the_deletions_o
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(
             reverse("admin:jobs_syncjob_changelist"),
-            {"action": "confirm_held_deletions", "_selected_action": [job.pk]},
+            {"action": "confirm_held_deletions", "_selected_action": [job.pk], "confirm": "yes"},
             follow=True,
         )
     assert "Confirmed 2 deletion(s)" in response.content.decode()
@@ -280,7 +280,7 @@ def test_the_safety_stop_deletes_nothing_then_confirming_carries_the_deletions_o
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(
             reverse("admin:jobs_syncjob_changelist"),
-            {"action": "confirm_held_deletions", "_selected_action": [job.pk]},
+            {"action": "confirm_held_deletions", "_selected_action": [job.pk], "confirm": "yes"},
             follow=True,
         )
     assert "confirmed already" in response.content.decode()
@@ -299,7 +299,7 @@ def test_confirming_needs_the_run_sync_permission(coupled, client, django_user_m
     client.force_login(viewer)
     response = client.post(
         reverse("admin:jobs_syncjob_changelist"),
-        {"action": "confirm_held_deletions", "_selected_action": [job.pk]},
+        {"action": "confirm_held_deletions", "_selected_action": [job.pk], "confirm": "yes"},
     )
     assert response.status_code in (200, 302, 403)
     job.refresh_from_db()

@@ -48,7 +48,8 @@ def action(admin_client, name, reconciliation, capture, rq_worker):
     with capture(execute=True):
         response = admin_client.post(
             reverse("admin:jobs_reconciliation_changelist"),
-            {"action": name, "_selected_action": [reconciliation.pk]},
+            # Confirmed, as the action's confirmation page posts it (tests/jobs/test_reconciliation_confirmations.py).
+            {"action": name, "_selected_action": [reconciliation.pk], "confirm": "yes"},
             follow=True,
         )
     assert response.status_code == 200

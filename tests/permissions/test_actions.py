@@ -156,6 +156,7 @@ def test_each_action_runs_only_for_the_users_it_is_classified_for_and_the_others
             "_selected_action": selected,
             "index": "0",
             "post": "yes",  # "delete selected": confirmed, as its confirmation page sends
+            "confirm": "yes",  # the bulk actions of jobs/admin/confirm.py: confirmed, as their page sends
         }
         if not allowed and before is None:
             before = state()
