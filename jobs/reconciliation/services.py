@@ -128,7 +128,9 @@ def reconciliation_uncouple_orphans(*, reconciliation: Reconciliation, user=None
     existing = sorted(_couplings(ids))
     if not existing:
         return None
-    return uncoupling_job_enqueue(mapping=reconciliation.table_mapping, coupling_ids=existing, user=user)
+    return uncoupling_job_enqueue(
+        mapping=reconciliation.table_mapping, coupling_ids=existing, user=user, reconciliation=reconciliation
+    )
 
 
 def reconciliation_apply_deletion_policy(*, reconciliation: Reconciliation, user=None) -> list[SyncJob]:
@@ -155,17 +157,24 @@ def reconciliation_apply_deletion_policy(*, reconciliation: Reconciliation, user
         for side, direction in (("bc", Direction.TO_DATAVERSE), ("dataverse", Direction.FROM_DATAVERSE)):
             if gone_in[side]:
                 jobs += sync_jobs_create(
-                    mapping=mapping, kind=JobKind.DELETIONS, direction=direction, record_ids=gone_in[side], user=user
+                    mapping=mapping,
+                    kind=JobKind.DELETIONS,
+                    direction=direction,
+                    record_ids=gone_in[side],
+                    user=user,
+                    reconciliation=reconciliation,
                 )
         sync_jobs_enqueue(jobs)
         if both:
-            jobs.append(uncoupling_job_enqueue(mapping=mapping, coupling_ids=both, user=user))
+            jobs.append(
+                uncoupling_job_enqueue(mapping=mapping, coupling_ids=both, user=user, reconciliation=reconciliation)
+            )
     return jobs
 
 
 def reconciliation_couple_by_match(*, reconciliation: Reconciliation, user=None) -> SyncJob:
     """Couple the uncoupled records by the mapping's match fields (match-based coupling, coupling/matching.py)."""
-    return coupling_job_enqueue(mapping=reconciliation.table_mapping, user=user)
+    return coupling_job_enqueue(mapping=reconciliation.table_mapping, user=user, reconciliation=reconciliation)
 
 
 def reconciliation_resync_drift(*, reconciliation: Reconciliation, user=None) -> list[SyncJob]:
@@ -190,6 +199,7 @@ def reconciliation_resync_drift(*, reconciliation: Reconciliation, user=None) ->
                 direction=direction,
                 record_ids=ids,
                 user=user,
+                reconciliation=reconciliation,
             )
         sync_jobs_enqueue(jobs)
     return jobs
