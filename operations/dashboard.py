@@ -125,6 +125,11 @@ def _prefix(direction: str) -> str:
     return "to" if direction == Direction.TO_DATAVERSE else "from"
 
 
+def _annotated(mapping: TableMapping, name: str, direction: str):
+    """One of `_annotations()` of `mapping`, e.g. name "last_{}_id" for the direction's last whole run."""
+    return getattr(mapping, name.format(_prefix(direction)))
+
+
 def _annotations() -> dict:
     """Per direction: the last whole run, the start of the last successful one (the lag) and the last retry."""
     annotations = {}
@@ -188,7 +193,13 @@ def mapping_rows(*, now: datetime | None = None) -> list[MappingRow]:
         TableMapping.objects.select_related("company").annotate(**_annotations()).order_by("company__name", "name")
     )
     schedules = {s.table_mapping_id: s for s in Schedule.objects.all()}
-    last_ids = [pk for m in mappings for pk in (m.last_to_id, m.last_from_id, m.retry_to_id, m.retry_from_id) if pk]
+    last_ids = [
+        pk
+        for m in mappings
+        for direction in (Direction.TO_DATAVERSE, Direction.FROM_DATAVERSE)
+        for name in ("last_{}_id", "retry_{}_id")
+        if (pk := _annotated(m, name, direction))
+    ]
     last_jobs = SyncJob.objects.defer("preview", "record_ids").in_bulk(last_ids)
     running = set(
         SyncJob.objects.filter(status=JobStatus.RUNNING, dry_run=False).values_list("table_mapping_id", flat=True)
@@ -208,11 +219,8 @@ def mapping_rows(*, now: datetime | None = None) -> list[MappingRow]:
     for mapping in mappings:
         schedule = schedules.get(mapping.pk)
         directions = _directions(mapping)
-        last_of: dict[str, Any] = {
-            Direction.TO_DATAVERSE: mapping.last_to_id,
-            Direction.FROM_DATAVERSE: mapping.last_from_id,
-        }
-        jobs = [last_jobs[last_of[direction]] for direction, _ in directions if last_of[direction] in last_jobs]
+        last_of: dict[str, Any] = {d: _annotated(mapping, "last_{}_id", d) for d, _ in directions}
+        jobs = [last_jobs[last_of[d]] for d, _ in directions if last_of[d] in last_jobs]
         health, reason = _health(schedule, jobs, mapping.pk in running)
         failing = _failing_retries(mapping, directions, last_jobs)
         if failing:
@@ -222,7 +230,7 @@ def mapping_rows(*, now: datetime | None = None) -> list[MappingRow]:
         lags = []
         for direction, watermark_field in directions:
             watermark = getattr(mapping, watermark_field)
-            synced_from = getattr(mapping, f"synced_{_prefix(direction)}_from")
+            synced_from = _annotated(mapping, "synced_{}_from", direction)
             # A change notified after the last successful run started (or, before any, after the watermark) waits.
             since = synced_from or watermark
             side = (mapping.pk, SOURCE_SIDE[direction])
@@ -259,8 +267,8 @@ def _failing_retries(mapping, directions, jobs_by_id) -> list[tuple[SyncJob, int
     """The last retry of a few records per direction, when it failed some and finished after the last whole run."""
     failing = []
     for direction, _ in directions:
-        retry = jobs_by_id.get(getattr(mapping, f"retry_{_prefix(direction)}_id"))
-        whole = jobs_by_id.get(getattr(mapping, f"last_{_prefix(direction)}_id"))
+        retry = jobs_by_id.get(_annotated(mapping, "retry_{}_id", direction))
+        whole = jobs_by_id.get(_annotated(mapping, "last_{}_id", direction))
         if retry is None or not retry.failed:
             continue
         if whole is None or retry.finished_at > whole.finished_at:
