@@ -44,7 +44,9 @@ def currency_schedule():
 
 
 def test_run_now_asks_first_then_queues_the_runs_which_name_the_user(admin_client, admin_user, currency_schedule):
-    action = {"action": "run_now", "_selected_action": [currency_schedule.pk], "index": "0"}
+    paused = Schedule.objects.get(table_mapping__name="VENDOR")
+    Schedule.objects.filter(pk=paused.pk).update(enabled=False)
+    action = {"action": "run_now", "_selected_action": [currency_schedule.pk, paused.pk], "index": "0"}
 
     asked = admin_client.post(reverse(SCHEDULES), action)
 
@@ -53,7 +55,8 @@ def test_run_now_asks_first_then_queues_the_runs_which_name_the_user(admin_clien
     assert not SyncJob.objects.exists()  # nothing queued before the confirm
     currency_schedule.refresh_from_db()
     assert currency_schedule.state == ScheduleState.READY and not currency_schedule.run_job_ids
-    assert [row[:2] for row in table(html)] == [["CURRENCY", "To Dataverse"]]
+    assert [row[:2] for row in table(html)] == [["CURRENCY", "To Dataverse"]]  # the paused one starts nothing
+    assert "1 selected schedule(s) are paused or running already: they are left alone." in html
     assert "no preview yet" in html
 
     admin_client.post(reverse(SCHEDULES), as_data(hidden_fields(html, "bulk-confirm")))
