@@ -24,6 +24,10 @@ class RequestedVia(models.TextChoices):
 
     USER = "user", "A user"
     SCHEDULE = "schedule", "The schedule"
+    # A person clicked "Run now" on the schedule: the run is the schedule's (it moves the schedule), the click theirs.
+    RUN_NOW = "run_now", "Run now on the schedule"
+    # A person used a bulk action of a reconciliation's result (the job links back to it).
+    RECONCILIATION = "reconciliation", "A reconciliation's bulk action"
     CHANGE_NOTIFICATION = "change_notification", "A change notification"
     COMMAND = "command", "The sync command"
     RECOVERY = "recovery", "Crash recovery (resuming a stopped run)"

@@ -17,6 +17,8 @@ COUNTER_FIELDS = ("inserted", "modified", "deleted", "unchanged", "skipped", "fa
 # The outcomes of a synchronization that add up to the records it read, each record counted once (a record coupled by
 # matching during the run has an outcome of its own besides). A new outcome (a counter) joins this list.
 OUTCOME_FIELDS = ("inserted", "modified", "deleted", "unchanged", "skipped", "failed", "uncoupled")
+# The outcomes that mean a record went through (a run with failures and at least one of these partly failed).
+SUCCESS_FIELDS = ("inserted", "modified", "deleted", "unchanged", "coupled", "uncoupled")
 
 
 class SyncJob(models.Model):
@@ -30,6 +32,15 @@ class SyncJob(models.Model):
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     requested_via = models.CharField(
         max_length=30, choices=RequestedVia.choices, default=RequestedVia.USER, help_text="What started the job."
+    )
+    reconciliation = models.ForeignKey(
+        "Reconciliation",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="jobs",
+        editable=False,
+        help_text="The reconciliation whose bulk action started the job.",
     )
     rq_job_id = models.CharField(max_length=64, blank=True)
     queued_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -123,9 +134,16 @@ class SyncJob(models.Model):
 
     @property
     def requester(self) -> str:
-        """Who or what asked for the job: the schedule, a change notification, or the user (by name)."""
+        """Who or what asked for the job: the schedule, a change notification, the user (by name), the user through
+        "Run now" on the schedule or through a reconciliation's bulk action (naming it)."""
+        user = str(self.requested_by) if self.requested_by_id else "a user no longer recorded"
         if self.requested_via == RequestedVia.USER:
-            return str(self.requested_by) if self.requested_by_id else "not recorded"
+            return user if self.requested_by_id else "not recorded"
+        if self.requested_via == RequestedVia.RUN_NOW:
+            return f"{user}, with “Run now” on the schedule"
+        if self.requested_via == RequestedVia.RECONCILIATION:
+            source = f"reconciliation #{self.reconciliation_id}" if self.reconciliation_id else "a reconciliation"
+            return f"{user}, from a bulk action of {source}"
         by = f" (asked by {self.requested_by})" if self.requested_by_id else ""
         return self.get_requested_via_display() + by
 
@@ -189,10 +207,9 @@ class SyncJob(models.Model):
 
     @property
     def every_record_failed(self) -> bool:
-        """Records failed and none had another outcome (a coupling job's pairs are its other outcome)."""
-        others = [name for name in OUTCOME_FIELDS if name != "failed"]
-        succeeded = sum(getattr(self, name) for name in others) + (self.coupled if self.kind == JobKind.COUPLING else 0)
-        return self.failed > 0 and succeeded == 0
+        """Records failed and none went through: a skipped record (out of scope, or without a match) is no success,
+        so failed + skipped with nothing written, coupled or found unchanged is a failed run, of every kind."""
+        return self.failed > 0 and not any(getattr(self, name) for name in SUCCESS_FIELDS)
 
 
 def seconds_text(seconds: float) -> str:

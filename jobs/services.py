@@ -61,8 +61,12 @@ def sync_jobs_create(
     record_ids: list | None = None,
     dry_run: bool = False,
     via: str = RequestedVia.USER,
+    reconciliation=None,
 ) -> list[SyncJob]:
-    """Create one queued SyncJob per direction the run covers (To Dataverse first, as Business Central)."""
+    """Create one queued SyncJob per direction the run covers (To Dataverse first, as Business Central).
+
+    `reconciliation`: the reconciliation whose bulk action asks for the run (the job then says so and links to it).
+    """
     directions = [direction] if direction else run_directions(mapping)
     if kind == JobKind.RECORDS and not record_ids:
         raise SyncNotStarted("Select at least one record to synchronize.")
@@ -83,7 +87,8 @@ def sync_jobs_create(
             table_mapping=mapping,
             direction=d,
             requested_by=_user(user),
-            requested_via=via,
+            requested_via=RequestedVia.RECONCILIATION if reconciliation else via,
+            reconciliation=reconciliation,
             record_ids=[str(i) for i in (record_ids or [])],
             dry_run=dry_run,
         )
@@ -716,17 +721,23 @@ def _run_uncoupling(job: SyncJob, dataverse_client) -> str:
     return message
 
 
-def coupling_job_enqueue(*, mapping: TableMapping, user=None) -> SyncJob:
+def coupling_job_enqueue(*, mapping: TableMapping, user=None, reconciliation=None) -> SyncJob:
     """Queue match-based coupling of a mapping's uncoupled records (with its saved criteria)."""
     with transaction.atomic():
         job = SyncJob.objects.create(
-            kind=JobKind.COUPLING, table_mapping=mapping, direction=mapping.direction, requested_by=_user(user)
+            kind=JobKind.COUPLING,
+            table_mapping=mapping,
+            direction=mapping.direction,
+            requested_by=_user(user),
+            **_origin(reconciliation),
         )
         transaction.on_commit(lambda: _enqueue([job.pk]))
     return job
 
 
-def uncoupling_job_enqueue(*, mapping: TableMapping, coupling_ids: list[int] | None = None, user=None) -> SyncJob:
+def uncoupling_job_enqueue(
+    *, mapping: TableMapping, coupling_ids: list[int] | None = None, user=None, reconciliation=None
+) -> SyncJob:
     """Queue the removal of some (or all) couplings of a mapping."""
     with transaction.atomic():
         job = SyncJob.objects.create(
@@ -735,6 +746,7 @@ def uncoupling_job_enqueue(*, mapping: TableMapping, coupling_ids: list[int] | N
             direction=mapping.direction,
             requested_by=_user(user),
             record_ids=[int(i) for i in coupling_ids or []],
+            **_origin(reconciliation),
         )
         transaction.on_commit(lambda: _enqueue([job.pk]))
     return job
@@ -742,6 +754,13 @@ def uncoupling_job_enqueue(*, mapping: TableMapping, coupling_ids: list[int] | N
 
 def _user(user):
     return user if user is not None and user.is_authenticated else None
+
+
+def _origin(reconciliation) -> dict:
+    """A job asked for by a reconciliation's bulk action records it; any other job is a user's."""
+    if reconciliation is None:
+        return {"requested_via": RequestedVia.USER}
+    return {"requested_via": RequestedVia.RECONCILIATION, "reconciliation": reconciliation}
 
 
 def _on_page(job: SyncJob, lock, on_progress) -> None:

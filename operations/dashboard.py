@@ -19,7 +19,7 @@ from django.utils import timezone
 from connectors.choices import ConnectionKind
 from connectors.models import Connection
 from jobs.admin.links import mapping_errors_url, mapping_jobs_url
-from jobs.choices import ErrorClass, JobStatus
+from jobs.choices import ErrorClass, JobKind, JobStatus
 from jobs.models import (
     Schedule,
     ScheduleState,
@@ -38,7 +38,12 @@ HEALTHY, FAILING, PAUSED, IDLE, RUNNING = "healthy", "failing", "paused", "idle"
 HEALTH_HELP = [
     (RUNNING, "a run of the mapping is under way now (a preview does not count)."),
     (PAUSED, "its schedule is switched off: no run starts unless someone starts one."),
-    (FAILING, "its last run in either direction failed, or its schedule reached its maximum failed runs in a row."),
+    (
+        FAILING,
+        "its last run of modified records or full synchronization in either direction failed, or its schedule "
+        "reached its maximum failed runs in a row (a failed retry of a few records is shown as records failing, "
+        "not as the mapping failing).",
+    ),
     (IDLE, "nothing is due soon: it has no schedule or has never run, or its schedule is on hold after a quiet run."),
     (HEALTHY, "its last runs finished (succeeded, partly failed or cancelled) and its schedule will run it again."),
 ]
@@ -49,6 +54,10 @@ RANGES = {
     "30d": ("30 days", timedelta(days=30)),
 }
 DEFAULT_RANGE = "24h"
+
+# The runs that cover a whole direction: a mapping's health and lag come from these, not from a retry of a few records.
+WHOLE_RUNS = (JobKind.MODIFIED, JobKind.FULL)
+SUCCESSFUL = (JobStatus.SUCCEEDED, JobStatus.PARTLY_FAILED)
 
 DIRECTIONS = [(Direction.TO_DATAVERSE, "bc_watermark"), (Direction.FROM_DATAVERSE, "dataverse_watermark")]
 SOURCE_SIDE: dict[str, ConnectionKind] = {
@@ -70,7 +79,9 @@ class DirectionLag:
     direction: str
     label: str
     watermark: datetime | None
-    lag: timedelta | None  # None: never synchronized in this direction
+    # Now minus the start of the last successful whole run: every change made before that start was read. None: no
+    # whole run of this direction has succeeded yet.
+    lag: timedelta | None
     # From the source's change notifications, when it is subscribed to: the last one after the watermark (a change
     # is waiting), or None with `subscribed` (no change notified since the watermark: probably nothing waits).
     subscribed: bool = False
@@ -89,6 +100,8 @@ class MappingRow:
     lags: list[DirectionLag]
     jobs_url: str
     errors_url: str
+    # Retries of a few records that failed after the last whole run: (job, records failed), per direction.
+    failing_records: list[tuple[SyncJob, int]] = field(default_factory=list)
 
     @property
     def lag(self) -> timedelta | None:
@@ -99,14 +112,33 @@ class MappingRow:
         return max(known)
 
 
-def _last_finished(direction: str):
-    return Subquery(
-        SyncJob.objects.filter(
-            table_mapping=OuterRef("pk"), direction=direction, dry_run=False, finished_at__isnull=False
-        )
-        .order_by("-finished_at")
-        .values("pk")[:1]
+def _last_finished(direction: str, kinds=WHOLE_RUNS, statuses=None, value: str = "pk"):
+    jobs = SyncJob.objects.filter(
+        table_mapping=OuterRef("pk"), direction=direction, dry_run=False, finished_at__isnull=False, kind__in=kinds
     )
+    if statuses:
+        jobs = jobs.filter(status__in=statuses)
+    return Subquery(jobs.order_by("-finished_at").values(value)[:1])
+
+
+def _prefix(direction: str) -> str:
+    return "to" if direction == Direction.TO_DATAVERSE else "from"
+
+
+def _annotated(mapping: TableMapping, name: str, direction: str):
+    """One of `_annotations()` of `mapping`, e.g. name "last_{}_id" for the direction's last whole run."""
+    return getattr(mapping, name.format(_prefix(direction)))
+
+
+def _annotations() -> dict:
+    """Per direction: the last whole run, the start of the last successful one (the lag) and the last retry."""
+    annotations = {}
+    for direction in (Direction.TO_DATAVERSE, Direction.FROM_DATAVERSE):
+        prefix = _prefix(direction)
+        annotations[f"last_{prefix}_id"] = _last_finished(direction)
+        annotations[f"synced_{prefix}_from"] = _last_finished(direction, statuses=SUCCESSFUL, value="started_at")
+        annotations[f"retry_{prefix}_id"] = _last_finished(direction, kinds=(JobKind.RECORDS,))
+    return annotations
 
 
 def _directions(mapping: TableMapping) -> list[tuple[str, str]]:
@@ -158,14 +190,16 @@ def mapping_rows(*, now: datetime | None = None) -> list[MappingRow]:
     """One row per table mapping; six queries whatever the number of jobs and errors."""
     now = now or timezone.now()
     mappings = list(
-        TableMapping.objects.select_related("company")
-        .annotate(
-            last_to_id=_last_finished(Direction.TO_DATAVERSE), last_from_id=_last_finished(Direction.FROM_DATAVERSE)
-        )
-        .order_by("company__name", "name")
+        TableMapping.objects.select_related("company").annotate(**_annotations()).order_by("company__name", "name")
     )
     schedules = {s.table_mapping_id: s for s in Schedule.objects.all()}
-    last_ids = [pk for m in mappings for pk in (m.last_to_id, m.last_from_id) if pk]
+    last_ids = [
+        pk
+        for m in mappings
+        for direction in (Direction.TO_DATAVERSE, Direction.FROM_DATAVERSE)
+        for name in ("last_{}_id", "retry_{}_id")
+        if (pk := _annotated(m, name, direction))
+    ]
     last_jobs = SyncJob.objects.defer("preview", "record_ids").in_bulk(last_ids)
     running = set(
         SyncJob.objects.filter(status=JobStatus.RUNNING, dry_run=False).values_list("table_mapping_id", flat=True)
@@ -185,16 +219,20 @@ def mapping_rows(*, now: datetime | None = None) -> list[MappingRow]:
     for mapping in mappings:
         schedule = schedules.get(mapping.pk)
         directions = _directions(mapping)
-        last_of: dict[str, Any] = {
-            Direction.TO_DATAVERSE: mapping.last_to_id,
-            Direction.FROM_DATAVERSE: mapping.last_from_id,
-        }
-        jobs = [last_jobs[last_of[direction]] for direction, _ in directions if last_of[direction] in last_jobs]
+        last_of: dict[str, Any] = {d: _annotated(mapping, "last_{}_id", d) for d, _ in directions}
+        jobs = [last_jobs[last_of[d]] for d, _ in directions if last_of[d] in last_jobs]
         health, reason = _health(schedule, jobs, mapping.pk in running)
+        failing = _failing_retries(mapping, directions, last_jobs)
+        if failing:
+            records = sum(count for _, count in failing)
+            reason += f"; {records} record{'s' if records != 1 else ''} failing in a later retry"
         by_class = sorted(errors.get(mapping.pk, []), key=lambda item: -item[1])
         lags = []
         for direction, watermark_field in directions:
             watermark = getattr(mapping, watermark_field)
+            synced_from = _annotated(mapping, "synced_{}_from", direction)
+            # A change notified after the last successful run started (or, before any, after the watermark) waits.
+            since = synced_from or watermark
             side = (mapping.pk, SOURCE_SIDE[direction])
             notified = subscriptions.get(side)
             lags.append(
@@ -202,9 +240,9 @@ def mapping_rows(*, now: datetime | None = None) -> list[MappingRow]:
                     direction=direction,
                     label=Direction(direction).label,
                     watermark=watermark,
-                    lag=max(timedelta(0), now - watermark) if watermark else None,
+                    lag=max(timedelta(0), now - synced_from) if synced_from else None,
                     subscribed=side in subscriptions,
-                    notified_at=notified if notified and (watermark is None or notified > watermark) else None,
+                    notified_at=notified if notified and (since is None or notified > since) else None,
                 )
             )
         rows.append(
@@ -219,9 +257,23 @@ def mapping_rows(*, now: datetime | None = None) -> list[MappingRow]:
                 lags=lags,
                 jobs_url=mapping_jobs_url(mapping.pk),
                 errors_url=mapping_errors_url(mapping.pk),
+                failing_records=failing,
             )
         )
     return rows
+
+
+def _failing_retries(mapping, directions, jobs_by_id) -> list[tuple[SyncJob, int]]:
+    """The last retry of a few records per direction, when it failed some and finished after the last whole run."""
+    failing = []
+    for direction, _ in directions:
+        retry = jobs_by_id.get(_annotated(mapping, "retry_{}_id", direction))
+        whole = jobs_by_id.get(_annotated(mapping, "last_{}_id", direction))
+        if retry is None or not retry.failed:
+            continue
+        if whole is None or retry.finished_at > whole.finished_at:
+            failing.append((retry, retry.failed))
+    return failing
 
 
 # -- running jobs ---------------------------------------------------------------------------------------------------

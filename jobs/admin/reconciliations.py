@@ -21,6 +21,7 @@ from jobs.admin.confirm import (
     uncouple_confirmation,
 )
 from jobs.admin.coupled_records import connected_clients
+from jobs.admin.links import job_links
 from jobs.models import Reconciliation, SyncJob
 from jobs.permissions import RunSyncPermissionMixin
 from jobs.reconciliation.services import (
@@ -76,7 +77,7 @@ class ReconciliationAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
     list_display = ["id", "table_mapping", "status", "scheduled", "queued_at", "finished_at", "summary"]
     list_filter = ["status", "table_mapping", "scheduled"]
     list_select_related = ["table_mapping"]
-    readonly_fields = ("result", "table_mapping", "status", "scheduled", "requested_by", "queued_at", "finished_at")
+    readonly_fields = ("result", "table_mapping", "status", "started_by", "jobs_started", "queued_at", "finished_at")
     fields = readonly_fields
     actions = [
         "uncouple_orphans",
@@ -97,6 +98,19 @@ class ReconciliationAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    # One field for who started it: the "scheduled" flag's help text ("Started by the daily schedule") showed under
+    # an empty value beside the user who had asked.
+    @admin.display(description="started by")
+    def started_by(self, obj):
+        if obj.scheduled:
+            return "the daily schedule"
+        return str(obj.requested_by) if obj.requested_by_id else "not recorded"
+
+    @admin.display(description="jobs started from it")
+    def jobs_started(self, obj):
+        jobs = list(obj.jobs.select_related("table_mapping").order_by("pk"))
+        return job_links(jobs) if jobs else "none yet"
 
     @admin.display(description="findings")
     def summary(self, obj):

@@ -11,6 +11,7 @@ from django.utils.html import format_html
 
 from adminkit.admin import CappedCountAdminMixin
 from jobs.admin.confirm import action_hidden_fields, confirmed, held_deletions_confirmation, render_confirmation
+from jobs.admin.links import job_errors_links, requester_html
 from jobs.choices import ACTIVE_STATUSES
 from jobs.models import SyncJob
 from jobs.permissions import RunSyncPermissionMixin
@@ -54,7 +55,7 @@ class SyncJobAdmin(CappedCountAdminMixin, RunSyncPermissionMixin, admin.ModelAdm
         "http_requests",
     ]
     list_filter = ["status", "kind", "direction", "table_mapping__company", "table_mapping", "dry_run"]
-    list_select_related = ["table_mapping__company"]
+    list_select_related = ["table_mapping__company", "requested_by"]
     show_full_result_count = False
     date_hierarchy = "queued_at"
     readonly_fields = [f.name for f in SyncJob._meta.fields] + ["run_or_preview"]
@@ -96,14 +97,17 @@ class SyncJobAdmin(CappedCountAdminMixin, RunSyncPermissionMixin, admin.ModelAdm
         # The dry_run field's help text ("a preview: planned, nothing written") read as a claim on a real run's page.
         return "A preview: planned, nothing written" if obj.dry_run else "A run: written to the systems"
 
-    @admin.display(description="queued / took", ordering="queued_at")
+    @admin.display(description="queued / took / by", ordering="queued_at")
     def when_display(self, obj):
-        """When it was asked for and how long it ran, in one cell: two full date columns pushed the counts off a
-        1,366 px screen."""
+        """When it was asked for, how long it ran and who or what asked, in one cell: more columns pushed the counts
+        off a 1,366 px screen."""
         queued = timezone.localtime(obj.queued_at)
         took = obj.duration if obj.finished_at else ("running" if obj.started_at else "")
         return format_html(
-            '<span class="nowrap">{}</span><br><small>{}</small>', queued.strftime("%Y-%m-%d %H:%M %Z"), took or "-"
+            '<span class="nowrap">{}</span><br><small>{}</small><br><small class="requester">{}</small>',
+            queued.strftime("%Y-%m-%d %H:%M %Z"),
+            took or "-",
+            requester_html(obj),
         )
 
     @admin.action(description="Cancel selected jobs", permissions=["run_sync"])
@@ -149,7 +153,12 @@ class SyncJobAdmin(CappedCountAdminMixin, RunSyncPermissionMixin, admin.ModelAdm
         ]
 
     def progress_html(self, request, job: SyncJob) -> str:
-        context = {"job": job, "can_cancel": self.has_run_sync_permission(request)}
+        context = {
+            "job": job,
+            "can_cancel": self.has_run_sync_permission(request),
+            "requester": requester_html(job),
+            "errors": job_errors_links(job),
+        }
         return render_to_string("admin/jobs/syncjob/progress.html", context, request=request)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):

@@ -382,7 +382,10 @@ class DeletionPass:
                 kind=JobKind.RECORDS,
                 table_mapping=self.mapping,
                 direction=back,
+                # Started by whoever started the run that found the deletions (its message names that run).
                 requested_by_id=self.job.requested_by_id,
+                requested_via=self.job.requested_via,
+                reconciliation_id=self.job.reconciliation_id,
                 record_ids=chunk,
                 message=f"Restores records deleted in {self.source.label} (found by job #{self.job.pk}).",
             )

@@ -133,7 +133,9 @@ def reconciliation_uncouple_orphans(*, reconciliation: Reconciliation, user=None
     existing = reconciliation_orphan_couplings(reconciliation)
     if not existing:
         return None
-    return uncoupling_job_enqueue(mapping=reconciliation.table_mapping, coupling_ids=existing, user=user)
+    return uncoupling_job_enqueue(
+        mapping=reconciliation.table_mapping, coupling_ids=existing, user=user, reconciliation=reconciliation
+    )
 
 
 @dataclass
@@ -181,16 +183,21 @@ def reconciliation_apply_deletion_policy(*, reconciliation: Reconciliation, user
                     direction=direction,
                     record_ids=survivors.gone_in[side],
                     user=user,
+                    reconciliation=reconciliation,
                 )
         sync_jobs_enqueue(jobs)
         if survivors.both_gone:
-            jobs.append(uncoupling_job_enqueue(mapping=mapping, coupling_ids=survivors.both_gone, user=user))
+            jobs.append(
+                uncoupling_job_enqueue(
+                    mapping=mapping, coupling_ids=survivors.both_gone, user=user, reconciliation=reconciliation
+                )
+            )
     return jobs
 
 
 def reconciliation_couple_by_match(*, reconciliation: Reconciliation, user=None) -> SyncJob:
     """Couple the uncoupled records by the mapping's match fields (match-based coupling, coupling/matching.py)."""
-    return coupling_job_enqueue(mapping=reconciliation.table_mapping, user=user)
+    return coupling_job_enqueue(mapping=reconciliation.table_mapping, user=user, reconciliation=reconciliation)
 
 
 def reconciliation_drifted_records(reconciliation: Reconciliation) -> dict[str, list[str]]:
@@ -222,6 +229,7 @@ def reconciliation_resync_drift(*, reconciliation: Reconciliation, user=None) ->
                 direction=direction,
                 record_ids=ids,
                 user=user,
+                reconciliation=reconciliation,
             )
         sync_jobs_enqueue(jobs)
     return jobs

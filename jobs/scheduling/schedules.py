@@ -139,12 +139,13 @@ def schedule_next_run_for_interval(*, schedule: Schedule, now: datetime | None =
     return min(schedule.next_run_at, max(now, base + timedelta(minutes=schedule.minutes_between_runs)))
 
 
-def schedule_start_run(*, schedule: Schedule, now: datetime | None = None) -> bool:
+def schedule_start_run(*, schedule: Schedule, now: datetime | None = None, user=None) -> bool:
     """Claim `schedule` (as read, possibly a moment ago by this or another scheduler) and enqueue its run.
 
     The claim is one conditional UPDATE on the next run time we read: of two schedulers that read the same due
     schedule, only the first UPDATE matches a row; the other sees 0 rows and starts nothing. Claim, job creation and
-    the job ids are committed together, and the RQ job is enqueued only after that commit.
+    the job ids are committed together, and the RQ job is enqueued only after that commit. `user`: the person who
+    clicked "Run now" (the jobs then name them; without one, the schedule started them).
     """
     now = now or timezone.now()
     interval = timedelta(minutes=schedule.minutes_between_runs)
@@ -162,7 +163,8 @@ def schedule_start_run(*, schedule: Schedule, now: datetime | None = None) -> bo
             _set(schedule, state=ScheduleState.READY, last_message="Skipped: a run of this mapping was in progress.")
             return False
         try:
-            jobs = sync_enqueue(mapping=mapping, kind=JobKind.MODIFIED, via=RequestedVia.SCHEDULE)
+            via = RequestedVia.RUN_NOW if user is not None else RequestedVia.SCHEDULE
+            jobs = sync_enqueue(mapping=mapping, kind=JobKind.MODIFIED, user=user, via=via)
         except SyncNotStarted as exc:
             _set(
                 schedule,
@@ -251,15 +253,15 @@ def schedules_resume(*, schedules, now: datetime | None = None) -> int:
     )
 
 
-def schedules_run_now(*, schedules, now: datetime | None = None) -> int:
-    """Start the enabled schedules' runs now (the admin's "Run now"), through the same claim as the tick."""
+def schedules_run_now(*, schedules, now: datetime | None = None, user=None) -> int:
+    """Start the enabled schedules' runs now (the admin's "Run now", by `user`), through the same claim as the tick."""
     now = now or timezone.now()
     started = 0
     chosen = Schedule.objects.filter(pk__in=[s.pk for s in schedules], enabled=True)
     for schedule in chosen.exclude(state=ScheduleState.RUNNING).select_related("table_mapping"):
         Schedule.objects.filter(pk=schedule.pk).update(next_run_at=now)
         schedule.next_run_at = now
-        started += schedule_start_run(schedule=schedule, now=now)
+        started += schedule_start_run(schedule=schedule, now=now, user=user)
     return started
 
 

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from connectors.clients import open_client
 from coupling.models import Coupling
-from jobs.choices import JobKind, JobStatus
+from jobs.choices import JobKind, JobStatus, RequestedVia
 from jobs.models import SubscriptionStatus, SyncError, SyncJob, WebhookSubscription
 from jobs.services import sync_enqueue
 from mappings.choices import DeletionPolicy
@@ -38,10 +38,10 @@ def coupled(customer, sandbox_connections, django_capture_on_commit_callbacks, r
     return customer
 
 
-def run(mapping, capture, rq_worker, *, kind=JobKind.MODIFIED):
+def run(mapping, capture, rq_worker, *, kind=JobKind.MODIFIED, via=RequestedVia.USER):
     before = SyncJob.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
     with capture(execute=True):
-        sync_enqueue(mapping=mapping, kind=kind)
+        sync_enqueue(mapping=mapping, kind=kind, via=via)
     rq_worker()
     return list(SyncJob.objects.filter(pk__gt=before, table_mapping=mapping).order_by("pk"))
 
@@ -168,7 +168,7 @@ def test_restore_recreates_the_deleted_record_from_the_other_one(
     bc, dataverse = sandbox_connections
     coupling = delete_one(side, DeletionPolicy.RESTORE)
 
-    jobs = run(coupled, django_capture_on_commit_callbacks, rq_worker)
+    jobs = run(coupled, django_capture_on_commit_callbacks, rq_worker, via=RequestedVia.SCHEDULE)
 
     job = job_of(jobs, side)
     assert job.status == JobStatus.SUCCEEDED, job.message
@@ -177,6 +177,8 @@ def test_restore_recreates_the_deleted_record_from_the_other_one(
     assert restore.status == JobStatus.SUCCEEDED, restore.message
     assert restore.inserted == 1
     assert restore.direction != job.direction
+    # Started by whoever started the run that found the deletion (here the schedule), not "not recorded".
+    assert restore.requester == job.requester == "The schedule"
     assert_counts_add_up(job)
     assert_counts_add_up(restore)
     coupling.refresh_from_db()

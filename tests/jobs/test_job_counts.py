@@ -3,6 +3,7 @@
 coupling's pairs, ambiguous records and records without a match), checked against the couplings and errors the job
 left; and the job page says so, or shows the equation when it does not hold."""
 
+import re
 import uuid
 
 import pytest
@@ -139,3 +140,56 @@ def test_an_uncoupling_job_counts_what_it_removed(customer):
     (job,) = ran([uncoupling_job_enqueue(mapping=customer)])
     assert job.uncoupled == job.records_read == 3 and not Coupling.objects.filter(table_mapping=customer).exists()
     assert_reconciles(job)
+
+
+@pytest.mark.parametrize("kind", list(JobKind))
+def test_failed_and_skipped_records_with_nothing_through_are_a_failed_run_of_every_kind(kind):
+    """Skipped is no success: "partly failed" needs at least one record written, coupled, uncoupled or in sync."""
+    assert SyncJob(kind=kind, failed=4, skipped=2).every_record_failed
+    for succeeded in ("inserted", "modified", "deleted", "unchanged", "coupled", "uncoupled"):
+        assert not SyncJob(kind=kind, failed=4, skipped=2, **{succeeded: 1}).every_record_failed
+    assert not SyncJob(kind=kind, skipped=2).every_record_failed  # nothing failed
+
+
+def test_a_coupling_job_that_coupled_nothing_failed_and_its_link_lists_the_ambiguous_records_it_counts(
+    admin_client, customer
+):
+    """The walk's job #12: 0 coupled, 4 ambiguous, 2 without a match said "Partly failed", and its "4 errors of this
+    job" opened a list of 0 errors (ambiguous records are kept in the ambiguous matches list, not as errors)."""
+    from coupling.models import AmbiguousMatch
+    from sandbox import testing as sandbox
+
+    customer.field_mappings.filter(bc_field="displayName").update(use_for_matching=True)
+    (first,) = ran([coupling_job_enqueue(mapping=customer)])
+    assert first.coupled > 0
+    for _ in range(2):
+        sandbox.create_as_another_user("bc", "customers", displayName="Twin Trading", blocked=" ")
+    sandbox.create_as_another_user("dataverse", "accounts", name="Twin Trading", customertypecode=3)
+    sandbox.create_as_another_user("dataverse", "accounts", name="Lonely Row", customertypecode=3)
+
+    (job,) = ran([coupling_job_enqueue(mapping=customer)])
+
+    assert (job.coupled, job.failed > 0, job.skipped > 0) == (0, True, True)
+    assert_reconciles(job)
+    assert job.status == JobStatus.FAILED
+    shown = page(admin_client, job)
+    assert "<strong>Failed</strong>" in shown
+    link = re.search(r'<a class="syncjob-errors" href="([^"]+)">(\d+) ambiguous records of this job</a>', shown)
+    assert link and int(link.group(2)) == job.failed
+    listed = admin_client.get(link.group(1).replace("&amp;", "&"))
+    assert listed.context["cl"].result_count == job.failed == AmbiguousMatch.objects.filter(job_id=job.pk).count()
+    assert f"{job.failed} still listed" in shown
+
+
+def test_a_sync_job_s_error_link_opens_exactly_the_errors_it_counts_whatever_their_state_now(admin_client, customer):
+    customer.field_mappings.filter(lookup_mapping__name="SALESPEOPLE").update(enabled=True)
+    (job,) = ran(sync_jobs_create(mapping=customer, kind=JobKind.MODIFIED, direction="to_dataverse"))
+    assert job.failed > 0
+    # A later run supersedes or resolves them: the job's link still lists each of them.
+    SyncError.objects.filter(job=job).update(state="superseded")
+    shown = page(admin_client, job)
+    link = re.search(r'<a class="syncjob-errors" href="([^"]+)">(\d+) errors? of this job</a>', shown)
+    assert int(link.group(2)) == job.failed
+    listed = admin_client.get(link.group(1).replace("&amp;", "&"))
+    assert listed.context["cl"].result_count == job.failed
+    assert "0 still open" in shown

@@ -9,7 +9,7 @@ import redis
 from django.contrib.auth.models import Permission, User
 from django.utils import timezone
 
-from jobs.choices import ErrorClass, JobStatus
+from jobs.choices import ErrorClass, JobKind, JobStatus
 from jobs.models import ScheduleState, SubscriptionStatus, SyncError, SyncJob, WebhookSubscription
 from mappings.choices import Direction
 from mappings.models import TableMapping
@@ -121,32 +121,47 @@ def test_open_errors_are_counted_by_class_and_link_to_the_filtered_list(admin_cl
     assert re.search(r'data-errors="(\d+)"', rows["VENDOR"]).group(1) == "0"
 
 
-def test_the_lag_is_the_time_since_the_watermark_of_each_direction_s_source(mappings):
+def test_the_lag_is_the_time_since_the_last_successful_whole_run_of_each_direction_started(mappings):
+    """Every change made before a successful run of modified records (or full synchronization) started was read: the
+    lag is at most the time since then. The source's watermark (its last change) says nothing about the lag: the walk
+    showed "2 d 19 h" minutes after successful runs of a table nobody had changed for days."""
     now = timezone.now()
     customer = mappings["CUSTOMER"]
-    customer.bc_watermark = now - timedelta(minutes=10)
-    customer.dataverse_watermark = now - timedelta(minutes=3)
+    customer.bc_watermark = customer.dataverse_watermark = now - timedelta(days=2, hours=19)
     customer.save()
-    currency = mappings["CURRENCY"]  # to Dataverse only: the Dataverse watermark plays no part
+    make_job(customer, Direction.TO_DATAVERSE, JobStatus.SUCCEEDED, minutes_ago=10, seconds=20, inserted=272)
+    # Newer runs that do not cover the direction, or failed, leave what the last successful one read.
+    make_job(customer, Direction.TO_DATAVERSE, JobStatus.FAILED, minutes_ago=2, failed=1, kind=JobKind.RECORDS)
+    make_job(customer, Direction.TO_DATAVERSE, JobStatus.FAILED, minutes_ago=1)
+    make_job(customer, Direction.TO_DATAVERSE, JobStatus.SUCCEEDED, minutes_ago=0, dry_run=True)
+    make_job(
+        customer,
+        Direction.FROM_DATAVERSE,
+        JobStatus.PARTLY_FAILED,
+        minutes_ago=3,
+        seconds=30,
+        failed=1,
+        kind=JobKind.FULL,
+    )
+    currency = mappings["CURRENCY"]  # to Dataverse only; a watermark but no run yet
     currency.bc_watermark = now - timedelta(minutes=1)
-    currency.dataverse_watermark = now - timedelta(days=2)
     currency.save()
 
     rows = {row.mapping.name: row for row in dashboard.mapping_rows(now=now)}
 
-    lags = {lag.direction: lag.lag for lag in rows["CUSTOMER"].lags}
-    assert lags == {Direction.TO_DATAVERSE: timedelta(minutes=10), Direction.FROM_DATAVERSE: timedelta(minutes=3)}
-    assert rows["CUSTOMER"].lag == timedelta(minutes=10)
-    assert [(lag.direction, lag.lag) for lag in rows["CURRENCY"].lags] == [
-        (Direction.TO_DATAVERSE, timedelta(minutes=1))
-    ]
-    assert rows["VENDOR"].lag is None  # never synchronized
+    # make_job reads the clock a moment after `now`: to the second.
+    lags = {lag.direction: round(lag.lag.total_seconds()) for lag in rows["CUSTOMER"].lags}
+    assert lags == {Direction.TO_DATAVERSE: 10 * 60 + 20, Direction.FROM_DATAVERSE: 3 * 60 + 30}
+    assert round(rows["CUSTOMER"].lag.total_seconds()) == 10 * 60 + 20
+    assert [(lag.direction, lag.lag) for lag in rows["CURRENCY"].lags] == [(Direction.TO_DATAVERSE, None)]
+    assert rows["CURRENCY"].lag is None and rows["VENDOR"].lag is None  # never synchronized
 
 
 def test_the_page_shows_the_lag_in_seconds_and_words(admin_client, mappings):
     customer = mappings["CUSTOMER"]
-    customer.bc_watermark = timezone.now() - timedelta(minutes=10)
+    customer.bc_watermark = timezone.now() - timedelta(days=2, hours=19)
     customer.save()
+    make_job(customer, Direction.TO_DATAVERSE, JobStatus.SUCCEEDED, minutes_ago=10, seconds=0)
 
     row = rows_by_name(admin_client.get("/admin/").content.decode())["CUSTOMER"]
 
@@ -154,6 +169,32 @@ def test_the_page_shows_the_lag_in_seconds_and_words(admin_client, mappings):
     assert 600 <= seconds <= 610
     assert "To Dataverse: 10 min" in row
     assert "From Dataverse: never synchronized" in row
+
+
+def test_a_failed_retry_of_one_record_is_a_record_failing_not_the_mapping_failing(admin_client, mappings):
+    """The walk: CUSTOMER "failing" because a one-record retry failed after a 272-record run that succeeded."""
+    customer = mappings["CUSTOMER"]
+    customer.schedule.enabled = True
+    customer.schedule.state = ScheduleState.READY
+    customer.schedule.save()
+    run = make_job(customer, Direction.TO_DATAVERSE, JobStatus.SUCCEEDED, minutes_ago=10, inserted=272)
+    back = make_job(customer, Direction.FROM_DATAVERSE, JobStatus.SUCCEEDED, minutes_ago=9, unchanged=272)
+    retry = make_job(customer, Direction.TO_DATAVERSE, JobStatus.FAILED, minutes_ago=2, failed=1, kind=JobKind.RECORDS)
+
+    html = admin_client.get("/admin/").content.decode()
+    row = rows_by_name(html)["CUSTOMER"]
+
+    assert 'data-mapping="CUSTOMER" data-health="healthy"' in html
+    assert sorted(re.findall(r'<div data-job="(\d+)">', row)) == sorted([str(run.pk), str(back.pk)])
+    assert "272 inserted" in row
+    assert f'data-retry-job="{retry.pk}" data-failed="1">1 record failing' in row
+    assert "1 record failing in a later retry" in row
+
+    # A failed whole run is the mapping failing, whatever came before it.
+    make_job(customer, Direction.TO_DATAVERSE, JobStatus.FAILED, minutes_ago=1, failed=272)
+    html = admin_client.get("/admin/").content.decode()
+    assert 'data-mapping="CUSTOMER" data-health="failing"' in html
+    assert "data-retry-job" not in rows_by_name(html)["CUSTOMER"]  # the retry is older than the last whole run
 
 
 def test_running_jobs_show_progress_rate_and_time_left(admin_client, mappings):

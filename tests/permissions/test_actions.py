@@ -90,7 +90,7 @@ ACTIONS = {
     ("jobs.Schedule", "delete_selected"): (NOBODY, "nothing: a schedule goes with its mapping"),
     ("jobs.Schedule", "pause"): (perms("jobs.change_schedule"), "pauses: no run starts"),
     ("jobs.Schedule", "resume"): (perms("jobs.change_schedule", RUN_SYNC), "resumes: runs start at the next tick"),
-    ("jobs.Schedule", "run_now"): (perms("jobs.view_schedule", RUN_SYNC), "starts runs now"),
+    ("jobs.Schedule", "run_now"): (perms("jobs.view_schedule", RUN_SYNC), "asks, then starts runs now"),
     ("jobs.Schedule", "subscribe_to_changes"): (
         perms("jobs.change_schedule", RUN_SYNC),
         "creates webhook subscriptions: changes then wake the schedule",

@@ -34,8 +34,8 @@ def _state(schedule):
     return schedule.enabled, schedule.state, schedule.next_run_at
 
 
-def _act(client, action: str, schedule, *, token=True):
-    data = {"action": action, "_selected_action": [schedule.pk], "index": "0"}
+def _act(client, action: str, schedule, *, token=True, **extra):
+    data = {"action": action, "_selected_action": [schedule.pk], "index": "0", **extra}
     if token:
         data["csrfmiddlewaretoken"] = client.csrf_token
     return client.post(reverse(CHANGELIST), data)
@@ -115,7 +115,9 @@ def test_run_sync_without_change_may_run_now_but_not_pause(as_user, schedule):
     _act(client, "pause", schedule)
     assert _state(schedule) == before
 
-    _act(client, "run_now", schedule)
+    _act(client, "run_now", schedule)  # asks first: nothing starts
+    assert _state(schedule) == before and not SyncJob.objects.exists()
+    _act(client, "run_now", schedule, confirm="yes")
     assert _state(schedule)[1] == ScheduleState.RUNNING
     assert SyncJob.objects.filter(table_mapping=schedule.table_mapping).exists()
 
