@@ -105,7 +105,7 @@ class SyncJob(models.Model):
         permissions = [("run_sync", "Can run synchronizations and coupling jobs")]
 
     # What a preview would do, by the planner's action (the preview's "counts"), in the order the job page shows: each
-    # record read in one of them, as the run's counters; "delete" (deletions found) is apart from the records read.
+    # record read in one of them, as the run's counters (a deletion handled is a record read, as in the run).
     # Fields merged are no outcome of their own (the preview's "merged", shown apart).
     PREVIEW_COUNTS = [
         ("insert", "Would insert"),
@@ -187,8 +187,7 @@ class SyncJob(models.Model):
         """
         if self.dry_run:
             counts = (self.preview or {}).get("counts", {})
-            # Deletions found are apart from the records read (jobs/engine/deletions.py).
-            return [(label.lower(), counts.get(key, 0)) for key, label in self.PREVIEW_COUNTS if key != "delete"]
+            return [(label.lower(), counts.get(key, 0)) for key, label in self.PREVIEW_COUNTS]
         if self.kind == JobKind.COUPLING:
             return [
                 ("coupled (two records a pair)", 2 * self.coupled),

@@ -608,7 +608,10 @@ def _run_sync(job: SyncJob, bc_client, dataverse_client, lock, on_progress, plan
         if deleted["found"]:
             outcome.preview["deletions"] = deleted
             preview_deletion_counts(outcome.preview, deleted)
-        SyncJob.objects.filter(pk=job.pk).update(preview=outcome.preview)
+        # The run reads each deletion it handles as a record (a held one stopped the preview above): so does this.
+        SyncJob.objects.filter(pk=job.pk).update(
+            preview=outcome.preview, progress_done=F("progress_done") + deleted["found"]
+        )
     elif job.kind in (JobKind.MODIFIED, JobKind.FULL):
         _advance_watermark(job, outcome.latest_modified)
     return follow_ups

@@ -91,14 +91,14 @@ def deletions_preview(mapping: TableMapping, direction: str, found: int) -> dict
 
 
 def preview_deletion_counts(preview: dict[str, Any], deletions: dict[str, Any]) -> None:
-    """The run's counters for the deletions it would handle: `deleted` for each, `uncoupled` too when the policy
-    uncouples (as DeletionPass counts them); they are apart from the records read."""
+    """The run's counters for the deletions it would handle, as DeletionPass counts them: each is a record read with
+    one outcome, `uncouple` under the uncouple policy, else `delete`. (A record another mapping still couples is only
+    uncoupled by the run, and a deletion already reported is not counted again: a preview does not look that far.)"""
     if not deletions["found"] or deletions["held"]:
         return
     counts = preview["counts"]
-    counts["delete"] = counts.get("delete", 0) + deletions["found"]
-    if deletions["policy"] == DeletionPolicy.UNCOUPLE.label:
-        counts["uncouple"] = counts.get("uncouple", 0) + deletions["found"]
+    outcome = "uncouple" if deletions["policy"] == DeletionPolicy.UNCOUPLE.label else "delete"
+    counts[outcome] = counts.get(outcome, 0) + deletions["found"]
 
 
 SYSTEM_LABEL = {"bc": "Business Central", "dataverse": "Dataverse"}

@@ -551,7 +551,7 @@ def test_confirmed_deletions_take_the_deletion_path_for_the_held_records_only(
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(
             reverse("admin:jobs_syncjob_changelist"),
-            {"action": "confirm_held_deletions", "_selected_action": [held.pk]},
+            {"action": "confirm_held_deletions", "_selected_action": [held.pk], "confirm": "yes"},
             follow=True,
         )
     assert "Confirmed 2 deletion(s)" in response.content.decode()
