@@ -45,6 +45,9 @@ from mappings.transformations import TransformationError, apply_transformation
 from mappings.validation import check_filter
 
 
+DEFAULT_MARKER_TITLE = "One of the default mappings: 'Use default synchronization settings' can put it back"
+
+
 class FieldMappingInline(admin.TabularInline):
     model = FieldMapping
     form = FieldMappingForm
@@ -106,15 +109,7 @@ class NewRecordTemplateInline(admin.TabularInline):
 class TableMappingAdmin(admin.ModelAdmin):
     form = TableMappingForm
     inlines = [FieldMappingInline, NewRecordTemplateInline]
-    list_display = [
-        "name",
-        "company",
-        "tables_display",
-        "filters_display",
-        "sync_only_coupled",
-        "dependency_names",
-        "is_default",
-    ]
+    list_display = ["name_display", "tables_display", "filters_display", "only_coupled", "dependency_names"]
     list_filter = ["company", "direction", "is_default", "sync_only_coupled", "multi_company"]
     list_select_related = ["company"]
     search_fields = ["name", "bc_entity_set", "dataverse_entity_set"]
@@ -166,6 +161,21 @@ class TableMappingAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("dependencies")
+
+    # Name, company and "default" share a cell, and "synchronize only coupled records" has a short header: as
+    # columns of their own they pushed last sync, errors and skipped past the right edge of a 1,366 px screen.
+    @admin.display(description="name / company", ordering="name")
+    def name_display(self, obj):
+        default = (
+            format_html(' <small class="default-marker" title="{}">default</small>', DEFAULT_MARKER_TITLE)
+            if obj.is_default
+            else ""
+        )
+        return format_html("{}{}<br><small>{}</small>", obj.name, default, obj.company or "")
+
+    @admin.display(description="only coupled", boolean=True, ordering="sync_only_coupled")
+    def only_coupled(self, obj):
+        return obj.sync_only_coupled
 
     @admin.display(description="tables", ordering="bc_entity_set")
     def tables_display(self, obj):
