@@ -91,3 +91,24 @@ def test_every_column_of_the_mapping_list_of_two_companies_fits_a_1366_screen(pa
     first = page.locator("#result_list tbody tr").first.locator("th.field-name_display")
     assert first.locator(".default-marker").inner_text() == "default"
     assert first.inner_text().splitlines()[-1].endswith("(Business Central)")
+
+
+def test_show_their_fields_keeps_the_chosen_company_and_the_typed_filter(page, two_companies):
+    from mappings.models import TableMapping
+
+    usa, canada = two_companies
+    before = TableMapping.objects.count()
+    page.goto("/admin/mappings/tablemapping/add/")
+    page.fill("#id_name", "ITEM")
+    page.select_option("#id_company", str(canada.pk))
+    page.fill("#id_bc_entity_set", "items")
+    page.fill("#id_dataverse_entity_set", "products")
+    page.fill("#id_table_filter", "blocked eq false")
+    page.click("#show-fields-link")
+    page.wait_for_selector("datalist#bc-fields option[value=unitPrice]", state="attached")
+
+    assert page.input_value("#id_company") == str(canada.pk)
+    assert page.input_value("#id_table_filter") == "blocked eq false"
+    assert page.input_value("#id_name") == "ITEM"
+    assert page.locator(".errornote, .errorlist").count() == 0
+    assert TableMapping.objects.count() == before
