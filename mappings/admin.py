@@ -45,7 +45,6 @@ from mappings.services import configuration_export, configuration_import, table_
 from mappings.transformations import TransformationError, apply_transformation
 from mappings.validation import check_filter
 
-
 # "Show their fields" posts the whole form under this name: the page comes back with the tables' fields offered and
 # every value as typed (company, filters, field rows), saved or not. A link reloading the page lost them.
 SHOW_FIELDS = "_show_fields"
