@@ -129,6 +129,9 @@ SYSTEM_LABELS = {
 }
 
 
+STAMPS = {"created_at", "modified_at"}
+
+
 def column_label(table: schema.Table, field_name: str) -> str:
     """What a person calls a stored column: "Display name" for displayName, "Email" for emailaddress1."""
     if field_name in SYSTEM_LABELS:
@@ -248,7 +251,11 @@ def _column_display(table: schema.Table, field_name: str):
     """The admin column of one stored field, under its label, sorted by the field."""
 
     def show(self, obj):
-        return getattr(obj, field_name)
+        value = getattr(obj, field_name)
+        if field_name in STAMPS and value:
+            # Stored as the wire's ISO string ("2026-12-05T05:21:29.000Z"); shown as the admin's other times.
+            return f"{value[:10]} {value[11:16]} UTC"
+        return value
 
     return admin.display(description=column_label(table, field_name), ordering=field_name)(show)
 

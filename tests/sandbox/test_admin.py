@@ -117,6 +117,8 @@ def test_the_emulated_business_central_rows_say_and_filter_by_their_company(admi
     assert labels[:3] == ["Id", "Display name", "Number"] and "Company" in labels, labels
     assert "DISPLAYNAME" not in page and ">displayName<" not in page
     assert first.display_name in page and second.display_name in page
+    # Modified at as the admin's other times, not the wire's "2026-12-05T05:21:29.000Z".
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", page) and not re.search(r"\d\dT\d\d:\d\d:\d\d", page)
 
     shown = admin_client.get(changelist, {"company": second.rid}).context["cl"].result_list
     assert len(shown) == 4 and {row.company for row in shown} == {second.rid}
