@@ -36,6 +36,16 @@ class CouplingAdmin(CappedCountAdminMixin, admin.ModelAdmin):
         # record; the actions (synchronize, retry skipped, uncouple, resolve a conflict) change them safely.
         return [field.name for field in self.model._meta.fields]
 
+    def has_change_permission(self, request, obj=None):
+        # Nothing on the page can be changed (see get_readonly_fields): Django then titles it "View coupling" and
+        # offers Close instead of Save buttons that would save nothing.
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        # Deleting the row is not uncoupling: the Dataverse row would keep this company's stamp and the pair's
+        # errors would stay open. Uncouple (the list's action, the button on a coupling's page) does both.
+        return False
+
 
 class AmbiguousMatchAdmin(admin.ModelAdmin):
     """Records that match-based coupling found several partners for."""

@@ -497,3 +497,10 @@ class Reconciliation(models.Model):
 
     def __str__(self):
         return f"Reconciliation #{self.pk} of {self.table_mapping.name}"
+
+    @property
+    def duration(self) -> str:
+        """How long it ran, as a job page says it ("20 seconds": Django's timesince said "0 minutes")."""
+        if self.started_at is None or self.finished_at is None:
+            return ""
+        return seconds_text(max((self.finished_at - self.started_at).total_seconds(), 0.0))

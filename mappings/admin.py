@@ -13,6 +13,7 @@ import json
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.forms.utils import ErrorDict
 from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -43,6 +44,33 @@ from mappings.models import FieldMapping, NewRecordTemplate, TableMapping
 from mappings.services import configuration_export, configuration_import, table_mapping_reset_to_defaults
 from mappings.transformations import TransformationError, apply_transformation
 from mappings.validation import check_filter
+
+# "Show their fields" posts the whole form under this name: the page comes back with the tables' fields offered and
+# every value as typed (company, filters, field rows), saved or not. A link reloading the page lost them.
+SHOW_FIELDS = "_show_fields"
+
+
+def showing_fields(request) -> bool:
+    return request.method == "POST" and SHOW_FIELDS in request.POST
+
+
+def _never_valid(form) -> bool:
+    return False
+
+
+def _hide_errors(context: dict) -> None:
+    """Forget the errors of a form posted only to show the tables' fields: required fields may still be empty."""
+    context["errors"] = []
+    context["adminform"].form._errors = ErrorDict()
+    for inline in context.get("inline_admin_formsets", []):
+        formset = inline.formset
+        formset._non_form_errors = formset.error_class()
+        formset._errors = [ErrorDict() for _ in formset.forms]
+        for form in formset.forms:
+            form._errors = ErrorDict()
+
+
+DEFAULT_MARKER_TITLE = "One of the default mappings: 'Use default synchronization settings' can put it back"
 
 
 class FieldMappingInline(admin.TabularInline):
@@ -106,15 +134,7 @@ class NewRecordTemplateInline(admin.TabularInline):
 class TableMappingAdmin(admin.ModelAdmin):
     form = TableMappingForm
     inlines = [FieldMappingInline, NewRecordTemplateInline]
-    list_display = [
-        "name",
-        "company",
-        "tables_display",
-        "filters_display",
-        "sync_only_coupled",
-        "dependency_names",
-        "is_default",
-    ]
+    list_display = ["name_display", "tables_display", "filters_display", "only_coupled", "dependency_names"]
     list_filter = ["company", "direction", "is_default", "sync_only_coupled", "multi_company"]
     list_select_related = ["company"]
     search_fields = ["name", "bc_entity_set", "dataverse_entity_set"]
@@ -167,6 +187,23 @@ class TableMappingAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("dependencies")
 
+    # Name, company and "default" share a cell, and "synchronize only coupled records" has a short header: as
+    # columns of their own they pushed last sync, errors and skipped past the right edge of a 1,366 px screen.
+    @admin.display(description="name / company", ordering="name")
+    def name_display(self, obj):
+        default = (
+            format_html(' <small class="default-marker" title="{}">default</small>', DEFAULT_MARKER_TITLE)
+            if obj.is_default
+            else ""
+        )
+        return format_html(
+            '<span class="mapping-name">{}</span>{}<br><small>{}</small>', obj.name, default, obj.company or ""
+        )
+
+    @admin.display(description="only coupled", boolean=True, ordering="sync_only_coupled")
+    def only_coupled(self, obj):
+        return obj.sync_only_coupled
+
     @admin.display(description="tables", ordering="bc_entity_set")
     def tables_display(self, obj):
         """Both tables and the direction in one cell: three columns of single words took a fifth of the list."""
@@ -196,7 +233,10 @@ class TableMappingAdmin(admin.ModelAdmin):
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         form = super().get_form(request, obj, change=change, **kwargs)
-        return type(form.__name__, (form,), {"validation_run": validation_run(request)})
+        attrs = {"validation_run": validation_run(request)}
+        if showing_fields(request):
+            attrs["is_valid"] = _never_valid  # the form comes back as typed; nothing is saved
+        return type(form.__name__, (form,), attrs)
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         run = validation_run(request)
@@ -206,8 +246,11 @@ class TableMappingAdmin(admin.ModelAdmin):
             suggestions = self._suggestions(request, object_id) if may_open else {}
             extra_context = {**(extra_context or {}), **suggestions}
             response = super().changeform_view(request, object_id, form_url, extra_context)
-            for warning in run.warnings:
-                messages.warning(request, warning)
+            if showing_fields(request) and isinstance(response, TemplateResponse):
+                _hide_errors(response.context_data)  # a half-filled form is no mistake yet
+            else:
+                for warning in run.warnings:
+                    messages.warning(request, warning)
             return response
         finally:
             run.metadata.close()
@@ -225,15 +268,16 @@ class TableMappingAdmin(admin.ModelAdmin):
         run = validation_run(request)
         mapping = TableMapping.objects.filter(pk=object_id).first() if object_id else None
         lists = {}
-        if request.method == "GET":
+        typed = request.POST if showing_fields(request) else request.GET
+        if request.method == "GET" or showing_fields(request):
             for side in ("bc", "dataverse"):
                 try:
                     lists[f"{side}-tables"] = [(name, "") for name in run.metadata.tables(side)]
                 except MetadataUnavailable as exc:
                     messages.warning(request, exc.message)
                     lists[f"{side}-tables"] = []
-                # The tables typed in the form (the "Show their fields" link sends them), else the saved ones.
-                entity_set = request.GET.get(f"{side}_entity_set") or (
+                # The tables typed in the form ("Show their fields" posts the form), else the saved ones.
+                entity_set = typed.get(f"{side}_entity_set") or (
                     getattr(mapping, f"{side}_entity_set", "") if mapping else ""
                 )
                 lists[f"{side}-fields"] = []

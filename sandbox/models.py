@@ -18,8 +18,15 @@ class EmulatedRow(models.Model):
     version = models.BigIntegerField(default=1)  # Dataverse versionnumber; BC: write counter
     etag = models.CharField(max_length=80, default="")  # BC's opaque ETag payload
 
+    # The model field holding the record's name (set per table by _build_model): rows read "Sandbox Business
+    # Central", not "DvCdmCompany object (5a19…)", in the admin's titles and breadcrumbs.
+    name_field = ""
+
     class Meta:
         abstract = True
+
+    def __str__(self):
+        return str((getattr(self, self.name_field, "") if self.name_field else "") or self.rid)
 
 
 def _field_for(table: schema.Table, column: schema.Column) -> models.Field:
@@ -55,6 +62,8 @@ def _field_for(table: schema.Table, column: schema.Column) -> models.Field:
 
 def _build_model(table: schema.Table) -> type[models.Model]:
     attrs = {"__module__": __name__}
+    name_column = table.column(table.primary_name)
+    attrs["name_field"] = table.storage(name_column) if name_column else ""
     for column in table.data_columns:
         attrs[table.storage(column)] = _field_for(table, column)
     indexes = []

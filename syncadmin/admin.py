@@ -38,17 +38,15 @@ class TableMappingAdmin(
 
     # The links right after the name: the list is wide, and these are what an admin looks for next.
     list_display = [
-        "name",
-        "company",
+        "name_display",
         "related_links",
         "tables_display",
         "filters_display",
-        "sync_only_coupled",
+        "only_coupled",
         "dependency_names",
         "last_sync_display",
         "errors_display",
         "skipped_display",
-        "is_default",
     ]
     actions = [
         *mappings_admin.TableMappingAdmin.actions,

@@ -194,6 +194,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# Every date and time with its zone, in one format on every page (syncadmin/formats/en/formats.py).
+FORMAT_MODULE_PATH = ["syncadmin.formats"]
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]

@@ -125,9 +125,15 @@ class CouplingSyncMixin(RunSyncPermissionMixin):
         delete_surviving_records,
     ]
     change_list_template = "admin/jobs/coupling/change_list.html"
+    change_form_template = "admin/jobs/coupling/change_form.html"
 
     def has_add_permission(self, request):
         return False  # records are coupled from a mapping's "Couple records" page, which checks the rules
+
+    def render_change_form(self, request, context, *args, **kwargs):
+        # The page's Uncouple button runs the list's action on this pair: it asks first, then queues the uncoupling.
+        context["can_uncouple"] = self.has_run_sync_permission(request)
+        return super().render_change_form(request, context, *args, **kwargs)
 
     def _record_link(self, obj, name, record_id):
         url = reverse("admin:coupling_coupling_compare", args=[obj.pk])

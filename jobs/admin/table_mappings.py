@@ -12,6 +12,7 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html
 
 from connectors.choices import ConnectionKind
@@ -127,7 +128,7 @@ class TableMappingSyncMixin(RunSyncPermissionMixin):
     def last_sync_display(self, obj):
         if obj.last_sync is None:
             return "-"
-        text = timezone.localtime(obj.last_sync).strftime("%Y-%m-%d %H:%M")
+        text = date_format(timezone.localtime(obj.last_sync), "DATETIME_FORMAT")  # with its zone, as elsewhere
         return format_html('<a href="{}">{}</a>', mapping_jobs_url(obj.pk), text)
 
     @admin.display(description="errors", ordering="error_count")

@@ -188,3 +188,52 @@ def test_a_refused_match_based_coupling_run_leaves_the_saved_criteria_and_settin
     assert matching == [(criteria[0].pk, 1)]
     customer.refresh_from_db()
     assert (customer.create_new_if_no_match, customer.sync_after_match_coupling) == settings_before
+
+
+def test_a_couplings_page_is_a_view_whose_only_way_out_is_uncoupling_with_a_confirmation(
+    admin_client, sandbox_connections, customer, run_jobs
+):
+    bc, dataverse = sandbox_connections
+    record = rows(bc, "customers", "blocked eq ' '")[0]
+    account = rows(dataverse, "accounts", "statecode eq 0 and customertypecode eq 3")[0]
+    coupling = coupling_create(mapping=customer, bc_id=record["id"], dataverse_id=account["accountid"])
+
+    page = admin_client.get(reverse("admin:coupling_coupling_change", args=[coupling.pk])).content.decode()
+    assert "View coupling" in page and "Change coupling" not in page
+    assert 'name="_save"' not in page  # nothing to save: every field is the engine's
+    assert reverse("admin:coupling_coupling_delete", args=[coupling.pk]) not in page
+    # A bare delete (the page's or the list's) would leave the Dataverse company stamp and the pair's open errors.
+    assert (
+        admin_client.post(reverse("admin:coupling_coupling_delete", args=[coupling.pk]), {"post": "yes"}).status_code
+        == 403
+    )
+    admin_client.post(
+        reverse("admin:coupling_coupling_changelist"),
+        {"action": "delete_selected", "_selected_action": [coupling.pk], "post": "yes"},
+    )
+    assert Coupling.objects.filter(pk=coupling.pk).exists()
+
+    # The page's Uncouple button posts the list's action for this pair: it asks first, and nothing changes yet.
+    assert 'id="uncouple-button"' in page
+    button = {"action": "uncouple_selected", "index": "0", "_selected_action": [coupling.pk]}
+    asked = admin_client.post(reverse("admin:coupling_coupling_changelist"), button).content.decode()
+    assert "Yes, uncouple 1" in asked
+    assert Coupling.objects.filter(pk=coupling.pk).exists()
+    run_jobs(lambda: admin_client.post(reverse("admin:coupling_coupling_changelist"), {**button, "confirm": "yes"}))
+    assert not Coupling.objects.filter(pk=coupling.pk).exists()
+    assert SyncJob.objects.get(kind=JobKind.UNCOUPLING).status == JobStatus.SUCCEEDED
+    # Both records stay where they were.
+    assert rows(bc, "customers", f"id eq {record['id']}") and rows(
+        dataverse, "accounts", f"accountid eq {account['accountid']}"
+    )
+
+
+def test_the_uncouple_button_is_offered_only_with_the_run_sync_permission(client, django_user_model, customer):
+    from django.contrib.auth.models import Permission
+
+    coupling = Coupling.objects.create(table_mapping=customer, bc_id=uuid.uuid4(), dataverse_id=uuid.uuid4())
+    viewer = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename="view_coupling"))
+    client.force_login(viewer)
+    page = client.get(reverse("admin:coupling_coupling_change", args=[coupling.pk])).content.decode()
+    assert "View coupling" in page and 'id="uncouple-button"' not in page

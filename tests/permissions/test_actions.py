@@ -68,7 +68,8 @@ ACTIONS = {
     ("jobs.Reconciliation", "couple_uncoupled_by_match"): run_sync("jobs.Reconciliation", "queues coupling"),
     ("jobs.Reconciliation", "resynchronize_drift"): run_sync("jobs.Reconciliation", "queues records syncs"),
     ("mappings.MappingChange", "delete_selected"): (NOBODY, "nothing: the log of mapping changes is kept"),
-    ("coupling.Coupling", "delete_selected"): delete("coupling.Coupling"),
+    # A bare delete is not uncoupling (the Dataverse company stamp, open errors): uncouple_selected is the way.
+    ("coupling.Coupling", "delete_selected"): (NOBODY, "nothing: couplings are removed by uncoupling"),
     ("coupling.Coupling", "synchronize_to_dataverse"): run_sync("coupling.Coupling", "queues a records sync"),
     ("coupling.Coupling", "synchronize_from_dataverse"): run_sync("coupling.Coupling", "queues a records sync"),
     ("coupling.Coupling", "retry_skipped"): run_sync("coupling.Coupling", "clears 'skipped'"),

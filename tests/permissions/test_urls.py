@@ -115,7 +115,8 @@ URLS: dict[str, Rule] = {
     "admin:mappings_tablemapping_test_filter": Rule(VIEW_MAPPING, VIEW_MAPPING, "nothing; counts remote records"),
     **model_pages("mappings.mappingchange", add=NOBODY, change=NOBODY, delete=NOBODY),
     # Couplings
-    **model_pages("coupling.coupling", add=NOBODY),
+    # A coupling is changed only by actions (uncouple, synchronize, resolve): its page is read-only, not deletable.
+    **model_pages("coupling.coupling", add=NOBODY, change=NOBODY, delete=NOBODY),
     "admin:coupling_coupling_compare": Rule(
         perms("coupling.view_coupling"),
         perms("coupling.view_coupling", RUN_SYNC),

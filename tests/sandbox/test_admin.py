@@ -1,5 +1,7 @@
 """The sandbox admin page: out-of-band edits and deletions as another user, behind login."""
 
+import re
+
 import pytest
 from django.urls import reverse
 
@@ -95,3 +97,54 @@ def test_a_fault_has_a_name_and_help(admin_client):
         "503 Service Unavailable on business central"
         in admin_client.get(reverse("admin:sandbox_fault_changelist")).content.decode()
     )
+
+
+def test_the_emulated_business_central_rows_say_and_filter_by_their_company(admin_client, company_id):
+    """The demo's two companies hold look-alike customers (the second's first ones copy the first's): the list names
+    each row's company and filters by it, under labels a person reads (Id, Display name), not raw column names."""
+    from sandbox import services
+    from sandbox.models import ROW_MODELS, Company
+
+    services.seed_second_company(customers=4, shared=2)
+    model = ROW_MODELS[("bc", "customers")]
+    changelist = reverse(f"admin:sandbox_{model._meta.model_name}_changelist")
+    first, second = (Company.objects.get(rid=company_id), Company.objects.get(rid=str(services.second_company_id())))
+
+    response = admin_client.get(changelist, {"all": ""})
+    page = response.content.decode()
+    headers = re.findall(r'<th scope="col" class="[^"]*column-([^" ]+)[^"]*">.*?<(?:a|span)[^>]*>([^<]+)<', page, re.S)
+    labels = [label.strip() for _, label in headers]
+    assert labels[:3] == ["Id", "Display name", "Number"] and "Company" in labels, labels
+    assert "DISPLAYNAME" not in page and ">displayName<" not in page
+    assert first.display_name in page and second.display_name in page
+    # Modified at as the admin's other times, not the wire's "2026-12-05T05:21:29.000Z".
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", page) and not re.search(r"\d\dT\d\d:\d\d:\d\d", page)
+
+    shown = admin_client.get(changelist, {"company": second.rid}).context["cl"].result_list
+    assert len(shown) == 4 and {row.company for row in shown} == {second.rid}
+    assert {row.company_label for row in shown} == {second.display_name}
+    filter_links = admin_client.get(changelist).content.decode()
+    assert f"?company={second.rid}" in filter_links  # the list filter offers each company
+
+
+def test_the_emulated_dataverse_rows_name_their_company_and_the_company_rows_their_name(admin_client, dv, seeded):
+    from sandbox.models import ROW_MODELS
+
+    created = dv.post("cdm_companies", json={"cdm_name": "CRONUS Canada", "bcbi_externalid": "x-1"})
+    assert created.status_code == 204, created.text
+    cdm_id = re.search(r"\(([0-9a-f-]{36})\)", created.headers["OData-EntityId"]).group(1)
+    account = dv.get("accounts", params={"$top": 1, "$select": "accountid"}).json()["value"][0]["accountid"]
+    stamped = dv.patch(f"accounts({account})", json={"bcbi_companyid@odata.bind": f"/cdm_companies({cdm_id})"})
+    assert stamped.status_code == 204, stamped.text
+
+    accounts = ROW_MODELS[("dataverse", "accounts")]._meta.model_name
+    changelist = reverse(f"admin:sandbox_{accounts}_changelist")
+    filtered = admin_client.get(changelist, {"company": cdm_id})
+    assert [row.rid for row in filtered.context["cl"].result_list] == [account]
+    page = filtered.content.decode()
+    assert "CRONUS Canada" in page and ">Email<" in page and ">Id<" in page
+
+    companies = ROW_MODELS[("dataverse", "cdm_companies")]._meta.model_name
+    detail = admin_client.get(reverse(f"admin:sandbox_{companies}_change", args=[cdm_id])).content.decode()
+    assert "<h2>CRONUS Canada</h2>" in detail and "DvCdmCompany object" not in detail
+    assert "Business Central company id" in detail
