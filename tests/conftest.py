@@ -6,8 +6,10 @@ and Redis). settings.py gives every pytest run a throwaway data folder (SYNCADMI
 `admin_user`, `admin_client` (logged in), `client`, `settings` and `live_server` come from pytest-django.
 """
 
+import contextlib
 import os
 import signal
+import threading
 import uuid
 from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
@@ -233,7 +235,18 @@ def _keeping_test_connections(handler):
     from django.core import signals
     from django.db import close_old_connections
 
+    # The engine sends from threads too (parallel writes, the next page read ahead). The test's data lives in the
+    # test thread's transaction (and in SQLite's in-memory database), so a request from another thread uses the test
+    # thread's connections, as Django's live server does, one request at a time.
+    owner = threading.get_ident()
+    shared = {alias: connections[alias] for alias in connections}
+    one_at_a_time = threading.RLock()
+
     def app(environ, start_response):
+        with one_at_a_time, _connections_of_the_test(owner, shared):
+            return _serve(environ, start_response)
+
+    def _serve(environ, start_response):
         signals.request_started.disconnect(close_old_connections)
         signals.request_finished.disconnect(close_old_connections)
         try:
@@ -248,6 +261,22 @@ def _keeping_test_connections(handler):
             signals.request_finished.connect(close_old_connections)
 
     return app
+
+
+@contextlib.contextmanager
+def _connections_of_the_test(owner, shared):
+    if threading.get_ident() == owner:
+        yield
+        return
+    for alias, connection in shared.items():
+        connection.inc_thread_sharing()
+        connections[alias] = connection
+    try:
+        yield
+    finally:
+        for alias, connection in shared.items():
+            del connections[alias]
+            connection.dec_thread_sharing()
 
 
 @pytest.fixture

@@ -3,6 +3,10 @@
 Crash safety lives here. Before anything is written, every insert holds a reserved coupling, committed on its
 own: Dataverse accepts our id, so the insert is an upsert by it and a rerun cannot create the row twice; Business
 Central chooses its own ids, so a rerun first looks for the record an interrupted run may have created.
+
+The page's writes go in bulk requests of the connection's batch size, sent in parallel up to what the target client
+allows now (its throttle's concurrency, capped by the service). Only HTTP runs on the pool's threads: the
+reservations are committed before, and the results saved after, on the run's own thread and database connection.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from django.db import transaction
 from django.utils import timezone
@@ -69,9 +75,41 @@ class PageWriter:
             written.append(index)
         results: list[WriteResult | None] = [None] * len(plans)
         if operations:
-            for index, result in zip(written, self.target_client.write_many(operations), strict=True):
+            for index, result in zip(written, self._send(operations), strict=True):
                 results[index] = result
         return list(zip(plans, results, strict=True))
+
+    def _send(self, operations: list[WriteOperation]) -> list[WriteResult]:
+        """Send the writes in bulk requests, as many at once as the client allows at each moment; results in order.
+
+        The allowance is read again before each request starts, so a 429 met by one request slows the next ones.
+        When a request raises, the others in flight finish (their records are written: their results would be lost
+        otherwise, and the reservations make the rerun update them) and the first error is raised.
+        """
+        client = self.target_client
+        size = max(1, client.write_batch_size())
+        chunks = [operations[start : start + size] for start in range(0, len(operations), size)]
+        if len(chunks) == 1 or client.parallelism() <= 1:
+            return [result for chunk in chunks for result in client.write_many(chunk)]
+        answers: list[list[WriteResult]] = [[] for _ in chunks]
+        waiting = deque(enumerate(chunks))
+        running: dict[Future[list[WriteResult]], int] = {}
+        failures: list[BaseException] = []
+        with ThreadPoolExecutor(max_workers=min(len(chunks), client.parallelism()), thread_name_prefix="write") as pool:
+            while running or (waiting and not failures):
+                while waiting and not failures and len(running) < client.parallelism():
+                    number, chunk = waiting.popleft()
+                    running[pool.submit(client.write_many, chunk)] = number
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    number = running.pop(future)
+                    try:
+                        answers[number] = future.result()
+                    except Exception as exc:  # raised on the run's thread once the others are in
+                        failures.append(exc)
+        if failures:
+            raise failures[0]
+        return [result for answer in answers for result in answer]
 
     def _insert_operation(self, plan: Plan, ref: str) -> WriteOperation:
         if self.target.is_dataverse:

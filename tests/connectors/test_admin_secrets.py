@@ -38,6 +38,9 @@ def form_data(**overrides):
         "batch_size": "100",
         "timeout_seconds": "60",
         "max_concurrency": "4",
+        # The inline of further app registrations, left empty.
+        "app_registrations-TOTAL_FORMS": "0",
+        "app_registrations-INITIAL_FORMS": "0",
     }
     data.update(overrides)
     return data
