@@ -75,6 +75,7 @@ class ODataClient:
         self._counts_lock = threading.Lock()
         self.throttle_wait_seconds = 0.0  # slept because the service throttled us (429), all threads together
         self.dop_hint: int | None = None  # the latest `x-ms-dop-hint` the service sent
+        self.answered = False  # an API answer came: the service had its say on the parallelism, if it has one
         self._secrets: list[str] = []  # every registration's, scrubbed out of error texts
         self.identities = [self._identity(connection.client_id, self._connection_secret(connection))]
         if connection.pk is not None:
@@ -250,6 +251,7 @@ class ODataClient:
                 attempt = Attempt(exception=exc)
             response = attempt.response
             if response is not None and url is not None:
+                self.answered = True
                 self._note_dop_hint(response)
             if url is not None:  # an API request: what the service counts against its limits (token requests aside)
                 status = response.status_code if response is not None else None

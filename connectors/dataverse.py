@@ -73,6 +73,10 @@ class DataverseClient(DataverseWebhooks):
 
     # -- names ------------------------------------------------------------------------------------------------------
 
+    def parallelism(self) -> int:
+        # Dataverse tells its recommended parallelism (x-ms-dop-hint) on every answer: one request first, to hear it.
+        return self.throttle.concurrency if self.answered else 1
+
     def collection_url(self, entity_set: str) -> str:
         return self.url(entity_set)
 

@@ -220,8 +220,9 @@ def sandbox_http():
     Returns the transport. Tests that touch the sandbox's data also need
     `@pytest.mark.django_db(databases=["default", "sandbox"])`.
     """
-    transport = httpx.WSGITransport(app=_keeping_test_connections(get_wsgi_application()))
-    with override_transport(transport):
+    app = _keeping_test_connections(get_wsgi_application())
+    transport = httpx.WSGITransport(app=app)
+    with override_transport(transport), app.shared_with_other_threads():
         yield transport
 
 
@@ -245,6 +246,22 @@ def _keeping_test_connections(handler):
     def app(environ, start_response):
         with one_at_a_time, _connections_of_the_test(owner, shared):
             return _serve(environ, start_response)
+
+    def one_query_at_a_time(execute, sql, params, many, context):
+        with one_at_a_time:  # the test thread's own queries wait while another thread's request is served
+            return execute(sql, params, many, context)
+
+    @contextlib.contextmanager
+    def shared_with_other_threads():
+        for connection in shared.values():
+            connection.execute_wrappers.append(one_query_at_a_time)
+        try:
+            yield
+        finally:
+            for connection in shared.values():
+                connection.execute_wrappers.remove(one_query_at_a_time)
+
+    app.shared_with_other_threads = shared_with_other_threads
 
     def _serve(environ, start_response):
         signals.request_started.disconnect(close_old_connections)

@@ -31,6 +31,7 @@ from mappings.models import TableMapping
 
 logger = logging.getLogger(__name__)
 
+MAX_THREADS = 64  # above Dataverse's 52 concurrent requests per user
 RESERVATION_FIELDS = ["bc_id", "dataverse_id", "pending", "reserved_at", "bc_name", "dataverse_name"]
 
 
@@ -89,13 +90,14 @@ class PageWriter:
         client = self.target_client
         size = max(1, client.write_batch_size())
         chunks = [operations[start : start + size] for start in range(0, len(operations), size)]
-        if len(chunks) == 1 or client.parallelism() <= 1:
-            return [result for chunk in chunks for result in client.write_many(chunk)]
+        if len(chunks) == 1:
+            return client.write_many(operations)
         answers: list[list[WriteResult]] = [[] for _ in chunks]
         waiting = deque(enumerate(chunks))
         running: dict[Future[list[WriteResult]], int] = {}
         failures: list[BaseException] = []
-        with ThreadPoolExecutor(max_workers=min(len(chunks), client.parallelism()), thread_name_prefix="write") as pool:
+        # Threads start only as requests are submitted: as many as the allowance reached, at most.
+        with ThreadPoolExecutor(max_workers=min(len(chunks), MAX_THREADS), thread_name_prefix="write") as pool:
             while running or (waiting and not failures):
                 while waiting and not failures and len(running) < client.parallelism():
                     number, chunk = waiting.popleft()
