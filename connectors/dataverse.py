@@ -7,8 +7,8 @@ import re
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from http.cookiejar import Cookie, DefaultCookiePolicy
 from dataclasses import dataclass
+from http.cookiejar import Cookie, DefaultCookiePolicy
 from typing import Any
 from uuid import UUID
 

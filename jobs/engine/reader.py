@@ -6,6 +6,7 @@ of a "synchronize now", and, for each page, its couplings and the coupled counte
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -76,11 +77,12 @@ def read_ahead(pages: Iterator[Page]) -> Iterator[Page]:
                 yield page
         finally:
             following.cancel()
-            try:
+            # The run stopped for another reason, which is what it reports; the read in flight only has to end.
+            with contextlib.suppress(Exception):
                 following.result()
-            except Exception:  # noqa: S110 (the run stopped for another reason, which is what it reports)
-                pass
-            pages.close()
+            close = getattr(pages, "close", None)  # a generator's: ends its open request
+            if close is not None:
+                close()
 
 
 class SourceUnreadable(Exception):

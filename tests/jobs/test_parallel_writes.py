@@ -13,6 +13,7 @@ from urllib.parse import parse_qs
 
 import httpx
 import pytest
+from django.urls import reverse
 
 from connectors import resilience
 from connectors.auth import clear_token_cache
@@ -226,3 +227,32 @@ def test_the_app_registrations_of_a_connection_are_used_in_turn(customers, sandb
     assert first >= 3 and second >= 3 and abs(first - second) <= 2, (first, second)
     assert wire.requests_by_client["bc", "syncadmin-tests-2"] == 0  # Business Central's connection has none
     assert "second-secret" not in registration.client_secret_encrypted
+
+
+def test_the_job_page_shows_the_concurrency_and_the_time_waited_for_throttling(
+    customers, sandbox_http, sleeps, admin_client
+):
+    Connection.objects.filter(kind="dataverse").update(max_concurrency=4)
+    seen_while_running: list[str] = []
+
+    def look_at_the_page(job):
+        seen_while_running.append(
+            admin_client.get(reverse("admin:jobs_syncjob_progress", args=[job.pk])).content.decode()
+        )
+
+    wire = Wire(sandbox_http, throttle_writes=1, retry_after=2)
+    with override_transport(wire):
+        jobs = sync_jobs_create(mapping=customers, kind=JobKind.FULL, direction="to_dataverse")
+        sync_jobs_run(job_ids=[job.pk for job in jobs], on_progress=look_at_the_page)
+    job = SyncJob.objects.get(pk=jobs[0].pk)
+
+    # Page by page while it runs (the first page's numbers are on the job before the second page starts)...
+    running = seen_while_running[-1]
+    assert "still running" in running
+    assert '<td class="syncjob-concurrency">2</td>' in running
+    assert '<td class="syncjob-throttle-wait">2.0 s</td>' in running
+    # ...and after.
+    page = admin_client.get(reverse("admin:jobs_syncjob_change", args=[job.pk])).content.decode()
+    assert job.status == JobStatus.SUCCEEDED and job.throttle_wait_seconds == 2
+    assert "Requests at once (last page)" in page and '<td class="syncjob-concurrency">2</td>' in page
+    assert '<td class="syncjob-throttle-wait">2.0 s</td>' in page
