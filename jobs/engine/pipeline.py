@@ -213,8 +213,10 @@ class DirectionRun:
                 progress_done=F("progress_done") + len(rows), preview=self.preview
             )
         else:
-            # Counted with the page's counters, in one transaction: records read always equal their outcomes.
-            self.saver.save(self.writer.write(plans), read=len(rows))
+            # Saved part by part as the writes end, while the others are in flight; each part's records read are
+            # counted with their outcomes, in one transaction: records read always equal their outcomes.
+            for part in self.writer.write(plans):
+                self.saver.save(part, read=len(part))
             self._record_pacing()
 
     def _throttle_wait(self) -> float:
