@@ -15,7 +15,7 @@ from graphlib import TopologicalSorter
 import django_rq
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 from redis.exceptions import LockError, LockNotOwnedError
 
@@ -35,6 +35,7 @@ from jobs.engine.reader import SourceUnreadable
 from jobs.engine.sides import run_directions
 from jobs.models import COUNTER_FIELDS, SyncError, SyncJob
 from jobs.signals import sync_jobs_finished
+from jobs.uncoupling import records_uncouple
 from mappings.choices import Direction, UpdateConflictResolution
 from mappings.companies import company_of, dataverse_company_row
 from mappings.models import TableMapping
@@ -679,33 +680,27 @@ def _run_uncoupling(job: SyncJob, dataverse_client) -> str:
     couplings = Coupling.objects.filter(table_mapping=job.table_mapping)
     if job.record_ids:
         couplings = couplings.filter(pk__in=job.record_ids)
-    # The errors are closed first: they are found through the couplings that the uncoupling removes.
-    _close_errors_of_uncoupled(job, couplings)
-    count, cleared = couplings_uncouple(
-        mapping=job.table_mapping, couplings=couplings, dataverse_client=dataverse_client
-    )
+    if job.record_ids:
+        count, cleared = records_uncouple(
+            job,
+            couplings,
+            state=ErrorState.RESOLVED_BY_HAND,
+            dataverse_client=dataverse_client,
+            user=job.requested_by,
+        )
+    else:
+        # Every coupling of the mapping: every error naming a record closes, in one UPDATE.
+        SyncError.objects.filter(table_mapping=job.table_mapping_id).exclude(bc_id=None, dataverse_id=None).close(
+            ErrorState.RESOLVED_BY_HAND, job_id=job.pk, user=job.requested_by
+        )
+        count, cleared = couplings_uncouple(
+            mapping=job.table_mapping, couplings=couplings, dataverse_client=dataverse_client
+        )
     SyncJob.objects.filter(pk=job.pk).update(uncoupled=count, progress_done=count)
     message = f"Removed {count} coupling(s); the records stay in both systems."
     if cleared:
         message += f" Cleared the company on {cleared} Dataverse row(s)."
     return message
-
-
-def _close_errors_of_uncoupled(job: SyncJob, couplings) -> None:
-    """A person uncoupled these records: their errors are no longer wrong (resolved by hand, by this job)."""
-    errors = SyncError.objects.filter(table_mapping=job.table_mapping_id)
-    close = {"job_id": job.pk, "user": job.requested_by}
-    if not job.record_ids:
-        errors.exclude(bc_id=None, dataverse_id=None).close(ErrorState.RESOLVED_BY_HAND, **close)
-        return
-    pairs = list(couplings.values_list("bc_id", "dataverse_id"))
-    for start in range(0, len(pairs), 500):
-        batch = pairs[start : start + 500]
-        bc_ids = [bc_id for bc_id, _ in batch if bc_id]
-        dataverse_ids = [dataverse_id for _, dataverse_id in batch if dataverse_id]
-        errors.filter(Q(bc_id__in=bc_ids) | Q(dataverse_id__in=dataverse_ids)).close(
-            ErrorState.RESOLVED_BY_HAND, **close
-        )
 
 
 def coupling_job_enqueue(*, mapping: TableMapping, user=None) -> SyncJob:

@@ -11,16 +11,21 @@ a run first finds the coupled source records that were deleted since the last ru
   and at every full synchronization.
 
 Then, per the direction's policy (mappings.choices.DeletionPolicy): delete the other record (with the ETag of our last
-sync: one changed since is not deleted blindly), uncouple and keep it, restore the deleted record from it (a
-selected-records run in the reverse direction, right after this one), or report the deletion.
+sync: one changed since is not deleted blindly; one another mapping still couples, e.g. another company's, is kept
+and only this coupling goes), uncouple and keep it, restore the deleted record from it (a selected-records run in the
+reverse direction, right after this one), or report the deletion (one open error per record, however often the
+existence check finds it again). Uncoupling here is uncoupling as a person does it (jobs/uncoupling.py): the records'
+errors close and this company's stamp leaves a surviving Dataverse row.
 
 The safety stop: when the deletions found act on more than the mapping's `deletion_safety_percent` of its coupled
 records, nothing is done, the run fails with the count, and the ids are kept on the job until an administrator
 confirms (jobs.services.sync_deletions_confirm): a "confirmed deletions" job then checks once more that the records
 are still gone and carries them out. The delta link does not move on while deletions are held.
 
-The job's `deleted` counter counts the coupled source records found deleted and handled; it is apart from the records
-read (read = inserted + modified + unchanged + skipped + failed).
+Each coupled source record found deleted and handled is a record the job read, with one outcome (the job page's
+equation, SyncJob.counts_reconcile): `deleted` when the other record was deleted, restored or the deletion reported,
+`uncoupled` when only the coupling went (the uncouple policy, or a record another mapping still couples), `failed`
+when deleting the other record failed. A record reported by an earlier run is not read again.
 """
 
 from __future__ import annotations
@@ -42,10 +47,11 @@ from connectors.dataverse import ChangeTrackingExpired
 from connectors.types import ConnectorError, ErrorKind, Page, RemoteClient, WriteOperation
 from coupling.existence import chunked, missing_ids
 from coupling.models import Coupling
-from jobs.choices import ErrorClass, JobKind
+from jobs.choices import ErrorClass, ErrorState, JobKind
 from jobs.engine.reader import SourceUnreadable
 from jobs.engine.sides import sides_for
 from jobs.models import SyncError, SyncJob
+from jobs.uncoupling import records_uncouple
 from mappings.choices import DeletionPolicy, Direction
 from mappings.models import TableMapping
 
@@ -85,6 +91,7 @@ class DeletionPass:
         self.source, self.target = sides_for(self.mapping, job.direction)
         self.source_client = dataverse_client if self.source.is_dataverse else bc_client
         self.target_client = dataverse_client if self.target.is_dataverse else bc_client
+        self.dataverse_client = dataverse_client
         self.policy = policy_for(self.mapping, job.direction)
         self.source_attr = self.source.coupling_attr("id")
         self.target_attr = self.target.coupling_attr("id")
@@ -198,23 +205,21 @@ class DeletionPass:
     # -- handling -----------------------------------------------------------------------------------------------
 
     def handle(self, gone: set[UUID], *, confirmed: bool) -> list[SyncJob]:
+        """Carry out the policy for these deleted source records: a run's and a confirmed-deletions job's one path."""
         couplings = self.couplings_of(gone)
         if not couplings:
             return []
         if self.policy != DeletionPolicy.REPORT and not confirmed:
             self._safety_stop(couplings)
+        follow_ups: list[SyncJob] = []
         if self.policy == DeletionPolicy.PROPAGATE:
-            done = self._propagate(couplings)
-            follow_ups: list[SyncJob] = []
+            self._propagate(couplings)
         elif self.policy == DeletionPolicy.UNCOUPLE:
-            done = self._uncouple(couplings)
-            follow_ups = []
+            self._uncouple(couplings)
         elif self.policy == DeletionPolicy.RESTORE:
-            done, follow_ups = self._restore(couplings)
+            follow_ups = self._restore(couplings)
         else:
-            done = self._report(couplings)
-            follow_ups = []
-        SyncJob.objects.filter(pk=self.job.pk).update(deleted=F("deleted") + done)
+            self._report(couplings)
         return follow_ups
 
     def couplings_of(self, source_ids: set[UUID]) -> list[Coupling]:
@@ -225,6 +230,15 @@ class DeletionPass:
                 table_mapping=self.mapping, pending=False, **{f"{self.source_attr}__in": chunk}
             )
         return found
+
+    def _counted(self, *, deleted: int = 0, uncoupled: int = 0, failed: int = 0) -> None:
+        """Each deleted source record handled is a record read with one outcome (the job page's equation)."""
+        SyncJob.objects.filter(pk=self.job.pk).update(
+            progress_done=F("progress_done") + deleted + uncoupled + failed,
+            deleted=F("deleted") + deleted,
+            uncoupled=F("uncoupled") + uncoupled,
+            failed=F("failed") + failed,
+        )
 
     def _safety_stop(self, couplings: list[Coupling]) -> None:
         coupled = Coupling.objects.filter(table_mapping=self.mapping, pending=False).count()
@@ -241,10 +255,25 @@ class DeletionPass:
             f'restored. Check the deletions, then confirm them on this job ("Confirm the held deletions").'
         )
 
-    def _propagate(self, couplings: list[Coupling]) -> int:
-        """Delete each coupled target record (If-Match: our last sync's ETag), then the coupling."""
-        done = 0
-        for chunk in chunked_couplings(couplings):
+    def _uncoupled(self, couplings: list[Coupling], *, target_survives: bool) -> None:
+        """Uncouple as uncoupling by hand does (the records' errors close, this company's stamp on a surviving
+        Dataverse row is cleared), closing the errors as the run's doing."""
+        keeps_dataverse_row = target_survives and self.target.is_dataverse
+        for chunk in chunked([c.pk for c in couplings], IDS_PER_QUERY):
+            records_uncouple(
+                self.job,
+                Coupling.objects.filter(pk__in=chunk),
+                state=ErrorState.RESOLVED_BY_SYNC,
+                dataverse_client=self.dataverse_client if keeps_dataverse_row else None,
+            )
+
+    def _propagate(self, couplings: list[Coupling]) -> None:
+        """Delete each coupled target record (If-Match: our last sync's ETag), then the coupling; a target record
+        another mapping still couples is kept, and only this coupling goes."""
+        held = self._held_elsewhere(couplings)
+        if held:
+            self._keep_held([c for c in couplings if getattr(c, self.target_attr) in held], held)
+        for chunk in chunked_couplings([c for c in couplings if getattr(c, self.target_attr) not in held]):
             operations = [
                 WriteOperation(
                     kind="delete",
@@ -265,7 +294,7 @@ class DeletionPass:
                     or result.ok
                     or (result.error is not None and result.error.kind == ErrorKind.NOT_FOUND)
                 ):
-                    removed.append(coupling.pk)  # deleted now, or already gone
+                    removed.append(coupling)  # deleted now, or already gone
                     continue
                 reason = result.error.message if result.error else "no reason given"
                 # A stale ETag: 409 Request_EntityChanged on Business Central, 412 on Dataverse.
@@ -285,40 +314,70 @@ class DeletionPass:
                     )
                 )
             with transaction.atomic():
-                Coupling.objects.filter(pk__in=removed).delete()
-                SyncError.objects.bulk_create(errors)
-                SyncJob.objects.filter(pk=self.job.pk).update(failed=F("failed") + len(errors))
-            done += len(removed)
-        return done
+                self._uncoupled(removed, target_survives=False)
+                self._superseding(errors)
+                self._counted(deleted=len(removed), failed=len(errors))
 
-    def _uncouple(self, couplings: list[Coupling]) -> int:
-        for chunk in chunked([c.pk for c in couplings], IDS_PER_QUERY):
-            Coupling.objects.filter(pk__in=chunk).delete()
-        SyncJob.objects.filter(pk=self.job.pk).update(uncoupled=F("uncoupled") + len(couplings))
-        return len(couplings)
+    def _held_elsewhere(self, couplings: list[Coupling]) -> dict[UUID, set[str]]:
+        """The target records of these couplings that another mapping's coupling holds (another company's mapping of
+        the same table, say), with the names of those mappings: deleting them would break those couplings."""
+        target_ids = [getattr(c, self.target_attr) for c in couplings if getattr(c, self.target_attr)]
+        entity_set = "dataverse_entity_set" if self.target.is_dataverse else "bc_entity_set"
+        held: dict[UUID, set[str]] = {}
+        for chunk in chunked(target_ids, IDS_PER_QUERY):
+            others = (
+                Coupling.objects.filter(
+                    **{f"{self.target_attr}__in": chunk, f"table_mapping__{entity_set}": self.target.entity_set}
+                )
+                .exclude(table_mapping=self.mapping)
+                .values_list(self.target_attr, "table_mapping__name", "table_mapping__company__name")
+            )
+            for target_id, name, company in others:
+                held.setdefault(target_id, set()).add(f"{name} ({company})" if company else name)
+        return held
 
-    def _restore(self, couplings: list[Coupling]) -> tuple[int, list[SyncJob]]:
+    def _keep_held(self, couplings: list[Coupling], held: dict[UUID, set[str]]) -> None:
+        with transaction.atomic():
+            self._uncoupled(couplings, target_survives=True)
+            self._counted(uncoupled=len(couplings))
+        mappings = sorted({name for c in couplings for name in held[getattr(c, self.target_attr)]})
+        records = ", ".join(sorted(c.dataverse_name or c.bc_name or str(c.pk) for c in couplings)[:5])
+        more = "…" if len(couplings) > 5 else ""
+        self._say(
+            f"{len(couplings)} {self.target.label} record(s) whose {self.source.label} record was deleted were kept, "
+            f"not deleted: they are still coupled by {', '.join(mappings)} ({records}{more}). Only this mapping's "
+            f"coupling was removed (counted as uncoupled)."
+        )
+
+    def _say(self, text: str) -> None:
+        job = SyncJob.objects.only("message").get(pk=self.job.pk)
+        SyncJob.objects.filter(pk=self.job.pk).update(message=f"{job.message} {text}".strip())
+
+    def _uncouple(self, couplings: list[Coupling]) -> None:
+        with transaction.atomic():
+            self._uncoupled(couplings, target_survives=True)
+            self._counted(uncoupled=len(couplings))
+
+    def _restore(self, couplings: list[Coupling]) -> list[SyncJob]:
         """Recreate each deleted record from its coupled partner: a selected-records run in the reverse direction."""
         back = reverse(self.job.direction)
         if back not in (
             ([Direction.TO_DATAVERSE] if self.mapping.syncs_to_dataverse else [])
             + ([Direction.FROM_DATAVERSE] if self.mapping.syncs_from_dataverse else [])
         ):
-            errors = [
-                self._error(
-                    c,
-                    f"The {self.source.label} record was deleted and the policy is to restore it, but the mapping "
-                    f"does not synchronize {self.target.label} records to {self.source.label}: kept as it is.",
-                )
-                for c in couplings
-            ]
-            SyncError.objects.bulk_create(errors)
-            return len(couplings), []
+            self._report(
+                couplings,
+                f"The {self.source.label} record was deleted and the policy is to restore it, but the mapping "
+                f"does not synchronize {self.target.label} records to {self.source.label}: kept as it is.",
+            )
+            return []
         now = timezone.now()
-        for chunk in chunked([c.pk for c in couplings], IDS_PER_QUERY):
-            Coupling.objects.filter(pk__in=chunk).prepare_restore(self.source.system, now)
+        with transaction.atomic():
+            for chunk in chunked([c.pk for c in couplings], IDS_PER_QUERY):
+                Coupling.objects.filter(pk__in=chunk).prepare_restore(self.source.system, now)
+            self._counted(deleted=len(couplings))
         survivors = [str(getattr(c, self.target_attr)) for c in couplings]
-        jobs = [
+        return [
             SyncJob.objects.create(
                 kind=JobKind.RECORDS,
                 table_mapping=self.mapping,
@@ -329,21 +388,40 @@ class DeletionPass:
             )
             for chunk in chunked(survivors, 5000)
         ]
-        return len(couplings), jobs
 
-    def _report(self, couplings: list[Coupling]) -> int:
-        SyncError.objects.bulk_create(
-            [
-                self._error(
-                    c,
-                    f"The {self.source.label} record was deleted; its coupled {self.target.label} record was kept "
-                    f"(the mapping's deletion policy is to report). Delete it, restore the other one, or uncouple "
-                    f"them.",
-                )
-                for c in couplings
-            ]
+    def _report(self, couplings: list[Coupling], message: str = "") -> None:
+        """One open error per deleted record: a record reported by an earlier check (Business Central's periodic
+        existence check finds it again each time, as the coupling stays) is not reported or counted again."""
+        reported = self._reported_already(couplings)
+        new = [c for c in couplings if getattr(c, self.source_attr) not in reported]
+        message = message or (
+            f"The {self.source.label} record was deleted; its coupled {self.target.label} record was kept (the "
+            f"mapping's deletion policy is to report). Delete it, restore the other one, or uncouple them."
         )
-        return len(couplings)
+        with transaction.atomic():
+            SyncError.objects.bulk_create([self._error(c, message) for c in new])
+            self._counted(deleted=len(new))
+
+    def _reported_already(self, couplings: list[Coupling]) -> set[UUID]:
+        source_ids = [getattr(c, self.source_attr) for c in couplings]
+        reported: set[UUID] = set()
+        for chunk in chunked(source_ids, IDS_PER_QUERY):
+            reported.update(
+                SyncError.objects.open()
+                .of_records(self.mapping.pk, self.job.direction, chunk)
+                .filter(error_class=ErrorClass.DELETION_CONFLICT)
+                .values_list(self.source_attr, flat=True)
+            )
+        return reported
+
+    def _superseding(self, errors: list[SyncError]) -> None:
+        """Save these errors, each replacing its record's open error of this direction: one open error per record."""
+        source_ids = [getattr(e, self.source_attr) for e in errors]
+        for chunk in chunked(source_ids, IDS_PER_QUERY):
+            SyncError.objects.of_records(self.mapping.pk, self.job.direction, chunk).close(
+                ErrorState.SUPERSEDED, job_id=self.job.pk
+            )
+        SyncError.objects.bulk_create(errors)
 
     def _error(self, coupling: Coupling, message: str, *, detail: str = "") -> SyncError:
         return SyncError(

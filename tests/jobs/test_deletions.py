@@ -79,44 +79,81 @@ def set_policy(mapping, side: str, policy: str) -> None:
     mapping.refresh_from_db()
 
 
+@pytest.fixture
+def delete_one(coupled):
+    """Set the policy for deletions in `side` (safety stop at 50%), delete one coupled record there, make the periodic
+    Business Central check due; returns the coupling of the deleted record."""
+
+    def delete_one(side: str, policy: str, coupling: Coupling | None = None, mapping=None) -> Coupling:
+        mapping = mapping or coupled
+        set_policy(mapping, side, policy)
+        coupling = coupling or a_coupling(mapping)
+        delete(side, coupling)
+        make_bc_check_due(mapping)
+        return coupling
+
+    return delete_one
+
+
+def an_open_error(mapping, coupling: Coupling, direction: str) -> SyncError:
+    """An earlier run's error about this record, still open."""
+    return SyncError.objects.create(
+        job=SyncJob.objects.filter(table_mapping=mapping).earliest("pk"),
+        table_mapping=mapping,
+        direction=direction,
+        bc_id=coupling.bc_id,
+        dataverse_id=coupling.dataverse_id,
+        error_class="validation",
+        message="An earlier failure of this record.",
+    )
+
+
+def assert_counts_add_up(job: SyncJob) -> None:
+    """The job page's equation (SyncJob.counts_reconcile): records read = the sum of their outcomes."""
+    assert job.counts_reconcile, (job.records_read, job.outcomes)
+
+
 @pytest.mark.parametrize("side", [BC_DELETED, DV_DELETED])
 def test_propagate_deletes_the_other_record_and_the_coupling_and_counts_it(
-    side, coupled, sandbox_connections, django_capture_on_commit_callbacks, rq_worker
+    side, coupled, delete_one, sandbox_connections, django_capture_on_commit_callbacks, rq_worker
 ):
+    from jobs.choices import ErrorState
+
     bc, dataverse = sandbox_connections
-    set_policy(coupled, side, DeletionPolicy.PROPAGATE)
-    coupling = a_coupling(coupled)
-    delete(side, coupling)
-    make_bc_check_due(coupled)
+    earlier = an_open_error(coupled, a_coupling(coupled), "from_dataverse")
+    coupling = delete_one(side, DeletionPolicy.PROPAGATE)
 
     jobs = run(coupled, django_capture_on_commit_callbacks, rq_worker)
 
     job = job_of(jobs, side)
     assert job.status == JobStatus.SUCCEEDED, job.message
     assert job.deleted == 1
+    earlier.refresh_from_db()  # nothing is wrong any more with a pair that is gone
+    assert (earlier.state, earlier.resolved_by_job_id) == (ErrorState.RESOLVED_BY_SYNC, job.pk)
     assert not Coupling.objects.filter(pk=coupling.pk).exists()
     assert not exists(bc, "customers", coupling.bc_id)
     assert not exists(dataverse, "accounts", coupling.dataverse_id)
-    # The other run saw nothing deleted; the records read add up without the deletion.
+    # The other run saw nothing deleted; the deleted record is one of the records read, and they add up.
     other = next(j for j in jobs if j is not job)
     assert other.deleted == 0
-    assert job.inserted + job.modified + job.unchanged + job.skipped + job.failed == job.progress_done
+    assert job.records_read >= 1
+    assert_counts_add_up(job)
+    assert_counts_add_up(other)
 
 
 @pytest.mark.parametrize("side", [BC_DELETED, DV_DELETED])
 def test_uncouple_keeps_the_other_record(
-    side, coupled, sandbox_connections, django_capture_on_commit_callbacks, rq_worker
+    side, coupled, delete_one, sandbox_connections, django_capture_on_commit_callbacks, rq_worker
 ):
     bc, dataverse = sandbox_connections
-    set_policy(coupled, side, DeletionPolicy.UNCOUPLE)
-    coupling = a_coupling(coupled)
-    delete(side, coupling)
-    make_bc_check_due(coupled)
+    coupling = delete_one(side, DeletionPolicy.UNCOUPLE)
 
     job = job_of(run(coupled, django_capture_on_commit_callbacks, rq_worker), side)
 
     assert job.status == JobStatus.SUCCEEDED, job.message
-    assert (job.deleted, job.uncoupled) == (1, 1)
+    # One outcome per record: uncoupled (nothing was deleted by the run), not counted as deleted too.
+    assert (job.deleted, job.uncoupled) == (0, 1)
+    assert_counts_add_up(job)
     assert not Coupling.objects.filter(pk=coupling.pk).exists()
     survivor = (
         (dataverse, "accounts", coupling.dataverse_id) if side == BC_DELETED else (bc, "customers", coupling.bc_id)
@@ -126,13 +163,10 @@ def test_uncouple_keeps_the_other_record(
 
 @pytest.mark.parametrize("side", [BC_DELETED, DV_DELETED])
 def test_restore_recreates_the_deleted_record_from_the_other_one(
-    side, coupled, sandbox_connections, django_capture_on_commit_callbacks, rq_worker
+    side, coupled, delete_one, sandbox_connections, django_capture_on_commit_callbacks, rq_worker
 ):
     bc, dataverse = sandbox_connections
-    set_policy(coupled, side, DeletionPolicy.RESTORE)
-    coupling = a_coupling(coupled)
-    delete(side, coupling)
-    make_bc_check_due(coupled)
+    coupling = delete_one(side, DeletionPolicy.RESTORE)
 
     jobs = run(coupled, django_capture_on_commit_callbacks, rq_worker)
 
@@ -143,6 +177,8 @@ def test_restore_recreates_the_deleted_record_from_the_other_one(
     assert restore.status == JobStatus.SUCCEEDED, restore.message
     assert restore.inserted == 1
     assert restore.direction != job.direction
+    assert_counts_add_up(job)
+    assert_counts_add_up(restore)
     coupling.refresh_from_db()
     assert not coupling.pending
     assert exists(bc, "customers", coupling.bc_id) and exists(dataverse, "accounts", coupling.dataverse_id)
@@ -158,17 +194,15 @@ def test_restore_recreates_the_deleted_record_from_the_other_one(
 
 @pytest.mark.parametrize("side", [BC_DELETED, DV_DELETED])
 def test_report_keeps_both_the_record_and_the_coupling_and_logs_the_deletion(
-    side, coupled, sandbox_connections, django_capture_on_commit_callbacks, rq_worker
+    side, coupled, delete_one, sandbox_connections, django_capture_on_commit_callbacks, rq_worker
 ):
     bc, dataverse = sandbox_connections
-    set_policy(coupled, side, DeletionPolicy.REPORT)
-    coupling = a_coupling(coupled)
-    delete(side, coupling)
-    make_bc_check_due(coupled)
+    coupling = delete_one(side, DeletionPolicy.REPORT)
 
     job = job_of(run(coupled, django_capture_on_commit_callbacks, rq_worker), side)
 
     assert job.deleted == 1
+    assert_counts_add_up(job)
     assert Coupling.objects.filter(pk=coupling.pk).exists()
     survivor = (
         (dataverse, "accounts", coupling.dataverse_id) if side == BC_DELETED else (bc, "customers", coupling.bc_id)
@@ -197,6 +231,7 @@ def test_propagation_does_not_delete_a_record_changed_since_the_last_sync(
     assert exists(bc, "customers", coupling.bc_id)  # If-Match with our last sync's ETag: 412, not deleted
     assert Coupling.objects.filter(pk=coupling.pk).exists()
     assert job.failed == 1 and "changed since the last synchronization" in job.errors.get().message
+    assert_counts_add_up(job)
 
 
 def test_the_safety_stop_deletes_nothing_then_confirming_carries_the_deletions_out(
@@ -216,6 +251,7 @@ def test_the_safety_stop_deletes_nothing_then_confirming_carries_the_deletions_o
     assert job.status == JobStatus.FAILED
     assert "2 coupled Dataverse records were deleted" in job.message and "Nothing was deleted" in job.message
     assert job.deleted == 0
+    assert_counts_add_up(job)
     assert all(exists(bc, "customers", c.bc_id) for c in victims)
     assert Coupling.objects.filter(pk__in=[c.pk for c in victims]).count() == 2
     assert sorted(job.held_deletions) == sorted(str(c.dataverse_id) for c in victims)
@@ -235,6 +271,7 @@ def test_the_safety_stop_deletes_nothing_then_confirming_carries_the_deletions_o
     confirmed = SyncJob.objects.get(kind=JobKind.DELETIONS)
     assert confirmed.status == JobStatus.SUCCEEDED, confirmed.message
     assert confirmed.deleted == 2
+    assert_counts_add_up(confirmed)
     assert not any(exists(bc, "customers", c.bc_id) for c in victims)
     assert not Coupling.objects.filter(pk__in=[c.pk for c in victims]).exists()
     # Confirmed once only; and the runs go on as before.
@@ -360,3 +397,219 @@ def test_a_preview_counts_the_deletions_and_handles_none(
     assert "Found deleted (deletion policy)" in page
     job = job_of(run(coupled, django_capture_on_commit_callbacks, rq_worker), DV_DELETED)
     assert job.deleted == 1 and not exists(bc, "customers", coupling.bc_id)
+
+
+# -- a company's deletion and the other companies' couplings, error states, repeated checks, confirmed deletions -----
+
+SECOND = "Sandbox Business Central Canada"
+
+
+@pytest.fixture
+def two_companies(customer, sandbox_connections, django_capture_on_commit_callbacks, rq_worker):
+    """Company A (the existing connection; CUSTOMER) and company B (CRONUS Canada, with its own default mappings), one
+    Dataverse, after a first run of each: B's CUSTOMER is multi-company and matched A's 3 shared customers to the
+    accounts A coupled, so those accounts are coupled by both companies' mappings (issue 17)."""
+    from connectors.models import Connection
+    from mappings.defaults import create_default_mappings
+    from sandbox import services as sandbox
+
+    bc_a, dataverse = sandbox_connections
+    sandbox.seed_second_company(customers=4, shared=3)
+    bc_b = Connection.objects.get(pk=bc_a.pk)
+    bc_b.pk = None
+    bc_b.name = SECOND
+    bc_b.bc_company_id = sandbox.second_company_id()
+    bc_b.save()
+    TableMapping.objects.filter(company__isnull=True).update(company=bc_a)
+    create_default_mappings(company=bc_b)
+    customer_b = TableMapping.objects.get(name="CUSTOMER", company=bc_b)
+    customer_b.field_mappings.filter(lookup_mapping__isnull=False).update(enabled=False)
+    for mapping in (customer, customer_b):  # each couples the seed's shared accounts by name, creating none twice
+        mapping.field_mappings.filter(bc_field="displayName", dataverse_field="name").update(use_for_matching=True)
+    customer_b.sync_only_coupled = False
+    customer_b.table_filter = ""
+    customer_b.direction = "to_dataverse"
+    customer_b.multi_company = True
+    customer_b.save()
+    TableMapping.objects.filter(pk=customer.pk).update(table_filter="")  # the shared customers, blocked or not
+    customer.refresh_from_db()
+    for mapping in (customer, customer_b):
+        jobs = run(mapping, django_capture_on_commit_callbacks, rq_worker)
+        assert all(j.status == JobStatus.SUCCEEDED for j in jobs), [list(j.errors.values_list("message")) for j in jobs]
+    customer.refresh_from_db()
+    customer_b.refresh_from_db()
+    return customer, customer_b
+
+
+def shared_coupling(customer_a, customer_b) -> Coupling:
+    """A's coupling of an account B's mapping couples too."""
+    held = Coupling.objects.filter(table_mapping=customer_b).values_list("dataverse_id", flat=True)
+    return Coupling.objects.filter(table_mapping=customer_a, dataverse_id__in=held).order_by("bc_name").first()
+
+
+def test_propagate_keeps_a_row_another_mapping_still_couples_and_only_uncouples_this_one(
+    two_companies, delete_one, sandbox_connections, django_capture_on_commit_callbacks, rq_worker
+):
+    """A customer of company A is deleted; its account is also company B's customer (a multi-company mapping):
+    deleting the account would take B's customer's partner away. Only A's coupling goes; the run says why."""
+    bc, dataverse = sandbox_connections
+    customer_a, customer_b = two_companies
+    coupling = shared_coupling(customer_a, customer_b)
+    held_by_b = Coupling.objects.get(table_mapping=customer_b, dataverse_id=coupling.dataverse_id)
+    delete_one(BC_DELETED, DeletionPolicy.PROPAGATE, coupling=coupling, mapping=customer_a)
+
+    job = job_of(run(customer_a, django_capture_on_commit_callbacks, rq_worker), BC_DELETED)
+
+    assert job.status == JobStatus.SUCCEEDED, job.message
+    assert exists(dataverse, "accounts", coupling.dataverse_id)
+    assert not Coupling.objects.filter(pk=coupling.pk).exists()
+    assert Coupling.objects.filter(pk=held_by_b.pk).exists()
+    assert (job.deleted, job.uncoupled) == (0, 1)
+    assert "still coupled by CUSTOMER (Sandbox Business Central Canada)" in job.message, job.message
+    assert_counts_add_up(job)
+
+
+def test_deletion_policies_uncouple_as_uncoupling_does_clearing_the_company_and_closing_the_records_errors(
+    two_companies, delete_one, sandbox_connections, django_capture_on_commit_callbacks, rq_worker
+):
+    """Uncoupled by the deletion policy (uncouple; propagate kept by another mapping), a Dataverse row stamped with the
+    company loses the stamp, as after uncoupling by hand, and the record's open errors close: nothing is wrong with
+    a pair that is no longer one."""
+    from jobs.choices import ErrorState
+    from sandbox import rows, schema
+    from sandbox.models import row_model
+
+    customer_a, customer_b = two_companies
+    kept = shared_coupling(customer_a, customer_b)
+    alone = (
+        Coupling.objects.filter(table_mapping=customer_a)
+        .exclude(dataverse_id__in=Coupling.objects.filter(table_mapping=customer_b).values("dataverse_id"))
+        .order_by("bc_name")
+        .first()
+    )
+    errors = [an_open_error(customer_a, kept, "to_dataverse"), an_open_error(customer_a, alone, "from_dataverse")]
+    accounts = row_model(schema.table("dataverse", "accounts")).objects.using(rows.DB)
+    company_row = str(customer_a.company.dataverse_company_id)
+    assert {accounts.get(rid=str(c.dataverse_id)).bcbi_companyid for c in (kept, alone)} == {company_row}
+
+    delete_one(BC_DELETED, DeletionPolicy.PROPAGATE, coupling=kept, mapping=customer_a)
+    job = job_of(run(customer_a, django_capture_on_commit_callbacks, rq_worker), BC_DELETED)
+    assert job.uncoupled == 1, job.message
+    delete_one(BC_DELETED, DeletionPolicy.UNCOUPLE, coupling=alone, mapping=customer_a)
+    job = job_of(run(customer_a, django_capture_on_commit_callbacks, rq_worker), BC_DELETED)
+    assert job.uncoupled == 1, job.message
+
+    for coupling in (kept, alone):
+        assert accounts.get(rid=str(coupling.dataverse_id)).bcbi_companyid is None
+    for error in errors:
+        error.refresh_from_db()
+        assert error.state != ErrorState.OPEN, error.message
+        assert error.resolved_by_job_id is not None
+
+
+def test_report_keeps_one_open_error_per_deleted_record_across_periodic_checks(
+    coupled, delete_one, django_capture_on_commit_callbacks, rq_worker
+):
+    coupling = delete_one(BC_DELETED, DeletionPolicy.REPORT)
+    first = job_of(run(coupled, django_capture_on_commit_callbacks, rq_worker), BC_DELETED)
+    make_bc_check_due(coupled)
+    second = job_of(run(coupled, django_capture_on_commit_callbacks, rq_worker), BC_DELETED)
+
+    open_errors = SyncError.objects.open().filter(table_mapping=coupled, direction="to_dataverse", bc_id=coupling.bc_id)
+    assert open_errors.count() == 1
+    assert open_errors.get().error_class == "deletion_conflict"
+    assert Coupling.objects.filter(pk=coupling.pk).exists()
+    # Reported once: the second check found nothing new to report.
+    assert (first.deleted, second.deleted) == (1, 0)
+    assert_counts_add_up(first)
+    assert_counts_add_up(second)
+
+
+def test_confirmed_deletions_take_the_deletion_path_for_the_held_records_only(
+    two_companies, sandbox_connections, admin_client, django_capture_on_commit_callbacks, rq_worker
+):
+    """Two deletions in company A are held (more than 5%); one more customer is deleted before the administrator
+    confirms. The confirmation carries out the two it counted, by the same rules as a run: the account B still
+    couples is kept, the other is deleted; the third deletion is left to the next run (and its own safety stop)."""
+    bc, dataverse = sandbox_connections
+    customer_a, customer_b = two_companies
+    TableMapping.objects.filter(pk=customer_a.pk).update(
+        deletions_to_dataverse=DeletionPolicy.PROPAGATE, deletion_safety_percent=5
+    )
+    kept = shared_coupling(customer_a, customer_b)
+    shared = Coupling.objects.filter(table_mapping=customer_b).values("dataverse_id")
+    gone, later = Coupling.objects.filter(table_mapping=customer_a).exclude(dataverse_id__in=shared).order_by("pk")[:2]
+    for coupling in (kept, gone):
+        delete(BC_DELETED, coupling)
+    make_bc_check_due(customer_a)
+    held = job_of(run(customer_a, django_capture_on_commit_callbacks, rq_worker), BC_DELETED)
+    assert held.status == JobStatus.FAILED and len(held.held_deletions) == 2, held.message
+    delete(BC_DELETED, later)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            reverse("admin:jobs_syncjob_changelist"),
+            {"action": "confirm_held_deletions", "_selected_action": [held.pk]},
+            follow=True,
+        )
+    assert "Confirmed 2 deletion(s)" in response.content.decode()
+    rq_worker()
+
+    confirmed = SyncJob.objects.get(kind=JobKind.DELETIONS)
+    assert confirmed.status == JobStatus.SUCCEEDED, confirmed.message
+    assert (confirmed.deleted, confirmed.uncoupled) == (1, 1)
+    assert_counts_add_up(confirmed)
+    assert exists(dataverse, "accounts", kept.dataverse_id)  # B's customer still has its partner
+    assert Coupling.objects.filter(table_mapping=customer_b, dataverse_id=kept.dataverse_id).exists()
+    assert not exists(dataverse, "accounts", gone.dataverse_id)
+    assert not Coupling.objects.filter(pk__in=[kept.pk, gone.pk]).exists()
+    # Not among the confirmed: untouched.
+    assert exists(dataverse, "accounts", later.dataverse_id)
+    assert Coupling.objects.filter(pk=later.pk).exists()
+
+
+def test_a_failed_propagation_found_again_by_the_next_check_keeps_one_open_error(
+    coupled, delete_one, sandbox_connections, django_capture_on_commit_callbacks, rq_worker
+):
+    """The coupled account changed since our last sync, so it is not deleted; the coupling stays, so each periodic
+    check finds the deletion again and tries again: a failure each time, counted, the newer error replacing the
+    older."""
+    bc, dataverse = sandbox_connections
+    coupling = a_coupling(coupled)
+    edit_as_another_user("dataverse", "accounts", coupling.dataverse_id, telephone1="+1 555 0100")
+    delete_one(BC_DELETED, DeletionPolicy.PROPAGATE, coupling=coupling)
+    runs = []
+    for _ in range(2):
+        make_bc_check_due(coupled)
+        before = SyncJob.objects.order_by("-pk").values_list("pk", flat=True).first()
+        with django_capture_on_commit_callbacks(execute=True):
+            sync_enqueue(mapping=coupled, kind=JobKind.MODIFIED, direction="to_dataverse")
+        rq_worker()
+        (job,) = SyncJob.objects.filter(pk__gt=before)
+        runs.append(job)
+
+    assert exists(dataverse, "accounts", coupling.dataverse_id)
+    assert [(j.failed, j.deleted) for j in runs] == [(1, 0), (1, 0)]
+    for job in runs:
+        assert_counts_add_up(job)
+    (still_open,) = SyncError.objects.open().filter(table_mapping=coupled, bc_id=coupling.bc_id)
+    assert still_open.job_id == runs[1].pk and "changed since the last synchronization" in still_open.message
+
+
+def test_restore_without_the_reverse_direction_reports_the_deletion_once(
+    coupled, delete_one, sandbox_connections, django_capture_on_commit_callbacks, rq_worker
+):
+    _, dataverse = sandbox_connections
+    TableMapping.objects.filter(pk=coupled.pk).update(direction="to_dataverse")
+    coupling = delete_one(BC_DELETED, DeletionPolicy.RESTORE)
+    first = job_of(run(coupled, django_capture_on_commit_callbacks, rq_worker), BC_DELETED)
+    make_bc_check_due(coupled)
+    second = job_of(run(coupled, django_capture_on_commit_callbacks, rq_worker), BC_DELETED)
+
+    assert exists(dataverse, "accounts", coupling.dataverse_id) and Coupling.objects.filter(pk=coupling.pk).exists()
+    (error,) = SyncError.objects.open().filter(table_mapping=coupled, bc_id=coupling.bc_id)
+    assert "policy is to restore it, but the mapping does not synchronize" in error.message
+    assert (first.deleted, second.deleted) == (1, 0)
+    assert not SyncJob.objects.filter(kind=JobKind.RECORDS).exists()
+    assert_counts_add_up(first)
+    assert_counts_add_up(second)
