@@ -8,12 +8,28 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpR
 from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
 
-from connectors.forms import ConnectionForm
-from connectors.models import Connection
+from connectors.forms import AppRegistrationForm, ConnectionForm
+from connectors.models import AppRegistration, Connection
 from connectors.services import connection_save_secret, connection_test
 
 
 # Generic in django-stubs only: subscripting it at run time would need django_stubs_ext.monkeypatch() in settings.
+class AppRegistrationInline(admin.TabularInline):  # type: ignore[type-arg]
+    """Further client id and secret pairs, used in turn with the connection's own to multiply per-user limits."""
+
+    model = AppRegistration
+    form = AppRegistrationForm
+    extra = 0
+    fields = ["client_id", "client_secret", "secret_status", "enabled"]
+    readonly_fields = ["secret_status"]
+    verbose_name = "further app registration"
+    verbose_name_plural = "further app registrations (used in turn, to multiply the services' per-user limits)"
+
+    @admin.display(description="Stored secret")
+    def secret_status(self, obj: AppRegistration) -> str:
+        return "stored (encrypted)" if obj.client_secret_encrypted else "not set"
+
+
 class ConnectionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     form = ConnectionForm
     list_display = ["name", "kind", "environment_url", "enabled", "secret_status", "updated_at"]
@@ -21,6 +37,7 @@ class ConnectionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     search_fields = ["name", "environment_url", "client_id"]
     readonly_fields = ["secret_status", "dataverse_company_id", "created_at", "updated_at"]
     actions = ["test_connections"]
+    inlines = [AppRegistrationInline]
     fieldsets = [
         (None, {"fields": ["kind", "name", "enabled"]}),
         ("Where", {"fields": ["environment_url", "tenant", "bc_environment", "bc_company_id", "dataverse_company_id"]}),

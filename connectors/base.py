@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Self
@@ -17,7 +21,7 @@ from connectors import answers, observers, resilience
 from connectors.auth import BearerAuth, TokenProvider
 from connectors.errors import error_from_exception, error_from_response
 from connectors.http import build_http_client
-from connectors.models import Connection
+from connectors.models import AppRegistration, Connection
 from connectors.odata import and_filters, as_uuid, chunked, datetime_literal, eq_any, with_fields
 from connectors.resilience import Attempt, RetryPolicy, Throttle
 from connectors.secrets import SecretUnreadable
@@ -29,6 +33,19 @@ _BEARER = re.compile(r"Bearer\s+[A-Za-z0-9\-._~+/]+=*", re.IGNORECASE)
 
 # Ids per `read_by_ids` request: `id eq <guid> or ...` stays near 5 KB of URL, far below the 32 KB limit.
 IDS_PER_REQUEST = 100
+# Dataverse's recommended degree of parallelism for the environment, on its answers (send-parallel-requests).
+DOP_HINT_HEADER = "x-ms-dop-hint"
+
+
+@dataclass
+class Identity:
+    """One app registration the client calls as: its own token, and its own throttle, since both services count
+    their limits per user (Dataverse api-limits, Business Central operational-limits-online)."""
+
+    client_id: str
+    tokens: TokenProvider
+    auth: BearerAuth
+    throttle: Throttle
 
 
 class ODataClient:
@@ -52,31 +69,93 @@ class ODataClient:
         self.base_url = connection.api_base_url.rstrip("/")
         self.http = build_http_client(
             timeout_seconds=float(connection.timeout_seconds or 60),
-            max_connections=max(2, connection.max_concurrency + 1),
+            # The writer's parallel requests, plus the read-ahead of the next page and a token request.
+            max_connections=max(2, connection.max_concurrency + 2),
         )
-        try:
-            self._secret = connection.client_secret
-            secret_problem = ""
-        except SecretUnreadable as exc:  # reported, classified, at the first call rather than when opening
-            self._secret, secret_problem = "", str(exc)
-        self.tokens = TokenProvider(
-            token_url=connection.effective_token_url,
-            client_id=connection.client_id,
-            client_secret=self._secret,
-            secret_problem=secret_problem,
-            scope=connection.effective_scope,
-            timeout=self.http.timeout,
-            send_with_retries=lambda send, kind: self._with_retries(send, kind, idempotent=True, url=None),
-            connection_id=connection.pk,
-            service=connection.kind,
-        )
-        self.auth = BearerAuth(self.tokens)
+        self._counts_lock = threading.Lock()
+        self.throttle_wait_seconds = 0.0  # slept because the service throttled us (429), all threads together
+        self.dop_hint: int | None = None  # the latest `x-ms-dop-hint` the service sent
+        self.answered = False  # an API answer came: the service had its say on the parallelism, if it has one
+        self._secrets: list[str] = []  # every registration's, scrubbed out of error texts
+        self.identities = [self._identity(connection.client_id, self._connection_secret(connection))]
+        if connection.pk is not None:
+            registrations = connection.app_registrations.filter(enabled=True).order_by("pk")
+            self.identities += [self._identity(r.client_id, self._registration_secret(r)) for r in registrations]
+        self._turns = itertools.cycle(range(len(self.identities)))
+        self._turns_lock = threading.Lock()
+        # The connection's own registration: what "Test connection" and the callers that want a token use.
+        self.tokens = self.identities[0].tokens
+        self.auth = self.identities[0].auth
+        if self.per_user_concurrency is not None:
+            self.throttle.set_ceiling(self.per_user_concurrency * len(self.identities))
         self._table_info: dict[str, TableInfo] = {}
         # A lower bound of (the server's clock - ours), from the answers' Date; None until an answer had one.
         self.server_clock_offset: timedelta | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.connection.name!r}>"
+
+    # Requests in flight one user may have (Business Central: 5); None where only the service's hint says.
+    per_user_concurrency: int | None = None
+
+    @staticmethod
+    def _connection_secret(connection: Connection) -> tuple[str, str]:
+        try:
+            return connection.client_secret, ""
+        except SecretUnreadable as exc:  # reported, classified, at the first call rather than when opening
+            return "", str(exc)
+
+    @staticmethod
+    def _registration_secret(registration: AppRegistration) -> tuple[str, str]:
+        try:
+            return registration.client_secret, ""
+        except SecretUnreadable as exc:
+            return "", f"App registration {registration.client_id}: {exc}"
+
+    def _identity(self, client_id: str, secret: tuple[str, str]) -> Identity:
+        connection = self.connection
+        self._secrets.append(secret[0])
+        tokens = TokenProvider(
+            token_url=connection.effective_token_url,
+            client_id=client_id,
+            client_secret=secret[0],
+            secret_problem=secret[1],
+            scope=connection.effective_scope,
+            timeout=self.http.timeout,
+            send_with_retries=lambda send, kind: self._with_retries(send, kind, idempotent=True, url=None),
+            connection_id=connection.pk,
+            service=connection.kind,
+        )
+        own = Throttle(
+            max_concurrency=self.per_user_concurrency or connection.max_concurrency,
+            max_batch_size=self.throttle.max_batch_size,
+        )
+        return Identity(client_id, tokens, BearerAuth(tokens), own)
+
+    def _next_identity(self) -> Identity:
+        """The app registrations in turn, one request each; one whose own slots are all taken is passed over."""
+        with self._turns_lock:
+            for _ in self.identities:
+                identity = self.identities[next(self._turns)]
+                if identity.throttle.has_free_slot():
+                    return identity
+            return identity
+
+    def parallelism(self) -> int:
+        """How many requests the engine may have in flight now: the connection's concurrency as the throttle has
+        it, never above the service's hint or per-user limit times the app registrations."""
+        return self.throttle.concurrency
+
+    def write_batch_size(self) -> int:
+        return self.throttle.batch_size
+
+    def note_throttle_wait(self, seconds: float) -> None:
+        with self._counts_lock:
+            self.throttle_wait_seconds += seconds
+
+    def count_request(self, kind: str) -> None:
+        with self._counts_lock:  # the writer's threads share the counter
+            self.request_counts[kind] += 1
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
 
@@ -139,28 +218,41 @@ class ODataClient:
         if idempotent is None:
             idempotent = method in ("GET", "HEAD", "OPTIONS")
 
-        def send() -> httpx.Response:
+        def send(identity: Identity | None) -> httpx.Response:
+            auth = identity.auth if identity is not None else self.auth
             return self.http.request(
-                method, full_url, params=params, headers=merged, json=json, content=content, auth=self.auth
+                method, full_url, params=params, headers=merged, json=json, content=content, auth=auth
             )
 
         return self._with_retries(send, kind, idempotent=idempotent, url=full_url)
 
     def _with_retries(
-        self, send: Callable[[], httpx.Response], kind: str, *, idempotent: bool, url: str | None
+        self, send: Callable[..., httpx.Response], kind: str, *, idempotent: bool, url: str | None
     ) -> httpx.Response:
+        """Send with retries. An API request (`url` set) holds a slot of the connection and one of the app
+        registration whose turn it is; a token request holds none, as it runs inside an API request's slot.
+        A retry waits outside any slot, so a throttled or failing request does not stall the others."""
         policy = self.retry_policy
         waited = 0.0
         number = 0
         while True:
             number += 1
-            self.request_counts[kind] += 1
+            self.count_request(kind)
+            identity = self._next_identity() if url is not None else None
             try:
-                with self.throttle.slot():
-                    attempt = Attempt(response=send())
+                with ExitStack() as slots:
+                    if identity is not None:
+                        slots.enter_context(self.throttle.slot())
+                        slots.enter_context(identity.throttle.slot())
+                        attempt = Attempt(response=send(identity))
+                    else:
+                        attempt = Attempt(response=send())
             except httpx.HTTPError as exc:
                 attempt = Attempt(exception=exc)
             response = attempt.response
+            if response is not None and url is not None:
+                self.answered = True
+                self._note_dop_hint(response)
             if url is not None:  # an API request: what the service counts against its limits (token requests aside)
                 status = response.status_code if response is not None else None
                 observers.notify(
@@ -168,19 +260,26 @@ class ODataClient:
                 )
             if response is not None and response.status_code < 400:
                 self.throttle.on_success()
+                if identity is not None:
+                    identity.throttle.on_success()
                 if url is not None:  # an API answer; a token answer comes from another server, with its own clock
                     self._note_server_clock(response)
                 return response
-            if response is not None and response.status_code == 429:
+            throttled = response is not None and response.status_code == 429
+            if throttled:
                 self.throttle.on_throttled()
+                if identity is not None:
+                    identity.throttle.on_throttled()
             if number < policy.max_attempts and resilience.should_retry(attempt, idempotent=idempotent):
                 delay = resilience.delay_before_retry(attempt, number, policy)
                 if waited + delay <= policy.max_total_wait:
                     reason = response.status_code if response is not None else type(attempt.exception).__name__
                     logger.info("Retrying a %s request in %.1f s after %s (attempt %d)", kind, delay, reason, number)
-                    self.request_counts["retry"] += 1
+                    self.count_request("retry")
                     resilience.sleep(delay)
                     waited += delay
+                    if throttled:
+                        self.note_throttle_wait(delay)
                     continue
             if response is not None:
                 response.read()
@@ -190,6 +289,19 @@ class ODataClient:
                 error = error_from_exception(attempt.exception, url)
             error.outcome_unknown = resilience.outcome_unknown(attempt, idempotent=idempotent)
             raise self._scrubbed(error)
+
+    def _note_dop_hint(self, response: httpx.Response) -> None:
+        """Cap the concurrency at the service's recommended degree of parallelism (per app registration)."""
+        value = response.headers.get(DOP_HINT_HEADER)
+        if not value:
+            return
+        try:
+            hint = max(1, int(value))
+        except ValueError:
+            return
+        if hint != self.dop_hint:
+            self.dop_hint = hint
+            self.throttle.set_ceiling(hint * len(self.identities))
 
     def _note_server_clock(self, response: httpx.Response) -> None:
         """Keep a lower bound of how far the server's clock is ahead of ours, from the answer's `Date` header.
@@ -214,7 +326,8 @@ class ODataClient:
 
     def _scrubbed(self, error: ConnectorError) -> ConnectorError:
         """Defence in depth: no secret or bearer token ever leaves in an error, whatever the server echoed."""
-        secrets = [s for s in (self._secret, self.tokens.current()) if s and len(s) >= 4]
+        tokens = [identity.tokens.current() for identity in self.identities]
+        secrets = [s for s in (*self._secrets, *tokens) if s and len(s) >= 4]
         for secret in secrets:
             error.message = error.message.replace(secret, "[secret]")
             error.response_excerpt = error.response_excerpt.replace(secret, "[secret]")

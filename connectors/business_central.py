@@ -38,6 +38,8 @@ class BusinessCentralClient(BusinessCentralSubscriptions):
     modified_with_milliseconds = True
     max_page_size = 20000
     max_batch_size = BATCH_LIMIT
+    # Business Central online serves 5 requests of one user at a time and queues the rest (operational-limits-online).
+    per_user_concurrency = 5
 
     def __init__(self, connection: Connection, *, retry_policy: RetryPolicy | None = None) -> None:
         super().__init__(connection, retry_policy=retry_policy)
@@ -98,7 +100,9 @@ class BusinessCentralClient(BusinessCentralSubscriptions):
                 retry.extend(self._write_chunk(chunk, results, last_round=round_number == MAX_WRITE_ROUNDS, stop=stop))
             pending = retry
             if pending:
-                resilience.sleep(self.retry_policy.backoff(round_number))
+                delay = self.retry_policy.backoff(round_number)
+                resilience.sleep(delay)
+                self.note_throttle_wait(delay)
         for index, operation in pending:
             results[index] = WriteResult(
                 operation.ref,

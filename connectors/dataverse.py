@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import re
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.cookiejar import Cookie, DefaultCookiePolicy
 from typing import Any
 from uuid import UUID
 
@@ -24,6 +26,7 @@ from connectors.webhooks import DataverseWebhooks
 
 logger = logging.getLogger("connectors")
 
+AFFINITY_COOKIE = "ARRAffinity"  # and ARRAffinitySameSite
 BULK_LIMIT = 1000  # CreateMultiple / UpsertMultiple / $batch parts
 MAX_WRITE_ROUNDS = 4
 PART_RETRY_STATUSES = {429, 503}
@@ -63,8 +66,16 @@ class DataverseClient(DataverseWebhooks):
     def __init__(self, connection: Connection, *, retry_policy: RetryPolicy | None = None) -> None:
         super().__init__(connection, retry_policy=retry_policy)
         self._names: dict[str, EntityNames] = dict(KNOWN_TABLES)
+        if connection.max_concurrency > 1:
+            # Parallel requests spread over the web servers, each with its own service-protection counters, only
+            # without the server-affinity cookie (Microsoft: send-parallel-requests).
+            self.http.cookies.jar.set_policy(_NoServerAffinity())
 
     # -- names ------------------------------------------------------------------------------------------------------
+
+    def parallelism(self) -> int:
+        # Dataverse tells its recommended parallelism (x-ms-dop-hint) on every answer: one request first, to hear it.
+        return self.throttle.concurrency if self.answered else 1
 
     def collection_url(self, entity_set: str) -> str:
         return self.url(entity_set)
@@ -206,7 +217,9 @@ class DataverseClient(DataverseWebhooks):
             pending = resend
             if not pending:
                 return
-            resilience.sleep(self.retry_policy.backoff(round_number))
+            delay = self.retry_policy.backoff(round_number)
+            resilience.sleep(delay)
+            self.note_throttle_wait(delay)
         for item in pending:
             error = ConnectorError(ErrorKind.THROTTLED, "The service kept throttling this write; try again later.")
             results[item.index] = WriteResult(item.operation.ref, ok=False, record_id=item.record_id, error=error)
@@ -512,6 +525,11 @@ class DataverseClient(DataverseWebhooks):
         }[cast]
         typed = [a for a in attributes.values() if a.get("AttributeType") == wanted[0]]
         return not typed or all(wanted[1] in a for a in typed)
+
+
+class _NoServerAffinity(DefaultCookiePolicy):
+    def set_ok(self, cookie: Cookie, request: urllib.request.Request) -> bool:
+        return not cookie.name.startswith(AFFINITY_COOKIE) and super().set_ok(cookie, request)
 
 
 def _id_in(entity_id: str) -> UUID | None:

@@ -5,7 +5,7 @@ from typing import Any
 from django import forms
 from django.db import models
 
-from connectors.models import Connection
+from connectors.models import AppRegistration, Connection
 from connectors.secrets import validate_secret_reference
 
 
@@ -73,3 +73,34 @@ class ConnectionForm(forms.ModelForm):  # type: ignore[type-arg]
         if cleaned.get("kind") == "business_central" and not cleaned.get("bc_environment"):
             self.add_error("bc_environment", "Business Central connections need the environment name.")
         return cleaned
+
+
+# Generic in django-stubs only, as above.
+class AppRegistrationForm(forms.ModelForm):  # type: ignore[type-arg]
+    """A further app registration of a connection: its secret goes in as the connection's own, never comes back."""
+
+    client_secret = forms.CharField(
+        label="Client secret",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Stored encrypted. Leave blank to keep the current secret.",
+    )
+
+    class Meta:
+        model = AppRegistration
+        fields = ["client_id", "client_secret", "enabled"]
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        has_stored = bool(self.instance.pk and self.instance.client_secret_encrypted)
+        if self.cleaned_data.get("client_id") and not self.cleaned_data.get("client_secret") and not has_stored:
+            self.add_error("client_secret", "Enter the client secret of this app registration.")
+        return self.cleaned_data
+
+    def save(self, commit: bool = True) -> AppRegistration:
+        secret = self.cleaned_data.get("client_secret")
+        if secret:
+            self.instance.set_client_secret(secret)
+        registration: AppRegistration = super().save(commit=commit)
+        return registration

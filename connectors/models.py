@@ -73,7 +73,9 @@ class Connection(models.Model):
     timeout_seconds = models.PositiveIntegerField(default=60)
     max_concurrency = models.PositiveIntegerField(
         default=4,
-        help_text="Not used yet: the engine sends one request at a time. Parallel requests are planned.",
+        help_text="Most requests in flight at once for this connection (the writer sends a page's bulk requests in "
+        "parallel). Dataverse's x-ms-dop-hint and Business Central's 5 per user (times the app registrations) cap it; "
+        "it halves on throttling and grows back. 1 sends one request at a time.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -92,6 +94,9 @@ class Connection(models.Model):
 
     def clean(self) -> None:
         limits = {**SERVICE_LIMITS.get(self.kind, {}), "timeout_seconds": MAX_TIMEOUT_SECONDS}
+        if "max_concurrency" in limits and self.pk is not None:
+            # The concurrency limit is per user: each app registration brings its own.
+            limits["max_concurrency"] *= 1 + self.app_registrations.filter(enabled=True).count()
         problems: dict[str, str] = {}
         for field_name, most in limits.items():
             value = getattr(self, field_name)
@@ -133,3 +138,41 @@ class Connection(models.Model):
         if self.kind == ConnectionKind.BUSINESS_CENTRAL:
             return f"{root}/v2.0/{self.tenant}/{self.bc_environment}/api/v2.0"
         return f"{root}/api/data/v9.2"
+
+
+class AppRegistration(models.Model):
+    """A further app registration (client id and secret) a connection calls as, in turn with its own.
+
+    Both services count their limits per user, so several registrations multiply them; Microsoft suggests it for heavy
+    integrations (Business Central operational-limits-online, Dataverse api-limits). The secret is stored encrypted,
+    as the connection's own, and is never shown back.
+    """
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="app_registrations")
+    client_id = models.CharField(max_length=100)
+    client_secret_encrypted = models.TextField(blank=True, editable=False)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["connection", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["connection", "client_id"], name="app_registration_unique_client_id")
+        ]
+
+    def __str__(self) -> str:
+        return self.client_id
+
+    def __repr__(self) -> str:
+        return f"<AppRegistration {self.pk} {self.client_id!r}>"  # never the secret
+
+    @property
+    def client_secret(self) -> str:
+        return decrypt_secret(self.client_secret_encrypted)
+
+    @property
+    def has_client_secret(self) -> bool:
+        return bool(self.client_secret_encrypted)
+
+    def set_client_secret(self, plain: str) -> None:
+        self.client_secret_encrypted = encrypt_secret(plain)

@@ -65,7 +65,8 @@ class Throttle:
     """Additive-increase / multiplicative-decrease limits for concurrency and batch size.
 
     Every 429 halves both; every `grow_after` successful calls adds one back (batch size: a tenth of the maximum),
-    never above the connection's configured values.
+    never above the connection's configured values, nor above the ceiling the service sets (Dataverse's
+    `x-ms-dop-hint`, Business Central's 5 requests per user).
     """
 
     def __init__(self, *, max_concurrency: int, max_batch_size: int, min_batch_size: int = 10, grow_after: int = 20):
@@ -73,6 +74,7 @@ class Throttle:
         self.max_batch_size = max(1, max_batch_size)
         self.min_batch_size = max(1, min(min_batch_size, self.max_batch_size))
         self.concurrency = self.max_concurrency
+        self.ceiling = self.max_concurrency
         self.batch_size = self.max_batch_size
         self.grow_after = grow_after
         self._successes = 0
@@ -90,10 +92,22 @@ class Throttle:
             self._successes += 1
             if self._successes >= self.grow_after:
                 self._successes = 0
-                self.concurrency = min(self.max_concurrency, self.concurrency + 1)
+                self.concurrency = min(self.ceiling, self.concurrency + 1)
                 step = max(1, self.max_batch_size // 10)
                 self.batch_size = min(self.max_batch_size, self.batch_size + step)
                 self._condition.notify_all()
+
+    def set_ceiling(self, most: int) -> None:
+        """What the service allows now, below the connection's maximum: the concurrency never goes above it."""
+        with self._condition:
+            self.ceiling = max(1, min(self.max_concurrency, most))
+            # A higher ceiling is reached step by step, as after a 429.
+            self.concurrency = min(self.concurrency, self.ceiling)
+            self._condition.notify_all()
+
+    def has_free_slot(self) -> bool:
+        with self._condition:
+            return self._in_flight < self.concurrency
 
     @contextmanager
     def slot(self) -> Iterator[None]:

@@ -147,6 +147,13 @@ class RemoteClient(Protocol):
     """What the engine, coupling and mapping validation need from Business Central and Dataverse alike."""
 
     request_counts: Counter[str]  # requests made through this client, by kind ("read", "write", "batch", "token", ...)
+    throttle_wait_seconds: float  # slept because the service throttled the client, all its threads together
+
+    def parallelism(self) -> int:
+        """How many requests the client lets be in flight now (its throttle's concurrency, capped by the service)."""
+
+    def write_batch_size(self) -> int:
+        """How many writes one bulk request carries now (the connection's batch size, smaller after throttling)."""
 
     def read_pages(
         self,

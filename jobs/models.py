@@ -60,6 +60,12 @@ class SyncJob(models.Model):
     progress_total = models.PositiveIntegerField(null=True, blank=True, help_text="Estimated records to process.")
     http_requests = models.PositiveIntegerField(default=0)
     http_requests_by_kind = models.JSONField(default=dict, blank=True)
+    concurrency = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Requests the run had in flight at once for its latest page (pacing)."
+    )
+    throttle_wait_seconds = models.FloatField(
+        default=0, help_text="Time the run waited because a service throttled it (429 Retry-After, resent parts)."
+    )
     record_ids = models.JSONField(default=list, blank=True, help_text="Selected source records (selection runs).")
     cancel_requested = models.BooleanField(default=False)
     # The deletion safety stop: the source ids of the deletions this run held back, until an administrator confirms

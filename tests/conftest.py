@@ -6,8 +6,10 @@ and Redis). settings.py gives every pytest run a throwaway data folder (SYNCADMI
 `admin_user`, `admin_client` (logged in), `client`, `settings` and `live_server` come from pytest-django.
 """
 
+import contextlib
 import os
 import signal
+import threading
 import uuid
 from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
@@ -218,8 +220,9 @@ def sandbox_http():
     Returns the transport. Tests that touch the sandbox's data also need
     `@pytest.mark.django_db(databases=["default", "sandbox"])`.
     """
-    transport = httpx.WSGITransport(app=_keeping_test_connections(get_wsgi_application()))
-    with override_transport(transport):
+    app = _keeping_test_connections(get_wsgi_application())
+    transport = httpx.WSGITransport(app=app)
+    with override_transport(transport), app.shared_with_other_threads():
         yield transport
 
 
@@ -233,7 +236,34 @@ def _keeping_test_connections(handler):
     from django.core import signals
     from django.db import close_old_connections
 
+    # The engine sends from threads too (parallel writes, the next page read ahead). The test's data lives in the
+    # test thread's transaction (and in SQLite's in-memory database), so a request from another thread uses the test
+    # thread's connections, as Django's live server does, one request at a time.
+    owner = threading.get_ident()
+    shared = {alias: connections[alias] for alias in connections}
+    one_at_a_time = threading.RLock()
+
     def app(environ, start_response):
+        with one_at_a_time, _connections_of_the_test(owner, shared):
+            return _serve(environ, start_response)
+
+    def one_query_at_a_time(execute, sql, params, many, context):
+        with one_at_a_time:  # the test thread's own queries wait while another thread's request is served
+            return execute(sql, params, many, context)
+
+    @contextlib.contextmanager
+    def shared_with_other_threads():
+        for connection in shared.values():
+            connection.execute_wrappers.append(one_query_at_a_time)
+        try:
+            yield
+        finally:
+            for connection in shared.values():
+                connection.execute_wrappers.remove(one_query_at_a_time)
+
+    app.shared_with_other_threads = shared_with_other_threads
+
+    def _serve(environ, start_response):
         signals.request_started.disconnect(close_old_connections)
         signals.request_finished.disconnect(close_old_connections)
         try:
@@ -248,6 +278,22 @@ def _keeping_test_connections(handler):
             signals.request_finished.connect(close_old_connections)
 
     return app
+
+
+@contextlib.contextmanager
+def _connections_of_the_test(owner, shared):
+    if threading.get_ident() == owner:
+        yield
+        return
+    for alias, connection in shared.items():
+        connection.inc_thread_sharing()
+        connections[alias] = connection
+    try:
+        yield
+    finally:
+        for alias, connection in shared.items():
+            del connections[alias]
+            connection.dec_thread_sharing()
 
 
 @pytest.fixture

@@ -120,6 +120,8 @@ class DirectionRun:
         self.options = OptionAppender(rules, source, target, source_client, target_client)
         self.preview = empty_preview()
         self._seen: set[str] = set()  # a preview's source records read so far (lower-case ids)
+        self._clients = (bc_client, dataverse_client)
+        self._waited = self._throttle_wait()  # the clients may have served an earlier run
 
     def run(self) -> RunOutcome:
         for rows in self.source_pages():
@@ -211,8 +213,24 @@ class DirectionRun:
                 progress_done=F("progress_done") + len(rows), preview=self.preview
             )
         else:
-            # Counted with the page's counters, in one transaction: records read always equal their outcomes.
-            self.saver.save(self.writer.write(plans), read=len(rows))
+            # Saved part by part as the writes end, while the others are in flight; each part's records read are
+            # counted with their outcomes, in one transaction: records read always equal their outcomes.
+            for part in self.writer.write(plans):
+                self.saver.save(part, read=len(part))
+            self._record_pacing()
+
+    def _throttle_wait(self) -> float:
+        return sum(client.throttle_wait_seconds for client in self._clients)
+
+    def _record_pacing(self) -> None:
+        """Show on the job how many requests it sends at once now and how long throttling made it wait (added, as
+        a shared full synchronization's helpers write to the same job)."""
+        waited = self._throttle_wait()
+        SyncJob.objects.filter(pk=self.job.pk).update(
+            concurrency=self.target_client.parallelism(),
+            throttle_wait_seconds=F("throttle_wait_seconds") + (waited - self._waited),
+        )
+        self._waited = waited
 
     def _plan_couplings(self, plans: list[Plan], matched: dict[Any, tuple[Any, Row]]) -> None:
         """Note what this preview would couple (matches and inserts), for the later previews of the chain."""

@@ -6,14 +6,16 @@ of a "synchronize now", and, for each page, its couplings and the coupled counte
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.utils import timezone
 
-from connectors.types import ConnectorError, RemoteClient
+from connectors.types import ConnectorError, Page, RemoteClient
 from coupling.choices import SyncResult
 from coupling.models import Coupling
 from jobs.choices import JobKind
@@ -51,6 +53,36 @@ def changes_waiting(mapping: TableMapping, direction: str, source_client: Remote
     return source_client.changed_after(
         source.entity_set, source_watermark(mapping, source), filter=source.table_filter or None
     )
+
+
+_END = object()
+
+
+def read_ahead(pages: Iterator[Page]) -> Iterator[Page]:
+    """The same pages, the next one read on a background thread while the caller processes the current one.
+
+    Only the HTTP read runs there (the pages come from the client, which touches no database); the watermark, the
+    runaway check, cancellation and lock renewal stay with the caller. A run that stops early waits for the read in
+    flight, so nothing reads on after it.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as pool:
+        following: Future[object] = pool.submit(next, pages, _END)
+        try:
+            while True:
+                page = following.result()  # an error reading it is raised here, on the caller's thread
+                if page is _END:
+                    return
+                following = pool.submit(next, pages, _END)
+                assert isinstance(page, Page)
+                yield page
+        finally:
+            following.cancel()
+            # The run stopped for another reason, which is what it reports; the read in flight only has to end.
+            with contextlib.suppress(Exception):
+                following.result()
+            close = getattr(pages, "close", None)  # a generator's: ends its open request
+            if close is not None:
+                close()
 
 
 class SourceUnreadable(Exception):
@@ -169,11 +201,13 @@ class SourceReader:
 
     def _read_changed(self) -> Iterator[list[Row]]:
         try:
-            pages = self.source_client.read_pages(
-                self.source.entity_set,
-                filter=self.source.table_filter or None,
-                modified_since=self._watermark(),
-                select=self.source_select,
+            pages = read_ahead(
+                self.source_client.read_pages(
+                    self.source.entity_set,
+                    filter=self.source.table_filter or None,
+                    modified_since=self._watermark(),
+                    select=self.source_select,
+                )
             )
             read = 0
             for page in pages:

@@ -3,6 +3,10 @@
 Crash safety lives here. Before anything is written, every insert holds a reserved coupling, committed on its
 own: Dataverse accepts our id, so the insert is an upsert by it and a rerun cannot create the row twice; Business
 Central chooses its own ids, so a rerun first looks for the record an interrupted run may have created.
+
+The page's writes go in bulk requests of the connection's batch size, sent in parallel up to what the target client
+allows now (its throttle's concurrency, capped by the service). Only HTTP runs on the pool's threads: the
+reservations are committed before, and the results saved after, on the run's own thread and database connection.
 """
 
 from __future__ import annotations
@@ -10,6 +14,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from django.db import transaction
 from django.utils import timezone
@@ -25,6 +32,7 @@ from mappings.models import TableMapping
 
 logger = logging.getLogger(__name__)
 
+MAX_THREADS = 64  # above Dataverse's 52 concurrent requests per user
 RESERVATION_FIELDS = ["bc_id", "dataverse_id", "pending", "reserved_at", "bc_name", "dataverse_name"]
 
 
@@ -43,11 +51,15 @@ class PageWriter:
         self.target_client = target_client
         self.target_select = target_select
 
-    def write(self, plans: list[Plan]) -> list[tuple[Plan, WriteResult | None]]:
-        """Write the page's inserts and updates in one bulk request; return each plan (an insert now with its
-        reserved coupling) with the result of its write, or None when it writes nothing."""
+    def write(self, plans: list[Plan]) -> Iterator[list[tuple[Plan, WriteResult | None]]]:
+        """Reserve the page's inserts, then write its inserts and updates in bulk requests; yield the plans (an insert
+        now with its reserved coupling) with the results of their writes, part by part as the requests end, the
+        plans that write nothing first (their result is None).
+
+        The caller saves each part as it comes, on its own thread, while the other requests are still in flight.
+        """
         plans = self._reserve_inserts(plans)
-        operations, written = [], []
+        operations, writing = [], []
         for index, plan in enumerate(plans):
             ref = str(index)
             if plan.action == Action.INSERT:
@@ -66,12 +78,50 @@ class PageWriter:
                 )
             else:
                 continue
-            written.append(index)
-        results: list[WriteResult | None] = [None] * len(plans)
-        if operations:
-            for index, result in zip(written, self.target_client.write_many(operations), strict=True):
-                results[index] = result
-        return list(zip(plans, results, strict=True))
+            writing.append(plan)
+        unwritten: list[tuple[Plan, WriteResult | None]] = [
+            (plan, None) for plan in plans if plan.action not in (Action.INSERT, Action.UPDATE)
+        ]
+        if unwritten:
+            yield unwritten
+        for start, results in self._send(operations):
+            yield list(zip(writing[start : start + len(results)], results, strict=True))
+
+    def _send(self, operations: list[WriteOperation]) -> Iterator[tuple[int, list[WriteResult]]]:
+        """Send the writes in bulk requests, as many at once as the client allows at each moment; yield each
+        request's results (with the position of its first write) as it ends.
+
+        The allowance is read again before each request starts, so a 429 met by one request slows the next ones.
+        When a request raises, no further one starts; those in flight end and their results are yielded (their
+        records are written), then the first error is raised.
+        """
+        client = self.target_client
+        size = max(1, client.write_batch_size())
+        starts = list(range(0, len(operations), size))
+        if len(starts) <= 1:
+            if operations:
+                yield 0, client.write_many(operations)
+            return
+        waiting = deque(starts)
+        running: dict[Future[list[WriteResult]], int] = {}
+        failures: list[BaseException] = []
+        # Threads start only as requests are submitted: as many as the allowance reached, at most.
+        with ThreadPoolExecutor(max_workers=min(len(starts), MAX_THREADS), thread_name_prefix="write") as pool:
+            while running or (waiting and not failures):
+                while waiting and not failures and len(running) < client.parallelism():
+                    start = waiting.popleft()
+                    running[pool.submit(client.write_many, operations[start : start + size])] = start
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    start = running.pop(future)
+                    try:
+                        results = future.result()
+                    except Exception as exc:  # raised on the run's thread once the others are in
+                        failures.append(exc)
+                        continue
+                    yield start, results
+        if failures:
+            raise failures[0]
 
     def _insert_operation(self, plan: Plan, ref: str) -> WriteOperation:
         if self.target.is_dataverse:

@@ -12,7 +12,7 @@ from connectors.auth import clear_token_cache
 from connectors.choices import ConnectionKind
 from connectors.clients import open_client
 from connectors.http import override_transport
-from connectors.models import Connection
+from connectors.models import AppRegistration, Connection
 from connectors.secrets import SecretUnreadable
 from connectors.services import connection_save_secret, connection_test
 from connectors.types import ConnectorError, WriteOperation
@@ -38,6 +38,9 @@ def form_data(**overrides):
         "batch_size": "100",
         "timeout_seconds": "60",
         "max_concurrency": "4",
+        # The inline of further app registrations, left empty.
+        "app_registrations-TOTAL_FORMS": "0",
+        "app_registrations-INITIAL_FORMS": "0",
     }
     data.update(overrides)
     return data
@@ -182,3 +185,50 @@ def test_a_whole_session_logs_neither_the_secret_nor_the_token(sandbox_connectio
 
     assert caplog.text  # something was logged
     assert connection.client_secret not in caplog.text and token not in caplog.text
+
+
+@pytest.mark.django_db
+def test_a_further_app_registration_is_added_inline_its_secret_encrypted_and_never_shown(admin_client, caplog):
+    admin_client.post(reverse("admin:connectors_connection_add"), form_data())
+    connection = Connection.objects.get()
+    change_url = reverse("admin:connectors_connection_change", args=[connection.pk])
+    second_secret = "the-second-registrations-secret"  # noqa: S105
+    data = form_data(client_secret="")
+    data.update(
+        {
+            "app_registrations-TOTAL_FORMS": "1",
+            "app_registrations-0-client_id": "22222222-3333-4444-5555-666666666666",
+            "app_registrations-0-client_secret": second_secret,
+            "app_registrations-0-enabled": "on",
+        }
+    )
+
+    response = admin_client.post(change_url, data)
+
+    assert response.status_code == 302, response.content.decode()[:3000]
+    registration = AppRegistration.objects.get(connection=connection)
+    assert registration.client_secret == second_secret
+    assert second_secret not in registration.client_secret_encrypted
+    page = admin_client.get(change_url).content.decode()
+    assert second_secret not in page and registration.client_secret_encrypted not in page
+    assert "22222222-3333-4444-5555-666666666666" in page and "stored (encrypted)" in page
+    assert second_secret not in repr(registration) and second_secret not in caplog.text
+
+    # Left blank, the stored secret stays; a registration without any secret is refused.
+    data["app_registrations-INITIAL_FORMS"] = "1"
+    data["app_registrations-0-id"] = str(registration.pk)
+    data["app_registrations-0-connection"] = str(connection.pk)
+    data["app_registrations-0-client_secret"] = ""
+    assert admin_client.post(change_url, data).status_code == 302
+    assert AppRegistration.objects.get().client_secret == second_secret
+    data.update(
+        {
+            "app_registrations-TOTAL_FORMS": "2",
+            "app_registrations-1-client_id": "33333333-3333-4444-5555-666666666666",
+            "app_registrations-1-client_secret": "",
+        }
+    )
+    response = admin_client.post(change_url, data)
+    assert response.status_code == 200
+    assert "Enter the client secret of this app registration" in response.content.decode()
+    assert AppRegistration.objects.count() == 1

@@ -79,3 +79,60 @@ def test_the_throttle_halves_on_429_and_grows_back_step_by_step():
     for _ in range(100):
         throttle.on_success()
     assert (throttle.concurrency, throttle.batch_size) == (8, 100)
+
+
+def dataverse_connection(max_concurrency):
+    connection = Connection(
+        kind=ConnectionKind.DATAVERSE,
+        name="DV",
+        environment_url="https://org.crm.dynamics.com",
+        tenant="t",
+        client_id="c",
+        max_concurrency=max_concurrency,
+    )
+    connection.set_client_secret("secret")
+    return connection
+
+
+def test_parallel_dataverse_requests_drop_the_server_affinity_cookie_and_keep_the_others():
+    clear_token_cache()
+    cookies_sent = []
+
+    def service(request):
+        if request.url.path.endswith("/token"):
+            return httpx.Response(200, json={"token_type": "Bearer", "expires_in": 3599, "access_token": "t"})
+        cookies_sent.append(request.headers.get("cookie", ""))
+        headers = [
+            ("Set-Cookie", "ARRAffinity=server-7; Path=/; HttpOnly"),
+            ("Set-Cookie", "ARRAffinitySameSite=server-7; Path=/; SameSite=None; Secure"),
+            ("Set-Cookie", "ReqClientId=abc; Path=/"),
+        ]
+        return httpx.Response(200, headers=headers, json={"value": []})
+
+    for max_concurrency, affinity_kept in ((4, False), (1, True)):
+        cookies_sent.clear()
+        with override_transport(httpx.MockTransport(service)), open_client(dataverse_connection(max_concurrency)) as dv:
+            list(dv.read_pages("accounts"))
+            list(dv.read_pages("accounts"))
+        assert "ReqClientId=abc" in cookies_sent[1]
+        assert ("ARRAffinity=server-7" in cookies_sent[1]) is affinity_kept, (max_concurrency, cookies_sent)
+
+
+def test_a_token_renewed_while_the_only_slot_is_held_does_not_wait_for_a_slot():
+    """The token request runs inside the API request's slot: it must not need one itself (it would wait for ever)."""
+    clear_token_cache()
+    tokens = iter(["first", "second"])
+
+    def service(request):
+        if request.url.path.endswith("/token"):
+            return httpx.Response(200, json={"token_type": "Bearer", "expires_in": 3599, "access_token": next(tokens)})
+        if request.headers["authorization"] == "Bearer first":
+            return httpx.Response(401, json={"error": {"code": "InvalidAuthenticationToken"}})
+        return httpx.Response(200, json={"value": [{"accountid": "78914942-34cb-ed11-b596-0022481d68cd"}]})
+
+    with override_transport(httpx.MockTransport(service)), open_client(dataverse_connection(1)) as dv:
+        finished = []
+        reader = threading.Thread(target=lambda: finished.append(list(dv.read_pages("accounts"))), daemon=True)
+        reader.start()
+        reader.join(timeout=10)
+    assert finished and len(finished[0][0].rows) == 1

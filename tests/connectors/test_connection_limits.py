@@ -3,10 +3,11 @@
 "Operational limits for Business Central online" for Business Central)."""
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from connectors.choices import ConnectionKind
-from connectors.models import Connection
+from connectors.models import AppRegistration, Connection
 
 pytestmark = pytest.mark.django_db
 
@@ -29,6 +30,9 @@ def form_data(kind, **overrides):
         "batch_size": "100",
         "timeout_seconds": "60",
         "max_concurrency": "4",
+        # The inline of further app registrations, left empty.
+        "app_registrations-TOTAL_FORMS": "0",
+        "app_registrations-INITIAL_FORMS": "0",
     }
     data.update(overrides)
     return data
@@ -70,3 +74,23 @@ def test_the_largest_documented_values_are_accepted(admin_client, kind, page_siz
 
     assert response.status_code == 302, response.content.decode()[:2000]
     assert Connection.objects.get().page_size == int(page_size)
+
+
+def test_each_app_registration_brings_its_own_concurrency_limit():
+    connection = Connection.objects.create(
+        kind=ConnectionKind.BUSINESS_CENTRAL,
+        name="BC",
+        environment_url="https://api.businesscentral.dynamics.com",
+        tenant="contoso.onmicrosoft.com",
+        bc_environment="production",
+        client_id="11111111-2222-3333-4444-555555555555",
+    )
+    registration = AppRegistration(connection=connection, client_id="22222222-2222-3333-4444-555555555555")
+    registration.set_client_secret("a-second-secret")
+    registration.save()
+
+    connection.max_concurrency = 10
+    connection.full_clean()  # 5 per user, two users
+    connection.max_concurrency = 11
+    with pytest.raises(ValidationError, match="Must be between 1 and 10 for Business Central"):
+        connection.full_clean()

@@ -30,6 +30,22 @@ from django.db import connection as db_connection
 from syncadmin.management.scratch import is_scratch_child, rerun_in_scratch_folder
 
 BENCH_ENV = "SYNCADMIN_BENCH_CHILD"
+# What D writes for each customer: the same twelve account columns A's CUSTOMER mapping writes, so that the floor is
+# the same work for the services without the engine (with four of them, the floor was a lighter load than A's).
+FLOOR_COLUMNS = {
+    "displayName": "name",
+    "addressLine1": "address1_line1",
+    "addressLine2": "address1_line2",
+    "city": "address1_city",
+    "state": "address1_stateorprovince",
+    "country": "address1_country",
+    "postalCode": "address1_postalcode",
+    "phoneNumber": "telephone1",
+    "email": "emailaddress1",
+    "website": "websiteurl",
+    "creditLimit": "creditlimit",
+}
+FLOOR_FIELDS = ["id", *FLOOR_COLUMNS]
 
 
 class Command(BaseCommand):
@@ -353,7 +369,7 @@ class Bench:
         def work():
             written = 0
             with open_client(self.bc) as bc, open_client(self.dataverse) as dv:
-                for page in bc.read_pages("customers", select=["id", "displayName", "city", "email", "phoneNumber"]):
+                for page in bc.read_pages("customers", select=FLOOR_FIELDS):
                     operations = [
                         WriteOperation(
                             kind="upsert",
@@ -361,10 +377,8 @@ class Bench:
                             ref=str(i),
                             record_id=uuid.uuid4(),
                             values={
-                                "name": row["displayName"],
-                                "address1_city": row["city"],
-                                "emailaddress1": row["email"],
-                                "telephone1": row["phoneNumber"],
+                                **{column: row.get(field) for field, column in FLOOR_COLUMNS.items()},
+                                "customertypecode": 3,  # customer, as CUSTOMER's initial value
                             },
                         )
                         for i, row in enumerate(page.rows)
