@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('jobs', '0010_h16del_deletions_reconciliation'),
+        ('jobs', '0011_h13uiB_job_origin'),
     ]
 
     operations = [
