@@ -111,8 +111,12 @@ def store(profile: CostProfile | None) -> None:
     """Switch the profile on (or off with None). A new generation tells every sandbox process to start its
     windows, queues and fault sequence afresh."""
     from sandbox import rows
+    from sandbox.models import Setting
 
-    rows.set_setting(SETTING, None if profile is None else {**asdict(profile), "generation": uuid.uuid4().hex})
+    if profile is None:
+        Setting.objects.using(rows.DB).filter(key=SETTING).delete()
+    else:
+        rows.set_setting(SETTING, {**asdict(profile), "generation": uuid.uuid4().hex})
     rows.set_setting(STATS_SETTING, {})
 
 

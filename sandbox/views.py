@@ -104,7 +104,8 @@ def _serve(request: HttpRequest, service: str, rest: str, tenant: str = "", api_
 
 
 def _serve_request(request: HttpRequest, req: Req, service: str, handler, tenant: str) -> HttpResponse:
-    stored = rows.get_settings("throttle", "clock_offset_seconds", costs.SETTING)
+    with _database_turn:  # a profile's requests may be writing: see _database_turn
+        stored = rows.get_settings("throttle", "clock_offset_seconds", costs.SETTING)
     rows.set_server_clock(stored["clock_offset_seconds"])
     if (profiled := costs.loaded(stored[costs.SETTING])) is not None:
         return _serve_with_costs(request, req, service, handler, tenant, *profiled)
