@@ -13,7 +13,7 @@ import uuid
 
 from django.db import IntegrityError, transaction
 
-from sandbox import companies, costs, events, metadata, odata, rows, schema, webhooks
+from sandbox import companies, events, metadata, metering, odata, rows, schema, webhooks
 from sandbox.models import Company, row_model
 from sandbox.wire import (
     JSON_TYPE,
@@ -470,7 +470,7 @@ def _duplicate(table: schema.Table, key: str, value: str) -> ApiError:
 def create_row(table: schema.Table, company: str, body: dict) -> str:
     if not isinstance(body, dict):
         raise ApiError(400, "BadRequest_InvalidRequestBody", "The request body must be a JSON object.")
-    costs.count_written()
+    metering.count_written()
     values = apply_values(table, company, body, None)
     if table.number_field and not values.get(table.number_field):
         values[table.number_field] = next_number(table, company)
@@ -493,7 +493,7 @@ def create_row(table: schema.Table, company: str, body: dict) -> str:
 
 def update_row(table: schema.Table, company: str, record_id: str, body: dict, *, if_match: str | None) -> None:
     """PATCH semantics: `if_match` is the client's ETag (or "*"); None skips the check (out-of-band edits)."""
-    costs.count_written()
+    metering.count_written()
     if not isinstance(body, dict):
         raise ApiError(400, "BadRequest_InvalidRequestBody", "The request body must be a JSON object.")
     model = row_model(table)
@@ -521,7 +521,7 @@ def _check_etag(current: dict, if_match: str | None) -> None:
 
 
 def delete_row(table: schema.Table, company: str, record_id: str, *, if_match: str | None) -> None:
-    costs.count_written()
+    metering.count_written()
     model = row_model(table)
     current = model.objects.using(rows.DB).filter(company=company, rid=record_id).values("etag").first()
     if current is None:
@@ -598,7 +598,7 @@ def batch(req: Req) -> Resp:
 
 
 def _run_inner(inner: Req) -> Resp:
-    costs.count_inner_request()
+    metering.count_inner_request()
     try:
         with transaction.atomic(using=rows.DB):
             return _dispatch(inner)

@@ -23,11 +23,14 @@ Times per request and per record are published nowhere; those defaults are repor
 from __future__ import annotations
 
 import math
-import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
+
+from sandbox import rows
+from sandbox.metering import Meter
+from sandbox.models import Setting
 
 SETTING = "cost_profile"
 
@@ -110,9 +113,6 @@ PROFILES = {"default": DEFAULT}
 def store(profile: CostProfile | None) -> None:
     """Switch the profile on (or off with None). A new generation tells every sandbox process to start its
     windows, queues and fault sequence afresh."""
-    from sandbox import rows
-    from sandbox.models import Setting
-
     if profile is None:
         Setting.objects.using(rows.DB).filter(key=SETTING).delete()
     else:
@@ -127,8 +127,6 @@ def loaded(stored: dict | None) -> tuple[CostProfile, str] | None:
 
 
 def current() -> CostProfile | None:
-    from sandbox import rows
-
     found = loaded(rows.get_setting(SETTING))
     return found[0] if found else None
 
@@ -141,8 +139,6 @@ STATS_SETTING = "cost_stats"
 def record_outcome(service: str, outcome: str) -> None:
     """Count one answer ("served", "throttled:<code>", "fault:<kind>") in the sandbox database, which the bench
     reads from its own process. One small write per request: requests per record are few with bulk writes."""
-    from sandbox import rows
-
     stats = dict(rows.get_setting(STATS_SETTING) or {})
     per_service = dict(stats.get(service) or {})
     per_service[outcome] = per_service.get(outcome, 0) + 1
@@ -151,51 +147,7 @@ def record_outcome(service: str, outcome: str) -> None:
 
 
 def stats() -> dict[str, dict[str, int]]:
-    from sandbox import rows
-
     return rows.get_setting(STATS_SETTING) or {}
-
-
-# --- metering ---------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Meter:
-    inner: int = 0
-    read: int = 0
-    written: int = 0
-
-
-_local = threading.local()
-
-
-@contextmanager
-def metering() -> Iterator[Meter]:
-    meter = Meter()
-    _local.meter = meter
-    try:
-        yield meter
-    finally:
-        _local.meter = None
-
-
-def _meter() -> Meter | None:
-    return getattr(_local, "meter", None)
-
-
-def count_read(records: int) -> None:
-    if (meter := _meter()) is not None:
-        meter.read += records
-
-
-def count_written(records: int = 1) -> None:
-    if (meter := _meter()) is not None:
-        meter.written += records
-
-
-def count_inner_request() -> None:
-    if (meter := _meter()) is not None:
-        meter.inner += 1
 
 
 # --- the ceiling ------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from django.db import connections, models, transaction
 from django.db.models import Q, QuerySet
 
-from sandbox import costs, odata, schema
+from sandbox import metering, odata, schema
 from sandbox.models import Counter, Setting
 
 DB = "sandbox"
@@ -267,7 +267,7 @@ def read_page(
         if left is not None:
             payload["l"] = left
         next_token = odata.encode_token(payload)
-    costs.count_read(len(tuples))
+    metering.count_read(len(tuples))
     build = serializer.build
     if extra:
         width = len(serializer.fields)

@@ -14,7 +14,7 @@ from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from sandbox import auth, bc, costs, dataverse, faults, rows
+from sandbox import auth, bc, costs, dataverse, faults, metering, rows
 from sandbox.wire import ApiError, Req, Resp, bc_error_response, dataverse_error_response
 
 SERVICES = {"bc": (bc.handle, bc_error_response), "dataverse": (dataverse.handle, dataverse_error_response)}
@@ -147,7 +147,7 @@ def _serve_with_costs(
             return _disrupt(request, disruption)
         with protection.admitted(service, req.client_id) as call:
             started = time.monotonic()
-            with _database_turn, costs.metering() as meter:
+            with _database_turn, metering.metering() as meter:
                 response = handler(req)
                 costs.record_outcome(service, "served")
             work = time.monotonic() - started
