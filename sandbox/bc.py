@@ -13,7 +13,7 @@ import uuid
 
 from django.db import IntegrityError, transaction
 
-from sandbox import companies, events, metadata, odata, rows, schema, webhooks
+from sandbox import companies, events, metadata, metering, odata, rows, schema, webhooks
 from sandbox.models import Company, row_model
 from sandbox.wire import (
     JSON_TYPE,
@@ -470,6 +470,7 @@ def _duplicate(table: schema.Table, key: str, value: str) -> ApiError:
 def create_row(table: schema.Table, company: str, body: dict) -> str:
     if not isinstance(body, dict):
         raise ApiError(400, "BadRequest_InvalidRequestBody", "The request body must be a JSON object.")
+    metering.count_written()
     values = apply_values(table, company, body, None)
     if table.number_field and not values.get(table.number_field):
         values[table.number_field] = next_number(table, company)
@@ -492,6 +493,7 @@ def create_row(table: schema.Table, company: str, body: dict) -> str:
 
 def update_row(table: schema.Table, company: str, record_id: str, body: dict, *, if_match: str | None) -> None:
     """PATCH semantics: `if_match` is the client's ETag (or "*"); None skips the check (out-of-band edits)."""
+    metering.count_written()
     if not isinstance(body, dict):
         raise ApiError(400, "BadRequest_InvalidRequestBody", "The request body must be a JSON object.")
     model = row_model(table)
@@ -519,6 +521,7 @@ def _check_etag(current: dict, if_match: str | None) -> None:
 
 
 def delete_row(table: schema.Table, company: str, record_id: str, *, if_match: str | None) -> None:
+    metering.count_written()
     model = row_model(table)
     current = model.objects.using(rows.DB).filter(company=company, rid=record_id).values("etag").first()
     if current is None:
@@ -595,6 +598,7 @@ def batch(req: Req) -> Resp:
 
 
 def _run_inner(inner: Req) -> Resp:
+    metering.count_inner_request()
     try:
         with transaction.atomic(using=rows.DB):
             return _dispatch(inner)

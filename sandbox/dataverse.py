@@ -18,6 +18,7 @@ from sandbox import (
     dataverse_query,
     events,
     metadata,
+    metering,
     multipart,
     odata,
     option_sets,
@@ -550,6 +551,7 @@ def _next_version(req: Req) -> int:
 
 def insert(req: Req, table: schema.Table, body: dict, *, key: dict | None = None, actor: str | None = None) -> str:
     """Create one row; a client-chosen id (body or URL) is kept. Returns the id."""
+    metering.count_written()
     values = apply_body(req, table, body, creating=True, current=None)
     if key and "rid" in key:
         if values.get("rid", key["rid"]) != key["rid"]:
@@ -586,6 +588,7 @@ def insert(req: Req, table: schema.Table, body: dict, *, key: dict | None = None
 def modify(
     req: Req, table: schema.Table, rid: str, body: dict, *, if_match: str = "", actor: str | None = None
 ) -> None:
+    metering.count_written()
     model = row_model(table)
     if rid in req.cache.get("pending", ()):
         _flush_inserts(req, table)
@@ -624,6 +627,7 @@ def check_if_match(current: dict, if_match: str) -> None:
 
 
 def remove(table: schema.Table, rid: str, *, if_match: str = "", actor: str | None = None) -> None:
+    metering.count_written()
     model = row_model(table)
     current = model.objects.using(rows.DB).filter(rid=rid).values("version").first()
     if current is None:

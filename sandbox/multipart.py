@@ -13,7 +13,7 @@ from urllib.parse import unquote
 
 from django.db import transaction
 
-from sandbox import rows, schema
+from sandbox import metering, rows, schema
 from sandbox.wire import ApiError, Req, Resp, dataverse_error_response, parse_query
 
 MAX_REQUESTS = 1000
@@ -128,6 +128,7 @@ def _inner_request(outer: Req, part: Part, content_ids: dict[str, str]) -> Req:
 
 
 def _run(outer: Req, part: Part, content_ids: dict[str, str], dispatch: Dispatch) -> Resp:
+    metering.count_inner_request()
     try:
         inner = _inner_request(outer, part, content_ids)
         if inner.path.strip("/") == "$batch":

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from django.db import connections, models, transaction
 from django.db.models import Q, QuerySet
 
-from sandbox import odata, schema
+from sandbox import metering, odata, schema
 from sandbox.models import Counter, Setting
 
 DB = "sandbox"
@@ -34,6 +34,8 @@ DEFAULTS = {
     "clock_offset_seconds": 0,
     "bc_webhook_collection_threshold": 1000,
     "dataverse_webhook_delay": 0.0,
+    "cost_profile": None,  # sandbox.costs: off unless a test or the bench switches a profile on
+    "cost_stats": {},
 }
 
 
@@ -265,6 +267,7 @@ def read_page(
         if left is not None:
             payload["l"] = left
         next_token = odata.encode_token(payload)
+    metering.count_read(len(tuples))
     build = serializer.build
     if extra:
         width = len(serializer.fields)

@@ -10,7 +10,7 @@ import uuid
 
 from django.db import transaction
 
-from sandbox import bc, dataverse, faults, rows, schema, services, webhooks
+from sandbox import bc, costs, dataverse, faults, rows, schema, services, webhooks
 from sandbox.models import AccessToken, Fault, row_model
 from sandbox.wire import Req
 
@@ -174,3 +174,14 @@ def register_dataverse_webhook(
     return webhooks.register_dataverse_webhook(
         url=url, entity_set=entity_set, messages=messages, header_name=header_name, header_value=header_value
     )
+
+
+def set_cost_profile(profile: costs.CostProfile | None) -> None:
+    """Make the emulated services take time and enforce their limits as `profile` says (None: off again).
+
+    See sandbox.costs; `costs.cost_profile(...)` does the same for a block.
+    """
+    costs.store(profile)
+
+
+cost_profile = costs.cost_profile

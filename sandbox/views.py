@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 import time
 from email.utils import formatdate
 
@@ -13,7 +14,7 @@ from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from sandbox import auth, bc, dataverse, faults, rows
+from sandbox import auth, bc, costs, dataverse, faults, metering, rows
 from sandbox.wire import ApiError, Req, Resp, bc_error_response, dataverse_error_response
 
 SERVICES = {"bc": (bc.handle, bc_error_response), "dataverse": (dataverse.handle, dataverse_error_response)}
@@ -103,8 +104,11 @@ def _serve(request: HttpRequest, service: str, rest: str, tenant: str = "", api_
 
 
 def _serve_request(request: HttpRequest, req: Req, service: str, handler, tenant: str) -> HttpResponse:
-    stored = rows.get_settings("throttle", "clock_offset_seconds")
+    with _database_turn:  # a profile's requests may be writing: see _database_turn
+        stored = rows.get_settings("throttle", "clock_offset_seconds", costs.SETTING)
     rows.set_server_clock(stored["clock_offset_seconds"])
+    if (profiled := costs.loaded(stored[costs.SETTING])) is not None:
+        return _serve_with_costs(request, req, service, handler, tenant, *profiled)
     throttle = faults.throttle_settings(stored["throttle"] or {})
     disruption = faults.before_request(service)
     if disruption is not None:
@@ -115,6 +119,59 @@ def _serve_request(request: HttpRequest, req: Req, service: str, handler, tenant
     faults.check_window(service, req.client_id, throttle)
     with faults.concurrency_slot(service, req.client_id, throttle):
         return _to_django(handler(req))
+
+
+# SQLite lets one writer in at a time, and an in-memory test database refuses a second one outright: under a cost
+# profile, where many requests are in flight at once, this process runs their database work one at a time (a few
+# milliseconds each) and lets only the simulated service time, slept outside any transaction, overlap.
+_database_turn = threading.Lock()
+
+
+def _serve_with_costs(
+    request: HttpRequest, req: Req, service: str, handler, tenant: str, profile: costs.CostProfile, generation: str
+) -> HttpResponse:
+    protection = faults.protection(profile, generation)
+    try:
+        with _database_turn:
+            disruption = faults.before_request(service)
+            req.client_id = auth.authenticate(service, req.header("authorization"), tenant=tenant)
+        if disruption is None and (kind := protection.draw_fault()) is not None:
+            _record(service, f"fault:{kind}")
+            disruption = faults.apply_fault(
+                service,
+                kind,
+                retry_after=costs.retry_after(profile.scaled(2)),
+                seconds=profile.scaled(profile.fault_timeout_seconds),
+            )
+        if disruption is not None:
+            return _disrupt(request, disruption)
+        with protection.admitted(service, req.client_id) as call:
+            started = time.monotonic()
+            with _database_turn, metering.metering() as meter:
+                response = handler(req)
+                costs.record_outcome(service, "served")
+            work = time.monotonic() - started
+            service_time = profile.scaled(profile.service_seconds(service, meter))
+            call[1] = max(service_time, work)  # the execution time the service counts against its budget
+            time.sleep(max(0.0, service_time - work))
+    except ApiError as err:
+        if err.status in (429, 503) and not err.injected:
+            _record(service, f"refused:{err.status}:{err.code}")
+        err.headers.update(_dop_hint(service, profile))
+        raise
+    for name, value in _dop_hint(service, profile).items():
+        response.headers[name] = value
+    return _to_django(response)
+
+
+def _dop_hint(service: str, profile: costs.CostProfile) -> dict[str, str]:
+    # send-parallel-requests: every Dataverse answer recommends the client's degree of parallelism.
+    return {"x-ms-dop-hint": str(profile.dop_hint)} if service == "dataverse" else {}
+
+
+def _record(service: str, outcome: str) -> None:
+    with _database_turn:
+        costs.record_outcome(service, outcome)
 
 
 @csrf_exempt

@@ -105,6 +105,7 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.headers = headers or {}
+        self.injected = False  # a fault a test or a cost profile injected, not the emulated service's own answer
 
 
 def correlation_id() -> str:

@@ -9,18 +9,33 @@ It runs in a throw-away data folder (its own SQLite databases), starts the sandb
   D  the floor: page through the same customers and bulk-write them with no engine at all
   R  a reconciliation of the N coupled records A leaves (with some records deleted on each side, so orphans are
      found): exact counts from pages of ids
+  S  a shared full synchronization (jobs/shared_sync.py) with 1, 2 and 4 worker processes, side by side
+
+With `--costs [profile]` the sandbox behaves in time like the real services (sandbox/costs.py, scaled by
+`--time-scale`), and the cost scenarios run instead of A-D and R:
+
+  E  full synchronization of N Business Central customers into an empty Dataverse
+  F  full synchronization of N Dataverse accounts into Business Central
+  G  E with a share of requests failing (429, 503, timeouts, dropped connections) against the same run without
+  S  as above, under the profile
+
+Each prints records per second in service time (the wall-clock rate times the time scale), the ceiling the
+profile's limits allow (sandbox.costs.ceiling) and the share of it reached, the requests the sandbox refused for
+its limits, and the failed records.
 """
 
 import gc
 import os
 import re
 import secrets
+import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import replace
 
 from cryptography.fernet import Fernet
 from django.core.management import call_command
@@ -56,17 +71,48 @@ class Command(BaseCommand):
         parser.add_argument("--small", type=int, default=10_000, help="Records of the smaller A, for the memory check.")
         parser.add_argument("--c-records", type=int, default=1_000, help="Records for C (one request per record).")
         parser.add_argument("--skip", default="", help="Scenarios to skip, e.g. 'C'.")
+        parser.add_argument(
+            "--costs",
+            nargs="?",
+            const="default",
+            default=None,
+            help="Run the cost scenarios E, F, G and S under this sandbox cost profile ('default').",
+        )
+        parser.add_argument(
+            "--time-scale", type=float, default=1.0, help="Wall time per second of service time (0.01: 100x faster)."
+        )
+        parser.add_argument("--e-records", type=int, default=100_000, help="Customers for E (BC to Dataverse).")
+        parser.add_argument("--f-records", type=int, default=10_000, help="Accounts for F (Dataverse to BC).")
+        parser.add_argument("--g-records", type=int, default=10_000, help="Customers for G (the fault run).")
+        parser.add_argument("--fault-share", type=float, default=0.10, help="Share of requests failing in G.")
+        parser.add_argument("--s-records", type=int, default=20_000, help="Customers for S (shared full sync).")
+        parser.add_argument("--workers", default="1,2,4", help="Worker processes for S, e.g. '1,2,4'.")
 
     def handle(self, *args, **options):
         if not is_scratch_child(BENCH_ENV):
             self._rerun_in_scratch_folder()
             return
+        from sandbox import costs
+
+        if options["costs"] is not None and options["costs"] not in costs.PROFILES:
+            raise SystemExit(f"Unknown cost profile {options['costs']!r}; known: {', '.join(costs.PROFILES)}.")
         Bench(
             self.stdout,
             records=options["records"],
             small=options["small"],
             c_records=options["c_records"],
             skip=options["skip"].upper(),
+            profile=(
+                replace(costs.PROFILES[options["costs"]], time_scale=options["time_scale"])
+                if options["costs"] is not None
+                else None
+            ),
+            e_records=options["e_records"],
+            f_records=options["f_records"],
+            g_records=options["g_records"],
+            fault_share=options["fault_share"],
+            s_records=options["s_records"],
+            workers=[int(n) for n in options["workers"].split(",") if n.strip()],
         ).run()
 
     def _rerun_in_scratch_folder(self):
@@ -129,12 +175,34 @@ class QueryCounter:
 
 
 class Bench:
-    def __init__(self, out, *, records: int, small: int, c_records: int, skip: str):
+    def __init__(
+        self,
+        out,
+        *,
+        records: int,
+        small: int,
+        c_records: int,
+        skip: str,
+        profile=None,
+        e_records: int = 100_000,
+        f_records: int = 10_000,
+        g_records: int = 10_000,
+        fault_share: float = 0.10,
+        s_records: int = 20_000,
+        workers: tuple[int, ...] | list[int] = (1, 2, 4),
+    ):
         self.out = out
         self.records = records
         self.small = small
         self.c_records = c_records
         self.skip = skip
+        self.profile = profile
+        self.e_records = e_records
+        self.f_records = f_records
+        self.g_records = g_records
+        self.fault_share = fault_share
+        self.s_records = s_records
+        self.workers = list(workers)
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
 
@@ -147,6 +215,9 @@ class Bench:
         call_command("migrate", database="sandbox", verbosity=0)
         with self.embedded_redis(), self.sandbox_server():
             self.setup_connections()
+            if self.profile is not None:
+                self.run_costed()
+                return
             results = {}
             # The small A runs first, while the process is fresh: memory freed by a larger scenario stays with the
             # process, so running it later would hide any growth from the small run to the large one.
@@ -161,7 +232,9 @@ class Bench:
                 results["D"] = self.scenario_floor(self.records)
             if "C" not in self.skip:
                 results["C"] = self.scenario_full(self.c_records, one_per_request=True)
+            shared = self.scenario_shared_workers() if "S" not in self.skip else []
         self.report(results)
+        self.report_shared(shared)
 
     @contextmanager
     def embedded_redis(self):
@@ -235,15 +308,15 @@ class Bench:
             conn.set_client_secret(secret)
             conn.save()
 
-    def reset_data(self, customers: int):
+    def reset_data(self, customers: int, accounts: int = 0):
         from coupling.models import Coupling
         from jobs.models import SyncJob
         from mappings.models import TableMapping
 
         # Seeded by another process: the memory the seeding takes would otherwise stay with this one and be counted.
         subprocess.run(  # noqa: S603
-            [sys.executable, "manage.py", "sandbox_seed", f"--customers={customers}", "--accounts=0", "--shared=0"]
-            + ["--reset"],
+            [sys.executable, "manage.py", "sandbox_seed", f"--customers={customers}", f"--accounts={accounts}"]
+            + ["--shared=0", "--reset"],
             check=True,
             stdout=subprocess.DEVNULL,
         )
@@ -268,12 +341,21 @@ class Bench:
         mapping = TableMapping.objects.get(name="CUSTOMER")
         mapping.direction = direction
         mapping.table_filter = ""  # every customer: blocked ones too
+        if direction != "to_dataverse":
+            mapping.integration_table_filter = ""  # every account, whatever its relationship type
         mapping.save()
         # Salespeople and currencies are not what is measured: no lookups through their couplings.
         mapping.field_mappings.filter(lookup_mapping__isnull=False).update(enabled=False)
         return mapping
 
     def _run(self, mapping, kind, *, batch_size=None, on_progress=None):
+        job = self._run_job(mapping, kind, batch_size=batch_size, on_progress=on_progress)
+        if job.status not in ("succeeded",):
+            raise RuntimeError(f"The run did not succeed: {job.status} {job.message}")
+        return job
+
+    def _run_job(self, mapping, kind, *, batch_size=None, on_progress=None):
+        """One run through the engine's entry point (what the admin and the RQ task call), finished or not."""
         from jobs.models import SyncJob
         from jobs.services import sync_jobs_create, sync_jobs_run
 
@@ -283,10 +365,7 @@ class Bench:
         sync_jobs_run(job_ids=[j.pk for j in jobs], on_progress=on_progress)
         if batch_size is not None:
             type(self.dataverse).objects.filter(pk=self.dataverse.pk).update(batch_size=1000)
-        job = SyncJob.objects.get(pk=jobs[0].pk)
-        if job.status not in ("succeeded",):
-            raise RuntimeError(f"The run did not succeed: {job.status} {job.message}")
-        return job
+        return SyncJob.objects.get(pk=jobs[0].pk)
 
     def scenario_full(self, records, *, one_per_request=False):
         self.reset_data(records)
@@ -389,6 +468,190 @@ class Bench:
 
         self.say(f"running D floor over {records:,} ...")
         return self.measure(f"D floor (no engine), {records:,}", work)
+
+    # --- under a cost profile ----------------------------------------------------------------------------------
+
+    def run_costed(self):
+        results = {}
+        if "E" not in self.skip:
+            results["E"] = self.scenario_costed("E", self.e_records, "to_dataverse")
+        if "F" not in self.skip:
+            results["F"] = self.scenario_costed("F", self.f_records, "from_dataverse")
+        if "G" not in self.skip:
+            e = results.get("E")
+            results["G without faults"] = (
+                {**e, "label": "G without faults (the run E)"}
+                if e is not None and e["records_total"] == self.g_records
+                else self.scenario_costed("G without faults", self.g_records, "to_dataverse")
+            )
+            results["G"] = self.scenario_costed(
+                f"G with {self.fault_share:.0%} failing", self.g_records, "to_dataverse", fault_share=self.fault_share
+            )
+        shared = self.scenario_shared_workers() if "S" not in self.skip else []
+        self.report_costed(results)
+        self.report_shared(shared)
+
+    def scenario_costed(self, label, records, direction, *, fault_share=0.0):
+        """A full synchronization through the engine while the sandbox runs the cost profile."""
+        from sandbox import costs
+
+        if direction == "to_dataverse":
+            self.reset_data(records)
+        else:
+            self.reset_data(0, accounts=records)
+        mapping = self._customer_mapping(direction)
+        profile = replace(self.profile, fault_share=fault_share)
+        bulk = self.dataverse.batch_size if direction == "to_dataverse" else self.bc.batch_size
+        ceiling = costs.ceiling(
+            profile, "to_dataverse" if direction == "to_dataverse" else "to_bc", read_page=5000, bulk=bulk
+        )
+        costs.store(profile)  # a new generation: fresh windows and queues in the sandbox process
+
+        def work():
+            job = self._run_job(mapping, "full")
+            return {
+                "records": job.inserted,
+                "records_total": records,
+                "failed": job.failed,
+                "status": job.status,
+                "requests": job.http_requests,
+                "pages": max(1, -(-records // 5000)),
+            }
+
+        self.say(f"running {label}: {records:,} records {direction} at time scale {profile.time_scale:g} ...")
+        try:
+            result = self.measure(label, work)
+            stats = costs.stats()
+        finally:
+            costs.store(None)
+        answered = {service: sum(counts.values()) for service, counts in stats.items()}
+        refused = {
+            service: sum(n for outcome, n in counts.items() if outcome.startswith("refused:"))
+            for service, counts in stats.items()
+        }
+        injected = {
+            service: sum(n for outcome, n in counts.items() if outcome.startswith("fault:"))
+            for service, counts in stats.items()
+        }
+        service_seconds = result["seconds"] / profile.time_scale
+        rate = result["records"] / service_seconds if service_seconds else 0
+        return {
+            **result,
+            "service_seconds": service_seconds,
+            "rate": rate,
+            "ceiling": ceiling,
+            "answered": sum(answered.values()),
+            "refused": sum(refused.values()),
+            "injected": sum(injected.values()),
+            "stats": stats,
+        }
+
+    def report_costed(self, results):
+        if not results:
+            return
+        profile = self.profile
+        self.say("")
+        self.say(
+            f"Cost profile at time scale {profile.time_scale:g} (1 s of service time = {profile.time_scale:g} s of "
+            "wall time); rates are records per second of service time, i.e. what a real tenant would see."
+        )
+        columns = ("records", "wall s", "service s", "rec/s", "ceiling", "share", "throttled", "failed")
+        self.say(f"{'scenario':34} " + " ".join(f"{c:>10}" for c in columns))
+        for r in results.values():
+            share = r["rate"] / r["ceiling"].records_per_second
+            throttled = r["refused"] / r["answered"] if r["answered"] else 0
+            self.say(
+                f"{r['label']:34} {r['records']:>10,} {r['seconds']:>10.1f} {r['service_seconds']:>10.0f} "
+                f"{r['rate']:>10,.0f} {r['ceiling'].records_per_second:>10,.0f} {share:>10.0%} "
+                f"{throttled:>10.2%} {r['failed']:>10,}"
+            )
+        for r in results.values():
+            bounds = ", ".join(f"{name} {value:,.0f}" for name, value in r["ceiling"].bounds.items())
+            self.say(
+                f"{r['label']}: ceiling bound by {r['ceiling'].bound_by} ({bounds} records/s); "
+                f"{r['requests']:,} requests sent, {r['answered']:,} answered by the sandbox, {r['refused']:,} "
+                f"refused for its limits, {r['injected']:,} failed on purpose; job {r['status']}; {r['stats']}"
+            )
+        if "G" in results and "G without faults" in results:
+            g, base = results["G"], results["G without faults"]
+            ratio = g["rate"] / base["rate"] if base["rate"] else 0
+            self.say(
+                f"G: {g['rate']:,.0f} records/s with {self.fault_share:.0%} of requests failing against "
+                f"{base['rate']:,.0f} without: {ratio:.0%} of the rate, {g['failed']:,} failed records."
+            )
+        from sandbox import costs
+
+        for direction, label in (("to_dataverse", "BC to Dataverse"), ("to_bc", "Dataverse to BC")):
+            ceiling = costs.ceiling(replace(profile, time_scale=1.0), direction)
+            self.say(
+                f"Ceiling {label}, one integration user: {ceiling.records_per_second:,.0f} records/s, "
+                f"100,000 records in about {ceiling.minutes_for(100_000):,.0f} minutes ({ceiling.bound_by})."
+            )
+
+    # --- a shared full synchronization with several workers -------------------------------------------------
+
+    def scenario_shared_workers(self):
+        results = []
+        for workers in self.workers:
+            results.append(self.scenario_shared(self.s_records, workers))
+        return results
+
+    def scenario_shared(self, records, workers):
+        """A full synchronization the bench process coordinates, with `workers - 1` RQ workers helping."""
+        import django_rq
+        from django.conf import settings
+
+        from jobs.services import QUEUE
+        from sandbox import costs
+
+        self.reset_data(records)
+        mapping = self._customer_mapping()
+        django_rq.get_queue(QUEUE).empty()  # helpers enqueued by earlier runs, whose jobs are over
+        settings.SYNC_SHARED_FULL_SYNC_HELPERS = workers - 1
+        if self.profile is not None:
+            costs.store(self.profile)
+        helpers = [
+            subprocess.Popen(  # noqa: S603
+                [sys.executable, "manage.py", "rqworker", QUEUE, "--worker-class", "rq.SimpleWorker"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for _ in range(workers - 1)
+        ]
+        time.sleep(2 if helpers else 0)  # let the workers connect before the first page is queued
+
+        def work():
+            job = self._run(mapping, "full")
+            return {"records": job.inserted, "requests": job.http_requests, "pages": max(1, -(-records // 5000))}
+
+        label = f"S shared full sync, {workers} worker{'s' if workers > 1 else ''}"
+        self.say(f"running {label} over {records:,} ...")
+        try:
+            result = self.measure(label, work)
+        finally:
+            for helper in helpers:
+                helper.send_signal(signal.SIGTERM)
+            for helper in helpers:
+                with suppress(subprocess.TimeoutExpired):
+                    helper.wait(timeout=30)
+                if helper.poll() is None:
+                    helper.kill()
+            if self.profile is not None:
+                costs.store(None)
+        scale = self.profile.time_scale if self.profile is not None else 1.0
+        result["rate"] = result["records"] / (result["seconds"] / scale) if result["seconds"] else 0
+        result["workers"] = workers
+        return result
+
+    def report_shared(self, results):
+        if not results:
+            return
+        where = "under the cost profile, records/s of service time" if self.profile is not None else "on loopback"
+        self.say("")
+        self.say(f"Shared full synchronization of {self.s_records:,} customers ({where}):")
+        base = results[0]["rate"] or 1
+        self.say("  " + "   ".join(f"{r['workers']} worker(s): {r['rate']:,.0f} rec/s ({r['rate'] / base:.2f}x)"
+                                   for r in results))  # fmt: skip
 
     def report(self, results):
         self.say("")
