@@ -217,10 +217,14 @@ def _drift(
                 if row is None or counterpart is None:
                     continue
                 plan = plan_record(run.ctx, row, coupling, counterpart, run.lookups)
-                if plan.action == Action.UPDATE and plan.diffs:
-                    drifted[coupling.pk] = {
-                        "coupling": coupling.pk,
-                        "direction": direction,
-                        "fields": [d.field for d in plan.diffs],
-                    }
+                fields = [d.field for d in plan.diffs if not _is_company_stamp(mapping, d.field)]
+                if plan.action == Action.UPDATE and fields:
+                    drifted[coupling.pk] = {"coupling": coupling.pk, "direction": direction, "fields": fields}
     return len(sample), [drifted[pk] for pk in sorted(drifted)]
+
+
+def _is_company_stamp(mapping: TableMapping, field_name: str) -> bool:
+    """The company column the engine stamps on writes to Dataverse is no mapped field: a row the company did not
+    write (the source of a record it created in Business Central) lacks it, and that is no drift."""
+    column = mapping.dataverse_company_field
+    return bool(mapping.stamps_company and column) and field_name.split("@", 1)[0] == column

@@ -272,3 +272,28 @@ def test_a_preview_of_a_new_companys_mapping_writes_nothing_not_even_its_company
     [run] = _sync(rq_worker, _customer(bc_b))  # the run creates the row, as before
     assert run.status == "succeeded", run.message
     assert companies.count() == before + 1
+
+
+def test_records_a_company_created_from_dataverse_rows_are_no_drift_for_their_missing_company_stamp(
+    two_companies, rq_worker
+):
+    """A Business Central customer created from a Dataverse account leaves the account unstamped (the company did not
+    write it): the reconciliation right after must not call those pairs drifted (the walk-through saw 179)."""
+    from jobs.models import Reconciliation
+    from jobs.reconciliation.services import reconciliation_enqueue
+
+    bc_a, _, _ = two_companies
+    customer = _customer(bc_a)
+    customer.direction = "bidirectional"
+    customer.save()
+    to_dataverse, from_dataverse = _sync(rq_worker, customer)
+    assert to_dataverse.status == from_dataverse.status == "succeeded", from_dataverse.message
+    assert from_dataverse.inserted > 0
+
+    with transaction.atomic():
+        reconciliation = reconciliation_enqueue(mapping=customer)
+    rq_worker()
+
+    reconciliation = Reconciliation.objects.get(pk=reconciliation.pk)
+    assert reconciliation.counts["drift_checked"] > 0, reconciliation.counts
+    assert reconciliation.findings["drift"] == []
