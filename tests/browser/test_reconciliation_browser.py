@@ -47,6 +47,11 @@ def test_reconcile_from_the_mapping_list_then_uncouple_the_orphan_from_the_resul
     page.shot("reconciliation-result")
 
     page.click("button[value=uncouple_orphans]")
+    # It asks first, with the count, and nothing is queued until confirmed.
+    expect(page.locator("form.bulk-confirm")).to_contain_text("1")
+    assert Coupling.objects.filter(pk=orphan.pk).exists()
+    page.shot("reconciliation-confirm-uncouple")
+    page.click("form.bulk-confirm input[type=submit]")
     expect(page.locator("ul.messagelist")).to_contain_text("uncoupling the orphans")
     rq_worker()
     assert not Coupling.objects.filter(pk=orphan.pk).exists()
