@@ -1,48 +1,17 @@
 import types
 
-import httpx
 import pytest
-from django.core.wsgi import get_wsgi_application
 from django.urls import reverse
 
-from connectors.http import override_transport
 from mappings.models import TableMapping
 
 
-def _sandbox_app_keeping_test_connections():
-    """The project's WSGI app, called so that it leaves the test's database connections open.
-
-    Django closes "obsolete" connections when a request starts and ends; inside a test transaction (autocommit off)
-    that closes the test's own PostgreSQL connection. The test client avoids this for its own requests (and puts
-    the handlers back before running the view), but an in-process sandbox request made from inside an admin view
-    goes through a plain WSGIHandler. So: no connection closing during the sandbox request.
-    """
-    from django.core import signals
-    from django.db import close_old_connections
-
-    handler = get_wsgi_application()
-
-    def app(environ, start_response):
-        signals.request_started.disconnect(close_old_connections)
-        signals.request_finished.disconnect(close_old_connections)
-        try:
-            result = handler(environ, start_response)
-            body = b"".join(result)
-            result.close()  # sends request_finished now, while the handlers are off
-            return [body]
-        finally:
-            signals.request_started.connect(close_old_connections)
-            signals.request_finished.connect(close_old_connections)
-
-    return app
-
-
 @pytest.fixture
-def sandbox_in_process():
-    """Every connector client talks to the sandbox in this process, over real HTTP semantics (no socket)."""
-    transport = httpx.WSGITransport(app=_sandbox_app_keeping_test_connections())
-    with override_transport(transport):
-        yield transport
+def sandbox_in_process(sandbox_http):
+    """Every connector client talks to the sandbox in this process, over real HTTP semantics (no socket): the root
+    conftest's transport, which also serves the engine's own threads (parallel writes, read-ahead) on the test's
+    database connections."""
+    return sandbox_http
 
 
 @pytest.fixture
