@@ -85,7 +85,8 @@ def sync_confirmation(mappings: list[TableMapping], *, kind: str, with_dependenc
         job_kind = "modified" if is_dependency else kind
         for direction in run_directions(mapping):
             preview = latest_preview(mapping=mapping, direction=direction, kind=job_kind)
-            name = mapping.name + (" (dependency, first)" if is_dependency else "")
+            # With several companies each has its own CURRENCY: the label names the company, or rows repeat alike.
+            name = mapping.label + (" (dependency, first)" if is_dependency else "")
             rows.append([name, _direction_label(direction), *_preview_cells(preview)])
             missing += preview is None
     notes = []

@@ -151,3 +151,16 @@ def test_export_and_import_commands_take_the_company(companies, tmp_path):
     call_command("import_mappings", str(tmp_path / "canada.json"), "--company", "CRONUS Canada")
     assert not TableMapping.objects.filter(company=canada, name="CONTACT").exists()  # the file is that company's now
     assert TableMapping.objects.filter(company=usa, name="CONTACT").exists()  # the other company's are untouched
+
+
+def test_the_run_confirmation_names_each_jobs_company(admin_client, companies):
+    """Synchronizing both companies' CURRENCY asks first with one row per company and direction, told apart by the
+    company (the walk-through saw identical rows)."""
+    usa, canada = companies
+    currencies = TableMapping.objects.filter(name="CURRENCY")
+    html = admin_client.post(
+        reverse("admin:mappings_tablemapping_changelist"),
+        {"action": "synchronize_modified_records", "_selected_action": [m.pk for m in currencies]},
+    ).content.decode()
+    assert "are you sure?" in html and not SyncJob.objects.exists()
+    assert "CURRENCY (CRONUS USA)" in html and "CURRENCY (CRONUS Canada)" in html
