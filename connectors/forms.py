@@ -9,6 +9,18 @@ from connectors.models import AppRegistration, Connection
 from connectors.secrets import validate_secret_reference
 
 
+def _secret_field() -> forms.CharField:
+    """A client secret: written, never shown back."""
+    return forms.CharField(
+        label="Client secret",
+        required=False,
+        strip=True,
+        # render_value=False: the page never contains the secret, not even after a failed submit.
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Stored encrypted. Leave blank to keep the current secret.",
+    )
+
+
 def _url_field(name: str, *, required: bool) -> forms.URLField:
     model_field = Connection._meta.get_field(name)
     assert isinstance(model_field, models.Field)  # a concrete column, not a reverse relation
@@ -25,14 +37,7 @@ def _url_field(name: str, *, required: bool) -> forms.URLField:
 class ConnectionForm(forms.ModelForm):  # type: ignore[type-arg]
     environment_url = _url_field("environment_url", required=True)
     token_url = _url_field("token_url", required=False)
-    client_secret = forms.CharField(
-        label="Client secret",
-        required=False,
-        strip=True,
-        # render_value=False: the page never contains the secret, not even after a failed submit.
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text="Stored encrypted. Leave blank to keep the current secret.",
-    )
+    client_secret = _secret_field()
 
     class Meta:
         model = Connection
@@ -79,13 +84,7 @@ class ConnectionForm(forms.ModelForm):  # type: ignore[type-arg]
 class AppRegistrationForm(forms.ModelForm):  # type: ignore[type-arg]
     """A further app registration of a connection: its secret goes in as the connection's own, never comes back."""
 
-    client_secret = forms.CharField(
-        label="Client secret",
-        required=False,
-        strip=True,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text="Stored encrypted. Leave blank to keep the current secret.",
-    )
+    client_secret = _secret_field()
 
     class Meta:
         model = AppRegistration
