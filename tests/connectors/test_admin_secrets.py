@@ -232,3 +232,46 @@ def test_a_further_app_registration_is_added_inline_its_secret_encrypted_and_nev
     assert response.status_code == 200
     assert "Enter the client secret of this app registration" in response.content.decode()
     assert AppRegistration.objects.count() == 1
+
+
+def _user_with(django_user_model, username, *codenames):
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user(username, password="pw", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="connectors", codename__in=codenames))
+    return user
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("codenames", "status"),
+    [
+        # Viewing a connection is no licence to add its credentials: the whole change is refused.
+        (("view_connection", "view_appregistration"), 403),
+        # Editing a connection without the right to add app registrations saves the connection, never the inline.
+        (("view_connection", "change_connection", "view_appregistration"), 302),
+    ],
+    ids=["viewer", "connection-editor-without-add-appregistration"],
+)
+def test_an_app_registration_cannot_be_added_inline_without_its_add_permission(
+    admin_client, client, django_user_model, codenames, status
+):
+    admin_client.post(reverse("admin:connectors_connection_add"), form_data())
+    connection = Connection.objects.get()
+    client.force_login(_user_with(django_user_model, "limited", *codenames))
+    data = form_data(client_secret="")
+    data.update(
+        {
+            "app_registrations-TOTAL_FORMS": "1",
+            "app_registrations-0-client_id": "22222222-3333-4444-5555-666666666666",
+            "app_registrations-0-client_secret": "smuggled-secret",
+            "app_registrations-0-enabled": "on",
+        }
+    )
+
+    response = client.post(reverse("admin:connectors_connection_change", args=[connection.pk]), data)
+
+    assert response.status_code == status, response.content.decode()[:2000]
+    assert not AppRegistration.objects.exists()
+    page = client.get(reverse("admin:connectors_connection_change", args=[connection.pk])).content.decode()
+    assert "Add another further app registration" not in page
