@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
 from uuid import UUID, uuid4
 
 from django.db import transaction
@@ -210,15 +211,23 @@ def coupling_delete_surviving_record(*, coupling: Coupling, surviving_side: str,
     coupling.delete()
 
 
-def couplings_uncouple(*, mapping: TableMapping, couplings, dataverse_client: RemoteClient | None) -> tuple[int, int]:
-    """Remove couplings of a mapping; the records stay in both systems. Returns (uncoupled, company cleared).
+class Uncoupled(NamedTuple):
+    uncoupled: int
+    cleared: int  # Dataverse rows that lost this company's stamp and belong to no company now
+    handed_over: int  # rows that passed to another company still coupling them
+
+
+def couplings_uncouple(*, mapping: TableMapping, couplings, dataverse_client: RemoteClient | None) -> Uncoupled:
+    """Remove couplings of a mapping; the records stay in both systems.
 
     As Business Central does (domain.md 3.10, CDS Int. Table Uncouple), a Dataverse row stamped with this mapping's
     company loses the stamp: it belongs to no company again, so any company may couple it. A row another company
-    stamped keeps its company. A row that cannot be cleared (deleted since) is uncoupled all the same.
+    stamped keeps its company. A row that another company's mapping still couples (a customer the companies share)
+    passes to that company instead: a row of no company would be read, and coupled again, by every company. A row
+    that cannot be cleared (deleted since) is uncoupled all the same.
     """
     pairs = list(couplings.values_list("pk", "dataverse_id"))
-    cleared = 0
+    cleared = handed_over = 0
     reference = mapping.company_reference()
     if reference is not None and dataverse_client is not None and pairs:
         column = mapping.dataverse_company_field
@@ -231,18 +240,51 @@ def couplings_uncouple(*, mapping: TableMapping, couplings, dataverse_client: Re
                     mapping.dataverse_entity_set, ids[start : start + 100], select=[f"_{column}_value"]
                 )
             )
+        stamped = [
+            dataverse_id
+            for dataverse_id, row in rows.items()
+            if str(row.get(f"_{column}_value") or "").lower() == row_id.lower()
+        ]
+        keepers = _companies_still_coupling(mapping, stamped, leaving=[pk for pk, _ in pairs])
         operations = [
             WriteOperation(
                 kind="update",
                 entity_set=mapping.dataverse_entity_set,
                 ref=str(dataverse_id),
                 record_id=dataverse_id,
-                values={f"{column}@odata.bind": None},
+                values={f"{column}@odata.bind": keepers.get(str(dataverse_id).lower())},
             )
-            for dataverse_id, row in rows.items()
-            if str(row.get(f"_{column}_value") or "").lower() == row_id.lower()
+            for dataverse_id in stamped
         ]
         if operations:
-            cleared = sum(1 for result in dataverse_client.write_many(operations) if result.ok)
+            for operation, result in zip(operations, dataverse_client.write_many(operations), strict=True):
+                if result.ok and operation.values[f"{column}@odata.bind"] is None:
+                    cleared += 1
+                elif result.ok:
+                    handed_over += 1
     Coupling.objects.filter(pk__in=[pk for pk, _ in pairs]).delete()
-    return len(pairs), cleared
+    return Uncoupled(len(pairs), cleared, handed_over)
+
+
+def _companies_still_coupling(mapping: TableMapping, dataverse_ids: list, *, leaving: list[int]) -> dict[str, str]:
+    """For each of the rows another company's mapping of the same table still couples, that company's `@odata.bind`
+    reference (the lowest mapping id first, so the choice is stable)."""
+    if not dataverse_ids:
+        return {}
+    others = (
+        Coupling.objects.filter(
+            dataverse_id__in=dataverse_ids,
+            table_mapping__dataverse_entity_set=mapping.dataverse_entity_set,
+            table_mapping__company__isnull=False,
+        )
+        .exclude(pk__in=leaving)
+        .exclude(table_mapping__company=mapping.company_id)
+        .select_related("table_mapping__company")
+        .order_by("table_mapping_id")
+    )
+    keepers: dict[str, str] = {}
+    for coupling in others:
+        reference = coupling.table_mapping.company_reference()
+        if reference is not None:
+            keepers.setdefault(str(coupling.dataverse_id).lower(), reference)
+    return keepers

@@ -702,7 +702,7 @@ def _run_uncoupling(job: SyncJob, dataverse_client) -> str:
     if job.record_ids:
         couplings = couplings.filter(pk__in=job.record_ids)
     if job.record_ids:
-        count, cleared = records_uncouple(
+        result = records_uncouple(
             job,
             couplings,
             state=ErrorState.RESOLVED_BY_HAND,
@@ -714,13 +714,13 @@ def _run_uncoupling(job: SyncJob, dataverse_client) -> str:
         SyncError.objects.filter(table_mapping=job.table_mapping_id).exclude(bc_id=None, dataverse_id=None).close(
             ErrorState.RESOLVED_BY_HAND, job_id=job.pk, user=job.requested_by
         )
-        count, cleared = couplings_uncouple(
-            mapping=job.table_mapping, couplings=couplings, dataverse_client=dataverse_client
-        )
-    SyncJob.objects.filter(pk=job.pk).update(uncoupled=count, progress_done=count)
-    message = f"Removed {count} coupling(s); the records stay in both systems."
-    if cleared:
-        message += f" Cleared the company on {cleared} Dataverse row(s)."
+        result = couplings_uncouple(mapping=job.table_mapping, couplings=couplings, dataverse_client=dataverse_client)
+    SyncJob.objects.filter(pk=job.pk).update(uncoupled=result.uncoupled, progress_done=result.uncoupled)
+    message = f"Removed {result.uncoupled} coupling(s); the records stay in both systems."
+    if result.cleared:
+        message += f" Cleared the company on {result.cleared} Dataverse row(s)."
+    if result.handed_over:
+        message += f" {result.handed_over} Dataverse row(s) another company still couples now belong to that company."
     return message
 
 

@@ -11,7 +11,7 @@ from django.db.models import Q, QuerySet
 
 from connectors.types import RemoteClient
 from coupling.models import Coupling
-from coupling.services import couplings_uncouple
+from coupling.services import Uncoupled, couplings_uncouple
 from jobs.models import SyncError, SyncJob
 
 ERROR_BATCH = 500
@@ -31,7 +31,7 @@ def errors_of_couplings_close(job: SyncJob, couplings: QuerySet[Coupling], state
 
 def records_uncouple(
     job: SyncJob, couplings: QuerySet[Coupling], *, state: str, dataverse_client: RemoteClient | None, user=None
-) -> tuple[int, int]:
-    """Close the records' errors, then uncouple them; returns (uncoupled, company cleared) as couplings_uncouple."""
+) -> Uncoupled:
+    """Close the records' errors, then uncouple them (see couplings_uncouple)."""
     errors_of_couplings_close(job, couplings, state, user=user)
     return couplings_uncouple(mapping=job.table_mapping, couplings=couplings, dataverse_client=dataverse_client)

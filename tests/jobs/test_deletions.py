@@ -475,8 +475,8 @@ def test_deletion_policies_uncouple_as_uncoupling_does_clearing_the_company_and_
     two_companies, delete_one, sandbox_connections, django_capture_on_commit_callbacks, rq_worker
 ):
     """Uncoupled by the deletion policy (uncouple; propagate kept by another mapping), a Dataverse row stamped with the
-    company loses the stamp, as after uncoupling by hand, and the record's open errors close: nothing is wrong with
-    a pair that is no longer one."""
+    company loses the stamp (or passes to the company still coupling it), as after uncoupling by hand, and the
+    record's open errors close: nothing is wrong with a pair that is no longer one."""
     from jobs.choices import ErrorState
     from sandbox import rows, schema
     from sandbox.models import row_model
@@ -501,8 +501,11 @@ def test_deletion_policies_uncouple_as_uncoupling_does_clearing_the_company_and_
     job = job_of(run(customer_a, django_capture_on_commit_callbacks, rq_worker), BC_DELETED)
     assert job.uncoupled == 1, job.message
 
-    for coupling in (kept, alone):
-        assert accounts.get(rid=str(coupling.dataverse_id)).bcbi_companyid is None
+    # The row B still couples passes to B (left with no company, every company would read it again); the other
+    # belongs to no company.
+    customer_b.company.refresh_from_db()
+    assert accounts.get(rid=str(kept.dataverse_id)).bcbi_companyid == str(customer_b.company.dataverse_company_id)
+    assert accounts.get(rid=str(alone.dataverse_id)).bcbi_companyid is None
     for error in errors:
         error.refresh_from_db()
         assert error.state != ErrorState.OPEN, error.message

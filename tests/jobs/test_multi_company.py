@@ -187,6 +187,42 @@ def test_uncoupling_clears_the_company_on_the_dataverse_row(two_companies, rq_wo
     assert {accounts[str(i)].bcbi_companyid for i in others} == {row_a}  # the other rows keep their company
 
 
+def test_uncoupling_a_shared_row_hands_it_to_the_company_still_coupling_it(two_companies, rq_worker):
+    """A shared customer's account is stamped with company A, which created it; B couples it too (multi-company).
+    When A uncouples it the row passes to B: left with no company, every company's mapping would read it again."""
+    from coupling.models import Coupling
+    from jobs.services import uncoupling_job_enqueue
+
+    bc_a, bc_b, _ = two_companies
+    customer_a, customer_b = _customer(bc_a), _customer(bc_b)
+    customer_b.multi_company = True
+    customer_b.save()
+    _sync(rq_worker, customer_a)
+    _sync(rq_worker, customer_b)
+    row_a, row_b = _company_row(bc_a), _company_row(bc_b)
+    shared = set(Coupling.objects.filter(table_mapping=customer_a).values_list("dataverse_id", flat=True)) & set(
+        Coupling.objects.filter(table_mapping=customer_b).values_list("dataverse_id", flat=True)
+    )
+    assert len(shared) == 3
+    only_a = Coupling.objects.filter(table_mapping=customer_a).exclude(dataverse_id__in=shared).first()
+    leaving = list(Coupling.objects.filter(table_mapping=customer_a, dataverse_id__in=shared)) + [only_a]
+    accounts = {a.rid: a for a in _accounts()}
+    assert {accounts[str(c.dataverse_id)].bcbi_companyid for c in leaving} == {row_a}
+
+    with transaction.atomic():
+        job = uncoupling_job_enqueue(mapping=customer_a, coupling_ids=[c.pk for c in leaving])
+    rq_worker()
+    job.refresh_from_db()
+
+    assert job.status == "succeeded" and job.uncoupled == 4, job.message
+    assert "Cleared the company on 1 Dataverse row(s)" in job.message
+    assert "3 Dataverse row(s) another company still couples now belong to that company" in job.message
+    accounts = {a.rid: a for a in _accounts()}
+    assert {accounts[str(i)].bcbi_companyid for i in shared} == {row_b}
+    assert accounts[str(only_a.dataverse_id)].bcbi_companyid is None
+    assert Coupling.objects.filter(table_mapping=customer_b, dataverse_id__in=shared).count() == 3
+
+
 def test_one_companys_failing_or_locked_run_does_not_hold_up_another(two_companies, rq_worker):
     from coupling.models import Coupling
     from jobs.models import SyncJob
