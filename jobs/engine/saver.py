@@ -24,6 +24,7 @@ from connectors.types import ConnectorError, WriteResult
 from coupling.choices import SyncResult
 from coupling.models import Coupling
 from jobs.choices import ErrorClass, ErrorState
+from jobs.engine.backoff import retryable, schedule_retries
 from jobs.engine.coupling_rows import insert_couplings, update_couplings
 from jobs.engine.planner import Action, Fingerprints, Plan
 from jobs.engine.sides import Row, Side
@@ -86,6 +87,7 @@ class PageSaver:
         """Save a written page; `read` (its records read) is added to the job's progress with its counters."""
         counts: Counter[str] = Counter()
         errors, to_update, to_reserve = [], [], []
+        transient: list[SyncError] = []  # the errors among them whose record waits a back-off before its retry
         to_delete: list[int] = []
         failed_rows: list[Row] = []
         synced_ids: list[Any] = []  # source records synchronized without error: their open errors are resolved
@@ -144,8 +146,14 @@ class PageSaver:
                     # failed reservation, so it is retried at every run like any failed record, changed or not.
                     # (An ambiguous match waits in the ambiguous matches instead: a reservation would insert it.)
                     to_reserve.append(self._failed_reservation(plan))
-                errors.append(self._error_row(plan, detail, now))
+                error = self._error_row(plan, detail, now)
+                errors.append(error)
+                if retryable(plan.error_class, outcome_unknown=plan.outcome_unknown):
+                    transient.append(error)
                 failed_rows.append(plan.source_row)
+        if transient:
+            # Read before the records' open errors are superseded below: each new one continues their back-off.
+            schedule_retries(self.job.table_mapping_id, self.direction, transient, now)
         with transaction.atomic():
             insert_couplings(to_reserve)
             if to_update:
@@ -223,16 +231,16 @@ class PageSaver:
 
     def _failed(self, coupling: Coupling, plan: Plan, now: datetime) -> str:
         """Record the failure on the coupling, and skip the record per the mapping's skip policy for its error
-        class. Transient errors (and writes whose outcome is unknown) are never skipped: every run retries them, the
-        connectors backing off as the service asks. Returns a line for the error's log when the record is skipped."""
+        class. Transient errors (and writes whose outcome is unknown) are never skipped: runs retry them after a
+        back-off that grows with each failure in a row (jobs/engine/backoff.py). Returns a line for the error's log when the record is skipped."""
         repeated = coupling.last_result(self.direction) == SyncResult.FAILURE and same_error(
             coupling.last_error(self.direction), plan.message
         )
         count_field = Coupling.failures_field(self.direction)
         count = (getattr(coupling, count_field) + 1) if repeated else 1
         setattr(coupling, count_field, min(count, 32767))
-        retryable = plan.error_class in (ErrorClass.TRANSIENT, ErrorClass.THROTTLED) or plan.outcome_unknown
-        limit = 0 if retryable else self.job.table_mapping.skip_after(plan.error_class or ErrorClass.INTERNAL)
+        transient = retryable(plan.error_class, outcome_unknown=plan.outcome_unknown)
+        limit = 0 if transient else self.job.table_mapping.skip_after(plan.error_class or ErrorClass.INTERNAL)
         note = ""
         if limit and count >= limit and settings.SYNC_SKIP_REPEATED_FAILURES:
             target_etag = self.target.row_etag(plan.target_row) if plan.target_row else ""
