@@ -187,7 +187,7 @@ class PageSaver:
         return dataclasses.replace(
             plan,
             outcome_unknown=bool(getattr(error, "outcome_unknown", False)),
-            error_class=_error_class(error),
+            error_class=error_class_of(error),
             message=f"{verb} the {self.target.label} record failed: {error.message if error else ''}",
         )
 
@@ -230,28 +230,17 @@ class PageSaver:
         }
 
     def _failed(self, coupling: Coupling, plan: Plan, now: datetime) -> str:
-        """Record the failure on the coupling, and skip the record per the mapping's skip policy for its error
-        class. Transient errors (and writes whose outcome is unknown) are never skipped: runs retry them after a
-        back-off that grows with each failure in a row (jobs/engine/backoff.py). Returns a line for the error's log when the record is skipped."""
-        repeated = coupling.last_result(self.direction) == SyncResult.FAILURE and same_error(
-            coupling.last_error(self.direction), plan.message
+        """Record the failure on the coupling, skipping the record per the mapping's skip policy (`record_failure`);
+        returns a line for the error's log when the record is skipped."""
+        return record_failure(
+            coupling,
+            self.job,
+            plan.error_class or ErrorClass.INTERNAL,
+            plan.message,
+            now=now,
+            outcome_unknown=plan.outcome_unknown,
+            target_etag=self.target.row_etag(plan.target_row) if plan.target_row else "",
         )
-        count_field = Coupling.failures_field(self.direction)
-        count = (getattr(coupling, count_field) + 1) if repeated else 1
-        setattr(coupling, count_field, min(count, 32767))
-        transient = retryable(plan.error_class, outcome_unknown=plan.outcome_unknown)
-        limit = 0 if transient else self.job.table_mapping.skip_after(plan.error_class or ErrorClass.INTERNAL)
-        note = ""
-        if limit and count >= limit and settings.SYNC_SKIP_REPEATED_FAILURES:
-            target_etag = self.target.row_etag(plan.target_row) if plan.target_row else ""
-            coupling.skip(plan.error_class or ErrorClass.INTERNAL, now, target_etag)
-            note = (
-                f"{now:%Y-%m-%d %H:%M:%S} UTC: skipped after {count} identical failure(s) in a row (the mapping "
-                f"skips {plan.error_class or ErrorClass.INTERNAL} errors after {limit}). It is un-skipped by itself "
-                f"when the cause is fixed, or by a retry."
-            )
-        coupling.fail(self.direction, self.job.pk, plan.message, may_have_landed=plan.outcome_unknown)
-        return note
 
     def _failed_reservation(self, plan: Plan) -> Coupling:
         coupling = Coupling(
@@ -308,6 +297,42 @@ class PageSaver:
         )
 
 
+def record_failure(
+    coupling: Coupling,
+    job: SyncJob,
+    error_class: str,
+    message: str,
+    *,
+    now: datetime,
+    outcome_unknown: bool = False,
+    target_etag: str = "",
+) -> str:
+    """Record a failure of the record in the job's direction on its coupling (a write's, or a deletion carried over
+    by jobs/engine/deletions.py), and skip the record per the mapping's skip policy for `error_class`: after that
+    many identical failures in a row. Transient errors (and writes whose outcome is unknown) are never skipped: runs
+    retry them after a back-off that grows with each failure in a row (jobs/engine/backoff.py). `target_etag`: the
+    target record's version the failure saw, so that un-skipping notices when someone changes it (empty: not known).
+    Returns a line for the error's log when the record is skipped."""
+    direction = job.direction
+    repeated = coupling.last_result(direction) == SyncResult.FAILURE and same_error(
+        coupling.last_error(direction), message
+    )
+    count_field = Coupling.failures_field(direction)
+    count = (getattr(coupling, count_field) + 1) if repeated else 1
+    setattr(coupling, count_field, min(count, 32767))
+    limit = 0 if retryable(error_class, outcome_unknown=outcome_unknown) else job.table_mapping.skip_after(error_class)
+    note = ""
+    if limit and count >= limit and settings.SYNC_SKIP_REPEATED_FAILURES:
+        coupling.skip(error_class, now, target_etag)
+        note = (
+            f"{now:%Y-%m-%d %H:%M:%S} UTC: skipped after {count} identical failure(s) in a row (the mapping "
+            f"skips {error_class} errors after {limit}). It is un-skipped by itself when the cause is fixed, or by "
+            f"a retry."
+        )
+    coupling.fail(direction, job.pk, message, may_have_landed=outcome_unknown)
+    return note
+
+
 def plan_diffs(plan: Plan) -> list[tuple[str, Any, Any]]:
     """The field changes a plan makes, for error details and previews: (field, old, new)."""
     if plan.diffs:
@@ -321,7 +346,8 @@ def _detail(error: ConnectorError | None) -> str:
     return error.detail() if error is not None else ""
 
 
-def _error_class(error: ConnectorError | None) -> str:
+def error_class_of(error: ConnectorError | None) -> str:
+    """The error class of a connector's failure (what the skip policy and the error list go by)."""
     if error is None:
         return str(ErrorClass.INTERNAL)
     return error.kind.value if error.kind.value in ErrorClass.values else str(ErrorClass.INTERNAL)

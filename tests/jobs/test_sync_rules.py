@@ -386,17 +386,19 @@ def test_a_change_made_during_a_run_is_not_lost_when_the_servers_clock_is_behind
 
 
 class FaultOnEveryWrite(httpx.BaseTransport):
-    """The sandbox over `inner`, with one fault of `kind` injected just before each write to Business Central.
+    """The sandbox over `inner`, with one fault of `kind` injected just before each write to `service` (Business
+    Central by default; a batch of writes, or of deletions, is one POST).
 
     Every attempt of a write fails (the connector's own retries included); the reads of the run go through.
     """
 
-    def __init__(self, inner: httpx.BaseTransport, kind: str):
-        self.inner, self.kind = inner, kind
+    def __init__(self, inner: httpx.BaseTransport, kind: str, service: str = "bc"):
+        self.inner, self.kind, self.service = inner, kind, service
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if request.method in ("POST", "PATCH", "PUT", "DELETE") and request.url.path.startswith("/sandbox/bc/"):
-            sandbox.inject_faults(self.kind, count=1, service="bc", retry_after=0)
+        written = request.method in ("POST", "PATCH", "PUT", "DELETE")
+        if written and request.url.path.startswith(f"/sandbox/{self.service}/"):
+            sandbox.inject_faults(self.kind, count=1, service=self.service, retry_after=0)
         return self.inner.handle_request(request)
 
 
@@ -443,8 +445,10 @@ def test_a_record_failing_transiently_is_never_skipped_and_is_retried_after_a_gr
             assert not coupling.skipped, attempt
             # 1, 2, 4 minutes from the failure: the back-off grows with each failure in a row.
             assert error.retry_attempt == attempt
-            assert before + timedelta(minutes=minutes) <= error.next_retry_at <= timezone.now() + timedelta(
-                minutes=minutes
+            assert (
+                before + timedelta(minutes=minutes)
+                <= error.next_retry_at
+                <= timezone.now() + timedelta(minutes=minutes)
             )
             # A run within the back-off does not retry it: not read, not failed again, its error still the open one.
             (waiting,) = run(customer, direction="from_dataverse")
