@@ -11,7 +11,7 @@ from django.utils import timezone
 from connectors.choices import ConnectionKind
 from connectors.types import RemoteClient, WriteOperation
 from coupling.matching import MatchOutcome, match_records
-from coupling.models import AmbiguousMatch, Coupling
+from coupling.models import AmbiguousMatch, Coupling, KeptRecord
 from mappings.choices import BC, DATAVERSE
 from mappings.models import TableMapping
 
@@ -216,8 +216,17 @@ def couplings_uncouple(*, mapping: TableMapping, couplings, dataverse_client: Re
     As Business Central does (domain.md 3.10, CDS Int. Table Uncouple), a Dataverse row stamped with this mapping's
     company loses the stamp: it belongs to no company again, so any company may couple it. A row another company
     stamped keeps its company. A row that cannot be cleared (deleted since) is uncoupled all the same.
+
+    Any earlier choice to keep these records uncoupled (KeptRecord) is forgotten: it was made for an uncoupling
+    before the records were coupled again, and this one may not be for the same reason.
     """
     pairs = list(couplings.values_list("pk", "dataverse_id"))
+    records = list(couplings.values_list("bc_id", "dataverse_id"))
+    kept = KeptRecord.objects.filter(table_mapping=mapping)
+    for start in range(0, len(records), 500):
+        batch = records[start : start + 500]
+        kept.filter(side=ConnectionKind.BUSINESS_CENTRAL, record_id__in=[b for b, _ in batch if b]).delete()
+        kept.filter(side=ConnectionKind.DATAVERSE, record_id__in=[d for _, d in batch if d]).delete()
     cleared = 0
     reference = mapping.company_reference()
     if reference is not None and dataverse_client is not None and pairs:

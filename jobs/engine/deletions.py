@@ -53,7 +53,7 @@ from django.utils import timezone
 from connectors.dataverse import ChangeTrackingExpired
 from connectors.types import ConnectorError, ErrorKind, Page, RemoteClient, WriteOperation
 from coupling.existence import chunked, missing_ids
-from coupling.models import Coupling
+from coupling.models import Coupling, KeptRecord
 from jobs.choices import ErrorClass, ErrorState, JobKind
 from jobs.engine.backoff import retryable, schedule_retries, waiting
 from jobs.engine.coupling_rows import update_couplings
@@ -447,9 +447,33 @@ class DeletionPass:
         SyncJob.objects.filter(pk=self.job.pk).update(message=f"{job.message} {text}".strip())
 
     def _uncouple(self, couplings: list[Coupling]) -> None:
+        """Uncouple, and keep each surviving record uncoupled on purpose (KeptRecord): an administrator choosing
+        "uncouple and keep the other record" wants the deletion to stand, so runs of the reverse direction (of a
+        bidirectional mapping) must not create the deleted record again from the survivor, now uncoupled."""
         with transaction.atomic():
             self._uncoupled(couplings, target_survives=True)
+            KeptRecord.objects.bulk_create(
+                [self._kept(c) for c in couplings if getattr(c, self.target_attr)],
+                batch_size=500,
+                ignore_conflicts=True,
+            )
             self._counted(uncoupled=len(couplings))
+
+    def _kept(self, coupling: Coupling) -> KeptRecord:
+        deleted = getattr(coupling, self.source.coupling_attr("name")) or getattr(coupling, self.source_attr)
+        return KeptRecord(
+            table_mapping=self.mapping,
+            side=self.target.kind,
+            record_id=getattr(coupling, self.target_attr),
+            record_name=getattr(coupling, self.target.coupling_attr("name")) or "",
+            job_id=self.job.pk,
+            reason=(
+                f"Its coupled {self.source.label} record ({deleted}) was deleted; job #{self.job.pk} uncoupled them "
+                f"on {timezone.now():%Y-%m-%d %H:%M} UTC, as the mapping's deletion policy says (uncouple and keep "
+                f"the other record). Runs do not create it again in {self.source.label}: couple it, synchronize it "
+                f"now, or forget this choice to let runs do so."
+            ),
+        )
 
     def _restore(self, couplings: list[Coupling]) -> list[SyncJob]:
         """Recreate each deleted record from its coupled partner: a selected-records run in the reverse direction."""

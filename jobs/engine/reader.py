@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from connectors.types import ConnectorError, Page, RemoteClient
 from coupling.choices import SyncResult
-from coupling.models import Coupling
+from coupling.models import Coupling, KeptRecord
 from jobs.choices import JobKind
 from jobs.engine.backoff import waiting
 from jobs.engine.ownership import EarlierMappings
@@ -120,9 +120,13 @@ class SourceReader:
 
     def pages(self) -> Iterator[list[Row]]:
         """Yield the source rows to process, a page at a time; failed-not-skipped records come first. Records an
-        earlier mapping of the same source table takes are left out (jobs/engine/ownership.py)."""
+        earlier mapping of the same source table takes are left out (jobs/engine/ownership.py), and so are records
+        kept uncoupled on purpose (`_kept_uncoupled`)."""
         earlier = EarlierMappings(self.mapping, self.source, self.source_client)
+        kept = self._kept_uncoupled()
         for rows in self._pages():
+            if kept:
+                rows = [row for row in rows if self.source.row_id(row) not in kept]
             if earlier.filters:
                 try:
                     rows = earlier.keep(rows)
@@ -132,6 +136,21 @@ class SourceReader:
                         f"before {self.mapping.name} take: {exc}"
                     ) from exc
             yield rows
+
+    def _kept_uncoupled(self) -> set[UUID]:
+        """Uncoupled source records kept uncoupled on purpose (KeptRecord: their partner was deleted and the deletion
+        policy is to uncouple and keep them): a run creating their partner would undo that deletion, so runs leave
+        them out, a full synchronization too. Selected records ("synchronize now") are a person's choice: not left
+        out. Once coupled again, a record's mark no longer applies."""
+        if self.job.kind == JobKind.RECORDS:
+            return set()
+        id_attr = self.source.coupling_attr("id")
+        coupled = Coupling.objects.filter(table_mapping=self.mapping, **{f"{id_attr}__isnull": False})
+        return set(
+            KeptRecord.objects.filter(table_mapping=self.mapping, side=self.source.kind)
+            .exclude(record_id__in=coupled.values(id_attr))
+            .values_list("record_id", flat=True)
+        )
 
     def _pages(self) -> Iterator[list[Row]]:
         self.run_start = timezone.now()

@@ -698,3 +698,45 @@ def test_a_deletion_refused_the_same_way_twice_is_skipped_and_not_tried_again(
     assert exists(dataverse, "accounts", coupling.dataverse_id)
     for job in runs:
         assert_counts_add_up(job)
+
+
+@pytest.mark.parametrize("side", [BC_DELETED, DV_DELETED])
+def test_uncouple_keeps_the_other_record_without_recreating_the_deleted_one_in_either_direction(
+    side, coupled, delete_one, sandbox_connections, django_capture_on_commit_callbacks, rq_worker
+):
+    """An administrator who chooses "uncouple and keep the other record" wants the deletion to stand: on a
+    bidirectional mapping the reverse direction must not insert the kept record, now uncoupled, back into the system
+    it was deleted in; not after it changes, nor in a full synchronization. A "synchronize now" of it still does."""
+    from coupling.models import KeptRecord
+
+    bc, dataverse = sandbox_connections
+    assert coupled.direction == "bidirectional" and not coupled.sync_only_coupled
+    coupling = delete_one(side, DeletionPolicy.UNCOUPLE)
+    kept_attr, kept_id = ("dataverse_id", coupling.dataverse_id) if side == BC_DELETED else ("bc_id", coupling.bc_id)
+    kept = (dataverse, "accounts", kept_id) if side == BC_DELETED else (bc, "customers", kept_id)
+
+    jobs = run(coupled, django_capture_on_commit_callbacks, rq_worker)
+    assert job_of(jobs, side).uncoupled == 1
+    if side == BC_DELETED:  # the kept record changes later, as records do
+        edit_as_another_user("dataverse", "accounts", kept_id, telephone1="+1 555 0111")
+    else:
+        edit_as_another_user("bc", "customers", kept_id, phoneNumber="+1 555 0111")
+    jobs += run(coupled, django_capture_on_commit_callbacks, rq_worker)
+    jobs += run(coupled, django_capture_on_commit_callbacks, rq_worker, kind=JobKind.FULL)
+
+    assert [j.status for j in jobs] == [JobStatus.SUCCEEDED] * len(jobs), [j.message for j in jobs]
+    assert sum(j.inserted for j in jobs) == 0
+    assert exists(*kept) and not Coupling.objects.filter(table_mapping=coupled, **{kept_attr: kept_id}).exists()
+    mark = KeptRecord.objects.get(table_mapping=coupled, record_id=kept_id)
+    assert "was deleted" in mark.reason and "uncouple and keep" in mark.reason
+    for job in jobs:
+        assert_counts_add_up(job)
+
+    # Someone chooses otherwise: "synchronize now" on the kept record creates its partner and couples them.
+    back = "from_dataverse" if side == BC_DELETED else "to_dataverse"
+    with django_capture_on_commit_callbacks(execute=True):
+        (now,) = sync_enqueue(mapping=coupled, kind=JobKind.RECORDS, direction=back, record_ids=[str(kept_id)])
+    rq_worker()
+    now.refresh_from_db()
+    assert now.inserted == 1, now.message
+    assert Coupling.objects.filter(table_mapping=coupled, pending=False, **{kept_attr: kept_id}).exists()
