@@ -289,6 +289,8 @@ class KeptRecord(models.Model):
 
     class Meta:
         ordering = ["table_mapping", "record_name"]
+        verbose_name = "record kept uncoupled"
+        verbose_name_plural = "records kept uncoupled"
         constraints = [
             models.UniqueConstraint(fields=["table_mapping", "side", "record_id"], name="one_kept_entry_per_record")
         ]
