@@ -702,7 +702,7 @@ def test_a_deletion_refused_the_same_way_twice_is_skipped_and_not_tried_again(
 
 @pytest.mark.parametrize("side", [BC_DELETED, DV_DELETED])
 def test_uncouple_keeps_the_other_record_without_recreating_the_deleted_one_in_either_direction(
-    side, coupled, delete_one, sandbox_connections, django_capture_on_commit_callbacks, rq_worker
+    side, coupled, delete_one, sandbox_connections, django_capture_on_commit_callbacks, rq_worker, admin_client
 ):
     """An administrator who chooses "uncouple and keep the other record" wants the deletion to stand: on a
     bidirectional mapping the reverse direction must not insert the kept record, now uncoupled, back into the system
@@ -729,6 +729,9 @@ def test_uncouple_keeps_the_other_record_without_recreating_the_deleted_one_in_e
     assert exists(*kept) and not Coupling.objects.filter(table_mapping=coupled, **{kept_attr: kept_id}).exists()
     mark = KeptRecord.objects.get(table_mapping=coupled, record_id=kept_id)
     assert "was deleted" in mark.reason and "uncouple and keep" in mark.reason
+    # Why it is kept shows with it, under Couplings > Records kept uncoupled.
+    page = admin_client.get(reverse("admin:coupling_keptrecord_changelist")).content.decode()
+    assert mark.record_name and mark.record_name in page and "uncouple and keep the other record" in page
     for job in jobs:
         assert_counts_add_up(job)
 
