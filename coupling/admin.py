@@ -1,4 +1,5 @@
-"""Coupling browsing in the admin: the coupling list (one FilterSet form, capped counts) and the ambiguous matches.
+"""Coupling browsing in the admin: the coupling list (one FilterSet form, capped counts), the ambiguous matches and
+the records kept uncoupled.
 
 These classes register nothing and know no job: `syncadmin/admin.py` registers each model once, adding the sync
 actions and the compare and match pages of `jobs` through its mixins.
@@ -72,3 +73,20 @@ class AmbiguousMatchAdmin(admin.ModelAdmin):
             (c.get("name") or c.get("id", "")) + (f" ({c['details']})" if c.get("details") else "")
             for c in obj.candidates[:5]
         )
+
+
+class KeptRecordAdmin(admin.ModelAdmin):
+    """Records a deletion policy ("uncouple and keep the other record") left uncoupled on purpose, each with why:
+    runs create no partner for them. Deleting an entry forgets that choice: the next runs create its partner."""
+
+    list_display = ["record_name", "side", "table_mapping", "reason", "created_at"]
+    list_filter = ["table_mapping", "side"]
+    list_select_related = ["table_mapping"]
+    show_full_result_count = False
+    search_fields = ["record_name"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -109,6 +109,10 @@ class Coupling(models.Model):
     # run tells which fields each side changed since and merges them (jobs/engine/values.py `fingerprint`). Empty
     # for a coupling not synchronized since this was added: it is compared record by record, as before.
     synced_fields = models.JSONField(default=dict, blank=True, editable=False)
+    # The system ("bc" / "dataverse") where this pair's record was found deleted while carrying the deletion over
+    # (deleting the partner, jobs/engine/deletions.py) has not succeeded yet: each run in that direction tries again,
+    # under the skip policy and back-off of the error's class. Empty otherwise.
+    deleted_in = models.CharField(max_length=20, blank=True, default="", editable=False)
     pending = models.BooleanField(default=False)
     # The direction a person chose for the pair's first synchronization ("couple, then synchronize to Dataverse"),
     # kept until a sync in that direction has succeeded: before that, neither record's version is known, so both
@@ -267,3 +271,29 @@ class AmbiguousMatch(models.Model):
 
     def __str__(self) -> str:
         return f"{self.record_name or self.record_id}: {len(self.candidates)} candidates"
+
+
+class KeptRecord(models.Model):
+    """A record left uncoupled on purpose: its partner was deleted, and the mapping's deletion policy for that system
+    is "uncouple and keep the other record". Runs create no new partner for it (which would undo the deletion in
+    the system it was deleted in) until someone couples it, synchronizes it by hand ("synchronize now"), or
+    forgets the choice; every uncoupling forgets it too (coupling.services.couplings_uncouple)."""
+
+    table_mapping = models.ForeignKey(TableMapping, on_delete=models.CASCADE, related_name="kept_records")
+    side = models.CharField(max_length=20, choices=ConnectionKind.choices, help_text="The system the record is in.")
+    record_id = models.UUIDField()
+    record_name = models.CharField(max_length=250, blank=True)
+    reason = models.TextField()
+    job_id = models.BigIntegerField(null=True, blank=True, help_text="The run that uncoupled it.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["table_mapping", "record_name"]
+        verbose_name = "record kept uncoupled"
+        verbose_name_plural = "records kept uncoupled"
+        constraints = [
+            models.UniqueConstraint(fields=["table_mapping", "side", "record_id"], name="one_kept_entry_per_record")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.record_name or self.record_id} (kept uncoupled)"

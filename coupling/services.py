@@ -12,7 +12,7 @@ from django.utils import timezone
 from connectors.choices import ConnectionKind
 from connectors.types import RemoteClient, WriteOperation
 from coupling.matching import MatchOutcome, match_records
-from coupling.models import AmbiguousMatch, Coupling
+from coupling.models import AmbiguousMatch, Coupling, KeptRecord
 from mappings.choices import BC, DATAVERSE
 from mappings.models import TableMapping
 
@@ -225,8 +225,17 @@ def couplings_uncouple(*, mapping: TableMapping, couplings, dataverse_client: Re
     stamped keeps its company. A row that another company's mapping still couples (a customer the companies share)
     passes to that company instead: a row of no company would be read, and coupled again, by every company. A row
     that cannot be cleared (deleted since) is uncoupled all the same.
+
+    Any earlier choice to keep these records uncoupled (KeptRecord) is forgotten: it was made for an uncoupling
+    before the records were coupled again, and this one may not be for the same reason.
     """
     pairs = list(couplings.values_list("pk", "dataverse_id"))
+    records = list(couplings.values_list("bc_id", "dataverse_id"))
+    kept = KeptRecord.objects.filter(table_mapping=mapping)
+    for start in range(0, len(records), 500):
+        batch = records[start : start + 500]
+        kept.filter(side=ConnectionKind.BUSINESS_CENTRAL, record_id__in=[b for b, _ in batch if b]).delete()
+        kept.filter(side=ConnectionKind.DATAVERSE, record_id__in=[d for _, d in batch if d]).delete()
     cleared = handed_over = 0
     reference = mapping.company_reference()
     if reference is not None and dataverse_client is not None and pairs:

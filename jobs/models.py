@@ -279,6 +279,10 @@ class SyncError(models.Model):
     message = models.TextField()
     detail = models.TextField(blank=True, help_text="Remote code, response excerpt, trace.")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # A transient failure's back-off across runs (jobs/engine/backoff.py): its failure in a row (1, 2, ...) and when
+    # runs retry the record next (a full synchronization or "synchronize now" does not wait). Empty otherwise.
+    retry_attempt = models.PositiveSmallIntegerField(default=0, editable=False)
+    next_retry_at = models.DateTimeField("next retry at", null=True, blank=True, editable=False)
     state = models.CharField(max_length=20, choices=ErrorState.choices, default=ErrorState.OPEN, editable=False)
     resolved_at = models.DateTimeField(null=True, blank=True, editable=False, help_text="When it stopped being open.")
     resolved_by_job = models.ForeignKey(

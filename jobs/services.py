@@ -583,7 +583,11 @@ def _run_sync(job: SyncJob, bc_client, dataverse_client, lock, on_progress, plan
     follow_ups = deletions.run()
     if job.kind == JobKind.DELETIONS:
         return follow_ups
-    deleted = deletions_preview(job.table_mapping, job.direction, deletions.previewed) if job.dry_run else None
+    deleted = (
+        deletions_preview(job.table_mapping, job.direction, deletions.previewed, retrying=deletions.retrying)
+        if job.dry_run
+        else None
+    )
     if deleted is not None and deleted["held"]:
         # As the run would: the safety stop holds the deletions and the run stops before its pages.
         SyncJob.objects.filter(pk=job.pk).update(

@@ -13,7 +13,7 @@ from adminkit.admin import FitScreenMixin
 from connectors import admin as connectors_admin
 from connectors.models import Connection
 from coupling import admin as coupling_admin
-from coupling.models import AmbiguousMatch, Coupling
+from coupling.models import AmbiguousMatch, Coupling, KeptRecord
 from jobs.admin import errors, reconciliations, schedules, sync_jobs
 from jobs.admin.couplings import CouplingSyncMixin
 from jobs.admin.mapping_coupling import AmbiguousMatchCouplingMixin, TableMappingCouplingMixin
@@ -71,6 +71,11 @@ class CouplingAdmin(FitScreenMixin, CouplingSyncMixin, coupling_admin.CouplingAd
 
 @admin.register(AmbiguousMatch)
 class AmbiguousMatchAdmin(FitScreenMixin, AmbiguousMatchCouplingMixin, coupling_admin.AmbiguousMatchAdmin):
+    pass
+
+
+@admin.register(KeptRecord)
+class KeptRecordAdmin(FitScreenMixin, coupling_admin.KeptRecordAdmin):
     pass
 
 

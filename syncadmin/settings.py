@@ -4,7 +4,8 @@ Variables (see README "Configuration" and .env.example): DATABASE_URL, SANDBOX_D
 SECRET_KEY(_FILE), SYNCADMIN_ENCRYPTION_KEY(_FILE), DEBUG, ALLOWED_HOSTS, SYNCADMIN_DATA_DIR, PORT,
 SANDBOX_ENABLED, SYNC_JOB_RETENTION_DAYS, SYNC_SKIP_REPEATED_FAILURES, SYNC_LOCK_TIMEOUT_SECONDS,
 SYNC_WORKER_LOST_AFTER_SECONDS, SYNC_SHARED_FULL_SYNC_HELPERS, SYNC_BC_DELETION_CHECK_MINUTES, SESSION_COOKIE_SECURE,
-SYNC_RECONCILE_EVERY_HOURS, SECURE_SSL_REDIRECT, SECURE_HSTS_SECONDS, SECURE_HSTS_INCLUDE_SUBDOMAINS,
+SYNC_RECONCILE_EVERY_HOURS, SYNC_RETRY_BACKOFF_MINUTES, SYNC_RETRY_BACKOFF_MAX_MINUTES, SECURE_SSL_REDIRECT,
+SECURE_HSTS_SECONDS, SECURE_HSTS_INCLUDE_SUBDOMAINS,
 SECURE_HSTS_PRELOAD, BEHIND_HTTPS_PROXY, EMAIL_HOST, EMAIL_PORT,
 EMAIL_HOST_USER, EMAIL_HOST_PASSWORD(_FILE), EMAIL_USE_TLS, EMAIL_USE_SSL, DEFAULT_FROM_EMAIL, METRICS_TOKEN(_FILE),
 SYNC_BC_API_ROUTES, LOG_FORMAT.
@@ -85,6 +86,10 @@ try:
     # Business Central has no change tracking of deletions: a run checks that its coupled ids still exist (pages of
     # ids) at most this often, sooner when a "deleted" change notification came.
     SYNC_BC_DELETION_CHECK_MINUTES = env.env_int("SYNC_BC_DELETION_CHECK_MINUTES", default=60, minimum=1)
+    # A record failing transiently (throttled, 5xx, timeout, outcome unknown) is never skipped; runs retry it after
+    # 1, 2, 4 ... of these minutes, at most the maximum (jobs/engine/backoff.py), the wait starting again on success.
+    SYNC_RETRY_BACKOFF_MINUTES = env.env_int("SYNC_RETRY_BACKOFF_MINUTES", default=1, minimum=0)
+    SYNC_RETRY_BACKOFF_MAX_MINUTES = env.env_int("SYNC_RETRY_BACKOFF_MAX_MINUTES", default=60, minimum=0)
     # Each mapping with an enabled schedule is reconciled this long after its last reconciliation (daily by default).
     SYNC_RECONCILE_EVERY_HOURS = env.env_int("SYNC_RECONCILE_EVERY_HOURS", default=24, minimum=1)
     SESSION_COOKIE_SECURE = env.env_bool("SESSION_COOKIE_SECURE", default=not DEBUG)

@@ -22,6 +22,13 @@ records, nothing is done, the run fails with the count, and the ids are kept on 
 confirms (jobs.services.sync_deletions_confirm): a "confirmed deletions" job then checks once more that the records
 are still gone and carries them out. The delta link does not move on while deletions are held.
 
+Deleting the other record may fail (503, throttled, refused, changed since): the coupling then stays, marked with
+the system the record was deleted in (`Coupling.deleted_in`), and each later run in that direction tries again (past
+the safety stop, which it went through once) until it succeeds, as a failed write is retried: a transient failure is
+never skipped and waits a back-off (jobs/engine/backoff.py), a permanent one is skipped after the mapping's number of
+identical failures (jobs/engine/saver.py `record_failure`) until it is un-skipped. Without the mark a Dataverse
+deletion, gone from the delta once read, would be lost.
+
 Each coupled source record found deleted and handled is a record the job read, with one outcome (the job page's
 equation, SyncJob.counts_reconcile): `deleted` when the other record was deleted, restored or the deletion reported,
 `uncoupled` when only the coupling went (the uncouple policy, or a record another mapping still couples), `failed`
@@ -34,7 +41,7 @@ import logging
 import math
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 from uuid import UUID
 
@@ -46,9 +53,12 @@ from django.utils import timezone
 from connectors.dataverse import ChangeTrackingExpired
 from connectors.types import ConnectorError, ErrorKind, Page, RemoteClient, WriteOperation
 from coupling.existence import chunked, missing_ids
-from coupling.models import Coupling
+from coupling.models import Coupling, KeptRecord
 from jobs.choices import ErrorClass, ErrorState, JobKind
+from jobs.engine.backoff import retryable, schedule_retries, waiting
+from jobs.engine.coupling_rows import update_couplings
 from jobs.engine.reader import SourceUnreadable
+from jobs.engine.saver import error_class_of, record_failure
 from jobs.engine.sides import sides_for
 from jobs.models import SyncError, SyncJob
 from jobs.uncoupling import records_uncouple
@@ -58,6 +68,23 @@ from mappings.models import TableMapping
 logger = logging.getLogger(__name__)
 
 WRITE_CHUNK = 100
+# What a failed deletion changes on its coupling (jobs.engine.saver.record_failure, and the mark to try again).
+FAILED_DELETION_FIELDS = [
+    "deleted_in",
+    "last_result_to_dataverse",
+    "last_result_from_dataverse",
+    "last_job_to_dataverse",
+    "last_job_from_dataverse",
+    "last_error_to_dataverse",
+    "last_error_from_dataverse",
+    "failures_to_dataverse",
+    "failures_from_dataverse",
+    "skipped",
+    "skipped_at",
+    "skipped_error_class",
+    "skipped_target_etag",
+    "reserved_at",
+]
 IDS_PER_QUERY = 5000
 
 
@@ -73,6 +100,18 @@ class ChangeTracking(Protocol):
 
 def reverse(direction: str) -> str:
     return Direction.FROM_DATAVERSE if direction == Direction.TO_DATAVERSE else Direction.TO_DATAVERSE
+
+
+def safety_stop_holds(mapping: TableMapping, policy: str, found: int) -> tuple[bool, int]:
+    """The safety stop's rule, for the run (DeletionPass) and its preview (jobs/engine/preview.py) alike: whether
+    acting on `found` deletions under `policy` would hold them, and the mapping's coupled records they are compared
+    with. Held when they are more than the mapping's `deletion_safety_percent` of its coupled records; reporting
+    changes nothing, so it is never held."""
+    if policy == DeletionPolicy.REPORT or not found:
+        return False, 0
+    coupled = Coupling.objects.filter(table_mapping=mapping, pending=False).count()
+    allowed = math.floor(coupled * mapping.deletion_safety_percent / 100)
+    return found > allowed, coupled
 
 
 def policy_for(mapping: TableMapping, direction: str) -> str:
@@ -96,6 +135,7 @@ class DeletionPass:
         self.source_attr = self.source.coupling_attr("id")
         self.target_attr = self.target.coupling_attr("id")
         self.previewed = 0  # a preview: the coupled source records found deleted (nothing handled, nothing kept)
+        self.retrying = 0  # a preview: earlier deletions whose carrying over failed, which the run tries again
 
     # -- entry point --------------------------------------------------------------------------------------------
 
@@ -112,7 +152,13 @@ class DeletionPass:
                 gone = missing_ids(self.source_client, self.source.entity_set, self.source.id_field, confirmed)
                 return self.handle(gone, confirmed=True)
             gone, remember = self.detect()
-            follow_ups = self.handle(gone, confirmed=False) if gone else []
+            marked = self._marked()
+            # Deletions found earlier whose carrying over failed are not new: no safety stop for them again.
+            new = gone - set(marked)
+            follow_ups = self.handle(new, confirmed=False) if new else []
+            # Tried again until they succeed, or fail permanently often enough to be skipped (the skip policy).
+            due = self._due(marked)
+            follow_ups += self.handle(due, confirmed=True) if due else []
         except ConnectorError as exc:
             if self.job.kind == JobKind.DELETIONS:
                 raise SourceUnreadable(f"The confirmed deletions could not be carried out: {exc}") from exc
@@ -133,7 +179,9 @@ class DeletionPass:
         except ConnectorError as exc:
             logger.warning("Deletions of %s not previewed: %s", self.mapping.name, exc)
             return
-        self.previewed = len(self.couplings_of(gone))
+        marked = self._marked()
+        self.previewed = len(self.couplings_of(gone - set(marked)))
+        self.retrying = len(self._due(marked))
 
     # -- detection ----------------------------------------------------------------------------------------------
 
@@ -202,6 +250,20 @@ class DeletionPass:
 
         return gone, remember
 
+    def _marked(self) -> dict[UUID, Coupling]:
+        """The coupled source records found deleted by earlier runs whose deletion could not be carried over yet
+        (deleting the other record failed): `Coupling.deleted_in`."""
+        marked = Coupling.objects.filter(table_mapping=self.mapping, deleted_in=self.source.system)
+        return {getattr(c, self.source_attr): c for c in marked if getattr(c, self.source_attr)}
+
+    def _due(self, marked: dict[UUID, Coupling]) -> set[UUID]:
+        """The ones to try again now: not skipped (a permanent failure repeated; they wait for an un-skip or a
+        retry), and not waiting out a transient failure's back-off (jobs/engine/backoff.py)."""
+        if not marked:
+            return set()
+        backing_off = waiting(self.mapping.pk, self.job.direction, timezone.now())
+        return {i for i, c in marked.items() if not c.skipped and i not in backing_off}
+
     # -- handling -----------------------------------------------------------------------------------------------
 
     def handle(self, gone: set[UUID], *, confirmed: bool) -> list[SyncJob]:
@@ -209,7 +271,7 @@ class DeletionPass:
         couplings = self.couplings_of(gone)
         if not couplings:
             return []
-        if self.policy != DeletionPolicy.REPORT and not confirmed:
+        if not confirmed:
             self._safety_stop(couplings)
         follow_ups: list[SyncJob] = []
         if self.policy == DeletionPolicy.PROPAGATE:
@@ -220,6 +282,10 @@ class DeletionPass:
             follow_ups = self._restore(couplings)
         else:
             self._report(couplings)
+        if self.policy != DeletionPolicy.PROPAGATE:
+            # A deletion whose propagation failed under an earlier policy is handled by this one now: no retry.
+            for chunk in chunked([c.pk for c in couplings if c.deleted_in], IDS_PER_QUERY):
+                Coupling.objects.filter(pk__in=chunk).update(deleted_in="")
         return follow_ups
 
     def couplings_of(self, source_ids: set[UUID]) -> list[Coupling]:
@@ -241,11 +307,10 @@ class DeletionPass:
         )
 
     def _safety_stop(self, couplings: list[Coupling]) -> None:
-        coupled = Coupling.objects.filter(table_mapping=self.mapping, pending=False).count()
-        share = self.mapping.deletion_safety_percent
-        allowed = math.floor(coupled * share / 100)
-        if len(couplings) <= allowed:
+        held, coupled = safety_stop_holds(self.mapping, self.policy, len(couplings))
+        if not held:
             return
+        share = self.mapping.deletion_safety_percent
         ids = sorted(str(getattr(c, self.source_attr)) for c in couplings)
         SyncJob.objects.filter(pk=self.job.pk).update(held_deletions=ids)
         percent = 100 * len(couplings) / coupled if coupled else 100
@@ -286,7 +351,11 @@ class DeletionPass:
                 if getattr(c, self.target_attr)
             ]
             results = {r.ref: r for r in self.target_client.write_many(operations)} if operations else {}
-            removed, errors = [], []
+            removed: list[Coupling] = []
+            failed: list[Coupling] = []
+            errors: list[SyncError] = []
+            transient: list[SyncError] = []
+            now = timezone.now()
             for coupling in chunk:
                 result = results.get(str(coupling.pk))
                 if (
@@ -296,27 +365,51 @@ class DeletionPass:
                 ):
                     removed.append(coupling)  # deleted now, or already gone
                     continue
-                reason = result.error.message if result.error else "no reason given"
-                # A stale ETag: 409 Request_EntityChanged on Business Central, 412 on Dataverse.
-                changed = result.error is not None and result.error.kind == ErrorKind.CONFLICT
-                errors.append(
-                    self._error(
-                        coupling,
-                        (
-                            f"The {self.source.label} record was deleted, but its coupled {self.target.label} record "
-                            f"changed since the last synchronization, so it was not deleted. Delete it or restore "
-                            f"the other one, or uncouple them."
-                        )
-                        if changed
-                        else f"The {self.source.label} record was deleted; deleting its coupled "
-                        f"{self.target.label} record failed: {reason}",
-                        detail=result.error.detail() if result.error else "",
-                    )
-                )
+                error = self._failed_deletion(coupling, result.error, now)
+                errors.append(error)
+                failed.append(coupling)
+                if retryable(error.error_class, outcome_unknown=bool(getattr(result.error, "outcome_unknown", False))):
+                    transient.append(error)
+            if transient:
+                # Read before the records' open errors are superseded: each new one continues their back-off.
+                schedule_retries(self.mapping.pk, self.job.direction, transient, now)
             with transaction.atomic():
                 self._uncoupled(removed, target_survives=False)
+                update_couplings(failed, FAILED_DELETION_FIELDS)
                 self._superseding(errors)
                 self._counted(deleted=len(removed), failed=len(errors))
+
+    def _failed_deletion(self, coupling: Coupling, error: ConnectorError | None, now: datetime) -> SyncError:
+        """Deleting the other record failed: the coupling stays, marked to be tried again by the next runs in this
+        direction (`Coupling.deleted_in`) under the skip policy of the error's class, as a record's failed write is.
+        A stale ETag (409 Request_EntityChanged on Business Central, 412 on Dataverse) is a deletion conflict: the
+        other record changed since the last synchronization, so it is not deleted blindly."""
+        changed = error is not None and error.kind == ErrorKind.CONFLICT
+        error_class = ErrorClass.DELETION_CONFLICT if changed or error is None else error_class_of(error)
+        if changed:
+            message = (
+                f"The {self.source.label} record was deleted, but its coupled {self.target.label} record changed "
+                f"since the last synchronization, so it was not deleted. Delete it or restore the other one, or "
+                f"uncouple them."
+            )
+        else:
+            reason = error.message if error else "no reason given"
+            message = (
+                f"The {self.source.label} record was deleted; deleting its coupled {self.target.label} record "
+                f"failed: {reason}"
+            )
+        # The target's version is not compared for an un-skip (empty): it is the version that made it fail.
+        note = record_failure(
+            coupling,
+            self.job,
+            error_class,
+            message,
+            now=now,
+            outcome_unknown=bool(getattr(error, "outcome_unknown", False)),
+        )
+        coupling.deleted_in = self.source.system
+        detail = "\n".join(part for part in (error.detail() if error else "", note) if part)
+        return self._error(coupling, message, detail=detail, error_class=error_class)
 
     def _held_elsewhere(self, couplings: list[Coupling]) -> dict[UUID, set[str]]:
         """The target records of these couplings that another mapping's coupling holds (another company's mapping of
@@ -354,9 +447,33 @@ class DeletionPass:
         SyncJob.objects.filter(pk=self.job.pk).update(message=f"{job.message} {text}".strip())
 
     def _uncouple(self, couplings: list[Coupling]) -> None:
+        """Uncouple, and keep each surviving record uncoupled on purpose (KeptRecord): an administrator choosing
+        "uncouple and keep the other record" wants the deletion to stand, so runs of the reverse direction (of a
+        bidirectional mapping) must not create the deleted record again from the survivor, now uncoupled."""
         with transaction.atomic():
             self._uncoupled(couplings, target_survives=True)
+            KeptRecord.objects.bulk_create(
+                [self._kept(c) for c in couplings if getattr(c, self.target_attr)],
+                batch_size=500,
+                ignore_conflicts=True,
+            )
             self._counted(uncoupled=len(couplings))
+
+    def _kept(self, coupling: Coupling) -> KeptRecord:
+        deleted = getattr(coupling, self.source.coupling_attr("name")) or getattr(coupling, self.source_attr)
+        return KeptRecord(
+            table_mapping=self.mapping,
+            side=self.target.kind,
+            record_id=getattr(coupling, self.target_attr),
+            record_name=getattr(coupling, self.target.coupling_attr("name")) or "",
+            job_id=self.job.pk,
+            reason=(
+                f"Its coupled {self.source.label} record ({deleted}) was deleted; job #{self.job.pk} uncoupled them "
+                f"on {timezone.now():%Y-%m-%d %H:%M} UTC, as the mapping's deletion policy says (uncouple and keep "
+                f"the other record). Runs do not create it again in {self.source.label}: couple it, synchronize it "
+                f"now, or forget this choice to let runs do so."
+            ),
+        )
 
     def _restore(self, couplings: list[Coupling]) -> list[SyncJob]:
         """Recreate each deleted record from its coupled partner: a selected-records run in the reverse direction."""
@@ -426,7 +543,9 @@ class DeletionPass:
             )
         SyncError.objects.bulk_create(errors)
 
-    def _error(self, coupling: Coupling, message: str, *, detail: str = "") -> SyncError:
+    def _error(
+        self, coupling: Coupling, message: str, *, detail: str = "", error_class: str = ErrorClass.DELETION_CONFLICT
+    ) -> SyncError:
         return SyncError(
             job=self.job,
             table_mapping=self.mapping,
@@ -435,7 +554,7 @@ class DeletionPass:
             dataverse_id=coupling.dataverse_id,
             bc_name=coupling.bc_name,
             dataverse_name=coupling.dataverse_name,
-            error_class=ErrorClass.DELETION_CONFLICT,
+            error_class=error_class,
             message=message,
             detail=detail,
         )

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from coupling.models import Coupling
 from jobs.choices import ErrorClass
-from jobs.engine.deletions import policy_for
+from jobs.engine.deletions import policy_for, safety_stop_holds
 from jobs.engine.planner import Action, Plan
 from jobs.engine.saver import plan_diffs
 from jobs.engine.sides import Side
@@ -72,33 +70,33 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def deletions_preview(mapping: TableMapping, direction: str, found: int) -> dict[str, Any]:
-    """What the run would do with the `found` coupled source records deleted since the last run: the direction's
+def deletions_preview(mapping: TableMapping, direction: str, found: int, *, retrying: int = 0) -> dict[str, Any]:
+    """What the run would do with the `found` coupled source records deleted since the last run (and the `retrying`
+    ones found earlier, whose carrying over failed and which the run tries again): the direction's
     policy, its effect in words, and whether the safety stop would hold them (then the run stops before its pages).
 
-    Read from the mapping as jobs/engine/deletions.py decides (`policy_for`, `DeletionPass._safety_stop`), without
-    its side effects: the real run keeps the held ids on its job, a preview must not."""
-    policy = policy_for(mapping, direction)
-    coupled = Coupling.objects.filter(table_mapping=mapping, pending=False).count()
-    allowed = math.floor(coupled * mapping.deletion_safety_percent / 100)
-    label, effect = deletion_effect(mapping, "bc" if direction == Direction.TO_DATAVERSE else "dataverse", found)
-    return {
-        "found": found,
-        "policy": label,
-        "effect": effect,
-        "held": policy != DeletionPolicy.REPORT and found > allowed,
-    }
+    Decided by the run's own rules (`policy_for`, `safety_stop_holds`), without the run's side effects: the real run
+    keeps the held ids on its job, a preview must not."""
+    held, _coupled = safety_stop_holds(mapping, policy_for(mapping, direction), found)
+    side = "bc" if direction == Direction.TO_DATAVERSE else "dataverse"
+    label, effect = deletion_effect(mapping, side, found + retrying)
+    preview = {"found": found, "policy": label, "effect": effect, "held": held}
+    if retrying:
+        # Earlier deletions whose carrying over failed: tried again, past the safety stop they went through once.
+        preview["retrying"] = retrying
+    return preview
 
 
 def preview_deletion_counts(preview: dict[str, Any], deletions: dict[str, Any]) -> None:
     """The run's counters for the deletions it would handle, as DeletionPass counts them: each is a record read with
     one outcome, `uncouple` under the uncouple policy, else `delete`. (A record another mapping still couples is only
     uncoupled by the run, and a deletion already reported is not counted again: a preview does not look that far.)"""
-    if not deletions["found"] or deletions["held"]:
+    found = deletions["found"] + deletions.get("retrying", 0)
+    if not found or deletions["held"]:
         return
     counts = preview["counts"]
     outcome = "uncouple" if deletions["policy"] == DeletionPolicy.UNCOUPLE.label else "delete"
-    counts[outcome] = counts.get(outcome, 0) + deletions["found"]
+    counts[outcome] = counts.get(outcome, 0) + found
 
 
 SYSTEM_LABEL = {"bc": "Business Central", "dataverse": "Dataverse"}

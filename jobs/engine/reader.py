@@ -17,8 +17,9 @@ from django.utils import timezone
 
 from connectors.types import ConnectorError, Page, RemoteClient
 from coupling.choices import SyncResult
-from coupling.models import Coupling
+from coupling.models import Coupling, KeptRecord
 from jobs.choices import JobKind
+from jobs.engine.backoff import waiting
 from jobs.engine.ownership import EarlierMappings
 from jobs.engine.sides import Row, Side, sides_for
 from jobs.engine.unskip import unskip_fixed
@@ -113,12 +114,19 @@ class SourceReader:
         # Records already processed as failed-not-skipped retries, left out when the changed pages bring them again.
         # Only these are remembered: pages of one read are disjoint, so memory does not grow with the table.
         self._retried: set[UUID] = set()
+        # Records failing transiently whose back-off has not ended (jobs/engine/backoff.py): left out of a
+        # modified-records run, whether failed or changed again; a full sync and selected records do not wait.
+        self._waiting: set[UUID] = set()
 
     def pages(self) -> Iterator[list[Row]]:
         """Yield the source rows to process, a page at a time; failed-not-skipped records come first. Records an
-        earlier mapping of the same source table takes are left out (jobs/engine/ownership.py)."""
+        earlier mapping of the same source table takes are left out (jobs/engine/ownership.py), and so are records
+        kept uncoupled on purpose (`_kept_uncoupled`)."""
         earlier = EarlierMappings(self.mapping, self.source, self.source_client)
+        kept = self._kept_uncoupled()
         for rows in self._pages():
+            if kept:
+                rows = [row for row in rows if self.source.row_id(row) not in kept]
             if earlier.filters:
                 try:
                     rows = earlier.keep(rows)
@@ -128,6 +136,21 @@ class SourceReader:
                         f"before {self.mapping.name} take: {exc}"
                     ) from exc
             yield rows
+
+    def _kept_uncoupled(self) -> set[UUID]:
+        """Uncoupled source records kept uncoupled on purpose (KeptRecord: their partner was deleted and the deletion
+        policy is to uncouple and keep them): a run creating their partner would undo that deletion, so runs leave
+        them out, a full synchronization too. Selected records ("synchronize now") are a person's choice: not left
+        out. Once coupled again, a record's mark no longer applies."""
+        if self.job.kind == JobKind.RECORDS:
+            return set()
+        id_attr = self.source.coupling_attr("id")
+        coupled = Coupling.objects.filter(table_mapping=self.mapping, **{f"{id_attr}__isnull": False})
+        return set(
+            KeptRecord.objects.filter(table_mapping=self.mapping, side=self.source.kind)
+            .exclude(record_id__in=coupled.values(id_attr))
+            .values_list("record_id", flat=True)
+        )
 
     def _pages(self) -> Iterator[list[Row]]:
         self.run_start = timezone.now()
@@ -141,6 +164,7 @@ class SourceReader:
             return
         if self.job.kind != JobKind.FULL:
             unskip_fixed(self.mapping, self.job.direction, self.target, self.target_client)
+            self._waiting = waiting(self.mapping.pk, self.job.direction, timezone.now())
             yield from (self._noted(rows) for rows in self._failed_not_skipped())
         yield from (self._noted(rows) for rows in self._read_changed())
 
@@ -213,7 +237,11 @@ class SourceReader:
             for page in pages:
                 read += len(page.rows)
                 self._check_runaway(read)
-                yield [row for row in page.rows if self.source.row_id(row) not in self._retried]
+                yield [
+                    row
+                    for row in page.rows
+                    if self.source.row_id(row) not in self._retried and self.source.row_id(row) not in self._waiting
+                ]
         except ConnectorError as exc:
             raise SourceUnreadable(f"{self.source.label} {self.source.entity_set} could not be read: {exc}") from exc
 
@@ -234,7 +262,8 @@ class SourceReader:
             raise SourceUnreadable(f"{self.source.label} {self.source.entity_set} could not be read: {exc}") from exc
 
     def _failed_not_skipped(self) -> Iterator[list[Row]]:
-        """Failed-but-not-skipped records are retried at every run, changed or not (as BC)."""
+        """Failed-but-not-skipped records are retried at every run, changed or not (as BC), except those failing
+        transiently whose back-off has not ended."""
         id_attr = self.source.coupling_attr("id")
         failed = [
             i
@@ -243,7 +272,7 @@ class SourceReader:
                 skipped=False,
                 **{Coupling.result_field(self.job.direction): SyncResult.FAILURE},
             ).values_list(id_attr, flat=True)
-            if i
+            if i and i not in self._waiting
         ]
         for start in range(0, len(failed), ID_CHUNK):
             rows = self._read_by_ids(failed[start : start + ID_CHUNK])

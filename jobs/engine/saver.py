@@ -24,6 +24,7 @@ from connectors.types import ConnectorError, WriteResult
 from coupling.choices import SyncResult
 from coupling.models import Coupling
 from jobs.choices import ErrorClass, ErrorState
+from jobs.engine.backoff import retryable, schedule_retries
 from jobs.engine.coupling_rows import insert_couplings, update_couplings
 from jobs.engine.planner import Action, Fingerprints, Plan
 from jobs.engine.sides import Row, Side
@@ -86,6 +87,7 @@ class PageSaver:
         """Save a written page; `read` (its records read) is added to the job's progress with its counters."""
         counts: Counter[str] = Counter()
         errors, to_update, to_reserve = [], [], []
+        transient: list[SyncError] = []  # the errors among them whose record waits a back-off before its retry
         to_delete: list[int] = []
         failed_rows: list[Row] = []
         synced_ids: list[Any] = []  # source records synchronized without error: their open errors are resolved
@@ -144,8 +146,14 @@ class PageSaver:
                     # failed reservation, so it is retried at every run like any failed record, changed or not.
                     # (An ambiguous match waits in the ambiguous matches instead: a reservation would insert it.)
                     to_reserve.append(self._failed_reservation(plan))
-                errors.append(self._error_row(plan, detail, now))
+                error = self._error_row(plan, detail, now)
+                errors.append(error)
+                if retryable(plan.error_class, outcome_unknown=plan.outcome_unknown):
+                    transient.append(error)
                 failed_rows.append(plan.source_row)
+        if transient:
+            # Read before the records' open errors are superseded below: each new one continues their back-off.
+            schedule_retries(self.job.table_mapping_id, self.direction, transient, now)
         with transaction.atomic():
             insert_couplings(to_reserve)
             if to_update:
@@ -179,7 +187,7 @@ class PageSaver:
         return dataclasses.replace(
             plan,
             outcome_unknown=bool(getattr(error, "outcome_unknown", False)),
-            error_class=_error_class(error),
+            error_class=error_class_of(error),
             message=f"{verb} the {self.target.label} record failed: {error.message if error else ''}",
         )
 
@@ -222,28 +230,17 @@ class PageSaver:
         }
 
     def _failed(self, coupling: Coupling, plan: Plan, now: datetime) -> str:
-        """Record the failure on the coupling, and skip the record per the mapping's skip policy for its error
-        class. Transient errors (and writes whose outcome is unknown) are never skipped: every run retries them, the
-        connectors backing off as the service asks. Returns a line for the error's log when the record is skipped."""
-        repeated = coupling.last_result(self.direction) == SyncResult.FAILURE and same_error(
-            coupling.last_error(self.direction), plan.message
+        """Record the failure on the coupling, skipping the record per the mapping's skip policy (`record_failure`);
+        returns a line for the error's log when the record is skipped."""
+        return record_failure(
+            coupling,
+            self.job,
+            plan.error_class or ErrorClass.INTERNAL,
+            plan.message,
+            now=now,
+            outcome_unknown=plan.outcome_unknown,
+            target_etag=self.target.row_etag(plan.target_row) if plan.target_row else "",
         )
-        count_field = Coupling.failures_field(self.direction)
-        count = (getattr(coupling, count_field) + 1) if repeated else 1
-        setattr(coupling, count_field, min(count, 32767))
-        retryable = plan.error_class in (ErrorClass.TRANSIENT, ErrorClass.THROTTLED) or plan.outcome_unknown
-        limit = 0 if retryable else self.job.table_mapping.skip_after(plan.error_class or ErrorClass.INTERNAL)
-        note = ""
-        if limit and count >= limit and settings.SYNC_SKIP_REPEATED_FAILURES:
-            target_etag = self.target.row_etag(plan.target_row) if plan.target_row else ""
-            coupling.skip(plan.error_class or ErrorClass.INTERNAL, now, target_etag)
-            note = (
-                f"{now:%Y-%m-%d %H:%M:%S} UTC: skipped after {count} identical failure(s) in a row (the mapping "
-                f"skips {plan.error_class or ErrorClass.INTERNAL} errors after {limit}). It is un-skipped by itself "
-                f"when the cause is fixed, or by a retry."
-            )
-        coupling.fail(self.direction, self.job.pk, plan.message, may_have_landed=plan.outcome_unknown)
-        return note
 
     def _failed_reservation(self, plan: Plan) -> Coupling:
         coupling = Coupling(
@@ -300,6 +297,42 @@ class PageSaver:
         )
 
 
+def record_failure(
+    coupling: Coupling,
+    job: SyncJob,
+    error_class: str,
+    message: str,
+    *,
+    now: datetime,
+    outcome_unknown: bool = False,
+    target_etag: str = "",
+) -> str:
+    """Record a failure of the record in the job's direction on its coupling (a write's, or a deletion carried over
+    by jobs/engine/deletions.py), and skip the record per the mapping's skip policy for `error_class`: after that
+    many identical failures in a row. Transient errors (and writes whose outcome is unknown) are never skipped: runs
+    retry them after a back-off that grows with each failure in a row (jobs/engine/backoff.py). `target_etag`: the
+    target record's version the failure saw, so that un-skipping notices when someone changes it (empty: not known).
+    Returns a line for the error's log when the record is skipped."""
+    direction = job.direction
+    repeated = coupling.last_result(direction) == SyncResult.FAILURE and same_error(
+        coupling.last_error(direction), message
+    )
+    count_field = Coupling.failures_field(direction)
+    count = (getattr(coupling, count_field) + 1) if repeated else 1
+    setattr(coupling, count_field, min(count, 32767))
+    limit = 0 if retryable(error_class, outcome_unknown=outcome_unknown) else job.table_mapping.skip_after(error_class)
+    note = ""
+    if limit and count >= limit and settings.SYNC_SKIP_REPEATED_FAILURES:
+        coupling.skip(error_class, now, target_etag)
+        note = (
+            f"{now:%Y-%m-%d %H:%M:%S} UTC: skipped after {count} identical failure(s) in a row (the mapping "
+            f"skips {error_class} errors after {limit}). It is un-skipped by itself when the cause is fixed, or by "
+            f"a retry."
+        )
+    coupling.fail(direction, job.pk, message, may_have_landed=outcome_unknown)
+    return note
+
+
 def plan_diffs(plan: Plan) -> list[tuple[str, Any, Any]]:
     """The field changes a plan makes, for error details and previews: (field, old, new)."""
     if plan.diffs:
@@ -313,7 +346,8 @@ def _detail(error: ConnectorError | None) -> str:
     return error.detail() if error is not None else ""
 
 
-def _error_class(error: ConnectorError | None) -> str:
+def error_class_of(error: ConnectorError | None) -> str:
+    """The error class of a connector's failure (what the skip policy and the error list go by)."""
     if error is None:
         return str(ErrorClass.INTERNAL)
     return error.kind.value if error.kind.value in ErrorClass.values else str(ErrorClass.INTERNAL)

@@ -618,3 +618,131 @@ def test_restore_without_the_reverse_direction_reports_the_deletion_once(
     assert not SyncJob.objects.filter(kind=JobKind.RECORDS).exists()
     assert_counts_add_up(first)
     assert_counts_add_up(second)
+
+
+def back_off_passes(mapping) -> None:
+    """As if the back-off of the mapping's transient failures had ended."""
+    SyncError.objects.open().filter(table_mapping=mapping).exclude(next_retry_at=None).update(
+        next_retry_at=timezone.now() - timedelta(seconds=1)
+    )
+
+
+def run_one(mapping, direction, capture, rq_worker) -> SyncJob:
+    before = SyncJob.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+    with capture(execute=True):
+        sync_enqueue(mapping=mapping, kind=JobKind.MODIFIED, direction=direction)
+    rq_worker()
+    (job,) = SyncJob.objects.filter(pk__gt=before)
+    return job
+
+
+@pytest.mark.parametrize("side", [BC_DELETED, DV_DELETED])
+def test_a_propagation_failing_transiently_is_retried_by_later_runs_until_the_deletion_lands(
+    side, coupled, delete_one, sandbox_connections, sandbox_http, django_capture_on_commit_callbacks, rq_worker
+):
+    """503 on every delete sent to the other system: the deletion is not lost (a Dataverse deletion is read from the
+    delta once; a Business Central one is found again only by the next periodic check), but tried again by each
+    later run once its back-off has passed, never skipped, until it lands."""
+    from connectors.http import override_transport
+    from sandbox.testing import clear_faults
+    from tests.jobs.test_sync_rules import FaultOnEveryWrite
+
+    bc, dataverse = sandbox_connections
+    coupling = delete_one(side, DeletionPolicy.PROPAGATE)
+    direction = "to_dataverse" if side == BC_DELETED else "from_dataverse"
+    other = (dataverse, "accounts", coupling.dataverse_id) if side == BC_DELETED else (bc, "customers", coupling.bc_id)
+    target_service = "dataverse" if side == BC_DELETED else "bc"
+
+    jobs = []
+    with override_transport(FaultOnEveryWrite(sandbox_http, "503", service=target_service)):
+        for _attempt in (1, 2):
+            jobs.append(run_one(coupled, direction, django_capture_on_commit_callbacks, rq_worker))
+            # Within the back-off, a run does not try again.
+            jobs.append(run_one(coupled, direction, django_capture_on_commit_callbacks, rq_worker))
+            back_off_passes(coupled)
+    clear_faults()
+    assert exists(*other)
+    assert [(j.deleted, j.failed) for j in jobs] == [(0, 1), (0, 0), (0, 1), (0, 0)], [j.message for j in jobs]
+    coupling.refresh_from_db()
+    assert coupling.deleted_in == side and not coupling.skipped  # transient: never skipped
+    (error,) = SyncError.objects.open().filter(table_mapping=coupled, direction=direction)
+    assert error.error_class == "transient" and error.retry_attempt == 2 and error.job_id == jobs[2].pk
+
+    last = run_one(coupled, direction, django_capture_on_commit_callbacks, rq_worker)
+
+    assert (last.deleted, last.failed) == (1, 0), last.message
+    assert not exists(*other)
+    assert not Coupling.objects.filter(pk=coupling.pk).exists()
+    error.refresh_from_db()
+    assert error.state == "resolved_by_sync"
+    for job in [*jobs, last]:
+        assert_counts_add_up(job)
+
+
+def test_a_deletion_refused_the_same_way_twice_is_skipped_and_not_tried_again(
+    coupled, delete_one, sandbox_connections, django_capture_on_commit_callbacks, rq_worker
+):
+    """A permanent failure (here the account changed since our last sync, so the delete's If-Match fails) follows
+    the skip policy: skipped after 2 identical failures, then neither the retries nor the periodic check try it."""
+    _, dataverse = sandbox_connections
+    coupling = a_coupling(coupled)
+    edit_as_another_user("dataverse", "accounts", coupling.dataverse_id, telephone1="+1 555 0100")
+    delete_one(BC_DELETED, DeletionPolicy.PROPAGATE, coupling=coupling)
+    runs = []
+    for _ in range(3):
+        make_bc_check_due(coupled)  # the periodic check finds it again each time too
+        runs.append(run_one(coupled, "to_dataverse", django_capture_on_commit_callbacks, rq_worker))
+
+    assert [(j.failed, j.deleted) for j in runs] == [(1, 0), (1, 0), (0, 0)]
+    coupling.refresh_from_db()
+    assert coupling.skipped and coupling.deleted_in == BC_DELETED
+    (error,) = SyncError.objects.open().filter(table_mapping=coupled, bc_id=coupling.bc_id)
+    assert error.job_id == runs[1].pk and "skipped after 2 identical failure(s)" in error.detail
+    assert exists(dataverse, "accounts", coupling.dataverse_id)
+    for job in runs:
+        assert_counts_add_up(job)
+
+
+@pytest.mark.parametrize("side", [BC_DELETED, DV_DELETED])
+def test_uncouple_keeps_the_other_record_without_recreating_the_deleted_one_in_either_direction(
+    side, coupled, delete_one, sandbox_connections, django_capture_on_commit_callbacks, rq_worker, admin_client
+):
+    """An administrator who chooses "uncouple and keep the other record" wants the deletion to stand: on a
+    bidirectional mapping the reverse direction must not insert the kept record, now uncoupled, back into the system
+    it was deleted in; not after it changes, nor in a full synchronization. A "synchronize now" of it still does."""
+    from coupling.models import KeptRecord
+
+    bc, dataverse = sandbox_connections
+    assert coupled.direction == "bidirectional" and not coupled.sync_only_coupled
+    coupling = delete_one(side, DeletionPolicy.UNCOUPLE)
+    kept_attr, kept_id = ("dataverse_id", coupling.dataverse_id) if side == BC_DELETED else ("bc_id", coupling.bc_id)
+    kept = (dataverse, "accounts", kept_id) if side == BC_DELETED else (bc, "customers", kept_id)
+
+    jobs = run(coupled, django_capture_on_commit_callbacks, rq_worker)
+    assert job_of(jobs, side).uncoupled == 1
+    if side == BC_DELETED:  # the kept record changes later, as records do
+        edit_as_another_user("dataverse", "accounts", kept_id, telephone1="+1 555 0111")
+    else:
+        edit_as_another_user("bc", "customers", kept_id, phoneNumber="+1 555 0111")
+    jobs += run(coupled, django_capture_on_commit_callbacks, rq_worker)
+    jobs += run(coupled, django_capture_on_commit_callbacks, rq_worker, kind=JobKind.FULL)
+
+    assert [j.status for j in jobs] == [JobStatus.SUCCEEDED] * len(jobs), [j.message for j in jobs]
+    assert sum(j.inserted for j in jobs) == 0
+    assert exists(*kept) and not Coupling.objects.filter(table_mapping=coupled, **{kept_attr: kept_id}).exists()
+    mark = KeptRecord.objects.get(table_mapping=coupled, record_id=kept_id)
+    assert "was deleted" in mark.reason and "uncouple and keep" in mark.reason
+    # Why it is kept shows with it, under Couplings > Records kept uncoupled.
+    page = admin_client.get(reverse("admin:coupling_keptrecord_changelist")).content.decode()
+    assert mark.record_name and mark.record_name in page and "uncouple and keep the other record" in page
+    for job in jobs:
+        assert_counts_add_up(job)
+
+    # Someone chooses otherwise: "synchronize now" on the kept record creates its partner and couples them.
+    back = "from_dataverse" if side == BC_DELETED else "to_dataverse"
+    with django_capture_on_commit_callbacks(execute=True):
+        (now,) = sync_enqueue(mapping=coupled, kind=JobKind.RECORDS, direction=back, record_ids=[str(kept_id)])
+    rq_worker()
+    now.refresh_from_db()
+    assert now.inserted == 1, now.message
+    assert Coupling.objects.filter(table_mapping=coupled, pending=False, **{kept_attr: kept_id}).exists()

@@ -1,7 +1,11 @@
 """The engine's rules end to end: real RQ worker, real HTTP into the sandbox, real database."""
 
+from datetime import timedelta
+
 import httpx
 import pytest
+from django.urls import reverse
+from django.utils import timezone
 
 from connectors.clients import open_client
 from connectors.errors import same_error
@@ -382,17 +386,19 @@ def test_a_change_made_during_a_run_is_not_lost_when_the_servers_clock_is_behind
 
 
 class FaultOnEveryWrite(httpx.BaseTransport):
-    """The sandbox over `inner`, with one fault of `kind` injected just before each write to Business Central.
+    """The sandbox over `inner`, with one fault of `kind` injected just before each write to `service` (Business
+    Central by default; a batch of writes, or of deletions, is one POST).
 
     Every attempt of a write fails (the connector's own retries included); the reads of the run go through.
     """
 
-    def __init__(self, inner: httpx.BaseTransport, kind: str):
-        self.inner, self.kind = inner, kind
+    def __init__(self, inner: httpx.BaseTransport, kind: str, service: str = "bc"):
+        self.inner, self.kind, self.service = inner, kind, service
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if request.method in ("POST", "PATCH", "PUT", "DELETE") and request.url.path.startswith("/sandbox/bc/"):
-            sandbox.inject_faults(self.kind, count=1, service="bc", retry_after=0)
+        written = request.method in ("POST", "PATCH", "PUT", "DELETE")
+        if written and request.url.path.startswith(f"/sandbox/{self.service}/"):
+            sandbox.inject_faults(self.kind, count=1, service=self.service, retry_after=0)
         return self.inner.handle_request(request)
 
 
@@ -406,16 +412,30 @@ def phone_from_dataverse(customer):
     return Coupling.objects.filter(table_mapping=customer).first()
 
 
+def back_off_passes(coupling) -> None:
+    """As if the record's back-off had ended: its open error's next retry time is now past."""
+    SyncError.objects.open().filter(dataverse_id=coupling.dataverse_id, direction="from_dataverse").update(
+        next_retry_at=timezone.now() - timedelta(seconds=1)
+    )
+
+
+def open_error(coupling) -> SyncError:
+    return SyncError.objects.open().get(dataverse_id=coupling.dataverse_id, direction="from_dataverse")
+
+
 @pytest.mark.parametrize("fault", ["429", "503", "timeout", "drop"])  # throttled, 5xx, no answer, unknown outcome
-def test_a_record_failing_twice_with_the_same_transient_error_is_not_skipped_and_the_next_run_retries_it(
-    customer, phone_from_dataverse, run, sandbox_connections, sandbox_http, fault
+def test_a_record_failing_transiently_is_never_skipped_and_is_retried_after_a_growing_back_off(
+    customer, phone_from_dataverse, run, sandbox_connections, sandbox_http, fault, admin_client
 ):
+    """Issue 16: transient errors are never skipped and are retried with back-off. (Until this change the next run
+    retried at once: this test expected that; now a run within the back-off leaves the record alone.)"""
     coupling = phone_from_dataverse
     sandbox.edit_as_another_user("dataverse", "accounts", coupling.dataverse_id, telephone1="+31 20 555 0199")
 
     messages = []
     with override_transport(FaultOnEveryWrite(sandbox_http, fault)):
-        for attempt in (1, 2):
+        for attempt, minutes in ((1, 1), (2, 2), (3, 4)):
+            before = timezone.now()
             (from_dataverse,) = run(customer, direction="from_dataverse")
             coupling.refresh_from_db()
             assert from_dataverse.failed == 1, (attempt, from_dataverse.status, from_dataverse.message)
@@ -423,7 +443,23 @@ def test_a_record_failing_twice_with_the_same_transient_error_is_not_skipped_and
             assert error.error_class in ("transient", "throttled"), (attempt, error.error_class, error.message)
             messages.append(error.message)
             assert not coupling.skipped, attempt
-    assert same_error(*messages)  # the same error twice: a permanent one would have been skipped now
+            # 1, 2, 4 minutes from the failure: the back-off grows with each failure in a row.
+            assert error.retry_attempt == attempt
+            assert (
+                before + timedelta(minutes=minutes)
+                <= error.next_retry_at
+                <= timezone.now() + timedelta(minutes=minutes)
+            )
+            # A run within the back-off does not retry it: not read, not failed again, its error still the open one.
+            (waiting,) = run(customer, direction="from_dataverse")
+            coupling.refresh_from_db()
+            assert (waiting.failed, waiting.modified) == (0, 0), attempt
+            assert coupling.last_job_from_dataverse == from_dataverse.pk and open_error(coupling).pk == error.pk
+            back_off_passes(coupling)
+    # The same error each time: a permanent one would have been skipped by now.
+    assert same_error(messages[0], messages[1]) and same_error(messages[1], messages[2])
+    page = admin_client.get(reverse("admin:jobs_syncerror_change", args=[error.pk])).content.decode()
+    assert "Next retry at" in page and "failed transiently 3 time(s) in a row" in page
     sandbox.clear_faults()
 
     (from_dataverse,) = run(customer, direction="from_dataverse")  # retried although unchanged since
@@ -431,6 +467,33 @@ def test_a_record_failing_twice_with_the_same_transient_error_is_not_skipped_and
     assert (from_dataverse.modified, from_dataverse.failed) == (1, 0)
     assert bc_customer(sandbox_connections, coupling.bc_id)["phoneNumber"] == "+31 20 555 0199"
     assert not coupling.skipped and coupling.last_error_from_dataverse == ""
+    assert not SyncError.objects.open().filter(dataverse_id=coupling.dataverse_id).exists()  # the wait is over
+
+
+@pytest.mark.parametrize("kind", [JobKind.RECORDS, JobKind.FULL])
+def test_synchronize_now_and_a_full_sync_do_not_wait_for_the_back_off_and_a_success_starts_it_again(
+    customer, phone_from_dataverse, run, sandbox_connections, sandbox_http, kind
+):
+    coupling = phone_from_dataverse
+    sandbox.edit_as_another_user("dataverse", "accounts", coupling.dataverse_id, telephone1="+31 20 555 0199")
+    with override_transport(FaultOnEveryWrite(sandbox_http, "503")):
+        run(customer, direction="from_dataverse")
+        back_off_passes(coupling)
+        run(customer, direction="from_dataverse")
+    assert open_error(coupling).retry_attempt == 2  # waiting about two minutes now
+    sandbox.clear_faults()
+
+    ids = [str(coupling.dataverse_id)] if kind == JobKind.RECORDS else None
+    (now,) = run(customer, direction="from_dataverse", kind=kind, record_ids=ids)
+
+    assert now.failed == 0 and now.modified >= 1, now.message
+    assert bc_customer(sandbox_connections, coupling.bc_id)["phoneNumber"] == "+31 20 555 0199"
+    # After a success, the next transient failure waits one minute again, not four.
+    sandbox.edit_as_another_user("dataverse", "accounts", coupling.dataverse_id, telephone1="+31 20 555 0200")
+    with override_transport(FaultOnEveryWrite(sandbox_http, "503")):
+        (again,) = run(customer, direction="from_dataverse")
+    sandbox.clear_faults()
+    assert again.failed == 1 and open_error(coupling).retry_attempt == 1
 
 
 def test_a_record_failing_twice_with_the_same_permanent_error_is_skipped_and_the_next_run_leaves_it(

@@ -167,7 +167,7 @@ def world(sandbox_connections, redis_connection):
     from connectors.choices import ConnectionKind
     from connectors.clients import open_client
     from connectors.types import WriteOperation
-    from coupling.models import AmbiguousMatch, Coupling
+    from coupling.models import AmbiguousMatch, Coupling, KeptRecord
     from jobs.choices import ErrorClass, JobStatus
     from jobs.models import Reconciliation, Schedule, SyncError, SyncJob, WebhookSubscription
     from mappings.choices import Direction
@@ -186,6 +186,13 @@ def world(sandbox_connections, redis_connection):
         record_id=uuid.uuid4(),
         record_name="B",
         candidates=[],
+    )
+    KeptRecord.objects.create(
+        table_mapping=mapping,
+        side=ConnectionKind.DATAVERSE,
+        record_id=uuid.uuid4(),
+        record_name="C",
+        reason="Its coupled Business Central record was deleted.",
     )
     job = SyncJob.objects.create(table_mapping=mapping, direction=Direction.TO_DATAVERSE, status=JobStatus.QUEUED)
     SyncError.objects.create(

@@ -77,6 +77,7 @@ ACTIONS = {
     ("coupling.Coupling", "restore_deleted_partners"): run_sync("coupling.Coupling", "recreates deleted records"),
     ("coupling.Coupling", "delete_surviving_records"): run_sync("coupling.Coupling", "deletes remote records"),
     ("coupling.AmbiguousMatch", "delete_selected"): delete("coupling.AmbiguousMatch"),
+    ("coupling.KeptRecord", "delete_selected"): delete("coupling.KeptRecord", "forgets records kept uncoupled"),
     ("jobs.SyncJob", "delete_selected"): delete("jobs.SyncJob", "deletes jobs and their errors"),
     ("jobs.SyncJob", "cancel_jobs"): run_sync("jobs.SyncJob", "asks running jobs to stop"),
     ("jobs.SyncJob", "confirm_held_deletions"): run_sync("jobs.SyncJob", "queues the held deletions"),

@@ -123,6 +123,8 @@ URLS: dict[str, Rule] = {
         "writes the chosen values to both systems, or starts a records sync",
     ),
     **model_pages("coupling.ambiguousmatch", add=NOBODY, change=NOBODY),
+    # Records a deletion policy keeps uncoupled: deleting an entry forgets the choice (runs may create its partner).
+    **model_pages("coupling.keptrecord", add=NOBODY, change=NOBODY),
     # Jobs, errors, schedules, subscriptions
     **model_pages("jobs.syncjob", add=NOBODY, change=NOBODY),
     "admin:jobs_syncjob_progress": Rule(perms("jobs.view_syncjob"), perms("jobs.view_syncjob"), "nothing"),
