@@ -172,13 +172,61 @@ class SyncJob(models.Model):
         return min(100, round(100 * self.progress_done / self.progress_total))
 
     @property
-    def time_left(self) -> str:
-        """An estimate of the time left of a running job, from its pace so far ("" when it cannot be told)."""
+    def pace(self) -> float | None:
+        """Records read per second so far; None before the first page."""
         seconds = self.seconds_run
-        if self.finished_at or not seconds or not self.progress_total or not self.progress_done:
+        return self.progress_done / seconds if seconds and self.progress_done else None
+
+    @property
+    def time_left(self) -> str:
+        """What can truly be said of the time left of a running job ("" once it has finished).
+
+        With a known total (a full synchronization counts its records first, a run of selected records knows them),
+        the rest at the pace so far. A run of modified records learns its size only by reading: then no number is
+        given as if known; the pace so far is, and, when the last comparable run read more than this one has yet,
+        the time left if this one reads as many, said as such.
+        """
+        if self.finished_at or self.started_at is None:
             return ""
-        left = max(self.progress_total - self.progress_done, 0) * seconds / self.progress_done
-        return f"about {seconds_text(left)} left"
+        pace = self.pace
+        if self.progress_total and pace:
+            left = max(self.progress_total - self.progress_done, 0) / pace
+            return f"about {seconds_text(left)} left"
+        read = (
+            f"{self.progress_done} record{'s' if self.progress_done != 1 else ''} read so far, {pace:.1f} per second"
+            if pace
+            else "no records read yet"
+        )
+        last = self.comparable_run()
+        if last is None:
+            return f"time left unknown: {read} (the number of changes is known only once they are read)"
+        last_text = f"the last such run, #{last.pk}, read {last.records_read} records in {last.duration}"
+        if pace and last.records_read > self.progress_done:
+            left = (last.records_read - self.progress_done) / pace
+            return f"about {seconds_text(left)} left if it reads as many records as {last_text}; {read}"
+        if not pace and last.seconds_run:
+            left = max(last.seconds_run - (self.seconds_run or 0), 0)
+            return f"about {seconds_text(left)} left if it takes as long as {last_text}; {read}"
+        return f"time left unknown: {read}, more than {last_text}"
+
+    def comparable_run(self) -> SyncJob | None:
+        """The latest finished run of the same mapping, direction and kind (runs or previews alike) that read records:
+        the yardstick for a run whose total is not known."""
+        return (
+            SyncJob.objects.filter(
+                table_mapping_id=self.table_mapping_id,
+                direction=self.direction,
+                kind=self.kind,
+                dry_run=self.dry_run,
+                status__in=[JobStatus.SUCCEEDED, JobStatus.PARTLY_FAILED],
+                progress_done__gt=0,
+                finished_at__isnull=False,
+            )
+            .exclude(pk=self.pk)
+            .only("pk", "progress_done", "started_at", "finished_at")
+            .order_by("-finished_at")
+            .first()
+        )
 
     @property
     def records_read(self) -> int:
