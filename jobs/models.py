@@ -7,6 +7,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
+from adminkit.times import admin_time
 from connectors.choices import ConnectionKind
 from connectors.secrets import decrypt_secret, encrypt_secret
 from jobs.choices import ErrorClass, ErrorState, JobKind, JobStatus, RequestedVia
@@ -458,14 +459,14 @@ class Schedule(models.Model):
         if self.state == ScheduleState.RUNNING:
             return "Running"
         if self.state == ScheduleState.ON_HOLD:
-            until = f"{timezone.localtime(self.next_run_at):%Y-%m-%d %H:%M}"
+            until = admin_time(self.next_run_at)
             if not self.wake_on_change:
                 return f"On hold until {until}"
             since = self.quiet_since
-            checked = f" (last checked {timezone.localtime(self.checked_at):%H:%M})" if self.checked_at else ""
+            checked = f" (last checked {admin_time(self.checked_at)})" if self.checked_at else ""
             return (
                 f"Idle: checking every {self.minutes_between_runs} min, no changes since "
-                f"{timezone.localtime(since):%Y-%m-%d %H:%M}{checked}; runs at once on a change, else at {until}"
+                f"{admin_time(since)}{checked}; runs at once on a change, else at {until}"
                 if since
                 else f"Idle: checking every {self.minutes_between_runs} min; runs at once on a change, else at {until}"
             )

@@ -257,7 +257,9 @@ class FieldMappingForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         for name, short in self.SHORT_LABELS.items():
             field = self.fields[name]
-            field.widget.attrs["title"] = "; ".join(f"{short.get(value, label)}: {label}" for value, label in field.choices)
+            field.widget.attrs["title"] = "; ".join(
+                f"{short.get(value, label)}: {label}" for value, label in field.choices
+            )
             field.choices = [(value, short.get(value, label)) for value, label in field.choices]
         for name in ("bc_field", "dataverse_field", "constant_value", "bc_code_table"):
             # The whole value on hover, should a browser cut it.

@@ -7,10 +7,10 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils import timezone
 from django.utils.html import format_html
 
 from adminkit.admin import CappedCountAdminMixin
+from adminkit.times import admin_time
 from jobs.admin.confirm import (
     Confirmation,
     action_hidden_fields,
@@ -108,11 +108,10 @@ class SyncJobAdmin(CappedCountAdminMixin, RunSyncPermissionMixin, admin.ModelAdm
     def when_display(self, obj):
         """When it was asked for, how long it ran and who or what asked, in one cell: more columns pushed the counts
         off a 1,366 px screen."""
-        queued = timezone.localtime(obj.queued_at)
         took = obj.duration if obj.finished_at else ("running" if obj.started_at else "")
         return format_html(
             '<span class="nowrap">{}</span><br><small>{}</small><br><small class="requester">{}</small>',
-            queued.strftime("%Y-%m-%d %H:%M %Z"),
+            admin_time(obj.queued_at),
             took or "-",
             requester_html(obj),
         )

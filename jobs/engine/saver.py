@@ -19,6 +19,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from adminkit.times import admin_time
 from connectors.errors import same_error
 from connectors.types import ConnectorError, WriteResult
 from coupling.choices import SyncResult
@@ -238,7 +239,7 @@ class PageSaver:
             target_etag = self.target.row_etag(plan.target_row) if plan.target_row else ""
             coupling.skip(plan.error_class or ErrorClass.INTERNAL, now, target_etag)
             note = (
-                f"{now:%Y-%m-%d %H:%M:%S} UTC: skipped after {count} identical failure(s) in a row (the mapping "
+                f"{admin_time(now)}: skipped after {count} identical failure(s) in a row (the mapping "
                 f"skips {plan.error_class or ErrorClass.INTERNAL} errors after {limit}). It is un-skipped by itself "
                 f"when the cause is fixed, or by a retry."
             )
