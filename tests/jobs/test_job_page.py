@@ -176,7 +176,7 @@ def test_a_running_job_shows_a_progress_bar_an_estimate_and_a_cancel_button_that
     asked = admin_client.post(cancel_url).content.decode()
     job.refresh_from_db()
     assert not job.cancel_requested
-    assert "Cancel job #%d: are you sure?" % job.pk in asked and 'value="Yes, cancel"' in asked
+    assert f"Cancel job #{job.pk}: are you sure?" in asked and 'value="Yes, cancel"' in asked
     assert "A cancelled full synchronization is not complete" in asked
     admin_client.post(cancel_url, {"confirm": "yes"})
     job.refresh_from_db()
