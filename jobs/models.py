@@ -193,6 +193,8 @@ class SyncJob(models.Model):
         if self.progress_total and pace:
             left = max(self.progress_total - self.progress_done, 0) / pace
             return f"about {seconds_text(left)} left"
+        if self.kind == JobKind.FULL and not self.progress_total:
+            return "counting the records to synchronize first; the time left follows from their number"
         read = (
             f"{self.progress_done} record{'s' if self.progress_done != 1 else ''} read so far, {pace:.1f} per second"
             if pace
@@ -200,7 +202,8 @@ class SyncJob(models.Model):
         )
         last = self.comparable_run()
         if last is None:
-            return f"time left unknown: {read} (the number of changes is known only once they are read)"
+            why = " (the number of changes is known only once they are read)" if self.kind == JobKind.MODIFIED else ""
+            return f"time left unknown: {read}{why}"
         last_text = f"the last such run, #{last.pk}, read {last.records_read} records in {last.duration}"
         if pace and last.records_read > self.progress_done:
             left = (last.records_read - self.progress_done) / pace

@@ -23,6 +23,7 @@ from jobs.choices import ACTIVE_STATUSES, JobKind, JobStatus
 from jobs.models import SyncJob
 from jobs.permissions import RunSyncPermissionMixin
 from jobs.services import SyncNotStarted, sync_deletions_confirm, sync_job_cancel
+from mappings.models import TableMapping
 
 # The list's count columns: the real counter, and for a preview the count of what it would do (its preview keys).
 COUNT_COLUMNS = [
@@ -51,6 +52,14 @@ def _count_column(counter: str, preview_keys: tuple[str, ...]):
     return column
 
 
+class MappingWithCompanyFilter(admin.RelatedFieldListFilter):
+    """Each mapping with its company: with two companies the filter listed CUSTOMER twice, alike."""
+
+    def field_choices(self, field, request, model_admin):
+        mappings = TableMapping.objects.select_related("company").order_by("name", "company__name")
+        return [(mapping.pk, mapping.label) for mapping in mappings]
+
+
 class SyncJobAdmin(CappedCountAdminMixin, RunSyncPermissionMixin, admin.ModelAdmin):
     list_display = [
         "id",
@@ -61,7 +70,14 @@ class SyncJobAdmin(CappedCountAdminMixin, RunSyncPermissionMixin, admin.ModelAdm
         *(f"{counter}_count" for counter, _ in COUNT_COLUMNS),
         "http_requests",
     ]
-    list_filter = ["status", "kind", "direction", "table_mapping__company", "table_mapping", "dry_run"]
+    list_filter = [
+        "status",
+        "kind",
+        "direction",
+        "table_mapping__company",
+        ("table_mapping", MappingWithCompanyFilter),
+        "dry_run",
+    ]
     list_select_related = ["table_mapping__company", "requested_by"]
     show_full_result_count = False
     date_hierarchy = "queued_at"
