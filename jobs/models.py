@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from textwrap import shorten
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -381,7 +382,8 @@ class SyncError(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.table_mapping.name}: {self.message[:80]}"
+        # Cut between words and marked so: "...record for this record:" read as the whole message.
+        return f"{self.table_mapping.name}: {shorten(self.message, 80, placeholder=' …')}"
 
 
 # -- Scheduling: one schedule per table mapping, and webhook subscriptions that wake it ----------------------
