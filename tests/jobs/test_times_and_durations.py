@@ -48,7 +48,9 @@ def test_the_list_and_the_object_page_give_times_with_their_zone_as_the_job_page
 A_DATE = re.compile(r"\d{4}-\d{2}-\d{2}[^<]{0,12}")
 ADMIN_TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC(?![:\d])")
 # Django's own ways, which these pages used: "Dec. 5, 2026, 5:21 a.m.", timesince's "3 hours, 2 minutes".
-OTHER_WAYS = re.compile(r"\b[ap]\.m\.|\b(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)\.? \d|\d+\xa0(hour|minute|day)")
+OTHER_WAYS = re.compile(
+    r"\b[ap]\.m\.|\b(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)\.? \d|\d+\xa0(hour|minute|day)"
+)
 
 
 def visible_text(html: str) -> str:

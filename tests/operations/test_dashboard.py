@@ -51,7 +51,15 @@ def history(mappings):
     salespeople, customer, vendor = mappings["SALESPEOPLE"], mappings["CUSTOMER"], mappings["VENDOR"]
     contact, currency = mappings["CONTACT"], mappings["CURRENCY"]
     make_job(salespeople, Direction.FROM_DATAVERSE, JobStatus.FAILED, minutes_ago=60)  # older: not the last run
-    last = make_job(salespeople, Direction.FROM_DATAVERSE, JobStatus.SUCCEEDED, inserted=4, modified=2, unchanged=9, progress_done=15)
+    last = make_job(
+        salespeople,
+        Direction.FROM_DATAVERSE,
+        JobStatus.SUCCEEDED,
+        inserted=4,
+        modified=2,
+        unchanged=9,
+        progress_done=15,
+    )
     # A preview, newer, is no run.
     make_job(salespeople, Direction.FROM_DATAVERSE, JobStatus.SUCCEEDED, minutes_ago=0, inserted=99, dry_run=True)
     make_job(customer, Direction.TO_DATAVERSE, JobStatus.SUCCEEDED)
