@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import uuid
+from textwrap import shorten
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
+from adminkit.times import admin_time
 from connectors.choices import ConnectionKind
 from connectors.secrets import decrypt_secret, encrypt_secret
 from jobs.choices import ErrorClass, ErrorState, JobKind, JobStatus, RequestedVia
@@ -172,13 +174,64 @@ class SyncJob(models.Model):
         return min(100, round(100 * self.progress_done / self.progress_total))
 
     @property
-    def time_left(self) -> str:
-        """An estimate of the time left of a running job, from its pace so far ("" when it cannot be told)."""
+    def pace(self) -> float | None:
+        """Records read per second so far; None before the first page."""
         seconds = self.seconds_run
-        if self.finished_at or not seconds or not self.progress_total or not self.progress_done:
+        return self.progress_done / seconds if seconds and self.progress_done else None
+
+    @property
+    def time_left(self) -> str:
+        """What can truly be said of the time left of a running job ("" once it has finished).
+
+        With a known total (a full synchronization counts its records first, a run of selected records knows them),
+        the rest at the pace so far. A run of modified records learns its size only by reading: then no number is
+        given as if known; the pace so far is, and, when the last comparable run read more than this one has yet,
+        the time left if this one reads as many, said as such.
+        """
+        if self.finished_at or self.started_at is None:
             return ""
-        left = max(self.progress_total - self.progress_done, 0) * seconds / self.progress_done
-        return f"about {seconds_text(left)} left"
+        pace = self.pace
+        if self.progress_total and pace:
+            left = max(self.progress_total - self.progress_done, 0) / pace
+            return f"about {seconds_text(left)} left"
+        if self.kind == JobKind.FULL and not self.progress_total:
+            return "counting the records to synchronize first; the time left follows from their number"
+        read = (
+            f"{self.progress_done} record{'s' if self.progress_done != 1 else ''} read so far, {pace:.1f} per second"
+            if pace
+            else "no records read yet"
+        )
+        last = self.comparable_run()
+        if last is None:
+            why = " (the number of changes is known only once they are read)" if self.kind == JobKind.MODIFIED else ""
+            return f"time left unknown: {read}{why}"
+        last_text = f"the last such run, #{last.pk}, read {last.records_read} records in {last.duration}"
+        if pace and last.records_read > self.progress_done:
+            left = (last.records_read - self.progress_done) / pace
+            return f"about {seconds_text(left)} left if it reads as many records as {last_text}; {read}"
+        if not pace and last.seconds_run:
+            left = max(last.seconds_run - (self.seconds_run or 0), 0)
+            return f"about {seconds_text(left)} left if it takes as long as {last_text}; {read}"
+        return f"time left unknown: {read}, more than {last_text}"
+
+    def comparable_run(self) -> SyncJob | None:
+        """The latest finished run of the same mapping, direction and kind (runs or previews alike) that read records:
+        the yardstick for a run whose total is not known."""
+        return (
+            SyncJob.objects.filter(
+                table_mapping_id=self.table_mapping_id,
+                direction=self.direction,
+                kind=self.kind,
+                dry_run=self.dry_run,
+                status__in=[JobStatus.SUCCEEDED, JobStatus.PARTLY_FAILED],
+                progress_done__gt=0,
+                finished_at__isnull=False,
+            )
+            .exclude(pk=self.pk)
+            .only("pk", "progress_done", "started_at", "finished_at")
+            .order_by("-finished_at")
+            .first()
+        )
 
     @property
     def records_read(self) -> int:
@@ -333,7 +386,8 @@ class SyncError(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.table_mapping.name}: {self.message[:80]}"
+        # Cut between words and marked so: "...record for this record:" read as the whole message.
+        return f"{self.table_mapping.name}: {shorten(self.message, 80, placeholder=' …')}"
 
 
 # -- Scheduling: one schedule per table mapping, and webhook subscriptions that wake it ----------------------
@@ -414,14 +468,14 @@ class Schedule(models.Model):
         if self.state == ScheduleState.RUNNING:
             return "Running"
         if self.state == ScheduleState.ON_HOLD:
-            until = f"{timezone.localtime(self.next_run_at):%Y-%m-%d %H:%M}"
+            until = admin_time(self.next_run_at)
             if not self.wake_on_change:
                 return f"On hold until {until}"
             since = self.quiet_since
-            checked = f" (last checked {timezone.localtime(self.checked_at):%H:%M})" if self.checked_at else ""
+            checked = f" (last checked {admin_time(self.checked_at)})" if self.checked_at else ""
             return (
                 f"Idle: checking every {self.minutes_between_runs} min, no changes since "
-                f"{timezone.localtime(since):%Y-%m-%d %H:%M}{checked}; runs at once on a change, else at {until}"
+                f"{admin_time(since)}{checked}; runs at once on a change, else at {until}"
                 if since
                 else f"Idle: checking every {self.minutes_between_runs} min; runs at once on a change, else at {until}"
             )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 
-from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.forms.utils import ErrorDict
@@ -105,7 +104,6 @@ class FieldMappingInline(admin.TabularInline):
             # A plain select: the add/change/delete icons around it would open another mapping mid-edit.
             field = db_field.formfield(
                 queryset=TableMapping.objects.select_related("company").order_by("name"),
-                widget=forms.Select(attrs={"style": "max-width: 8em"}),
             )
             field.label_from_instance = mapping_label
             return field
@@ -113,7 +111,25 @@ class FieldMappingInline(admin.TabularInline):
 
     def get_formset(self, request, obj=None, **kwargs):
         formset = super().get_formset(request, obj, **kwargs)
+        if obj is not None and obj.pk:
+            formset.form = _lookups_of_company(formset.form, obj.company_id)
         return type(formset.__name__, (formset,), {"validation_run": validation_run(request)})
+
+
+def _lookups_of_company(form_class, company_id):
+    """The lookup select of a saved mapping offers its own company's mappings by name alone: a lookup goes through
+    a mapping of the same company (the formset refuses another's), and "SALESPEOPLE (Sandbox Business Central)" in
+    every row was cut to "SALESPEOI" in the 1,366 px grid."""
+
+    class LookupsOfCompany(form_class):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            field = self.fields["lookup_mapping"]
+            field.queryset = field.queryset.filter(company_id=company_id)
+            field.label_from_instance = lambda mapping: mapping.name
+
+    LookupsOfCompany.__name__ = form_class.__name__
+    return LookupsOfCompany
 
 
 class NewRecordTemplateInline(admin.TabularInline):

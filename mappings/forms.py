@@ -14,6 +14,7 @@ from django.utils.html import format_html, format_html_join
 from adminkit.widgets import KeyValueWidget, RowsWidget, scalar_from_text, scalar_text
 from connectors.choices import ConnectionKind
 from connectors.models import Connection
+from mappings.choices import Direction, UpdateConflictResolution
 from mappings.importing import ImportRefused, import_document_parse, import_size_check
 from mappings.metadata import MetadataCache
 from mappings.models import FieldMapping, NewRecordTemplate, TableMapping
@@ -225,20 +226,46 @@ class FieldMappingForm(forms.ModelForm):
         model = FieldMapping
         fields = ["position", *FIELD_DEFAULTS]
         widgets = {
-            # Sized so that the whole grid fits a 1,366 px screen; a select shows its full label when opened.
-            "bc_field": forms.TextInput(attrs={"list": "bc-fields", "size": 11}),
-            "dataverse_field": forms.TextInput(attrs={"list": "dataverse-fields", "size": 11}),
+            # Sized so that the whole grid fits a 1,366 px screen with every value whole (adminkit/fit.css sizes
+            # the text inputs to their value; `size` is the width where the browser cannot).
+            "bc_field": forms.TextInput(attrs={"list": "bc-fields", "size": 16}),
+            "dataverse_field": forms.TextInput(attrs={"list": "dataverse-fields", "size": 18}),
             "constant_value": forms.TextInput(attrs={"size": 6}),
-            "direction": forms.Select(attrs={"style": "max-width: 8.5em"}),
-            "update_conflict_resolution": forms.Select(attrs={"style": "max-width: 8.5em"}),
+            "bc_code_table": forms.TextInput(attrs={"size": 8}),
             "transformation": RuleListWidget(),
             "value_map": KeyValueWidget("Business Central value", "Dataverse value"),
             "position": forms.NumberInput(attrs={"style": "width: 3.5em"}),
             "match_priority": forms.NumberInput(attrs={"style": "width: 3em"}),
         }
 
+    # The grid's columns are narrow (18 of them on a 1,366 px screen): these selects say it in a few words, as the
+    # row's title does ("city <-> address1_city"), and their title says it whole.
+    SHORT_LABELS = {
+        "direction": {
+            Direction.BIDIRECTIONAL: "↔ Both ways",
+            Direction.TO_DATAVERSE: "→ Dataverse",
+            Direction.FROM_DATAVERSE: "← Dataverse",
+        },
+        "update_conflict_resolution": {
+            UpdateConflictResolution.NONE: "None (report)",
+            UpdateConflictResolution.SEND_TO_DATAVERSE: "BC wins",
+            UpdateConflictResolution.GET_FROM_DATAVERSE: "Dataverse wins",
+        },
+    }
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        for name, short in self.SHORT_LABELS.items():
+            field = self.fields[name]
+            field.widget.attrs["title"] = "; ".join(
+                f"{short.get(value, label)}: {label}" for value, label in field.choices
+            )
+            field.choices = [(value, short.get(value, label)) for value, label in field.choices]
+        for name in ("bc_field", "dataverse_field", "constant_value", "bc_code_table"):
+            # The whole value on hover, should a browser cut it.
+            value = self[name].value()
+            if value:
+                self.fields[name].widget.attrs["title"] = value
         if self.instance.pk:  # "try" opens the preview page with this field mapping's saved rules
             url = reverse("admin:mappings_tablemapping_transformation_preview")
             self.fields["transformation"].widget.try_url = f"{url}?field_mapping={self.instance.pk}"

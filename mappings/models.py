@@ -9,6 +9,7 @@ from django.core.validators import MaxValueValidator
 from django.db import models
 from django.utils import timezone
 
+from adminkit.times import admin_time
 from connectors.choices import ConnectionKind
 from connectors.odata import and_filters, eq
 from mappings.choices import (
@@ -375,4 +376,4 @@ class MappingChange(models.Model):
 
     def __str__(self):
         who = self.user or self.actor or "someone"
-        return f"{self.get_action_display()} by {who} at {self.created_at:%Y-%m-%d %H:%M}"
+        return f"{self.get_action_display()} by {who} at {admin_time(self.created_at)}"

@@ -16,6 +16,7 @@ from typing import Any
 from django.db.models import Count, OuterRef, Subquery
 from django.utils import timezone
 
+from adminkit.times import admin_time
 from connectors.choices import ConnectionKind
 from connectors.models import Connection
 from jobs.admin.links import mapping_errors_url, mapping_jobs_url
@@ -156,7 +157,7 @@ def _next_run(schedule: Schedule | None, now: datetime) -> str:
         return "paused"
     if schedule.state == ScheduleState.RUNNING:
         return "running now"
-    when = timezone.localtime(schedule.next_run_at).strftime("%Y-%m-%d %H:%M")
+    when = admin_time(schedule.next_run_at)
     if schedule.state == ScheduleState.ON_HOLD:
         if schedule.wake_on_change:
             # It checks both systems at each interval and runs at once on a change (jobs.scheduling.schedules).

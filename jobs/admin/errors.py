@@ -11,10 +11,10 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.shortcuts import redirect
 from django.urls import path, reverse
-from django.utils import timezone
 from django.utils.html import format_html
 
 from adminkit.admin import CappedCountAdminMixin
+from adminkit.times import admin_time
 from connectors.models import Connection
 from connectors.types import ConnectorError
 from coupling.models import Coupling
@@ -177,7 +177,7 @@ class SyncErrorAdmin(CappedCountAdminMixin, RunSyncPermissionMixin, admin.ModelA
     def state_display(self, obj):
         if obj.state == ErrorState.OPEN:
             return obj.get_state_display()
-        when = timezone.localtime(obj.resolved_at).strftime("%Y-%m-%d %H:%M") if obj.resolved_at else ""
+        when = admin_time(obj.resolved_at)
         by = f" (job #{obj.resolved_by_job_id})" if obj.resolved_by_job_id else ""
         return f"{obj.get_state_display()} {when}{by}"
 

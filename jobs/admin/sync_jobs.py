@@ -5,17 +5,25 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.loader import render_to_string
-from django.urls import path
-from django.utils import timezone
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.html import format_html
 
 from adminkit.admin import CappedCountAdminMixin
-from jobs.admin.confirm import action_hidden_fields, confirmed, held_deletions_confirmation, render_confirmation
+from adminkit.times import admin_time
+from jobs.admin.confirm import (
+    Confirmation,
+    action_hidden_fields,
+    confirmed,
+    held_deletions_confirmation,
+    render_confirmation,
+)
 from jobs.admin.links import job_errors_links, requester_html
-from jobs.choices import ACTIVE_STATUSES
+from jobs.choices import ACTIVE_STATUSES, JobKind, JobStatus
 from jobs.models import SyncJob
 from jobs.permissions import RunSyncPermissionMixin
 from jobs.services import SyncNotStarted, sync_deletions_confirm, sync_job_cancel
+from mappings.models import TableMapping
 
 # The list's count columns: the real counter, and for a preview the count of what it would do (its preview keys).
 COUNT_COLUMNS = [
@@ -44,6 +52,14 @@ def _count_column(counter: str, preview_keys: tuple[str, ...]):
     return column
 
 
+class MappingWithCompanyFilter(admin.RelatedFieldListFilter):
+    """Each mapping with its company: with two companies the filter listed CUSTOMER twice, alike."""
+
+    def field_choices(self, field, request, model_admin):
+        mappings = TableMapping.objects.select_related("company").order_by("name", "company__name")
+        return [(mapping.pk, mapping.label) for mapping in mappings]
+
+
 class SyncJobAdmin(CappedCountAdminMixin, RunSyncPermissionMixin, admin.ModelAdmin):
     list_display = [
         "id",
@@ -54,7 +70,14 @@ class SyncJobAdmin(CappedCountAdminMixin, RunSyncPermissionMixin, admin.ModelAdm
         *(f"{counter}_count" for counter, _ in COUNT_COLUMNS),
         "http_requests",
     ]
-    list_filter = ["status", "kind", "direction", "table_mapping__company", "table_mapping", "dry_run"]
+    list_filter = [
+        "status",
+        "kind",
+        "direction",
+        "table_mapping__company",
+        ("table_mapping", MappingWithCompanyFilter),
+        "dry_run",
+    ]
     list_select_related = ["table_mapping__company", "requested_by"]
     show_full_result_count = False
     date_hierarchy = "queued_at"
@@ -101,18 +124,21 @@ class SyncJobAdmin(CappedCountAdminMixin, RunSyncPermissionMixin, admin.ModelAdm
     def when_display(self, obj):
         """When it was asked for, how long it ran and who or what asked, in one cell: more columns pushed the counts
         off a 1,366 px screen."""
-        queued = timezone.localtime(obj.queued_at)
         took = obj.duration if obj.finished_at else ("running" if obj.started_at else "")
         return format_html(
             '<span class="nowrap">{}</span><br><small>{}</small><br><small class="requester">{}</small>',
-            queued.strftime("%Y-%m-%d %H:%M %Z"),
+            admin_time(obj.queued_at),
             took or "-",
             requester_html(obj),
         )
 
     @admin.action(description="Cancel selected jobs", permissions=["run_sync"])
     def cancel_jobs(self, request, queryset):
-        jobs = list(queryset.filter(status__in=ACTIVE_STATUSES))
+        jobs = list(queryset.filter(status__in=ACTIVE_STATUSES).select_related("table_mapping__company"))
+        if jobs and not confirmed(request):
+            # Stopping runs midway leaves what they wrote: say so, with their counts, before anything stops.
+            hidden = action_hidden_fields(request, "cancel_jobs", queryset)
+            return render_confirmation(self, request, cancel_confirmation(jobs), hidden)
         for job in jobs:
             sync_job_cancel(job=job)
         self.message_user(request, f"Asked {len(jobs)} job(s) to stop.", messages.SUCCESS)
@@ -175,18 +201,90 @@ class SyncJobAdmin(CappedCountAdminMixin, RunSyncPermissionMixin, admin.ModelAdm
         return HttpResponse(self.progress_html(request, job))
 
     def cancel_view(self, request, pk):
-        """The job page's Cancel button (POST only): the run stops before it writes its next page."""
+        """The job page's Cancel button (POST only): first a page that says what stopping now leaves behind, then,
+        posted again from it (confirm=yes), the run stops before it writes its next page."""
         if request.method != "POST" or not (
             self.has_view_permission(request) and self.has_run_sync_permission(request)
         ):
             raise PermissionDenied
-        job = get_object_or_404(SyncJob, pk=pk)
+        job = get_object_or_404(SyncJob.objects.select_related("table_mapping__company"), pk=pk)
+        if job.status in ACTIVE_STATUSES and not confirmed(request):
+            job_url = reverse("admin:jobs_syncjob_change", args=[job.pk])
+            context = {
+                **self.admin_site.each_context(request),
+                "title": f"Cancel job #{job.pk}: are you sure?",
+                "confirmation": cancel_confirmation([job]),
+                "hidden": [],
+                "form_url": request.get_full_path(),
+                "back_url": job_url,  # the page the button was on (a GET of this URL is refused)
+                "opts": self.model._meta,
+            }
+            return TemplateResponse(request, "admin/jobs/confirm_action.html", context)
         if job.status in ACTIVE_STATUSES:
             sync_job_cancel(job=job)
             self.message_user(request, f"Asked job #{job.pk} to stop: it stops before it writes its next page.")
         else:
             self.message_user(request, f"Job #{job.pk} has already finished.", messages.WARNING)
         return redirect("admin:jobs_syncjob_change", job.pk)
+
+
+def cancel_confirmation(jobs: list[SyncJob]) -> Confirmation:
+    """What cancelling these jobs does, job by job: what each has read and written so far stays as it is."""
+    rows: list[list[object]] = []
+    written_total = 0
+    for job in jobs:
+        written = 0 if job.dry_run else job.inserted + job.modified + job.deleted + job.coupled + job.uncoupled
+        written_total += written
+        if job.status != JobStatus.RUNNING:
+            effect = "never starts (queued: nothing read or written)"
+        elif job.dry_run:
+            effect = "stops; a preview has written nothing"
+        else:
+            effect = f"stops before its next page; the {written} record(s) written so far stay written"
+        rows.append(
+            [
+                f"#{job.pk} {job.table_mapping.label}",
+                f"{job.get_kind_display()}, {job.get_direction_display()}",
+                job.get_status_display(),
+                job.records_read,
+                "-" if job.dry_run else f"{job.inserted} / {job.modified} / {job.deleted} / {job.failed}",
+                effect,
+            ]
+        )
+    notes = [
+        "Nothing written is undone: the records inserted, modified or deleted in Business Central or Dataverse by "
+        "the pages already written stay so, each page whole (never half a page), and their couplings and errors stay "
+        "recorded."
+    ]
+    if any(job.kind == JobKind.MODIFIED and not job.dry_run for job in jobs):
+        notes.append(
+            "A cancelled run of modified records does not move the mapping's watermark: the next run (scheduled or "
+            "started by hand) reads the same changes again and finishes the work; what was written already is then "
+            "found unchanged, not written twice."
+        )
+    if any(job.kind == JobKind.FULL and not job.dry_run for job in jobs):
+        notes.append(
+            "A cancelled full synchronization is not complete: the records it had not reached are synchronized only "
+            "when a full synchronization runs again (what it wrote is then found unchanged)."
+        )
+    return Confirmation(
+        title=f"Cancel {len(jobs)} job(s): are you sure?",
+        question=(
+            f"Cancel {len(jobs)} job(s)? A running job stops before it writes its next page; a queued one never "
+            f"starts. {written_total} record(s) written by them so far stay written."
+        ),
+        columns=[
+            "Job",
+            "Kind",
+            "Status",
+            "Records read so far",
+            "Inserted / modified / deleted / failed so far",
+            "Cancelling it",
+        ],
+        rows=rows,
+        notes=notes,
+        confirm_label="Yes, cancel",
+    )
 
 
 for _counter, _keys in COUNT_COLUMNS:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from adminkit.times import admin_time
 from coupling.models import Coupling
 from jobs.choices import ErrorClass
 from jobs.engine.sides import Row, Side
@@ -358,8 +359,8 @@ def _conflict_message(
         for c in conflicts
     )
     when = (
-        f" ({ctx.source.label} record last changed {source_when:%Y-%m-%d %H:%M:%S} UTC, "
-        f"{ctx.target.label} record {target_when:%Y-%m-%d %H:%M:%S} UTC)"
+        f" ({ctx.source.label} record last changed {admin_time(source_when)}, "
+        f"{ctx.target.label} record {admin_time(target_when)})"
         if source_when and target_when
         else ""
     )

@@ -19,6 +19,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from adminkit.times import admin_time
 from connectors.errors import same_error
 from connectors.types import ConnectorError, WriteResult
 from coupling.choices import SyncResult
@@ -325,7 +326,7 @@ def record_failure(
     if limit and count >= limit and settings.SYNC_SKIP_REPEATED_FAILURES:
         coupling.skip(error_class, now, target_etag)
         note = (
-            f"{now:%Y-%m-%d %H:%M:%S} UTC: skipped after {count} identical failure(s) in a row (the mapping "
+            f"{admin_time(now)}: skipped after {count} identical failure(s) in a row (the mapping "
             f"skips {error_class} errors after {limit}). It is un-skipped by itself when the cause is fixed, or by "
             f"a retry."
         )

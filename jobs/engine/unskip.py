@@ -18,6 +18,7 @@ from django.db.models import F, Max, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
+from adminkit.times import admin_time
 from connectors.odata import chunked
 from connectors.types import ConnectorError, RemoteClient
 from coupling.choices import SyncResult
@@ -103,7 +104,7 @@ def _log_and_unskip(mapping: TableMapping, direction: str, couplings: list[Coupl
         by_cause.setdefault(causes[coupling.pk], []).append(coupling.pk)
     for cause, pks in by_cause.items():
         errors = _last_errors(mapping, direction, [c for c in couplings if c.pk in set(pks)])
-        line = f"\n{now:%Y-%m-%d %H:%M:%S} UTC: un-skipped automatically: {cause}."
+        line = f"\n{admin_time(now)}: un-skipped automatically: {cause}."
         SyncError.objects.filter(pk__in=errors).update(detail=Concat(F("detail"), Value(line)))
     Coupling.objects.filter(pk__in=list(causes)).unskip(direction)
     logger.info("%s: %d skipped record(s) un-skipped, their cause fixed", mapping.name, len(causes))

@@ -192,7 +192,10 @@ def schedule_record_outcome(*, mapping: TableMapping, jobs: list[SyncJob]) -> No
     jobs = list(SyncJob.objects.filter(pk__in=schedule.run_job_ids))
     now = timezone.now()
     interval = timedelta(minutes=schedule.minutes_between_runs)
-    changes = sum(job.inserted + job.modified + job.deleted + job.failed for job in jobs)
+    written = sum(job.inserted + job.modified + job.deleted for job in jobs)
+    failures = sum(job.failed for job in jobs)
+    # Failures keep the schedule awake (the next run retries them), but they are no changes: the message says which.
+    changes = written + failures
     failed = [job for job in jobs if job.status == JobStatus.FAILED]
     values = {"state": ScheduleState.READY, "last_finished_at": now, "run_job_ids": []}
     if failed:
@@ -214,7 +217,8 @@ def schedule_record_outcome(*, mapping: TableMapping, jobs: list[SyncJob]) -> No
             "last_message": "No changes: on hold, checking for changes at each interval.",
         }
     else:
-        values |= {"next_run_at": now + interval, "failed_attempts": 0, "last_message": f"{changes} changes."}
+        message = f"{written} record(s) written, {failures} failed."
+        values |= {"next_run_at": now + interval, "failed_attempts": 0, "last_message": message}
     # Only the run that is still the current one may finish it (not one that a newer claim replaced).
     Schedule.objects.filter(pk=schedule.pk, state=ScheduleState.RUNNING, run_started_at=schedule.run_started_at).update(
         **values

@@ -172,7 +172,13 @@ def test_a_running_job_shows_a_progress_bar_an_estimate_and_a_cancel_button_that
     job.refresh_from_db()
     assert not job.cancel_requested
 
-    admin_client.post(cancel_url)
+    # The button asks first, saying what stopping leaves behind; nothing is cancelled until confirmed there.
+    asked = admin_client.post(cancel_url).content.decode()
+    job.refresh_from_db()
+    assert not job.cancel_requested
+    assert f"Cancel job #{job.pk}: are you sure?" in asked and 'value="Yes, cancel"' in asked
+    assert "A cancelled full synchronization is not complete" in asked
+    admin_client.post(cancel_url, {"confirm": "yes"})
     job.refresh_from_db()
     assert job.cancel_requested
     # The run stops before it writes its next page: nothing of this full synchronization is written.
@@ -204,3 +210,94 @@ def test_a_real_run_is_not_described_as_a_preview_on_its_page(admin_client, cust
 
     assert "nothing written" not in page(real) and "A run: written to the systems" in page(real)
     assert "A preview: planned, nothing written" in page(preview)
+
+
+def test_a_running_run_of_modified_records_gives_a_time_left_it_can_stand_by(admin_client, customer, monkeypatch):
+    """A run of modified records learns its size only by reading. While it runs (the real engine, stopped between
+    pages to look at its page and the dashboard), the job page gives no number as if known: the first run says the
+    time left is unknown, with its pace; the next one estimates it from the last comparable run, saying so."""
+    from jobs.engine.pipeline import DirectionRun
+
+    seen: list[tuple[int, str, str]] = []
+    check_cancelled = DirectionRun.check_cancelled
+
+    def look_at_the_pages(run):  # called before each page is written, while the job runs
+        job = SyncJob.objects.get(pk=run.job.pk)
+        if job.progress_done and job.status == JobStatus.RUNNING:
+            dashboard = admin_client.get(reverse("admin:index")).content.decode()
+            time_left = dashboard.split(f'<tr data-job="{job.pk}">')[1].split('class="ops-time-left">')[1]
+            seen.append((job.progress_done, progress(admin_client, job), time_left.split("</td>")[0]))
+        check_cancelled(run)
+
+    monkeypatch.setattr(DirectionRun, "check_cancelled", look_at_the_pages)
+    from connectors.models import Connection
+
+    Connection.objects.update(page_size=3)  # several pages, to look at it between them
+
+    first = run(customer, kind=JobKind.MODIFIED)
+    assert first.records_read >= 10 and len(seen) >= 2
+    for done, fragment, dashboard in seen:
+        assert f"time left unknown: {done} records read so far, " in fragment
+        assert "about" not in fragment.split('class="syncjob-bar">')[1].split("</p>")[0]
+        assert f"time left unknown: {done} records read so far, " in dashboard
+
+    # The next run reads the same records again (watermark reset): its estimate names the last run and its basis.
+    seen.clear()
+    TableMapping = type(customer)
+    TableMapping.objects.filter(pk=customer.pk).update(bc_watermark=None)
+    second = run(customer, kind=JobKind.MODIFIED)
+    assert second.records_read == first.records_read and len(seen) >= 2
+    for done, fragment, dashboard in seen:
+        eta = re.search(r'<span class="syncjob-eta">(.*?)</span>', fragment).group(1)
+        assert re.fullmatch(
+            rf"about [\w ]+ left if it reads as many records as the last such run, #{first.pk}, read "
+            rf"{first.records_read} records in [\w ]+; {done} records read so far, [\d.]+ per second",
+            eta,
+        ), eta
+        # The dashboard says the same (read a moment later: its pace may differ in the last digits).
+        assert eta.split(" left if")[1].rsplit(",", 1)[0] in dashboard
+    # Finished: no estimate any more.
+    assert 'class="syncjob-eta"' not in progress(admin_client, second)
+
+
+def test_cancel_asks_first_saying_what_the_run_has_written_and_that_stays(
+    admin_client, client, django_user_model, customer, monkeypatch
+):
+    """Cancel on a run midway (the real engine, stopped between pages): the page says how many records it has
+    written so far and that they stay; once confirmed the run stops there, and those records are what it wrote."""
+    from connectors.models import Connection
+    from coupling.models import Coupling
+    from jobs.engine.pipeline import DirectionRun
+
+    Connection.objects.update(page_size=3)
+    check_cancelled = DirectionRun.check_cancelled
+    asked: list[str] = []
+    viewer = django_user_model.objects.create_user("viewer", password="x", is_staff=True)
+    from django.contrib.auth.models import Permission
+
+    viewer.user_permissions.add(Permission.objects.get(codename="view_syncjob"))
+    client.force_login(viewer)
+
+    def cancel_after_two_pages(run):
+        job = SyncJob.objects.get(pk=run.job.pk)
+        if job.inserted >= 6 and not asked:
+            url = reverse("admin:jobs_syncjob_cancel", args=[job.pk])
+            # Someone who may only view jobs is refused, the page and the confirm alike.
+            assert client.post(url).status_code == 403
+            assert client.post(url, {"confirm": "yes"}).status_code == 403
+            assert not SyncJob.objects.get(pk=job.pk).cancel_requested
+            asked.append(admin_client.post(url).content.decode())
+            assert not SyncJob.objects.get(pk=job.pk).cancel_requested  # asking is not cancelling
+            admin_client.post(url, {"confirm": "yes"})
+        check_cancelled(run)
+
+    monkeypatch.setattr(DirectionRun, "check_cancelled", cancel_after_two_pages)
+    job = run(customer, kind=JobKind.MODIFIED)
+
+    (page,) = asked
+    assert "the 6 record(s) written so far stay written" in page
+    assert "<td>6 / 0 / 0 / 0</td>" in page
+    assert "does not move the mapping&#x27;s watermark" in page or "does not move the mapping's watermark" in page
+    # What the page said is what happened: the run stopped there and the 6 records it wrote stay coupled.
+    assert job.status == JobStatus.CANCELLED and job.inserted == 6
+    assert Coupling.objects.filter(table_mapping=customer).count() == 6

@@ -202,7 +202,12 @@ def test_without_the_run_sync_permission_a_mapping_editor_can_neither_start_nor_
         assert client.post(sync_all_url, {"confirm": "yes"}).status_code == 302
     started = SyncJob.objects.exclude(pk=queued.pk)
     assert started.exists() and {job.requested_by for job in started} == {user}
-    response = client.post(reverse("admin:jobs_syncjob_changelist"), cancel, follow=True)
+    # The action asks first (what stays written), and cancels once confirmed there.
+    asked = client.post(reverse("admin:jobs_syncjob_changelist"), cancel).content.decode()
+    assert "Cancel 1 job(s): are you sure?" in asked and "never starts" in asked
+    queued.refresh_from_db()
+    assert (queued.status, queued.cancel_requested) == (JobStatus.QUEUED, False)
+    response = client.post(reverse("admin:jobs_syncjob_changelist"), {**cancel, "confirm": "yes"}, follow=True)
     assert "Asked 1 job(s) to stop." in response.content.decode()
     queued.refresh_from_db()
     assert (queued.status, queued.cancel_requested) == (JobStatus.CANCELLED, True)
