@@ -241,5 +241,7 @@ class SyncMatcher:
             entries,
             update_conflicts=True,
             unique_fields=["table_mapping", "side", "record_id"],
-            update_fields=["record_name", "candidates", "job_id"],
+            # The job that first listed a record keeps it: a match-based coupling job's page counts the records
+            # it found ambiguous "still listed" while they are, whichever run finds them again.
+            update_fields=["record_name", "candidates"],
         )
