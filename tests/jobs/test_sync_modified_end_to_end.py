@@ -48,7 +48,7 @@ def test_synchronize_modified_records_creates_and_couples_then_updates_both_ways
     )
 
     # The mappings CUSTOMER depends on ran first, in the same job, and coupled what customers refer to.
-    first_jobs = SyncJob.objects.exclude(table_mapping=customer).order_by("pk")
+    first_jobs = SyncJob.objects.exclude(table_mapping=customer).filter(dry_run=False).order_by("pk")
     assert [j.table_mapping.name for j in first_jobs] == ["CURRENCY", "SALESPEOPLE"]
     assert all(j.coupled > 0 for j in first_jobs)
     assert (to_dataverse.direction, from_dataverse.direction) == ("to_dataverse", "from_dataverse")
