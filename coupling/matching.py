@@ -91,7 +91,7 @@ class Pairing(Generic[S, T]):
 
     pairs: dict[S, T] = field(default_factory=dict)
     ambiguous_sources: dict[S, list[T]] = field(default_factory=dict)
-    # A target record that several sources match (and nothing else): listed from its own side too.
+    # A target record whose key is shared (by several sources or several targets): listed from its own side too.
     ambiguous_targets: dict[T, list[S]] = field(default_factory=dict)
 
 
@@ -133,8 +133,12 @@ def pair_uniquely(
             elif target_ids:
                 for source_id in source_ids:
                     pairing.ambiguous_sources.setdefault(source_id, target_ids)
-                if len(source_ids) > 1 and len(target_ids) == 1:
-                    pairing.ambiguous_targets.setdefault(target_ids[0], source_ids)
+                # Every target record of a shared key is ambiguous too, seen from its side: one customer and two
+                # accounts of its name are three ambiguous records, as a run in each direction finds them. (A key
+                # unique on both sides but claimed by a rival outside the page is the rival's matter, not the target's.)
+                if len(source_ids) > 1 or len(target_ids) > 1:
+                    for target_id in target_ids:
+                        pairing.ambiguous_targets.setdefault(target_id, source_ids)
     pairing.ambiguous_sources = {i: c for i, c in pairing.ambiguous_sources.items() if i in open_sources}
     pairing.ambiguous_targets = {i: c for i, c in pairing.ambiguous_targets.items() if i in open_targets}
     return pairing

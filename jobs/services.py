@@ -15,7 +15,7 @@ from graphlib import TopologicalSorter
 import django_rq
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 from redis.exceptions import LockError, LockNotOwnedError
 
@@ -33,7 +33,7 @@ from jobs.engine.pipeline import DirectionRun, RunCancelled
 from jobs.engine.planned import PlannedCouplings
 from jobs.engine.preview import deletions_preview, empty_preview, preview_deletion_counts
 from jobs.engine.reader import SourceUnreadable
-from jobs.engine.sides import run_directions
+from jobs.engine.sides import run_directions, sides_for
 from jobs.models import COUNTER_FIELDS, SyncError, SyncJob
 from jobs.signals import sync_jobs_finished
 from jobs.uncoupling import records_uncouple
@@ -180,15 +180,100 @@ def sync_chain(*, mappings: list[TableMapping], with_dependencies: bool = False)
     return [(m, m.pk not in chosen) for m in in_order if m.pk in needed]
 
 
-def latest_preview(*, mapping: TableMapping, direction: str, kind: str) -> SyncJob | None:
-    """The last finished preview of this mapping, direction and kind (what the confirmation of a run shows)."""
-    return (
-        SyncJob.objects.filter(
-            table_mapping=mapping, direction=direction, kind=kind, dry_run=True, status=JobStatus.SUCCEEDED
-        )
-        .order_by("-finished_at")
+# A run's confirmation shows a preview made for it; the run is refused when that preview is older than this, or when
+# anything it read may have changed since (sync_previews_outdated).
+PREVIEW_VALID_MINUTES = 15
+
+
+def sync_chain_jobs(*, mappings: list[TableMapping], kind: str, with_dependencies: bool) -> list[tuple[int, str, str]]:
+    """The jobs a run of `mappings` makes, as (mapping id, direction, kind), in order (as sync_jobs_create_in_order
+    makes them: a dependency runs modified records, a mapping without enabled field mappings is left out)."""
+    chain = []
+    for mapping, is_dependency in sync_chain(mappings=mappings, with_dependencies=with_dependencies):
+        if mapping.field_mappings.filter(enabled=True).exists():
+            job_kind = JobKind.MODIFIED if is_dependency else kind
+            chain += [(mapping.pk, direction, job_kind) for direction in run_directions(mapping)]
+    return chain
+
+
+def sync_previews_start(
+    *, mappings: list[TableMapping], kind: str, with_dependencies: bool, user=None
+) -> tuple[list[SyncJob], dict[str, str]]:
+    """The previews a run's confirmation shows: the very jobs the run would make, as a dry run, queued now."""
+    return sync_enqueue_many(mappings=mappings, kind=kind, user=user, dry_run=True, with_dependencies=with_dependencies)
+
+
+def sync_previews_outdated(
+    *, preview_ids: list[int], mappings: list[TableMapping], kind: str, with_dependencies: bool, now=None
+) -> str:
+    """Why the previews a confirmation showed no longer say what a run of `mappings` would do ("" when they do).
+
+    They must be the run's own jobs, previewed, all finished and succeeded, at most PREVIEW_VALID_MINUTES old, and
+    nothing they read may have changed since they started: no run of their mappings since, no edit of the mappings,
+    and no record modified since in either system under the mappings' filters (one `$top=1` request per system and
+    mapping, as the schedules' change check).
+    """
+    now = now or timezone.now()
+    previews = list(
+        SyncJob.objects.filter(pk__in=preview_ids, dry_run=True).select_related("table_mapping").order_by("pk")
+    )
+    chain = sync_chain_jobs(mappings=mappings, kind=kind, with_dependencies=with_dependencies)
+    if len(previews) != len(set(preview_ids)) or [(p.table_mapping_id, p.direction, p.kind) for p in previews] != chain:
+        return "The preview shown is not a preview of this run (the mappings, their directions or fields changed)."
+    unfinished = [p for p in previews if p.status in ACTIVE_STATUSES]
+    if unfinished:
+        return f"The preview is not finished yet (job #{unfinished[0].pk}): wait for its counts."
+    failed = [p for p in previews if p.status != JobStatus.SUCCEEDED]
+    if failed:
+        job = failed[0]
+        status = job.get_status_display().lower()
+        return f"The preview job #{job.pk} of {job.table_mapping.name} {status}: {job.message}"
+    started = min(p.started_at for p in previews)
+    if now - started > timedelta(minutes=PREVIEW_VALID_MINUTES):
+        return f"The preview is more than {PREVIEW_VALID_MINUTES} minutes old."
+    mapping_ids = {p.table_mapping_id for p in previews}
+    edited = TableMapping.objects.filter(pk__in=mapping_ids, updated_at__gt=started).first()
+    if edited:
+        return f"{edited.name} was edited after the preview started."
+    ran = (
+        SyncJob.objects.filter(table_mapping__in=mapping_ids, dry_run=False)
+        .filter(Q(started_at__gte=started) | Q(status__in=ACTIVE_STATUSES))
+        .select_related("table_mapping")
         .first()
     )
+    if ran:
+        return f"Job #{ran.pk} of {ran.table_mapping.name} ran (or is queued) after the preview started."
+    return _changed_since_preview(previews)
+
+
+def _changed_since_preview(previews: list[SyncJob]) -> str:
+    """Whether a record the previews' mappings read was modified in either system after its preview started."""
+    try:
+        dataverse_client = open_client(Connection.objects.active(ConnectionKind.DATAVERSE))
+    except Exception as exc:
+        return f"Could not connect to check for changes since the preview: {exc}"
+    companies = CompanyClients(dataverse_client)
+    try:
+        seen = set()
+        for preview in previews:
+            mapping = preview.table_mapping
+            if mapping.pk in seen:
+                continue
+            seen.add(mapping.pk)
+            bc_client = companies.client_for(mapping, preview=True)
+            for client, (side, _) in (
+                (bc_client, sides_for(mapping, Direction.TO_DATAVERSE)),
+                (dataverse_client, sides_for(mapping, Direction.FROM_DATAVERSE)),
+            ):
+                moment = client.server_time_at(preview.started_at)
+                if client.changed_after(side.entity_set, moment, filter=side.table_filter or None):
+                    return f"{side.label} {side.entity_set} changed after the preview of {mapping.name} started."
+    except ConnectorError as exc:
+        return f"Could not check for changes since the preview: {exc}"
+    finally:
+        companies.close()
+        dataverse_client.close()
+    return ""
 
 
 def sync_jobs_enqueue(jobs: list[SyncJob]) -> None:

@@ -1,4 +1,4 @@
-"""Bulk actions ask first: what the action will do, with the counts of the last preview, and a button to run it.
+"""Bulk actions ask first: what the action will do, with a preview's counts, and a button to run it.
 
 The pattern of Django's own "delete selected": the action, posted from the list, renders this page instead of
 acting; the page posts the same action again with `confirm=yes` (and the same selection, filters and CSRF token), and
@@ -8,16 +8,18 @@ only then does it act. The admin checks the action's permission on both posts; a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
 from django.contrib.admin import helpers
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
-from django.utils import timezone
+from django.urls import reverse
 
+from jobs.choices import JobStatus
 from jobs.engine.preview import SYSTEM_LABEL, deletion_effect
-from jobs.engine.sides import run_directions
 from jobs.models import SyncJob
 from jobs.reconciliation.services import OrphanSurvivors
-from jobs.services import latest_preview, sync_chain
+from jobs.services import sync_previews_outdated, sync_previews_start
 from mappings.choices import Direction
 from mappings.models import TableMapping
 
@@ -38,6 +40,10 @@ class Confirmation:
     rows: list[list[object]]
     notes: list[str] = field(default_factory=list)
     confirm_label: str = "Yes, run it"
+    # A run's own previews, made for this page: their counts are shown live and Confirm waits for them.
+    previews: list[SyncJob] = field(default_factory=list)
+    dependency_ids: set[int] = field(default_factory=set)
+    refused: str = ""  # why the confirmed run was not run (its previews no longer held)
 
 
 def action_hidden_fields(request, action: str, queryset) -> list[tuple[str, str]]:
@@ -51,11 +57,6 @@ def action_hidden_fields(request, action: str, queryset) -> list[tuple[str, str]
     return fields + [(helpers.ACTION_CHECKBOX_NAME, pk) for pk in selected[:MAX_HIDDEN_IDS]]
 
 
-def as_action(hidden: list[tuple[str, str]], action: str) -> list[tuple[str, str]]:
-    """The same selection posted to another action (the preview of a run)."""
-    return [(name, action if name == "action" else value) for name, value in hidden]
-
-
 def render_confirmation(
     modeladmin,
     request,
@@ -63,11 +64,20 @@ def render_confirmation(
     hidden: list[tuple[str, str]],
     preview_hidden: list[tuple[str, str]] | None = None,
 ):
-    """The page that asks; `hidden` posts the same request again, confirmed; `preview_hidden` previews it instead."""
+    """The page that asks; `hidden` posts the same request again, confirmed; `preview_hidden` previews it instead.
+
+    A confirmation with previews shows them live (the fragment polls until they finish) with Confirm inside it,
+    enabled once they all succeeded; "Preview again" posts the same request unconfirmed, which previews anew."""
+    previews_html = ""
+    if confirmation.previews:
+        previews_html = previews_fragment(request, confirmation.previews, confirmation.dependency_ids)
+        preview_hidden = hidden
+        hidden = with_previews(hidden, confirmation)
     context = {
         **modeladmin.admin_site.each_context(request),
         "title": confirmation.title,
         "confirmation": confirmation,
+        "previews_html": previews_html,
         "hidden": hidden,
         "preview_hidden": preview_hidden or [],
         "form_url": request.get_full_path(),
@@ -77,64 +87,132 @@ def render_confirmation(
     return TemplateResponse(request, "admin/jobs/confirm_action.html", context)
 
 
-def sync_confirmation(mappings: list[TableMapping], *, kind: str, with_dependencies: bool, label: str) -> Confirmation:
-    """A run of these mappings: each job it makes, in order, with what the last preview of it said."""
-    rows: list[list[object]] = []
-    missing = 0
-    for mapping, is_dependency in sync_chain(mappings=mappings, with_dependencies=with_dependencies):
-        job_kind = "modified" if is_dependency else kind
-        for direction in run_directions(mapping):
-            preview = latest_preview(mapping=mapping, direction=direction, kind=job_kind)
-            # With several companies each has its own CURRENCY: the label names the company, or rows repeat alike.
-            name = mapping.label + (" (dependency, first)" if is_dependency else "")
-            rows.append([name, _direction_label(direction), *_preview_cells(preview)])
-            missing += preview is None
-    notes = []
-    if missing:
-        notes.append(
-            f"{missing} of these jobs have no preview yet: preview first to see what they would insert, update and "
-            "fail, then come back to run."
-        )
-    total_insert = sum(row[2] for row in rows if isinstance(row[2], int))
-    question = f"{label}: {len(rows)} job(s), in this order."
-    if total_insert:
-        question += f" The last previews would insert {total_insert} record(s)."
+PREVIEWS_FIELD = "previews"
+
+
+def sync_confirmation(
+    mappings: list[TableMapping], *, kind: str, with_dependencies: bool, label: str, user=None, outdated: str = ""
+) -> Confirmation:
+    """A run of these mappings: the jobs it makes, in order, each previewed now for this page (the run's own jobs as a
+    dry run). The page shows their counts as they finish; Confirm is enabled once all have, and the confirmed run is
+    refused if the previews no longer hold (jobs.services.sync_previews_outdated): then `outdated` says why, and
+    this page previews again."""
+    previews, _ = sync_previews_start(mappings=mappings, kind=kind, with_dependencies=with_dependencies, user=user)
+    chosen = {m.pk for m in mappings}
     return Confirmation(
         title=f"{label}: are you sure?",
-        question=question,
-        columns=[
-            "Mapping",
-            "Direction",
-            "Would insert",
-            "Would update",
-            "Would fail",
-            "Unchanged",
-            "Skipped",
-            "Deletions (policy)",
-            "Previewed",
-        ],
-        rows=rows,
-        notes=notes,
+        question=f"{label}: {len(previews)} job(s), in this order. Each is previewed now (nothing is written); the "
+        "run does what the previews count, and is refused if anything changes before you confirm.",
+        columns=PREVIEW_COLUMNS,
+        rows=[],
+        refused=f"Not run: {outdated} Previewed again below; confirm once its counts are in." if outdated else "",
+        previews=previews,
+        dependency_ids={p.pk for p in previews if p.table_mapping_id not in chosen},
     )
+
+
+def previews_fragment(request, previews: list[SyncJob], dependency_ids: set[int]) -> str:
+    """The previews' table and the Confirm button (of the page's confirm form), polled while any preview runs."""
+    finished = [p for p in previews if p.status not in (JobStatus.QUEUED, JobStatus.RUNNING)]
+    failed = [p for p in finished if p.status != JobStatus.SUCCEEDED]
+    query = urlencode(
+        {"ids": ",".join(str(p.pk) for p in previews), "dependencies": ",".join(str(i) for i in dependency_ids)}
+    )
+    context = {
+        "columns": PREVIEW_COLUMNS,
+        "rows": preview_rows(previews, dependency_ids),
+        "done": len(finished),
+        "total": len(previews),
+        "failed": failed,
+        "ready": len(finished) == len(previews) and not failed,
+        "poll_url": reverse("admin:jobs_syncjob_previews") + "?" + query,
+    }
+    return render_to_string("admin/jobs/confirm_previews.html", context, request=request)
+
+
+def ask_before_sync(
+    modeladmin,
+    request,
+    mappings: list[TableMapping],
+    *,
+    kind: str,
+    with_dependencies: bool,
+    label: str,
+    hidden,
+    notes: list[str] | None = None,
+):
+    """The confirmation page of a run of `mappings`, previewed for it; None when the post is confirmed and its
+    previews still hold, so the caller runs it (the same jobs as the previews)."""
+    outdated = ""
+    if confirmed(request):
+        outdated = sync_previews_outdated(
+            preview_ids=posted_previews(request), mappings=mappings, kind=kind, with_dependencies=with_dependencies
+        )
+        if not outdated:
+            return None
+    confirmation = sync_confirmation(
+        mappings, kind=kind, with_dependencies=with_dependencies, label=label, user=request.user, outdated=outdated
+    )
+    confirmation.notes += notes or []
+    return render_confirmation(modeladmin, request, confirmation, hidden)
+
+
+def posted_previews(request) -> list[int]:
+    """The preview jobs a confirmation page showed, as its confirmed post carries them."""
+    value = request.POST.get(PREVIEWS_FIELD, "")
+    return [int(i) for i in value.split(",") if i.isdigit()]
+
+
+def with_previews(hidden: list[tuple[str, str]], confirmation: Confirmation) -> list[tuple[str, str]]:
+    """The confirmed post's fields, naming the previews the page showed (the run checks they still hold)."""
+    return [*hidden, (PREVIEWS_FIELD, ",".join(str(p.pk) for p in confirmation.previews))]
+
+
+PREVIEW_COLUMNS = [
+    "Mapping",
+    "Direction",
+    "Would insert",
+    "Would update",
+    "Would fail",
+    "Unchanged",
+    "Skipped",
+    "Would couple",
+    "Deletions (policy)",
+    "Preview",
+]
+
+
+def preview_rows(previews: list[SyncJob], dependency_ids: set[int]) -> list[list[object]]:
+    """One row per preview job: what it counts so far (final once finished), and where it stands."""
+    rows = []
+    for preview in previews:
+        # With several companies each has its own CURRENCY: the label names the company, or rows repeat alike.
+        name = preview.table_mapping.label + (" (dependency, first)" if preview.pk in dependency_ids else "")
+        rows.append([name, _direction_label(preview.direction), *_preview_cells(preview)])
+    return rows
 
 
 def _direction_label(direction: str) -> str:
     return str(Direction(direction).label)
 
 
-def _preview_cells(preview: SyncJob | None) -> list[object]:
-    if preview is None:
-        return ["?", "?", "?", "?", "?", "?", "no preview yet"]
-    counts = preview.preview.get("counts", {})
-    when = timezone.localtime(preview.finished_at).strftime("%Y-%m-%d %H:%M %Z") if preview.finished_at else ""
+def _preview_cells(preview: SyncJob) -> list[object]:
+    if preview.status == JobStatus.QUEUED:
+        return ["…"] * 7 + [f"job #{preview.pk}: queued"]
+    counts = (preview.preview or {}).get("counts", {})
+    if preview.status == JobStatus.RUNNING:
+        state = f"job #{preview.pk}: running, {preview.records_read} record(s) read"
+    else:
+        state = f"job #{preview.pk}: {preview.get_status_display().lower()}"
     return [
         counts.get("insert", 0),
         counts.get("update", 0),
         counts.get("fail", 0) + counts.get("conflicts", 0),
         counts.get("unchanged", 0),
         counts.get("skip", 0),
-        _deletions_cell(preview.preview.get("deletions")),
-        f"job #{preview.pk}, {when}",
+        (preview.preview or {}).get("coupled", 0),
+        _deletions_cell((preview.preview or {}).get("deletions")),
+        state,
     ]
 
 

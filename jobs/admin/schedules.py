@@ -12,7 +12,7 @@ from django.template.response import TemplateResponse
 
 from connectors.choices import ConnectionKind
 from connectors.types import ConnectorError
-from jobs.admin.confirm import action_hidden_fields, confirmed, render_confirmation, sync_confirmation
+from jobs.admin.confirm import action_hidden_fields, ask_before_sync
 from jobs.choices import JobKind
 from jobs.models import Schedule, ScheduleState, SubscriptionStatus, WebhookSubscription
 from jobs.permissions import RunSyncPermissionMixin
@@ -104,22 +104,25 @@ class ScheduleAdmin(RunSyncPermissionMixin, admin.ModelAdmin):
 
     @admin.action(description="Run the selected schedules now", permissions=["run_sync"])
     def run_now(self, request: HttpRequest, queryset: QuerySet[Schedule]):
-        if not confirmed(request):
-            # A run writes in bulk: say first which jobs it makes, with the last previews' counts (a schedule runs
-            # its mapping's modified records, without its dependencies, as at each interval).
-            startable = queryset.filter(enabled=True).exclude(state=ScheduleState.RUNNING)
-            confirmation = sync_confirmation(
-                [schedule.table_mapping for schedule in startable.select_related("table_mapping")],
-                kind=JobKind.MODIFIED,
-                with_dependencies=False,
-                label="Run the schedules now",
-            )
-            left_alone = queryset.count() - startable.count()
-            if left_alone:
-                confirmation.notes.append(
-                    f"{left_alone} selected schedule(s) are paused or running already: they are left alone."
-                )
-            return render_confirmation(self, request, confirmation, action_hidden_fields(request, "run_now", queryset))
+        # A run writes in bulk: say first which jobs it makes, previewed now (a schedule runs its mapping's modified
+        # records, without its dependencies, as at each interval), and run only while that preview holds.
+        startable = queryset.filter(enabled=True).exclude(state=ScheduleState.RUNNING)
+        mappings = [schedule.table_mapping for schedule in startable.select_related("table_mapping")]
+        left_alone = queryset.count() - startable.count()
+        asking = ask_before_sync(
+            self,
+            request,
+            mappings,
+            kind=JobKind.MODIFIED,
+            with_dependencies=False,
+            label="Run the schedules now",
+            hidden=action_hidden_fields(request, "run_now", queryset),
+            notes=[f"{left_alone} selected schedule(s) are paused or running already: they are left alone."]
+            if left_alone
+            else [],
+        )
+        if asking is not None:
+            return asking
         count = schedule_services.schedules_run_now(schedules=queryset, user=request.user)
         self.message_user(request, f"{count} run(s) started (paused and running schedules are left alone).")
         return None

@@ -16,6 +16,7 @@ from jobs.admin.confirm import (
     action_hidden_fields,
     confirmed,
     held_deletions_confirmation,
+    previews_fragment,
     render_confirmation,
 )
 from jobs.admin.links import job_errors_links, requester_html
@@ -45,6 +46,8 @@ def _count_column(counter: str, preview_keys: tuple[str, ...]):
             return getattr(obj, counter)
         counts = (obj.preview or {}).get("counts", {})
         would = sum(counts.get(key, 0) for key in preview_keys)
+        if counter == "coupled":  # pairs matched: no outcome of their own, kept beside the counts
+            would = (obj.preview or {}).get("coupled", 0)
         # A preview writes nothing: its columns say what it would do, marked so.
         return format_html('<span class="would" title="a preview: would be {}">({})</span>', counter, would)
 
@@ -175,6 +178,7 @@ class SyncJobAdmin(CappedCountAdminMixin, RunSyncPermissionMixin, admin.ModelAdm
                 name="jobs_syncjob_progress",
             ),
             path("<int:pk>/cancel/", self.admin_site.admin_view(self.cancel_view), name="jobs_syncjob_cancel"),
+            path("previews/", self.admin_site.admin_view(self.previews_view), name="jobs_syncjob_previews"),
             *super().get_urls(),
         ]
 
@@ -199,6 +203,17 @@ class SyncJobAdmin(CappedCountAdminMixin, RunSyncPermissionMixin, admin.ModelAdm
             return HttpResponse(status=403)
         job = get_object_or_404(SyncJob, pk=pk)
         return HttpResponse(self.progress_html(request, job))
+
+    def previews_view(self, request):
+        """The fragment a run's confirmation polls while the previews made for it run (`?ids=` the preview jobs, in
+        order; `dependencies=` those run as dependencies): their counts so far, and Confirm once all succeeded."""
+        if not self.has_view_permission(request):
+            return HttpResponse(status=403)
+        ids = [int(i) for i in request.GET.get("ids", "").split(",") if i.isdigit()]
+        dependencies = {int(i) for i in request.GET.get("dependencies", "").split(",") if i.isdigit()}
+        by_pk = SyncJob.objects.filter(pk__in=ids, dry_run=True).select_related("table_mapping__company").in_bulk()
+        previews = [by_pk[i] for i in ids if i in by_pk]
+        return HttpResponse(previews_fragment(request, previews, dependencies))
 
     def cancel_view(self, request, pk):
         """The job page's Cancel button (POST only): first a page that says what stopping now leaves behind, then,

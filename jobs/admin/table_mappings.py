@@ -19,13 +19,7 @@ from connectors.choices import ConnectionKind
 from connectors.clients import open_client
 from connectors.models import Connection
 from coupling.models import Coupling
-from jobs.admin.confirm import (
-    action_hidden_fields,
-    as_action,
-    confirmed,
-    render_confirmation,
-    sync_confirmation,
-)
+from jobs.admin.confirm import action_hidden_fields, ask_before_sync
 from jobs.admin.links import job_links, mapping_couplings_url, mapping_errors_url, mapping_jobs_url
 from jobs.choices import JobKind
 from jobs.models import SyncError, SyncJob
@@ -34,17 +28,27 @@ from jobs.review import COUPLE_FIRST, FULL_SYNC, full_sync_review
 from jobs.services import mappings_in_dependency_order, sync_enqueue_all, sync_enqueue_many
 
 
-def _enqueue_for_each(modeladmin, request, queryset, *, kind, dry_run=False, label, action="", preview_action=""):
+def _enqueue_for_each(modeladmin, request, queryset, *, kind, dry_run=False, label, action=""):
     # Modified records run after the mappings they depend on, as Business Central's full synchronization orders
     # them; all selected mappings go in one RQ job, each dependency once.
     with_dependencies = kind == JobKind.MODIFIED
-    if not dry_run and not confirmed(request):
-        # A run writes in bulk: first say what it will do, with the last previews' counts, and run after a confirm.
-        confirmation = sync_confirmation(list(queryset), kind=kind, with_dependencies=with_dependencies, label=label)
-        hidden = action_hidden_fields(request, action, queryset)
-        return render_confirmation(modeladmin, request, confirmation, hidden, as_action(hidden, preview_action))
+    mappings = list(queryset)
+    if not dry_run:
+        # A run writes in bulk: first preview exactly its jobs, show their counts, and run after a confirm, only
+        # while that preview still holds (else say why and preview again).
+        asking = ask_before_sync(
+            modeladmin,
+            request,
+            mappings,
+            kind=kind,
+            with_dependencies=with_dependencies,
+            label=label,
+            hidden=action_hidden_fields(request, action, queryset),
+        )
+        if asking is not None:
+            return asking
     started, refused = sync_enqueue_many(
-        mappings=list(queryset),
+        mappings=mappings,
         kind=kind,
         user=request.user,
         dry_run=dry_run,
@@ -68,7 +72,6 @@ def synchronize_modified_records(modeladmin, request, queryset):
         kind=JobKind.MODIFIED,
         label="Synchronization",
         action="synchronize_modified_records",
-        preview_action="preview_modified_records",
     )
 
 
@@ -86,7 +89,6 @@ def run_full_synchronization(modeladmin, request, queryset):
         kind=JobKind.FULL,
         label="Full synchronization",
         action="run_full_synchronization",
-        preview_action="preview_full_synchronization",
     )
 
 
@@ -159,11 +161,18 @@ class TableMappingSyncMixin(RunSyncPermissionMixin):
         if request.method != "POST" or not self.has_run_sync_permission(request):
             raise PermissionDenied
         preview = "preview" in request.POST
-        if not preview and not confirmed(request):
-            confirmation = sync_confirmation(
-                mappings_in_dependency_order(), kind=JobKind.MODIFIED, with_dependencies=False, label="Synchronize all"
+        if not preview:
+            asking = ask_before_sync(
+                self,
+                request,
+                mappings_in_dependency_order(),
+                kind=JobKind.MODIFIED,
+                with_dependencies=False,
+                label="Synchronize all",
+                hidden=[],
             )
-            return render_confirmation(self, request, confirmation, [], [("preview", "1")])
+            if asking is not None:
+                return asking
         jobs = sync_enqueue_all(kind=JobKind.MODIFIED, user=request.user, dry_run=preview)
         self.message_user(
             request, format_html("Queued for all mappings, in dependency order: {}.", job_links(jobs)), messages.SUCCESS
@@ -189,17 +198,24 @@ class TableMappingSyncMixin(RunSyncPermissionMixin):
                 self.message_user(request, "Check the mappings to synchronize.", messages.WARNING)
                 return redirect("admin:mappings_tablemapping_full_sync_review")
             preview = "preview" in request.POST
-            if not preview and not confirmed(request):
+            if not preview:
                 chosen = [
                     m
                     for m in mappings_in_dependency_order()
                     if m.name in names and (company is None or m.company_id == company.pk)
                 ]
-                confirmation = sync_confirmation(
-                    chosen, kind=JobKind.FULL, with_dependencies=False, label="Full synchronization"
-                )
                 hidden = [("mapping", name) for name in names] + ([("company", str(company.pk))] if company else [])
-                return render_confirmation(self, request, confirmation, hidden, [*hidden, ("preview", "1")])
+                asking = ask_before_sync(
+                    self,
+                    request,
+                    chosen,
+                    kind=JobKind.FULL,
+                    with_dependencies=False,
+                    label="Full synchronization",
+                    hidden=hidden,
+                )
+                if asking is not None:
+                    return asking
             jobs = sync_enqueue_all(kind=JobKind.FULL, user=request.user, names=names, dry_run=preview, company=company)
             what = "Preview of a full synchronization" if preview else "Full synchronization"
             self.message_user(request, f"{what} queued: {len(jobs)} sync job(s), in dependency order.")

@@ -22,6 +22,7 @@ from coupling.models import AmbiguousMatch, Coupling
 from coupling.services import ambiguous_matches_settle
 from jobs.choices import ErrorClass
 from jobs.engine.coupling_rows import insert_couplings
+from jobs.engine.planned import PlannedCouplings, PlannedPair
 from jobs.engine.planner import Action, Plan
 from jobs.engine.reader import SourceUnreadable
 from jobs.engine.sides import Row, Side
@@ -52,8 +53,12 @@ class SyncMatcher:
         target_client: RemoteClient,
         source_select: list[str],
         target_select: list[str],
+        planned: PlannedCouplings | None = None,
     ) -> None:
         self.job = job
+        # A preview: the couplings its chain (and its own earlier pages) would have made by now, which the real run
+        # has saved by then, so they take records out of matching as saved couplings do.
+        self.planned = planned
         self.mapping: TableMapping = job.table_mapping
         self.source, self.target = source, target
         self.groups = groups
@@ -81,6 +86,18 @@ class SyncMatcher:
         if not any(match_key(row, group, self.source.kind) for row in rows for group in self.groups):
             return PageMatches()  # nothing to search for
         candidates = self._uncoupled_targets(rows)
+        rivals = self._rivals(rows, set(sources))
+        if self.planned is not None:
+            page = {str(i).lower() for i in sources}
+            # A target the preview would have coupled to another record is taken (one coupled to a record of this
+            # page is its pair, read back in the reverse direction); a rival it would have coupled claims nothing.
+            candidates = {
+                target_id: row
+                for target_id, row in candidates.items()
+                if (pair := self._planned_pair(self.target, target_id)) is None
+                or str(self._pair_id(pair, self.source)).lower() in page
+            }
+            rivals = [row for row in rivals if self._planned_pair(self.source, self.source.row_id(row)) is None]
         if not candidates:
             return PageMatches()
         pairing = pair_uniquely(
@@ -89,7 +106,7 @@ class SyncMatcher:
             self.source.kind,
             candidates,
             self.target.kind,
-            rivals=self._rivals(rows, set(sources)),
+            rivals=rivals,
         )
         ambiguous = {
             source_id: [candidates[t] for t in target_ids]
@@ -117,6 +134,21 @@ class SyncMatcher:
                 self.settle_ambiguous(couplings)
                 SyncJob.objects.filter(pk=self.job.pk).update(coupled=F("coupled") + len(couplings))
         return result
+
+    def newly_coupled(self, matches: PageMatches) -> int:
+        """A preview: how many of the page's matches the run would couple, which is all of them but those the
+        chain's earlier previews would have coupled already (the reverse direction reads them back coupled)."""
+        return sum(1 for source_id in matches.coupled if self._planned_pair(self.source, source_id) is None)
+
+    def _planned_pair(self, side: Side, record_id) -> PlannedPair | None:
+        if self.planned is None:
+            return None
+        find = self.planned.by_dataverse_id if side.is_dataverse else self.planned.by_bc_id
+        return find(self.mapping.pk, record_id)
+
+    @staticmethod
+    def _pair_id(pair: PlannedPair, side: Side):
+        return pair.dataverse_id if side.is_dataverse else pair.bc_id
 
     def settle_ambiguous(self, couplings: list[Coupling]) -> None:
         """Take records coupled now off the ambiguous matches (in the caller's transaction)."""
@@ -209,5 +241,7 @@ class SyncMatcher:
             entries,
             update_conflicts=True,
             unique_fields=["table_mapping", "side", "record_id"],
-            update_fields=["record_name", "candidates", "job_id"],
+            # The job that first listed a record keeps it: a match-based coupling job's page counts the records
+            # it found ambiguous "still listed" while they are, whichever run finds them again.
+            update_fields=["record_name", "candidates"],
         )

@@ -102,6 +102,7 @@ class DirectionRun:
             target_client=target_client,
             source_select=source_select,
             target_select=target_select,
+            planned=self.planned if job.dry_run else None,
         )
         self.reader = SourceReader(
             job,
@@ -206,6 +207,9 @@ class DirectionRun:
             plans.append(plan_record(ctx, row, known, counterpart, self.lookups))
         if self.job.dry_run:
             tally_preview(self.preview, self.source, plans)
+            # As the run counts them: pairs coupled by matching (besides their outcome), and the ambiguous (failed).
+            self.preview["coupled"] = self.preview.get("coupled", 0) + self.matcher.newly_coupled(matches)
+            self.preview["ambiguous"] = self.preview.get("ambiguous", 0) + len(matches.ambiguous)
             self._plan_couplings(plans, matches.coupled)
             # Counts with the records read, page by page: the page shows them while it runs, and a preview that
             # is cancelled or stops still adds up.

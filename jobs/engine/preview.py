@@ -16,7 +16,9 @@ PREVIEW_SAMPLE_SIZE = 50
 
 
 def empty_preview() -> dict[str, Any]:
-    return {"counts": {}, "sample": [], "merged": {"records": 0, "fields": 0}}
+    # "coupled": records the run would couple by matching (an outcome besides their insert/update/unchanged, as the
+    # run's `coupled` counter); "ambiguous": those whose match is shared, counted among "fail" too.
+    return {"counts": {}, "sample": [], "merged": {"records": 0, "fields": 0}, "coupled": 0, "ambiguous": 0}
 
 
 def tally_preview(preview: dict[str, Any], source: Side, plans: list[Plan]) -> None:

@@ -83,6 +83,7 @@ def test_match_based_coupling_then_couple_an_ambiguous_match_from_its_candidates
     )
     # A second Dataverse account with the name of a shared customer makes that customer's match ambiguous.
     twin = shared[0]
+    twin_customer = next(row["id"] for row in rows(bc, "customers", "blocked eq ' '") if row["displayName"] == twin)
     sandbox_testing.create_as_another_user("dataverse", "accounts", name=twin, customertypecode=3)
 
     page.goto(f"/admin/mappings/tablemapping/{customer.pk}/change/")
@@ -101,13 +102,17 @@ def test_match_based_coupling_then_couple_an_ambiguous_match_from_its_candidates
     assert job.status == JobStatus.PARTLY_FAILED, job.message  # the ambiguous record counts as failed
     assert job.coupled == len(shared) - 1  # every shared name but the twin's
     page.goto(f"/admin/mappings/tablemapping/{customer.pk}/match-coupling/")
-    ambiguous_row = page.locator("#ambiguous + table tr", has_text=twin)
+    # The customer and both accounts of its name are ambiguous (three records, each listed); the customer's row
+    # offers its two candidates.
+    assert AmbiguousMatch.objects.filter(table_mapping=customer).count() == 3 == job.failed
+    ambiguous_row = page.locator(f"#ambiguous + table tr#record-{twin_customer}")
     expect(ambiguous_row.locator("button")).to_have_count(2)
     page.shot("match-2-ambiguous")
 
     ambiguous_row.locator("button").first.click()
     expect(page.locator("ul.messagelist")).to_contain_text(f"Coupled {twin} with {twin}")
-    assert not AmbiguousMatch.objects.filter(table_mapping=customer).exists()
+    # The pair leaves the list; the other account stays, its one candidate coupled now (as the other of two twins).
+    assert [m.side for m in AmbiguousMatch.objects.filter(table_mapping=customer)] == ["dataverse"]
     assert Coupling.objects.filter(table_mapping=customer, bc_name=twin).count() == 1
     assert Coupling.objects.filter(table_mapping=customer).count() == len(shared)
 

@@ -8,6 +8,7 @@ Screenshots go to BROWSER_SCREENSHOTS (named h13pages-<step>.png) when it is set
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from jobs.models import SyncJob
 from syncadmin.management.demo import demo_customer_mapping_open
@@ -73,6 +74,9 @@ def run_action(page, mapping_name: str, action_label: str, rq_worker):
     page.wait_for_load_state("networkidle")
     if page.locator("#changelist").count() == 0:  # a bulk write shows what it will do first, then asks
         check(page, f"confirm-{mapping_name.lower()}")
+        if page.locator(".confirm-previews").count():  # a run is previewed for its page first: Confirm waits for it
+            rq_worker()
+            expect(page.locator("input.bulk-confirm-button")).to_be_enabled()
         page.get_by_role("button", name=re.compile("confirm|yes|run|synchroni|start", re.I)).first.click()
     rq_worker()
 

@@ -1,5 +1,5 @@
-"""Preview, confirm, run, job page: the walk an administrator takes, at 1,366 x 768, comparing what each page says
-with what the run did."""
+"""Confirm (with the run previewed for the page), run, job page: the walk an administrator takes, at 1,366 x 768,
+comparing what each page says with what the run did."""
 
 import re
 
@@ -38,22 +38,23 @@ def test_preview_confirm_run_and_the_job_page_agree(
     customer.sync_only_coupled = False
     customer.save()
 
-    # One click no longer runs: it asks, and offers a preview first.
+    # One click no longer runs: it asks, previewing the run's own jobs for this page; Confirm waits for them.
     choose_action(page, customer, "synchronize_modified_records")
     expect(page.locator("p.bulk-question")).to_contain_text("4 job(s), in this order")
-    page.screenshot(path=str(screenshot_dir / "flow-1-confirm-without-preview.png"), full_page=True)
-    assert not SyncJob.objects.exists()
-    page.click("form.bulk-preview input[type=submit]")
-    expect(page.locator("ul.messagelist")).to_contain_text("Preview queued")
-    rq_worker()
+    confirm = page.locator("input.bulk-confirm-button")
+    expect(confirm).to_be_disabled()
+    expect(page.locator("p.previews-running")).to_contain_text("0 of 4 job(s) finished")
+    page.screenshot(path=str(screenshot_dir / "flow-1-confirm-previewing.png"), full_page=True)
+    assert not SyncJob.objects.filter(dry_run=False).exists()
+    rq_worker()  # the worker runs the previews; the page polls and fills in their counts
     preview = SyncJob.objects.get(dry_run=True, table_mapping=customer, direction="to_dataverse")
     would_insert = preview.preview["counts"]["insert"]
-
-    choose_action(page, customer, "synchronize_modified_records")
+    expect(confirm).to_be_enabled()
     customer_row = page.locator("table.bulk-rows tbody tr").nth(2)
     expect(customer_row.locator("td").nth(2)).to_have_text(str(would_insert))
-    page.screenshot(path=str(screenshot_dir / "flow-2-confirm-with-preview.png"), full_page=True)
-    page.click("form.bulk-confirm input[type=submit]")
+    expect(customer_row.locator("td").last).to_have_text(f"job #{preview.pk}: succeeded")
+    page.screenshot(path=str(screenshot_dir / "flow-2-confirm-previewed.png"), full_page=True)
+    confirm.click()
     expect(page.locator("ul.messagelist")).to_contain_text("Synchronization queued")
     rq_worker()
 

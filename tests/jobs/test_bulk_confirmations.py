@@ -3,8 +3,10 @@ page's own form posts it again confirmed (Django's delete_selected pattern): not
 """
 
 import re
+from html import unescape
 
 import pytest
+from django.db.models import F
 from django.test import Client
 from django.urls import reverse
 
@@ -14,6 +16,7 @@ from jobs.choices import JobKind, JobStatus
 from jobs.models import SyncError, SyncJob
 from jobs.services import sync_jobs_run
 from mappings.models import TableMapping
+from tests.previewing import run_previews
 
 pytestmark = [pytest.mark.django_db(databases=["default", "sandbox"])]
 
@@ -41,57 +44,144 @@ def run_queued():
     sync_jobs_run(job_ids=list(SyncJob.objects.filter(status=JobStatus.QUEUED).values_list("pk", flat=True)))
 
 
-def test_synchronize_modified_records_asks_first_with_the_previews_counts_then_does_what_they_said(
+def poll_url(html: str) -> str:
+    return unescape(re.search(r'class="confirm-previews" data-poll-url="([^"]+)"', html).group(1))
+
+
+def confirm_button(html: str) -> str:
+    """The Confirm button the previews' fragment holds ("" when it shows none)."""
+    found = re.search(r'<input type="submit" form="bulk-confirm-form"[^>]*>', html)
+    return found.group(0) if found else ""
+
+
+# A preview's count key -> the run's counter it foretells (a failure and a conflict are both a failed record).
+FORETOLD = {"insert": "inserted", "update": "modified", "unchanged": "unchanged", "skip": "skipped"}
+
+
+def test_synchronize_modified_records_previews_its_own_jobs_and_confirm_runs_what_they_counted(
     admin_client, sandbox_connections, django_capture_on_commit_callbacks
 ):
+    """The page that asks starts the run's own jobs as a preview, shows them as they run, and offers Confirm only when
+    all have finished; the run then does what their counts said, in the jobs' counters and in the other system."""
+    from tests.jobs.test_preview_chain import all_rows
+
+    _, dataverse = sandbox_connections
     customer = TableMapping.objects.get(name="CUSTOMER")
     customer.sync_only_coupled = False
     customer.save()
+    accounts_before = len(all_rows(dataverse, "accounts"))
     action = {"action": "synchronize_modified_records", "_selected_action": [customer.pk]}
 
-    asked = admin_client.post(reverse(MAPPINGS), action)
+    with django_capture_on_commit_callbacks(execute=True):
+        asked = admin_client.post(reverse(MAPPINGS), action)
 
     html = asked.content.decode()
     assert asked.status_code == 200 and "are you sure?" in html
-    assert not SyncJob.objects.exists()  # one click created 394 records: now it creates nothing
+    assert not SyncJob.objects.filter(dry_run=False).exists()  # one click created 394 records: now it creates nothing
+    previews = list(SyncJob.objects.filter(dry_run=True).order_by("pk"))
     assert [row[:2] for row in table(html)] == [
         ["CURRENCY (dependency, first)", "To Dataverse"],
         ["SALESPEOPLE (dependency, first)", "From Dataverse"],
         ["CUSTOMER", "To Dataverse"],
         ["CUSTOMER", "From Dataverse"],
     ]
-    assert "no preview yet" in html and "csrfmiddlewaretoken" in html
+    assert [row[-1] for row in table(html)] == [f"job #{p.pk}: queued" for p in previews]
+    assert "disabled" in confirm_button(html) and "csrfmiddlewaretoken" in html
+    # Confirmed before the previews finished (a forged or hasty post): refused, nothing runs.
+    refused = admin_client.post(reverse(MAPPINGS), as_data(hidden_fields(html, "bulk-confirm"))).content.decode()
+    assert "Not run: The preview is not finished yet" in refused
+    assert not SyncJob.objects.filter(dry_run=False).exists()
+    SyncJob.objects.filter(dry_run=True, status=JobStatus.QUEUED).exclude(pk__in=[p.pk for p in previews]).delete()
 
-    # "Preview first": the page's second form posts the preview action on the same selection.
+    run_previews()
+    fragment = admin_client.get(poll_url(html)).content.decode()  # what the page shows once the previews ended
+    previews = [SyncJob.objects.get(pk=p.pk) for p in previews]
+    assert "data-poll-url" not in fragment and "disabled" not in confirm_button(fragment)
+    shown = table(fragment)
+    for preview, row in zip(previews, shown, strict=True):
+        counts = preview.preview["counts"]
+        assert row[2:7] == [
+            str(counts.get("insert", 0)),
+            str(counts.get("update", 0)),
+            str(counts.get("fail", 0) + counts.get("conflicts", 0)),
+            str(counts.get("unchanged", 0)),
+            str(counts.get("skip", 0)),
+        ]
+        assert row[7] == str(preview.preview.get("coupled", 0))
+    assert shown[2][2] != "0"  # CUSTOMER would insert
+
     with django_capture_on_commit_callbacks(execute=True):
-        admin_client.post(reverse(MAPPINGS), as_data(hidden_fields(html, "bulk-preview")))
-    assert SyncJob.objects.filter(dry_run=True).count() == 4 and not SyncJob.objects.filter(dry_run=False).exists()
+        admin_client.post(reverse(MAPPINGS), as_data(hidden_fields(html, "bulk-confirm")))
+    runs = list(SyncJob.objects.filter(dry_run=False).order_by("pk"))
+    assert [(r.table_mapping_id, r.direction, r.kind) for r in runs] == [
+        (p.table_mapping_id, p.direction, p.kind) for p in previews
+    ]
     run_queued()
-    preview = SyncJob.objects.get(dry_run=True, table_mapping=customer, direction="to_dataverse")
 
-    html = admin_client.post(reverse(MAPPINGS), action).content.decode()
-    customer_row = table(html)[2]
-    assert customer_row[2] == str(preview.preview["counts"]["insert"]) and customer_row[4] == "0"
-    assert f"job #{preview.pk}" in customer_row[-1]
+    for preview, run in zip(previews, runs, strict=True):
+        run.refresh_from_db()
+        counts = preview.preview["counts"]
+        said = {counter: counts.get(key, 0) for key, counter in FORETOLD.items()}
+        said |= {"failed": counts.get("fail", 0) + counts.get("conflicts", 0), "coupled": preview.preview["coupled"]}
+        assert said == {name: getattr(run, name) for name in said}, (run.table_mapping.name, run.direction)
+    customer_run = runs[2]
+    assert customer_run.inserted > 0 and customer_run.failed == 0
+    # What the run said is what Dataverse holds: each account it inserted is there, coupled by this run.
+    assert len(all_rows(dataverse, "accounts")) == accounts_before + customer_run.inserted
+    assert Coupling.objects.filter(table_mapping=customer, last_job_to_dataverse=customer_run.pk).count() == (
+        customer_run.inserted
+    )
 
-    confirm = as_data(hidden_fields(html, "bulk-confirm"))
-    assert confirm["confirm"] == ["yes"]
-    with django_capture_on_commit_callbacks(execute=True):
-        admin_client.post(reverse(MAPPINGS), confirm)
-    run_queued()
-    run = SyncJob.objects.get(dry_run=False, table_mapping=customer, direction="to_dataverse")
-    assert (run.inserted, run.failed) == (preview.preview["counts"]["insert"], 0)
-    assert Coupling.objects.filter(table_mapping=customer, last_job_to_dataverse=run.pk).count() == run.inserted
+
+def test_a_preview_that_no_longer_holds_is_refused_and_previewed_again(
+    admin_client, sandbox_connections, django_capture_on_commit_callbacks
+):
+    """Between the preview and Confirm a record changes in Business Central (or the preview grows old, or another run
+    of the mapping starts): the run is refused with the reason, and the page previews again."""
+    from datetime import timedelta
+
+    from sandbox import testing as sandbox
+    from tests.jobs.test_preview_chain import all_rows
+
+    bc, _ = sandbox_connections
+    currency = TableMapping.objects.get(name="CURRENCY")
+    action = {"action": "synchronize_modified_records", "_selected_action": [currency.pk]}
+
+    def ask():
+        html = admin_client.post(reverse(MAPPINGS), action).content.decode()
+        run_previews()
+        return as_data(hidden_fields(html, "bulk-confirm"))
+
+    confirm = ask()
+    sandbox.edit_as_another_user("bc", "currencies", all_rows(bc, "currencies")[0]["id"], displayName="Changed")
+    refused = admin_client.post(reverse(MAPPINGS), confirm).content.decode()
+    assert "Not run: Business Central currencies changed after the preview of CURRENCY started." in refused
+    assert not SyncJob.objects.filter(dry_run=False).exists()
+    assert "disabled" in confirm_button(refused)  # the new preview is queued: Confirm waits for it
+
+    confirm = ask()
+    SyncJob.objects.filter(dry_run=True).update(started_at=F("started_at") - timedelta(minutes=16))
+    refused = admin_client.post(reverse(MAPPINGS), confirm).content.decode()
+    assert "Not run: The preview is more than 15 minutes old." in refused
+    assert not SyncJob.objects.filter(dry_run=False).exists()
+
+    confirm = ask()
+    SyncJob.objects.create(table_mapping=currency, direction="to_dataverse")  # e.g. its schedule's run, queued
+    refused = admin_client.post(reverse(MAPPINGS), confirm).content.decode()
+    assert "ran (or is queued) after the preview started" in refused
+    assert SyncJob.objects.filter(dry_run=False).count() == 1
 
 
-def test_synchronize_all_and_full_synchronization_from_the_review_ask_first(admin_client):
+def test_synchronize_all_and_full_synchronization_from_the_review_ask_first(admin_client, sandbox_connections):
     asked = admin_client.post(reverse("admin:mappings_tablemapping_sync_all"))
     assert asked.status_code == 200 and "Synchronize all: are you sure?" in asked.content.decode()
     asked = admin_client.post(reverse("admin:mappings_tablemapping_full_sync_review"), {"mapping": ["CURRENCY"]})
     html = asked.content.decode()
     assert "Full synchronization: are you sure?" in html
     assert ("mapping", "CURRENCY") in hidden_fields(html, "bulk-confirm")
-    assert not SyncJob.objects.exists()
+    assert not SyncJob.objects.filter(dry_run=False).exists()
+    (preview,) = SyncJob.objects.filter(dry_run=True, kind=JobKind.FULL)
+    assert preview.table_mapping.name == "CURRENCY"
 
 
 def test_uncouple_many_shows_how_many_and_removes_them_only_when_confirmed(

@@ -15,7 +15,8 @@ from jobs.choices import JobStatus, RequestedVia
 from jobs.models import Reconciliation, Schedule, ScheduleState, SyncJob
 from jobs.reconciliation.services import reconciliation_couple_by_match, reconciliation_uncouple_orphans
 from mappings.models import TableMapping
-from tests.jobs.test_bulk_confirmations import as_data, hidden_fields, table
+from tests.jobs.test_bulk_confirmations import table
+from tests.previewing import as_data, hidden_fields, run_previews
 
 pytestmark = pytest.mark.django_db
 
@@ -43,7 +44,10 @@ def currency_schedule():
     return schedule
 
 
-def test_run_now_asks_first_then_queues_the_runs_which_name_the_user(admin_client, admin_user, currency_schedule):
+@pytest.mark.django_db(databases=["default", "sandbox"])
+def test_run_now_asks_first_then_queues_the_runs_which_name_the_user(
+    admin_client, admin_user, currency_schedule, sandbox_connections
+):
     paused = Schedule.objects.get(table_mapping__name="VENDOR")
     Schedule.objects.filter(pk=paused.pk).update(enabled=False)
     action = {"action": "run_now", "_selected_action": [currency_schedule.pk, paused.pk], "index": "0"}
@@ -52,16 +56,17 @@ def test_run_now_asks_first_then_queues_the_runs_which_name_the_user(admin_clien
 
     html = asked.content.decode()
     assert asked.status_code == 200 and "Run the schedules now: are you sure?" in html
-    assert not SyncJob.objects.exists()  # nothing queued before the confirm
+    assert not SyncJob.objects.filter(dry_run=False).exists()  # nothing but its preview queued before the confirm
     currency_schedule.refresh_from_db()
     assert currency_schedule.state == ScheduleState.READY and not currency_schedule.run_job_ids
     assert [row[:2] for row in table(html)] == [["CURRENCY", "To Dataverse"]]  # the paused one starts nothing
     assert "1 selected schedule(s) are paused or running already: they are left alone." in html
-    assert "no preview yet" in html
+    assert "queued" in table(html)[0][-1]
+    run_previews()
 
     admin_client.post(reverse(SCHEDULES), as_data(hidden_fields(html, "bulk-confirm")))
 
-    (job,) = SyncJob.objects.all()
+    (job,) = SyncJob.objects.filter(dry_run=False)
     currency_schedule.refresh_from_db()
     assert currency_schedule.state == ScheduleState.RUNNING and currency_schedule.run_job_ids == [job.pk]
     assert (job.table_mapping.name, job.status, job.dry_run) == ("CURRENCY", JobStatus.QUEUED, False)

@@ -28,6 +28,7 @@ from jobs.services import (
     sync_jobs_run,
 )
 from mappings.models import TableMapping
+from tests.previewing import confirm_after_preview
 
 pytestmark = pytest.mark.django_db(databases=["default", "sandbox"])
 
@@ -115,14 +116,15 @@ def test_a_sync_action_queues_a_job_per_direction_for_the_user_and_the_worker_ru
     customer_accounts = count(dataverse, "accounts", customer.integration_table_filter)
     before = sandbox_sizes(sandbox_connections)
 
+    url, data = reverse("admin:mappings_tablemapping_changelist"), {"action": action, "_selected_action": [customer.pk]}
     with django_capture_on_commit_callbacks(execute=True):
-        response = admin_client.post(
-            reverse("admin:mappings_tablemapping_changelist"),
-            {"action": action, "_selected_action": [customer.pk], "confirm": "yes"},
-            follow=True,
-        )
+        if dry_run:
+            response = admin_client.post(url, data, follow=True)
+        else:  # a run asks first, with a preview of its jobs, and runs once confirmed on that preview
+            response = confirm_after_preview(admin_client, url, data, follow=True)
+            before = sandbox_sizes(sandbox_connections)  # the preview wrote nothing
 
-    jobs = list(SyncJob.objects.order_by("pk"))
+    jobs = list(SyncJob.objects.filter(dry_run=dry_run, status=JobStatus.QUEUED).order_by("pk"))
     # A modified-records run brings the mappings CUSTOMER depends on first; a full synchronization is CUSTOMER alone.
     first = [("CURRENCY", "to_dataverse"), ("SALESPEOPLE", "from_dataverse")] if kind == JobKind.MODIFIED else []
     assert runs(jobs) == [*first, ("CUSTOMER", "to_dataverse"), ("CUSTOMER", "from_dataverse")]
@@ -157,23 +159,24 @@ def test_synchronizing_several_mappings_runs_each_shared_dependency_once_before_
     vendor = TableMapping.objects.get(name="VENDOR")  # depends on CURRENCY and SALESPEOPLE too, as CUSTOMER does
 
     with django_capture_on_commit_callbacks(execute=True):
-        admin_client.post(
+        confirm_after_preview(
+            admin_client,
             reverse("admin:mappings_tablemapping_changelist"),
-            {"action": "synchronize_modified_records", "_selected_action": [vendor.pk, customer.pk], "confirm": "yes"},
+            {"action": "synchronize_modified_records", "_selected_action": [vendor.pk, customer.pk]},
         )
 
-    jobs = list(SyncJob.objects.order_by("pk"))
+    jobs = list(SyncJob.objects.filter(dry_run=False).order_by("pk"))
     names = [job.table_mapping.name for job in jobs]
     assert names.count("CURRENCY") == 1 and names.count("SALESPEOPLE") == 1
     assert names.index("CURRENCY") < names.index("CUSTOMER") and names.index("SALESPEOPLE") < names.index("VENDOR")
-    assert len({job.rq_job_id for job in jobs}) == 1 and queued_rq_job_ids() == {jobs[0].rq_job_id}
+    assert len({job.rq_job_id for job in jobs}) == 1 and jobs[0].rq_job_id in queued_rq_job_ids()
 
 
 # -- The run-sync permission -------------------------------------------------------------------------------------------
 
 
 def test_without_the_run_sync_permission_a_mapping_editor_can_neither_start_nor_cancel_syncs_and_with_it_can(
-    client, django_user_model, django_capture_on_commit_callbacks
+    client, django_user_model, django_capture_on_commit_callbacks, sandbox_connections
 ):
     user = user_with(
         django_user_model, "mappings.view_tablemapping", "mappings.change_tablemapping", "jobs.view_syncjob"
@@ -198,10 +201,6 @@ def test_without_the_run_sync_permission_a_mapping_editor_can_neither_start_nor_
 
     assert action_choices(client) >= SYNC_ACTIONS
     assert client.get(review_url).status_code == 200
-    with django_capture_on_commit_callbacks(execute=True):
-        assert client.post(sync_all_url, {"confirm": "yes"}).status_code == 302
-    started = SyncJob.objects.exclude(pk=queued.pk)
-    assert started.exists() and {job.requested_by for job in started} == {user}
     # The action asks first (what stays written), and cancels once confirmed there.
     asked = client.post(reverse("admin:jobs_syncjob_changelist"), cancel).content.decode()
     assert "Cancel 1 job(s): are you sure?" in asked and "never starts" in asked
@@ -211,6 +210,10 @@ def test_without_the_run_sync_permission_a_mapping_editor_can_neither_start_nor_
     assert "Asked 1 job(s) to stop." in response.content.decode()
     queued.refresh_from_db()
     assert (queued.status, queued.cancel_requested) == (JobStatus.CANCELLED, True)
+    with django_capture_on_commit_callbacks(execute=True):  # (a run still queued would have refused the preview)
+        assert confirm_after_preview(client, sync_all_url, {}).status_code == 302
+    started = SyncJob.objects.exclude(pk=queued.pk).filter(dry_run=False)
+    assert started.exists() and {job.requested_by for job in started} == {user}
 
 
 # -- Full synchronization review ---------------------------------------------------------------------------------------
@@ -306,18 +309,18 @@ def test_the_full_sync_review_has_nothing_to_synchronize_once_every_record_is_co
 
 
 def test_running_the_reviewed_mappings_queues_full_synchronizations_in_dependency_order(
-    admin_client, admin_user, django_capture_on_commit_callbacks
+    admin_client, admin_user, django_capture_on_commit_callbacks, sandbox_connections
 ):
     chosen = ["CONTACT", "CUSTOMER", "CURRENCY"]  # not in dependency order
 
     with django_capture_on_commit_callbacks(execute=True):
-        response = admin_client.post(
-            reverse("admin:mappings_tablemapping_full_sync_review"), {"mapping": chosen, "confirm": "yes"}, follow=True
+        response = confirm_after_preview(
+            admin_client, reverse("admin:mappings_tablemapping_full_sync_review"), {"mapping": chosen}, follow=True
         )
 
     assert response.redirect_chain[-1][0] == reverse("admin:jobs_syncjob_changelist")
     assert "Full synchronization queued: 5 sync job(s), in dependency order." in response.content.decode()
-    jobs = list(SyncJob.objects.order_by("pk"))
+    jobs = list(SyncJob.objects.filter(dry_run=False).order_by("pk"))
     in_order = [mapping.name for mapping in mappings_in_dependency_order() if mapping.name in chosen]
     assert list(dict.fromkeys(name for name, _ in runs(jobs))) == in_order
     assert runs(jobs) == [
@@ -331,7 +334,7 @@ def test_running_the_reviewed_mappings_queues_full_synchronizations_in_dependenc
         (JobKind.FULL, False, admin_user, JobStatus.QUEUED)
     }
     # One RQ job runs them in turn, so a mapping never starts before the ones it depends on have finished.
-    assert {job.rq_job_id for job in jobs} == queued_rq_job_ids() and len(queued_rq_job_ids()) == 1
+    assert len({job.rq_job_id for job in jobs}) == 1 and jobs[0].rq_job_id in queued_rq_job_ids()
 
 
 def test_previewing_the_reviewed_mappings_queues_dry_run_full_synchronizations_that_write_nothing(
@@ -424,7 +427,7 @@ def test_the_full_sync_review_without_connections_says_why_it_cannot_count(admin
 
 
 def test_synchronize_all_refuses_a_get_and_queues_modified_records_of_every_mapping_with_fields_in_dependency_order(
-    admin_client, admin_user, django_capture_on_commit_callbacks
+    admin_client, admin_user, django_capture_on_commit_callbacks, sandbox_connections
 ):
     TableMapping.objects.get(name="VENDOR").field_mappings.update(enabled=False)  # nothing to synchronize
     url = reverse("admin:mappings_tablemapping_sync_all")
@@ -433,12 +436,12 @@ def test_synchronize_all_refuses_a_get_and_queues_modified_records_of_every_mapp
     assert not SyncJob.objects.exists()
 
     with django_capture_on_commit_callbacks(execute=True):
-        response = admin_client.post(url, {"confirm": "yes"}, follow=True)
+        response = confirm_after_preview(admin_client, url, {}, follow=True)
 
     assert response.redirect_chain[-1][0] == reverse("admin:jobs_syncjob_changelist")
     page = response.content.decode()
     assert "Queued for all mappings, in dependency order: " in page
-    jobs = list(SyncJob.objects.order_by("pk"))
+    jobs = list(SyncJob.objects.filter(dry_run=False).order_by("pk"))
     assert len(jobs) == 6
     for job in jobs:  # the message links to every job it queued
         assert (
@@ -454,7 +457,7 @@ def test_synchronize_all_refuses_a_get_and_queues_modified_records_of_every_mapp
         ("CONTACT", "from_dataverse"),
     ]
     assert {(job.kind, job.dry_run, job.requested_by) for job in jobs} == {(JobKind.MODIFIED, False, admin_user)}
-    assert {job.rq_job_id for job in jobs} == queued_rq_job_ids() and len(queued_rq_job_ids()) == 1
+    assert len({job.rq_job_id for job in jobs}) == 1 and jobs[0].rq_job_id in queued_rq_job_ids()
 
 
 def test_synchronize_all_as_a_preview_runs_every_mapping_and_writes_nothing(

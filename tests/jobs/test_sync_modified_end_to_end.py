@@ -9,6 +9,7 @@ from coupling.models import Coupling
 from jobs.choices import JobStatus
 from jobs.models import SyncJob
 from mappings.models import TableMapping
+from tests.previewing import confirm_after_preview
 
 pytestmark = pytest.mark.django_db(databases=["default", "sandbox"])
 
@@ -20,15 +21,16 @@ def all_rows(connection, entity_set, filter=None):
 
 def run_modified_sync_from_admin(admin_client, mapping, django_capture_on_commit_callbacks, rq_worker):
     with django_capture_on_commit_callbacks(execute=True):
-        response = admin_client.post(
+        response = confirm_after_preview(
+            admin_client,
             reverse("admin:mappings_tablemapping_changelist"),
-            {"action": "synchronize_modified_records", "_selected_action": [mapping.pk], "confirm": "yes"},
+            {"action": "synchronize_modified_records", "_selected_action": [mapping.pk]},
             follow=True,
         )
     assert response.status_code == 200
     assert "Synchronization queued" in response.content.decode()
     rq_worker()
-    return list(SyncJob.objects.filter(table_mapping=mapping).order_by("-pk")[:2])[::-1]
+    return list(SyncJob.objects.filter(table_mapping=mapping, dry_run=False).order_by("-pk")[:2])[::-1]
 
 
 def test_synchronize_modified_records_creates_and_couples_then_updates_both_ways(
@@ -46,7 +48,7 @@ def test_synchronize_modified_records_creates_and_couples_then_updates_both_ways
     )
 
     # The mappings CUSTOMER depends on ran first, in the same job, and coupled what customers refer to.
-    first_jobs = SyncJob.objects.exclude(table_mapping=customer).order_by("pk")
+    first_jobs = SyncJob.objects.exclude(table_mapping=customer).filter(dry_run=False).order_by("pk")
     assert [j.table_mapping.name for j in first_jobs] == ["CURRENCY", "SALESPEOPLE"]
     assert all(j.coupled > 0 for j in first_jobs)
     assert (to_dataverse.direction, from_dataverse.direction) == ("to_dataverse", "from_dataverse")

@@ -13,6 +13,7 @@ from django.utils import timezone
 from jobs.models import Schedule, ScheduleState, SyncJob
 from mappings.models import TableMapping
 from tests.permissions.conftest import csrf_client
+from tests.previewing import as_data, hidden_fields, run_previews
 
 pytestmark = pytest.mark.django_db
 
@@ -108,16 +109,18 @@ def test_changing_without_run_sync_may_pause_but_not_resume_nor_edit(as_user, sc
     assert "Save" not in client.get(url).content.decode()  # the page is read-only
 
 
-def test_run_sync_without_change_may_run_now_but_not_pause(as_user, schedule):
+@pytest.mark.django_db(databases=["default", "sandbox"])
+def test_run_sync_without_change_may_run_now_but_not_pause(as_user, schedule, sandbox_connections):
     client = as_user("runner")
 
     before = _state(schedule)
     _act(client, "pause", schedule)
     assert _state(schedule) == before
 
-    _act(client, "run_now", schedule)  # asks first: nothing starts
-    assert _state(schedule) == before and not SyncJob.objects.exists()
-    _act(client, "run_now", schedule, confirm="yes")
+    asked = _act(client, "run_now", schedule)  # asks first, previewing the run: nothing starts
+    assert _state(schedule) == before and not SyncJob.objects.filter(dry_run=False).exists()
+    run_previews()
+    client.post(reverse(CHANGELIST), as_data(hidden_fields(asked.content.decode(), "bulk-confirm")))
     assert _state(schedule)[1] == ScheduleState.RUNNING
     assert SyncJob.objects.filter(table_mapping=schedule.table_mapping).exists()
 

@@ -128,6 +128,7 @@ URLS: dict[str, Rule] = {
     # Jobs, errors, schedules, subscriptions
     **model_pages("jobs.syncjob", add=NOBODY, change=NOBODY),
     "admin:jobs_syncjob_progress": Rule(perms("jobs.view_syncjob"), perms("jobs.view_syncjob"), "nothing"),
+    "admin:jobs_syncjob_previews": Rule(perms("jobs.view_syncjob"), perms("jobs.view_syncjob"), "nothing"),
     "admin:jobs_syncjob_cancel": Rule(NOBODY, perms("jobs.view_syncjob", RUN_SYNC), "asks the job to stop"),
     **model_pages("jobs.syncerror", add=NOBODY, change=NOBODY),
     **model_pages("jobs.reconciliation", add=NOBODY, change=NOBODY),
