@@ -329,11 +329,24 @@ class Bench:
         memory = PeakMemory()
         gc.collect()
         memory.reset()
+        load_before = os.getloadavg()[0]
         started = time.perf_counter()
         with db_connection.execute_wrapper(counter):
             extra = work()
         elapsed = time.perf_counter() - started
-        return {"label": label, "seconds": elapsed, "queries": counter.count, "peak_mb": memory.peak_mb(), **extra}
+        result = {
+            "label": label,
+            "seconds": elapsed,
+            "queries": counter.count,
+            "peak_mb": memory.peak_mb(),
+            # The machine may be shared: the 1-minute load average before and after says how far to trust the rate.
+            "load": (load_before, os.getloadavg()[0]),
+            **extra,
+        }
+        # Each figure as soon as it is measured: a 1,000,000-record run takes most of an hour, and one stopped before
+        # the end still leaves what it measured.
+        self.say_result(result)
+        return result
 
     def _customer_mapping(self, direction="to_dataverse"):
         from mappings.models import TableMapping
@@ -652,6 +665,19 @@ class Bench:
         base = results[0]["rate"] or 1
         self.say("  " + "   ".join(f"{r['workers']} worker(s): {r['rate']:,.0f} rec/s ({r['rate'] / base:.2f}x)"
                                    for r in results))  # fmt: skip
+
+    def say_result(self, result):
+        rate = result["records"] / result["seconds"] if result["seconds"] else 0
+        per_record = result["requests"] / result["records"] if result["records"] else 0
+        line = (
+            f"  -> {result['label']}: {result['records']:,} records in {result['seconds']:.2f} s, {rate:,.0f} rec/s, "
+            f"{per_record:.4f} requests/record, {result['queries'] / result['pages']:.1f} queries/page, "
+            f"peak {result['peak_mb']:.1f} MB, load {result['load'][0]:.1f} -> {result['load'][1]:.1f}"
+        )
+        if result.get("peaks_along_mb"):
+            along = ", ".join(f"{mb:.0f}" for mb in result["peaks_along_mb"])
+            line += f"; peak so far at 10/25/50/75/100% of pages: {along} MB"
+        self.say(line)
 
     def report(self, results):
         self.say("")
