@@ -259,7 +259,9 @@ class Bench:
             stderr=subprocess.DEVNULL,
         )
         try:
-            for _ in range(100):
+            for _ in range(600):  # up to a minute: on a machine shared with other work, starting Django takes seconds
+                if process.poll() is not None:
+                    raise RuntimeError(f"The sandbox server exited with code {process.returncode}.")
                 try:
                     socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
                     break
