@@ -5,6 +5,8 @@ import uuid
 
 import pytest
 
+from tests.sandbox.conftest import DV_ROOT
+
 pytestmark = pytest.mark.django_db(databases=["default", "sandbox"])
 
 ACCOUNT = "Microsoft.Dynamics.CRM.account"
@@ -234,3 +236,36 @@ def test_choice_values_of_a_bulk_write_are_checked_without_a_query_each(dv, seed
     response = dv.post("accounts/Microsoft.Dynamics.CRM.UpsertMultiple", json={"Targets": unknown})
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "0x8004431a"
+
+
+def test_a_batch_looks_up_its_caller_and_the_alternate_keys_once(dv, seeded):
+    """The parts of a `$batch` share the lookups that hold for the whole request: 100 updates in one batch made 200
+    such queries, a sixth of the sandbox's work for an incremental run."""
+    from django.db import connections
+
+    from connectors.multipart import BatchPart, encode_batch
+    from sandbox.models import AppClient, Setting
+
+    accounts = dv.get("accounts", params={"$top": 10}).json()["value"]
+    parts = [
+        BatchPart(
+            "PATCH",
+            f"{DV_ROOT}accounts({account['accountid']})",
+            {"If-Match": account["@odata.etag"], "Prefer": "return=representation"},
+            {"name": f"Batched {i}"},
+        )
+        for i, account in enumerate(accounts)
+    ]
+    content_type, body = encode_batch(parts)
+    statements = []
+
+    def record(execute, sql, params, many, context):
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    with connections["sandbox"].execute_wrapper(record):
+        response = dv.post("$batch", content=body, headers={"Content-Type": content_type})
+    assert response.status_code == 200
+    assert count_named(dv, "Batched") == len(accounts) == 10
+    assert sum(AppClient._meta.db_table in sql for sql in statements) == 1
+    assert sum(Setting._meta.db_table in sql for sql in statements) <= 2  # the request's settings, the keys once
