@@ -339,7 +339,7 @@ def _coerce(table: schema.Table, column: schema.Column, value):
     if kind in ("integer", "choice"):
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad_request(f"Cannot convert the literal '{value}' to the expected type 'Edm.Int32'.")
-        if kind == "choice" and value not in option_sets.options(table, column):
+        if kind == "choice" and not option_sets.is_option(table, column, value):
             raise _validation(
                 f"A validation error occurred. The value {value} of '{name}' on record of type "
                 f"'{table.logical_name}' is outside the valid range.",

@@ -5,6 +5,8 @@ import uuid
 
 import pytest
 
+from tests.sandbox.conftest import DV_ROOT
+
 pytestmark = pytest.mark.django_db(databases=["default", "sandbox"])
 
 ACCOUNT = "Microsoft.Dynamics.CRM.account"
@@ -203,3 +205,67 @@ def test_upsert_multiple_handles_the_same_new_row_twice(dv, seeded):
     assert (row["name"], row["telephone1"]) == ("First write", "555-0101")
     duplicate = [{"@odata.type": ACCOUNT, "accountid": new_id, "name": "Again"}]
     assert dv.post("accounts/Microsoft.Dynamics.CRM.CreateMultiple", json={"Targets": duplicate}).status_code == 412
+
+
+def test_choice_values_of_a_bulk_write_are_checked_without_a_query_each(dv, seeded):
+    """A standard option is checked against the schema; only a value outside it is looked up among the options added
+    with InsertOptionValue. A query per choice value of every record took more than half of a bulk insert's time."""
+    from django.db import connections
+
+    from sandbox.models import DvOptionValue
+
+    targets = [
+        {"@odata.type": ACCOUNT, "accountid": str(uuid.uuid4()), "name": f"Typed {i}", "customertypecode": 3}
+        for i in range(20)
+    ]
+    statements = []  # an execute wrapper, not CaptureQueriesContext: each request resets Django's query log
+
+    def record(execute, sql, params, many, context):
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    with connections["sandbox"].execute_wrapper(record):
+        response = dv.post("accounts/Microsoft.Dynamics.CRM.UpsertMultiple", json={"Targets": targets})
+    assert response.status_code == 204
+    assert count_named(dv, "Typed") == 20
+    assert statements, "the sandbox's queries were not seen"
+    assert [sql for sql in statements if DvOptionValue._meta.db_table in sql] == []
+
+    # A value that is neither a standard option nor an appended one is still refused.
+    unknown = [{"@odata.type": ACCOUNT, "accountid": str(uuid.uuid4()), "name": "Typed x", "customertypecode": 4242}]
+    response = dv.post("accounts/Microsoft.Dynamics.CRM.UpsertMultiple", json={"Targets": unknown})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "0x8004431a"
+
+
+def test_a_batch_looks_up_its_caller_and_the_alternate_keys_once(dv, seeded):
+    """The parts of a `$batch` share the lookups that hold for the whole request: 100 updates in one batch made 200
+    such queries, a sixth of the sandbox's work for an incremental run."""
+    from django.db import connections
+
+    from connectors.multipart import BatchPart, encode_batch
+    from sandbox.models import AppClient, Setting
+
+    accounts = dv.get("accounts", params={"$top": 10}).json()["value"]
+    parts = [
+        BatchPart(
+            "PATCH",
+            f"{DV_ROOT}accounts({account['accountid']})",
+            {"If-Match": account["@odata.etag"], "Prefer": "return=representation"},
+            {"name": f"Batched {i}"},
+        )
+        for i, account in enumerate(accounts)
+    ]
+    content_type, body = encode_batch(parts)
+    statements = []
+
+    def record(execute, sql, params, many, context):
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    with connections["sandbox"].execute_wrapper(record):
+        response = dv.post("$batch", content=body, headers={"Content-Type": content_type})
+    assert response.status_code == 200
+    assert count_named(dv, "Batched") == len(accounts) == 10
+    assert sum(AppClient._meta.db_table in sql for sql in statements) == 1
+    assert sum(Setting._meta.db_table in sql for sql in statements) <= 2  # the request's settings, the keys once

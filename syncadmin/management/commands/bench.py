@@ -41,10 +41,17 @@ from cryptography.fernet import Fernet
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django.db import connection as db_connection
+from django.db import transaction
 
 from syncadmin.management.scratch import is_scratch_child, rerun_in_scratch_folder
 
 BENCH_ENV = "SYNCADMIN_BENCH_CHILD"
+SEED_BASE = 100_000  # customers made by the seeder; more are copies of them under new ids and numbers
+# A random version-4 UUID as text, in SQLite's SQL.
+SQL_UUID4 = (
+    "lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' || substr(hex(randomblob(2)), 2) || '-' "
+    "|| substr('89ab', 1 + abs(random()) % 4, 1) || substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6)))"
+)
 # What D writes for each customer: the same twelve account columns A's CUSTOMER mapping writes, so that the floor is
 # the same work for the services without the engine (with four of them, the floor was a lighter load than A's).
 FLOOR_COLUMNS = {
@@ -63,6 +70,23 @@ FLOOR_COLUMNS = {
 FLOOR_FIELDS = ["id", *FLOOR_COLUMNS]
 
 
+def _insert_select(connection, model, expressions: dict[str, str], source: str, params=()) -> None:
+    """INSERT INTO model's table SELECT ... FROM `source`: the given SQL for some columns, every other column its
+    field's default."""
+    quote = connection.ops.quote_name
+    columns, values, defaults = [], [], []
+    for field in model._meta.concrete_fields:
+        columns.append(quote(field.column))
+        if field.column in expressions:
+            values.append(expressions[field.column])
+        else:
+            values.append("%s")
+            defaults.append(field.get_db_prep_save(field.get_default(), connection))
+    sql = f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(columns)}) SELECT {', '.join(values)} {source}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*defaults, *params])
+
+
 class Command(BaseCommand):
     help = "Measure records per second, HTTP requests per record, queries per page and peak memory of the engine."
 
@@ -71,6 +95,13 @@ class Command(BaseCommand):
         parser.add_argument("--small", type=int, default=10_000, help="Records of the smaller A, for the memory check.")
         parser.add_argument("--c-records", type=int, default=1_000, help="Records for C (one request per record).")
         parser.add_argument("--skip", default="", help="Scenarios to skip, e.g. 'C'.")
+        parser.add_argument(
+            "--b-coupled",
+            type=int,
+            default=0,
+            help="Run only B, among this many records coupled by bulk SQL instead of by A (B at 1,000,000 without the "
+            "hour A takes to get there on a shared machine).",
+        )
         parser.add_argument(
             "--costs",
             nargs="?",
@@ -102,6 +133,7 @@ class Command(BaseCommand):
             small=options["small"],
             c_records=options["c_records"],
             skip=options["skip"].upper(),
+            b_coupled=options["b_coupled"],
             profile=(
                 replace(costs.PROFILES[options["costs"]], time_scale=options["time_scale"])
                 if options["costs"] is not None
@@ -183,6 +215,7 @@ class Bench:
         small: int,
         c_records: int,
         skip: str,
+        b_coupled: int = 0,
         profile=None,
         e_records: int = 100_000,
         f_records: int = 10_000,
@@ -196,6 +229,8 @@ class Bench:
         self.small = small
         self.c_records = c_records
         self.skip = skip
+        self.b_coupled = b_coupled
+        self.sandbox_pid = None
         self.profile = profile
         self.e_records = e_records
         self.f_records = f_records
@@ -219,6 +254,11 @@ class Bench:
                 self.run_costed()
                 return
             results = {}
+            if self.b_coupled:
+                self.seed_coupled(self.b_coupled)
+                results["B"] = self.scenario_incremental()
+                self.report(results)
+                return
             # The small A runs first, while the process is fresh: memory freed by a larger scenario stays with the
             # process, so running it later would hide any growth from the small run to the large one.
             if "A" not in self.skip:
@@ -258,8 +298,11 @@ class Bench:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        self.sandbox_pid = process.pid
         try:
-            for _ in range(100):
+            for _ in range(600):  # up to a minute: on a machine shared with other work, starting Django takes seconds
+                if process.poll() is not None:
+                    raise RuntimeError(f"The sandbox server exited with code {process.returncode}.")
                 try:
                     socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
                     break
@@ -314,26 +357,150 @@ class Bench:
         from mappings.models import TableMapping
 
         # Seeded by another process: the memory the seeding takes would otherwise stay with this one and be counted.
+        # Beyond SEED_BASE customers the seeder's output is copied in SQL (the seeder takes minutes per 100,000 on a
+        # busy machine, the copy seconds).
         subprocess.run(  # noqa: S603
-            [sys.executable, "manage.py", "sandbox_seed", f"--customers={customers}", f"--accounts={accounts}"]
-            + ["--shared=0", "--reset"],
+            [sys.executable, "manage.py", "sandbox_seed", f"--customers={min(customers, SEED_BASE)}"]
+            + [f"--accounts={accounts}", "--shared=0", "--reset"],
             check=True,
             stdout=subprocess.DEVNULL,
         )
+        if customers > SEED_BASE:
+            self._copy_customers(customers, SEED_BASE)
         Coupling.objects.all().delete()
         SyncJob.objects.all().delete()
         TableMapping.objects.filter(name="CUSTOMER").update(bc_watermark=None, dataverse_watermark=None)
+
+    def _copy_customers(self, records: int, base: int) -> None:
+        """Fill the customers up to `records` with copies of the first `base` under new ids and numbers (the scratch
+        folder's SQLite only)."""
+        from django.db import connections
+
+        from sandbox import rows, schema
+        from sandbox.models import row_model
+
+        customer = row_model(schema.table("bc", "customers"))
+        sandbox_db = connections[rows.DB]
+        customers = sandbox_db.ops.quote_name(customer._meta.db_table)
+        copied = {f.column: sandbox_db.ops.quote_name(f.column) for f in customer._meta.concrete_fields}
+        with transaction.atomic(using=rows.DB):
+            for copy in range(1, -(-records // base)):
+                _insert_select(
+                    sandbox_db,
+                    customer,
+                    {**copied, "rid": SQL_UUID4, "number": f"'R' || printf('%08d', {copy * base} + rowid)"},
+                    f"FROM {customers} WHERE rowid <= %s",
+                    [min(base, records - copy * base)],
+                )
+
+    def seed_coupled(self, records: int) -> None:
+        """`records` customers, as many accounts and a coupling for each pair, as A would leave them, written with
+        INSERT ... SELECT in the scratch SQLite databases: A takes most of an hour to couple 1,000,000 records on
+        a shared 2-core machine, this a few minutes. Each account takes its customer's values and an id derived
+        from its id ('b' for its first digit)."""
+        from django.db import connections
+        from django.utils import timezone
+
+        from coupling.models import Coupling
+        from mappings.models import TableMapping
+        from sandbox import rows, schema
+        from sandbox.models import row_model
+
+        self.say(f"seeding {records:,} coupled records in bulk ...")
+        started = time.perf_counter()
+        self.reset_data(records)
+        customer = row_model(schema.table("bc", "customers"))
+        account = row_model(schema.table("dataverse", "accounts"))
+        sandbox_db = connections[rows.DB]
+        customers = sandbox_db.ops.quote_name(customer._meta.db_table)
+        with transaction.atomic(using=rows.DB):
+            first_version = rows.next_versions(records)
+            _insert_select(
+                sandbox_db,
+                account,
+                {
+                    "rid": "'b' || substr(rid, 2)",
+                    "created_at": "substr(modified_at, 1, 19) || '.000Z'",
+                    "modified_at": "substr(modified_at, 1, 19) || '.000Z'",
+                    "version": f"{first_version} + rowid - 1",
+                    "name": '"displayName"',
+                    "telephone1": '"phoneNumber"',
+                    "emailaddress1": "email",
+                    "websiteurl": "website",
+                    "address1_line1": '"addressLine1"',
+                    "address1_city": "city",
+                    "address1_stateorprovince": "state",
+                    "address1_postalcode": '"postalCode"',
+                    "address1_country": "country",
+                    "creditlimit": '"creditLimit"',
+                    "customertypecode": "3",
+                    "statecode": "0",
+                    "statuscode": "1",
+                },
+                f"FROM {customers}",
+            )
+        mapping = self._customer_mapping()
+        now = timezone.now()
+        stamp = db_connection.ops.adapt_datetimefield_value(now)
+        with db_connection.cursor() as cursor:
+            cursor.execute("ATTACH DATABASE %s AS sandbox_rows", [str(sandbox_db.settings_dict["NAME"])])
+        try:
+            with transaction.atomic():
+                _insert_select(
+                    db_connection,
+                    Coupling,
+                    {
+                        "table_mapping_id": str(mapping.pk),
+                        "bc_id": "replace(rid, '-', '')",  # Django keeps a UUID as 32 hex digits in SQLite
+                        "dataverse_id": "replace('b' || substr(rid, 2), '-', '')",
+                        "bc_name": '"displayName"',
+                        "dataverse_name": '"displayName"',
+                        "bc_modified_on": "replace(substr(modified_at, 1, 23), 'T', ' ')",
+                        "dataverse_modified_on": "replace(substr(modified_at, 1, 19), 'T', ' ')",
+                        "bc_etag": "'W/\"' || etag || '\"'",
+                        "dataverse_etag": f"'W/\"' || ({first_version} + rowid - 1) || '\"'",
+                        "last_result_to_dataverse": "'success'",
+                        "created_at": f"'{stamp}'",
+                        "updated_at": f"'{stamp}'",
+                    },
+                    f"FROM sandbox_rows.{customers}",
+                )
+        finally:
+            with db_connection.cursor() as cursor:
+                cursor.execute("DETACH DATABASE sandbox_rows")
+        # As A leaves it: the watermark at the run's start, the coupled ids just checked for deletions.
+        TableMapping.objects.filter(pk=mapping.pk).update(bc_watermark=now, bc_deletions_checked_at=now)
+        coupled = Coupling.objects.filter(table_mapping=mapping).count()
+        self.say(f"seeded {coupled:,} coupled records in {time.perf_counter() - started:.0f} s")
 
     def measure(self, label, work):
         counter = QueryCounter()
         memory = PeakMemory()
         gc.collect()
         memory.reset()
+        load_before = os.getloadavg()[0]
+        cpu_before = self.cpu_seconds()
         started = time.perf_counter()
         with db_connection.execute_wrapper(counter):
             extra = work()
         elapsed = time.perf_counter() - started
-        return {"label": label, "seconds": elapsed, "queries": counter.count, "peak_mb": memory.peak_mb(), **extra}
+        cpu_after = self.cpu_seconds()
+        result = {
+            "label": label,
+            "seconds": elapsed,
+            "queries": counter.count,
+            "peak_mb": memory.peak_mb(),
+            # The machine may be shared: the 1-minute load average before and after says how far to trust the rate.
+            "load": (load_before, os.getloadavg()[0]),
+            # CPU seconds of the engine's process and of the sandbox's: on a busy machine the wall time stretches by
+            # the share of the cores the two get, their CPU time much less (their sum bounds the idle wall time).
+            "cpu": tuple(after - before for before, after in zip(cpu_before, cpu_after, strict=True)),
+            **extra,
+        }
+        # Each figure as soon as it is measured: a 1,000,000-record run takes most of an hour, and one stopped before
+        # the end still leaves what it measured.
+        self.say_result(result)
+        return result
 
     def _customer_mapping(self, direction="to_dataverse"):
         from mappings.models import TableMapping
@@ -652,6 +819,30 @@ class Bench:
         base = results[0]["rate"] or 1
         self.say("  " + "   ".join(f"{r['workers']} worker(s): {r['rate']:,.0f} rec/s ({r['rate'] / base:.2f}x)"
                                    for r in results))  # fmt: skip
+
+    def cpu_seconds(self) -> tuple[float, float]:
+        """CPU seconds (user and system) so far of this process and of the sandbox's (0 where /proc is missing)."""
+        own = os.times()
+        sandbox = 0.0
+        with suppress(OSError, AttributeError, IndexError, ValueError):
+            with open(f"/proc/{self.sandbox_pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            sandbox = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+        return own.user + own.system, sandbox
+
+    def say_result(self, result):
+        rate = result["records"] / result["seconds"] if result["seconds"] else 0
+        per_record = result["requests"] / result["records"] if result["records"] else 0
+        line = (
+            f"  -> {result['label']}: {result['records']:,} records in {result['seconds']:.2f} s, {rate:,.0f} rec/s, "
+            f"{per_record:.4f} requests/record, {result['queries'] / result['pages']:.1f} queries/page, "
+            f"peak {result['peak_mb']:.1f} MB, load {result['load'][0]:.1f} -> {result['load'][1]:.1f}, "
+            f"CPU s engine {result['cpu'][0]:.2f} + sandbox {result['cpu'][1]:.2f}"
+        )
+        if result.get("peaks_along_mb"):
+            along = ", ".join(f"{mb:.0f}" for mb in result["peaks_along_mb"])
+            line += f"; peak so far at 10/25/50/75/100% of pages: {along} MB"
+        self.say(line)
 
     def report(self, results):
         self.say("")
