@@ -267,14 +267,16 @@ class Bench:
             stderr=subprocess.DEVNULL,
         )
         try:
-            for _ in range(100):
+            # A minute: on a busy machine (a shared 2-core one under a test suite) Django alone takes 10 s to start.
+            deadline = time.monotonic() + 60
+            while True:
                 try:
                     socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
                     break
                 except OSError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError("The sandbox server did not start.") from None
                     time.sleep(0.1)
-            else:
-                raise RuntimeError("The sandbox server did not start.")
             yield
         finally:
             process.terminate()
