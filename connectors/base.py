@@ -6,7 +6,8 @@ import itertools
 import logging
 import re
 import threading
-from collections import Counter
+import time
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -73,6 +74,9 @@ class ODataClient:
             max_connections=max(2, connection.max_concurrency + 2),
         )
         self._counts_lock = threading.Lock()
+        self._read_timeout = float(connection.timeout_seconds or 60)
+        # Per kind of request: how long answers take, for the timeout of idempotent requests (resilience).
+        self._response_times: defaultdict[str, resilience.ResponseTimes] = defaultdict(resilience.ResponseTimes)
         self.throttle_wait_seconds = 0.0  # slept because the service throttled us (429), all threads together
         self.dop_hint: int | None = None  # the latest `x-ms-dop-hint` the service sent
         self.answered = False  # an API answer came: the service had its say on the parallelism, if it has one
@@ -218,10 +222,13 @@ class ODataClient:
         if idempotent is None:
             idempotent = method in ("GET", "HEAD", "OPTIONS")
 
-        def send(identity: Identity | None) -> httpx.Response:
+        def send(identity: Identity | None, timeout: float | None = None) -> httpx.Response:
             auth = identity.auth if identity is not None else self.auth
+            extra: dict[str, Any] = {}
+            if timeout is not None:  # an idempotent request cut short sooner than the connection's timeout
+                extra["timeout"] = httpx.Timeout(self._read_timeout, connect=self.http.timeout.connect, read=timeout)
             return self.http.request(
-                method, full_url, params=params, headers=merged, json=json, content=content, auth=auth
+                method, full_url, params=params, headers=merged, json=json, content=content, auth=auth, **extra
             )
 
         return self._with_retries(send, kind, idempotent=idempotent, url=full_url)
@@ -231,7 +238,9 @@ class ODataClient:
     ) -> httpx.Response:
         """Send with retries. An API request (`url` set) holds a slot of the connection and one of the app
         registration whose turn it is; a token request holds none, as it runs inside an API request's slot.
-        A retry waits outside any slot, so a throttled or failing request does not stall the others."""
+        A retry waits outside any slot, so a throttled or failing request does not stall the others; an idempotent
+        request that hangs is cut short once it took far longer than its kind's answers do (resilience.ResponseTimes)
+        and sent again, so it holds its slot for seconds rather than the connection's whole timeout."""
         policy = self.retry_policy
         waited = 0.0
         number = 0
@@ -239,17 +248,27 @@ class ODataClient:
             number += 1
             self.count_request(kind)
             identity = self._next_identity() if url is not None else None
+            times = self._response_times[kind] if url is not None and idempotent else None
+            started = 0.0
             try:
                 with ExitStack() as slots:
                     if identity is not None:
                         slots.enter_context(self.throttle.slot())
                         slots.enter_context(identity.throttle.slot())
-                        attempt = Attempt(response=send(identity))
+                        started = time.monotonic()
+                        timeout = times.timeout(number, self._read_timeout) if times is not None else None
+                        attempt = Attempt(response=send(identity, timeout) if timeout else send(identity))
                     else:
                         attempt = Attempt(response=send())
             except httpx.HTTPError as exc:
                 attempt = Attempt(exception=exc)
             response = attempt.response
+            if times is not None and response is not None and response.status_code < 400:
+                times.note(time.monotonic() - started)
+            if url is not None and kind == "write" and isinstance(attempt.exception, resilience.TOO_SLOW_EXCEPTIONS):
+                self.throttle.on_too_slow()  # later writes carry fewer records
+                if identity is not None:
+                    identity.throttle.on_too_slow()
             if response is not None and url is not None:
                 self.answered = True
                 self._note_dop_hint(response)

@@ -1,4 +1,5 @@
-"""Retries with exponential backoff and jitter, and a throttle that shrinks concurrency and batch size under 429s.
+"""Retries with exponential backoff and jitter, and a throttle that lowers the concurrency under 429s and the batch
+size when a request's size is what failed (a timeout).
 
 What is retried: 429, 502, 503, 504, timeouts and dropped connections, honouring `Retry-After`, within a bounded
 total wait. A write is retried only when it cannot have been applied twice: the request never left (connect
@@ -12,6 +13,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +28,8 @@ RETRYABLE_STATUSES = {429, 502, 503, 504}
 NOT_PROCESSED_STATUSES = {429, 503}
 # Exceptions raised before the request reached the server.
 NOT_SENT_EXCEPTIONS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# No answer in time after the request was sent: its size (the records it carries) may be the cause.
+TOO_SLOW_EXCEPTIONS = (httpx.ReadTimeout, httpx.WriteTimeout)
 RETRYABLE_EXCEPTIONS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 
 
@@ -64,9 +68,12 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
 class Throttle:
     """Additive-increase / multiplicative-decrease limits for concurrency and batch size.
 
-    Every 429 halves both; every `grow_after` successful calls adds one back (batch size: a tenth of the maximum),
-    never above the connection's configured values, nor above the ceiling the service sets (Dataverse's
-    `x-ms-dop-hint`, Business Central's 5 requests per user).
+    A 429 halves the concurrency only: the services throttle the number of requests and their combined time, which
+    smaller batches do not lower (more requests of the same records), so shrinking them would only cost requests.
+    A timeout halves the batch size, where the size of the request is the likely cause. Every `grow_after`
+    successful calls adds one back to each (batch size: a tenth of the maximum), never above the connection's
+    configured values, nor above the ceiling the service sets (Dataverse's `x-ms-dop-hint`, Business Central's 5
+    requests per user).
     """
 
     def __init__(self, *, max_concurrency: int, max_batch_size: int, min_batch_size: int = 10, grow_after: int = 20):
@@ -82,8 +89,14 @@ class Throttle:
         self._condition = threading.Condition()
 
     def on_throttled(self) -> None:
+        """A 429: fewer requests at once; the batches keep their size."""
         with self._condition:
             self.concurrency = max(1, self.concurrency // 2)
+            self._successes = 0
+
+    def on_too_slow(self) -> None:
+        """A request timed out: smaller batches, so each request has less to do within the timeout."""
+        with self._condition:
             self.batch_size = max(self.min_batch_size, self.batch_size // 2)
             self._successes = 0
 
@@ -122,6 +135,39 @@ class Throttle:
             with self._condition:
                 self._in_flight -= 1
                 self._condition.notify()
+
+
+class ResponseTimes:
+    """How long the recent answers of one kind of request took, for the timeout of the idempotent ones.
+
+    A request that can be sent twice at no risk (a read, an upsert by our id) need not wait the connection's whole
+    timeout (60 s by default) when its answers usually take a few seconds: it is cut short at FACTOR times the
+    slowest recent answer (never below FLOOR seconds) and sent again, so a hung request holds its slot for seconds,
+    not a minute. Each further attempt of the same call waits twice as long, and slower answers, once they come,
+    raise the bar: a service that became slow for good still gets its requests through.
+    """
+
+    FACTOR = 4.0
+    FLOOR = 5.0  # seconds
+    KEEP = 20  # answers remembered
+    NEEDED = 5  # answers seen before the timeout adapts at all
+
+    def __init__(self) -> None:
+        self._seconds: deque[float] = deque(maxlen=self.KEEP)
+        self._lock = threading.Lock()
+
+    def note(self, seconds: float) -> None:
+        with self._lock:
+            self._seconds.append(seconds)
+
+    def timeout(self, attempt: int, configured: float) -> float | None:
+        """The read timeout for the `attempt`-th try (1-based), or None to keep the connection's own."""
+        with self._lock:
+            if len(self._seconds) < self.NEEDED:
+                return None
+            slowest = max(self._seconds)
+        seconds = max(self.FLOOR, self.FACTOR * slowest) * 2 ** (attempt - 1)
+        return seconds if seconds < configured else None
 
 
 @dataclass

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import django_rq
 from django.conf import settings
@@ -116,25 +118,30 @@ def coordinate(run, job_id: int, enqueue_helpers) -> None:
     pages = SharedPages(job_id)
     pages.discard()
     helpers_started = False
+    mine: set[str] = set()  # pages this worker took whose results are not all saved yet
     try:
-        for rows in run.source_pages():
-            if not rows:
-                continue
-            pages.push(rows)
-            run.on_page()  # renew the mapping's lock and see a cancellation while only reading
-            if not helpers_started:
-                enqueue_helpers(helper_count())
-                helpers_started = True
-            # Take a page now and then, so the coordinator works as fast as it reads when it is alone.
-            if pages.redis.llen(pages.queue_key) > 2:
-                _process_one(pages, run)
-        pages.mark_reading_done()
-        while pages.outstanding():
-            if not _process_one(pages, run):
-                run.on_page()  # keep the mapping's lock alive while helpers finish their pages
-                run.check_cancelled()
-                pages.requeue_stale_claims()
-                time.sleep(POLL_SECONDS)
+        with _writing(run, pages, mine):
+            for rows in run.source_pages():
+                if not rows:
+                    continue
+                pages.push(rows)
+                run.on_page()  # renew the mapping's lock and see a cancellation while only reading
+                if not helpers_started:
+                    enqueue_helpers(helper_count())
+                    helpers_started = True
+                # Take a page now and then, so the coordinator works as fast as it reads when it is alone.
+                if pages.redis.llen(pages.queue_key) > 2:
+                    _process_one(pages, run, mine)
+            pages.mark_reading_done()
+            while pages.outstanding():
+                if not _process_one(pages, run, mine):
+                    run.settle()  # this worker's own pages in flight end and are finished
+                    if not pages.outstanding():
+                        break
+                    run.on_page()  # keep the mapping's lock alive while helpers finish their pages
+                    run.check_cancelled()
+                    pages.requeue_stale_claims()
+                    time.sleep(POLL_SECONDS)
     finally:
         pages.discard()
 
@@ -147,25 +154,41 @@ def help_with(run, job_id: int) -> int:
     pages = SharedPages(job_id)
     processed = 0
     idle_since = time.monotonic()
-    while True:
-        if _process_one(pages, run):
-            processed += 1
-            idle_since = time.monotonic()
-            continue
-        if pages.reading_done() or time.monotonic() - idle_since > IDLE_HELPER_EXIT_SECONDS:
-            return processed
-        time.sleep(POLL_SECONDS)
+    mine: set[str] = set()
+    with _writing(run, pages, mine):
+        while True:
+            if _process_one(pages, run, mine):
+                processed += 1
+                idle_since = time.monotonic()
+                continue
+            run.settle()  # nothing to take: finish this worker's pages before waiting or leaving
+            if pages.reading_done() or time.monotonic() - idle_since > IDLE_HELPER_EXIT_SECONDS:
+                return processed
+            time.sleep(POLL_SECONDS)
 
 
-def _process_one(pages: SharedPages, run) -> bool:
+@contextmanager
+def _writing(run, pages: SharedPages, mine: set[str]) -> Iterator[None]:
+    """The run's writes end and are saved on the way out; the pages taken whose results are not all saved go
+    back to the queue, for another worker."""
+    try:
+        with run.writing():
+            yield
+    finally:
+        for page_id in list(mine):
+            pages.release(page_id)
+
+
+def _process_one(pages: SharedPages, run, mine: set[str]) -> bool:
     claimed = pages.claim()
     if claimed is None:
         return False
     page_id, rows = claimed
-    try:
-        run.process_page(rows)
-    except BaseException:
-        pages.release(page_id)
-        raise
-    pages.finish(page_id)
+    mine.add(page_id)
+
+    def saved() -> None:  # called on this thread once the page's results are all saved
+        mine.discard(page_id)
+        pages.finish(page_id)
+
+    run.process_page(rows, on_saved=saved)
     return True

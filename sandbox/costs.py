@@ -136,12 +136,15 @@ def current() -> CostProfile | None:
 STATS_SETTING = "cost_stats"
 
 
-def record_outcome(service: str, outcome: str) -> None:
+def record_outcome(service: str, outcome: str, amount: int = 1) -> None:
     """Count one answer ("served", "throttled:<code>", "fault:<kind>") in the sandbox database, which the bench
-    reads from its own process. One small write per request: requests per record are few with bulk writes."""
+    reads from its own process. One small write per request: requests per record are few with bulk writes.
+
+    Also "overran" (requests whose emulation, database turn included, took longer than their service time) with
+    "overran_ms": then the emulator on this machine, not the profile, set the pace."""
     stats = dict(rows.get_setting(STATS_SETTING) or {})
     per_service = dict(stats.get(service) or {})
-    per_service[outcome] = per_service.get(outcome, 0) + 1
+    per_service[outcome] = per_service.get(outcome, 0) + amount
     stats[service] = per_service
     rows.set_setting(STATS_SETTING, stats)
 

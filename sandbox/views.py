@@ -154,6 +154,10 @@ def _serve_with_costs(
             service_time = profile.scaled(profile.service_seconds(service, meter))
             call[1] = max(service_time, work)  # the execution time the service counts against its budget
             time.sleep(max(0.0, service_time - work))
+            if work > service_time:  # the emulation itself (waiting for its database turn included) was slower
+                with _database_turn:
+                    costs.record_outcome(service, "overran")
+                    costs.record_outcome(service, "overran_ms", round((work - service_time) * 1000))
     except ApiError as err:
         if err.status in (429, 503) and not err.injected:
             _record(service, f"refused:{err.status}:{err.code}")

@@ -263,6 +263,15 @@ def _keeping_test_connections(handler):
 
     app.shared_with_other_threads = shared_with_other_threads
 
+    @contextlib.contextmanager
+    def on_the_test_connections():
+        """For a test's own code run on an engine thread (a writer thread, say) that touches the database: as a
+        request of this app does, on the test thread's connections, one at a time."""
+        with one_at_a_time, _connections_of_the_test(owner, shared):
+            yield
+
+    app.on_the_test_connections = on_the_test_connections
+
     def _serve(environ, start_response):
         signals.request_started.disconnect(close_old_connections)
         signals.request_finished.disconnect(close_old_connections)

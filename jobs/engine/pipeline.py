@@ -4,6 +4,14 @@ Per page: read changed source rows -> load their couplings (one query) -> read c
 request or batch) -> match uncoupled records -> plan each record (pure) -> write the page in bulk -> save
 couplings, errors and counters in one transaction. A preview stops after planning.
 
+The writes are pipelined across pages: a page's bulk requests are handed to the run's WritePipeline, and the next
+page is read and planned while they are in flight (jobs/engine/writer.py); their results are saved on the run's
+thread as they end. A later page never depends on an earlier page's unsaved results: before it is planned, the
+run saves every write still in flight when the page holds a record written there (the same record twice in one
+run), when it matches uncoupled records against the target (the candidates' couplings must be saved), when a
+lookup goes through this same mapping (its couplings must be saved), and when it looks for inserts an interrupted
+run may have made in Business Central. The run ends (`finish`) only once every write is saved.
+
 Each step has its module: reader, matcher, planner, writer, saver (and preview). `DirectionRun` joins them.
 """
 
@@ -12,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -38,7 +47,7 @@ from jobs.engine.values import (
     compile_rules,
     source_fields,
 )
-from jobs.engine.writer import PageWriter
+from jobs.engine.writer import PageTicket, PageWriter, WritePipeline, WriteRequest
 from jobs.models import SyncJob
 from mappings.choices import Direction
 from mappings.models import TableMapping
@@ -114,26 +123,51 @@ class DirectionRun:
             target_select=target_select,
         )
         self.writer = PageWriter(mapping, source, target, target_client=target_client, target_select=target_select)
+        self.writes = WritePipeline(target_client)
+        self._unsaved: dict[Any, int] = {}  # source id -> its writes in the pipeline, not saved yet
         self.saver = PageSaver(job, source, target, settle_ambiguous=self.matcher.settle_ambiguous)
         self.lookups = LookupResolver(
             rules, source, bc_client, dataverse_client, planned=self.planned if job.dry_run else None
         )
         self.options = OptionAppender(rules, source, target, source_client, target_client)
+        # A lookup through this very mapping (a parent account, say) resolves by couplings its earlier pages save.
+        self._looks_up_itself = any(rule.lookup.mapping_id == mapping.pk for rule in self.lookups.rules if rule.lookup)
         self.preview = empty_preview()
         self._seen: set[str] = set()  # a preview's source records read so far (lower-case ids)
         self._clients = (bc_client, dataverse_client)
         self._waited = self._throttle_wait()  # the clients may have served an earlier run
 
     def run(self) -> RunOutcome:
-        for rows in self.source_pages():
-            self.process_page(rows)
+        with self.writing():
+            for rows in self.source_pages():
+                self.process_page(rows)
         return self.finish()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Process pages inside: on the way out every write in flight ends and its results are saved.
+
+        A cancelled run writes what it had handed to the pipeline before the cancel was seen (as it wrote the page
+        it was in), then stops; a failed one starts no further request, saves those in flight, and reports its own
+        error.
+        """
+        try:
+            yield
+        except RunCancelled:
+            self.settle()
+            raise
+        except BaseException:
+            self.abandon()
+            raise
+        self.settle()
 
     def source_pages(self) -> Iterator[list[Row]]:
         """The source rows to process, a page at a time (a shared full sync hands them to several workers)."""
         return self.reader.pages()
 
     def finish(self) -> RunOutcome:
+        # The watermark moves only past a run whose every write is saved: a failure among them fails the run here.
+        self.settle()
         if self.job.dry_run:
             self._count_read_back()
         return RunOutcome(latest_modified=self.reader.watermark_limit(), preview=self.preview)
@@ -151,12 +185,19 @@ class DirectionRun:
             self.preview["read_back"] = len(written)
             SyncJob.objects.filter(pk=self.job.pk).update(progress_done=F("progress_done") + len(written))
 
-    def process_page(self, rows: list[Row]) -> None:
+    def process_page(self, rows: list[Row], on_saved: Callable[[], None] | None = None) -> None:
+        """Process one page; `on_saved` is called once its results are all saved (maybe after this returns, as
+        its writes end while later pages are processed)."""
+        on_saved = on_saved or (lambda: None)
+        self._save_ended(wait=False)  # what ended meanwhile, so that the progress shown is fresh
         self.on_page()
         if not rows:
             self.check_cancelled()
+            on_saved()
             return
         ids = [self.source.row_id(row) for row in rows]
+        if any(i in self._unsaved for i in ids):
+            self.settle()  # the same record again: plan it from its saved coupling
         couplings = self.reader.couplings(ids)
         target_rows = self.reader.counterparts(couplings.values())
         if not self._initial_prepared and any(i not in couplings or couplings[i].pending for i in ids):
@@ -164,7 +205,10 @@ class DirectionRun:
         # Before anything of the page is written (matching commits couplings): a cancel asked while the page and
         # its counterparts were read stops the run here.
         self.check_cancelled()
-        matches = self.matcher.match([row for row, i in zip(rows, ids, strict=True) if i not in couplings])
+        uncoupled = [row for row, i in zip(rows, ids, strict=True) if i not in couplings]
+        if uncoupled and self.matcher.groups:
+            self.settle()  # the candidates an earlier page is creating must show as coupled
+        matches = self.matcher.match(uncoupled)
         target_attr = self.ctx.target.coupling_attr("id")
         for source_id, (coupling, target_row) in matches.coupled.items():
             couplings[source_id] = coupling
@@ -174,6 +218,8 @@ class DirectionRun:
                 self.options.prepare(rows)
             except ConnectorError as exc:
                 raise SourceUnreadable(f"{self.ctx.target.label}: a missing option could not be added: {exc}") from exc
+        if self._looks_up_itself:
+            self.settle()
         self.lookups.prepare(rows)
         # A record coupled by matching just now takes the source's values, as after match-based coupling.
         forced_ctx = dataclasses.replace(self.ctx, force=True)
@@ -216,12 +262,82 @@ class DirectionRun:
             SyncJob.objects.filter(pk=self.job.pk).update(
                 progress_done=F("progress_done") + len(rows), preview=self.preview
             )
+            on_saved()
         else:
-            # Saved part by part as the writes end, while the others are in flight; each part's records read are
-            # counted with their outcomes, in one transaction: records read always equal their outcomes.
-            for part in self.writer.write(plans):
-                self.saver.save(part, read=len(part))
+            self._write(plans, on_saved)
+
+    def _write(self, plans: list[Plan], on_saved: Callable[[], None]) -> None:
+        """Reserve the page's inserts and hand its requests to the pipeline; return once few enough wait to start.
+
+        Saved part by part as the writes end, on this thread; each part's records read are counted with their
+        outcomes, in one transaction: records read always equal their outcomes.
+        """
+        if self.writer.looks_for_interrupted_inserts(plans):
+            self.settle()
+        unwritten, requests = self.writer.prepare(plans)
+        if unwritten:
+            self.saver.save([(plan, None) for plan in unwritten], read=len(unwritten))
+        if not requests:
+            on_saved()
             self._record_pacing()
+            return
+        ticket = PageTicket(requests=len(requests), on_saved=on_saved)
+        for part, _ in requests:
+            for plan in part:
+                source_id = self.source.row_id(plan.source_row)
+                self._unsaved[source_id] = self._unsaved.get(source_id, 0) + 1
+        self.writes.submit([WriteRequest(ticket, part, operations) for part, operations in requests])
+        # Keep one round of requests queued for the slots while the next page is read and planned, no more: the
+        # pages held in memory stay few.
+        while self.writes.waiting() > self.target_client.parallelism():
+            self._save_ended(wait=True)
+        self._record_pacing()
+
+    def _save_ended(self, *, wait: bool) -> None:
+        """Save the requests that ended (with `wait`, at least one); a request's error is raised once those in
+        flight have ended and been saved."""
+        failures: list[BaseException] = []
+        for ended in self.writes.ended(wait=wait):
+            request = ended.request
+            for plan in request.plans:
+                source_id = self.source.row_id(plan.source_row)
+                left = self._unsaved.pop(source_id, 1) - 1
+                if left:
+                    self._unsaved[source_id] = left
+            if ended.error is not None:
+                failures.append(ended.error)
+                continue
+            assert ended.results is not None
+            self.saver.save(list(zip(request.plans, ended.results, strict=True)), read=len(request.plans))
+            request.ticket.requests -= 1
+            if request.ticket.requests == 0:
+                request.ticket.on_saved()
+        if failures:
+            self.writes.stop()
+            while self.writes.outstanding():
+                with suppress(BaseException):  # the first error is the run's
+                    self._save_ended(wait=True)
+            raise failures[0]
+
+    def settle(self) -> None:
+        """Wait for every write handed to the pipeline and save its results."""
+        saved = False
+        while self.writes.outstanding():
+            self._save_ended(wait=True)
+            saved = True
+        self.writes.close()
+        if saved:
+            self._record_pacing()
+            # As between pages: keep the mapping's lock, and show the progress the last writes made.
+            self.on_page()
+
+    def abandon(self) -> None:
+        """The run stops on an error: start no further write, save those in flight (their records are written)."""
+        self.writes.stop()
+        while self.writes.outstanding():
+            with suppress(Exception):
+                self._save_ended(wait=True)
+        self.writes.close()
 
     def _throttle_wait(self) -> float:
         return sum(client.throttle_wait_seconds for client in self._clients)

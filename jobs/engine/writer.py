@@ -1,22 +1,28 @@
-"""Writing a page (docs/architecture.md "One sync", step 7): reserve the inserts, then write the page in bulk.
+"""Writing pages (docs/architecture.md "One sync", step 7): reserve the inserts, then write them in bulk.
 
 Crash safety lives here. Before anything is written, every insert holds a reserved coupling, committed on its
 own: Dataverse accepts our id, so the insert is an upsert by it and a rerun cannot create the row twice; Business
 Central chooses its own ids, so a rerun first looks for the record an interrupted run may have created.
 
-The page's writes go in bulk requests of the connection's batch size, sent in parallel up to what the target client
-allows now (its throttle's concurrency, capped by the service). Only HTTP runs on the pool's threads: the
-reservations are committed before, and the results saved after, on the run's own thread and database connection.
+A page's writes go in bulk requests of the connection's batch size. The run hands them to its `WritePipeline`,
+which sends them in parallel up to what the target client allows at each moment (its throttle's concurrency, capped
+by the service), across page boundaries: the next page's requests start as soon as a slot frees, while the run
+reads and plans the page after. Only HTTP runs on the pipeline's threads: the reservations are committed before,
+and the results saved after, on the run's own thread and database connection (DirectionRun).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import queue
+import threading
 import uuid
 from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -36,6 +42,29 @@ MAX_THREADS = 64  # above Dataverse's 52 concurrent requests per user
 RESERVATION_FIELDS = ["bc_id", "dataverse_id", "pending", "reserved_at", "bc_name", "dataverse_name"]
 
 
+@dataclass
+class PageTicket:
+    """A page whose write requests are in the pipeline: `on_saved` is called once all their results are saved."""
+
+    requests: int
+    on_saved: Callable[[], None]
+    source_ids: set[Any] = field(default_factory=set)  # the records it writes, not saved yet
+
+
+@dataclass
+class WriteRequest:
+    ticket: PageTicket
+    plans: list[Plan]
+    operations: list[WriteOperation]
+
+
+@dataclass
+class EndedRequest:
+    request: WriteRequest
+    results: list[WriteResult] | None = None
+    error: BaseException | None = None
+
+
 class PageWriter:
     def __init__(
         self,
@@ -51,12 +80,11 @@ class PageWriter:
         self.target_client = target_client
         self.target_select = target_select
 
-    def write(self, plans: list[Plan]) -> Iterator[list[tuple[Plan, WriteResult | None]]]:
-        """Reserve the page's inserts, then write its inserts and updates in bulk requests; yield the plans (an insert
-        now with its reserved coupling) with the results of their writes, part by part as the requests end, the
-        plans that write nothing first (their result is None).
+    def prepare(self, plans: list[Plan]) -> tuple[list[Plan], list[tuple[list[Plan], list[WriteOperation]]]]:
+        """Reserve the page's inserts (committed before this returns), and split its writes into bulk requests.
 
-        The caller saves each part as it comes, on its own thread, while the other requests are still in flight.
+        Returns the plans that write nothing (saved at once, with no result) and the requests: each its plans (an
+        insert now with its reserved coupling) and their operations, of the client's current batch size.
         """
         plans = self._reserve_inserts(plans)
         operations, writing = [], []
@@ -79,49 +107,23 @@ class PageWriter:
             else:
                 continue
             writing.append(plan)
-        unwritten: list[tuple[Plan, WriteResult | None]] = [
-            (plan, None) for plan in plans if plan.action not in (Action.INSERT, Action.UPDATE)
+        unwritten = [plan for plan in plans if plan.action not in (Action.INSERT, Action.UPDATE)]
+        size = max(1, self.target_client.write_batch_size())
+        requests = [
+            (writing[start : start + size], operations[start : start + size])
+            for start in range(0, len(operations), size)
         ]
-        if unwritten:
-            yield unwritten
-        for start, results in self._send(operations):
-            yield list(zip(writing[start : start + len(results)], results, strict=True))
+        return unwritten, requests
 
-    def _send(self, operations: list[WriteOperation]) -> Iterator[tuple[int, list[WriteResult]]]:
-        """Send the writes in bulk requests, as many at once as the client allows at each moment; yield each
-        request's results (with the position of its first write) as it ends.
+    def looks_for_interrupted_inserts(self, plans: list[Plan]) -> bool:
+        """Whether reserving these plans searches Business Central for records an interrupted run created.
 
-        The allowance is read again before each request starts, so a 429 met by one request slows the next ones.
-        When a request raises, no further one starts; those in flight end and their results are yielded (their
-        records are written), then the first error is raised.
+        That search tells ours from others by the couplings saved so far: the run's writes still unsaved must be
+        saved first, or a record this very run just created could be taken for another's.
         """
-        client = self.target_client
-        size = max(1, client.write_batch_size())
-        starts = list(range(0, len(operations), size))
-        if len(starts) <= 1:
-            if operations:
-                yield 0, client.write_many(operations)
-            return
-        waiting = deque(starts)
-        running: dict[Future[list[WriteResult]], int] = {}
-        failures: list[BaseException] = []
-        # Threads start only as requests are submitted: as many as the allowance reached, at most.
-        with ThreadPoolExecutor(max_workers=min(len(starts), MAX_THREADS), thread_name_prefix="write") as pool:
-            while running or (waiting and not failures):
-                while waiting and not failures and len(running) < client.parallelism():
-                    start = waiting.popleft()
-                    running[pool.submit(client.write_many, operations[start : start + size])] = start
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    start = running.pop(future)
-                    try:
-                        results = future.result()
-                    except Exception as exc:  # raised on the run's thread once the others are in
-                        failures.append(exc)
-                        continue
-                    yield start, results
-        if failures:
-            raise failures[0]
+        return not self.target.is_dataverse and any(
+            plan.action == Action.INSERT and plan.coupling is not None and plan.coupling.reserved for plan in plans
+        )
 
     def _insert_operation(self, plan: Plan, ref: str) -> WriteOperation:
         if self.target.is_dataverse:
@@ -199,3 +201,93 @@ class PageWriter:
             return plan
         coupling.bc_id = self.target.row_id(found[0])
         return dataclasses.replace(plan, action=Action.UPDATE, target_row=found[0])
+
+
+class WritePipeline:
+    """A run's bulk write requests, sent in parallel up to what the client allows at each moment, across pages.
+
+    `submit` queues a page's requests; each starts as soon as the client's allowance (read again before every
+    start, so a 429 met by one request slows the next ones) has a free slot, from the run's thread or from the
+    thread of a request that just ended. Ended requests wait in `ended` for the run's thread, which saves them.
+    Once a request raises, no further one starts: those in flight end, and the run sees the error among them.
+    """
+
+    def __init__(self, client: RemoteClient) -> None:
+        self.client = client
+        self._lock = threading.Lock()
+        self._waiting: deque[WriteRequest] = deque()
+        self._running = 0
+        self._stopped = False
+        self._ended: queue.SimpleQueue[EndedRequest] = queue.SimpleQueue()
+        self._unclaimed = 0  # ended and not yet taken by the run's thread
+        self._pool: ThreadPoolExecutor | None = None
+
+    def submit(self, requests: list[WriteRequest]) -> None:
+        with self._lock:
+            self._waiting.extend(requests)
+            if self._pool is None:  # threads start only as requests are submitted
+                self._pool = ThreadPoolExecutor(max_workers=MAX_THREADS, thread_name_prefix="write")
+        self._start_what_fits()
+
+    def waiting(self) -> int:
+        """Requests submitted and not started yet."""
+        with self._lock:
+            return len(self._waiting)
+
+    def outstanding(self) -> int:
+        """Requests submitted whose results the run has not taken yet."""
+        with self._lock:
+            return len(self._waiting) + self._running + self._unclaimed
+
+    def running(self) -> int:
+        with self._lock:
+            return self._running
+
+    def stop(self) -> None:
+        """Start nothing more; the requests in flight end as they will."""
+        with self._lock:
+            self._stopped = True
+            self._waiting.clear()
+
+    def ended(self, *, wait: bool) -> Iterator[EndedRequest]:
+        """The requests that ended, for the run's thread; with `wait`, at least one (if any is outstanding)."""
+        block = wait and self.outstanding() > 0
+        while True:
+            try:
+                done = self._ended.get(block=block)
+            except queue.Empty:
+                return
+            block = False
+            with self._lock:
+                self._unclaimed -= 1
+            yield done
+
+    def close(self) -> None:
+        """Release the threads once nothing is in flight (a later submit starts new ones)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+            self._stopped = False
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    def _start_what_fits(self) -> None:
+        with self._lock:
+            while self._waiting and not self._stopped and self._running < self.client.parallelism():
+                request = self._waiting.popleft()
+                self._running += 1
+                assert self._pool is not None
+                self._pool.submit(self._send, request)
+
+    def _send(self, request: WriteRequest) -> None:
+        try:
+            ended = EndedRequest(request, results=self.client.write_many(request.operations))
+        except BaseException as exc:  # raised on the run's thread, once it takes this request
+            ended = EndedRequest(request, error=exc)
+        with self._lock:
+            self._running -= 1
+            self._unclaimed += 1
+            if ended.error is not None:
+                self._stopped = True
+                self._waiting.clear()
+        self._ended.put(ended)
+        self._start_what_fits()

@@ -1,5 +1,5 @@
 """One client shared by several threads: in-flight requests stay within the connection's concurrency, which halves
-after a 429 and grows back after a run of successes."""
+after a 429 and grows back after a run of successes; the batch size halves after a timeout only."""
 
 import threading
 import time
@@ -68,17 +68,30 @@ def test_threads_sharing_a_client_stay_within_the_concurrency_that_backs_off_und
     assert client.request_counts["retry"] == 1
 
 
-def test_the_throttle_halves_on_429_and_grows_back_step_by_step():
+def test_the_throttle_halves_the_concurrency_on_429_and_grows_back_step_by_step():
     throttle = Throttle(max_concurrency=8, max_batch_size=100, grow_after=3)
     throttle.on_throttled()
     throttle.on_throttled()
-    assert (throttle.concurrency, throttle.batch_size) == (2, 25)
+    assert (throttle.concurrency, throttle.batch_size) == (2, 100)  # a 429 leaves the batch size
     for _ in range(3):
         throttle.on_success()
-    assert (throttle.concurrency, throttle.batch_size) == (3, 35)
+    assert (throttle.concurrency, throttle.batch_size) == (3, 100)
     for _ in range(100):
         throttle.on_success()
     assert (throttle.concurrency, throttle.batch_size) == (8, 100)
+
+
+def test_the_throttle_halves_the_batch_size_on_a_timeout_and_grows_it_back():
+    throttle = Throttle(max_concurrency=8, max_batch_size=100, grow_after=3)
+    throttle.on_too_slow()
+    throttle.on_too_slow()
+    assert (throttle.concurrency, throttle.batch_size) == (8, 25)  # a timeout leaves the concurrency
+    for _ in range(3):
+        throttle.on_success()
+    assert throttle.batch_size == 35
+    for _ in range(100):
+        throttle.on_success()
+    assert throttle.batch_size == 100
 
 
 def dataverse_connection(max_concurrency):

@@ -62,3 +62,29 @@ def test_bc_reads_page_by_page_over_a_socket(live_sandbox):
     with open_client(socket_connection("business_central", services, base)) as client:
         pages = list(client.read_pages("customers", page_size=4))
     assert [len(p.rows) for p in pages] == [4, 2]
+
+
+def test_an_idempotent_request_that_hangs_is_cut_short_once_its_kind_is_known_to_answer_quickly(
+    live_sandbox, sleeps, monkeypatch
+):
+    """The connection waits a minute for an answer; a read, whose answers come in milliseconds, is given up after
+    the adaptive timeout's floor (lowered to 0.5 s here) and sent again, instead of holding its slot a minute."""
+    import time
+
+    from connectors import resilience
+    from sandbox import testing
+
+    monkeypatch.setattr(resilience.ResponseTimes, "FLOOR", 0.5)
+    services, base = live_sandbox
+    connection = socket_connection("dataverse", services, base, timeout_seconds=60)
+    with open_client(connection) as client:
+        for _ in range(resilience.ResponseTimes.NEEDED):
+            client.count("accounts")  # quick answers: now the timeout adapts
+        testing.inject_faults("latency", 1, seconds=4)  # the next request hangs 4 s before it answers
+        started = time.monotonic()
+        total = client.count("accounts")
+        elapsed = time.monotonic() - started
+
+    assert total == 6
+    assert client.request_counts["retry"] == 1  # cut short, then sent again
+    assert elapsed < 3, elapsed  # not the 4 s the hung request took, let alone the minute

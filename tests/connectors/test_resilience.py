@@ -32,8 +32,9 @@ def test_throttling_and_outages_are_retried_after_the_retry_after_delay(request,
     assert sleeps == [3.0, 3.0]  # exactly what Retry-After said, twice
     assert client.request_counts["retry"] == 2 and client.request_counts["read"] == 3
     if fault == "429":
-        assert client.throttle.batch_size < client.throttle.max_batch_size  # backs off under throttling
+        # Fewer requests at once; the batches keep their size (a 429 is about requests, not their size).
         assert client.throttle.concurrency < client.throttle.max_concurrency or client.throttle.max_concurrency == 1
+    assert client.throttle.batch_size == client.throttle.max_batch_size
 
 
 @pytest.mark.parametrize("fault", ["timeout", "drop"])
@@ -188,7 +189,9 @@ def test_bad_credentials_are_an_authentication_error(sandbox_connection):
     assert "not-the-secret" not in str(caught.value) + caught.value.detail()
 
 
-def test_under_the_services_rate_limit_a_bulk_write_completes_and_batches_shrink(sandbox_connection, monkeypatch):
+def test_under_the_services_rate_limit_a_bulk_write_completes_with_fewer_requests_at_once(
+    sandbox_connection, monkeypatch
+):
     """The sandbox's sliding window (2 requests a minute) answers 429 with Retry-After; nothing is lost."""
     from connectors import resilience
     from sandbox import testing
@@ -210,7 +213,8 @@ def test_under_the_services_rate_limit_a_bulk_write_completes_and_batches_shrink
 
     assert all(r.ok for r in results) and total == 12 + 120
     assert waited == [5.0] and client.request_counts["retry"] == 1
-    assert client.throttle.batch_size == 20 and client.throttle.concurrency == 2  # halved on the 429
+    assert client.throttle.concurrency == 2  # halved on the 429...
+    assert client.throttle.batch_size == 40  # ...which leaves the batches as they were
 
 
 @pytest.mark.parametrize("fixture", ["bc_connection", "dataverse_connection"])
@@ -232,3 +236,21 @@ def test_once_throttling_outlasts_the_budget_the_rest_of_the_write_fails_at_once
     assert [r.error.kind for r in results] == [ErrorKind.THROTTLED] * 30
     assert sleeps == [4.0, 4.0]  # one chunk's waits, not three
     assert total == 12
+
+
+def test_a_timed_out_upsert_is_sent_again_and_later_batches_are_smaller(dataverse_connection, sleeps):
+    """A timeout is where the size of a request may be the cause: the batch size halves (a 429 leaves it)."""
+    from sandbox import testing
+
+    ids = [uuid.uuid4() for _ in range(5)]
+    operations = [WriteOperation("upsert", "accounts", str(i), {"name": f"Slow {i}"}, ids[i]) for i in range(5)]
+    with open_client(dataverse_connection) as client:
+        client.tokens.token()
+        full = client.throttle.batch_size
+        testing.inject_faults("timeout", 1)
+        results = client.write_many(operations)
+        stored = client.read_by_ids("accounts", ids)
+
+    assert all(r.ok for r in results) and set(stored) == set(ids)
+    assert client.request_counts["retry"] == 1
+    assert client.throttle.batch_size == full // 2

@@ -6,6 +6,7 @@ Dataverse's `x-ms-dop-hint` header and a 429 with `Retry-After`. It also tells w
 request, from the token it carries.
 """
 
+import json
 import threading
 import time
 from collections import Counter
@@ -49,7 +50,7 @@ class Wire(httpx.BaseTransport):
         self.requests_by_client: Counter[tuple[str, str]] = Counter()
         self.throttled_at: int | None = None  # index in write_peaks["dataverse"] of the throttled write
 
-    def handle_request(self, request):
+    def handle_request(self, request, delay=None):
         if request.url.path.endswith("/token"):
             response = self.inner.handle_request(request)
             response.read()
@@ -70,7 +71,7 @@ class Wire(httpx.BaseTransport):
                 self.throttle_writes -= 1
                 self.throttled_at = len(self.write_peaks[service]) - 1
         try:
-            time.sleep(self.delay)
+            time.sleep(self.delay if delay is None else delay)
             if throttle:
                 return httpx.Response(
                     429,
@@ -256,3 +257,182 @@ def test_the_job_page_shows_the_concurrency_and_the_time_waited_for_throttling(
     assert job.status == JobStatus.SUCCEEDED and job.throttle_wait_seconds == 2
     assert "Requests at once (last page)" in page and '<td class="syncjob-concurrency">2</td>' in page
     assert '<td class="syncjob-throttle-wait">2.0 s</td>' in page
+
+
+# --- writes pipelined across pages -------------------------------------------------------------------------------
+
+
+class TimedWire(Wire):
+    """A Wire that also notes when each Dataverse bulk write started and ended, the records it carried, and the
+    Business Central pages read (ids in order); with `land_first`, a request is served before the delay, so its
+    records exist in the target while the run still waits for the answer."""
+
+    def __init__(self, sandbox_transport, *, land_first=False, **kwargs):
+        super().__init__(sandbox_transport, **kwargs)
+        self.land_first = land_first
+        self.writes: list[dict] = []  # {"start", "end", "ids", "records"}
+        self.bc_pages: list[list[str]] = []
+
+    def handle_request(self, request):
+        started = time.monotonic()
+        if self.land_first and is_write(request):
+            inner, self.inner = self.inner, _Served(self.inner, self.delay)
+            try:
+                return self._noted(request, started, Wire.handle_request(self, request, delay=0))
+            finally:
+                self.inner = inner
+        return self._noted(request, started, super().handle_request(request))
+
+    def _noted(self, request, started, response):
+        path = request.url.path
+        if path.endswith("UpsertMultiple"):
+            targets = json.loads(request.content)["Targets"]
+            with self.lock:
+                self.writes.append(
+                    {
+                        "start": started,
+                        "end": time.monotonic(),
+                        "ids": {t["accountid"] for t in targets},
+                        "records": len(targets),
+                        "status": response.status_code,
+                    }
+                )
+        elif request.method == "GET" and path.endswith("/customers") and "$count" not in request.url.params:
+            response.read()
+            with self.lock:
+                self.bc_pages.append([row["id"] for row in response.json()["value"]])
+        return response
+
+
+class _Served(httpx.BaseTransport):
+    """Serve first, then wait: the write has landed before its answer comes back."""
+
+    def __init__(self, inner, delay):
+        self.inner, self.delay = inner, delay
+
+    def handle_request(self, request):
+        response = self.inner.handle_request(request)
+        response.read()
+        time.sleep(self.delay)
+        return response
+
+
+def test_the_next_pages_writes_start_while_the_last_write_of_a_page_is_in_flight(customers, sandbox_http, sleeps):
+    """Page 1 is five bulk requests for three slots: the first alone (until Dataverse's answer tells its degree of
+    parallelism), then three at once, then the fifth, alone unless page 2's request joins it."""
+    Connection.objects.filter(kind="dataverse").update(max_concurrency=3)
+    wire = TimedWire(sandbox_http, delay=0.4)
+    with override_transport(wire):
+        job = full_sync(customers)
+
+    assert (job.status, job.inserted, job.failed) == (JobStatus.SUCCEEDED, RECORDS, 0), job.message
+    assert dataverse_accounts() == RECORDS
+    assert Coupling.objects.filter(table_mapping=customers, pending=False).count() == RECORDS
+    page_of_bc = {bc_id: n for n, page in enumerate(wire.bc_pages) for bc_id in page}
+    page_of_account = {
+        str(dv): page_of_bc[str(bc)]
+        for bc, dv in Coupling.objects.filter(table_mapping=customers).values_list("bc_id", "dataverse_id")
+    }
+    writes = {0: [], 1: []}
+    for write in wire.writes:
+        (page,) = {page_of_account[i] for i in write["ids"]}  # one page per request
+        writes[page].append(write)
+    assert (len(writes[0]), len(writes[1])) == (5, 1)
+    # Page 2's request started before page 1's last request ended: the slots stayed busy across the pages.
+    assert writes[1][0]["start"] < max(w["end"] for w in writes[0])
+    assert wire.peak["dataverse"] <= 3  # and still within the concurrency
+    assert job.progress_done == RECORDS  # every record read has its outcome
+
+
+def test_a_429_lowers_the_concurrency_and_leaves_the_batches_whole(customers, sandbox_http, sleeps):
+    # Batches of 20 (10 is the smallest the throttle would shrink to): pages of 50 are requests of 20, 20 and 10.
+    Connection.objects.filter(kind="dataverse").update(max_concurrency=4, batch_size=20)
+    wire = TimedWire(sandbox_http, throttle_writes=1, retry_after=2)
+    with override_transport(wire):
+        job = full_sync(customers)
+
+    assert (job.status, job.inserted, job.failed) == (JobStatus.SUCCEEDED, RECORDS, 0), job.message
+    assert dataverse_accounts() == RECORDS
+    assert 2 in sleeps and job.concurrency == 2  # Retry-After honoured, the concurrency halved
+    # Every bulk request, the one throttled and those after it, carried a whole batch: the page's requests of 20,
+    # 20 and 10 and page 2's 10, and the throttled one sent again as it was.
+    throttled = next(w["records"] for w in wire.writes if w["status"] == 429)
+    assert sorted(w["records"] for w in wire.writes) == sorted([20, 20, 10, 10, throttled])
+    assert sum(1 for w in wire.writes if w["status"] == 429) == 1
+
+
+def run_pages(mapping, direction, pages_of_rows):
+    """Process the given pages of source rows through one run, as its reader would hand them over."""
+    from connectors.clients import open_client as opened
+    from jobs.engine.pipeline import DirectionRun
+
+    (job,) = sync_jobs_create(mapping=mapping, kind=JobKind.FULL, direction=direction)
+    job = SyncJob.objects.select_related("table_mapping").get(pk=job.pk)
+    with (
+        opened(Connection.objects.get(kind="business_central")) as bc,
+        opened(Connection.objects.get(kind="dataverse")) as dataverse,
+    ):
+        run = DirectionRun(job, bc_client=bc, dataverse_client=dataverse)
+        source = bc if direction == "to_dataverse" else dataverse
+        pages = pages_of_rows(
+            [
+                row
+                for page in source.read_pages(run.source.entity_set, select=run.reader.source_select)
+                for row in page.rows
+            ]
+        )
+        with run.writing():  # on the way out, every write ends and is saved
+            for rows in pages:
+                run.process_page(rows)
+    return SyncJob.objects.get(pk=job.pk)
+
+
+def test_a_record_met_again_while_its_write_is_in_flight_is_planned_from_its_saved_coupling(
+    customers, sandbox_http, sleeps
+):
+    """Ten records of page 1 come again in page 2 while page 1's writes are in flight: the run saves those writes
+    first, so they are seen as written (not inserted twice), and every record read has its outcome."""
+    Connection.objects.filter(kind="dataverse").update(max_concurrency=4)
+    wire = TimedWire(sandbox_http, delay=0.4)
+    with override_transport(wire):
+        job = run_pages(customers, "to_dataverse", lambda rows: [rows[:50], rows[40:]])
+
+    assert dataverse_accounts() == RECORDS
+    assert Coupling.objects.filter(table_mapping=customers, pending=False).count() == RECORDS
+    assert job.inserted == RECORDS  # not 70: the ten met again were not inserted a second time
+    assert job.modified + job.unchanged == 10 and job.failed == 0
+    assert job.progress_done == 70  # records read = outcomes
+
+
+def test_matching_waits_for_the_writes_in_flight_so_a_record_created_there_is_not_taken_for_a_match(
+    sandbox_http, make_sandbox_connections, customer, sleeps
+):
+    """Two Dataverse accounts of the same name, one on each page, matched on the name into an empty Business
+    Central: the first page's create has landed but is not saved when the second page matches. Matched against
+    it, the second account would share it (or be held as ambiguous); the run saves the first page's writes first,
+    so the second account gets its own customer, as when pages ran one after the other."""
+    from sandbox import testing
+
+    clear_token_cache()
+    customer.integration_table_filter = ""
+    customer.save()
+    customer.field_mappings.filter(bc_field="displayName", dataverse_field="name").update(use_for_matching=True)
+    make_sandbox_connections("http://testserver", page_size=50)
+    sandbox.seed_demo(customers=0, accounts=0, shared=0, reset=True)
+    for number in range(20):
+        testing.create_as_another_user("dataverse", "accounts", name=f"Pipelined {number:02}")
+    Connection.objects.update(batch_size=5, max_concurrency=4)
+    wire = TimedWire(sandbox_http, delay=0.5, land_first=True)
+
+    def twins_on_two_pages(rows):
+        rows[0]["name"] = rows[15]["name"] = "Twin"  # as the source reads them
+        return [rows[:10], rows[10:]]
+
+    with override_transport(wire):
+        job = run_pages(customer, "from_dataverse", twins_on_two_pages)
+
+    assert (job.inserted, job.failed, job.coupled) == (20, 0, 0), job.message
+    couplings = Coupling.objects.filter(table_mapping=customer)
+    assert couplings.count() == 20 and couplings.filter(pending=False).count() == 20
+    assert len(set(couplings.values_list("bc_id", flat=True))) == 20  # each account its own customer
+    assert rows_in("business_central", "customers") == 20

@@ -272,7 +272,7 @@ def test_a_full_synchronization_creates_what_is_missing_and_rewrites_coupled_rec
     )
 
 
-def test_an_edit_made_while_a_run_is_writing_is_not_overwritten(customer, sandbox_connections):
+def test_an_edit_made_while_a_run_is_writing_is_not_overwritten(customer, sandbox_connections, sandbox_http):
     """The counterpart changes between our read and our write: the ETag no longer matches, the write is refused."""
     coupling = Coupling.objects.filter(table_mapping=customer).first()
     sandbox.edit_as_another_user("bc", "customers", coupling.bc_id, city="Utrecht")
@@ -283,7 +283,10 @@ def test_an_edit_made_while_a_run_is_writing_is_not_overwritten(customer, sandbo
     original = dataverse.DataverseClient.write_many
 
     def edit_then_write(self, operations):
-        sandbox.edit_as_another_user("dataverse", "accounts", coupling.dataverse_id, address1_city="Typed meanwhile")
+        with sandbox_http.app.on_the_test_connections():  # writes are sent from the run's writer threads
+            sandbox.edit_as_another_user(
+                "dataverse", "accounts", coupling.dataverse_id, address1_city="Typed meanwhile"
+            )
         return original(self, operations)
 
     dataverse.DataverseClient.write_many = edit_then_write
@@ -398,7 +401,8 @@ class FaultOnEveryWrite(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         written = request.method in ("POST", "PATCH", "PUT", "DELETE")
         if written and request.url.path.startswith(f"/sandbox/{self.service}/"):
-            sandbox.inject_faults(self.kind, count=1, service=self.service, retry_after=0)
+            with self.inner.app.on_the_test_connections():  # writes are sent from the run's writer threads
+                sandbox.inject_faults(self.kind, count=1, service=self.service, retry_after=0)
         return self.inner.handle_request(request)
 
 

@@ -15,13 +15,15 @@ With `--costs [profile]` the sandbox behaves in time like the real services (san
 `--time-scale`), and the cost scenarios run instead of A-D and R:
 
   E  full synchronization of N Business Central customers into an empty Dataverse
+  E2 E with a second app registration on the Dataverse connection (its limits per user doubled)
   F  full synchronization of N Dataverse accounts into Business Central
   G  E with a share of requests failing (429, 503, timeouts, dropped connections) against the same run without
   S  as above, under the profile
 
 Each prints records per second in service time (the wall-clock rate times the time scale), the ceiling the
 profile's limits allow (sandbox.costs.ceiling) and the share of it reached, the requests the sandbox refused for
-its limits, and the failed records.
+its limits, the failed records, and the engine's own CPU time (this process, every thread) as a share of the wall
+time: near 100% (one core, as Python threads share one) the engine, not the services, is the limit.
 """
 
 import gc
@@ -113,6 +115,9 @@ class Command(BaseCommand):
             "--time-scale", type=float, default=1.0, help="Wall time per second of service time (0.01: 100x faster)."
         )
         parser.add_argument("--e-records", type=int, default=100_000, help="Customers for E (BC to Dataverse).")
+        parser.add_argument(
+            "--e2-records", type=int, default=0, help="Customers for E2 (E with 2 app registrations); 0: as E."
+        )
         parser.add_argument("--f-records", type=int, default=10_000, help="Accounts for F (Dataverse to BC).")
         parser.add_argument("--g-records", type=int, default=10_000, help="Customers for G (the fault run).")
         parser.add_argument("--fault-share", type=float, default=0.10, help="Share of requests failing in G.")
@@ -140,6 +145,7 @@ class Command(BaseCommand):
                 else None
             ),
             e_records=options["e_records"],
+            e2_records=options["e2_records"] or options["e_records"],
             f_records=options["f_records"],
             g_records=options["g_records"],
             fault_share=options["fault_share"],
@@ -218,6 +224,7 @@ class Bench:
         b_coupled: int = 0,
         profile=None,
         e_records: int = 100_000,
+        e2_records: int = 100_000,
         f_records: int = 10_000,
         g_records: int = 10_000,
         fault_share: float = 0.10,
@@ -233,6 +240,7 @@ class Bench:
         self.sandbox_pid = None
         self.profile = profile
         self.e_records = e_records
+        self.e2_records = e2_records
         self.f_records = f_records
         self.g_records = g_records
         self.fault_share = fault_share
@@ -309,7 +317,7 @@ class Bench:
                 except OSError:
                     time.sleep(0.1)
             else:
-                raise RuntimeError("The sandbox server did not start.")
+                raise RuntimeError("The sandbox server did not start within a minute.")
             yield
         finally:
             process.terminate()
@@ -347,6 +355,11 @@ class Bench:
             batch_size=1000,
             **common,
         )
+        if self.profile is not None:
+            # The client's timeout in service time as the profile's (a timeout fault holds the socket for
+            # fault_timeout_seconds of service time, the connectors' default 60 s): scaled like everything else.
+            for conn in (self.bc, self.dataverse):
+                conn.timeout_seconds = max(1, round(conn.timeout_seconds * self.profile.time_scale))
         for conn in (self.bc, self.dataverse):
             conn.set_client_secret(secret)
             conn.save()
@@ -481,6 +494,7 @@ class Bench:
         load_before = os.getloadavg()[0]
         cpu_before = self.cpu_seconds()
         started = time.perf_counter()
+        cpu_started = time.process_time()  # this process, all its threads (the sandbox runs in another)
         with db_connection.execute_wrapper(counter):
             extra = work()
         elapsed = time.perf_counter() - started
@@ -488,6 +502,7 @@ class Bench:
         result = {
             "label": label,
             "seconds": elapsed,
+            "cpu_seconds": time.process_time() - cpu_started,
             "queries": counter.count,
             "peak_mb": memory.peak_mb(),
             # The machine may be shared: the 1-minute load average before and after says how far to trust the rate.
@@ -642,6 +657,10 @@ class Bench:
         results = {}
         if "E" not in self.skip:
             results["E"] = self.scenario_costed("E", self.e_records, "to_dataverse")
+        if "2" not in self.skip:  # `--skip 2` leaves E2 out
+            results["E2"] = self.scenario_costed(
+                "E2 with 2 app registrations", self.e2_records, "to_dataverse", users=2
+            )
         if "F" not in self.skip:
             results["F"] = self.scenario_costed("F", self.f_records, "from_dataverse")
         if "G" not in self.skip:
@@ -658,8 +677,37 @@ class Bench:
         self.report_costed(results)
         self.report_shared(shared)
 
-    def scenario_costed(self, label, records, direction, *, fault_share=0.0):
-        """A full synchronization through the engine while the sandbox runs the cost profile."""
+    def scenario_costed(self, label, records, direction, *, fault_share=0.0, users=1):
+        """A full synchronization through the engine while the sandbox runs the cost profile.
+
+        With `users` > 1 the target's connection gets that many app registrations in all (its own and more), each
+        with the service's per-user limits, and the concurrency the connection allows grows alike."""
+        with self.app_registrations(direction, users):
+            return self._scenario_costed(label, records, direction, fault_share=fault_share, users=users)
+
+    @contextmanager
+    def app_registrations(self, direction, users):
+        from connectors.models import AppRegistration, Connection
+        from sandbox import services as sandbox
+
+        if users <= 1:
+            yield
+            return
+        target = self.dataverse if direction == "to_dataverse" else self.bc
+        for number in range(2, users + 1):
+            secret = uuid.uuid4().hex
+            sandbox.register_client(client_id=f"bench-{number}", client_secret=secret)
+            registration = AppRegistration(connection=target, client_id=f"bench-{number}")
+            registration.set_client_secret(secret)
+            registration.save()
+        Connection.objects.filter(pk=target.pk).update(max_concurrency=target.max_concurrency * users)
+        try:
+            yield
+        finally:
+            AppRegistration.objects.filter(connection=target).delete()
+            Connection.objects.filter(pk=target.pk).update(max_concurrency=target.max_concurrency)
+
+    def _scenario_costed(self, label, records, direction, *, fault_share, users):
         from sandbox import costs
 
         if direction == "to_dataverse":
@@ -670,7 +718,7 @@ class Bench:
         profile = replace(self.profile, fault_share=fault_share)
         bulk = self.dataverse.batch_size if direction == "to_dataverse" else self.bc.batch_size
         ceiling = costs.ceiling(
-            profile, "to_dataverse" if direction == "to_dataverse" else "to_bc", read_page=5000, bulk=bulk
+            profile, "to_dataverse" if direction == "to_dataverse" else "to_bc", read_page=5000, bulk=bulk, users=users
         )
         costs.store(profile)  # a new generation: fresh windows and queues in the sandbox process
 
@@ -691,7 +739,10 @@ class Bench:
             stats = costs.stats()
         finally:
             costs.store(None)
-        answered = {service: sum(counts.values()) for service, counts in stats.items()}
+        answered = {
+            service: sum(n for outcome, n in counts.items() if not outcome.startswith("overran"))
+            for service, counts in stats.items()
+        }
         refused = {
             service: sum(n for outcome, n in counts.items() if outcome.startswith("refused:"))
             for service, counts in stats.items()
@@ -710,6 +761,8 @@ class Bench:
             "answered": sum(answered.values()),
             "refused": sum(refused.values()),
             "injected": sum(injected.values()),
+            # Emulation slower than the service time (the machine, not the profile, set the pace), in service time.
+            "overran_seconds": sum(c.get("overran_ms", 0) for c in stats.values()) / 1000 / profile.time_scale,
             "stats": stats,
         }
 
@@ -722,22 +775,30 @@ class Bench:
             f"Cost profile at time scale {profile.time_scale:g} (1 s of service time = {profile.time_scale:g} s of "
             "wall time); rates are records per second of service time, i.e. what a real tenant would see."
         )
-        columns = ("records", "wall s", "service s", "rec/s", "ceiling", "share", "throttled", "failed")
+        columns = ("records", "wall s", "service s", "rec/s", "ceiling", "share", "throttled", "failed", "engine CPU")
         self.say(f"{'scenario':34} " + " ".join(f"{c:>10}" for c in columns))
         for r in results.values():
             share = r["rate"] / r["ceiling"].records_per_second
             throttled = r["refused"] / r["answered"] if r["answered"] else 0
+            cpu = r["cpu_seconds"] / r["seconds"] if r["seconds"] else 0
             self.say(
                 f"{r['label']:34} {r['records']:>10,} {r['seconds']:>10.1f} {r['service_seconds']:>10.0f} "
                 f"{r['rate']:>10,.0f} {r['ceiling'].records_per_second:>10,.0f} {share:>10.0%} "
-                f"{throttled:>10.2%} {r['failed']:>10,}"
+                f"{throttled:>10.2%} {r['failed']:>10,} {cpu:>10.0%}"
             )
         for r in results.values():
             bounds = ", ".join(f"{name} {value:,.0f}" for name, value in r["ceiling"].bounds.items())
             self.say(
                 f"{r['label']}: ceiling bound by {r['ceiling'].bound_by} ({bounds} records/s); "
                 f"{r['requests']:,} requests sent, {r['answered']:,} answered by the sandbox, {r['refused']:,} "
-                f"refused for its limits, {r['injected']:,} failed on purpose; job {r['status']}; {r['stats']}"
+                f"refused for its limits, {r['injected']:,} failed on purpose; the sandbox overran the service "
+                f"time by {r['overran_seconds']:,.0f} s in all; job {r['status']}; {r['stats']}"
+            )
+        if "E" in results and "E2" in results:
+            e, e2 = results["E"], results["E2"]
+            self.say(
+                f"E2: {e2['rate']:,.0f} records/s with 2 app registrations against E's {e['rate']:,.0f} with one "
+                f"({e2['rate'] / e['rate'] if e['rate'] else 0:.2f}x; ceiling {e2['ceiling'].records_per_second:,.0f})."
             )
         if "G" in results and "G without faults" in results:
             g, base = results["G"], results["G without faults"]
