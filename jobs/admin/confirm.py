@@ -198,7 +198,7 @@ def _direction_label(direction: str) -> str:
 
 def _preview_cells(preview: SyncJob) -> list[object]:
     if preview.status == JobStatus.QUEUED:
-        return ["…"] * 7 + [f"job #{preview.pk}: queued"]
+        return [*["…"] * 7, f"job #{preview.pk}: queued"]
     counts = (preview.preview or {}).get("counts", {})
     if preview.status == JobStatus.RUNNING:
         state = f"job #{preview.pk}: running, {preview.records_read} record(s) read"

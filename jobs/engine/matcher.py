@@ -10,6 +10,7 @@ a value (rivals) keep a match from being unique, wherever the pages happen to sp
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
 from django.db import transaction
@@ -140,14 +141,14 @@ class SyncMatcher:
         chain's earlier previews would have coupled already (the reverse direction reads them back coupled)."""
         return sum(1 for source_id in matches.coupled if self._planned_pair(self.source, source_id) is None)
 
-    def _planned_pair(self, side: Side, record_id) -> PlannedPair | None:
+    def _planned_pair(self, side: Side, record_id: Any) -> PlannedPair | None:
         if self.planned is None:
             return None
         find = self.planned.by_dataverse_id if side.is_dataverse else self.planned.by_bc_id
         return find(self.mapping.pk, record_id)
 
     @staticmethod
-    def _pair_id(pair: PlannedPair, side: Side):
+    def _pair_id(pair: PlannedPair, side: Side) -> Any:
         return pair.dataverse_id if side.is_dataverse else pair.bc_id
 
     def settle_ambiguous(self, couplings: list[Coupling]) -> None:

@@ -392,10 +392,10 @@ class Bench:
         from sandbox import rows, schema
         from sandbox.models import row_model
 
-        customer = row_model(schema.table("bc", "customers"))
+        customer = row_model(_table(schema, "bc", "customers"))
         sandbox_db = connections[rows.DB]
-        customers = sandbox_db.ops.quote_name(customer._meta.db_table)
-        copied = {f.column: sandbox_db.ops.quote_name(f.column) for f in customer._meta.concrete_fields}
+        customers = sandbox_db.ops.quote_name(str(customer._meta.db_table))
+        copied = {str(f.column): sandbox_db.ops.quote_name(str(f.column)) for f in customer._meta.concrete_fields}
         with transaction.atomic(using=rows.DB):
             for copy in range(1, -(-records // base)):
                 _insert_select(
@@ -422,10 +422,10 @@ class Bench:
         self.say(f"seeding {records:,} coupled records in bulk ...")
         started = time.perf_counter()
         self.reset_data(records)
-        customer = row_model(schema.table("bc", "customers"))
-        account = row_model(schema.table("dataverse", "accounts"))
+        customer = row_model(_table(schema, "bc", "customers"))
+        account = row_model(_table(schema, "dataverse", "accounts"))
         sandbox_db = connections[rows.DB]
-        customers = sandbox_db.ops.quote_name(customer._meta.db_table)
+        customers = sandbox_db.ops.quote_name(str(customer._meta.db_table))
         with transaction.atomic(using=rows.DB):
             first_version = rows.next_versions(records)
             _insert_select(
@@ -928,3 +928,10 @@ class Bench:
             a, d = results["A"], results["D"]
             share = (a["records"] / a["seconds"]) / (d["records"] / d["seconds"])
             self.say(f"A runs at {share:.0%} of the floor D.")
+
+
+def _table(schema, service: str, entity_set: str):
+    """A table the bench relies on: the sandbox's schema always has it."""
+    table = schema.table(service, entity_set)
+    assert table is not None, (service, entity_set)
+    return table
