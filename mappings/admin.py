@@ -125,8 +125,11 @@ def _lookups_of_company(form_class, company_id):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             field = self.fields["lookup_mapping"]
-            field.queryset = field.queryset.filter(company_id=company_id)
-            field.label_from_instance = lambda mapping: mapping.name
+            # Only the offered choices narrow: the field still accepts any mapping, so the formset can say why
+            # another company's is refused rather than "Select a valid choice".
+            field.choices = [("", field.empty_label)] + [
+                (mapping.pk, mapping.name) for mapping in field.queryset.filter(company_id=company_id)
+            ]
 
     LookupsOfCompany.__name__ = form_class.__name__
     return LookupsOfCompany

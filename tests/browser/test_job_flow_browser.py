@@ -64,7 +64,7 @@ def test_preview_confirm_run_and_the_job_page_agree(
     page.goto(f"/admin/jobs/syncjob/{run.pk}/change/")
     box = page.locator(".syncjob-progress")
     expect(box).to_contain_text("Succeeded")
-    expect(box.locator("td.syncjob-finished")).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$"))
+    expect(box.locator("td.syncjob-finished")).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d UTC$"))
     expect(box.locator("td.syncjob-requests")).to_contain_text(str(run.http_requests))
     expect(box.locator("td.syncjob-duration")).to_have_text(re.compile(r"^(\d+ seconds?|less than a second)$"))
     expect(page.get_by_text("The counts do not add up")).to_have_count(0)

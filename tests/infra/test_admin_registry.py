@@ -25,6 +25,7 @@ def test_every_model_admin_of_ours_is_a_class_of_the_module_that_composes_the_ad
         "mappings.MappingChange": "syncadmin.admin",
         "coupling.Coupling": "syncadmin.admin",
         "coupling.AmbiguousMatch": "syncadmin.admin",
+        "coupling.KeptRecord": "syncadmin.admin",
         "jobs.SyncJob": "syncadmin.admin",
         "jobs.SyncError": "syncadmin.admin",
         "jobs.Reconciliation": "syncadmin.admin",
@@ -59,11 +60,11 @@ def test_no_module_unregisters_a_model_admin():
 def test_a_composed_admin_keeps_every_column_its_apps_admin_shows():
     """A composed admin lists its columns itself (its mixins add theirs): a column added to the app's own admin must
     not vanish from the page because the composed list was not updated. Replaced columns are named here."""
-    from coupling.admin import AmbiguousMatchAdmin, CouplingAdmin
+    from coupling.admin import AmbiguousMatchAdmin, CouplingAdmin, KeptRecordAdmin
     from mappings.admin import TableMappingAdmin
 
     replaced = {CouplingAdmin: {"bc_name": "bc_record", "dataverse_name": "dataverse_record", "updated_at": None}}
-    for base in (TableMappingAdmin, CouplingAdmin, AmbiguousMatchAdmin):
+    for base in (TableMappingAdmin, CouplingAdmin, AmbiguousMatchAdmin, KeptRecordAdmin):
         registered = next(model_admin for model_admin in admin.site._registry.values() if isinstance(model_admin, base))
         expected = [replaced.get(base, {}).get(column, column) for column in base.list_display]
         missing = [column for column in expected if column and column not in registered.list_display]
