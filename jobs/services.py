@@ -197,10 +197,80 @@ def sync_chain_jobs(*, mappings: list[TableMapping], kind: str, with_dependencie
 
 
 def sync_previews_start(
-    *, mappings: list[TableMapping], kind: str, with_dependencies: bool, user=None
+    *, mappings: list[TableMapping], kind: str, with_dependencies: bool, user=None, again: bool = False
 ) -> tuple[list[SyncJob], dict[str, str]]:
-    """The previews a run's confirmation shows: the very jobs the run would make, as a dry run, queued now."""
-    return sync_enqueue_many(mappings=mappings, kind=kind, user=user, dry_run=True, with_dependencies=with_dependencies)
+    """The previews a run's confirmation shows: the very jobs the run would make, as a dry run.
+
+    Opening the same confirmation again shows the user's latest previews of this run while they are still running or
+    still hold (sync_previews_outdated), so reopening a page does not queue another set each time. Otherwise (or with
+    `again`, "Preview again") they are queued anew, and the user's earlier finished previews of these jobs, which
+    no confirmation can use any more, are removed: the sync job list keeps one set of previews per run, not a log."""
+    chain = sync_chain_jobs(mappings=mappings, kind=kind, with_dependencies=with_dependencies)
+    if not again:
+        latest = _latest_previews(user=user, chain=chain)
+        if latest and _previews_reusable(latest, mappings=mappings, kind=kind, with_dependencies=with_dependencies):
+            return latest, {}
+    previews, refused = sync_enqueue_many(
+        mappings=mappings, kind=kind, user=user, dry_run=True, with_dependencies=with_dependencies
+    )
+    if previews:
+        _remove_superseded_previews(user=user, chain=chain, before=min(p.pk for p in previews))
+    return previews, refused
+
+
+def _user_previews(user):
+    return SyncJob.objects.filter(
+        requested_by=_user(user), dry_run=True, requested_via=RequestedVia.USER, reconciliation__isnull=True
+    )
+
+
+def _latest_previews(*, user, chain: list[tuple[int, str, str]]) -> list[SyncJob]:
+    """The user's newest previews that are exactly the jobs of `chain`, made together ([] if none).
+
+    A chain's previews are made in one transaction, in order, so they are the user's consecutive previews ending
+    with the chain's last job; a set mixed from several confirmations would not plan the later mappings with the
+    couplings the earlier ones would make (jobs.engine.planned)."""
+    if _user(user) is None or not chain:
+        return []
+    mapping_id, direction, kind = chain[-1]
+    last = (
+        _user_previews(user)
+        .filter(table_mapping_id=mapping_id, direction=direction, kind=kind)
+        .order_by("-pk")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if last is None:
+        return []
+    previews = list(
+        _user_previews(user).filter(pk__lte=last).select_related("table_mapping").order_by("-pk")[: len(chain)]
+    )[::-1]
+    if [(p.table_mapping_id, p.direction, p.kind) for p in previews] != chain or any(p.record_ids for p in previews):
+        return []
+    return previews
+
+
+def _previews_reusable(previews: list[SyncJob], **run) -> bool:
+    """Whether a confirmation may show these previews again: still running (not stuck in the queue for longer than a
+    preview is valid), or finished and still holding."""
+    if any(p.status in ACTIVE_STATUSES for p in previews):
+        oldest = min(p.queued_at for p in previews)
+        return timezone.now() - oldest <= timedelta(minutes=PREVIEW_VALID_MINUTES)
+    return not sync_previews_outdated(preview_ids=[p.pk for p in previews], **run)
+
+
+def _remove_superseded_previews(*, user, chain: list[tuple[int, str, str]], before: int) -> int:
+    """Delete the user's finished previews of the chain's jobs made before `before` (running ones finish first)."""
+    if _user(user) is None:
+        return 0
+    same_jobs = Q(pk__in=[])
+    for mapping_id, direction, kind in chain:
+        same_jobs |= Q(table_mapping_id=mapping_id, direction=direction, kind=kind)
+    superseded = (
+        _user_previews(user).filter(same_jobs, pk__lt=before, record_ids=[]).exclude(status__in=ACTIVE_STATUSES)
+    )
+    deleted, _ = superseded.delete()
+    return deleted
 
 
 def sync_previews_outdated(
