@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections import Counter
 from contextlib import contextmanager
 from datetime import timedelta
 from graphlib import TopologicalSorter
@@ -684,7 +685,7 @@ def _run_one_alive(job: SyncJob, bc_client, dataverse_client, lock, on_progress=
             "dry_run": job.dry_run,
         },
     )
-    before = bc_client.request_counts + dataverse_client.request_counts
+    requests = RequestTally(bc_client, dataverse_client)
     status, message = JobStatus.SUCCEEDED, ""
     follow_ups: list[SyncJob] = []
     try:
@@ -693,7 +694,7 @@ def _run_one_alive(job: SyncJob, bc_client, dataverse_client, lock, on_progress=
         elif job.kind == JobKind.UNCOUPLING:
             message = _run_uncoupling(job, dataverse_client)
         else:
-            follow_ups = _run_sync(job, bc_client, dataverse_client, lock, on_progress, planned)
+            follow_ups = _run_sync(job, bc_client, dataverse_client, lock, on_progress, planned, requests)
     except RunCancelled as exc:
         status, message = JobStatus.CANCELLED, str(exc) or "Cancelled by a user."
     except (SourceUnreadable, NoMatchCriteria, DeletionsHeld) as exc:
@@ -719,20 +720,54 @@ def _run_one_alive(job: SyncJob, bc_client, dataverse_client, lock, on_progress=
     if status in (JobStatus.SUCCEEDED, JobStatus.PARTLY_FAILED) and finished_whole:
         # A whole run that went through ends the stop of an earlier run (errors of records close record by record).
         SyncError.objects.of_run(job.table_mapping_id, job.direction).close(ErrorState.RESOLVED_BY_SYNC, job_id=job.pk)
-    used = (bc_client.request_counts + dataverse_client.request_counts) - before
+    used = requests.used()
     # Counters were added page by page (also by helper workers): touch only what this function owns. A job that
     # recovery took as stopped (its heartbeat lapsed, e.g. the process was frozen) keeps what recovery said.
     SyncJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
         status=status,
         message=message or job.message,
         finished_at=timezone.now(),
-        http_requests=F("http_requests") + sum(used.values()),
+        http_requests=F("http_requests") + requests.unreported(used),
         http_requests_by_kind=dict(used),
     )
     return follow_ups
 
 
-def _run_sync(job: SyncJob, bc_client, dataverse_client, lock, on_progress, planned=None) -> list[SyncJob]:
+class RequestTally:
+    """The requests a run makes through its two clients, added to its job's count page by page (`on_page`), so the
+    job page's figure is live while it runs; the rest is added when the run ends. Helper workers of a shared full
+    synchronization add theirs to the same count, hence deltas, never the total."""
+
+    def __init__(self, bc_client, dataverse_client):
+        self.clients = (bc_client, dataverse_client)
+        self.before = self._counts()
+        self.reported = 0
+
+    def _counts(self) -> Counter[str]:
+        return sum((Counter(client.request_counts) for client in self.clients), Counter())
+
+    def used(self) -> Counter[str]:
+        return self._counts() - self.before
+
+    def unreported(self, used: Counter[str]) -> int:
+        """The requests of `used` not added to the job's count yet (and taken as added)."""
+        delta = max(0, sum(used.values()) - self.reported)
+        self.reported += delta
+        return delta
+
+    def live(self) -> dict:
+        """The update that brings the job's request figures up to date between pages ({} if they cannot be read
+        now: a request on another thread (read-ahead, parallel writes) added a kind while they were copied)."""
+        try:
+            used = self.used()
+        except RuntimeError:
+            return {}
+        return {"http_requests": F("http_requests") + self.unreported(used), "http_requests_by_kind": dict(used)}
+
+
+def _run_sync(
+    job: SyncJob, bc_client, dataverse_client, lock, on_progress, planned=None, requests: RequestTally | None = None
+) -> list[SyncJob]:
     # Deletions first: a held deletion (the safety stop) fails the run before anything is written.
     deletions = DeletionPass(job, bc_client=bc_client, dataverse_client=dataverse_client)
     follow_ups = deletions.run()
@@ -755,7 +790,7 @@ def _run_sync(job: SyncJob, bc_client, dataverse_client, lock, on_progress, plan
         job,
         bc_client=bc_client,
         dataverse_client=dataverse_client,
-        on_page=lambda: _on_page(job, lock, on_progress),
+        on_page=lambda: _on_page(job, lock, on_progress, requests),
         planned=planned,
     )
     if job.kind == JobKind.FULL and not job.dry_run:
@@ -925,8 +960,11 @@ def _origin(reconciliation) -> dict:
     return {"requested_via": RequestedVia.RECONCILIATION, "reconciliation": reconciliation}
 
 
-def _on_page(job: SyncJob, lock, on_progress) -> None:
-    if not SyncJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).exists():
+def _on_page(job: SyncJob, lock, on_progress, requests: RequestTally | None = None) -> None:
+    running = SyncJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING)
+    # The job page shows the requests made so far: "HTTP requests 0" beside a run well under way contradicted it.
+    live = requests.live() if requests else {}
+    if not (running.update(**live) if live else running.exists()):
         # Recovery took this run as stopped and resumed it elsewhere: the resumed run goes on, not this one.
         raise RunCancelled(f"{WORKER_STOPPED} This run was resumed by another job.")
     _keep_lock(job, lock)
