@@ -28,7 +28,7 @@ from coupling.matching import NoMatchCriteria
 from coupling.models import Coupling
 from coupling.services import couplings_uncouple, match_based_coupling_run
 from jobs import recovery, shared_sync
-from jobs.choices import ACTIVE_STATUSES, ErrorState, JobKind, JobStatus, RequestedVia
+from jobs.choices import ACTIVE_STATUSES, ErrorClass, ErrorState, JobKind, JobStatus, RequestedVia
 from jobs.engine.deletions import DeletionPass, DeletionsHeld
 from jobs.engine.pipeline import DirectionRun, RunCancelled
 from jobs.engine.planned import PlannedCouplings
@@ -836,11 +836,27 @@ def shared_sync_help(*, job_id: int) -> int:
             SyncJob.objects.filter(pk=job_id).update(http_requests=F("http_requests") + sum(used.values()))
 
 
+def _close_settled_ambiguous_errors(job: SyncJob, outcome) -> int:
+    """Errors are what is wrong now: a record this match-based coupling job coupled, or found matching no record any
+    more, is no longer an ambiguous match, so its open "ambiguous match" errors close (resolved by this job). Those
+    still ambiguous stay open. Returns how many closed."""
+    bc_ids = [bc.id for bc, _ in outcome.pairs] + [record.id for record in outcome.unmatched_bc]
+    dataverse_ids = [dv.id for _, dv in outcome.pairs] + [record.id for record in outcome.unmatched_dataverse]
+    ambiguous = SyncError.objects.open().filter(table_mapping=job.table_mapping, error_class=ErrorClass.AMBIGUOUS_MATCH)
+    closed = 0
+    step = 500  # ids per query, well under SQLite's limit on variables
+    for start in range(0, max(len(bc_ids), len(dataverse_ids)), step):
+        settled = Q(bc_id__in=bc_ids[start : start + step]) | Q(dataverse_id__in=dataverse_ids[start : start + step])
+        closed += ambiguous.filter(settled).close(ErrorState.RESOLVED_BY_SYNC, job_id=job.pk)
+    return closed
+
+
 def _run_match_coupling(job: SyncJob, bc_client, dataverse_client) -> str:
     mapping = job.table_mapping
     outcome, created = match_based_coupling_run(
         mapping=mapping, bc_client=bc_client, dataverse_client=dataverse_client, job_id=job.pk
     )
+    _close_settled_ambiguous_errors(job, outcome)
     unmatched = len(outcome.unmatched_bc) + len(outcome.unmatched_dataverse)
     # Records read on both sides = two per pair coupled + the ambiguous + those without a match (job page's equation).
     SyncJob.objects.filter(pk=job.pk).update(
