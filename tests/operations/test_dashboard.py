@@ -96,7 +96,7 @@ def test_each_mapping_shows_its_health(admin_client, history):
     for state, _ in dashboard.HEALTH_HELP:  # each health is explained on the page
         assert f"<strong>{state}</strong>:" in html
     # Its last run succeeded, but 4 of its errors are open: said, not "healthy".
-    assert ">needs attention</span><div class=\"ops-quiet\">4 open errors</div>" in rows_by_name(html)["SALESPEOPLE"]
+    assert '>needs attention</span><div class="ops-quiet">4 open errors</div>' in rows_by_name(html)["SALESPEOPLE"]
 
 
 def test_the_last_run_is_the_last_finished_job_of_each_direction_with_its_counts(admin_client, history):
