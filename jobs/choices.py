@@ -58,7 +58,8 @@ class ErrorState(models.TextChoices):
     An error is OPEN when saved. It leaves OPEN exactly once, to one of the other states, and never returns:
     - RESOLVED_BY_SYNC: a later run synchronized the same record in the same direction without error (written, or
       found already equal), closed by the engine's saver in the transaction that saves that run's page; or a run's
-      deletion policy uncoupled the record (jobs/engine/deletions.py): a pair that is gone is no longer wrong;
+      deletion policy uncoupled the record (jobs/engine/deletions.py): a pair that is gone is no longer wrong; or,
+      for an ambiguous match, a match-based coupling job coupled the record or found it matching no record any more;
     - RESOLVED_BY_HAND: a person resolved it (a conflict resolved field by field, its records uncoupled, or "mark as
       resolved");
     - SUPERSEDED: a newer error of the same record and direction replaced it (the newer one is the open one).

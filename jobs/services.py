@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections import Counter
 from contextlib import contextmanager
 from datetime import timedelta
 from graphlib import TopologicalSorter
@@ -27,7 +28,7 @@ from coupling.matching import NoMatchCriteria
 from coupling.models import Coupling
 from coupling.services import couplings_uncouple, match_based_coupling_run
 from jobs import recovery, shared_sync
-from jobs.choices import ACTIVE_STATUSES, ErrorState, JobKind, JobStatus, RequestedVia
+from jobs.choices import ACTIVE_STATUSES, ErrorClass, ErrorState, JobKind, JobStatus, RequestedVia
 from jobs.engine.deletions import DeletionPass, DeletionsHeld
 from jobs.engine.pipeline import DirectionRun, RunCancelled
 from jobs.engine.planned import PlannedCouplings
@@ -197,10 +198,80 @@ def sync_chain_jobs(*, mappings: list[TableMapping], kind: str, with_dependencie
 
 
 def sync_previews_start(
-    *, mappings: list[TableMapping], kind: str, with_dependencies: bool, user=None
+    *, mappings: list[TableMapping], kind: str, with_dependencies: bool, user=None, again: bool = False
 ) -> tuple[list[SyncJob], dict[str, str]]:
-    """The previews a run's confirmation shows: the very jobs the run would make, as a dry run, queued now."""
-    return sync_enqueue_many(mappings=mappings, kind=kind, user=user, dry_run=True, with_dependencies=with_dependencies)
+    """The previews a run's confirmation shows: the very jobs the run would make, as a dry run.
+
+    Opening the same confirmation again shows the user's latest previews of this run while they are still running or
+    still hold (sync_previews_outdated), so reopening a page does not queue another set each time. Otherwise (or with
+    `again`, "Preview again") they are queued anew, and the user's earlier finished previews of these jobs, which
+    no confirmation can use any more, are removed: the sync job list keeps one set of previews per run, not a log."""
+    chain = sync_chain_jobs(mappings=mappings, kind=kind, with_dependencies=with_dependencies)
+    if not again:
+        latest = _latest_previews(user=user, chain=chain)
+        if latest and _previews_reusable(latest, mappings=mappings, kind=kind, with_dependencies=with_dependencies):
+            return latest, {}
+    previews, refused = sync_enqueue_many(
+        mappings=mappings, kind=kind, user=user, dry_run=True, with_dependencies=with_dependencies
+    )
+    if previews:
+        _remove_superseded_previews(user=user, chain=chain, before=min(p.pk for p in previews))
+    return previews, refused
+
+
+def _user_previews(user):
+    return SyncJob.objects.filter(
+        requested_by=_user(user), dry_run=True, requested_via=RequestedVia.USER, reconciliation__isnull=True
+    )
+
+
+def _latest_previews(*, user, chain: list[tuple[int, str, str]]) -> list[SyncJob]:
+    """The user's newest previews that are exactly the jobs of `chain`, made together ([] if none).
+
+    A chain's previews are made in one transaction, in order, so they are the user's consecutive previews ending
+    with the chain's last job; a set mixed from several confirmations would not plan the later mappings with the
+    couplings the earlier ones would make (jobs.engine.planned)."""
+    if _user(user) is None or not chain:
+        return []
+    mapping_id, direction, kind = chain[-1]
+    last = (
+        _user_previews(user)
+        .filter(table_mapping_id=mapping_id, direction=direction, kind=kind)
+        .order_by("-pk")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if last is None:
+        return []
+    previews = list(
+        _user_previews(user).filter(pk__lte=last).select_related("table_mapping").order_by("-pk")[: len(chain)]
+    )[::-1]
+    if [(p.table_mapping_id, p.direction, p.kind) for p in previews] != chain or any(p.record_ids for p in previews):
+        return []
+    return previews
+
+
+def _previews_reusable(previews: list[SyncJob], **run) -> bool:
+    """Whether a confirmation may show these previews again: still running (not stuck in the queue for longer than a
+    preview is valid), or finished and still holding."""
+    if any(p.status in ACTIVE_STATUSES for p in previews):
+        oldest = min(p.queued_at for p in previews)
+        return timezone.now() - oldest <= timedelta(minutes=PREVIEW_VALID_MINUTES)
+    return not sync_previews_outdated(preview_ids=[p.pk for p in previews], **run)
+
+
+def _remove_superseded_previews(*, user, chain: list[tuple[int, str, str]], before: int) -> int:
+    """Delete the user's finished previews of the chain's jobs made before `before` (running ones finish first)."""
+    if _user(user) is None:
+        return 0
+    same_jobs = Q(pk__in=[])
+    for mapping_id, direction, kind in chain:
+        same_jobs |= Q(table_mapping_id=mapping_id, direction=direction, kind=kind)
+    superseded = (
+        _user_previews(user).filter(same_jobs, pk__lt=before, record_ids=[]).exclude(status__in=ACTIVE_STATUSES)
+    )
+    deleted, _ = superseded.delete()
+    return deleted
 
 
 def sync_previews_outdated(
@@ -614,7 +685,7 @@ def _run_one_alive(job: SyncJob, bc_client, dataverse_client, lock, on_progress=
             "dry_run": job.dry_run,
         },
     )
-    before = bc_client.request_counts + dataverse_client.request_counts
+    requests = RequestTally(bc_client, dataverse_client)
     status, message = JobStatus.SUCCEEDED, ""
     follow_ups: list[SyncJob] = []
     try:
@@ -623,7 +694,7 @@ def _run_one_alive(job: SyncJob, bc_client, dataverse_client, lock, on_progress=
         elif job.kind == JobKind.UNCOUPLING:
             message = _run_uncoupling(job, dataverse_client)
         else:
-            follow_ups = _run_sync(job, bc_client, dataverse_client, lock, on_progress, planned)
+            follow_ups = _run_sync(job, bc_client, dataverse_client, lock, on_progress, planned, requests)
     except RunCancelled as exc:
         status, message = JobStatus.CANCELLED, str(exc) or "Cancelled by a user."
     except (SourceUnreadable, NoMatchCriteria, DeletionsHeld) as exc:
@@ -649,20 +720,54 @@ def _run_one_alive(job: SyncJob, bc_client, dataverse_client, lock, on_progress=
     if status in (JobStatus.SUCCEEDED, JobStatus.PARTLY_FAILED) and finished_whole:
         # A whole run that went through ends the stop of an earlier run (errors of records close record by record).
         SyncError.objects.of_run(job.table_mapping_id, job.direction).close(ErrorState.RESOLVED_BY_SYNC, job_id=job.pk)
-    used = (bc_client.request_counts + dataverse_client.request_counts) - before
+    used = requests.used()
     # Counters were added page by page (also by helper workers): touch only what this function owns. A job that
     # recovery took as stopped (its heartbeat lapsed, e.g. the process was frozen) keeps what recovery said.
     SyncJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
         status=status,
         message=message or job.message,
         finished_at=timezone.now(),
-        http_requests=F("http_requests") + sum(used.values()),
+        http_requests=F("http_requests") + requests.unreported(used),
         http_requests_by_kind=dict(used),
     )
     return follow_ups
 
 
-def _run_sync(job: SyncJob, bc_client, dataverse_client, lock, on_progress, planned=None) -> list[SyncJob]:
+class RequestTally:
+    """The requests a run makes through its two clients, added to its job's count page by page (`on_page`), so the
+    job page's figure is live while it runs; the rest is added when the run ends. Helper workers of a shared full
+    synchronization add theirs to the same count, hence deltas, never the total."""
+
+    def __init__(self, bc_client, dataverse_client):
+        self.clients = (bc_client, dataverse_client)
+        self.before = self._counts()
+        self.reported = 0
+
+    def _counts(self) -> Counter[str]:
+        return sum((Counter(client.request_counts) for client in self.clients), Counter())
+
+    def used(self) -> Counter[str]:
+        return self._counts() - self.before
+
+    def unreported(self, used: Counter[str]) -> int:
+        """The requests of `used` not added to the job's count yet (and taken as added)."""
+        delta = max(0, sum(used.values()) - self.reported)
+        self.reported += delta
+        return delta
+
+    def live(self) -> dict:
+        """The update that brings the job's request figures up to date between pages ({} if they cannot be read
+        now: a request on another thread (read-ahead, parallel writes) added a kind while they were copied)."""
+        try:
+            used = self.used()
+        except RuntimeError:
+            return {}
+        return {"http_requests": F("http_requests") + self.unreported(used), "http_requests_by_kind": dict(used)}
+
+
+def _run_sync(
+    job: SyncJob, bc_client, dataverse_client, lock, on_progress, planned=None, requests: RequestTally | None = None
+) -> list[SyncJob]:
     # Deletions first: a held deletion (the safety stop) fails the run before anything is written.
     deletions = DeletionPass(job, bc_client=bc_client, dataverse_client=dataverse_client)
     follow_ups = deletions.run()
@@ -685,7 +790,7 @@ def _run_sync(job: SyncJob, bc_client, dataverse_client, lock, on_progress, plan
         job,
         bc_client=bc_client,
         dataverse_client=dataverse_client,
-        on_page=lambda: _on_page(job, lock, on_progress),
+        on_page=lambda: _on_page(job, lock, on_progress, requests),
         planned=planned,
     )
     if job.kind == JobKind.FULL and not job.dry_run:
@@ -731,11 +836,27 @@ def shared_sync_help(*, job_id: int) -> int:
             SyncJob.objects.filter(pk=job_id).update(http_requests=F("http_requests") + sum(used.values()))
 
 
+def _close_settled_ambiguous_errors(job: SyncJob, outcome) -> int:
+    """Errors are what is wrong now: a record this match-based coupling job coupled, or found matching no record any
+    more, is no longer an ambiguous match, so its open "ambiguous match" errors close (resolved by this job). Those
+    still ambiguous stay open. Returns how many closed."""
+    bc_ids = [bc.id for bc, _ in outcome.pairs] + [record.id for record in outcome.unmatched_bc]
+    dataverse_ids = [dv.id for _, dv in outcome.pairs] + [record.id for record in outcome.unmatched_dataverse]
+    ambiguous = SyncError.objects.open().filter(table_mapping=job.table_mapping, error_class=ErrorClass.AMBIGUOUS_MATCH)
+    closed = 0
+    step = 500  # ids per query, well under SQLite's limit on variables
+    for start in range(0, max(len(bc_ids), len(dataverse_ids)), step):
+        settled = Q(bc_id__in=bc_ids[start : start + step]) | Q(dataverse_id__in=dataverse_ids[start : start + step])
+        closed += ambiguous.filter(settled).close(ErrorState.RESOLVED_BY_SYNC, job_id=job.pk)
+    return closed
+
+
 def _run_match_coupling(job: SyncJob, bc_client, dataverse_client) -> str:
     mapping = job.table_mapping
     outcome, created = match_based_coupling_run(
         mapping=mapping, bc_client=bc_client, dataverse_client=dataverse_client, job_id=job.pk
     )
+    _close_settled_ambiguous_errors(job, outcome)
     unmatched = len(outcome.unmatched_bc) + len(outcome.unmatched_dataverse)
     # Records read on both sides = two per pair coupled + the ambiguous + those without a match (job page's equation).
     SyncJob.objects.filter(pk=job.pk).update(
@@ -855,8 +976,11 @@ def _origin(reconciliation) -> dict:
     return {"requested_via": RequestedVia.RECONCILIATION, "reconciliation": reconciliation}
 
 
-def _on_page(job: SyncJob, lock, on_progress) -> None:
-    if not SyncJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).exists():
+def _on_page(job: SyncJob, lock, on_progress, requests: RequestTally | None = None) -> None:
+    running = SyncJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING)
+    # The job page shows the requests made so far: "HTTP requests 0" beside a run well under way contradicted it.
+    live = requests.live() if requests else {}
+    if not (running.update(**live) if live else running.exists()):
         # Recovery took this run as stopped and resumed it elsewhere: the resumed run goes on, not this one.
         raise RunCancelled(f"{WORKER_STOPPED} This run was resumed by another job.")
     _keep_lock(job, lock)

@@ -34,6 +34,9 @@ from mappings.models import TableMapping
 from operations import dashboard_hours, traffic
 
 HEALTHY, FAILING, PAUSED, IDLE, RUNNING = "healthy", "failing", "paused", "idle", "running"
+ATTENTION = "attention"
+# What the page's badge says; the key is the badge's class and data-health.
+HEALTH_LABELS = {ATTENTION: "needs attention"}
 
 # What each health means, in the order it is decided (the first that applies wins); the page's help shows this.
 HEALTH_HELP = [
@@ -45,8 +48,13 @@ HEALTH_HELP = [
         "reached its maximum failed runs in a row (a failed retry of a few records is shown as records failing, "
         "not as the mapping failing).",
     ),
+    (
+        HEALTH_LABELS[ATTENTION],
+        "its last run in a direction partly failed, it has open errors, or a later retry of some records failed: the "
+        "reason says which, and the open errors are listed beside it.",
+    ),
     (IDLE, "nothing is due soon: it has no schedule or has never run, or its schedule is on hold after a quiet run."),
-    (HEALTHY, "its last runs finished (succeeded, partly failed or cancelled) and its schedule will run it again."),
+    (HEALTHY, "its last runs succeeded (or were cancelled), it has no open error, and its schedule will run it again."),
 ]
 
 RANGES = {
@@ -103,6 +111,10 @@ class MappingRow:
     errors_url: str
     # Retries of a few records that failed after the last whole run: (job, records failed), per direction.
     failing_records: list[tuple[SyncJob, int]] = field(default_factory=list)
+
+    @property
+    def health_label(self) -> str:
+        return HEALTH_LABELS.get(self.health, self.health)
 
     @property
     def lag(self) -> timedelta | None:
@@ -168,7 +180,14 @@ def _next_run(schedule: Schedule | None, now: datetime) -> str:
     return when
 
 
-def _health(schedule: Schedule | None, last_jobs: list[SyncJob], running: bool) -> tuple[str, str]:
+def _health(
+    schedule: Schedule | None,
+    last_jobs: list[SyncJob],
+    running: bool,
+    *,
+    open_errors: int = 0,
+    failing_records: int = 0,
+) -> tuple[str, str]:
     if running:
         return RUNNING, "a run is under way"
     if schedule is not None and not schedule.enabled:
@@ -178,6 +197,20 @@ def _health(schedule: Schedule | None, last_jobs: list[SyncJob], running: bool) 
         return FAILING, f"the last run {failed[0].get_direction_display().lower()} failed"
     if schedule is not None and schedule.is_failing:
         return FAILING, f"{schedule.failed_attempts} failed runs in a row"
+    # A run that partly failed, or errors still open, is no "healthy": the demo showed "healthy" beside a run that
+    # failed 4 records and their 4 open errors. Say what is wrong, with the figures.
+    attention = [
+        f"the last run {job.get_direction_display().lower()} partly failed ({job.failed} of {job.records_read} "
+        "records failed)"
+        for job in last_jobs
+        if job.status == JobStatus.PARTLY_FAILED
+    ]
+    if open_errors:
+        attention.append(f"{open_errors} open error{'s' if open_errors != 1 else ''}")
+    if failing_records:
+        attention.append(f"{failing_records} record{'s' if failing_records != 1 else ''} failing in a later retry")
+    if attention:
+        return ATTENTION, "; ".join(attention)
     if schedule is None:
         return IDLE, "no schedule"
     if not last_jobs:
@@ -222,12 +255,15 @@ def mapping_rows(*, now: datetime | None = None) -> list[MappingRow]:
         directions = _directions(mapping)
         last_of: dict[str, Any] = {d: _annotated(mapping, "last_{}_id", d) for d, _ in directions}
         jobs = [last_jobs[last_of[d]] for d, _ in directions if last_of[d] in last_jobs]
-        health, reason = _health(schedule, jobs, mapping.pk in running)
         failing = _failing_retries(mapping, directions, last_jobs)
-        if failing:
-            records = sum(count for _, count in failing)
-            reason += f"; {records} record{'s' if records != 1 else ''} failing in a later retry"
         by_class = sorted(errors.get(mapping.pk, []), key=lambda item: -item[1])
+        health, reason = _health(
+            schedule,
+            jobs,
+            mapping.pk in running,
+            open_errors=sum(n for _, n in by_class),
+            failing_records=sum(count for _, count in failing),
+        )
         lags = []
         for direction, watermark_field in directions:
             watermark = getattr(mapping, watermark_field)

@@ -24,6 +24,8 @@ from mappings.choices import Direction
 from mappings.models import TableMapping
 
 CONFIRM_FIELD = "confirm"
+# "Preview again" asks for new previews; opening the page again shows the ones that still hold.
+PREVIEW_AGAIN_FIELD = "preview_again"
 # A selection this large is carried by "select across" and the list's filters, not one hidden field per row.
 MAX_HIDDEN_IDS = 1000
 
@@ -71,7 +73,7 @@ def render_confirmation(
     previews_html = ""
     if confirmation.previews:
         previews_html = previews_fragment(request, confirmation.previews, confirmation.dependency_ids)
-        preview_hidden = hidden
+        preview_hidden = [*hidden, (PREVIEW_AGAIN_FIELD, "yes")]
         hidden = with_previews(hidden, confirmation)
     context = {
         **modeladmin.admin_site.each_context(request),
@@ -91,13 +93,23 @@ PREVIEWS_FIELD = "previews"
 
 
 def sync_confirmation(
-    mappings: list[TableMapping], *, kind: str, with_dependencies: bool, label: str, user=None, outdated: str = ""
+    mappings: list[TableMapping],
+    *,
+    kind: str,
+    with_dependencies: bool,
+    label: str,
+    user=None,
+    outdated: str = "",
+    again: bool = False,
 ) -> Confirmation:
     """A run of these mappings: the jobs it makes, in order, each previewed now for this page (the run's own jobs as a
     dry run). The page shows their counts as they finish; Confirm is enabled once all have, and the confirmed run is
     refused if the previews no longer hold (jobs.services.sync_previews_outdated): then `outdated` says why, and
-    this page previews again."""
-    previews, _ = sync_previews_start(mappings=mappings, kind=kind, with_dependencies=with_dependencies, user=user)
+    this page previews again. Opened again, the page shows the same previews while they run or hold (`again`: the
+    user asked for new ones)."""
+    previews, _ = sync_previews_start(
+        mappings=mappings, kind=kind, with_dependencies=with_dependencies, user=user, again=again
+    )
     chosen = {m.pk for m in mappings}
     return Confirmation(
         title=f"{label}: are you sure?",
@@ -151,7 +163,13 @@ def ask_before_sync(
         if not outdated:
             return None
     confirmation = sync_confirmation(
-        mappings, kind=kind, with_dependencies=with_dependencies, label=label, user=request.user, outdated=outdated
+        mappings,
+        kind=kind,
+        with_dependencies=with_dependencies,
+        label=label,
+        user=request.user,
+        outdated=outdated,
+        again=request.POST.get(PREVIEW_AGAIN_FIELD) == "yes",
     )
     confirmation.notes += notes or []
     return render_confirmation(modeladmin, request, confirmation, hidden)

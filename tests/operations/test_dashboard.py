@@ -47,7 +47,8 @@ def mappings():
 
 @pytest.fixture
 def history(mappings):
-    """A mapping per health: SALESPEOPLE healthy, CUSTOMER running, VENDOR paused, CONTACT failing, CURRENCY idle."""
+    """A mapping per health: SALESPEOPLE needs attention (open errors), CUSTOMER running, VENDOR paused, CONTACT
+    failing, CURRENCY idle."""
     salespeople, customer, vendor = mappings["SALESPEOPLE"], mappings["CUSTOMER"], mappings["VENDOR"]
     contact, currency = mappings["CONTACT"], mappings["CURRENCY"]
     make_job(salespeople, Direction.FROM_DATAVERSE, JobStatus.FAILED, minutes_ago=60)  # older: not the last run
@@ -86,7 +87,7 @@ def test_each_mapping_shows_its_health(admin_client, history):
 
     health = {name: re.search(r'data-health="(\w+)"', body).group(1) for name, body in rows_by_name(html).items()}
     assert health == {
-        "SALESPEOPLE": "healthy",
+        "SALESPEOPLE": "attention",
         "CUSTOMER": "running",
         "VENDOR": "paused",
         "CONTACT": "failing",
@@ -94,6 +95,8 @@ def test_each_mapping_shows_its_health(admin_client, history):
     }
     for state, _ in dashboard.HEALTH_HELP:  # each health is explained on the page
         assert f"<strong>{state}</strong>:" in html
+    # Its last run succeeded, but 4 of its errors are open: said, not "healthy".
+    assert '>needs attention</span><div class="ops-quiet">4 open errors</div>' in rows_by_name(html)["SALESPEOPLE"]
 
 
 def test_the_last_run_is_the_last_finished_job_of_each_direction_with_its_counts(admin_client, history):
@@ -182,7 +185,8 @@ def test_the_page_shows_the_lag_in_seconds_and_words(admin_client, mappings):
 
 
 def test_a_failed_retry_of_one_record_is_a_record_failing_not_the_mapping_failing(admin_client, mappings):
-    """The walk: CUSTOMER "failing" because a one-record retry failed after a 272-record run that succeeded."""
+    """The walk: CUSTOMER "failing" because a one-record retry failed after a 272-record run that succeeded. It is a
+    record failing, which needs attention (not "healthy" either)."""
     customer = mappings["CUSTOMER"]
     customer.schedule.enabled = True
     customer.schedule.state = ScheduleState.READY
@@ -194,7 +198,7 @@ def test_a_failed_retry_of_one_record_is_a_record_failing_not_the_mapping_failin
     html = admin_client.get("/admin/").content.decode()
     row = rows_by_name(html)["CUSTOMER"]
 
-    assert 'data-mapping="CUSTOMER" data-health="healthy"' in html
+    assert 'data-mapping="CUSTOMER" data-health="attention"' in html
     assert sorted(re.findall(r'<div data-job="(\d+)">', row)) == sorted([str(run.pk), str(back.pk)])
     assert "272 inserted" in row
     assert f'data-retry-job="{retry.pk}" data-failed="1">1 record failing' in row
