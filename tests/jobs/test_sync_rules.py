@@ -236,6 +236,7 @@ def test_with_requests_failing_transiently_no_record_fails_or_is_created_twice(
     assert all(j.failed == unsettled.filter(job=j).count() for j in jobs), [(j.status, j.message) for j in jobs]
     assert not Coupling.objects.filter(table_mapping=mapping, skipped=True).exists()
 
+    unsettled.update(next_retry_at=timezone.now() - timedelta(seconds=1))  # as if their back-off had ended
     settling = sync_jobs_create(mapping=mapping, kind=JobKind.MODIFIED)
     sync_jobs_run(job_ids=[j.pk for j in settling])
     settled = SyncJob.objects.filter(pk__in=[j.pk for j in settling])
