@@ -15,10 +15,22 @@ from jobs.choices import ErrorClass, ErrorState, JobKind, JobStatus, RequestedVi
 from mappings.choices import Direction
 from mappings.models import TableMapping
 
-COUNTER_FIELDS = ("inserted", "modified", "deleted", "unchanged", "skipped", "failed", "coupled", "uncoupled")
+COUNTER_FIELDS = (
+    "inserted",
+    "modified",
+    "deleted",
+    "unchanged",
+    "skipped",
+    "failed",
+    "waiting",
+    "coupled",
+    "uncoupled",
+)
 # The outcomes of a synchronization that add up to the records it read, each record counted once (a record coupled by
 # matching during the run has an outcome of its own besides). A new outcome (a counter) joins this list.
-OUTCOME_FIELDS = ("inserted", "modified", "deleted", "unchanged", "skipped", "failed", "uncoupled")
+OUTCOME_FIELDS = ("inserted", "modified", "deleted", "unchanged", "skipped", "failed", "waiting", "uncoupled")
+# How the job page names an outcome where its counter's name is not enough.
+OUTCOME_LABELS = {"waiting": "waiting to retry"}
 # The outcomes that mean a record went through (a run with failures and at least one of these partly failed).
 SUCCESS_FIELDS = ("inserted", "modified", "deleted", "unchanged", "coupled", "uncoupled")
 
@@ -50,12 +62,17 @@ class SyncJob(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     inserted = models.PositiveIntegerField(default=0)
     modified = models.PositiveIntegerField(default=0)
-    # Coupled records found deleted in the run's source system and handled by the mapping's deletion policy (counted
-    # apart from the records read: read = inserted + modified + unchanged + skipped + failed).
+    # Coupled records found deleted in the run's source system and handled by the mapping's deletion policy (each a
+    # record read, with this outcome: see OUTCOME_FIELDS and `counts_reconcile`).
     deleted = models.PositiveIntegerField(default=0)
     unchanged = models.PositiveIntegerField(default=0)
     skipped = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
+    # Records the run left for later because they failed transiently and their back-off has not ended
+    # (jobs/engine/backoff.py): read, or due for a retry, yet neither written nor failed again.
+    waiting = models.PositiveIntegerField(
+        "waiting to retry", default=0, help_text="Records left for a later run: their back-off has not ended."
+    )
     coupled = models.PositiveIntegerField(default=0)
     uncoupled = models.PositiveIntegerField(default=0)
     progress_done = models.PositiveIntegerField(default=0)
@@ -122,6 +139,7 @@ class SyncJob(models.Model):
         ("fail", "Would fail"),
         ("unchanged", "Unchanged"),
         ("skip", "Skipped"),
+        ("waiting", "Waiting to retry"),
         ("uncouple", "Would uncouple"),
         ("delete", "Found deleted (deletion policy)"),
     ]
@@ -253,7 +271,7 @@ class SyncJob(models.Model):
                 ("ambiguous", self.failed),
                 ("without a match", self.skipped),
             ]
-        return [(name, getattr(self, name)) for name in OUTCOME_FIELDS]
+        return [(OUTCOME_LABELS.get(name, name), getattr(self, name)) for name in OUTCOME_FIELDS]
 
     @property
     def outcomes_total(self) -> int:

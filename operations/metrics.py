@@ -74,7 +74,7 @@ def records_by_outcome() -> GaugeMetricFamily:
     family = GaugeMetricFamily(
         "syncadmin_sync_records",
         "Records processed by the sync jobs in the job log, by mapping, direction and outcome "
-        "(inserted, modified, deleted, unchanged, skipped, failed, coupled, uncoupled).",
+        "(inserted, modified, deleted, unchanged, skipped, failed, waiting, coupled, uncoupled).",
         labels=["mapping", "company", "direction", "outcome"],
     )
     rows = (

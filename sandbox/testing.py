@@ -77,6 +77,34 @@ def delete_as_another_user(service: str, entity_set: str, record_id) -> None:
             dataverse.remove(table, str(record_id).lower(), actor=another_user_id())
 
 
+def delete_keeping_a_copy(service: str, entity_set: str, record_id) -> dict:
+    """Delete a row as someone else would, returning what it held, for `restore_as_another_user`."""
+    copy = row_model(_table(service, entity_set)).objects.using(rows.DB).filter(rid=str(record_id)).values().first()
+    if copy is None:
+        raise LookupError(f"no {entity_set} row {record_id}")
+    delete_as_another_user(service, entity_set, record_id)
+    return copy
+
+
+def restore_as_another_user(service: str, entity_set: str, copy: dict) -> None:
+    """Put a deleted row back under its id, as someone restoring it would (Dataverse's restore of deleted records;
+    in Business Central, the id existing again): a new version and modified-on, as any change."""
+    table = _table(service, entity_set)
+    values = dict(copy)
+    values.pop("id", None)
+    with transaction.atomic(using=rows.DB):
+        if service == "bc":
+            values.update(modified_at=rows.later_than(values["modified_at"]), version=values["version"] + 1)
+            values["etag"] = rows.bc_etag()
+        else:
+            values.update(
+                modified_at=rows.later_than(values["modified_at"], seconds_only=True),
+                version=rows.next_versions(),
+                modified_by=another_user_id(),
+            )
+        row_model(table).objects.using(rows.DB).create(**values)
+
+
 def create_as_another_user(service: str, entity_set: str, **values) -> uuid.UUID:
     """Create a row out of band (as if typed in by a user); returns its id."""
     table = _table(service, entity_set)

@@ -33,6 +33,7 @@ COUNT_COLUMNS = [
     ("unchanged", ("unchanged",)),
     ("skipped", ("skip",)),
     ("failed", ("fail", "conflicts")),
+    ("waiting", ("waiting",)),
     ("deleted", ("delete",)),
     ("coupled", ()),
     ("uncoupled", ("uncouple",)),

@@ -32,7 +32,9 @@ deletion, gone from the delta once read, would be lost.
 Each coupled source record found deleted and handled is a record the job read, with one outcome (the job page's
 equation, SyncJob.counts_reconcile): `deleted` when the other record was deleted, restored or the deletion reported,
 `uncoupled` when only the coupling went (the uncouple policy, or a record another mapping still couples), `failed`
-when deleting the other record failed. A record reported by an earlier run is not read again.
+when deleting the other record failed, `waiting` when trying again waits out a transient failure's back-off. A
+record reported by an earlier run is not read again. A retried deletion whose source record exists again (restored)
+is dropped before anything is deleted: the record is synchronized as the live coupled record it is.
 """
 
 from __future__ import annotations
@@ -47,9 +49,11 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Value
+from django.db.models.functions import Concat
 from django.utils import timezone
 
+from adminkit.times import admin_time
 from connectors.dataverse import ChangeTrackingExpired
 from connectors.types import ConnectorError, ErrorKind, Page, RemoteClient, WriteOperation
 from coupling.existence import chunked, missing_ids
@@ -60,6 +64,7 @@ from jobs.engine.coupling_rows import update_couplings
 from jobs.engine.reader import SourceUnreadable
 from jobs.engine.saver import error_class_of, record_failure
 from jobs.engine.sides import sides_for
+from jobs.engine.unskip import unskip_fixed
 from jobs.models import SyncError, SyncJob
 from jobs.uncoupling import records_uncouple
 from mappings.choices import DeletionPolicy, Direction
@@ -86,6 +91,7 @@ FAILED_DELETION_FIELDS = [
     "reserved_at",
 ]
 IDS_PER_QUERY = 5000
+UNCOUPLE_REASON = "the mapping's deletion policy says so (uncouple and keep the other record)"
 
 
 class DeletionsHeld(Exception):
@@ -152,12 +158,25 @@ class DeletionPass:
                 gone = missing_ids(self.source_client, self.source.entity_set, self.source.id_field, confirmed)
                 return self.handle(gone, confirmed=True)
             gone, remember = self.detect()
+            if self.job.kind == JobKind.MODIFIED:
+                # A skipped deletion whose cause was fixed is due again in this very run, as a skipped write is
+                # (the reader does the same for the records it retries; it finds these done).
+                unskip_fixed(self.mapping, self.job.direction, self.target, self.target_client)
             marked = self._marked()
             # Deletions found earlier whose carrying over failed are not new: no safety stop for them again.
             new = gone - set(marked)
+            if new and self.source.is_dataverse:
+                # The delta lists a row deleted then created again under its id (restored) as deleted: it is not.
+                new -= self._back(new)
             follow_ups = self.handle(new, confirmed=False) if new else []
             # Tried again until they succeed, or fail permanently often enough to be skipped (the skip policy).
-            due = self._due(marked)
+            due, backing_off = self._due(marked)
+            if backing_off:
+                self._counted(waiting=len(backing_off))  # considered, left for a later run: an outcome of its own
+            back = self._back(due) if due else set()
+            if back:
+                self._live_again([marked[i] for i in back])
+            due -= back
             follow_ups += self.handle(due, confirmed=True) if due else []
         except ConnectorError as exc:
             if self.job.kind == JobKind.DELETIONS:
@@ -181,7 +200,7 @@ class DeletionPass:
             return
         marked = self._marked()
         self.previewed = len(self.couplings_of(gone - set(marked)))
-        self.retrying = len(self._due(marked))
+        self.retrying = len(self._due(marked)[0])
 
     # -- detection ----------------------------------------------------------------------------------------------
 
@@ -256,13 +275,43 @@ class DeletionPass:
         marked = Coupling.objects.filter(table_mapping=self.mapping, deleted_in=self.source.system)
         return {getattr(c, self.source_attr): c for c in marked if getattr(c, self.source_attr)}
 
-    def _due(self, marked: dict[UUID, Coupling]) -> set[UUID]:
+    def _due(self, marked: dict[UUID, Coupling]) -> tuple[set[UUID], set[UUID]]:
         """The ones to try again now: not skipped (a permanent failure repeated; they wait for an un-skip or a
-        retry), and not waiting out a transient failure's back-off (jobs/engine/backoff.py)."""
+        retry), and not waiting out a transient failure's back-off (jobs/engine/backoff.py); and those waiting so."""
         if not marked:
-            return set()
+            return set(), set()
         backing_off = waiting(self.mapping.pk, self.job.direction, timezone.now())
-        return {i for i, c in marked.items() if not c.skipped and i not in backing_off}
+        live = {i for i, c in marked.items() if not c.skipped}
+        return live - backing_off, live & backing_off
+
+    def _back(self, source_ids: set[UUID]) -> set[UUID]:
+        """The ones among these deleted source records that exist again (restored, or created again under the
+        same id) since they were found deleted: a page of ids a request."""
+        return source_ids - missing_ids(self.source_client, self.source.entity_set, self.source.id_field, source_ids)
+
+    def _live_again(self, couplings: list[Coupling]) -> None:
+        """Source records whose deletion was being carried over exist again: deleting their partner now would
+        delete a live record's partner. The deletion is dropped, its error closed as the run's doing with a line
+        saying why, and the coupling is live again with a fresh start for the skip policy; it stays failed in this
+        direction, so the reader retries the record in this same run as any failed record (and counts it)."""
+        now = timezone.now()
+        line = (
+            f"\n{admin_time(now)}: the {self.source.label} record exists again (restored, or created again under "
+            f"its id): its deletion is no longer carried over, and the coupling stays."
+        )
+        source_ids = [getattr(c, self.source_attr) for c in couplings]
+        with transaction.atomic():
+            for chunk in chunked(source_ids, IDS_PER_QUERY):
+                errors = SyncError.objects.open().of_records(self.mapping.pk, self.job.direction, chunk)
+                errors.update(detail=Concat(F("detail"), Value(line)))
+                errors.close(ErrorState.RESOLVED_BY_SYNC, job_id=self.job.pk, now=now)
+            for chunk in chunked([c.pk for c in couplings], IDS_PER_QUERY):
+                Coupling.objects.filter(pk__in=chunk).unskip(self.job.direction)
+                Coupling.objects.filter(pk__in=chunk).update(deleted_in="")
+        self._say(
+            f"{len(couplings)} {self.source.label} record(s) found deleted earlier exist again: their deletion was "
+            f"not carried over, and they are synchronized as coupled records."
+        )
 
     # -- handling -----------------------------------------------------------------------------------------------
 
@@ -297,13 +346,15 @@ class DeletionPass:
             )
         return found
 
-    def _counted(self, *, deleted: int = 0, uncoupled: int = 0, failed: int = 0) -> None:
-        """Each deleted source record handled is a record read with one outcome (the job page's equation)."""
+    def _counted(self, *, deleted: int = 0, uncoupled: int = 0, failed: int = 0, waiting: int = 0) -> None:
+        """Each deleted source record handled is a record read with one outcome (the job page's equation); so is
+        one whose deletion waits out a back-off before it is tried again."""
         SyncJob.objects.filter(pk=self.job.pk).update(
-            progress_done=F("progress_done") + deleted + uncoupled + failed,
+            progress_done=F("progress_done") + deleted + uncoupled + failed + waiting,
             deleted=F("deleted") + deleted,
             uncoupled=F("uncoupled") + uncoupled,
             failed=F("failed") + failed,
+            waiting=F("waiting") + waiting,
         )
 
     def _safety_stop(self, couplings: list[Coupling]) -> None:
@@ -373,6 +424,7 @@ class DeletionPass:
             if transient:
                 # Read before the records' open errors are superseded: each new one continues their back-off.
                 schedule_retries(self.mapping.pk, self.job.direction, transient, now)
+            self._note_target_versions([c for c in failed if c.skipped and not c.skipped_target_etag])
             with transaction.atomic():
                 self._uncoupled(removed, target_survives=False)
                 update_couplings(failed, FAILED_DELETION_FIELDS)
@@ -411,6 +463,24 @@ class DeletionPass:
         detail = "\n".join(part for part in (error.detail() if error else "", note) if part)
         return self._error(coupling, message, detail=detail, error_class=error_class)
 
+    def _note_target_versions(self, skipped: list[Coupling]) -> None:
+        """The target records' versions when their deletion was skipped, so that a later change of one by someone
+        un-skips it (jobs/engine/unskip.py), as for a skipped write. A failed delete answers with no version: one
+        read of the ids. Not known (unreadable now): the record waits for the other causes or a retry by hand."""
+        by_id = {getattr(c, self.target_attr): c for c in skipped if getattr(c, self.target_attr)}
+        if not by_id:
+            return
+        try:
+            rows = self.target_client.read_by_ids(
+                self.target.entity_set, list(by_id), select=[self.target.id_field, self.target.modified_field]
+            )
+        except ConnectorError as exc:
+            logger.warning("Versions of %s records whose deletion was skipped not read: %s", self.target.label, exc)
+            return
+        for record_id, row in rows.items():
+            if record_id in by_id:
+                by_id[record_id].skipped_target_etag = self.target.row_etag(row)[:200]
+
     def _held_elsewhere(self, couplings: list[Coupling]) -> dict[UUID, set[str]]:
         """The target records of these couplings that another mapping's coupling holds (another company's mapping of
         the same table, say), with the names of those mappings: deleting them would break those couplings."""
@@ -430,8 +500,19 @@ class DeletionPass:
         return held
 
     def _keep_held(self, couplings: list[Coupling], held: dict[UUID, set[str]]) -> None:
+        """Uncouple only, and keep each survivor uncoupled on purpose (KeptRecord, with the mappings that hold it):
+        the deletion stands in this mapping, so its reverse runs must not create the deleted record again from the
+        survivor, now uncoupled here; and the records kept list says which records were kept and why."""
         with transaction.atomic():
             self._uncoupled(couplings, target_survives=True)
+            KeptRecord.objects.bulk_create(
+                [
+                    self._kept(c, because=self._held_reason(sorted(held[getattr(c, self.target_attr)])))
+                    for c in couplings
+                ],
+                batch_size=500,
+                ignore_conflicts=True,
+            )
             self._counted(uncoupled=len(couplings))
         mappings = sorted({name for c in couplings for name in held[getattr(c, self.target_attr)]})
         records = ", ".join(sorted(c.dataverse_name or c.bc_name or str(c.pk) for c in couplings)[:5])
@@ -439,7 +520,7 @@ class DeletionPass:
         self._say(
             f"{len(couplings)} {self.target.label} record(s) whose {self.source.label} record was deleted were kept, "
             f"not deleted: they are still coupled by {', '.join(mappings)} ({records}{more}). Only this mapping's "
-            f"coupling was removed (counted as uncoupled)."
+            f"coupling was removed (counted as uncoupled); they are listed under Records kept uncoupled."
         )
 
     def _say(self, text: str) -> None:
@@ -453,13 +534,19 @@ class DeletionPass:
         with transaction.atomic():
             self._uncoupled(couplings, target_survives=True)
             KeptRecord.objects.bulk_create(
-                [self._kept(c) for c in couplings if getattr(c, self.target_attr)],
+                [self._kept(c, because=UNCOUPLE_REASON) for c in couplings if getattr(c, self.target_attr)],
                 batch_size=500,
                 ignore_conflicts=True,
             )
             self._counted(uncoupled=len(couplings))
 
-    def _kept(self, coupling: Coupling) -> KeptRecord:
+    def _held_reason(self, mappings: list[str]) -> str:
+        return (
+            f"the mapping's deletion policy is to propagate the deletion, but {', '.join(mappings)} still "
+            f"couple{'s' if len(mappings) == 1 else ''} this record, so it was not deleted"
+        )
+
+    def _kept(self, coupling: Coupling, *, because: str) -> KeptRecord:
         deleted = getattr(coupling, self.source.coupling_attr("name")) or getattr(coupling, self.source_attr)
         return KeptRecord(
             table_mapping=self.mapping,
@@ -469,9 +556,8 @@ class DeletionPass:
             job_id=self.job.pk,
             reason=(
                 f"Its coupled {self.source.label} record ({deleted}) was deleted; job #{self.job.pk} uncoupled them "
-                f"on {timezone.now():%Y-%m-%d %H:%M} UTC, as the mapping's deletion policy says (uncouple and keep "
-                f"the other record). Runs do not create it again in {self.source.label}: couple it, synchronize it "
-                f"now, or forget this choice to let runs do so."
+                f"on {timezone.now():%Y-%m-%d %H:%M} UTC: {because}. Runs do not create it again in "
+                f"{self.source.label}: couple it, synchronize it now, or forget this choice to let runs do so."
             ),
         )
 

@@ -122,6 +122,7 @@ class DirectionRun:
             source_select=source_select,
             target_select=target_select,
         )
+        self.reader.on_waiting = self._count_waiting
         self.writer = PageWriter(mapping, source, target, target_client=target_client, target_select=target_select)
         self.writes = WritePipeline(target_client)
         self._unsaved: dict[Any, int] = {}  # source id -> its writes in the pipeline, not saved yet
@@ -171,6 +172,19 @@ class DirectionRun:
         if self.job.dry_run:
             self._count_read_back()
         return RunOutcome(latest_modified=self.reader.watermark_limit(), preview=self.preview)
+
+    def _count_waiting(self, count: int) -> None:
+        """Records the reader left for a later run (their back-off has not ended): read, with that outcome."""
+        if self.job.dry_run:
+            counts = self.preview["counts"]
+            counts["waiting"] = counts.get("waiting", 0) + count
+            SyncJob.objects.filter(pk=self.job.pk).update(
+                progress_done=F("progress_done") + count, preview=self.preview
+            )
+        else:
+            SyncJob.objects.filter(pk=self.job.pk).update(
+                progress_done=F("progress_done") + count, waiting=F("waiting") + count
+            )
 
     def _count_read_back(self) -> None:
         """The records the other direction's preview would write here, which the real run reads back unchanged.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -117,6 +117,10 @@ class SourceReader:
         # Records failing transiently whose back-off has not ended (jobs/engine/backoff.py): left out of a
         # modified-records run, whether failed or changed again; a full sync and selected records do not wait.
         self._waiting: set[UUID] = set()
+        # Each record left so is counted once as read, with the outcome "waiting to retry" (`on_waiting`), so the
+        # run's records read still add up to their outcomes (SyncJob.counts_reconcile).
+        self._waiting_counted: set[UUID] = set()
+        self.on_waiting: Callable[[int], None] = lambda count: None
 
     def pages(self) -> Iterator[list[Row]]:
         """Yield the source rows to process, a page at a time; failed-not-skipped records come first. Records an
@@ -237,10 +241,12 @@ class SourceReader:
             for page in pages:
                 read += len(page.rows)
                 self._check_runaway(read)
+                ids = [self.source.row_id(row) for row in page.rows]
+                self._left_waiting([i for i in ids if i in self._waiting])
                 yield [
                     row
-                    for row in page.rows
-                    if self.source.row_id(row) not in self._retried and self.source.row_id(row) not in self._waiting
+                    for row, i in zip(page.rows, ids, strict=True)
+                    if i not in self._retried and i not in self._waiting
                 ]
         except ConnectorError as exc:
             raise SourceUnreadable(f"{self.source.label} {self.source.entity_set} could not be read: {exc}") from exc
@@ -252,6 +258,12 @@ class SourceReader:
             f"{self.source.label} {self.source.entity_set}: read {read} records, more than {RUNAWAY_FACTOR}x the "
             f"{self.estimate} records counted at the start: the source keeps returning pages; stopped."
         )
+
+    def _left_waiting(self, ids: list[UUID]) -> None:
+        new = [i for i in ids if i not in self._waiting_counted]
+        if new:
+            self._waiting_counted.update(new)
+            self.on_waiting(len(new))
 
     def _read_by_ids(self, ids: list[UUID]) -> dict[UUID, Row]:
         try:
@@ -265,15 +277,19 @@ class SourceReader:
         """Failed-but-not-skipped records are retried at every run, changed or not (as BC), except those failing
         transiently whose back-off has not ended."""
         id_attr = self.source.coupling_attr("id")
-        failed = [
-            i
-            for i in Coupling.objects.filter(
-                table_mapping=self.mapping,
-                skipped=False,
-                **{Coupling.result_field(self.job.direction): SyncResult.FAILURE},
-            ).values_list(id_attr, flat=True)
-            if i and i not in self._waiting
-        ]
+        candidates = Coupling.objects.filter(
+            table_mapping=self.mapping,
+            skipped=False,
+            **{Coupling.result_field(self.job.direction): SyncResult.FAILURE},
+        ).values_list(id_attr, "deleted_in")
+        failed: list[UUID] = []
+        for i, deleted_in in candidates:
+            if not i:
+                continue
+            if i not in self._waiting:
+                failed.append(i)
+            elif deleted_in != self.source.system:  # a deletion waiting to be carried over: the deletion pass's
+                self._left_waiting([i])
         for start in range(0, len(failed), ID_CHUNK):
             rows = self._read_by_ids(failed[start : start + ID_CHUNK])
             self._retried.update(rows)

@@ -133,6 +133,10 @@ class PageSaver:
                     # both records equal already: confirm the coupling now, with both versions.
                     self._remember(self.target, coupling, plan.target_row)
                     coupling.succeed(self.direction, self.job.pk)
+                elif coupling.last_result(self.direction) == SyncResult.FAILURE:
+                    # A failed record found equal on both sides (fixed by hand, or a restored record whose deletion
+                    # was not carried over): it succeeded, or every later run would retry it as failed.
+                    coupling.succeed(self.direction, self.job.pk)
                 to_update.append(coupling)
             elif outcome == Action.UNCOUPLE:
                 assert coupling is not None

@@ -482,10 +482,12 @@ def test_a_record_failing_transiently_is_never_skipped_and_is_retried_after_a_gr
                 <= error.next_retry_at
                 <= timezone.now() + timedelta(minutes=minutes)
             )
-            # A run within the back-off does not retry it: not read, not failed again, its error still the open one.
+            # A run within the back-off does not retry it: not failed again, its error still the open one; it counts
+            # it as waiting to retry, so its records read still add up.
             (waiting,) = run(customer, direction="from_dataverse")
             coupling.refresh_from_db()
-            assert (waiting.failed, waiting.modified) == (0, 0), attempt
+            assert (waiting.failed, waiting.modified, waiting.waiting) == (0, 0, 1), attempt
+            assert waiting.counts_reconcile, (waiting.records_read, waiting.outcomes)
             assert coupling.last_job_from_dataverse == from_dataverse.pk and open_error(coupling).pk == error.pk
             back_off_passes(coupling)
     # The same error each time: a permanent one would have been skipped by now.
