@@ -238,7 +238,10 @@ class SyncJobAdmin(CappedCountAdminMixin, RunSyncPermissionMixin, admin.ModelAdm
             return TemplateResponse(request, "admin/jobs/confirm_action.html", context)
         if job.status in ACTIVE_STATUSES:
             sync_job_cancel(job=job)
-            self.message_user(request, f"Asked job #{job.pk} to stop: it stops before it writes its next page.")
+            self.message_user(
+                request,
+                f"Asked job #{job.pk} to stop: it stops before it sends its next page (writes already sent finish).",
+            )
         else:
             self.message_user(request, f"Job #{job.pk} has already finished.", messages.WARNING)
         return redirect("admin:jobs_syncjob_change", job.pk)
@@ -256,7 +259,10 @@ def cancel_confirmation(jobs: list[SyncJob]) -> Confirmation:
         elif job.dry_run:
             effect = "stops; a preview has written nothing"
         else:
-            effect = f"stops before its next page; the {written} record(s) written so far stay written"
+            effect = (
+                f"stops before it sends its next page; the {written} record(s) written so far stay written, and so "
+                "do the writes already sent, which finish and are counted"
+            )
         rows.append(
             [
                 f"#{job.pk} {job.table_mapping.label}",

@@ -265,13 +265,16 @@ def test_cancel_asks_first_saying_what_the_run_has_written_and_that_stays(
 ):
     """Cancel on a run midway (the real engine, stopped between pages): the page says how many records it has
     written so far and that they stay; once confirmed the run stops there, and those records are what it wrote."""
+    from connectors.clients import open_client
     from connectors.models import Connection
     from coupling.models import Coupling
     from jobs.engine.pipeline import DirectionRun
 
     Connection.objects.update(page_size=3)
+    bc = Connection.objects.get(kind="business_central")
     check_cancelled = DirectionRun.check_cancelled
     asked: list[str] = []
+    written_when_asked: list[int] = []
     viewer = django_user_model.objects.create_user("viewer", password="x", is_staff=True)
     from django.contrib.auth.models import Permission
 
@@ -286,6 +289,7 @@ def test_cancel_asks_first_saying_what_the_run_has_written_and_that_stays(
             assert client.post(url).status_code == 403
             assert client.post(url, {"confirm": "yes"}).status_code == 403
             assert not SyncJob.objects.get(pk=job.pk).cancel_requested
+            written_when_asked.append(job.inserted)
             asked.append(admin_client.post(url).content.decode())
             assert not SyncJob.objects.get(pk=job.pk).cancel_requested  # asking is not cancelling
             admin_client.post(url, {"confirm": "yes"})
@@ -295,9 +299,14 @@ def test_cancel_asks_first_saying_what_the_run_has_written_and_that_stays(
     job = run(customer, kind=JobKind.MODIFIED)
 
     (page,) = asked
-    assert "the 6 record(s) written so far stay written" in page
-    assert "<td>6 / 0 / 0 / 0</td>" in page
+    (written,) = written_when_asked
+    assert f"the {written} record(s) written so far stay written, and so do the writes already sent" in page
+    assert f"<td>{written} / 0 / 0 / 0</td>" in page
     assert "does not move the mapping&#x27;s watermark" in page or "does not move the mapping's watermark" in page
-    # What the page said is what happened: the run stopped there and the 6 records it wrote stay coupled.
-    assert job.status == JobStatus.CANCELLED and job.inserted == 6
-    assert Coupling.objects.filter(table_mapping=customer).count() == 6
+    # What the page said is what happened: the run stopped there; what it had written, and the writes it had sent
+    # already (the next page's, sent while the last was saved), stay written, counted and coupled; no page after.
+    assert job.status == JobStatus.CANCELLED
+    assert written <= job.inserted <= written + 2 * 3, (written, job.inserted)  # at most the pages in flight
+    customers = [row for page in open_client(bc).read_pages("customers", select=["id"]) for row in page.rows]
+    assert job.inserted < len(customers)  # it stopped early: no page after the ones sent
+    assert Coupling.objects.filter(table_mapping=customer).count() == job.inserted
