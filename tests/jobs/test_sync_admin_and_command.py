@@ -492,8 +492,10 @@ def test_synchronize_all_as_a_preview_runs_every_mapping_and_writes_nothing(
 
 
 def counts_row(job):
-    values = [job.inserted, job.modified, job.deleted, job.unchanged, job.skipped, job.failed, job.coupled]
-    return "".join(f"<td>{value}</td>" for value in [*values, job.uncoupled])
+    values = [job.inserted, job.modified, job.deleted, job.unchanged, job.skipped, job.failed]
+    return "".join(f"<td>{value}</td>" for value in values) + (
+        f'<td class="syncjob-waiting">{job.waiting}</td><td>{job.coupled}</td><td>{job.uncoupled}</td>'
+    )
 
 
 def test_the_job_page_polls_its_progress_while_queued_and_shows_the_counts_once_done(
