@@ -177,8 +177,11 @@ class PageSaver:
 
     def _close_errors(self, synced_ids: list[Any], failed_ids: list[Any], now: datetime) -> None:
         """The records' open errors in this direction: resolved where the record synchronized, superseded where it
-        failed again (its new error, saved next, is the open one). One UPDATE per batch of records."""
+        failed again (its new error, saved next, is the open one). One UPDATE per batch of records, none when the
+        mapping has no open error in this direction (the usual case: a clean full run of 100,000 records sent 400)."""
         mapping_id = self.job.table_mapping_id
+        if not SyncError.objects.open().filter(table_mapping_id=mapping_id, direction=self.direction).exists():
+            return
         for state, ids in ((ErrorState.RESOLVED_BY_SYNC, synced_ids), (ErrorState.SUPERSEDED, failed_ids)):
             ids = [record_id for record_id in ids if record_id]
             for start in range(0, len(ids), BULK_BATCH):

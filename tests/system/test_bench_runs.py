@@ -5,6 +5,7 @@ those defaults made every scenario fail, and no test noticed.
 """
 
 import os
+import re
 import subprocess
 import sys
 
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.system
 def test_the_engine_benchmark_runs_every_scenario_on_a_tiny_table_and_prints_its_figures():
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SANDBOX_DATABASE_URL", "REDIS_URL")}
     result = subprocess.run(  # noqa: S603
-        [sys.executable, "manage.py", "bench", "--records", "300", "--small", "200", "--c-records", "20"],
+        [sys.executable, "manage.py", "bench", "--records", "300", "--small", "200", "--c-records", "20", "--queries"],
         cwd=settings.BASE_DIR,
         env=env,
         capture_output=True,
@@ -37,3 +38,7 @@ def test_the_engine_benchmark_runs_every_scenario_on_a_tiny_table_and_prints_its
     ):
         assert scenario in result.stdout, result.stdout[-3000:]
     assert "A runs at" in result.stdout and "of the floor D" in result.stdout
+    # --queries: each scenario's statements per page by kind and table (A creates the couplings it reserves).
+    assert re.search(r"^ +[0-9.]+ per page  INSERT coupling_coupling$", result.stdout, re.MULTILINE), result.stdout[
+        -3000:
+    ]

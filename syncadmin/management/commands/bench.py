@@ -36,6 +36,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 
@@ -123,6 +124,11 @@ class Command(BaseCommand):
         parser.add_argument("--fault-share", type=float, default=0.10, help="Share of requests failing in G.")
         parser.add_argument("--s-records", type=int, default=20_000, help="Customers for S (shared full sync).")
         parser.add_argument("--workers", default="1,2,4", help="Worker processes for S, e.g. '1,2,4'.")
+        parser.add_argument(
+            "--queries",
+            action="store_true",
+            help="After each scenario, its database statements per page by kind and table, most frequent first.",
+        )
 
     def handle(self, *args, **options):
         if not is_scratch_child(BENCH_ENV):
@@ -151,6 +157,7 @@ class Command(BaseCommand):
             fault_share=options["fault_share"],
             s_records=options["s_records"],
             workers=[int(n) for n in options["workers"].split(",") if n.strip()],
+            list_queries=options["queries"],
         ).run()
 
     def _rerun_in_scratch_folder(self):
@@ -204,12 +211,23 @@ class PeakMemory:
 
 
 class QueryCounter:
+    """Counts the statements a scenario sends, and by shape (verb and table), for `--queries`."""
+
     def __init__(self):
         self.count = 0
+        self.shapes: Counter[str] = Counter()
 
     def __call__(self, execute, sql, params, many, context):
         self.count += 1
+        self.shapes[statement_shape(sql)] += 1
         return execute(sql, params, many, context)
+
+
+def statement_shape(sql: str) -> str:
+    """'SELECT jobs_syncjob', 'UPDATE coupling_coupling': which kind of statement, on which table."""
+    verb = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else "?"
+    table = re.search(r'(?:FROM|INTO|UPDATE)\s+"?(\w+)"?', sql, re.IGNORECASE)
+    return f"{verb} {table.group(1) if table else ''}".strip()
 
 
 class Bench:
@@ -230,6 +248,7 @@ class Bench:
         fault_share: float = 0.10,
         s_records: int = 20_000,
         workers: tuple[int, ...] | list[int] = (1, 2, 4),
+        list_queries: bool = False,
     ):
         self.out = out
         self.records = records
@@ -246,6 +265,7 @@ class Bench:
         self.fault_share = fault_share
         self.s_records = s_records
         self.workers = list(workers)
+        self.list_queries = list_queries
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
 
@@ -504,6 +524,7 @@ class Bench:
             "seconds": elapsed,
             "cpu_seconds": time.process_time() - cpu_started,
             "queries": counter.count,
+            "query_shapes": counter.shapes,
             "peak_mb": memory.peak_mb(),
             # The machine may be shared: the 1-minute load average before and after says how far to trust the rate.
             "load": (load_before, os.getloadavg()[0]),
@@ -904,6 +925,9 @@ class Bench:
             along = ", ".join(f"{mb:.0f}" for mb in result["peaks_along_mb"])
             line += f"; peak so far at 10/25/50/75/100% of pages: {along} MB"
         self.say(line)
+        if self.list_queries and result.get("pages"):
+            for shape, count in result["query_shapes"].most_common(15):
+                self.say(f"       {count / result['pages']:8.2f} per page  {shape}")
 
     def report(self, results):
         self.say("")
