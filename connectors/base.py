@@ -150,6 +150,9 @@ class ODataClient:
         it, never above the service's hint or per-user limit times the app registrations."""
         return self.throttle.concurrency
 
+    def hear_parallelism(self) -> None:
+        """Nothing: Business Central tells no parallelism; its limit (5 per user) is known beforehand."""
+
     def write_batch_size(self) -> int:
         return self.throttle.batch_size
 

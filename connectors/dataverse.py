@@ -7,6 +7,7 @@ import re
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from http.cookiejar import Cookie, DefaultCookiePolicy
 from typing import Any
@@ -76,6 +77,15 @@ class DataverseClient(DataverseWebhooks):
     def parallelism(self) -> int:
         # Dataverse tells its recommended parallelism (x-ms-dop-hint) on every answer: one request first, to hear it.
         return self.throttle.concurrency if self.answered else 1
+
+    def hear_parallelism(self) -> None:
+        # Until an answer came, parallelism() is 1, so a run's first bulk write went alone: an UpsertMultiple of
+        # 1,000 records takes seconds of service time, while WhoAmI takes milliseconds and carries the same hint.
+        # If it fails, the first write hears the hint instead.
+        if self.answered or self.connection.max_concurrency <= 1:
+            return
+        with suppress(ConnectorError):
+            self.request("GET", "WhoAmI", kind="metadata")
 
     def collection_url(self, entity_set: str) -> str:
         return self.url(entity_set)

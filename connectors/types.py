@@ -152,6 +152,10 @@ class RemoteClient(Protocol):
     def parallelism(self) -> int:
         """How many requests the client lets be in flight now (its throttle's concurrency, capped by the service)."""
 
+    def hear_parallelism(self) -> None:
+        """Before parallel writes: learn the service's recommended parallelism with one cheap request, where the
+        service tells it on its answers and none came yet (else nothing)."""
+
     def write_batch_size(self) -> int:
         """How many writes one bulk request carries now (the connection's batch size, smaller after throttling)."""
 

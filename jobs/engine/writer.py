@@ -223,6 +223,8 @@ class WritePipeline:
         self._pool: ThreadPoolExecutor | None = None
 
     def submit(self, requests: list[WriteRequest]) -> None:
+        if self._pool is None:
+            self.client.hear_parallelism()  # so the first requests go out side by side, not the first one alone
         with self._lock:
             self._waiting.extend(requests)
             if self._pool is None:  # threads start only as requests are submitted

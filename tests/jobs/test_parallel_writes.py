@@ -146,6 +146,19 @@ def test_a_pages_writes_go_in_parallel_up_to_the_connections_concurrency(custome
     assert job.concurrency == 4 and job.throttle_wait_seconds == 0
 
 
+def test_a_runs_first_bulk_writes_go_side_by_side_not_the_first_one_alone(customers, sandbox_http, sleeps):
+    """Dataverse tells its parallelism (x-ms-dop-hint) on its answers: the run hears it with one cheap request
+    (WhoAmI) before its first write, instead of sending its first bulk write alone to hear it, which under the
+    service's real costs held every slot but one idle for the seconds an UpsertMultiple of 1,000 takes."""
+    Connection.objects.filter(kind="dataverse").update(max_concurrency=4)
+    wire = Wire(sandbox_http, dop_hint=4)
+    with override_transport(wire):
+        job = full_sync(customers)
+
+    assert (job.status, job.inserted) == (JobStatus.SUCCEEDED, RECORDS)
+    assert wire.write_peaks["dataverse"][:4] == [1, 2, 3, 4]  # each of the first four arrived beside the earlier
+
+
 def test_max_concurrency_1_writes_one_request_at_a_time(customers, sandbox_http, sleeps):
     Connection.objects.filter(kind="dataverse").update(max_concurrency=1)
     wire = Wire(sandbox_http)
