@@ -459,7 +459,9 @@ class Schedule(models.Model):
     checked_at = models.DateTimeField(
         null=True, blank=True, editable=False, help_text="When the hold last checked both systems for changes."
     )
-    last_finished_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Named for what it is: the list's "last finished at" read as the mapping's last run, and stayed "-" beside runs
+    # an administrator started by hand.
+    last_finished_at = models.DateTimeField("last scheduled run finished", null=True, blank=True, editable=False)
     failed_attempts = models.PositiveIntegerField(default=0, editable=False)
     last_message = models.TextField(blank=True, editable=False)
     paused_reason = models.CharField(

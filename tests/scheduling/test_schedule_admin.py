@@ -31,6 +31,8 @@ def test_the_schedule_list_shows_each_state_and_next_run(admin_client):
     assert "Failing (10 failed runs in a row)" in page
     assert "Running" in page
     assert "Ready" in page  # SALESPEOPLE
+    # The schedule's own last run, not the mapping's (runs started by hand do not count): the header says which.
+    assert "Last scheduled run finished" in page
 
 
 def test_pause_and_resume_from_the_admin(admin_client):
