@@ -75,7 +75,8 @@ class DataverseClient(DataverseWebhooks):
     # -- names ------------------------------------------------------------------------------------------------------
 
     def parallelism(self) -> int:
-        # Dataverse tells its recommended parallelism (x-ms-dop-hint) on every answer: one request first, to hear it.
+        # Dataverse tells its recommended parallelism (x-ms-dop-hint) on every answer: one at a time until one came
+        # (the writer asks hear_parallelism first, so that is a WhoAmI, not a bulk write).
         return self.throttle.concurrency if self.answered else 1
 
     def hear_parallelism(self) -> None:
