@@ -32,8 +32,11 @@ logger = logging.getLogger("connectors")
 
 _BEARER = re.compile(r"Bearer\s+[A-Za-z0-9\-._~+/]+=*", re.IGNORECASE)
 
-# Ids per `read_by_ids` request: `id eq <guid> or ...` stays near 5 KB of URL, far below the 32 KB limit.
+# Ids per `read_by_ids` GET where the service publishes no URL limit: `id eq <guid> or ...` stays near 5 KB.
 IDS_PER_REQUEST = 100
+# Left free below a URL limit: a nextLink adds a `$skiptoken` (and the page size) to the query it continues.
+URL_ROOM = 1024
+_SOME_ID = UUID(int=0)
 # Dataverse's recommended degree of parallelism for the environment, on its answers (send-parallel-requests).
 DOP_HINT_HEADER = "x-ms-dop-hint"
 
@@ -431,14 +434,14 @@ class ODataClient:
     ) -> dict[UUID, dict[str, Any]]:
         """Return the rows that exist among `ids` (and match `filter`), keyed by id; missing ids are simply absent.
 
-        Up to 100 ids go in one GET (`id eq a or id eq b ...`, about 5 KB of URL); more ids go as one `$batch` of
-        such GETs, so a page of counterparts is still read in one request.
+        The ids go in `id eq a or id eq b ...` filters, as many per GET as the service's URL limit allows
+        (`ids_per_get`): ids that fit one GET go as one; more go as one `$batch` of such GETs, where the service may
+        allow longer URLs, so a page of counterparts (or a bulk write's read-back) is still read in one request.
         """
         key = self.primary_key(entity_set)
         unique = list(dict.fromkeys(i for i in (as_uuid(v) for v in ids) if i))
-        filters = [eq_any(key, chunk) for chunk in chunked(unique, IDS_PER_REQUEST)]
-        if filter:
-            filters = [f"({ids_filter}) and ({filter})" for ids_filter in filters]
+        if not unique:
+            return {}
         found: dict[UUID, dict[str, Any]] = {}
 
         def keep(rows: list[dict[str, Any]]) -> None:
@@ -447,21 +450,28 @@ class ODataClient:
                 if record_id:
                     found[record_id] = row
 
-        if len(filters) == 1:
-            for page in self.read_pages(entity_set, filter=filters[0], select=select, page_size=self.max_page_size):
-                keep(page.rows)
+        def read_alone(chunk: list[UUID]) -> None:
+            for part in chunked(chunk, self.ids_per_get(entity_set, key, select, filter, batched=False)):
+                for page in self.read_pages(entity_set, filter=self._ids_filter(key, part, filter), select=select):
+                    keep(page.rows)
+
+        if len(unique) <= self.ids_per_get(entity_set, key, select, filter, batched=False):
+            read_alone(unique)
             return found
         fields = with_fields(select, key, self.modified_field)
-        queries = [{"$filter": f, **({"$select": ",".join(fields)} if fields else {})} for f in filters]
-        for group in chunked(queries, self.max_read_batch):
-            for query, answer in zip(group, self.batch_get(entity_set, group), strict=True):
+        chunks = list(chunked(unique, self.ids_per_get(entity_set, key, fields, filter, batched=True)))
+        for group in chunked(chunks, self.max_read_batch):
+            queries = [self._ids_query(key, chunk, fields, filter) for chunk in group]
+            for chunk, answer in zip(group, self.batch_get(entity_set, queries), strict=True):
                 if answer is None:  # throttled or unavailable inside the batch: read it on its own, with retries
-                    for page in self.read_pages(entity_set, filter=query["$filter"], select=select):
-                        keep(page.rows)
+                    read_alone(chunk)
                     continue
                 keep(answer.get("value", []))
                 followed: set[str] = set()
                 next_link = self.next_link(answer, followed)
+                if next_link and self.max_url_length is not None and len(next_link) > self.max_url_length:
+                    read_alone(chunk)  # the service paged smaller than asked, with a link too long to GET alone
+                    continue
                 while next_link:
                     body = self.collection_answer(
                         self.request("GET", next_link, kind="read", headers=self.page_headers(self.max_page_size))
@@ -469,6 +479,35 @@ class ODataClient:
                     keep(body["value"])
                     next_link = self.next_link(body, followed)
         return found
+
+    # The longest URL the service takes, on its own and inside a `$batch`; None where the service publishes no
+    # limit: then ids go IDS_PER_REQUEST to a GET, a URL of about 5 KB.
+    max_url_length: int | None = None
+    max_batched_url_length: int | None = None
+
+    def ids_per_get(
+        self, entity_set: str, key: str, select: list[str] | None, filter: str | None, *, batched: bool
+    ) -> int:
+        """How many ids one `read_by_ids` GET may carry within the service's URL limit (a GUID's term is always
+        as long, so the count is exact), with room left for what a nextLink's `$skiptoken` adds."""
+        limit = self.max_batched_url_length if batched else self.max_url_length
+        if limit is None:
+            return IDS_PER_REQUEST
+        url = self.collection_url(entity_set)
+        one = _url_length(url, self._ids_query(key, [_SOME_ID], select, filter))
+        per_id = _url_length(url, self._ids_query(key, [_SOME_ID, _SOME_ID], select, filter)) - one
+        return max(1, (limit - URL_ROOM - one) // per_id + 1)
+
+    def _ids_query(self, key: str, ids: list[UUID], select: list[str] | None, filter: str | None) -> dict[str, str]:
+        query = {"$filter": self._ids_filter(key, ids, filter)}
+        if select:
+            query["$select"] = ",".join(select)
+        return query
+
+    @staticmethod
+    def _ids_filter(key: str, ids: list[UUID], filter: str | None) -> str:
+        ids_filter = eq_any(key, ids)
+        return f"({ids_filter}) and ({filter})" if filter else ids_filter
 
     # Most GETs one `$batch` may carry.
     max_read_batch = 100
@@ -504,3 +543,8 @@ class ODataClient:
 
     def load_table_info(self, entity_set: str) -> TableInfo:
         raise NotImplementedError
+
+
+def _url_length(url: str, params: dict[str, str]) -> int:
+    """The length of the URL httpx sends for `url` with `params`, encoding included."""
+    return len(str(httpx.URL(url, params=params)))

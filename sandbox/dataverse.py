@@ -37,6 +37,10 @@ KNOWN_OPTIONS = {"$filter", "$select", "$orderby", "$top", "$count", "$skiptoken
 UNSUPPORTED_OPTIONS = {"$skip", "$search", "$format"}
 MULTIPLE_ACTIONS = ("CreateMultiple", "UpdateMultiple", "UpsertMultiple")
 MAX_MULTIPLE = 1000
+# learn.microsoft.com/power-apps/developer/data-platform/webapi/compose-http-requests-handle-errors
+# #maximum-url-length: 32 KB (32,768 characters); a request inside a `$batch` body may have up to 64 KB (65,536).
+MAX_URL_LENGTH = 32_768
+MAX_BATCHED_URL_LENGTH = 65_536
 
 
 def not_found(table: schema.Table, record_id: str) -> ApiError:
@@ -56,6 +60,7 @@ def handle(req: Req) -> Resp:
 
 
 def _dispatch(req: Req) -> Resp:
+    _refuse_long_url(req)
     path = req.path.strip("/")
     if path == "":
         return _service_document(req)
@@ -107,6 +112,16 @@ def _dispatch(req: Req) -> Resp:
     if req.method == "DELETE":
         return _delete(req, table, key)
     raise _method_not_allowed()
+
+
+def _refuse_long_url(req: Req) -> None:
+    # Microsoft publishes the limit, not the answer past it: 414 is HTTP's own status for it.
+    limit = MAX_BATCHED_URL_LENGTH if req.in_batch else MAX_URL_LENGTH
+    length = len(req.base_url) + len(quote(req.path, safe="/(),='$")) + (1 + len(req.raw_query) if req.raw_query else 0)
+    if length > limit:
+        raise ApiError(
+            414, "0x80060888", f"The request URL is {length:,} characters long; at most {limit:,} are accepted."
+        )
 
 
 def _method_not_allowed() -> ApiError:

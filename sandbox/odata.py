@@ -116,8 +116,7 @@ class _FilterTranslator:
 
     def visit(self, node) -> Q:
         if isinstance(node, ast.BoolOp):
-            left, right = self.visit(node.left), self.visit(node.right)
-            return (left & right) if isinstance(node.op, ast.And) else (left | right)
+            return self.bool_op(node)
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
             return ~self.visit(node.operand)
         if isinstance(node, ast.Compare):
@@ -129,6 +128,26 @@ class _FilterTranslator:
             if column.kind == "boolean":
                 return Q(**{self.table.storage(column): True})
         raise query_error(self.service, "The query specified in the URI is not valid: unsupported expression.")
+
+    def bool_op(self, node: ast.BoolOp) -> Q:
+        """A chain `a or b or c ...` (or of `and`s) as one Q. The chain is walked without recursion: a read by
+        1,000 ids is 1,000 terms deep. Its `eq`s on one column become one `__in`: SQLite refuses an expression
+        tree deeper than 1,000 (SQLITE_MAX_EXPR_DEPTH), which 1,000 `OR`ed comparisons are."""
+        operator = type(node.op)
+        operands, stack = [], [node]
+        while stack:
+            current = stack.pop()
+            if isinstance(current, ast.BoolOp) and isinstance(current.op, operator):
+                stack += [current.right, current.left]
+            else:
+                operands.append(current)
+        terms = [self.visit(operand) for operand in operands]
+        if operator is ast.Or:
+            terms = _equalities_as_in(terms)
+        combined = terms[0]
+        for term in terms[1:]:
+            combined = (combined & term) if operator is ast.And else (combined | term)
+        return combined
 
     def column(self, node) -> schema.Column:
         if isinstance(node, ast.Attribute):
@@ -218,6 +237,21 @@ class _FilterTranslator:
             f"A binary operator with incompatible types was detected. Found operand types for '{column.api_name}' "
             f"({kind}) and {type(literal).__name__}.",
         )
+
+
+def _equalities_as_in(terms: list[Q]) -> list[Q]:
+    """`or`ed terms with the equalities on one field (`field__exact`) gathered into one `field__in`."""
+    values: dict[str, list] = {}
+    others: list[Q] = []
+    for term in terms:
+        only = term.children[0] if len(term.children) == 1 and not term.negated else None
+        if isinstance(only, tuple) and only[0].endswith("__exact"):
+            values.setdefault(only[0].removesuffix("__exact"), []).append(only[1])
+        else:
+            others.append(term)
+    gathered = [Q(**{f"{field}__in": found}) if len(found) > 1 else Q(**{f"{field}__exact": found[0]})
+                for field, found in values.items()]  # fmt: skip
+    return gathered + others
 
 
 # --- $select / $orderby --------------------------------------------------------------------------------------------

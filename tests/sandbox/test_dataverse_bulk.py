@@ -269,3 +269,34 @@ def test_a_batch_looks_up_its_caller_and_the_alternate_keys_once(dv, seeded):
     assert count_named(dv, "Batched") == len(accounts) == 10
     assert sum(AppClient._meta.db_table in sql for sql in statements) == 1
     assert sum(Setting._meta.db_table in sql for sql in statements) <= 2  # the request's settings, the keys once
+
+
+def _url_of_length(length, prefix):
+    """A GET URL of accounts exactly `length` characters long: a filter of ids (`accountid eq <guid> or ...`, as
+    the connectors send), padded to the length with spaces (written `+`) before the first `eq`."""
+    head = f"{prefix}accounts?$filter=accountid"
+    term = f"accountid+eq+{uuid.UUID(int=0)}"
+    terms = [term.removeprefix("accountid")]
+    while len(head) + len("+or+".join([*terms, term])) <= length:
+        terms.append(term)
+    tail = "+or+".join(terms)
+    return head + "+" * (length - len(head) - len(tail)) + tail
+
+
+def test_a_url_longer_than_32_kb_is_refused_and_inside_a_batch_64_kb_are_taken(dv, seeded):
+    """learn.microsoft.com/power-apps/developer/data-platform/webapi/compose-http-requests-handle-errors
+    #maximum-url-length: "The maximum length of URL accepted is 32 KB (32768 characters) ... If you send requests
+    inside the body of a $batch request, you can send requests with URLs up to 64 KB (65,536 characters)"."""
+    root = str(dv.base_url)
+    at_limit = dv.get(_url_of_length(32_768, root))
+    past_limit = dv.get(_url_of_length(32_769, root))
+    assert at_limit.status_code == 200 and at_limit.json()["value"] == []
+    assert past_limit.status_code == 414
+    assert "32,769 characters long; at most 32,768" in past_limit.json()["error"]["message"]
+
+    def batched_get(length):
+        return _post_batch(dv, _batch_body([_request_part("batch_AAA", "GET", _url_of_length(length, root))])).text
+
+    assert "HTTP/1.1 200 OK" in batched_get(65_536)
+    refused = batched_get(65_537)
+    assert "HTTP/1.1 414" in refused and "at most 65,536" in refused
