@@ -86,12 +86,13 @@ def _disrupt(request: HttpRequest, disruption: faults.Disruption) -> HttpRespons
 
 
 def _serve(request: HttpRequest, service: str, rest: str, tenant: str = "", api_route: str = "v2.0") -> HttpResponse:
+    arrived = time.monotonic()
     handler, render_error = SERVICES[service]
     req = _request(request, rest)
     req.api_route = api_route
     with rows.server_clock():
         try:
-            return _serve_request(request, req, service, handler, tenant)
+            return _serve_request(request, req, service, handler, tenant, arrived)
         except ApiError as err:
             return _to_django(render_error(err))
         except OperationalError as exc:
@@ -103,12 +104,12 @@ def _serve(request: HttpRequest, service: str, rest: str, tenant: str = "", api_
             return _to_django(render_error(busy))
 
 
-def _serve_request(request: HttpRequest, req: Req, service: str, handler, tenant: str) -> HttpResponse:
+def _serve_request(request: HttpRequest, req: Req, service: str, handler, tenant: str, arrived: float) -> HttpResponse:
     with _database_turn:  # a profile's requests may be writing: see _database_turn
         stored = rows.get_settings("throttle", "clock_offset_seconds", costs.SETTING)
     rows.set_server_clock(stored["clock_offset_seconds"])
     if (profiled := costs.loaded(stored[costs.SETTING])) is not None:
-        return _serve_with_costs(request, req, service, handler, tenant, *profiled)
+        return _serve_with_costs(request, req, service, handler, tenant, arrived, *profiled)
     throttle = faults.throttle_settings(stored["throttle"] or {})
     disruption = faults.before_request(service)
     if disruption is not None:
@@ -128,8 +129,18 @@ _database_turn = threading.Lock()
 
 
 def _serve_with_costs(
-    request: HttpRequest, req: Req, service: str, handler, tenant: str, profile: costs.CostProfile, generation: str
+    request: HttpRequest,
+    req: Req,
+    service: str,
+    handler,
+    tenant: str,
+    arrived: float,
+    profile: costs.CostProfile,
+    generation: str,
 ) -> HttpResponse:
+    """Serve one request in its service time: what the emulation itself takes (reading the request, checking the
+    token, waiting for its database turn, doing the work) counts within that time, as the real service's own
+    processing does; only a Business Central request's wait in the queue for a slot comes on top, as there."""
     protection = faults.protection(profile, generation)
     try:
         with _database_turn:
@@ -145,12 +156,13 @@ def _serve_with_costs(
             )
         if disruption is not None:
             return _disrupt(request, disruption)
+        before_admission = time.monotonic() - arrived
         with protection.admitted(service, req.client_id) as call:
             started = time.monotonic()
             with _database_turn, metering.metering() as meter:
                 response = handler(req)
                 costs.record_outcome(service, "served")
-            work = time.monotonic() - started
+            work = before_admission + time.monotonic() - started
             service_time = profile.scaled(profile.service_seconds(service, meter))
             call[1] = max(service_time, work)  # the execution time the service counts against its budget
             time.sleep(max(0.0, service_time - work))

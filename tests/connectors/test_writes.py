@@ -106,6 +106,24 @@ def test_dataverse_upserts_with_our_ids_then_updates_with_etags(dataverse_connec
     assert stored[ids[2]]["name"] == "Upserted 2"
 
 
+def test_dataverse_reads_a_bulk_write_back_with_the_columns_written_not_the_whole_record(dataverse_connection):
+    """best-practices/work-with-data: "Retrieve specific columns". The read-back returns what the saver keeps (ETag,
+    modified-on, key, name, and each written column as the service stored it), not every column of the table."""
+    ids = [uuid.uuid4() for _ in range(2)]
+    operations = [
+        WriteOperation("upsert", "accounts", "a", {"name": "Selected A", "telephone1": "555-0101"}, ids[0]),
+        WriteOperation("upsert", "accounts", "b", {"name": "Selected B", "address1_city": "Utrecht"}, ids[1]),
+    ]
+    with open_client(dataverse_connection) as client:
+        written = client.write_many(operations)
+
+    assert [r.ok for r in written] == [True, True]
+    assert all(r.etag and r.modified_on and r.record_id == ids[i] for i, r in enumerate(written))
+    expected = {"@odata.etag", "accountid", "name", "modifiedon", "telephone1", "address1_city"}
+    assert set(written[0].row) == set(written[1].row) == expected
+    assert written[0].row["telephone1"] == "555-0101" and written[1].row["address1_city"] == "Utrecht"
+
+
 def test_dataverse_bulk_failure_is_narrowed_down_to_the_failing_records(dataverse_connection):
     """UpsertMultiple is all-or-nothing: the client resends through $batch so only the bad records fail."""
     ids = [uuid.uuid4() for _ in range(4)]

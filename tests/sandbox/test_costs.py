@@ -169,6 +169,23 @@ def test_concurrent_requests_overlap_instead_of_queueing(profile, dv, seeded):
 
 
 @in_parallel
+def test_the_emulations_own_waiting_counts_within_the_service_time_not_on_top(profile, dv, seeded):
+    """The real service's time per request includes its own processing. The emulator's (reading the request,
+    checking the token, waiting for its one-at-a-time database turn while another request writes) must not add to
+    it: else parallel requests would each take longer than the profile says, and the bench's ceiling would lie."""
+    from sandbox import views
+
+    profile(time_scale=0.5, dataverse_seconds_per_request=1.0)  # 0.5 s a request
+    with ThreadPoolExecutor(1) as pool:
+        with views._database_turn:  # another request's database work, 0.3 s of it
+            answer = pool.submit(_timed, lambda: dv.get("accounts", params={"$top": 1}))
+            time.sleep(0.3)
+        response, seconds = answer.result()
+    assert response.status_code == 200
+    assert 0.45 <= seconds < 0.75, seconds  # 0.5 s, not 0.3 s of waiting + 0.5 s
+
+
+@in_parallel
 def test_dataverse_refuses_beyond_the_concurrency_limit_at_once(profile, dv, seeded):
     """api-limits: "Number of concurrent requests exceeded the limit of 52." trips immediately (0x80072326)."""
     profile(time_scale=0.5, dataverse_seconds_per_request=1.0, dataverse_concurrency=3)
