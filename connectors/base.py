@@ -26,7 +26,7 @@ from connectors.models import AppRegistration, Connection
 from connectors.odata import and_filters, as_uuid, chunked, datetime_literal, eq_any, with_fields
 from connectors.resilience import Attempt, RetryPolicy, Throttle
 from connectors.secrets import SecretUnreadable
-from connectors.types import ConnectorError, Page, TableInfo
+from connectors.types import ConnectorError, ErrorKind, Page, TableInfo
 
 logger = logging.getLogger("connectors")
 
@@ -34,9 +34,10 @@ _BEARER = re.compile(r"Bearer\s+[A-Za-z0-9\-._~+/]+=*", re.IGNORECASE)
 
 # Ids per `read_by_ids` GET where the service publishes no URL limit: `id eq <guid> or ...` stays near 5 KB.
 IDS_PER_REQUEST = 100
-# Left free below a URL limit: a nextLink adds a `$skiptoken` (and the page size) to the query it continues.
+# Left free below a URL limit, for what the service may add to a URL it hands back: a Dataverse next link is the
+# query plus a `$skiptoken` paging cookie (about 300 characters, encoded twice, for a key-ordered read).
 URL_ROOM = 1024
-_SOME_ID = UUID(int=0)
+_SOME_ID = UUID(int=0)  # any id: every GUID's `key eq <guid>` term is as long, so one measures them all
 # Dataverse's recommended degree of parallelism for the environment, on its answers (send-parallel-requests).
 DOP_HINT_HEADER = "x-ms-dop-hint"
 
@@ -450,27 +451,33 @@ class ODataClient:
                 if record_id:
                     found[record_id] = row
 
-        def read_alone(chunk: list[UUID]) -> None:
-            for part in chunked(chunk, self.ids_per_get(entity_set, key, select, filter, batched=False)):
-                for page in self.read_pages(entity_set, filter=self._ids_filter(key, part, filter), select=select):
+        fields = with_fields(select, key, self.modified_field)  # what read_pages and batch GETs send
+        per_get = self.ids_per_get(entity_set, key, fields, filter, batched=False)
+
+        def read_unbatched(chunk: list[UUID]) -> None:
+            for part in chunked(chunk, per_get):
+                ids_filter = self._ids_filter(key, part, filter)
+                # Pages as large as the service gives: a next link repeats the long URL, so none is wanted.
+                for page in self.read_pages(entity_set, filter=ids_filter, select=select, page_size=self.max_page_size):
                     keep(page.rows)
 
-        if len(unique) <= self.ids_per_get(entity_set, key, select, filter, batched=False):
-            read_alone(unique)
+        if len(unique) <= per_get:
+            read_unbatched(unique)
             return found
-        fields = with_fields(select, key, self.modified_field)
         chunks = list(chunked(unique, self.ids_per_get(entity_set, key, fields, filter, batched=True)))
         for group in chunked(chunks, self.max_read_batch):
             queries = [self._ids_query(key, chunk, fields, filter) for chunk in group]
             for chunk, answer in zip(group, self.batch_get(entity_set, queries), strict=True):
                 if answer is None:  # throttled or unavailable inside the batch: read it on its own, with retries
-                    read_alone(chunk)
+                    read_unbatched(chunk)
                     continue
                 keep(answer.get("value", []))
                 followed: set[str] = set()
                 next_link = self.next_link(answer, followed)
                 if next_link and self.max_url_length is not None and len(next_link) > self.max_url_length:
-                    read_alone(chunk)  # the service paged smaller than asked, with a link too long to GET alone
+                    # The service paged smaller than asked, and its link is too long for a GET on its own: read the
+                    # chunk again in GETs that fit (its first page, kept already, is read twice; `keep` is by id).
+                    read_unbatched(chunk)
                     continue
                 while next_link:
                     body = self.collection_answer(
@@ -496,7 +503,13 @@ class ODataClient:
         url = self.collection_url(entity_set)
         one = _url_length(url, self._ids_query(key, [_SOME_ID], select, filter))
         per_id = _url_length(url, self._ids_query(key, [_SOME_ID, _SOME_ID], select, filter)) - one
-        return max(1, (limit - URL_ROOM - one) // per_id + 1)
+        if one > limit - URL_ROOM:
+            raise ConnectorError(
+                ErrorKind.VALIDATION,
+                f"The filter is too long to read records by id: {one:,} characters of URL with a single id, and "
+                f"{self.service} takes {limit:,}.",
+            )
+        return (limit - URL_ROOM - one) // per_id + 1
 
     def _ids_query(self, key: str, ids: list[UUID], select: list[str] | None, filter: str | None) -> dict[str, str]:
         query = {"$filter": self._ids_filter(key, ids, filter)}

@@ -202,13 +202,26 @@ class DataverseClient(DataverseWebhooks):
     def _read_back(self, entity_set: str, items: list[_Item], results: dict[int, WriteResult]) -> None:
         """Bulk messages answer without ETags: read the written rows once to return ETag, modified-on and row.
 
-        The row holds the columns written (as the service stored them), the key and the primary name: what the
-        caller remembers. Not every column: Microsoft asks for `$select` (best-practices/work-with-data), and a
+        The row holds the columns written (as the service stored them), the key, the primary name and the columns
+        each operation asks for (`returned`): what the caller remembers. Not every column: Microsoft asks for `$select` (best-practices/work-with-data), and a
         whole account is some 50 columns to produce, send and parse, for each of 1,000 rows per bulk message."""
         names = self.names(entity_set)
-        written = {key for item in items for key in item.operation.values if "@" not in key}
-        select = sorted({names.primary_key, names.primary_name, self.modified_field, *written})
-        rows = self.read_by_ids(entity_set, [item.record_id for item in items if item.record_id], select=select)
+        wanted = {key for item in items for key in (*item.operation.values, *item.operation.returned)}
+        # Not lookups (`x@odata.bind` reads back as `_x_value`), and no empty name: a table may have no primary name.
+        select = sorted(
+            n for n in {names.primary_key, names.primary_name, self.modified_field, *wanted} if n and "@" not in n
+        )
+        try:
+            rows = self.read_by_ids(entity_set, [item.record_id for item in items if item.record_id], select=select)
+        except ConnectorError as unread:
+            # Written, but how it was stored is unknown: each record fails on its own (the run goes on, and the
+            # next one writes it again: an upsert by our id cannot duplicate it).
+            failure = ConnectorError(
+                ErrorKind.TRANSIENT, f"The record was written but could not be read back: {unread.message}"
+            )
+            for item in items:
+                results[item.index] = WriteResult(item.operation.ref, ok=False, record_id=item.record_id, error=failure)
+            return
         for item in items:
             row = rows.get(item.record_id) if item.record_id else None
             if row is None:

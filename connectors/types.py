@@ -101,6 +101,9 @@ class WriteOperation:
     values: dict[str, Any] = field(default_factory=dict)
     record_id: UUID | None = None  # update/delete/upsert: the target; Dataverse create: a client-chosen id
     etag: str | None = None  # If-Match for update/delete; None means "*" (must exist, any version)
+    # Columns wanted in the result's row besides those written, where the client reads the row back after a bulk
+    # message (Dataverse): the caller's name field, say. Lookups are not read back.
+    returned: tuple[str, ...] = ()
 
 
 @dataclass

@@ -117,10 +117,9 @@ def _dispatch(req: Req) -> Resp:
 def _refuse_long_url(req: Req) -> None:
     # Microsoft publishes the limit, not the answer past it: 414 is HTTP's own status for it.
     limit = MAX_BATCHED_URL_LENGTH if req.in_batch else MAX_URL_LENGTH
-    length = len(req.base_url) + len(quote(req.path, safe="/(),='$")) + (1 + len(req.raw_query) if req.raw_query else 0)
-    if length > limit:
+    if req.url_length > limit:
         raise ApiError(
-            414, "0x80060888", f"The request URL is {length:,} characters long; at most {limit:,} are accepted."
+            414, "0x80060888", f"The request URL is {req.url_length:,} characters long; at most {limit:,} are accepted."
         )
 
 

@@ -111,6 +111,7 @@ def _inner_request(outer: Req, part: Part, content_ids: dict[str, str]) -> Req:
         if ref not in content_ids:
             raise ApiError(400, "0x80060888", f"Content-ID Reference: '{ref}' does not exist in the batch context.")
         url = content_ids[ref] + m.group(2)
+    url_length = len(url) if "://" in url else len(outer.base_url) + len(url.lstrip("/"))
     url = re.sub(r"^.*?/api/data/v[\d.]+/", "", url).lstrip("/")
     path, _, raw_query = url.partition("?")
     return Req(
@@ -124,6 +125,7 @@ def _inner_request(outer: Req, part: Part, content_ids: dict[str, str]) -> Req:
         client_id=outer.client_id,
         in_batch=True,
         content_ids=content_ids,
+        url_length=url_length,
     )
 
 

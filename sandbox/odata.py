@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from django.db.models import F, Q
+from django.db.models import Expression, F, Q
 from django.db.models.functions import Lower
 from django.db.models.lookups import Exact
 from odata_query import ast
@@ -84,21 +84,37 @@ def _fields_in(node) -> set[str]:
     return found
 
 
-def _check_bc_or(node, table: schema.Table) -> None:
-    """Business Central rejects `a eq 1 or b eq 2`: an `or` may only combine conditions on one field."""
-    if isinstance(node, ast.BoolOp):
-        if isinstance(node.op, ast.Or):
-            fields = _fields_in(node.left) | _fields_in(node.right)
-            if len(fields) > 1:
+def _check_bc_or(tree, table: schema.Table) -> None:
+    """Business Central rejects `a eq 1 or b eq 2`: an `or` may only combine conditions on one field. Walked without
+    recursion, a chain of `or`s at once, as _FilterTranslator.bool_op does."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.BoolOp):
+            operands = _chain(node)
+            if isinstance(node.op, ast.Or) and len(set().union(*(_fields_in(o) for o in operands))) > 1:
                 raise ApiError(
                     400,
                     "BadRequest_NotSupported",
                     "The 'OR' operator is not supported on distinct fields on an OData filter.",
                 )
-        _check_bc_or(node.left, table)
-        _check_bc_or(node.right, table)
-    elif isinstance(node, ast.UnaryOp):
-        _check_bc_or(node.operand, table)
+            stack += operands
+        elif isinstance(node, ast.UnaryOp):
+            stack.append(node.operand)
+
+
+def _chain(node: ast.BoolOp) -> list:
+    """The operands of a chain of one boolean operator (`a or b or c ...`, nested as the parser builds it), in order,
+    found without recursion: a read of 1,000 ids is 1,000 levels deep."""
+    operator = type(node.op)
+    operands, stack = [], [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, ast.BoolOp) and isinstance(current.op, operator):
+            stack += [current.right, current.left]
+        else:
+            operands.append(current)
+    return operands
 
 
 _LOOKUPS = {ast.Eq: "exact", ast.NotEq: "exact", ast.Gt: "gt", ast.GtE: "gte", ast.Lt: "lt", ast.LtE: "lte"}
@@ -130,23 +146,15 @@ class _FilterTranslator:
         raise query_error(self.service, "The query specified in the URI is not valid: unsupported expression.")
 
     def bool_op(self, node: ast.BoolOp) -> Q:
-        """A chain `a or b or c ...` (or of `and`s) as one Q. The chain is walked without recursion: a read by
-        1,000 ids is 1,000 terms deep. Its `eq`s on one column become one `__in`: SQLite refuses an expression
-        tree deeper than 1,000 (SQLITE_MAX_EXPR_DEPTH), which 1,000 `OR`ed comparisons are."""
-        operator = type(node.op)
-        operands, stack = [], [node]
-        while stack:
-            current = stack.pop()
-            if isinstance(current, ast.BoolOp) and isinstance(current.op, operator):
-                stack += [current.right, current.left]
-            else:
-                operands.append(current)
-        terms = [self.visit(operand) for operand in operands]
-        if operator is ast.Or:
+        """A chain `a or b or c ...` (or of `and`s) as one Q. Its `eq`s on one column become one `__in`: SQLite
+        refuses an expression tree deeper than 1,000 (SQLITE_MAX_EXPR_DEPTH), which 1,000 `OR`ed comparisons are."""
+        is_and = isinstance(node.op, ast.And)
+        terms = [self.visit(operand) for operand in _chain(node)]
+        if not is_and:
             terms = _equalities_as_in(terms)
         combined = terms[0]
         for term in terms[1:]:
-            combined = (combined & term) if operator is ast.And else (combined | term)
+            combined = (combined & term) if is_and else (combined | term)
         return combined
 
     def column(self, node) -> schema.Column:
@@ -240,13 +248,17 @@ class _FilterTranslator:
 
 
 def _equalities_as_in(terms: list[Q]) -> list[Q]:
-    """`or`ed terms with the equalities on one field (`field__exact`) gathered into one `field__in`."""
+    """`or`ed terms with the equalities of one field to a value (`field__exact`) gathered into one `field__in`.
+
+    Only `exact` to a plain value: `iexact` (Dataverse's case-insensitive strings) has no `__in` that ignores case,
+    a comparison with another field (an F expression) is no value, and a negated term (`ne`) is no equality."""
     values: dict[str, list] = {}
     others: list[Q] = []
     for term in terms:
         only = term.children[0] if len(term.children) == 1 and not term.negated else None
-        if isinstance(only, tuple) and only[0].endswith("__exact"):
-            values.setdefault(only[0].removesuffix("__exact"), []).append(only[1])
+        field, _, lookup = only[0].rpartition("__") if isinstance(only, tuple) else ("", "", "")
+        if lookup == "exact" and not isinstance(only[1], F | Expression):
+            values.setdefault(field, []).append(only[1])
         else:
             others.append(term)
     gathered = [Q(**{f"{field}__in": found}) if len(found) > 1 else Q(**{f"{field}__exact": found[0]})
@@ -260,7 +272,9 @@ def _equalities_as_in(terms: list[Q]) -> list[Q]:
 def parse_select(table: schema.Table, text: str | None) -> list[schema.Column]:
     if not text:
         return list(table.columns)
-    names = [n.strip() for n in text.split(",") if n.strip()]
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):  # `$select=,name`: the services refuse an empty property name
+        raise syntax_error(table.service, text)
     columns = []
     for name in names:
         column = table.column(name)

@@ -48,6 +48,7 @@ def _request(request: HttpRequest, rest: str) -> Req:
         headers={k.lower(): v for k, v in request.headers.items()},
         body=request.body,
         base_url=_base_url(request, rest),
+        url_length=len(request.build_absolute_uri()),
     )
 
 
@@ -164,7 +165,8 @@ def _serve_with_costs(
                 costs.record_outcome(service, "served")
             work = before_admission + time.monotonic() - started
             service_time = profile.scaled(profile.service_seconds(service, meter))
-            call[1] = max(service_time, work)  # the execution time the service counts against its budget
+            # The execution time the service counts against its budget: from admission, as the service counts.
+            call[1] = max(service_time, work - before_admission)
             time.sleep(max(0.0, service_time - work))
             if work > service_time:  # the emulation itself (waiting for its database turn included) was slower
                 with _database_turn:

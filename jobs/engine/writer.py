@@ -135,6 +135,7 @@ class PageWriter:
                 ref=ref,
                 values=plan.values,
                 record_id=plan.coupling.dataverse_id,
+                returned=(self.target.name_field,),  # the coupling's name, when the mapping does not write it
             )
         return WriteOperation(kind="create", entity_set=self.target.entity_set, ref=ref, values=plan.values)
 

@@ -149,3 +149,9 @@ def test_column_to_column_comparison(dv, seeded):
     dv.post("contacts", json={"firstname": "Sam", "lastname": "sam"})
     same = dv.get("contacts", params={"$filter": "firstname eq lastname"}).json()["value"]
     assert [c["lastname"] for c in same] == ["sam"]  # case-insensitive, like the service
+
+
+def test_an_empty_name_in_select_is_a_syntax_error_not_ignored(dv, seeded):
+    response = dv.get("accounts", params={"$select": ",name"})
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "Syntax error in ',name'."
