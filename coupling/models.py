@@ -38,6 +38,12 @@ class CouplingQuerySet(models.QuerySet["Coupling"]):
         )
         return never_synced.filter(pending=False).update(first_sync_direction=direction)
 
+    def deleted_in(self, system: str) -> CouplingQuerySet:
+        """The pairs whose record in `system` was found deleted and whose deletion is still being carried over
+        (`Coupling.deleted_in`). The exclude repeats the partial index's condition: SQLite uses such an index only
+        when the query states its condition word for word (PostgreSQL infers it from the equality)."""
+        return self.filter(deleted_in=system).exclude(deleted_in="")
+
     def failed_reservations(self) -> CouplingQuerySet:
         """Pending couplings whose partner could not be created: no write of theirs can have landed."""
         return self.filter(pending=True, reserved_at__isnull=True)
@@ -149,6 +155,13 @@ class Coupling(models.Model):
             models.Index(fields=["table_mapping", "last_result_from_dataverse"]),
             models.Index(fields=["bc_name"]),
             models.Index(fields=["dataverse_name"]),
+            # Each run in a direction asks for the pairs whose deletion is still being carried over: a handful among
+            # a million, found without reading the million (B at 1,000,000 coupled: 0.24 s for this query before).
+            models.Index(
+                fields=["table_mapping", "deleted_in"],
+                condition=~Q(deleted_in=""),
+                name="coupling_deletion_carry_over",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -272,7 +272,7 @@ class DeletionPass:
     def _marked(self) -> dict[UUID, Coupling]:
         """The coupled source records found deleted by earlier runs whose deletion could not be carried over yet
         (deleting the other record failed): `Coupling.deleted_in`."""
-        marked = Coupling.objects.filter(table_mapping=self.mapping, deleted_in=self.source.system)
+        marked = Coupling.objects.filter(table_mapping=self.mapping).deleted_in(self.source.system)
         return {getattr(c, self.source_attr): c for c in marked if getattr(c, self.source_attr)}
 
     def _due(self, marked: dict[UUID, Coupling]) -> tuple[set[UUID], set[UUID]]:
