@@ -203,8 +203,9 @@ class DataverseClient(DataverseWebhooks):
         """Bulk messages answer without ETags: read the written rows once to return ETag, modified-on and row.
 
         The row holds the columns written (as the service stored them), the key, the primary name and the columns
-        each operation asks for (`returned`): what the caller remembers. Not every column: Microsoft asks for `$select` (best-practices/work-with-data), and a
-        whole account is some 50 columns to produce, send and parse, for each of 1,000 rows per bulk message."""
+        each operation asks for (`returned`): what the caller remembers. Not every column: Microsoft asks for
+        `$select` (best-practices/work-with-data), and a whole account is some 50 columns to produce, send and
+        parse, for each of 1,000 rows per bulk message."""
         names = self.names(entity_set)
         wanted = {key for item in items for key in (*item.operation.values, *item.operation.returned)}
         # Not lookups (`x@odata.bind` reads back as `_x_value`), and no empty name: a table may have no primary name.
