@@ -196,16 +196,18 @@ class DataverseClient(DataverseWebhooks):
                 logger.info("%s of %d %s failed (%s); retrying them one by one", action, len(chunk), entity_set, error)
                 fallback.extend(chunk)
                 continue
-            self._read_back(entity_set, chunk, results)
+            unread = self._read_back(entity_set, chunk, results)
+            if unread is not None and unread.kind in STOP_KINDS:
+                stop.append(unread)
         return fallback
 
-    def _read_back(self, entity_set: str, items: list[_Item], results: dict[int, WriteResult]) -> None:
+    def _read_back(self, entity_set: str, items: list[_Item], results: dict[int, WriteResult]) -> ConnectorError | None:
         """Bulk messages answer without ETags: read the written rows once to return ETag, modified-on and row.
 
         The row holds the columns written (as the service stored them), the key, the primary name and the columns
         each operation asks for (`returned`): what the caller remembers. Not every column: Microsoft asks for
         `$select` (best-practices/work-with-data), and a whole account is some 50 columns to produce, send and
-        parse, for each of 1,000 rows per bulk message."""
+        parse, for each of 1,000 rows per bulk message. Returns why the read-back failed, if it did."""
         names = self.names(entity_set)
         wanted = {key for item in items for key in (*item.operation.values, *item.operation.returned)}
         # Not lookups (`x@odata.bind` reads back as `_x_value`), and no empty name: a table may have no primary name.
@@ -215,14 +217,19 @@ class DataverseClient(DataverseWebhooks):
         try:
             rows = self.read_by_ids(entity_set, [item.record_id for item in items if item.record_id], select=select)
         except ConnectorError as unread:
-            # Written, but how it was stored is unknown: each record fails on its own (the run goes on, and the
-            # next one writes it again: an upsert by our id cannot duplicate it).
+            # Written, but how it was stored is unknown: each record fails on its own, classified by the cause (a
+            # throttle is transient, a column the table lacks is not), and the next run writes it again: an upsert
+            # by our id cannot duplicate it.
             failure = ConnectorError(
-                ErrorKind.TRANSIENT, f"The record was written but could not be read back: {unread.message}"
+                unread.kind,
+                f"The record was written but could not be read back: {unread.message}",
+                status=unread.status,
+                remote_code=unread.remote_code,
+                correlation_id=unread.correlation_id,
             )
             for item in items:
                 results[item.index] = WriteResult(item.operation.ref, ok=False, record_id=item.record_id, error=failure)
-            return
+            return unread
         for item in items:
             row = rows.get(item.record_id) if item.record_id else None
             if row is None:
@@ -230,6 +237,7 @@ class DataverseClient(DataverseWebhooks):
                 results[item.index] = WriteResult(item.operation.ref, ok=False, record_id=item.record_id, error=error)
             else:
                 results[item.index] = self._row_result(item, row)
+        return None
 
     def _row_result(self, item: _Item, row: dict[str, Any]) -> WriteResult:
         key = self.primary_key(item.operation.entity_set)

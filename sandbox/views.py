@@ -40,6 +40,7 @@ def _base_url(request: HttpRequest, rest: str) -> str:
 
 
 def _request(request: HttpRequest, rest: str) -> Req:
+    arrived = time.monotonic()
     return Req(
         method=request.method,
         path=rest,
@@ -49,6 +50,7 @@ def _request(request: HttpRequest, rest: str) -> Req:
         body=request.body,
         base_url=_base_url(request, rest),
         url_length=len(request.build_absolute_uri()),
+        arrived=arrived,
     )
 
 
@@ -87,13 +89,12 @@ def _disrupt(request: HttpRequest, disruption: faults.Disruption) -> HttpRespons
 
 
 def _serve(request: HttpRequest, service: str, rest: str, tenant: str = "", api_route: str = "v2.0") -> HttpResponse:
-    arrived = time.monotonic()
     handler, render_error = SERVICES[service]
     req = _request(request, rest)
     req.api_route = api_route
     with rows.server_clock():
         try:
-            return _serve_request(request, req, service, handler, tenant, arrived)
+            return _serve_request(request, req, service, handler, tenant)
         except ApiError as err:
             return _to_django(render_error(err))
         except OperationalError as exc:
@@ -105,12 +106,12 @@ def _serve(request: HttpRequest, service: str, rest: str, tenant: str = "", api_
             return _to_django(render_error(busy))
 
 
-def _serve_request(request: HttpRequest, req: Req, service: str, handler, tenant: str, arrived: float) -> HttpResponse:
+def _serve_request(request: HttpRequest, req: Req, service: str, handler, tenant: str) -> HttpResponse:
     with _database_turn:  # a profile's requests may be writing: see _database_turn
         stored = rows.get_settings("throttle", "clock_offset_seconds", costs.SETTING)
     rows.set_server_clock(stored["clock_offset_seconds"])
     if (profiled := costs.loaded(stored[costs.SETTING])) is not None:
-        return _serve_with_costs(request, req, service, handler, tenant, arrived, *profiled)
+        return _serve_with_costs(request, req, service, handler, tenant, *profiled)
     throttle = faults.throttle_settings(stored["throttle"] or {})
     disruption = faults.before_request(service)
     if disruption is not None:
@@ -130,14 +131,7 @@ _database_turn = threading.Lock()
 
 
 def _serve_with_costs(
-    request: HttpRequest,
-    req: Req,
-    service: str,
-    handler,
-    tenant: str,
-    arrived: float,
-    profile: costs.CostProfile,
-    generation: str,
+    request: HttpRequest, req: Req, service: str, handler, tenant: str, profile: costs.CostProfile, generation: str
 ) -> HttpResponse:
     """Serve one request in its service time: what the emulation itself takes (reading the request, checking the
     token, waiting for its database turn, doing the work) counts within that time, as the real service's own
@@ -166,7 +160,7 @@ def _serve_with_costs(
             handled = time.monotonic() - started
             # The emulation's time before admission counts too, but not where it passed while the request would
             # have waited in Business Central's queue anyway.
-            work = handled + max(0.0, (asked - arrived) - (started - asked))
+            work = handled + max(0.0, (asked - req.arrived) - (started - asked))
             service_time = profile.scaled(profile.service_seconds(service, meter))
             # The execution time the service counts against its budget: from admission, as the service counts.
             call[1] = max(service_time, handled)

@@ -23,6 +23,7 @@ class Req:
     base_url: str  # absolute service root ending with "/", e.g. "http://host/sandbox/dataverse/api/data/v9.2/"
     raw_query: str = ""
     url_length: int = 0  # of the URL as the client sent it (absolute), for the services' URL limits
+    arrived: float = 0.0  # time.monotonic() when the request came in: a cost profile's service time counts from it
     client_id: str = ""
     in_batch: bool = False
     api_route: str = "v2.0"  # Business Central: `v2.0` or a custom API page's `{publisher}/{group}/{version}`

@@ -129,7 +129,8 @@ def test_dataverse_reads_a_bulk_write_back_with_the_columns_written_not_the_whol
 
 def test_dataverse_records_written_but_not_read_back_fail_each_and_the_call_goes_on(dataverse_connection):
     """A read-back refused (here: a column the table lacks) leaves the written records' ETags unknown: each fails
-    on its own, saying so, and the next bulk message of the same call is written and read back as usual."""
+    on its own, saying so and classified by the cause (a 400 is no passing trouble), and the next bulk message of
+    the same call is written and read back as usual."""
     ids = [uuid.uuid4() for _ in range(3)]
     operations = [
         WriteOperation("upsert", "accounts", "a", {"name": "Unread A"}, ids[0], returned=("nosuchcolumn",)),
@@ -141,7 +142,7 @@ def test_dataverse_records_written_but_not_read_back_fail_each_and_the_call_goes
         stored = client.read_by_ids("accounts", ids[:2])
 
     assert [r.ok for r in written] == [False, False, True]
-    assert all(r.error.kind == ErrorKind.TRANSIENT for r in written[:2])
+    assert all(r.error.kind == ErrorKind.VALIDATION and r.error.status == 400 for r in written[:2])
     assert written[0].error.message.startswith("The record was written but could not be read back: ")
     assert "nosuchcolumn" in written[0].error.message
     assert {stored[i]["name"] for i in ids[:2]} == {"Unread A", "Unread B"}  # written all the same
